@@ -1,0 +1,99 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// EnhancedCode is an RFC 3463 enhanced status code: class.subject.detail.
+// The zero value means "none".
+type EnhancedCode [3]int
+
+// String renders "5.7.4", or "" for the zero value.
+func (c EnhancedCode) String() string {
+	if c == (EnhancedCode{}) {
+		return ""
+	}
+	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
+}
+
+// ParseEnhancedCode parses "5.7.4" (RFC 3463 §2).
+func ParseEnhancedCode(s string) (EnhancedCode, error) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return EnhancedCode{}, fmt.Errorf("transport: malformed enhanced status code %q", s)
+	}
+	var c EnhancedCode
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 999 || (i == 0 && n != 2 && n != 4 && n != 5) {
+			return EnhancedCode{}, fmt.Errorf("transport: malformed enhanced status code %q", s)
+		}
+		c[i] = n
+	}
+	return c, nil
+}
+
+// Error is an SMTP-level failure: a reply code, an enhanced status code, the
+// text, the command it answered and the underlying cause. A Handler that
+// returns an *Error has it sent to the client as is; the Connector reports
+// remote replies and local TLS failures as *Error.
+type Error struct {
+	Code         int          // 3-digit reply code (RFC 5321 §4.2)
+	EnhancedCode EnhancedCode // RFC 3463
+	Message      string       // human text, without codes
+	Command      string       // the command answered ("MAIL", "STARTTLS", "DATA"...), if known
+	Err          error        // the cause, if any
+}
+
+// Error renders "transport: 530 5.7.0 Must issue a STARTTLS command first".
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("transport: ")
+	if e.Command != "" {
+		b.WriteString(e.Command)
+		b.WriteString(": ")
+	}
+	fmt.Fprintf(&b, "%d", e.Code)
+	if ec := e.EnhancedCode.String(); ec != "" {
+		b.WriteString(" ")
+		b.WriteString(ec)
+	}
+	if e.Message != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Message)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Temporary reports whether the failure is transient (4xx, RFC 5321 §4.2.1).
+func (e *Error) Temporary() bool { return e.Code >= 400 && e.Code < 500 }
+
+// Reply renders the reply line as sent on the wire, without CRLF:
+// "530 5.7.0 Must issue a STARTTLS command first".
+func (e *Error) Reply() string {
+	s := strconv.Itoa(e.Code)
+	if ec := e.EnhancedCode.String(); ec != "" {
+		s += " " + ec
+	}
+	if e.Message != "" {
+		s += " " + e.Message
+	}
+	return s
+}
+
+// AsError returns err as an *Error if it is or wraps one.
+func AsError(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}
