@@ -1,0 +1,32 @@
+package certstore
+
+import (
+	"crypto/tls"
+)
+
+// Fallback returns a tls.Config GetCertificate function that asks primary
+// first and the Store second. It is the adapter for ACME (RFC 8555) through
+// golang.org/x/crypto/acme/autocert, which this package does not import:
+//
+//	cfg, err := certstore.ServerTLSConfig(store.Fallback(manager.GetCertificate), certstore.TLSOptions{})
+//
+// A client that sends no server name (RFC 6066, Section 3), as most MTAs
+// do, goes straight to the Store and gets its default certificate: autocert
+// alone fails those handshakes. A client for which primary returns an error
+// (a name outside autocert's HostPolicy, an ACME outage) also gets the
+// Store's choice, so a mail server never loses a STARTTLS client to an ACME
+// problem; the error is logged at debug level. For autocert's tls-alpn-01
+// challenge also add "acme-tls/1" to the Config's NextProtos.
+func (s *Store) Fallback(primary func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if hello.ServerName == "" || primary == nil {
+			return s.GetCertificate(hello)
+		}
+		c, err := primary(hello)
+		if err == nil && c != nil {
+			return c, nil
+		}
+		s.log().Debug("certstore: primary certificate source failed, using the store", "sni", hello.ServerName, "err", err)
+		return s.GetCertificate(hello)
+	}
+}
