@@ -71,9 +71,9 @@ type entry struct {
 	name     string
 	certFile string
 	files    []string
-	cert  *tls.Certificate
-	chain []*x509.Certificate
-	names []string
+	cert     *tls.Certificate
+	chain    []*x509.Certificate
+	names    []string
 }
 
 type certSet struct {
