@@ -1,0 +1,522 @@
+package ndr
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"mime"
+	"strconv"
+	"strings"
+)
+
+// dateLayout is the RFC 5322 §3.3 date-time format used in headers and in
+// the delivery-status fields (RFC 3464 §2.1.1).
+const dateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
+
+func (r *Report) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidReport}, args...)...)
+	}
+	if strings.TrimSpace(r.ReportingMTA) == "" {
+		return bad("ReportingMTA is empty (RFC 3464 §2.2.2)")
+	}
+	if IsNullSender(r.Sender) {
+		return bad("Sender is null; no report may be sent (RFC 3461 §6.2)")
+	}
+	if len(r.Recipients) == 0 {
+		return bad("no recipients (RFC 3464 §2.1)")
+	}
+	for i, rc := range r.Recipients {
+		if strings.TrimSpace(rc.FinalRecipient) == "" {
+			return bad("recipient %d: FinalRecipient is empty (RFC 3464 §2.3.2)", i)
+		}
+		if !rc.Action.Valid() {
+			return bad("recipient %d: Action %q (RFC 3464 §2.3.3)", i, rc.Action)
+		}
+		if _, _, _, ok := ParseStatus(rc.Status); !ok {
+			return bad("recipient %d: Status %q (RFC 3463 §2)", i, rc.Status)
+		}
+	}
+	return nil
+}
+
+func (r *Report) build(buf *bytes.Buffer) error {
+	if err := r.validate(); err != nil {
+		return err
+	}
+	now := r.now()
+	date := r.Date
+	if date.IsZero() {
+		date = now
+	}
+	host := oneLine(r.ReportingMTA)
+	if i := strings.LastIndex(host, ";"); i >= 0 { // "type; name"
+		host = strings.TrimSpace(host[i+1:])
+	}
+	msgID := oneLine(r.MessageID)
+	if msgID == "" {
+		h, err := r.randomHex(8)
+		if err != nil {
+			return err
+		}
+		msgID = now.UTC().Format("20060102150405") + "." + h + "@" + host
+	}
+	msgID = angle(msgID)
+	boundary := r.Boundary
+	if boundary == "" {
+		h, err := r.randomHex(12)
+		if err != nil {
+			return err
+		}
+		boundary = "=_ndr_" + h
+	}
+
+	var orig *original
+	if r.Original != nil {
+		maxBody := r.MaxReturnSize
+		if maxBody == 0 {
+			maxBody = DefaultMaxReturnSize
+		}
+		wantFull := r.Return == ReturnFull && !r.RequireTLS && maxBody > 0
+		var err error
+		if orig, err = readOriginal(r.Original, wantFull, maxBody); err != nil {
+			return err
+		}
+		if r.Return == ReturnFull && !r.RequireTLS && maxBody < 0 {
+			orig.tooLarge = true
+		}
+	}
+	origID := oneLine(r.OriginalMessageID)
+	if origID == "" && orig != nil {
+		origID = orig.messageID
+	}
+
+	status := r.deliveryStatus()
+	global := r.SMTPUTF8 || !isASCII(status)
+	lang := normalizeLanguage(r.Language)
+	human := r.humanText(lang, host, orig)
+
+	parts := [][]byte{[]byte(human), status}
+	if orig != nil {
+		parts = append(parts, orig.header, orig.body)
+	}
+	for _, p := range parts {
+		if bytes.Contains(p, []byte("--"+boundary)) {
+			return fmt.Errorf("%w: boundary %q occurs in the content", ErrInvalidReport, boundary)
+		}
+	}
+
+	// Top-level header (RFC 5322 §3.6, RFC 3834 §5, RFC 6522 §3).
+	from := oneLine(r.From)
+	if from == "" {
+		from = "Mail Delivery System <MAILER-DAEMON@" + host + ">"
+	} else {
+		from = angle(from)
+	}
+	writeField(buf, "From", from)
+	writeField(buf, "To", angle(oneLine(r.Sender)))
+	writeField(buf, "Subject", encodeWord(r.subject(lang)))
+	writeField(buf, "Date", date.Format(dateLayout))
+	writeField(buf, "Message-ID", msgID)
+	if origID != "" {
+		writeField(buf, "In-Reply-To", angle(origID))
+		writeField(buf, "References", angle(origID))
+	}
+	writeField(buf, "Auto-Submitted", "auto-replied")
+	writeField(buf, "MIME-Version", "1.0")
+	writeField(buf, "Content-Type", mime.FormatMediaType("multipart/report",
+		map[string]string{"report-type": "delivery-status", "boundary": boundary}))
+	buf.WriteString("\r\n")
+	buf.WriteString("This is a MIME-formatted delivery status notification (RFC 3464).\r\n")
+
+	// Part 1: human-readable (RFC 6522 §3 item 1).
+	buf.WriteString("\r\n--" + boundary + "\r\n")
+	buf.WriteString("Content-Description: Notification\r\n")
+	buf.WriteString("Content-Language: " + lang + "\r\n")
+	if isASCII([]byte(human)) {
+		buf.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
+		buf.WriteString("Content-Transfer-Encoding: 7bit\r\n\r\n")
+		buf.WriteString(human)
+	} else {
+		buf.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
+		buf.WriteString("Content-Transfer-Encoding: base64\r\n\r\n")
+		writeBase64(buf, []byte(human))
+	}
+
+	// Part 2: machine-readable (RFC 3464 §2, RFC 6533 §3).
+	buf.WriteString("\r\n--" + boundary + "\r\n")
+	buf.WriteString("Content-Description: Delivery report\r\n")
+	if global {
+		buf.WriteString("Content-Type: message/global-delivery-status\r\n")
+		buf.WriteString("Content-Transfer-Encoding: 8bit\r\n\r\n")
+	} else {
+		buf.WriteString("Content-Type: message/delivery-status\r\n\r\n")
+	}
+	buf.Write(status)
+
+	// Part 3: the returned original (RFC 6522 §3 item 3).
+	if orig != nil {
+		buf.WriteString("\r\n--" + boundary + "\r\n")
+		content := orig.header
+		if orig.full {
+			buf.WriteString("Content-Description: Undelivered message\r\n")
+			if global {
+				buf.WriteString("Content-Type: message/global\r\n")
+			} else {
+				buf.WriteString("Content-Type: message/rfc822\r\n")
+			}
+			content = append(append(append([]byte(nil), orig.header...), "\r\n"...), orig.body...)
+		} else {
+			buf.WriteString("Content-Description: Undelivered message headers\r\n")
+			if global {
+				buf.WriteString("Content-Type: message/global-headers\r\n")
+			} else {
+				buf.WriteString("Content-Type: text/rfc822-headers\r\n")
+			}
+		}
+		if !isASCII(content) {
+			buf.WriteString("Content-Transfer-Encoding: 8bit\r\n")
+		}
+		buf.WriteString("\r\n")
+		buf.Write(content)
+		if len(content) > 0 && !bytes.HasSuffix(content, []byte("\r\n")) {
+			buf.WriteString("\r\n")
+		}
+	}
+	buf.WriteString("\r\n--" + boundary + "--\r\n")
+	return nil
+}
+
+// deliveryStatus renders the message/delivery-status body (RFC 3464 §2.1):
+// the per-message fields, then one group per recipient, each group
+// preceded by an empty line.
+func (r *Report) deliveryStatus() []byte {
+	var b bytes.Buffer
+	if r.OriginalEnvelopeID != "" {
+		writeField(&b, "Original-Envelope-Id", oneLine(r.OriginalEnvelopeID))
+	}
+	writeField(&b, "Reporting-MTA", typed("dns", r.ReportingMTA))
+	if r.ReceivedFromMTA != "" {
+		writeField(&b, "Received-From-MTA", typed("dns", r.ReceivedFromMTA))
+	}
+	if !r.ArrivalDate.IsZero() {
+		writeField(&b, "Arrival-Date", r.ArrivalDate.Format(dateLayout))
+	}
+	for _, rc := range r.Recipients {
+		b.WriteString("\r\n")
+		if rc.OriginalRecipient != "" {
+			writeField(&b, "Original-Recipient", typedRaw(rc.OriginalRecipient))
+		}
+		addrType := "rfc822"
+		if r.SMTPUTF8 || !isASCII([]byte(rc.FinalRecipient)) {
+			addrType = "utf-8" // RFC 6533 §3
+		}
+		writeField(&b, "Final-Recipient", typed(addrType, strings.Trim(oneLine(rc.FinalRecipient), "<>")))
+		writeField(&b, "Action", string(rc.Action))
+		writeField(&b, "Status", strings.TrimSpace(rc.Status))
+		if rc.RemoteMTA != "" {
+			writeField(&b, "Remote-MTA", typed("dns", rc.RemoteMTA))
+		}
+		if rc.DiagnosticCode != "" {
+			t := rc.DiagnosticType
+			if t == "" {
+				t = "smtp"
+			}
+			lines := strings.FieldsFunc(rc.DiagnosticCode, func(c rune) bool { return c == '\r' || c == '\n' })
+			writeField(&b, "Diagnostic-Code", oneLine(t)+"; "+strings.Join(lines, "\n"))
+		}
+		if !rc.LastAttemptDate.IsZero() {
+			writeField(&b, "Last-Attempt-Date", rc.LastAttemptDate.Format(dateLayout))
+		}
+		if rc.FinalLogID != "" {
+			writeField(&b, "Final-Log-Id", oneLine(rc.FinalLogID))
+		}
+		if !rc.WillRetryUntil.IsZero() && rc.Action == ActionDelayed {
+			writeField(&b, "Will-Retry-Until", rc.WillRetryUntil.Format(dateLayout))
+		}
+	}
+	return b.Bytes()
+}
+
+// typed renders "type; value" unless value already carries a type.
+func typed(t, value string) string {
+	value = oneLine(value)
+	if strings.Contains(value, ";") {
+		return typedRaw(value)
+	}
+	return t + "; " + value
+}
+
+// typedRaw normalizes "type;value" to "type; value".
+func typedRaw(v string) string {
+	v = oneLine(v)
+	i := strings.Index(v, ";")
+	if i < 0 {
+		return v
+	}
+	return strings.TrimSpace(v[:i]) + "; " + strings.TrimSpace(v[i+1:])
+}
+
+// writeField writes "Name: value" folded at spaces to lines of at most 78
+// characters where possible (RFC 5322 §2.2.3); a "\n" in value forces a fold.
+func writeField(b *bytes.Buffer, name, value string) {
+	line := name + ":"
+	first := true
+	for _, seg := range strings.Split(value, "\n") {
+		words := strings.Split(seg, " ")
+		for i, w := range words {
+			sep := " "
+			if i == 0 && !first {
+				// forced fold between lines of a multi-line value
+				b.WriteString(line + "\r\n")
+				line = " " + w
+				continue
+			}
+			if w != "" && len(line)+len(sep)+len(w) > 78 && len(line) > len(name)+1 {
+				b.WriteString(line + "\r\n")
+				line = " " + w
+				continue
+			}
+			line += sep + w
+		}
+		first = false
+	}
+	b.WriteString(line + "\r\n")
+}
+
+// oneLine replaces line breaks with spaces and trims, so that a value cannot
+// inject header fields.
+func oneLine(s string) string {
+	s = strings.Map(func(c rune) rune {
+		if c == '\r' || c == '\n' {
+			return ' '
+		}
+		return c
+	}, s)
+	return strings.TrimSpace(s)
+}
+
+// angle returns "<s>" for an address or message ID given with or without
+// angle brackets; a value with a display name is returned unchanged.
+func angle(s string) string {
+	s = strings.TrimSpace(s)
+	if strings.HasSuffix(s, ">") && strings.Contains(s, "<") {
+		return s
+	}
+	return "<" + s + ">"
+}
+
+func encodeWord(s string) string {
+	if isASCII([]byte(s)) {
+		return oneLine(s)
+	}
+	return mime.BEncoding.Encode("utf-8", oneLine(s))
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func writeBase64(b *bytes.Buffer, data []byte) {
+	enc := base64.StdEncoding.EncodeToString(data)
+	for len(enc) > 76 {
+		b.WriteString(enc[:76] + "\r\n")
+		enc = enc[76:]
+	}
+	b.WriteString(enc + "\r\n")
+}
+
+// subject picks the localized subject from the worst action reported.
+func (r *Report) subject(lang string) string {
+	if s := oneLine(r.Subject); s != "" {
+		return s
+	}
+	t := textsFor(lang)
+	switch {
+	case r.has(ActionFailed):
+		return t.subjectFailed
+	case r.has(ActionDelayed):
+		return t.subjectDelayed
+	}
+	return t.subjectSuccess
+}
+
+func (r *Report) has(a Action) bool {
+	for _, rc := range r.Recipients {
+		if rc.Action == a {
+			return true
+		}
+	}
+	return false
+}
+
+// humanText writes the human-readable part (RFC 6522 §3 item 1) in lang.
+func (r *Report) humanText(lang, host string, orig *original) string {
+	t := textsFor(lang)
+	var b strings.Builder
+	para := func(s string) {
+		b.WriteString(wrap(s, lang, "", 72))
+		b.WriteString("\r\n")
+	}
+	para(fmt.Sprintf(t.intro, host))
+	if r.has(ActionFailed) {
+		para(t.failed)
+	}
+	if r.has(ActionDelayed) {
+		para(t.delayed)
+	}
+	if r.has(ActionDelivered) || r.has(ActionRelayed) || r.has(ActionExpanded) {
+		para(t.success)
+	}
+	for _, rc := range r.Recipients {
+		addr := strings.Trim(oneLine(rc.FinalRecipient), "<>")
+		b.WriteString("<" + addr + ">: " + t.action[rc.Action] + "\r\n")
+		var why string
+		if rc.Reason != nil && rc.Action != ActionDelivered {
+			why = rc.Reason.Explain(lang)
+		} else {
+			why = Explain(rc.Status, "", lang)
+		}
+		b.WriteString(wrap(why, lang, "    ", 72))
+		status := strings.TrimSpace(rc.Status)
+		detail := func(label, value string) {
+			b.WriteString(wrap(label+": "+value, lang, "    ", 72))
+		}
+		detail(t.status, status+" ("+StatusTextLang(status, lang)+")")
+		if rc.RemoteMTA != "" {
+			detail(t.remote, oneLine(rc.RemoteMTA))
+		}
+		if rc.DiagnosticCode != "" {
+			detail(t.reply, strings.Join(strings.Fields(rc.DiagnosticCode), " "))
+		}
+		if !rc.LastAttemptDate.IsZero() {
+			detail(t.lastAttempt, rc.LastAttemptDate.Format(dateLayout))
+		}
+		if !rc.WillRetryUntil.IsZero() && rc.Action == ActionDelayed {
+			detail(t.retryUntil, rc.WillRetryUntil.Format(dateLayout))
+		}
+		b.WriteString("\r\n")
+	}
+	switch {
+	case orig == nil:
+	case r.RequireTLS:
+		para(t.requireTLS)
+	case orig.tooLarge:
+		max := r.MaxReturnSize
+		if max == 0 {
+			max = DefaultMaxReturnSize
+		}
+		if max < 0 {
+			para(t.bodyNotReturned)
+		} else {
+			para(fmt.Sprintf(t.tooLarge, strconv.FormatInt(max, 10)))
+		}
+	case orig.full:
+		para(t.fullAttached)
+	default:
+		para(t.headersAttached)
+	}
+	para(t.closing)
+	return b.String()
+}
+
+// wrap breaks s into CRLF-terminated lines of at most width characters,
+// each starting with indent. Japanese text has no spaces to break at and
+// is left as one line per sentence group.
+func wrap(s, lang, indent string, width int) string {
+	if lang == "ja" {
+		return indent + s + "\r\n"
+	}
+	var b strings.Builder
+	line := indent
+	for _, w := range strings.Fields(s) {
+		if len(line) > len(indent) && len(line)+1+len(w) > width {
+			b.WriteString(line + "\r\n")
+			line = indent + "  "
+		}
+		if len(line) > len(indent) && !strings.HasSuffix(line, "  ") {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(line + "\r\n")
+	return b.String()
+}
+
+// texts holds the localized strings of the human-readable part.
+type texts struct {
+	intro, failed, delayed, success                string
+	action                                         map[Action]string
+	status, remote, reply, lastAttempt, retryUntil string
+	requireTLS, tooLarge, bodyNotReturned          string
+	headersAttached, fullAttached, closing         string
+	subjectFailed, subjectDelayed, subjectSuccess  string
+}
+
+var textsEN = texts{
+	intro:   "This is the mail system at host %s.",
+	failed:  "Your message could not be delivered to one or more recipients.",
+	delayed: "Your message has not yet been delivered to one or more recipients. The mail system will keep trying; you do not need to send it again now.",
+	success: "As you requested, this is a report on the successful delivery of your message.",
+	action: map[Action]string{
+		ActionFailed:    "delivery failed",
+		ActionDelayed:   "delivery delayed, still trying",
+		ActionDelivered: "delivered",
+		ActionRelayed:   "relayed to a system that does not send delivery reports",
+		ActionExpanded:  "delivered and forwarded to further addresses",
+	},
+	status:          "Status",
+	remote:          "Remote server",
+	reply:           "Server reply",
+	lastAttempt:     "Last attempt",
+	retryUntil:      "Will retry until",
+	requireTLS:      "Your message was sent with REQUIRETLS (RFC 8689), so this report includes only its headers and not its content: the report itself may travel without TLS, and the content was meant to travel only over TLS.",
+	tooLarge:        "Your message was too large to return in full (more than %s bytes), so only its headers are attached.",
+	bodyNotReturned: "Only the headers of your message are attached.",
+	headersAttached: "The headers of your message are attached.",
+	fullAttached:    "Your message is attached.",
+	closing:         "A machine-readable report (RFC 3464) is attached for your mail software. If you need help, please contact your mail administrator and include this report.",
+	subjectFailed:   "Undelivered Mail Returned to Sender",
+	subjectDelayed:  "Delayed Mail (still being retried)",
+	subjectSuccess:  "Successful Mail Delivery Report",
+}
+
+var textsJA = texts{
+	intro:   "このメールは %s のメールシステムから自動送信されています。",
+	failed:  "お送りいただいたメッセージは、以下の宛先に配送できませんでした。",
+	delayed: "お送りいただいたメッセージは、以下の宛先にまだ配送されていません。配送は引き続き自動的に再試行されますので、今すぐ再送信する必要はありません。",
+	success: "ご依頼に従い、お送りいただいたメッセージの配送結果をお知らせします。",
+	action: map[Action]string{
+		ActionFailed:    "配送失敗",
+		ActionDelayed:   "配送遅延（再試行中）",
+		ActionDelivered: "配送完了",
+		ActionRelayed:   "配送通知に対応していないシステムへ中継しました",
+		ActionExpanded:  "配送完了（さらに別の宛先へ転送されました）",
+	},
+	status:          "状態コード",
+	remote:          "相手先サーバー",
+	reply:           "サーバーの応答",
+	lastAttempt:     "最終試行日時",
+	retryUntil:      "再試行の期限",
+	requireTLS:      "お送りいただいたメッセージには REQUIRETLS（RFC 8689）が指定されていたため、この通知には本文を含めず、ヘッダーのみを添付しています。本文は TLS で保護された経路でのみ送られるべきものですが、この通知自体は TLS なしで届く可能性があるためです。",
+	tooLarge:        "お送りいただいたメッセージは大きすぎるため（%s バイト超）、ヘッダーのみを添付しています。",
+	bodyNotReturned: "お送りいただいたメッセージのヘッダーのみを添付しています。",
+	headersAttached: "お送りいただいたメッセージのヘッダーを添付しています。",
+	fullAttached:    "お送りいただいたメッセージを添付しています。",
+	closing:         "メールソフト向けの機械可読な配送状態通知（RFC 3464）を添付しています。ご不明な点は、この通知を添えてメール管理者にお問い合わせください。",
+	subjectFailed:   "メールを配送できませんでした (Undelivered Mail)",
+	subjectDelayed:  "メールの配送が遅れています (Delayed Mail)",
+	subjectSuccess:  "メールの配送結果のお知らせ (Delivery Report)",
+}
+
+func textsFor(lang string) *texts {
+	if lang == "ja" {
+		return &textsJA
+	}
+	return &textsEN
+}
