@@ -1,15 +1,9 @@
-// Package policy decides what TLS an outbound hop requires and what TLS an
-// inbound listener demands, and explains every decision.
-//
-// Levels follow Postfix's smtp_tls_security_level (postconf(5), TLS_README):
-// none, may, encrypt, dane, dane-only, verify, secure. Discovery of published
-// policies (MTA-STS, RFC 8461; DANE, RFC 7672) lives in subpackages; this
-// package holds the vocabulary, the static table and the combinator.
 package policy
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -18,7 +12,7 @@ import (
 // ordered by strength for the purpose of "strictest wins": None < May <
 // Encrypt < DANE < DANEOnly < Verify < Secure, where DANE (which falls back to
 // May when no usable TLSA records exist) ranks above Encrypt only when
-// records exist; see Strength.
+// records exist; see Requirement.Strength.
 type Level int
 
 // Levels. The zero value is None only for the type; a Requirement built by
@@ -201,10 +195,18 @@ func (r Requirement) String() string {
 //
 // Implementations must be safe for concurrent use and honour ctx. An error
 // means the policy could not be determined (a temporary DNS failure, say);
-// callers must then defer, never downgrade.
+// callers must then defer, never downgrade. The one exception is an error
+// wrapping ErrNoPolicy, which says the policy has no opinion on the domain.
 type Policy interface {
 	Lookup(ctx context.Context, domain string) (Requirement, error)
 }
+
+// ErrNoPolicy is wrapped by a Policy's Lookup error when it has no entry for
+// the domain (a Table without a matching or default entry, a domain that
+// publishes no MTA-STS policy). It is not a failure: Strictest skips members
+// that return it, and a caller using a Policy on its own should apply its
+// own default level (a Fixed policy). Test with errors.Is.
+var ErrNoPolicy = errors.New("policy: no policy for this destination")
 
 // Func adapts a function to Policy.
 type Func func(ctx context.Context, domain string) (Requirement, error)

@@ -1,0 +1,211 @@
+package policy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+)
+
+// Strength ranks r for "strictest wins": None 0, May 1, DANE without TLSA
+// records 2 (it falls back to May, RFC 7672 §2.2, so it ranks below
+// Encrypt), Encrypt 3, DANE with TLSA records 4, DANEOnly 5, Verify 6,
+// Secure 7. An invalid Level ranks -1.
+func (r Requirement) Strength() int {
+	switch r.Level {
+	case None:
+		return 0
+	case May:
+		return 1
+	case DANE:
+		if len(r.TLSA) == 0 {
+			return 2
+		}
+		return 4
+	case Encrypt:
+		return 3
+	case DANEOnly:
+		return 5
+	case Verify:
+		return 6
+	case Secure:
+		return 7
+	}
+	return -1
+}
+
+// Strictest is a Policy that asks each of its Policies, in order, and returns
+// the strictest requirement, so that no member can weaken another:
+//
+//   - A member whose error wraps ErrNoPolicy abstains. Any other error (and
+//     a cancelled ctx) is returned at once, wrapped: the destination's policy
+//     is unknown, and callers must defer, never downgrade. If every member
+//     abstains (or there are none) the error wraps ErrNoPolicy.
+//   - Answers with Source SourceOverride (a static entry marked
+//     override=yes) win over all others, even when they are weaker: this is
+//     the only way to lower a requirement. If several overrides answer, the
+//     strictest of them wins. An override that lowers a stricter answer is
+//     logged at Warn level, any other at Info.
+//   - Otherwise the answers in Enforce mode compete; answers in Testing mode
+//     are ignored (a testing policy never raises an enforced one) and only
+//     named in Reason. If every answer is in Testing mode, they compete
+//     among themselves and the result is in Testing mode.
+//   - Among the competitors the winner has the highest Strength; ties go to
+//     the higher effective MinVersion, then to Bounce over Defer, then to
+//     the earlier member. The result is the winner's requirement (Level,
+//     Match, TLSA, Mode, Source) with the other competitors' constraints
+//     added: MinVersion is the highest of all, OnFailure is Bounce if any
+//     says Bounce, MXPatterns are the winner's or else the first non-empty
+//     ones, MXAuthenticated is true if any says so.
+//   - Reason is the winner's reason, followed, when more than one member
+//     answered, by every answer's source and level.
+//
+// Published-policy precedence (RFC 8461 §2: DANE over MTA-STS when
+// DNSSEC-validated TLSA records exist) is not applied here: Strictest ranks
+// by Strength only.
+//
+// Strictest is safe for concurrent use if its members are; do not modify
+// Policies while lookups run.
+type Strictest struct {
+	// Policies are the members, asked in order. Nil members are skipped.
+	Policies []Policy
+	// Logger receives one line per applied override. Nil discards.
+	Logger *slog.Logger
+}
+
+var _ Policy = (*Strictest)(nil)
+
+// Combine returns a Strictest over policies, with no logger.
+func Combine(policies ...Policy) *Strictest {
+	return &Strictest{Policies: policies}
+}
+
+// Lookup asks every member for domain and merges the answers as described on
+// Strictest.
+func (s *Strictest) Lookup(ctx context.Context, domain string) (Requirement, error) {
+	var answers []Requirement
+	for i, p := range s.Policies {
+		if p == nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return Requirement{}, err
+		}
+		r, err := p.Lookup(ctx, domain)
+		if errors.Is(err, ErrNoPolicy) {
+			continue
+		}
+		if err != nil {
+			return Requirement{}, fmt.Errorf("policy: lookup of %q, member %d: %w", domain, i, err)
+		}
+		answers = append(answers, r)
+	}
+	if len(answers) == 0 {
+		return Requirement{}, fmt.Errorf("%w: no member has a policy for %q", ErrNoPolicy, domain)
+	}
+	r, lowered := merge(answers)
+	if over := r.Source == SourceOverride && len(answers) > 1; over && s.Logger != nil {
+		lvl := slog.LevelInfo
+		if lowered {
+			lvl = slog.LevelWarn
+		}
+		s.Logger.LogAttrs(ctx, lvl, "policy: local override applied",
+			slog.String("domain", r.Domain), slog.String("policy", r.Level.String()),
+			slog.Bool("lowered", lowered), slog.String("reason", r.Reason))
+	}
+	return r, nil
+}
+
+// stricter reports whether a beats b (see Strictest).
+func stricter(a, b Requirement) bool {
+	if sa, sb := a.Strength(), b.Strength(); sa != sb {
+		return sa > sb
+	}
+	if va, vb := a.EffectiveMinVersion(), b.EffectiveMinVersion(); va != vb {
+		return va > vb
+	}
+	return a.OnFailure == Bounce && b.OnFailure != Bounce
+}
+
+// merge combines answers (at least one) as described on Strictest. lowered
+// reports whether an override won over a stricter non-override answer.
+func merge(answers []Requirement) (r Requirement, lowered bool) {
+	var overrides, enforce, testing []int
+	for i, a := range answers {
+		switch {
+		case a.Source == SourceOverride:
+			overrides = append(overrides, i)
+		case a.Mode == Testing:
+			testing = append(testing, i)
+		default:
+			enforce = append(enforce, i)
+		}
+	}
+	pool := enforce
+	switch {
+	case len(overrides) > 0:
+		pool = overrides
+	case len(enforce) == 0:
+		pool = testing
+	}
+	win := pool[0]
+	for _, i := range pool[1:] {
+		if stricter(answers[i], answers[win]) {
+			win = i
+		}
+	}
+	r = answers[win]
+	r.Match = slices.Clone(r.Match)
+	r.TLSA = slices.Clone(r.TLSA)
+	r.MXPatterns = slices.Clone(r.MXPatterns)
+	for _, i := range pool {
+		a := answers[i]
+		r.MinVersion = max(r.MinVersion, a.MinVersion)
+		if a.OnFailure == Bounce {
+			r.OnFailure = Bounce
+		}
+		if len(r.MXPatterns) == 0 && len(a.MXPatterns) > 0 {
+			r.MXPatterns = slices.Clone(a.MXPatterns)
+		}
+		r.MXAuthenticated = r.MXAuthenticated || a.MXAuthenticated
+	}
+	if len(overrides) > 0 {
+		for _, i := range enforce {
+			if stricter(answers[i], r) {
+				lowered = true
+			}
+		}
+	}
+	if len(answers) > 1 {
+		inPool := make(map[int]bool, len(pool))
+		for _, i := range pool {
+			inPool[i] = true
+		}
+		var b strings.Builder
+		b.WriteString(r.Reason)
+		b.WriteString("; strictest of ")
+		for i, a := range answers {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s %s", a.Source, a.Level)
+			if a.MinVersion > tls.VersionTLS12 {
+				fmt.Fprintf(&b, " min %s", tls.VersionName(a.MinVersion))
+			}
+			switch {
+			case i == win:
+				b.WriteString(" (chosen)")
+			case inPool[i]:
+			case len(overrides) > 0:
+				b.WriteString(" (overridden)")
+			case a.Mode == Testing:
+				b.WriteString(" (testing, not enforced)")
+			}
+		}
+		r.Reason = b.String()
+	}
+	return r, lowered
+}

@@ -1,0 +1,42 @@
+// Package policy decides what TLS an outbound hop requires and what TLS an
+// inbound listener demands, and explains every decision.
+//
+// # Levels
+//
+// Levels follow Postfix's smtp_tls_security_level (postconf(5), TLS_README):
+// none, may, encrypt, dane, dane-only, verify, secure. Postfix's
+// "fingerprint" level is not implemented. A Requirement carries the level
+// with the minimum TLS version (TLS 1.2 unless raised to 1.3; RFC 8996 and
+// RFC 9325 §3.1.1 rule out anything older), the names a certificate must
+// match, what to do on failure (defer and retry, or bounce at once), the mode
+// (enforce or testing, RFC 8461 §5) and where the decision came from.
+//
+// # Static tables
+//
+// Table is a per-destination table in the syntax of Postfix's
+// smtp_tls_policy_maps (postconf(5) "smtp_tls_policy_maps", TLS_README "TLS
+// policy table"): exact domains, ".parent" domains, "[host]" and
+// "[host]:port" next hops, a "*" default, and the attributes match= and
+// protocols=, plus three extensions of ours: on-failure=, mode= and
+// override=. See ParseTable for the grammar. Not implemented from Postfix:
+// the fingerprint level, match=hostname, ciphers=, exclude=, tafile=,
+// servername=, connection_reuse=, enable_rpk=, "domain:port" keys without
+// brackets, map types other than a plain text file (hash:, regexp:...), and
+// maximum protocol versions.
+//
+// # Combination
+//
+// Strictest (built by Combine) asks several policies and keeps the strictest
+// answer, never letting one member weaken another; only an explicit local
+// override (override=yes) may lower a requirement, and that is logged.
+// Testing-mode answers never raise enforced ones. A member that has no
+// opinion returns an error wrapping ErrNoPolicy; any other error is passed
+// on, and the caller must defer, never downgrade.
+//
+// # Not here
+//
+// Discovery of published policies, MTA-STS (RFC 8461) and DANE (RFC 7672),
+// and the precedence between them (RFC 8461 §2), is not implemented in this
+// package yet; Requirement has room for their results (Mode, MXPatterns,
+// TLSA, MXAuthenticated).
+package policy
