@@ -360,7 +360,7 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 	t := textsFor(lang)
 	var b strings.Builder
 	para := func(s string) {
-		b.WriteString(wrap(s, lang, "", 72))
+		b.WriteString(wrap(s, lang, "", "", 72))
 		b.WriteString("\r\n")
 	}
 	para(fmt.Sprintf(t.intro, host))
@@ -382,12 +382,16 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 		} else {
 			why = Explain(rc.Status, "", lang)
 		}
-		b.WriteString(wrap(why, lang, "    ", 72))
+		b.WriteString(wrap(why, lang, "    ", "    ", 72))
 		status := strings.TrimSpace(rc.Status)
 		detail := func(label, value string) {
-			b.WriteString(wrap(label+": "+value, lang, "    ", 72))
+			b.WriteString(wrap(label+": "+value, lang, "    ", "      ", 72))
 		}
-		detail(t.status, status+" ("+StatusTextLang(status, lang)+")")
+		if lang == "ja" {
+			detail(t.status, status+"（"+StatusTextLang(status, lang)+"）")
+		} else {
+			detail(t.status, status+" ("+StatusTextLang(status, lang)+")")
+		}
 		if rc.RemoteMTA != "" {
 			detail(t.remote, oneLine(rc.RemoteMTA))
 		}
@@ -422,27 +426,28 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 		para(t.headersAttached)
 	}
 	para(t.closing)
-	return b.String()
+	return strings.TrimSuffix(b.String(), "\r\n")
 }
 
-// wrap breaks s into CRLF-terminated lines of at most width characters,
-// each starting with indent. Japanese text has no spaces to break at and
-// is left as one line per sentence group.
-func wrap(s, lang, indent string, width int) string {
+// wrap breaks s into CRLF-terminated lines of at most width characters
+// where possible, the first starting with indent and the others with cont.
+// Japanese text has no spaces to break at and is left as one line.
+func wrap(s, lang, indent, cont string, width int) string {
 	if lang == "ja" {
 		return indent + s + "\r\n"
 	}
 	var b strings.Builder
-	line := indent
+	line, empty := indent, true
 	for _, w := range strings.Fields(s) {
-		if len(line) > len(indent) && len(line)+1+len(w) > width {
+		if !empty && len(line)+1+len(w) > width {
 			b.WriteString(line + "\r\n")
-			line = indent + "  "
+			line, empty = cont, true
 		}
-		if len(line) > len(indent) && !strings.HasSuffix(line, "  ") {
+		if !empty {
 			line += " "
 		}
 		line += w
+		empty = false
 	}
 	b.WriteString(line + "\r\n")
 	return b.String()
