@@ -172,7 +172,7 @@ func TestStrictest(t *testing.T) {
 				answer(Requirement{Level: Verify, Mode: Testing, Source: SourceStatic, Reason: "t"}),
 			},
 			// Nothing of the overridden answers is kept.
-			want: Requirement{Domain: "d.example", Level: May, Source: SourceOverride},
+			want:    Requirement{Domain: "d.example", Level: May, Source: SourceOverride},
 			wantWhy: []string{"tls_policy:4 entry d.example (override); strictest of mta-sts secure (overridden), override may (chosen), static verify (overridden)"},
 		},
 		{
@@ -269,7 +269,7 @@ func TestStrictestWithTables(t *testing.T) {
 		{"partner.example", Verify, SourceStatic, 0},
 		{"legacy.example", May, SourceOverride, 0},
 		{"www.bank.example", Encrypt, SourceStatic, tls.VersionTLS13}, // tie on level: higher version
-		{"other.example", Encrypt, SourceDefault, 0},                   // the table abstains
+		{"other.example", Encrypt, SourceDefault, 0},                  // the table abstains
 	}
 	for _, tt := range tests {
 		r, err := s.Lookup(ctx, tt.domain)
