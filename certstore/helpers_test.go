@@ -27,9 +27,15 @@ func writePair(t *testing.T, dir, name string, l *testpki.Leaf) (certFile, keyFi
 	return certFile, keyFile
 }
 
+// writeFile replaces path atomically (temporary file and rename), so a
+// concurrent Watch never reads half a file.
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }

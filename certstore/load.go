@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -293,11 +292,4 @@ func checkKeyType(key crypto.PrivateKey) error {
 		return fmt.Errorf("%w: key type %T", ErrUnsupportedKey, key)
 	}
 	return nil
-}
-
-// errorsAs is errors.As with a typed target, kept local for readability.
-func asError(err error) (*Error, bool) {
-	var e *Error
-	ok := errors.As(err, &e)
-	return e, ok
 }

@@ -357,7 +357,8 @@ func (s *Store) Expiring(within time.Duration) []Expiry {
 // retried until the files change again, so a half-written pair is picked up as
 // soon as its second file lands. Watch blocks until ctx is done and then
 // returns nil; it is the only method that runs in the background, and only
-// for as long as the caller runs it.
+// for as long as the caller runs it. If the Store was never loaded, the first
+// poll loads it.
 func (s *Store) Watch(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = time.Minute
