@@ -162,14 +162,15 @@ const maxLineLen = 64 << 10
 //   - on-failure=defer|bounce (extension): defer and retry (the default), or
 //     return the message at once. Not valid with none or may.
 //   - mode=enforce|testing (extension): testing reports failures but
-//     delivers as may. Not valid with none or may.
+//     delivers as may. mode=testing is not valid with none or may.
 //   - override=yes|no (extension): see Entry.Override. Not valid on * or
 //     with mode=testing.
 //
 // Keys, level names and attribute names are case-insensitive. Duplicate keys
 // (after normalization), duplicate attributes and unknown attributes are
-// errors. Every error is a *ParseError naming the line; when several lines
-// are wrong, the errors (at most 20) are joined with errors.Join.
+// errors. Every error in the text is a *ParseError naming the line; when
+// several lines are wrong, the errors (at most 20) are joined with
+// errors.Join. An error from r is returned wrapped, not as a *ParseError.
 func ParseTable(r io.Reader, name string) (*Table, error) {
 	p := &tableParser{name: name, t: &Table{name: name, byKey: map[string]int{}}}
 	sc := bufio.NewScanner(r)
@@ -251,14 +252,23 @@ func NewTable(name string, entries []Entry) (*Table, error) {
 			p.errorf(e.Line, "entry %q: invalid level %d", e.Key, int(e.Level))
 			continue
 		}
-		for i, m := range e.Match {
+		badMatch := false
+		var match []string
+		for _, m := range e.Match {
 			nm, msg := normalizeMatch(m)
 			if msg != "" {
 				p.errorf(e.Line, "entry %q: %s", e.Key, msg)
-				continue
+				badMatch = true
+				break
 			}
-			e.Match[i] = nm
+			if !slices.Contains(match, nm) {
+				match = append(match, nm)
+			}
 		}
+		if badMatch {
+			continue
+		}
+		e.Match = match
 		if e.MinVersion != 0 && e.MinVersion != tls.VersionTLS12 && e.MinVersion != tls.VersionTLS13 {
 			p.errorf(e.Line, "entry %q: MinVersion must be 0, TLS 1.2 or TLS 1.3", e.Key)
 			continue

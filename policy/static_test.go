@@ -392,7 +392,7 @@ func TestLoadTable(t *testing.T) {
 
 func TestNewTable(t *testing.T) {
 	tb, err := NewTable("code", []Entry{
-		{Key: "Example.COM.", Level: Secure, Match: []string{"Example.NET"}},
+		{Key: "Example.COM.", Level: Secure, Match: []string{"Example.NET", "example.net."}},
 		{Key: "[2001:DB8::1]:25", Level: Encrypt, OnFailure: Bounce},
 		{Key: "*", Level: May},
 	})
@@ -435,6 +435,10 @@ func TestNewTable(t *testing.T) {
 	var pe *ParseError
 	if !errors.As(err, &pe) || pe.Line != 9 || !strings.Contains(pe.Msg, "first on line 3") {
 		t.Errorf("duplicate: %v", err)
+	}
+	// What NewTable accepts prints to text ParseTable reads back.
+	if tb2 := mustTable(t, tb.String()); !sameEntries(tb.Entries(), tb2.Entries()) {
+		t.Errorf("round trip: %v != %v", tb.Entries(), tb2.Entries())
 	}
 	// The caller's slices are not retained.
 	in := []Entry{{Key: "x", Level: Secure, Match: []string{"a.example"}}}
