@@ -21,10 +21,6 @@ import (
 // Discovery errors. They reach callers wrapped in a *NoPolicyError (see
 // Client.Get) or directly from LookupRecord and FetchPolicy.
 var (
-	// ErrNoPolicy matches (errors.Is) every *NoPolicyError: the domain has no
-	// usable MTA-STS policy. Deliver as the rest of the configuration says
-	// (static table, DANE, default level), as RFC 8461 §3.3 and §5 require.
-	ErrNoPolicy = errors.New("mtasts: no policy")
 	// ErrNoRecord: no "_mta-sts" TXT record (NXDOMAIN, no TXT, or no record
 	// starting "v=STSv1"). A valid cached policy still applies.
 	ErrNoRecord = errors.New("mtasts: no MTA-STS TXT record")
@@ -54,7 +50,9 @@ var (
 )
 
 // NoPolicyError says that a domain has no usable MTA-STS policy, and why
-// (Err: ErrNoRecord, ErrMultipleRecords, ErrRecordSyntax, ErrDNS,
+// (it matches policy.ErrNoPolicy with errors.Is). Deliver as the rest of the
+// configuration says (static table, DANE, default level), as RFC 8461 §3.3
+// and §5 require. The reason is in Err (ErrNoRecord, ErrMultipleRecords, ErrRecordSyntax, ErrDNS,
 // ErrPolicyFetch, ErrWebPKI, ErrPolicySyntax, ErrPolicyTooLarge or
 // ErrModeNone, possibly wrapped). Callers proceed as if the domain did not
 // implement MTA-STS; a fetch failure is worth a TLS-RPT report
@@ -75,13 +73,10 @@ func (e *NoPolicyError) Error() string {
 // Unwrap returns the reason.
 func (e *NoPolicyError) Unwrap() error { return e.Err }
 
-// Is reports whether target is ErrNoPolicy.
-func (e *NoPolicyError) Is(target error) bool { return target == ErrNoPolicy }
-
-// NoPolicy always returns true. It lets packages that cannot import mtasts
-// recognise the error with errors.As(err, &x), x of type
-// interface{ NoPolicy() bool }.
-func (e *NoPolicyError) NoPolicy() bool { return true }
+// Is reports whether target is policy.ErrNoPolicy: every *NoPolicyError
+// matches it, so policy.Strictest treats the domain as having no MTA-STS
+// opinion.
+func (e *NoPolicyError) Is(target error) bool { return target == policy.ErrNoPolicy }
 
 // TLSRPTResultType returns the RFC 8460 §4.3.2.2 result type for a policy
 // discovery failure: "sts-webpki-invalid", "sts-policy-invalid",
@@ -487,7 +482,7 @@ func (c *Client) rememberFailure(d, id string, err error) {
 // mode=<mode>".
 //
 // For mode none, or when no policy is available, it returns a zero
-// Requirement and a *NoPolicyError (errors.Is(err, ErrNoPolicy)): the domain
+// Requirement and a *NoPolicyError (errors.Is(err, policy.ErrNoPolicy)): the domain
 // publishes nothing that constrains delivery. Other errors are a cancelled
 // ctx or an invalid domain; callers must then defer.
 func (c *Client) Lookup(ctx context.Context, domain string) (policy.Requirement, error) {

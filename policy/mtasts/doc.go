@@ -11,9 +11,9 @@
 // the policy's MX patterns, with Source policy.SourceMTASTS. A domain with no
 // usable policy (nothing published, mode "none", or a policy that cannot be
 // fetched and is not cached) yields a *NoPolicyError, which matches
-// [ErrNoPolicy] with errors.Is and has a NoPolicy() bool method so that code
-// which cannot import this package (the combinator in package policy) can
-// recognise it with errors.As against interface{ NoPolicy() bool }.
+// policy.ErrNoPolicy with errors.Is, so that policy.Strictest lets the other
+// members decide. Its Published field tells "nothing published" (false) from
+// "published but unusable or mode none" (true), and Err says why.
 //
 // What the Requirement means for delivery (§5, §4.2): in enforce mode only MX
 // hosts matching a pattern may be used and each must present a certificate
