@@ -391,6 +391,18 @@ func TestClientCertificateMutualTLS(t *testing.T) {
 			t.Fatalf("server did not see the verified partner certificate: %+v", st.PeerCertificates)
 		}
 	}
+	// A reload of the client Store applies to the next outbound connection.
+	renewed := clientCA.MustIssue(testpki.LeafOptions{DNSNames: []string{"out.example.com"}, Client: true})
+	writePair(t, dir, "good", renewed)
+	if err := clients.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial(t, srv.addr, client("partner")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := srv.lastState(); st.PeerCertificates[0].SerialNumber.Cmp(renewed.X509.SerialNumber) != 0 {
+		t.Fatal("server did not see the renewed client certificate")
+	}
 	if _, err := dial(t, srv.addr, client("")); err == nil {
 		t.Fatal("client without certificate accepted")
 	}
