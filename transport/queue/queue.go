@@ -1,0 +1,846 @@
+package queue
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailtls/mailtls/ndr"
+	"github.com/mailtls/mailtls/transport"
+)
+
+// Defaults for zero Queue fields.
+const (
+	// DefaultMaxAge is how long a message is retried before it is returned
+	// as failed: 5 days, Postfix's maximal_queue_lifetime.
+	DefaultMaxAge = 5 * 24 * time.Hour
+	// DefaultDelayWarning is when a "delayed" DSN is sent: 4 hours, as
+	// Postfix's delay_warning_time is usually set and as RFC 3461 §6.2.1
+	// suggests reporting delays of "a few hours".
+	DefaultDelayWarning = 4 * time.Hour
+	// DefaultConcurrency bounds delivery attempts in flight.
+	DefaultConcurrency = 20
+	// DefaultPerDomainConcurrency bounds attempts in flight to one domain
+	// (Postfix's default_destination_concurrency_limit).
+	DefaultPerDomainConcurrency = 20
+	// DefaultAttemptTimeout bounds one Deliver call.
+	DefaultAttemptTimeout = 10 * time.Minute
+	// DefaultPollInterval is the longest the scheduler sleeps between scans.
+	DefaultPollInterval = time.Second
+)
+
+// DefaultBackoff is the retry schedule used when Queue.Backoff is nil: the
+// wait after the n-th failed attempt is DefaultBackoff[n-1], the last entry
+// repeating. It doubles from 5 minutes (Postfix's minimal_backoff_time) and
+// stays at 4 hours.
+var DefaultBackoff = []time.Duration{
+	5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute,
+	80 * time.Minute, 160 * time.Minute, 4 * time.Hour,
+}
+
+// ErrRunning is returned by Run when the Queue is already running.
+var ErrRunning = errors.New("queue: already running")
+
+// Queue is a durable mail queue: Enqueue stores a message in Store before
+// it returns, and Run delivers queued messages through Deliverer, retrying
+// temporary failures with backoff until MaxAge, and sends delivery status
+// notifications (RFC 3464) built with package ndr back to the sender as
+// NOTIFY asks (RFC 3461 §6).
+//
+// A Queue is configured by setting its fields before the first call to any
+// method; it must not be copied or modified afterwards. The zero values of
+// the optional fields are documented defaults. Store and Deliverer are
+// required. Enqueue may be called before and while Run runs; messages
+// enqueued while Run is not running are delivered when it starts.
+type Queue struct {
+	// Store holds the messages. Required; see OpenDirStore.
+	Store Store
+	// Deliverer delivers to the next hop; a *transport.Connector. Required.
+	Deliverer Deliverer
+
+	// Hostname names this MTA in reports (Reporting-MTA, RFC 3464 §2.2.2,
+	// and the From address MAILER-DAEMON@Hostname). If empty, os.Hostname
+	// is used, and "localhost" if that fails.
+	Hostname string
+	// FinalDelivery says that Deliverer delivers to mailboxes (it is the
+	// last hop), so a recipient it reports Delivered with NOTIFY=SUCCESS
+	// gets a "delivered" DSN from this queue (RFC 3461 §5.2.3). If false,
+	// the zero value, Deliverer relays: Delivered means a DSN-capable next
+	// hop took the message and the NOTIFY parameter with it, and that hop
+	// reports success (RFC 3461 §5.2.1); only Relayed results (next hop
+	// without DSN, RFC 3461 §5.2.2) get a success report ("relayed") here.
+	FinalDelivery bool
+	// Language selects the human-readable part of reports: "en" or "ja".
+	// Empty means English.
+	Language string
+	// MaxAge is how long after arrival a message is retried; a recipient
+	// still deferred after that fails with a "failed" DSN. Zero means
+	// DefaultMaxAge.
+	MaxAge time.Duration
+	// DelayWarning is the age after which a recipient still deferred gets
+	// one "delayed" DSN, if its NOTIFY allows (RFC 3461 §4.1). Zero means
+	// DefaultDelayWarning; a negative value disables delay reports.
+	DelayWarning time.Duration
+	// Backoff is the retry schedule: after the n-th failed attempt of a
+	// recipient the next one is Backoff[n-1] later, the last entry
+	// repeating. Nil or empty means DefaultBackoff.
+	Backoff []time.Duration
+	// Jitter spreads retries: each wait is multiplied by a random factor in
+	// [1-Jitter, 1+Jitter]. Zero means none; values are clamped to [0, 1].
+	Jitter float64
+	// Concurrency bounds Deliver calls in flight. Zero means
+	// DefaultConcurrency.
+	Concurrency int
+	// PerDomainConcurrency bounds Deliver calls in flight for one recipient
+	// domain. Zero means DefaultPerDomainConcurrency.
+	PerDomainConcurrency int
+	// AttemptTimeout bounds one Deliver call. Zero means
+	// DefaultAttemptTimeout.
+	AttemptTimeout time.Duration
+	// PollInterval is the longest the scheduler sleeps before looking for
+	// due work again; it only matters when Now is not the wall clock. Zero
+	// means DefaultPollInterval.
+	PollInterval time.Duration
+	// Logger receives one line per delivery attempt and per recipient, and
+	// the queue's errors. Nil discards.
+	Logger *slog.Logger
+	// Now returns the current time; retries, expiry and report dates use
+	// it. Nil means time.Now.
+	Now func() time.Time
+
+	mu       sync.Mutex
+	entries  map[string]*entry
+	running  bool
+	active   int
+	domains  map[string]int
+	wake     chan struct{}
+	hostname string
+}
+
+// entry is the in-memory state of one queued message. msg is an immutable
+// snapshot replaced (copy on write) under Queue.mu; persist serializes the
+// read-modify-write cycles of one message and its Store.Update calls.
+type entry struct {
+	msg      *Message
+	inflight map[int]bool // recipient indexes being delivered
+	busy     bool         // a finish job runs
+	dirty    bool         // msg is newer than the store (an Update failed)
+	retryAt  time.Time    // when to retry a failed finish job
+	gone     bool         // removed from the queue
+	persist  sync.Mutex
+}
+
+func (q *Queue) init() {
+	if q.entries == nil {
+		q.entries = make(map[string]*entry)
+		q.domains = make(map[string]int)
+		q.wake = make(chan struct{}, 1)
+	}
+}
+
+func (q *Queue) logger() *slog.Logger {
+	if q.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return q.Logger
+}
+
+func (q *Queue) now() time.Time {
+	if q.Now != nil {
+		return q.Now()
+	}
+	return time.Now()
+}
+
+func (q *Queue) maxAge() time.Duration { return orDefault(q.MaxAge, DefaultMaxAge) }
+
+func (q *Queue) delayWarning() time.Duration {
+	return orDefault(q.DelayWarning, DefaultDelayWarning)
+}
+
+func orDefault[T cmp.Ordered](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func (q *Queue) reportingMTA() string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.hostname == "" {
+		q.hostname = q.Hostname
+		if q.hostname == "" {
+			h, err := os.Hostname()
+			if err != nil || h == "" {
+				h = "localhost"
+			}
+			q.hostname = h
+		}
+	}
+	return q.hostname
+}
+
+// backoff returns the wait after the n-th failed attempt.
+func (q *Queue) backoff(n int) time.Duration {
+	sched := q.Backoff
+	if len(sched) == 0 {
+		sched = DefaultBackoff
+	}
+	d := sched[min(max(n-1, 0), len(sched)-1)]
+	if j := min(max(q.Jitter, 0), 1); j > 0 {
+		d = time.Duration(float64(d) * (1 + j*(2*mrand.Float64()-1)))
+	}
+	return d
+}
+
+func (q *Queue) signal() {
+	q.mu.Lock()
+	q.init()
+	w := q.wake
+	q.mu.Unlock()
+	select {
+	case w <- struct{}{}:
+	default:
+	}
+}
+
+// newID returns a queue id: the arrival time in hex (so ids sort roughly by
+// age) and 48 random bits.
+func newID(now time.Time) (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("queue: %w", err)
+	}
+	return fmt.Sprintf("%013x-%s", now.UnixMicro(), hex.EncodeToString(b[:])), nil
+}
+
+// Enqueue stores a message for delivery to env's recipients and returns its
+// queue id. It returns only once the body and envelope are durable in Store,
+// so a server may answer 250 to the end of DATA after it (RFC 5321 §6.1:
+// the server takes responsibility for the message). Body is read to its
+// end. env.ID is kept as ReceivedID; the queue assigns its own id.
+func (q *Queue) Enqueue(ctx context.Context, env *transport.Envelope, body io.Reader) (string, error) {
+	if len(env.Recipients) == 0 {
+		return "", errors.New("queue: envelope has no recipients")
+	}
+	now := q.now()
+	id, err := newID(now)
+	if err != nil {
+		return "", err
+	}
+	m := &Message{
+		ID:            id,
+		ReceivedID:    env.ID,
+		From:          env.From,
+		RequireTLS:    env.RequireTLS,
+		TLSRequiredNo: env.TLSRequiredNo,
+		SMTPUTF8:      env.SMTPUTF8,
+		BodyType:      env.Body,
+		Return:        env.Return,
+		EnvelopeID:    env.EnvelopeID,
+		Helo:          env.Helo,
+		AuthIdentity:  env.AuthIdentity,
+		ReceivedAt:    env.ReceivedAt,
+	}
+	if m.ReceivedAt.IsZero() {
+		m.ReceivedAt = now
+	}
+	if env.ClientAddr != nil {
+		m.ClientAddr = env.ClientAddr.String()
+	}
+	if env.TLS != nil {
+		t := *env.TLS
+		m.ReceivedTLS = &t
+	}
+	for _, r := range env.Recipients {
+		m.Recipients = append(m.Recipients, &Recipient{
+			Address:     r.Address,
+			Notify:      append([]string(nil), r.Notify...),
+			ORCPT:       r.ORCPT,
+			State:       Pending,
+			NextAttempt: now,
+		})
+	}
+	if err := q.Store.Create(ctx, m, body); err != nil {
+		return "", err
+	}
+	q.add(m)
+	q.logger().Info("queued", "id", id, "received_id", env.ID, "from", env.From,
+		"recipients", len(m.Recipients), "size", m.Size)
+	return id, nil
+}
+
+// ServeSMTP lets a Queue be the Handler of a transport.Server: it enqueues
+// the message and returns nil once it is durable. A storage failure is
+// returned as "451 4.3.0" so the client retries (RFC 5321 §4.2.3, RFC 3463
+// §3.4); the cause is logged, not sent.
+func (q *Queue) ServeSMTP(ctx context.Context, env *transport.Envelope, body io.Reader) error {
+	if _, err := q.Enqueue(ctx, env, body); err != nil {
+		q.logger().Error("enqueue failed", "received_id", env.ID, "err", err)
+		return &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0},
+			Message: "Requested action aborted: local error in processing", Err: err}
+	}
+	return nil
+}
+
+// add registers a stored message with the scheduler.
+func (q *Queue) add(m *Message) {
+	q.mu.Lock()
+	q.init()
+	if _, ok := q.entries[m.ID]; !ok {
+		q.entries[m.ID] = &entry{msg: m, inflight: make(map[int]bool)}
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+// Run delivers queued messages until ctx is done, then waits for the
+// attempts in flight (which see ctx cancelled) and returns ctx.Err(). It
+// first loads the Store, so messages accepted before a crash or restart are
+// resumed, and finishes any report whose creation a crash interrupted
+// before it starts delivering. It returns early with an error only if the
+// Store cannot be listed, or ErrRunning if Run is already running.
+func (q *Queue) Run(ctx context.Context) error {
+	if q.Store == nil || q.Deliverer == nil {
+		return errors.New("queue: Store and Deliverer are required")
+	}
+	q.mu.Lock()
+	q.init()
+	if q.running {
+		q.mu.Unlock()
+		return ErrRunning
+	}
+	q.running = true
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		q.running = false
+		q.mu.Unlock()
+	}()
+
+	msgs, err := q.Store.List(ctx)
+	if err != nil {
+		return err
+	}
+	q.mu.Lock()
+	for _, m := range msgs {
+		if _, ok := q.entries[m.ID]; !ok {
+			q.entries[m.ID] = &entry{msg: m, inflight: make(map[int]bool)}
+		}
+	}
+	var recover []*entry
+	for _, e := range q.entries {
+		if needsFinish(e.msg) {
+			recover = append(recover, e)
+		}
+	}
+	q.mu.Unlock()
+	q.logger().Info("queue started", "messages", len(msgs))
+	// Reports planned before a crash are created (or found) before any
+	// delivery, so a report that was already queued is never queued twice.
+	for _, e := range recover {
+		e.persist.Lock()
+		q.finish(ctx, e)
+		e.persist.Unlock()
+	}
+
+	var wg sync.WaitGroup
+	poll := orDefault(q.PollInterval, DefaultPollInterval)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		next := q.dispatch(ctx, &wg)
+		wait := poll
+		if !next.IsZero() {
+			wait = min(max(next.Sub(q.now()), time.Millisecond), poll)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return ctx.Err()
+		case <-q.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// needsFinish reports whether m has reports to create or can be removed.
+func needsFinish(m *Message) bool {
+	if m.Done() {
+		return true
+	}
+	for _, r := range m.Recipients {
+		if (r.FinalReport != "" && !r.FinalReportDone) || (r.DelayReport != "" && !r.DelayReportDone) {
+			return true
+		}
+	}
+	return false
+}
+
+// job is one Deliver call: the due recipients of one message for one domain.
+type job struct {
+	e      *entry
+	domain string
+	idx    []int
+	due    time.Time
+}
+
+// dispatch starts the jobs that are due and fit the concurrency limits, and
+// returns when the earliest job not started is due (zero if none).
+func (q *Queue) dispatch(ctx context.Context, wg *sync.WaitGroup) time.Time {
+	if ctx.Err() != nil {
+		return time.Time{}
+	}
+	now := q.now()
+	conc := orDefault(q.Concurrency, DefaultConcurrency)
+	perDomain := orDefault(q.PerDomainConcurrency, DefaultPerDomainConcurrency)
+
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var jobs []job
+	var next time.Time
+	later := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	for _, e := range q.entries {
+		if e.gone {
+			continue
+		}
+		if !e.busy && (e.dirty || needsFinish(e.msg)) {
+			if e.retryAt.After(now) {
+				later(e.retryAt)
+			} else {
+				e.busy = true
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					e.persist.Lock()
+					q.finish(ctx, e)
+					e.persist.Unlock()
+					q.mu.Lock()
+					e.busy = false
+					q.mu.Unlock()
+				}()
+			}
+			if e.msg.Done() {
+				continue
+			}
+		}
+		groups := make(map[string]*job)
+		for i, r := range e.msg.Recipients {
+			if r.State.Final() || e.inflight[i] {
+				continue
+			}
+			if r.NextAttempt.After(now) {
+				later(r.NextAttempt)
+				continue
+			}
+			d := domainOf(r.Address)
+			g := groups[d]
+			if g == nil {
+				g = &job{e: e, domain: d, due: r.NextAttempt}
+				groups[d] = g
+			}
+			g.idx = append(g.idx, i)
+			if r.NextAttempt.Before(g.due) {
+				g.due = r.NextAttempt
+			}
+		}
+		for _, g := range groups {
+			jobs = append(jobs, *g)
+		}
+	}
+	// Oldest due first, so a busy domain cannot starve the others.
+	slices.SortFunc(jobs, func(a, b job) int { return a.due.Compare(b.due) })
+	for _, j := range jobs {
+		if q.active >= conc {
+			later(now)
+			break
+		}
+		if q.domains[j.domain] >= perDomain {
+			later(now)
+			continue
+		}
+		q.active++
+		q.domains[j.domain]++
+		for _, i := range j.idx {
+			j.e.inflight[i] = true
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.attempt(ctx, j)
+		}()
+	}
+	return next
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.ToLower(addr[i+1:])
+	}
+	return ""
+}
+
+// envelope builds the envelope of one attempt.
+func envelope(m *Message, idx []int) *transport.Envelope {
+	env := &transport.Envelope{
+		ID:            m.ID,
+		From:          m.From,
+		RequireTLS:    m.RequireTLS,
+		TLSRequiredNo: m.TLSRequiredNo,
+		SMTPUTF8:      m.SMTPUTF8,
+		Body:          m.BodyType,
+		Size:          m.Size,
+		Return:        m.Return,
+		EnvelopeID:    m.EnvelopeID,
+		Helo:          m.Helo,
+		AuthIdentity:  m.AuthIdentity,
+		ReceivedAt:    m.ReceivedAt,
+	}
+	if m.ReceivedTLS != nil {
+		t := *m.ReceivedTLS
+		env.TLS = &t
+	}
+	for _, i := range idx {
+		r := m.Recipients[i]
+		env.Recipients = append(env.Recipients, transport.Recipient{
+			Address: r.Address, Notify: append([]string(nil), r.Notify...), ORCPT: r.ORCPT,
+		})
+	}
+	return env
+}
+
+// attempt runs one job: Deliver, then record every result durably before
+// anything else (so a recipient is not delivered twice for one success,
+// except when the process dies between the remote's acceptance and the
+// write), then create the reports that are due.
+func (q *Queue) attempt(ctx context.Context, j job) {
+	defer func() {
+		q.mu.Lock()
+		for _, i := range j.idx {
+			delete(j.e.inflight, i)
+		}
+		q.active--
+		if q.domains[j.domain]--; q.domains[j.domain] <= 0 {
+			delete(q.domains, j.domain)
+		}
+		q.mu.Unlock()
+		q.signal()
+	}()
+	q.mu.Lock()
+	m := j.e.msg
+	q.mu.Unlock()
+	log := q.logger()
+
+	body, err := q.Store.Body(ctx, m.ID)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			q.drop(j.e)
+			return
+		}
+		log.Error("opening message body", "id", m.ID, "err", err)
+		if ctx.Err() == nil {
+			// Count it as a temporary failure so the message is not retried
+			// in a tight loop.
+			q.record(ctx, j, envelope(m, j.idx), nil, err)
+		}
+		return
+	}
+	env := envelope(m, j.idx)
+	actx, cancel := context.WithTimeout(ctx, orDefault(q.AttemptTimeout, DefaultAttemptTimeout))
+	res, derr := q.Deliverer.Deliver(actx, env, body, body.Size())
+	cancel()
+	body.Close()
+	if derr != nil && ctx.Err() != nil {
+		// Shutting down: the attempt was cut short by us, not by the remote.
+		// Record nothing; the recipients stay due and are tried after restart.
+		log.Info("attempt interrupted by shutdown", "id", m.ID, "domain", j.domain, "err", derr)
+		return
+	}
+	q.record(ctx, j, env, res, derr)
+}
+
+// record applies the results of one attempt, persists them, logs them and
+// then creates the reports they call for.
+func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res *transport.Result, derr error) {
+	outs := outcomes(env, res, derr)
+	e := j.e
+	e.persist.Lock()
+	defer e.persist.Unlock()
+	q.mu.Lock()
+	if e.gone {
+		q.mu.Unlock()
+		return
+	}
+	m := e.msg.Clone()
+	q.mu.Unlock()
+
+	now := q.now()
+	expiry := m.ReceivedAt.Add(q.maxAge())
+	var finals, delays []int
+	for k, i := range j.idx {
+		r, o := m.Recipients[i], outs[k]
+		r.Attempts++
+		r.LastAttempt = now
+		if o.remoteMTA != "" {
+			r.RemoteMTA = o.remoteMTA
+		}
+		r.State = o.state
+		switch o.state {
+		case Delivered, Relayed:
+			r.LastError = nil
+		case Failed:
+			r.LastError = o.err
+		case Deferred:
+			r.LastError = o.err
+			if !now.Before(expiry) {
+				r.State = Failed
+				r.Expired = true
+			} else {
+				r.NextAttempt = now.Add(q.backoff(r.Attempts))
+				if r.NextAttempt.After(expiry) {
+					r.NextAttempt = expiry
+				}
+			}
+		}
+		notify := parseNotify(r.Notify)
+		if r.State.Final() && r.FinalReport == "" &&
+			(r.State != Delivered || q.FinalDelivery) &&
+			ndr.ShouldReport(notify, actionOf(r.State), m.From) {
+			finals = append(finals, i)
+		}
+		if r.State == Deferred && r.DelayReport == "" && q.delayWarning() > 0 &&
+			now.Sub(m.ReceivedAt) >= q.delayWarning() &&
+			ndr.ShouldReport(notify, ndr.ActionDelayed, m.From) {
+			delays = append(delays, i)
+		}
+	}
+	// Plan the reports in the same write as the results: report ids are
+	// fixed before any report exists, so creating one is idempotent.
+	if len(finals) > 0 {
+		m.ReportSeq++
+		id := fmt.Sprintf("%s.r%d", m.ID, m.ReportSeq)
+		for _, i := range finals {
+			m.Recipients[i].FinalReport = id
+		}
+	}
+	if len(delays) > 0 {
+		m.ReportSeq++
+		id := fmt.Sprintf("%s.r%d", m.ID, m.ReportSeq)
+		for _, i := range delays {
+			m.Recipients[i].DelayReport = id
+		}
+	}
+	err := q.Store.Update(context.WithoutCancel(ctx), m)
+	q.mu.Lock()
+	e.msg = m
+	if err != nil {
+		e.dirty = true
+		e.retryAt = now.Add(time.Minute)
+	}
+	q.mu.Unlock()
+	if errors.Is(err, ErrNotFound) {
+		q.drop(e)
+		return
+	}
+	if err != nil {
+		q.logger().Error("recording delivery results", "id", m.ID, "err", err)
+	}
+	for k, i := range j.idx {
+		q.logAttempt(m, m.Recipients[i], outs[k])
+	}
+	if err == nil {
+		q.finish(ctx, e)
+	}
+}
+
+func (q *Queue) logAttempt(m *Message, r *Recipient, o outcome) {
+	attrs := []any{
+		"id", m.ID, "rcpt", r.Address, "next_hop", o.nextHop,
+	}
+	if o.tls != nil {
+		attrs = append(attrs, "tls_version", o.tls.VersionName(), "cipher", o.tls.CipherName(), "verified", o.tls.Verified)
+	} else {
+		attrs = append(attrs, "tls_version", "none")
+	}
+	attrs = append(attrs, "policy", o.policy, "result", string(r.State), "attempt", r.Attempts)
+	if r.LastError != nil {
+		attrs = append(attrs, "reply", r.LastError.Reply())
+		if r.LastError.TLSFailure != "" {
+			attrs = append(attrs, "tls_failure", r.LastError.TLSFailure)
+		}
+	}
+	if r.State == Deferred {
+		attrs = append(attrs, "next_retry", r.NextAttempt.UTC().Format(time.RFC3339))
+	}
+	if r.Expired {
+		attrs = append(attrs, "expired", true)
+	}
+	level := slog.LevelInfo
+	if r.State == Failed || r.State == Deferred {
+		level = slog.LevelWarn
+	}
+	q.logger().Log(context.Background(), level, "delivery attempt", attrs...)
+	if m.Report && r.State == Failed {
+		q.logger().Warn("dropping undeliverable report", "id", m.ID, "rcpt", r.Address,
+			"reply", r.LastError.Reply())
+	}
+}
+
+func parseNotify(kw []string) ndr.Notify {
+	n, err := ndr.ParseNotify(strings.Join(kw, ","))
+	if err != nil {
+		return 0 // the server validated NOTIFY; fall back to the default
+	}
+	return n
+}
+
+func actionOf(s State) ndr.Action {
+	switch s {
+	case Delivered:
+		return ndr.ActionDelivered
+	case Relayed:
+		return ndr.ActionRelayed
+	case Failed:
+		return ndr.ActionFailed
+	}
+	return ndr.ActionDelayed
+}
+
+// drop forgets a message removed from the store.
+func (q *Queue) drop(e *entry) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e.gone = true
+	if cur, ok := q.entries[e.msg.ID]; ok && cur == e {
+		delete(q.entries, e.msg.ID)
+	}
+}
+
+// finish writes a pending state, creates the planned reports and removes
+// the message once it is done. The caller holds e.persist. Failures are
+// logged and retried a minute later.
+func (q *Queue) finish(ctx context.Context, e *entry) {
+	ctx = context.WithoutCancel(ctx)
+	log := q.logger()
+	q.mu.Lock()
+	if e.gone {
+		q.mu.Unlock()
+		return
+	}
+	m := e.msg.Clone()
+	dirty := e.dirty
+	q.mu.Unlock()
+	fail := func(err error) {
+		q.mu.Lock()
+		e.retryAt = q.now().Add(time.Minute)
+		q.mu.Unlock()
+		if errors.Is(err, ErrNotFound) {
+			q.drop(e)
+			return
+		}
+		log.Error("finishing message", "id", m.ID, "err", err)
+	}
+	if dirty {
+		if err := q.Store.Update(ctx, m); err != nil {
+			fail(err)
+			return
+		}
+		q.mu.Lock()
+		e.dirty = false
+		q.mu.Unlock()
+	}
+	changed := false
+	for {
+		id, delay := nextReport(m)
+		if id == "" {
+			break
+		}
+		if err := q.sendReport(ctx, m, id, delay); err != nil {
+			fail(err)
+			return
+		}
+		for _, r := range m.Recipients {
+			if r.FinalReport == id {
+				r.FinalReportDone = true
+			}
+			if r.DelayReport == id {
+				r.DelayReportDone = true
+			}
+		}
+		changed = true
+	}
+	if changed {
+		if err := q.Store.Update(ctx, m); err != nil {
+			q.mu.Lock()
+			e.msg, e.dirty = m, true
+			q.mu.Unlock()
+			fail(err)
+			return
+		}
+		q.mu.Lock()
+		e.msg = m
+		q.mu.Unlock()
+	}
+	if m.Done() {
+		if err := q.Store.Delete(ctx, m.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			fail(err)
+			return
+		}
+		q.drop(e)
+		log.Info("message done", "id", m.ID, "recipients", len(m.Recipients))
+	}
+}
+
+// nextReport returns a planned report not yet queued.
+func nextReport(m *Message) (id string, delay bool) {
+	for _, r := range m.Recipients {
+		if r.FinalReport != "" && !r.FinalReportDone {
+			return r.FinalReport, false
+		}
+		if r.DelayReport != "" && !r.DelayReportDone {
+			return r.DelayReport, true
+		}
+	}
+	return "", false
+}
+
+// counts is used by Counts and tests: recipients per state.
+func countStates(msgs []*Message) map[State]int {
+	c := make(map[State]int, len(allStates))
+	for _, s := range allStates {
+		c[s] = 0
+	}
+	for _, m := range msgs {
+		for _, r := range m.Recipients {
+			c[r.State]++
+		}
+	}
+	return c
+}
+
+func sortByAge(msgs []*Message) {
+	slices.SortFunc(msgs, func(a, b *Message) int {
+		if c := a.ReceivedAt.Compare(b.ReceivedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}

@@ -1,0 +1,158 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mailtls/mailtls/ndr"
+)
+
+// sendReport builds the delivery status notification id about the
+// recipients of m planned for it (RFC 3464, through ndr) and queues it as a
+// new message with a null reverse-path to m's sender (RFC 3461 §6.2). A
+// report already queued under id is not queued again. A report that cannot
+// be built is logged and dropped (returning nil), since retrying would not
+// help; a storage failure is returned.
+func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay bool) error {
+	if ndr.IsNullSender(m.From) {
+		return nil // never reached: ShouldReport refuses; kept as a guard
+	}
+	if _, err := q.Store.Get(ctx, id); err == nil {
+		return nil // created before a crash
+	}
+	rep := &ndr.Report{
+		ReportingMTA:       q.reportingMTA(),
+		OriginalEnvelopeID: m.EnvelopeID,
+		ReceivedFromMTA:    m.Helo,
+		ArrivalDate:        m.ReceivedAt,
+		Sender:             m.From,
+		SMTPUTF8:           m.SMTPUTF8,
+		RequireTLS:         m.RequireTLS,
+		Language:           q.Language,
+		Now:                q.now,
+	}
+	if strings.EqualFold(m.Return, "FULL") {
+		rep.Return = ndr.ReturnFull
+	}
+	expiry := m.ReceivedAt.Add(q.maxAge())
+	for _, r := range m.Recipients {
+		if (delay && r.DelayReport != id) || (!delay && r.FinalReport != id) {
+			continue
+		}
+		rep.Recipients = append(rep.Recipients, reportRecipient(r, delay, expiry))
+	}
+	if len(rep.Recipients) == 0 {
+		return nil
+	}
+	body, err := q.Store.Body(ctx, m.ID)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	rep.Original = io.NewSectionReader(body, 0, body.Size())
+	b, err := rep.Build()
+	if err != nil {
+		q.logger().Error("building report failed; dropped", "id", m.ID, "report", id, "err", err)
+		return nil
+	}
+	now := q.now()
+	dsn := &Message{
+		ID:         id,
+		From:       "",
+		Recipients: []*Recipient{{Address: m.From, State: Pending, NextAttempt: now}},
+		SMTPUTF8:   m.SMTPUTF8 || !isASCII(m.From),
+		ReceivedAt: now,
+		Report:     true,
+	}
+	if err := q.Store.Create(ctx, dsn, bytes.NewReader(b)); err != nil {
+		if errors.Is(err, ErrExists) {
+			return nil
+		}
+		return fmt.Errorf("queue: queueing report %s: %w", id, err)
+	}
+	q.add(dsn)
+	actions := make([]string, len(rep.Recipients))
+	for i, r := range rep.Recipients {
+		actions[i] = string(r.Action) + " " + r.FinalRecipient
+	}
+	q.logger().Info("report queued", "id", id, "about", m.ID, "to", m.From, "recipients", strings.Join(actions, ", "))
+	return nil
+}
+
+// reportRecipient is the per-recipient group of a report (RFC 3464 §2.3).
+func reportRecipient(r *Recipient, delay bool, expiry time.Time) ndr.Recipient {
+	rr := ndr.Recipient{
+		OriginalRecipient: r.ORCPT,
+		FinalRecipient:    r.Address,
+		RemoteMTA:         r.RemoteMTA,
+		LastAttemptDate:   r.LastAttempt,
+	}
+	if !isASCII(r.Address) {
+		rr.FinalRecipient = "utf-8; " + r.Address
+	}
+	le := r.LastError
+	if le != nil {
+		rr.DiagnosticCode = le.Reply()
+		if le.RemoteMTA != "" {
+			rr.RemoteMTA = le.RemoteMTA
+		}
+		if le.TLSFailure != "" {
+			rr.Reason = &ndr.Reason{
+				Domain:  domainOf(r.Address),
+				MX:      le.RemoteMTA,
+				Failure: ndr.Failure(le.TLSFailure),
+				Source:  le.Policy,
+			}
+		}
+	}
+	code := ""
+	if le != nil {
+		code = le.EnhancedCode
+	}
+	switch {
+	case delay:
+		rr.Action = ndr.ActionDelayed
+		rr.Status = ndr.Transient(orStatus(code, ndr.StatusBadConnection))
+		rr.WillRetryUntil = expiry
+	case r.State == Delivered:
+		rr.Action = ndr.ActionDelivered
+		rr.Status = ndr.StatusOK
+	case r.State == Relayed:
+		rr.Action = ndr.ActionRelayed
+		rr.Status = ndr.StatusOK
+	case r.Expired:
+		// RFC 3463 §3.5 X.4.7 "delivery time expired"; the last reply is
+		// kept as the Diagnostic-Code. A TLS failure keeps its own code so
+		// the report explains which requirement was not met.
+		rr.Action = ndr.ActionFailed
+		rr.Status = ndr.StatusExpiredFailed
+		if le != nil && le.TLSFailure != "" {
+			rr.Status = ndr.Permanent(orStatus(code, ndr.StatusExpiredFailed))
+		}
+	default:
+		rr.Action = ndr.ActionFailed
+		rr.Status = ndr.Permanent(orStatus(code, "5.0.0"))
+	}
+	return rr
+}
+
+func orStatus(code, def string) string {
+	if _, _, _, ok := ndr.ParseStatus(code); ok {
+		return code
+	}
+	return def
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
