@@ -35,8 +35,9 @@
 //
 // # Not here
 //
-// Discovery of published policies, MTA-STS (RFC 8461) and DANE (RFC 7672),
-// and the precedence between them (RFC 8461 §2), is not implemented in this
-// package yet; Requirement has room for their results (Mode, MXPatterns,
-// TLSA, MXAuthenticated).
+// Discovery of published policies lives in subpackages: mtasts (MTA-STS,
+// RFC 8461) and dane (RFC 7672); their lookups plug into Strictest as
+// members. Strictest ranks answers by Requirement.Strength only; the
+// precedence between published policies (RFC 8461 §2: DANE over MTA-STS when
+// DNSSEC-validated TLSA records exist) is not applied by this package.
 package policy
