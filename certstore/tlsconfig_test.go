@@ -295,3 +295,37 @@ func TestSessionResumption(t *testing.T) {
 		}
 	}
 }
+
+// Each supported key type serves verified TLS 1.2 and 1.3 handshakes from
+// files, with a client that checks the chain and the name.
+func TestKeyTypesHandshake(t *testing.T) {
+	ca := testpki.MustCA("root")
+	dir := t.TempDir()
+	for _, kt := range []struct {
+		name string
+		kt   testpki.KeyType
+	}{{"rsa", testpki.RSA}, {"ecdsa", testpki.ECDSA}, {"ed25519", testpki.Ed25519}} {
+		l := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}, Key: kt.kt})
+		c, k := writePair(t, dir, kt.name, l)
+		st, err := New(Source{CertFile: c, KeyFile: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, _ := st.TLSConfig(TLSOptions{})
+		srv := serve(t, cfg)
+		for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+			cc := &tls.Config{ServerName: "mx.example.com", RootCAs: ca.Pool, MaxVersion: v}
+			conn, err := dial(t, srv.addr, cc)
+			if err != nil {
+				t.Fatalf("%s %s: %v", kt.name, tls.VersionName(v), err)
+			}
+			cs := conn.ConnectionState()
+			if cs.Version != v || len(cs.VerifiedChains) == 0 || peerSerial(conn) != serialOf(l) {
+				t.Fatalf("%s %s: version %s, chains %d", kt.name, tls.VersionName(v), tls.VersionName(cs.Version), len(cs.VerifiedChains))
+			}
+			if v == tls.VersionTLS12 && !isAEADECDHE(cs.CipherSuite) {
+				t.Fatalf("%s: suite %s", kt.name, tls.CipherSuiteName(cs.CipherSuite))
+			}
+		}
+	}
+}
