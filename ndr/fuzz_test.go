@@ -1,0 +1,104 @@
+package ndr
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzParse feeds arbitrary messages to Parse: it must not panic, must
+// return either an error or at least one recipient, and must respect its
+// size limit. The seed corpus runs under plain `go test`.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(rfcSample))                                                                                                                                                               // RFC 1894/3464-style report, LF line ends
+	f.Add([]byte(strings.ReplaceAll(rfcSample, "\n", "\r\n")))                                                                                                                             // the same with CRLF
+	f.Add([]byte("Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822;a@b\n"))                                                                                                // not multipart, one field
+	f.Add([]byte("Content-Type: multipart/report; boundary=x\n\n--x\nContent-Type: message/delivery-status\n\n\n--x--"))                                                                   // empty status part
+	f.Add([]byte("Content-Type: multipart/report; boundary=x\n\n--x\nContent-Type: multipart/mixed; boundary=x\n\n--x\n"))                                                                 // self-nested boundary
+	f.Add([]byte("Content-Type: message/global-delivery-status\nContent-Transfer-Encoding: base64\n\nRmluYWwtUmVjaXBpZW50OiB1dGYtODsg44GCQGIKQWN0aW9uOiBmYWlsZWQKU3RhdHVzOiA1LjEuMQo=\n")) // base64 global status
+	f.Add([]byte(" folded first line\n\nStatus: 5.1.1\n"))                                                                                                                                 // malformed top header
+	f.Add([]byte("content-type: message/delivery-status\n\nAction: failed\n\tcontinued\n:\n;\nStatus: 9.9.9.9\n"))                                                                         // junk fields
+	f.Add([]byte(""))                                                                                                                                                                      // empty input
+	if data, err := buildSeed(); err == nil {
+		f.Add(data) // our own Japanese report
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := Parser{MaxSize: 1 << 16}
+		rep, err := p.Parse(bytes.NewReader(data))
+		if err != nil {
+			if rep != nil {
+				t.Fatalf("report and error both returned")
+			}
+			return
+		}
+		if len(data) > 1<<16 {
+			t.Fatalf("input of %d bytes accepted over the limit", len(data))
+		}
+		if len(rep.Recipients) == 0 {
+			t.Fatalf("no error and no recipients")
+		}
+		// A parsed report's delivery-status must parse again the same way.
+		again, err := ParseDeliveryStatus(renderFields(rep))
+		if err != nil || len(again.Recipients) != len(rep.Recipients) {
+			t.Fatalf("re-parse of rendered fields: %d recipients, %v", len(rep.Recipients), err)
+		}
+	})
+}
+
+// renderFields writes the fields of a parsed report back as a
+// delivery-status body, without validation.
+func renderFields(r *Report) []byte {
+	var b bytes.Buffer
+	cp := *r
+	cp.Recipients = append([]Recipient(nil), r.Recipients...)
+	if cp.ReportingMTA == "" {
+		cp.ReportingMTA = "x"
+	}
+	for i := range cp.Recipients {
+		if cp.Recipients[i].FinalRecipient == "" {
+			cp.Recipients[i].FinalRecipient = "unknown"
+		}
+	}
+	b.Write(cp.deliveryStatus())
+	return b.Bytes()
+}
+
+func buildSeed() ([]byte, error) {
+	r := fullReport("ja")
+	return r.Build()
+}
+
+// FuzzDeliveryStatusFields targets the field-group parser alone.
+func FuzzDeliveryStatusFields(f *testing.F) {
+	f.Add([]byte("Reporting-MTA: dns; x\r\n\r\nFinal-Recipient: rfc822; a@b\r\nAction: failed\r\nStatus: 5.1.1\r\n")) // minimal valid
+	f.Add([]byte("Final-Recipient: rfc822;\n <a@b>\nAction: failed\nFinal-Recipient: rfc822; c@d\n"))                 // no blank line, folding
+	f.Add([]byte("Diagnostic-Code: smtp; 550 x\nDiagnostic-Code: smtp; 550 y\n"))                                     // repeated field
+	f.Add([]byte("\n\n\n: ; \n\t\n"))                                                                                 // only separators
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := ParseDeliveryStatus(data)
+		if err == nil && len(rep.Recipients) == 0 {
+			t.Fatal("no error and no recipients")
+		}
+	})
+}
+
+// TestFuzzSeedsFromSamples runs the fuzz property over the shared samples
+// (skipped when they are absent).
+func TestFuzzSeedsFromSamples(t *testing.T) {
+	for _, path := range sampleDSNs(t) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Parse(bytes.NewReader(data))
+		if err != nil {
+			continue
+		}
+		again, err := ParseDeliveryStatus(renderFields(rep))
+		if err != nil || len(again.Recipients) != len(rep.Recipients) {
+			t.Errorf("%s: rendered fields re-parse to %v, %v", filepath.Base(path), again, err)
+		}
+	}
+}
