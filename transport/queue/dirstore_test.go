@@ -1,0 +1,235 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailtls/mailtls/transport"
+)
+
+type traceLog struct {
+	mu    sync.Mutex
+	steps []string
+}
+
+func (l *traceLog) add(op, name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if strings.HasPrefix(name, tmpPrefix) {
+		name = "tmp"
+	}
+	l.steps = append(l.steps, op+" "+name)
+}
+
+func (l *traceLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.steps
+	l.steps = nil
+	return s
+}
+
+// TestEnqueueDurabilityOrder checks, through the store's trace seam, that
+// Enqueue returns only after body and metadata were each written and
+// fsynced under a temporary name, renamed into place (body first), and the
+// directory fsynced.
+func TestEnqueueDurabilityOrder(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := &traceLog{}
+	st.trace = tl.add
+	q := &Queue{Store: st, Deliverer: newFake(nil)}
+	id, err := q.Enqueue(context.Background(), &transport.Envelope{From: "a@example.org",
+		Recipients: []transport.Recipient{{Address: "b@example.net"}}}, strings.NewReader(testMessage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := tl.take() // Enqueue has returned: everything below happened before
+	want := []string{
+		"write tmp", "fsync tmp", // body
+		"write tmp", "fsync tmp", // metadata
+		"rename " + id + bodySuffix,
+		"rename " + id + metaSuffix,
+		"fsyncdir " + filepath.Base(dir),
+	}
+	if strings.Join(steps, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Create steps:\n%s\nwant:\n%s", strings.Join(steps, "\n"), strings.Join(want, "\n"))
+	}
+	// The files are in place with the content given.
+	b, err := os.ReadFile(filepath.Join(dir, id+bodySuffix))
+	if err != nil || string(b) != testMessage {
+		t.Fatalf("body file: %q, %v", b, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+
+	m, err := st.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Recipients[0].State = Deferred
+	if err := st.Update(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"write tmp", "fsync tmp", "rename " + id + metaSuffix, "fsyncdir " + filepath.Base(dir)}
+	if got := tl.take(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Update steps: %v, want %v", got, want)
+	}
+	if err := st.Delete(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"remove " + id + metaSuffix, "remove " + id + bodySuffix, "fsyncdir " + filepath.Base(dir)}
+	if got := tl.take(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Delete steps: %v, want %v", got, want)
+	}
+}
+
+func TestDirStoreOperations(t *testing.T) {
+	ctx := context.Background()
+	st, err := OpenDirStore(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m := &Message{ID: "abc-1", From: "a@example.org", ReceivedAt: now, EnvelopeID: "e1",
+		ReceivedTLS: &transport.TLSInfo{Version: 0x0304, CipherSuite: 0x1301},
+		Recipients:  []*Recipient{{Address: "b@example.net", Notify: []string{"SUCCESS"}, State: Pending, NextAttempt: now}}}
+	if err := st.Create(ctx, m, strings.NewReader("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if m.Size != 5 {
+		t.Errorf("Size = %d", m.Size)
+	}
+	if err := st.Create(ctx, &Message{ID: "abc-1", Recipients: m.Recipients}, strings.NewReader("other")); !errors.Is(err, ErrExists) {
+		t.Errorf("second Create = %v, want ErrExists", err)
+	}
+	got, err := st.Get(ctx, "abc-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.ReceivedAt.Equal(now) || got.EnvelopeID != "e1" || got.Recipients[0].Notify[0] != "SUCCESS" ||
+		got.ReceivedTLS.CipherSuite != 0x1301 || got.Size != 5 {
+		t.Errorf("round trip: %+v", got)
+	}
+	b, err := st.Body(ctx, "abc-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(io.NewSectionReader(b, 0, b.Size()))
+	b.Close()
+	if string(data) != "hello" {
+		t.Errorf("body = %q (the second Create must not have replaced it)", data)
+	}
+	if err := st.Update(ctx, &Message{ID: "nope", Recipients: m.Recipients}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Update of missing = %v", err)
+	}
+	for _, bad := range []string{"", "../x", "a/b", ".hidden", "sp ace"} {
+		if _, err := st.Get(ctx, bad); !errors.Is(err, ErrBadID) {
+			t.Errorf("Get(%q) = %v, want ErrBadID", bad, err)
+		}
+	}
+	list, err := st.List(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+	if err := st.Delete(ctx, "abc-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, "abc-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after Delete = %v", err)
+	}
+	if _, err := st.Body(ctx, "abc-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Body after Delete = %v", err)
+	}
+	if err := st.Delete(ctx, "abc-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second Delete = %v", err)
+	}
+}
+
+func TestDirStoreRejectsCorruptRecord(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{"bad.json": "{not json", "bad.eml": "x"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.List(context.Background()); err == nil || !strings.Contains(err.Error(), "bad.json") {
+		t.Errorf("List over a corrupt record = %v, want an error naming it", err)
+	}
+}
+
+func TestCleanRemovesMetadataWithoutBody(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "x.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDirStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("metadata without body kept: %v", err)
+	}
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	m := &Message{ID: "0001-ab", From: "a@example.org", ReceivedAt: time.Unix(0, 0).UTC(), ReportSeq: 2,
+		Recipients: []*Recipient{{Address: "b@example.net", State: Deferred, Attempts: 3,
+			LastError:   &LastError{Code: 451, EnhancedCode: "4.7.4", Message: "no STARTTLS", TLSFailure: "starttls-not-supported"},
+			FinalReport: "0001-ab.r1"}}}
+	good, err := encodeMessage(m)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(`{}`))                                                             // no id
+	f.Add([]byte(`{"id":"x","recipients":[null]}`))                                 // null recipient
+	f.Add([]byte(`{"id":"x","recipients":[{"address":"a","state":"bogus"}]}`))      // unknown state
+	f.Add([]byte(`{"id":"../x","recipients":[{"address":"a","state":"pending"}]}`)) // path in id
+	f.Add([]byte(`{"id":"x","size":-1,"recipients":[{"state":"failed","final_report":"a/b"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeMessage(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must be safe to use as file names and must
+		// survive a write and a read unchanged in the fields that matter.
+		if !validID(m.ID) {
+			t.Fatalf("accepted id %q", m.ID)
+		}
+		enc, err := encodeMessage(m)
+		if err != nil {
+			t.Fatalf("re-encoding an accepted record: %v", err)
+		}
+		m2, err := DecodeMessage(enc)
+		if err != nil {
+			t.Fatalf("decoding a re-encoded record: %v", err)
+		}
+		if m2.ID != m.ID || len(m2.Recipients) != len(m.Recipients) || m2.Done() != m.Done() {
+			t.Fatalf("round trip changed the record")
+		}
+		for i, r := range m.Recipients {
+			if m2.Recipients[i].State != r.State || m2.Recipients[i].Address != r.Address {
+				t.Fatalf("recipient %d changed", i)
+			}
+		}
+		_ = m.Clone()
+	})
+}
