@@ -269,6 +269,7 @@ func readOriginal(rd io.Reader, wantFull bool, maxBody int64) (*original, error)
 	br := bufio.NewReader(rd)
 	o := &original{}
 	var hdr bytes.Buffer
+	truncated := false
 	for {
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
@@ -291,13 +292,9 @@ func readOriginal(rd io.Reader, wantFull bool, maxBody int64) (*original, error)
 			break // end of header (or of input)
 		}
 		if hdr.Len()+len(trimmed)+2 > maxOriginalHeader {
-			// Keep complete lines only, and drop the rest of the header.
-			for err == nil {
-				line, err = br.ReadSlice('\n')
-				if len(bytes.TrimRight(line, "\r\n")) == 0 {
-					break
-				}
-			}
+			// Keep complete lines only. The rest of the header is not
+			// read, so the body cannot be found: return headers only.
+			truncated = true
 			break
 		}
 		hdr.Write(trimmed)
@@ -309,6 +306,10 @@ func readOriginal(rd io.Reader, wantFull bool, maxBody int64) (*original, error)
 	o.header = hdr.Bytes()
 	o.messageID = headerValue(o.header, "Message-Id")
 	if !wantFull {
+		return o, nil
+	}
+	if truncated {
+		o.tooLarge = true
 		return o, nil
 	}
 	body, err := io.ReadAll(io.LimitReader(br, maxBody+1))

@@ -546,3 +546,36 @@ func TestLongDiagnosticFolded(t *testing.T) {
 		t.Errorf("unfolded diagnostic\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestBuildBoundedOriginal: Build stops reading an endless original at the
+// header limit or at MaxReturnSize, and returns headers only.
+func TestBuildBoundedOriginal(t *testing.T) {
+	r := fullReport("en")
+	r.Original = io.MultiReader(strings.NewReader("Subject: endless\r\n\r\n"), endless{})
+	r.MaxReturnSize = 1 << 16
+	parts := mimeParts(t, buildOrFatal(t, r))
+	if parts[2].mediaType != "text/rfc822-headers" || string(parts[2].body) != "Subject: endless\r\n" {
+		t.Errorf("endless body: %s %.100q", parts[2].mediaType, parts[2].body)
+	}
+	if !strings.Contains(unwrap(string(parts[0].body)), "too large to return in full (more than 65536 bytes)") {
+		t.Errorf("human part does not say the message was too large:\n%s", parts[0].body)
+	}
+
+	// An endless header line is cut at the header limit.
+	r = fullReport("en")
+	r.Original = io.MultiReader(strings.NewReader("Subject: ok\r\nX-Long: "), endless{})
+	parts = mimeParts(t, buildOrFatal(t, r))
+	if string(parts[2].body) != "Subject: ok\r\n" {
+		t.Errorf("endless header: %.100q", parts[2].body)
+	}
+}
+
+// TestBuildLFOriginal: an original with LF line ends is returned with CRLF.
+func TestBuildLFOriginal(t *testing.T) {
+	r := fullReport("en")
+	r.Original = strings.NewReader(strings.ReplaceAll(originalMessage, "\r\n", "\n"))
+	parts := mimeParts(t, buildOrFatal(t, r))
+	if string(parts[2].body) != originalMessage {
+		t.Errorf("returned %q", parts[2].body)
+	}
+}
