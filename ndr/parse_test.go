@@ -2,6 +2,7 @@ package ndr
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"io"
 	"os"
@@ -398,4 +399,35 @@ func TestParseOwnOutputAfterLF(t *testing.T) {
 	if len(back.Recipients) != 3 || back.Recipients[0].Status != StatusSTARTTLSRequired {
 		t.Errorf("%+v", back.Recipients)
 	}
+}
+
+// TestParseEncodedAndNested: a base64-encoded global delivery-status part
+// nested in multipart/mixed inside the report is found and decoded.
+func TestParseEncodedAndNested(t *testing.T) {
+	status := "Reporting-MTA: dns; mx.example.jp\r\n\r\nFinal-Recipient: utf-8; ボブ@例え.jp\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+	in := "To: alice@example.com\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=outer\r\n\r\n" +
+		"--outer\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n" +
+		"--outer\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=inner\r\n\r\n" +
+		"--inner\r\nContent-Type: text/plain; charset=iso-2022-jp\r\nContent-Language: ja\r\n\r\nhello\r\n" +
+		"--inner\r\nContent-Type: message/global-delivery-status\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+		base64Lines(status) +
+		"--inner--\r\n--outer--\r\n"
+	rep, err := Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ReportingMTA != "mx.example.jp" || len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "ボブ@例え.jp" || !rep.SMTPUTF8 {
+		t.Errorf("got %+v", rep)
+	}
+}
+
+func base64Lines(s string) string {
+	enc := base64.StdEncoding.EncodeToString([]byte(s))
+	var b strings.Builder
+	for len(enc) > 76 {
+		b.WriteString(enc[:76] + "\r\n")
+		enc = enc[76:]
+	}
+	return b.String() + enc + "\r\n"
 }
