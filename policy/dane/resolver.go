@@ -245,7 +245,19 @@ func (r *Resolver) exchange(ctx context.Context, network string, m *dns.Msg) (*d
 		return r.Exchange(ctx, network, m, r.addr())
 	}
 	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: 1232}
-	resp, _, err := c.ExchangeContext(ctx, m, r.addr())
+	conn, err := c.DialContext(ctx, r.addr())
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	// miekg/dns honours only the context's deadline; make cancellation
+	// interrupt the read too.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, conn)
+	if cerr := ctx.Err(); err != nil && cerr != nil {
+		return nil, fmt.Errorf("%w (%v)", cerr, err)
+	}
 	return resp, err
 }
 
