@@ -1,0 +1,661 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+)
+
+// Resolver is the DNS the Connector uses for MX and address lookups.
+// *net.Resolver satisfies it, and so does go-mockdns's *mockdns.Resolver.
+// Implementations must be safe for concurrent use and honour ctx.
+type Resolver interface {
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+}
+
+// Dialer opens TCP connections. *net.Dialer satisfies it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+var (
+	_ Resolver = (*net.Resolver)(nil)
+	_ Dialer   = (*net.Dialer)(nil)
+)
+
+// Timeouts bound each step of an SMTP session. A zero field takes the
+// default shown, from RFC 5321 §4.5.3.2 where it names one.
+type Timeouts struct {
+	Connect  time.Duration // TCP connect; 30s
+	Greeting time.Duration // the 220 greeting; 5m (§4.5.3.2.1)
+	Command  time.Duration // EHLO, STARTTLS and TLS handshake, AUTH, MAIL, RCPT, DATA, RSET; 5m
+	Data     time.Duration // sending the body and the reply to the final dot; 10m (§4.5.3.2.6)
+}
+
+func (t Timeouts) connect() time.Duration  { return orDefault(t.Connect, 30*time.Second) }
+func (t Timeouts) greeting() time.Duration { return orDefault(t.Greeting, 5*time.Minute) }
+func (t Timeouts) command() time.Duration  { return orDefault(t.Command, 5*time.Minute) }
+func (t Timeouts) data() time.Duration     { return orDefault(t.Data, 10*time.Minute) }
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// PoolConfig controls reuse of idle connections between Deliver calls.
+// The zero value disables pooling: every Deliver opens and closes its own
+// connections.
+type PoolConfig struct {
+	// MaxIdle is the number of idle connections kept per next-hop address
+	// and policy. Zero disables pooling.
+	MaxIdle int
+	// IdleTimeout is how long an idle connection is kept before QUIT.
+	// Zero means 30 seconds, well under the 5 minutes a server waits
+	// (RFC 5321 §4.5.3.2.7).
+	IdleTimeout time.Duration
+}
+
+// Connector delivers messages to their next hops under a TLS policy: the
+// outbound half of an MTA (RFC 5321 §5 for routing, RFC 3207 for STARTTLS).
+// Where the policy requires TLS (Encrypt and above), a missing STARTTLS, a
+// refused STARTTLS, a failed handshake, a refused certificate or a TLS
+// version below the minimum ends the attempt before MAIL FROM: no envelope
+// address and no body byte is ever written to an unprotected socket.
+//
+// The zero value is not usable: Hostname must be set. Every other zero
+// field is safe and strict: a nil Policy requires Verify everywhere.
+// A Connector is safe for concurrent use; it must not be copied or modified
+// after first use. Close releases pooled connections.
+type Connector struct {
+	// Hostname is the name sent in EHLO (RFC 5321 §4.1.1.1), and must be
+	// this host's public name. Required; "localhost" is refused because
+	// real MTAs reject or penalise it.
+	Hostname string
+
+	// Policy gives the TLS requirement per destination. Nil means Verify
+	// for every destination (source "default"). A lookup error defers the
+	// recipients; it never downgrades.
+	Policy policy.Policy
+
+	// Routes maps recipient domains to next hops; see Route. Recipients
+	// without a matching route go to their domain's MX hosts.
+	Routes []Route
+
+	// Resolver looks up MX and address records. Nil means
+	// net.DefaultResolver.
+	Resolver Resolver
+
+	// Dialer opens connections. Nil means a net.Dialer with
+	// Timeouts.Connect.
+	Dialer Dialer
+
+	// RootCAs verifies server certificates at Verify and Secure. Nil means
+	// the host's root CA set.
+	RootCAs *x509.CertPool
+
+	// Port is the port dialled on MX hosts. Zero means 25. Fixed next hops
+	// carry their own port.
+	Port int
+
+	// MaxAddresses bounds the number of addresses tried per destination and
+	// Deliver call (Postfix's smtp_mx_address_limit). Zero means 5.
+	MaxAddresses int
+
+	// Timeouts bound each step; zero fields take RFC 5321 defaults.
+	Timeouts Timeouts
+
+	// Pool enables reuse of idle connections. The zero value disables it.
+	Pool PoolConfig
+
+	// SessionCache caches TLS sessions for resumption (RFC 8446 §2.2).
+	// Nil means a per-Connector LRU cache of 128 sessions.
+	SessionCache tls.ClientSessionCache
+
+	// Logger receives one line per delivery attempt. Nil discards.
+	Logger *slog.Logger
+
+	// Now returns the current time, for certificate validity and result
+	// timestamps. Nil means time.Now.
+	Now func() time.Time
+
+	// Shuffle randomises MX hosts of equal preference (RFC 5321 §5.1). Nil
+	// means math/rand/v2.Shuffle. Tests set it to a no-op for determinism.
+	Shuffle func(n int, swap func(i, j int))
+
+	once   sync.Once
+	cache  tls.ClientSessionCache
+	pool   *connPool
+}
+
+// Close closes idle pooled connections (with QUIT) and stops pooling.
+// Deliver calls after Close still work, without pooling.
+func (c *Connector) Close() error {
+	c.init()
+	c.pool.close()
+	return nil
+}
+
+func (c *Connector) init() {
+	c.once.Do(func() {
+		c.cache = c.SessionCache
+		if c.cache == nil {
+			c.cache = tls.NewLRUClientSessionCache(128)
+		}
+		c.pool = &connPool{m: make(map[string][]*pooledConn)}
+	})
+}
+
+func (c *Connector) sessionCache() tls.ClientSessionCache { c.init(); return c.cache }
+
+func (c *Connector) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Connector) log() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (c *Connector) resolver() Resolver {
+	if c.Resolver != nil {
+		return c.Resolver
+	}
+	return net.DefaultResolver
+}
+
+func (c *Connector) dialer() Dialer {
+	if c.Dialer != nil {
+		return c.Dialer
+	}
+	return &net.Dialer{Timeout: c.Timeouts.connect()}
+}
+
+func (c *Connector) port() int {
+	if c.Port > 0 {
+		return c.Port
+	}
+	return 25
+}
+
+func (c *Connector) maxAddresses() int {
+	if c.MaxAddresses > 0 {
+		return c.MaxAddresses
+	}
+	return 5
+}
+
+// group is the recipients that share one next hop and one transaction.
+type group struct {
+	domain   string   // recipient domain (MX routes) or "" for shared fixed hops
+	routeIdx int      // -1: no route
+	hop      *nextHop // fixed next hop, nil for MX
+	idx      []int    // indices into env.Recipients
+}
+
+func (g *group) route(c *Connector) *Route {
+	if g.routeIdx < 0 {
+		return nil
+	}
+	return &c.Routes[g.routeIdx]
+}
+
+// Deliver sends one message to every recipient of env and returns one
+// RecipientResult per recipient, in envelope order.
+//
+// Recipients are grouped by next hop: all recipients of one domain (or
+// all recipients routed to one fixed next hop) share one SMTP transaction
+// (RFC 5321 §3.3). Hosts are tried in MX preference order (RFC 5321 §5.1)
+// until one completes the transaction or refuses it permanently. body is
+// read from offset 0 for size bytes on each attempt, so it may be a file;
+// it must hold the message with CRLF line endings and is dot-stuffed here.
+//
+// The error is non-nil only for unusable arguments or configuration
+// (no Hostname, no recipients, a malformed route); network, policy and
+// remote failures are reported per recipient in the Result. Cancelling ctx
+// aborts the attempt in progress; unfinished recipients are deferred.
+func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt, size int64) (*Result, error) {
+	if err := c.validate(env, body, size); err != nil {
+		return nil, err
+	}
+	c.init()
+	groups, err := c.groups(env)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Recipients: make([]RecipientResult, len(env.Recipients))}
+	for i, r := range env.Recipients {
+		res.Recipients[i].Recipient = r
+	}
+	for _, g := range groups {
+		c.deliverGroup(ctx, env, body, size, g, res)
+	}
+	return res, nil
+}
+
+func (c *Connector) validate(env *Envelope, body io.ReaderAt, size int64) error {
+	h := strings.TrimSpace(c.Hostname)
+	switch {
+	case h == "":
+		return errors.New("transport: Connector.Hostname is required (the EHLO name, RFC 5321 §4.1.1.1)")
+	case strings.EqualFold(h, "localhost") || strings.HasPrefix(strings.ToLower(h), "localhost."):
+		return errors.New("transport: Connector.Hostname must be this host's public name, not localhost")
+	case strings.ContainsAny(h, " \r\n\t"):
+		return fmt.Errorf("transport: Connector.Hostname %q is not a host name", h)
+	case env == nil:
+		return errors.New("transport: nil Envelope")
+	case len(env.Recipients) == 0:
+		return errors.New("transport: Envelope has no recipients")
+	case body == nil || size < 0:
+		return errors.New("transport: no message body")
+	case strings.ContainsAny(env.From, "\r\n<> "):
+		return fmt.Errorf("transport: malformed reverse-path %q", env.From)
+	}
+	for _, r := range c.Routes {
+		if r.NextHop != "" {
+			if _, err := parseNextHop(r.NextHop); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// groups splits the recipients by next hop, keeping first-appearance order.
+func (c *Connector) groups(env *Envelope) ([]*group, error) {
+	var out []*group
+	byKey := map[string]*group{}
+	for i, r := range env.Recipients {
+		domain := recipientDomain(r.Address)
+		ri := -1
+		if domain != "" {
+			ri = matchRoute(c.Routes, domain)
+		}
+		var hop *nextHop
+		key := "mx:" + domain
+		if ri >= 0 && c.Routes[ri].NextHop != "" {
+			h, err := parseNextHop(c.Routes[ri].NextHop)
+			if err != nil {
+				return nil, err
+			}
+			hop = &h
+			key = fmt.Sprintf("hop:%d", ri)
+		}
+		g, ok := byKey[key]
+		if !ok {
+			g = &group{domain: domain, routeIdx: ri, hop: hop}
+			byKey[key] = g
+			out = append(out, g)
+		}
+		g.idx = append(g.idx, i)
+	}
+	return out, nil
+}
+
+// recipientDomain returns the lower-cased domain of addr, "" if malformed.
+func recipientDomain(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 || at == len(addr)-1 || strings.ContainsAny(addr, "\r\n<> ") {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
+}
+
+// requirement looks up the policy for the group.
+func (c *Connector) requirement(ctx context.Context, g *group) (policy.Requirement, error) {
+	key := g.domain
+	if g.hop != nil {
+		key = g.hop.key()
+	}
+	var pol policy.Policy
+	fromRoute := false
+	if r := g.route(c); r != nil && r.Policy != nil {
+		pol, fromRoute = r.Policy, true
+	} else {
+		pol = c.Policy
+	}
+	if pol == nil {
+		return policy.Requirement{Domain: key, Level: policy.Verify, Source: policy.SourceDefault,
+			Reason: "no policy configured: strict default"}, nil
+	}
+	req, err := pol.Lookup(ctx, key)
+	if err != nil {
+		return req, err
+	}
+	if req.Domain == "" {
+		req.Domain = key
+	}
+	if fromRoute && req.Source == policy.SourceDefault {
+		req.Source = policy.SourceRoute
+	}
+	return req, nil
+}
+
+// localError builds an *Error for a failure detected locally. permanent
+// chooses 5xx over 4xx.
+func localError(permanent bool, subject, detail int, command, msg string, cause error) *Error {
+	code, class := 451, 4
+	if permanent {
+		code, class = 554, 5
+	}
+	return &Error{Code: code, EnhancedCode: EnhancedCode{class, subject, detail}, Message: msg, Command: command, Err: cause}
+}
+
+// tlsError builds the X.7.d error for a TLS failure; permanence follows the
+// requirement's failure action.
+func tlsError(req policy.Requirement, detail int, command, msg string, cause error) *Error {
+	return localError(req.OnFailure == policy.Bounce, 7, detail, command, msg, cause)
+}
+
+// statusFor maps a reply code to a recipient status.
+func statusFor(e *Error) Status {
+	switch {
+	case e == nil:
+		return Deferred
+	case e.Code >= 200 && e.Code < 300:
+		return Delivered
+	case e.Code >= 500:
+		return Failed
+	}
+	return Deferred
+}
+
+// groupState carries one group's delivery through its attempts.
+type groupState struct {
+	env   *Envelope
+	body  io.ReaderAt
+	size  int64
+	g     *group
+	route *Route
+	req   policy.Requirement
+	plan  plan
+	res   *Result
+}
+
+func (st *groupState) finish(idx int, status Status, reply *Error, mta RemoteMTA, ti *TLSInfo, ft FailureType, now time.Time) {
+	rr := &st.res.Recipients[idx]
+	rr.Status = status
+	rr.Reply = reply
+	rr.RemoteMTA = mta
+	rr.TLS = ti
+	rr.Requirement = st.req
+	rr.TLSFailure = ft
+	rr.Time = now
+}
+
+func (st *groupState) finishAll(idx []int, e *Error, mta RemoteMTA, ti *TLSInfo, ft FailureType, now time.Time) {
+	for _, i := range idx {
+		st.finish(i, statusFor(e), e, mta, ti, ft, now)
+	}
+}
+
+func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.ReaderAt, size int64, g *group, res *Result) {
+	st := &groupState{env: env, body: body, size: size, g: g, route: g.route(c), res: res}
+	var pending []int
+	for _, i := range g.idx {
+		if recipientDomain(env.Recipients[i].Address) == "" || strings.ContainsAny(env.Recipients[i].Address, "\r\n<> ") {
+			st.finish(i, Failed, &Error{Code: 553, EnhancedCode: EnhancedCode{5, 1, 3}, Command: "RCPT",
+				Message: "malformed recipient address"}, RemoteMTA{}, nil, FailureNone, c.now())
+			continue
+		}
+		pending = append(pending, i)
+	}
+	if len(pending) == 0 {
+		return
+	}
+	req, err := c.requirement(ctx, g)
+	st.req = req
+	if err != nil {
+		e := localError(false, 4, 3, "", "TLS policy lookup failed; deferring rather than downgrading",
+			fmt.Errorf("%w: %w", ErrPolicyLookup, err))
+		st.finishAll(pending, e, RemoteMTA{}, nil, FailureNone, c.now())
+		c.logGroupFailure(ctx, st, e, FailureNone)
+		return
+	}
+	st.plan, err = makePlan(req, env)
+	if err != nil {
+		ft := FailureValidation
+		if req.Level == policy.DANEOnly && len(req.TLSA) == 0 {
+			ft = FailureDANERequired
+		}
+		e := tlsError(req, 5, "", "DANE required but not available", err)
+		st.finishAll(pending, e, RemoteMTA{}, nil, ft, c.now())
+		c.logGroupFailure(ctx, st, e, ft)
+		return
+	}
+	if env.RequireTLS {
+		if err := checkRequireTLS(req, g.hop != nil); err != nil {
+			e := &Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
+				Err: fmt.Errorf("%w: %w", ErrRequireTLS, err)}
+			st.finishAll(pending, e, RemoteMTA{}, nil, FailureNone, c.now())
+			c.logGroupFailure(ctx, st, e, FailureNone)
+			return
+		}
+	}
+	if st.plan.reason != "" {
+		c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
+			slog.String("domain", req.Domain), slog.String("policy", policyAttr(req)),
+			slog.String("reason", st.plan.reason), slog.String("msgid", env.ID))
+	}
+
+	targets, terr := c.targets(ctx, st)
+	if terr != nil {
+		st.finishAll(pending, terr, RemoteMTA{}, nil, FailureNone, c.now())
+		c.logGroupFailure(ctx, st, terr, FailureNone)
+		return
+	}
+	var last *attemptResult
+	tries := 0
+outer:
+	for _, t := range targets {
+		ips, rerr := c.resolveHost(ctx, t.host)
+		if rerr != nil {
+			last = &attemptResult{err: rerr, retry: true, mta: RemoteMTA{Host: t.host, Port: t.port}}
+			c.logAttempt(ctx, st, last, c.now(), 0)
+			continue
+		}
+		for _, ip := range ips {
+			if tries >= c.maxAddresses() || ctx.Err() != nil {
+				break outer
+			}
+			tries++
+			ar := c.attempt(ctx, st, t, ip, pending)
+			last = ar
+			pending = ar.pending
+			if len(pending) == 0 || !ar.retry {
+				break outer
+			}
+		}
+	}
+	if len(pending) == 0 {
+		return
+	}
+	if last == nil {
+		last = &attemptResult{err: localError(false, 4, 4, "", "no address could be tried", ctx.Err())}
+	}
+	e := last.err
+	if ctx.Err() != nil && !e.Temporary() {
+		e = localError(false, 4, 0, "", "delivery interrupted", ctx.Err())
+	}
+	st.finishAll(pending, e, last.mta, last.tls, last.failure, c.now())
+}
+
+// checkRequireTLS says whether the requirement can carry a REQUIRETLS
+// message (RFC 8689 §4.2.1): the certificate must be verified (PKIX here;
+// DANE once TLSA matching exists) under an enforced policy, and for MX
+// delivery the MX host names must be authenticated (DNSSEC or MTA-STS),
+// unless the level is Secure, which checks the certificate against the
+// next-hop domain and so does not trust the MX names at all.
+func checkRequireTLS(req policy.Requirement, fixedHop bool) error {
+	if req.Mode != policy.Enforce {
+		return fmt.Errorf("policy %s is in testing mode", req.Source)
+	}
+	if req.Level != policy.Verify && req.Level != policy.Secure {
+		return fmt.Errorf("level %s does not verify the server certificate", req.Level)
+	}
+	if !fixedHop && req.Level == policy.Verify && !req.MXAuthenticated {
+		return errors.New("MX host names are not authenticated by DNSSEC or MTA-STS")
+	}
+	return nil
+}
+
+// target is one host to try.
+type target struct {
+	host string
+	port int
+}
+
+// targets returns the hosts to try in order, or a final error.
+func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Error) {
+	if h := st.g.hop; h != nil {
+		return []target{{host: h.host, port: h.port}}, nil
+	}
+	domain := st.g.domain
+	mxs, err := c.resolver().LookupMX(ctx, domain)
+	if err != nil {
+		var de *net.DNSError
+		if !errors.As(err, &de) || !de.IsNotFound {
+			return nil, localError(false, 4, 3, "", "MX lookup for "+domain+" failed", err)
+		}
+		mxs = nil
+	}
+	var hosts []*net.MX
+	nullMX := false
+	for _, mx := range mxs {
+		if mx == nil {
+			continue
+		}
+		if h := strings.TrimSuffix(mx.Host, "."); h == "" {
+			nullMX = true // RFC 7505 §3: a single MX with target "."
+			continue
+		}
+		hosts = append(hosts, mx)
+	}
+	if nullMX && len(hosts) == 0 {
+		return nil, &Error{Code: 556, EnhancedCode: EnhancedCode{5, 1, 10}, Message: domain + " does not accept mail (null MX)",
+			Err: ErrNullMX}
+	}
+	if len(hosts) == 0 {
+		// RFC 5321 §5.1: no MX records: the domain itself is the implicit MX.
+		return []target{{host: domain, port: c.port()}}, nil
+	}
+	sortMX(hosts, c.shuffle())
+	var out []target
+	for _, mx := range hosts {
+		h := strings.ToLower(strings.TrimSuffix(mx.Host, "."))
+		if len(st.req.MXPatterns) > 0 && !matchMXPatterns(h, st.req.MXPatterns) {
+			if st.req.Mode == policy.Enforce {
+				continue
+			}
+			c.log().LogAttrs(ctx, slog.LevelWarn, "mx not allowed by policy (testing mode, used anyway)",
+				slog.String("domain", domain), slog.String("mx", h), slog.String("policy", policyAttr(st.req)))
+		}
+		out = append(out, target{host: h, port: c.port()})
+	}
+	if len(out) == 0 {
+		return nil, tlsErrorSubject(st.req, 4, 4, "no MX host of "+domain+" matches the policy's mx patterns",
+			fmt.Errorf("%w: policy allows %v", ErrNoMX, st.req.MXPatterns))
+	}
+	return out, nil
+}
+
+func tlsErrorSubject(req policy.Requirement, subject, detail int, msg string, cause error) *Error {
+	return localError(req.OnFailure == policy.Bounce, subject, detail, "", msg, cause)
+}
+
+func (c *Connector) shuffle() func(int, func(i, j int)) {
+	if c.Shuffle != nil {
+		return c.Shuffle
+	}
+	return rand.Shuffle
+}
+
+// sortMX orders by preference and shuffles hosts of equal preference
+// (RFC 5321 §5.1).
+func sortMX(mxs []*net.MX, shuffle func(int, func(i, j int))) {
+	// insertion sort: MX lists are short, and stability keeps the shuffle fair
+	for i := 1; i < len(mxs); i++ {
+		for j := i; j > 0 && mxs[j].Pref < mxs[j-1].Pref; j-- {
+			mxs[j], mxs[j-1] = mxs[j-1], mxs[j]
+		}
+	}
+	for i := 0; i < len(mxs); {
+		j := i
+		for j < len(mxs) && mxs[j].Pref == mxs[i].Pref {
+			j++
+		}
+		if j-i > 1 {
+			sub := mxs[i:j]
+			shuffle(len(sub), func(a, b int) { sub[a], sub[b] = sub[b], sub[a] })
+		}
+		i = j
+	}
+}
+
+// matchMXPatterns applies MTA-STS "mx:" patterns (RFC 8461 §4.1): an exact
+// host name, or "*.example.com" matching exactly one extra leftmost label.
+func matchMXPatterns(host string, patterns []string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, p := range patterns {
+		p = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(p), "."))
+		if rest, ok := strings.CutPrefix(p, "*."); ok {
+			label, parent, found := strings.Cut(host, ".")
+			if found && label != "" && parent == rest {
+				return true
+			}
+			continue
+		}
+		if host == p {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveHost returns the addresses of host, or the host itself if it is
+// an IP literal.
+func (c *Connector) resolveHost(ctx context.Context, host string) ([]net.IP, *Error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return []net.IP{ip}, nil
+	}
+	addrs, err := c.resolver().LookupIPAddr(ctx, host)
+	if err != nil {
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsNotFound {
+			return nil, &Error{Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + host + " not found",
+				Err: fmt.Errorf("%w: %w", ErrNoMX, err)}
+		}
+		return nil, localError(false, 4, 4, "", "address lookup for "+host+" failed", err)
+	}
+	if len(addrs) == 0 {
+		return nil, &Error{Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + host + " has no address",
+			Err: ErrNoMX}
+	}
+	ips := make([]net.IP, len(addrs))
+	for i, a := range addrs {
+		ips[i] = a.IP
+	}
+	return ips, nil
+}
+
+func policyAttr(req policy.Requirement) string {
+	return req.Level.String() + "/" + string(req.Source)
+}

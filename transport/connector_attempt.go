@@ -1,0 +1,517 @@
+package transport
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+)
+
+// attemptResult is the outcome of one attempt at one address.
+type attemptResult struct {
+	pending []int  // recipients still without a final result
+	retry   bool   // the next address may be tried for pending
+	err     *Error // why pending are not done (nil if none pending)
+	mta     RemoteMTA
+	tls     *TLSInfo
+	failure FailureType
+}
+
+// attempt runs one connection (new or pooled) and one transaction.
+func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip net.IP, pending []int) *attemptResult {
+	start := c.now()
+	mta := RemoteMTA{Host: t.host, IP: ip, Port: t.port}
+	s, ar := c.connect(ctx, st, t, ip)
+	if ar != nil {
+		ar.pending, ar.mta = pending, mta
+		c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
+		return ar
+	}
+	ar = c.transact(ctx, st, s, pending)
+	ar.mta = mta
+	ar.tls = s.tlsInfo()
+	ar.failure = s.failure
+	c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
+	if ar.retry || ar.err != nil && ar.err.Err != nil && isNetErr(ar.err.Err) {
+		s.close()
+	} else {
+		c.release(st, t, s)
+	}
+	return ar
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// tlsInfo summarises the session's TLS, nil for plaintext.
+func (s *session) tlsInfo() *TLSInfo {
+	if s.tls == nil {
+		return nil
+	}
+	ti := NewTLSInfo(*s.tls, s.verified)
+	return ti
+}
+
+// connect returns a ready session: greeted, EHLO'd, TLS per plan and
+// verified, EHLO'd again, authenticated if the route says so. On failure it
+// returns the attempt result instead. It never returns a session that
+// violates st.plan: this is where "no plaintext when TLS is required" is
+// enforced, before any MAIL command can be written.
+func (c *Connector) connect(ctx context.Context, st *groupState, t target, ip net.IP) (*session, *attemptResult) {
+	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
+	key := c.poolKey(st, t, addr)
+	if s := c.pool.get(key); s != nil {
+		s.bind(ctx)
+		r, err := s.cmd(ctx, c.Timeouts.command(), "RSET")
+		if err == nil && r.Code == 250 {
+			s.reused = true
+			return s, nil
+		}
+		s.close()
+	}
+	tryTLS := st.plan.tryTLS
+	for {
+		s, ar, retryPlain := c.dialSession(ctx, st, t, ip, addr, tryTLS)
+		if retryPlain {
+			// RFC 3207 §4.1 / Postfix "may": the handshake failed and plaintext
+			// is allowed: reconnect without STARTTLS.
+			tryTLS = false
+			continue
+		}
+		if ar != nil {
+			return nil, ar
+		}
+		s.poolKey = key
+		return s, nil
+	}
+}
+
+func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, ip net.IP, addr string, tryTLS bool) (*session, *attemptResult, bool) {
+	fail := func(s *session, e *Error, retry bool, ft FailureType) (*session, *attemptResult, bool) {
+		ar := &attemptResult{err: e, retry: retry, failure: ft}
+		if s != nil {
+			ar.tls = s.tlsInfo()
+			s.close()
+		}
+		return nil, ar, false
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.Timeouts.connect())
+	conn, err := c.dialer().DialContext(dctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		return fail(nil, localError(false, 4, 1, "", "cannot connect to "+t.host, err), true, FailureNone)
+	}
+	s := newSession(conn, t.host, addr, c.now())
+	s.mta = RemoteMTA{Host: t.host, IP: ip, Port: t.port}
+	s.bind(ctx)
+	r, err := s.read(ctx, c.Timeouts.greeting())
+	if err != nil {
+		return fail(s, localError(false, 4, 2, "CONNECT", "no greeting from "+t.host, err), true, FailureNone)
+	}
+	if r.Code != 220 {
+		// A 4xx or 5xx greeting: try the next host (Postfix's
+		// smtp_skip_5xx_greeting).
+		e := r.asError("CONNECT")
+		s.quit()
+		return nil, &attemptResult{err: e, retry: true}, false
+	}
+	if err := s.ehlo(ctx, c.Timeouts.command(), c.Hostname); err != nil {
+		return fail(s, asReplyError(err, "EHLO", "EHLO failed"), true, FailureNone)
+	}
+	if tryTLS {
+		if !s.has("STARTTLS") {
+			if st.plan.required {
+				return fail(s, tlsError(st.req, 4, "EHLO", "TLS is required but "+t.host+" did not offer STARTTLS",
+					ErrSTARTTLSNotOffered), true, FailureSTARTTLSNotSupported)
+			}
+			if st.plan.kind != checkNone {
+				s.failure = FailureSTARTTLSNotSupported // testing mode: report, deliver
+			}
+		} else {
+			v := &tlsCheck{
+				kind:       st.plan.kind,
+				mxHost:     t.host,
+				match:      c.matchNames(st),
+				minVersion: 0,
+				roots:      c.RootCAs,
+				now:        c.now(),
+				enforce:    st.plan.enforce && st.plan.required,
+			}
+			if st.plan.required {
+				v.minVersion = st.req.EffectiveMinVersion()
+			}
+			rep, err := s.startTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.host, st.route))
+			switch {
+			case err != nil:
+				var cause error
+				ft := v.failure
+				if v.err != nil {
+					cause = v.err
+				} else {
+					cause = classifyHandshake(err)
+					if ft == FailureNone {
+						ft = FailureValidation
+					}
+				}
+				if st.plan.required {
+					return fail(s, tlsError(st.req, 5, "STARTTLS", "TLS with "+t.host+" failed", cause), true, ft)
+				}
+				s.close()
+				c.log().LogAttrs(ctx, slog.LevelInfo, "TLS handshake failed; retrying in plaintext as the policy allows",
+					slog.String("domain", st.req.Domain), slog.String("mx", t.host), slog.String("policy", policyAttr(st.req)),
+					slog.String("error", cause.Error()))
+				return nil, nil, true
+			case rep != nil:
+				if st.plan.required {
+					e := tlsError(st.req, 4, "STARTTLS", "TLS is required but "+t.host+" refused STARTTLS",
+						fmt.Errorf("%w: %w", ErrSTARTTLSNotOffered, rep.asError("STARTTLS")))
+					return fail(s, e, true, FailureSTARTTLSNotSupported)
+				}
+				if st.plan.kind != checkNone {
+					s.failure = FailureSTARTTLSNotSupported
+				}
+				// Opportunistic: the session is still in its plaintext state.
+			default:
+				s.verified = v.verified
+				if v.err != nil {
+					s.failure = v.failure // testing mode: recorded, not enforced
+				}
+				// RFC 3207 §4.2: discard pre-TLS knowledge; EHLO again.
+				if err := s.ehlo(ctx, c.Timeouts.command(), c.Hostname); err != nil {
+					return fail(s, asReplyError(err, "EHLO", "EHLO after STARTTLS failed"), true, FailureNone)
+				}
+			}
+		}
+	}
+	if r := st.route; r != nil && r.Auth != nil {
+		if e := c.auth(ctx, s, r.Auth, st.req); e != nil {
+			return fail(s, e, true, FailureNone)
+		}
+	}
+	return s, nil, false
+}
+
+// matchNames returns the names a Secure certificate must match: the
+// requirement's match list, else the next-hop domain and its subdomains
+// (Postfix's default "nexthop:dot-nexthop"), never the MX name from DNS.
+func (c *Connector) matchNames(st *groupState) []string {
+	if len(st.req.Match) > 0 {
+		return st.req.Match
+	}
+	d := st.g.domain
+	if st.g.hop != nil {
+		d = st.g.hop.host
+	}
+	return []string{d, "." + d}
+}
+
+// auth performs AUTH PLAIN (RFC 4954, RFC 4616), only over TLS.
+func (c *Connector) auth(ctx context.Context, s *session, cr *Credentials, req policy.Requirement) *Error {
+	if s.tls == nil {
+		return localError(req.OnFailure == policy.Bounce, 7, 11, "AUTH",
+			"credentials configured but the connection is not TLS-protected", ErrAuthWithoutTLS)
+	}
+	mechs, ok := s.ext["AUTH"]
+	if !ok || !hasWord(mechs, "PLAIN") {
+		return localError(false, 7, 4, "AUTH", "server does not offer AUTH PLAIN", nil)
+	}
+	resp := base64.StdEncoding.EncodeToString([]byte(cr.Identity + "\x00" + cr.Username + "\x00" + cr.Password))
+	r, err := s.cmd(ctx, c.Timeouts.command(), "AUTH PLAIN "+resp)
+	if err != nil {
+		return asReplyError(err, "AUTH", "AUTH failed")
+	}
+	if r.Code != 235 {
+		return r.asError("AUTH")
+	}
+	return nil
+}
+
+func hasWord(list, w string) bool {
+	for _, f := range strings.Fields(list) {
+		if strings.EqualFold(f, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// asReplyError wraps a network or protocol error as a temporary *Error.
+func asReplyError(err error, command, msg string) *Error {
+	if e, ok := AsError(err); ok {
+		return e
+	}
+	return localError(false, 4, 2, command, msg, err)
+}
+
+// transact runs MAIL, RCPT, DATA for the pending recipients.
+func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pending []int) *attemptResult {
+	env := st.env
+	tmo := c.Timeouts.command()
+	ti := s.tlsInfo()
+	mta := s.mta
+	now := c.now
+	stop := func(e *Error, retry bool) *attemptResult {
+		return &attemptResult{pending: pending, err: e, retry: retry}
+	}
+	// Checks that need the (post-TLS) extension list.
+	if env.RequireTLS && (s.tls == nil || !s.verified || !s.has("REQUIRETLS")) {
+		why := "the next hop does not support REQUIRETLS"
+		if s.tls == nil || !s.verified {
+			why = "the connection is not verified TLS"
+		}
+		return stop(&Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
+			Err: fmt.Errorf("%w: %s", ErrRequireTLS, why)}, true)
+	}
+	if env.SMTPUTF8 && !s.has("SMTPUTF8") {
+		// RFC 6531 §3.4: without SMTPUTF8 at the next hop the message cannot
+		// be sent; this Connector does not downgrade.
+		e := &Error{Code: 554, EnhancedCode: EnhancedCode{5, 6, 9}, Command: "MAIL",
+			Message: "UTF-8 header message cannot be transferred: next hop lacks SMTPUTF8"}
+		if !isASCII(env.From) || anyNonASCII(env, pending) {
+			e = &Error{Code: 553, EnhancedCode: EnhancedCode{5, 6, 7}, Command: "MAIL",
+				Message: "non-ASCII addresses not permitted: next hop lacks SMTPUTF8"}
+		}
+		return stop(e, false)
+	}
+	if strings.EqualFold(env.Body, "BINARYMIME") {
+		return stop(&Error{Code: 554, EnhancedCode: EnhancedCode{5, 6, 3}, Command: "MAIL",
+			Message: "BINARYMIME messages cannot be relayed (BDAT not implemented)"}, false)
+	}
+	if lim, ok := s.ext["SIZE"]; ok && lim != "" {
+		if n, err := strconv.ParseInt(lim, 10, 64); err == nil && n > 0 && st.size > n {
+			return stop(&Error{Code: 552, EnhancedCode: EnhancedCode{5, 3, 4}, Command: "MAIL",
+				Message: fmt.Sprintf("message size %d exceeds the next hop's limit %d", st.size, n)}, false)
+		}
+	}
+
+	mail := mailCommand(env, st.size, s)
+	r, err := s.cmd(ctx, tmo, mail)
+	if err != nil {
+		return stop(asReplyError(err, "MAIL", "connection lost"), true)
+	}
+	if r.Code/100 != 2 {
+		return stop(r.asError("MAIL"), r.Code/100 == 4)
+	}
+	var accepted []int
+	for k, i := range pending {
+		r, err := s.cmd(ctx, tmo, rcptCommand(env.Recipients[i], s))
+		if err != nil {
+			// Not finished: the recipients accepted so far and those not yet
+			// sent; the transaction never completed, so all may go elsewhere.
+			rest := append(append([]int(nil), accepted...), pending[k:]...)
+			return &attemptResult{pending: rest, err: asReplyError(err, "RCPT", "connection lost"), retry: true}
+		}
+		if r.Code/100 == 2 {
+			accepted = append(accepted, i)
+			continue
+		}
+		e := r.asError("RCPT")
+		st.finish(i, statusFor(e), e, mta, ti, s.failure, now())
+	}
+	if len(accepted) == 0 {
+		_, _ = s.cmd(ctx, tmo, "RSET")
+		return &attemptResult{}
+	}
+	r, err = s.cmd(ctx, tmo, "DATA")
+	if err != nil {
+		return &attemptResult{pending: accepted, err: asReplyError(err, "DATA", "connection lost"), retry: true}
+	}
+	if r.Code != 354 {
+		e := r.asError("DATA")
+		st.finishAll(accepted, e, mta, ti, s.failure, now())
+		return &attemptResult{}
+	}
+	r, err = s.writeData(ctx, c.Timeouts.data(), io.NewSectionReader(st.body, 0, st.size))
+	if err != nil {
+		// The message may or may not have been taken: defer, never retry at
+		// once elsewhere (that could duplicate it).
+		e := localError(false, 4, 2, "DATA", "connection lost during the message transfer", err)
+		st.finishAll(accepted, e, mta, ti, s.failure, now())
+		return &attemptResult{err: e}
+	}
+	e := r.asError("DATA")
+	for _, i := range accepted {
+		status := statusFor(e)
+		if status == Delivered && !s.has("DSN") && wantsSuccess(env.Recipients[i]) {
+			status = Relayed // RFC 3461 §4.2: no DSN support past this hop
+		}
+		st.finish(i, status, e, mta, ti, s.failure, now())
+	}
+	return &attemptResult{}
+}
+
+func wantsSuccess(r Recipient) bool {
+	for _, n := range r.Notify {
+		if strings.EqualFold(n, "SUCCESS") {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func anyNonASCII(env *Envelope, idx []int) bool {
+	for _, i := range idx {
+		if !isASCII(env.Recipients[i].Address) {
+			return true
+		}
+	}
+	return false
+}
+
+// mailCommand builds MAIL FROM with the parameters the next hop supports:
+// SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531), REQUIRETLS
+// (RFC 8689 §4.1), RET and ENVID (RFC 3461 §4.3, §4.4).
+func mailCommand(env *Envelope, size int64, s *session) string {
+	var b strings.Builder
+	b.WriteString("MAIL FROM:<" + env.From + ">")
+	if s.has("SIZE") && size > 0 {
+		b.WriteString(" SIZE=" + strconv.FormatInt(size, 10))
+	}
+	if strings.EqualFold(env.Body, "8BITMIME") && s.has("8BITMIME") {
+		b.WriteString(" BODY=8BITMIME")
+	} else if strings.EqualFold(env.Body, "7BIT") && s.has("8BITMIME") {
+		b.WriteString(" BODY=7BIT")
+	}
+	if env.SMTPUTF8 {
+		b.WriteString(" SMTPUTF8")
+	}
+	if env.RequireTLS {
+		b.WriteString(" REQUIRETLS")
+	}
+	if s.has("DSN") {
+		if ret := strings.ToUpper(env.Return); ret == "FULL" || ret == "HDRS" {
+			b.WriteString(" RET=" + ret)
+		}
+		if env.EnvelopeID != "" {
+			b.WriteString(" ENVID=" + xtext(env.EnvelopeID))
+		}
+	}
+	return b.String()
+}
+
+// rcptCommand builds RCPT TO with NOTIFY and ORCPT when the next hop
+// supports DSN (RFC 3461 §4.1, §4.2).
+func rcptCommand(r Recipient, s *session) string {
+	var b strings.Builder
+	b.WriteString("RCPT TO:<" + r.Address + ">")
+	if s.has("DSN") {
+		if len(r.Notify) > 0 {
+			b.WriteString(" NOTIFY=" + strings.ToUpper(strings.Join(r.Notify, ",")))
+		}
+		if r.ORCPT != "" {
+			typ, addr, ok := strings.Cut(r.ORCPT, ";")
+			if ok {
+				if strings.EqualFold(typ, "utf-8") {
+					b.WriteString(" ORCPT=utf-8;" + utf8AddrXtext(addr))
+				} else {
+					b.WriteString(" ORCPT=" + typ + ";" + xtext(addr))
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
+// utf8AddrXtext encodes an address as utf-8-addr-xtext (RFC 6533 §3),
+// valid whether or not the next hop supports SMTPUTF8.
+func utf8AddrXtext(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < '!' || r > '~' || r == '+' || r == '=' || r == '\\' {
+			fmt.Fprintf(&b, `\x{%X}`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// logAttempt writes the one line per delivery attempt (DESIGN.md
+// conventions): domain, mx, ip, tls_version, cipher, verified, policy,
+// result, code.
+func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptResult, start time.Time, d time.Duration) {
+	st.res.Attempts = append(st.res.Attempts, Attempt{
+		Domain: st.req.Domain, RemoteMTA: ar.mta, TLS: ar.tls, Err: errOrNil(ar.err),
+		TLSFailure: ar.failure, Start: start, Duration: d,
+	})
+	attrs := []slog.Attr{
+		slog.String("domain", st.req.Domain),
+		slog.String("mx", ar.mta.Host),
+		slog.String("ip", ipString(ar.mta.IP)),
+		slog.String("policy", policyAttr(st.req)),
+		slog.String("msgid", st.env.ID),
+		slog.Duration("duration", d),
+	}
+	if ar.tls != nil {
+		attrs = append(attrs, slog.String("tls_version", ar.tls.VersionName()), slog.String("cipher", ar.tls.CipherName()),
+			slog.Bool("verified", ar.tls.Verified), slog.Bool("resumed", ar.tls.Resumed))
+	} else {
+		attrs = append(attrs, slog.String("tls_version", "none"), slog.Bool("verified", false))
+	}
+	if ar.failure != FailureNone {
+		attrs = append(attrs, slog.String("tls_failure", string(ar.failure)))
+	}
+	level := slog.LevelInfo
+	if ar.err != nil {
+		level = slog.LevelWarn
+		attrs = append(attrs, slog.String("result", "attempt failed"), slog.Int("code", ar.err.Code),
+			slog.String("enhanced", ar.err.EnhancedCode.String()), slog.String("error", ar.err.Error()))
+	} else {
+		attrs = append(attrs, slog.String("result", resultSummary(st)))
+	}
+	c.log().LogAttrs(ctx, level, "delivery attempt", attrs...)
+}
+
+func errOrNil(e *Error) error {
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
+func ipString(ip net.IP) string {
+	if ip == nil {
+		return ""
+	}
+	return ip.String()
+}
+
+// resultSummary counts the group's recipient statuses: "delivered=2 failed=1".
+func resultSummary(st *groupState) string {
+	counts := map[Status]int{}
+	for _, i := range st.g.idx {
+		counts[st.res.Recipients[i].Status]++
+	}
+	var parts []string
+	for _, s := range []Status{Delivered, Relayed, Deferred, Failed} {
+		if counts[s] > 0 {
+			parts = append(parts, s.String()+"="+strconv.Itoa(counts[s]))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// logGroupFailure logs a failure decided before any connection.
+func (c *Connector) logGroupFailure(ctx context.Context, st *groupState, e *Error, ft FailureType) {
+	c.logAttempt(ctx, st, &attemptResult{err: e, failure: ft}, c.now(), 0)
+}

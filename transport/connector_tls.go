@@ -1,0 +1,242 @@
+package transport
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+)
+
+// checkKind is what the handshake verifies.
+type checkKind int
+
+const (
+	checkNone   checkKind = iota // May, Encrypt, TLS-Required: No: accept any certificate
+	checkVerify                  // PKIX chain + MX host name
+	checkSecure                  // PKIX chain + match names / next-hop domain
+)
+
+// tlsCheck verifies one handshake and remembers the verdict.
+//
+// Verification is done in tls.Config.VerifyConnection with
+// InsecureSkipVerify set, not by crypto/tls's built-in check, so that the
+// Connector can tell *why* a certificate was refused (expired, untrusted
+// issuer, wrong name: the TLS-RPT result types, RFC 8460 §4.3.2) and so
+// that the levels that do not verify (Encrypt, May) still complete the
+// handshake and record "verified: false" instead of failing or silently
+// passing. chasquid does the same to distinguish invalid from valid
+// certificates. Every path that must verify returns an error from here,
+// which aborts the handshake before any SMTP command is sent over TLS.
+type tlsCheck struct {
+	kind       checkKind
+	mxHost     string   // checkVerify: the MX host name
+	match      []string // checkSecure: "name" exact, ".name" any subdomain
+	minVersion uint16
+	roots      *x509.CertPool
+	now        time.Time
+	// enforce false records failures without failing the handshake
+	// (MTA-STS testing mode, RFC 8461 §5).
+	enforce bool
+
+	verified bool
+	failure  FailureType
+	err      error // the classified failure, also when not enforced
+}
+
+func (v *tlsCheck) verifyConnection(cs tls.ConnectionState) error {
+	if err := v.check(cs); err != nil {
+		v.err = err
+		if v.enforce {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *tlsCheck) check(cs tls.ConnectionState) error {
+	if cs.Version < v.minVersion {
+		v.failure = FailureValidation
+		return fmt.Errorf("%w: negotiated %s, policy requires %s", ErrTLSVersion,
+			tls.VersionName(cs.Version), tls.VersionName(v.minVersion))
+	}
+	if v.kind == checkNone {
+		return nil
+	}
+	if len(cs.PeerCertificates) == 0 {
+		v.failure = FailureValidation
+		return fmt.Errorf("%w: no certificate presented", ErrCertificate)
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	// Chain first, names second: an untrusted or expired certificate is
+	// reported as such even when its name is also wrong.
+	_, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         v.roots,
+		Intermediates: inter,
+		CurrentTime:   v.now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		v.failure = classifyX509(err)
+		return fmt.Errorf("%w (%s): %w", ErrCertificate, v.failure, err)
+	}
+	switch v.kind {
+	case checkVerify:
+		if err := leaf.VerifyHostname(v.mxHost); err != nil {
+			v.failure = FailureCertificateHostMismatch
+			return fmt.Errorf("%w (%s): %w", ErrCertificate, v.failure, err)
+		}
+	case checkSecure:
+		if !matchesAny(leaf, v.match) {
+			v.failure = FailureCertificateHostMismatch
+			return fmt.Errorf("%w (%s): certificate names %v match none of %v",
+				ErrCertificate, v.failure, leaf.DNSNames, v.match)
+		}
+	}
+	v.verified = true
+	return nil
+}
+
+// classifyX509 maps a chain verification error to a TLS-RPT result type.
+func classifyX509(err error) FailureType {
+	var inv x509.CertificateInvalidError
+	if errors.As(err, &inv) && inv.Reason == x509.Expired {
+		return FailureCertificateExpired
+	}
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		return FailureCertificateNotTrusted
+	}
+	var he x509.HostnameError
+	if errors.As(err, &he) {
+		return FailureCertificateHostMismatch
+	}
+	return FailureValidation
+}
+
+// matchesAny implements Postfix's match= rule for level secure
+// (postconf(5) smtp_tls_secure_cert_match): "example.net" matches a
+// certificate valid for exactly that name (wildcards as in RFC 6125 §6.4.3),
+// ".example.net" one valid for any name below it.
+func matchesAny(leaf *x509.Certificate, patterns []string) bool {
+	for _, p := range patterns {
+		p = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(p), "."))
+		if p == "" {
+			continue
+		}
+		if strings.HasPrefix(p, ".") {
+			for _, n := range leaf.DNSNames {
+				n = strings.ToLower(strings.TrimSuffix(n, "."))
+				if strings.HasSuffix(n, p) && len(n) > len(p) {
+					return true
+				}
+			}
+			continue
+		}
+		if leaf.VerifyHostname(p) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// tlsConfig builds the client tls.Config for one attempt.
+func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route) *tls.Config {
+	cfg := &tls.Config{
+		// Verification happens in VerifyConnection; see tlsCheck.
+		InsecureSkipVerify: true,
+		VerifyConnection:   v.verifyConnection,
+		MinVersion:         tls.VersionTLS12, // RFC 9325 §3.1.1; policies may raise it
+		ClientSessionCache: c.sessionCache(),
+	}
+	// SNI only for names; RFC 6066 §3 forbids IP literals.
+	if net.ParseIP(serverName) == nil {
+		cfg.ServerName = serverName
+	}
+	if r != nil {
+		if r.GetClientCertificate != nil {
+			cfg.GetClientCertificate = r.GetClientCertificate
+		} else if r.ClientCertificate != nil {
+			cfg.Certificates = []tls.Certificate{*r.ClientCertificate}
+		}
+	}
+	return cfg
+}
+
+// classifyHandshake names a handshake error that VerifyConnection did not
+// classify.
+func classifyHandshake(err error) error {
+	var ae tls.AlertError
+	if errors.As(err, &ae) && ae == tls.AlertError(70) { // protocol_version
+		return fmt.Errorf("%w: %w", ErrTLSVersion, err)
+	}
+	if strings.Contains(err.Error(), "unsupported protocol version") ||
+		strings.Contains(err.Error(), "protocol version not supported") {
+		// crypto/tls reports a locally detected version mismatch only as text.
+		return fmt.Errorf("%w: %w", ErrTLSVersion, err)
+	}
+	return fmt.Errorf("%w: %w", ErrTLSHandshake, err)
+}
+
+// planFor turns a requirement and envelope into what one attempt must do.
+type plan struct {
+	tryTLS   bool // send STARTTLS when offered
+	required bool // no plaintext: Encrypt and above, enforced
+	kind     checkKind
+	enforce  bool
+	reason   string // why the level was changed, for the log
+}
+
+func makePlan(req policy.Requirement, env *Envelope) (plan, error) {
+	lvl := req.Level
+	p := plan{enforce: req.Mode == policy.Enforce}
+	if env.TLSRequiredNo && !env.RequireTLS && lvl > policy.May {
+		// RFC 8689 §5: "TLS-Required: No" asks that TLS policy failures not
+		// block delivery. TLS is still attempted; certificates are not
+		// checked and plaintext is allowed. (REQUIRETLS wins over it.)
+		p.reason = "TLS-Required: No header relaxes " + lvl.String() + " to may (RFC 8689 §5)"
+		lvl = policy.May
+	}
+	switch lvl {
+	case policy.None:
+		return p, nil
+	case policy.May:
+		p.tryTLS = true
+		return p, nil
+	case policy.Encrypt:
+		p.tryTLS, p.required = true, true
+	case policy.DANE:
+		if len(req.TLSA) == 0 {
+			// RFC 7672 §2.2: no usable TLSA records: opportunistic TLS.
+			p.tryTLS = true
+			p.reason = "dane without TLSA records: may"
+			return p, nil
+		}
+		return p, fmt.Errorf("%w: TLSA records present but TLSA matching is not implemented; failing closed", ErrDANE)
+	case policy.DANEOnly:
+		if len(req.TLSA) == 0 {
+			return p, fmt.Errorf("%w: dane-only and no DNSSEC-validated TLSA records", ErrDANE)
+		}
+		return p, fmt.Errorf("%w: TLSA records present but TLSA matching is not implemented; failing closed", ErrDANE)
+	case policy.Verify:
+		p.tryTLS, p.required, p.kind = true, true, checkVerify
+	case policy.Secure:
+		p.tryTLS, p.required, p.kind = true, true, checkSecure
+	default:
+		return p, fmt.Errorf("transport: unknown TLS level %v", lvl)
+	}
+	if !p.enforce {
+		// MTA-STS testing mode (RFC 8461 §5): check and report, never block.
+		p.required = false
+		p.reason = "testing mode: failures reported, not enforced"
+	}
+	return p, nil
+}

@@ -1,0 +1,133 @@
+package transport
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/mailtls/mailtls/policy"
+)
+
+// Route says how mail for some recipient domains leaves: to the domain's MX
+// hosts (RFC 5321 §5.1) or to a fixed next hop (a partner gateway or a
+// smarthost), under which TLS policy, with which client certificate and
+// credentials. It is the library's form of a Postfix transport(5) entry or
+// an Exchange "connector with TLS".
+type Route struct {
+	// Domain selects the recipients: "example.com" matches that domain,
+	// ".example.com" its subdomains, "*" every domain (a default route for
+	// all outbound mail). Exact matches win over subdomain matches, longer
+	// suffixes over shorter ones, and "*" comes last. Case-insensitive.
+	Domain string
+
+	// NextHop, when set, sends the mail to this host instead of the
+	// recipient domain's MX hosts: "host", "host:port", "[host]:port" or an
+	// IP literal ("192.0.2.1:587", "[2001:db8::1]:25"). The port defaults
+	// to 25. A host name is resolved to addresses (A/AAAA), never to MX.
+	// Empty means MX delivery.
+	NextHop string
+
+	// Policy decides the TLS required on this route. Nil means the
+	// Connector's Policy. Requirements returned by a route policy with
+	// source "default" are reported with source "route".
+	//
+	// The lookup key is the recipient domain for MX routes and the next hop
+	// in Postfix's spelling "[host]:port" for fixed next hops, as with
+	// Postfix's smtp_tls_policy_maps. At level Secure a fixed next hop with
+	// no match names must present a certificate for the next-hop host (or
+	// a subdomain of it), Postfix's "nexthop:dot-nexthop".
+	Policy policy.Policy
+
+	// Auth holds smarthost credentials (RFC 4954, SASL PLAIN, RFC 4616).
+	// They are sent only on a TLS-protected connection; without TLS the
+	// attempt fails with ErrAuthWithoutTLS. Use Verify or Secure on such
+	// routes: at Encrypt an active attacker can read the password.
+	Auth *Credentials
+
+	// ClientCertificate is presented when the server asks for one (mutual
+	// TLS). GetClientCertificate, if set, takes precedence (for example a
+	// certstore's hot-reloading getter). Both nil: no client certificate.
+	ClientCertificate    *tls.Certificate
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+}
+
+// Credentials for SMTP AUTH PLAIN (RFC 4616).
+type Credentials struct {
+	Identity string // authorization identity; usually empty
+	Username string
+	Password string
+}
+
+// String hides the password.
+func (c *Credentials) String() string { return "Credentials{" + c.Username + ", ****}" }
+
+// nextHop is a parsed Route.NextHop.
+type nextHop struct {
+	host string // without brackets
+	port int
+}
+
+// key is the Postfix spelling "[host]:port", the policy lookup key.
+func (h nextHop) key() string { return "[" + h.host + "]:" + strconv.Itoa(h.port) }
+
+// parseNextHop parses Route.NextHop.
+func parseNextHop(s string) (nextHop, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nextHop{}, fmt.Errorf("transport: empty next hop")
+	}
+	host, port := s, "25"
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return nextHop{}, fmt.Errorf("transport: malformed next hop %q", s)
+		}
+		host = s[1:end]
+		rest := s[end+1:]
+		if rest != "" {
+			if !strings.HasPrefix(rest, ":") {
+				return nextHop{}, fmt.Errorf("transport: malformed next hop %q", s)
+			}
+			port = rest[1:]
+		}
+	} else if strings.Count(s, ":") == 1 {
+		var err error
+		host, port, err = net.SplitHostPort(s)
+		if err != nil {
+			return nextHop{}, fmt.Errorf("transport: malformed next hop %q: %v", s, err)
+		}
+	} else if strings.Count(s, ":") > 1 && net.ParseIP(s) == nil {
+		return nextHop{}, fmt.Errorf("transport: malformed next hop %q (bracket IPv6 literals)", s)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p > 65535 {
+		return nextHop{}, fmt.Errorf("transport: bad port in next hop %q", s)
+	}
+	if host == "" {
+		return nextHop{}, fmt.Errorf("transport: empty host in next hop %q", s)
+	}
+	return nextHop{host: strings.ToLower(strings.TrimSuffix(host, ".")), port: p}, nil
+}
+
+// matchRoute returns the index of the route for domain, or -1 for plain MX
+// delivery under the Connector's policy.
+func matchRoute(routes []Route, domain string) int {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	best, bestLen := -1, -1
+	for i := range routes {
+		d := strings.ToLower(strings.TrimSpace(routes[i].Domain))
+		switch {
+		case d == domain:
+			return i
+		case strings.HasPrefix(d, ".") && strings.HasSuffix(domain, d):
+			if len(d) > bestLen {
+				best, bestLen = i, len(d)
+			}
+		case d == "*" && bestLen < 0:
+			best, bestLen = i, 0
+		}
+	}
+	return best
+}
