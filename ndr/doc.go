@@ -14,7 +14,8 @@
 //   - RFC 6533, message/global-delivery-status, message/global-headers and
 //     message/global for SMTPUTF8 originals, with the utf-8 address type.
 //   - RFC 3461 §4.1 and §6.2, the NOTIFY and RET parameters: [ShouldReport]
-//     decides which outcomes produce a report, never for a null sender.
+//     decides which outcomes produce a report, never for a null sender;
+//     §4, the xtext encoding of ENVID and ORCPT ([DecodeXtext]).
 //   - RFC 3463 and the RFC 5248 registry: the enhanced status codes with
 //     their registered meanings ([StatusText]) in English and Japanese.
 //   - RFC 3834 (Auto-Submitted: auto-replied) and RFC 8689 §5: a report
@@ -28,9 +29,8 @@
 // (static table, MTA-STS, DANE, REQUIRETLS) demanded it.
 //
 // Not implemented: message disposition notifications (RFC 8098), the
-// DSN-Gateway field and non-SMTP diagnostic conversion, xtext decoding of
-// ORCPT and ENVID (callers pass decoded values), charset conversion of
-// returned headers, and the utf-8-addr-xtext/unitext encodings of RFC 6533
+// DSN-Gateway field and non-SMTP diagnostic conversion (Report fields hold
+// decoded ENVID and ORCPT values), charset conversion of returned headers, and the utf-8-addr-xtext/unitext encodings of RFC 6533
 // §3 (addresses are written as raw UTF-8 in global reports). Parse reads
 // other MTAs' reports tolerantly but does not interpret their
 // human-readable parts, and returns ErrNoDeliveryStatus for bounces that
