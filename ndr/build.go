@@ -222,7 +222,12 @@ func (r *Report) deliveryStatus() []byte {
 			if t == "" {
 				t = "smtp"
 			}
-			lines := strings.FieldsFunc(rc.DiagnosticCode, func(c rune) bool { return c == '\r' || c == '\n' })
+			var lines []string
+			for _, l := range strings.FieldsFunc(rc.DiagnosticCode, func(c rune) bool { return c == '\r' || c == '\n' }) {
+				if l = strings.TrimSpace(l); l != "" {
+					lines = append(lines, l)
+				}
+			}
 			writeField(&b, "Diagnostic-Code", oneLine(t)+"; "+strings.Join(lines, "\n"))
 		}
 		if !rc.LastAttemptDate.IsZero() {
@@ -259,11 +264,22 @@ func typedRaw(v string) string {
 
 // writeField writes "Name: value" folded at spaces to lines of at most 78
 // characters where possible (RFC 5322 §2.2.3); a "\n" in value forces a fold.
+//
+// A word longer than maxWord is split so that no line exceeds the 998
+// octets of RFC 5322 §2.1.1; unfolding then shows a space inside it.
 func writeField(b *bytes.Buffer, name, value string) {
+	const maxWord = 900
 	line := name + ":"
 	first := true
 	for _, seg := range strings.Split(value, "\n") {
-		words := strings.Split(seg, " ")
+		var words []string
+		for _, w := range strings.Split(seg, " ") {
+			for len(w) > maxWord {
+				words = append(words, w[:maxWord])
+				w = w[maxWord:]
+			}
+			words = append(words, w)
+		}
 		for i, w := range words {
 			sep := " "
 			if i == 0 && !first {

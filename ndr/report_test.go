@@ -579,3 +579,22 @@ func TestBuildLFOriginal(t *testing.T) {
 		t.Errorf("returned %q", parts[2].body)
 	}
 }
+
+// TestDiagnosticOddShapes: blank lines and very long words in a reply keep
+// the delivery-status part grammatical (no empty line inside a group, no
+// line over 998 octets).
+func TestDiagnosticOddShapes(t *testing.T) {
+	r := fullReport("en")
+	r.Recipients[0].DiagnosticCode = "550-first\r\n   \r\n\r\n 550 second " + strings.Repeat("x", 2500)
+	parts := mimeParts(t, buildOrFatal(t, r))
+	if n := checkDeliveryStatusGrammar(t, parts[1].body); n != 3 {
+		t.Errorf("%d recipient groups", n)
+	}
+	back, err := ParseDeliveryStatus(parts[1].body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Recipients[0].DiagnosticCode; !strings.HasPrefix(got, "550-first 550 second xxx") {
+		t.Errorf("diagnostic %.60q", got)
+	}
+}
