@@ -296,6 +296,11 @@ func (q *Queue) ServeSMTP(ctx context.Context, env *transport.Envelope, body io.
 	return nil
 }
 
+var (
+	_ transport.Handler = (*Queue)(nil)
+	_ Deliverer         = (*transport.Connector)(nil)
+)
+
 // add registers a stored message with the scheduler.
 func (q *Queue) add(m *Message) {
 	q.mu.Lock()
@@ -568,11 +573,14 @@ func (q *Queue) attempt(ctx context.Context, j job) {
 	res, derr := q.Deliverer.Deliver(actx, env, body, body.Size())
 	cancel()
 	body.Close()
-	if derr != nil && ctx.Err() != nil {
+	if ctx.Err() != nil {
 		// Shutting down: the attempt was cut short by us, not by the remote.
-		// Record nothing; the recipients stay due and are tried after restart.
+		// Final results are recorded; recipients left deferred by the
+		// interruption are not charged an attempt and stay due.
 		log.Info("attempt interrupted by shutdown", "id", m.ID, "domain", j.domain, "err", derr)
-		return
+		if derr != nil {
+			return
+		}
 	}
 	q.record(ctx, j, env, res, derr)
 }
@@ -595,8 +603,13 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 	now := q.now()
 	expiry := m.ReceivedAt.Add(q.maxAge())
 	var finals, delays []int
+	shutdown := ctx.Err() != nil
 	for k, i := range j.idx {
 		r, o := m.Recipients[i], outs[k]
+		if shutdown && o.state == Deferred {
+			outs[k].state = ""
+			continue
+		}
 		r.Attempts++
 		r.LastAttempt = now
 		if o.remoteMTA != "" {
@@ -664,7 +677,9 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		q.logger().Error("recording delivery results", "id", m.ID, "err", err)
 	}
 	for k, i := range j.idx {
-		q.logAttempt(m, m.Recipients[i], outs[k])
+		if outs[k].state != "" {
+			q.logAttempt(m, m.Recipients[i], outs[k])
+		}
 	}
 	if err == nil {
 		q.finish(ctx, e)

@@ -509,6 +509,13 @@ func waitUntil(t *testing.T, cond func() bool) {
 }
 
 func TestShutdownDoesNotCountInterruptedAttempt(t *testing.T) {
+	// Either an error, or (as transport.Connector does) deferred results.
+	for _, asResult := range []bool{false, true} {
+		testShutdown(t, asResult)
+	}
+}
+
+func testShutdown(t *testing.T, asResult bool) {
 	dir := t.TempDir()
 	st, err := OpenDirStore(dir)
 	if err != nil {
@@ -518,6 +525,11 @@ func TestShutdownDoesNotCountInterruptedAttempt(t *testing.T) {
 	d := DeliverFunc(func(ctx context.Context, env *transport.Envelope, _ io.ReaderAt, _ int64) (*transport.Result, error) {
 		started <- struct{}{}
 		<-ctx.Done()
+		if asResult {
+			rr := tempFail()
+			rr.Recipient = env.Recipients[0]
+			return &transport.Result{Recipients: []transport.RecipientResult{rr}}, nil
+		}
 		return nil, ctx.Err()
 	})
 	q := &Queue{Store: st, Deliverer: d, PollInterval: 2 * time.Millisecond}
