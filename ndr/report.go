@@ -82,9 +82,10 @@ var (
 // Report is a delivery status notification (RFC 3464) as plain data.
 // Build renders it as a multipart/report message (RFC 6522); Parse reads one.
 //
-// Only ReportingMTA and Recipients (each with FinalRecipient, Action and
-// Status) are required; every other zero value is omitted or replaced by a
-// documented default.
+// Only ReportingMTA, a non-null Sender and Recipients (each with
+// FinalRecipient, Action and Status) are required; every other zero value is
+// omitted or replaced by a documented default. Build does not modify the
+// Report, but it consumes Original.
 type Report struct {
 	// ReportingMTA is the host name of the MTA writing the report, rendered
 	// "Reporting-MTA: dns; host" (RFC 3464 §2.2.2) and used in From and
