@@ -1,0 +1,239 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	sasl "github.com/emersion/go-sasl"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Authenticator checks the credentials of AUTH PLAIN and AUTH LOGIN
+// (RFC 4954, RFC 4616), which a Server accepts only under TLS.
+//
+// Authenticate returns nil for good credentials, an error wrapping
+// ErrAuthFailed for bad ones (the client gets "535 5.7.8" and the failure
+// counts against its address), and any other error when it cannot decide
+// (the client gets "454 4.7.0 Temporary authentication failure"; the
+// failure does not count). Implementations must be safe for concurrent use
+// and honour ctx.
+type Authenticator interface {
+	Authenticate(ctx context.Context, username, password string) error
+}
+
+// AuthenticatorFunc adapts a function to Authenticator.
+type AuthenticatorFunc func(ctx context.Context, username, password string) error
+
+// Authenticate calls f.
+func (f AuthenticatorFunc) Authenticate(ctx context.Context, username, password string) error {
+	return f(ctx, username, password)
+}
+
+var _ Authenticator = AuthenticatorFunc(nil)
+
+// ErrAuthFailed is the sentinel an Authenticator wraps to reject credentials
+// (RFC 4954 §6 "535 5.7.8 Authentication credentials invalid").
+var ErrAuthFailed = errors.New("transport: authentication credentials invalid")
+
+// BcryptTable is an Authenticator backed by a table of bcrypt password
+// hashes (golang.org/x/crypto/bcrypt), loaded from lines "user:hash" as
+// written by `htpasswd -nbB user password` (the "$2y$" prefix is accepted).
+// It is immutable once built and safe for concurrent use.
+type BcryptTable struct {
+	users map[string][]byte
+	dummy []byte // hashed with the same cost, compared for unknown users
+}
+
+// ParseBcryptTable reads a users file: one "user:bcrypt-hash" per line;
+// blank lines and lines starting with '#' are ignored. name is used in
+// error messages ("users.txt line 3: ..."). A duplicate user, an empty
+// name or a hash bcrypt cannot read is an error.
+func ParseBcryptTable(name string, r io.Reader) (*BcryptTable, error) {
+	t := &BcryptTable{users: make(map[string][]byte)}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), 64*1024)
+	n := 0
+	cost := bcrypt.DefaultCost
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		user, hash, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil, fmt.Errorf("transport: %s line %d: want user:bcrypt-hash", name, n)
+		}
+		if user == "" {
+			return nil, fmt.Errorf("transport: %s line %d: empty user name", name, n)
+		}
+		if _, dup := t.users[user]; dup {
+			return nil, fmt.Errorf("transport: %s line %d: duplicate user %q", name, n, user)
+		}
+		c, err := bcrypt.Cost([]byte(hash))
+		if err != nil {
+			return nil, fmt.Errorf("transport: %s line %d: user %q: not a bcrypt hash: %w", name, n, user, err)
+		}
+		cost = max(cost, c)
+		t.users[user] = []byte(hash)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("transport: %s line %d: %w", name, n+1, err)
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("mailtls unknown user"), cost)
+	if err != nil {
+		return nil, fmt.Errorf("transport: %s: %w", name, err)
+	}
+	t.dummy = dummy
+	return t, nil
+}
+
+// LoadBcryptTable reads the users file at path; see ParseBcryptTable.
+func LoadBcryptTable(path string) (*BcryptTable, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("transport: users file: %w", err)
+	}
+	defer f.Close()
+	return ParseBcryptTable(path, f)
+}
+
+// Len returns the number of users.
+func (t *BcryptTable) Len() int { return len(t.users) }
+
+// Authenticate checks password against username's hash. Unknown users cost
+// the same bcrypt comparison as known ones, so timing does not reveal which
+// names exist. Failures wrap ErrAuthFailed.
+func (t *BcryptTable) Authenticate(ctx context.Context, username, password string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	hash, ok := t.users[username]
+	if !ok {
+		bcrypt.CompareHashAndPassword(t.dummy, []byte(password))
+		return fmt.Errorf("%w: unknown user", ErrAuthFailed)
+	}
+	if err := bcrypt.CompareHashAndPassword(hash, []byte(password)); err != nil {
+		return fmt.Errorf("%w: wrong password", ErrAuthFailed)
+	}
+	return nil
+}
+
+// loginServer is the server side of the obsolete but ubiquitous LOGIN
+// mechanism (draft-murchison-sasl-login-00), which go-sasl does not provide:
+// challenges "Username:" and "Password:", an optional initial response
+// carrying the user name.
+type loginServer struct {
+	authenticate func(username, password string) error
+	username     *string
+	done         bool
+}
+
+func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
+	if l.done {
+		return nil, false, sasl.ErrUnexpectedClientResponse
+	}
+	if l.username == nil {
+		if response == nil {
+			return []byte("Username:"), false, nil
+		}
+		u := string(response)
+		l.username = &u
+		return []byte("Password:"), false, nil
+	}
+	l.done = true
+	return nil, true, l.authenticate(*l.username, string(response))
+}
+
+// authLimiter counts failed AUTH attempts per client network (IPv4 /32,
+// IPv6 /64) in a fixed window.
+type authLimiter struct {
+	max    int
+	window time.Duration
+	mu     sync.Mutex
+	m      map[netip.Prefix]*authFailures
+}
+
+type authFailures struct {
+	start time.Time
+	n     int
+}
+
+// authLimiterMaxEntries bounds the table; expired entries are swept when it
+// is full, and a full table of live entries refuses new addresses' AUTH
+// (fail closed).
+const authLimiterMaxEntries = 100000
+
+func newAuthLimiter(max int, window time.Duration) *authLimiter {
+	return &authLimiter{max: max, window: window, m: make(map[netip.Prefix]*authFailures)}
+}
+
+func clientNet(a net.Addr) netip.Prefix {
+	var ip netip.Addr
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		ip, _ = netip.AddrFromSlice(v.IP)
+	default:
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			ip = ap.Addr()
+		}
+	}
+	ip = ip.Unmap()
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// allow reports whether addr may attempt AUTH now.
+func (l *authLimiter) allow(addr net.Addr, now time.Time) bool {
+	k := clientNet(addr)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.m[k]
+	if !ok {
+		return len(l.m) < authLimiterMaxEntries || l.sweep(now)
+	}
+	if now.Sub(f.start) >= l.window {
+		delete(l.m, k)
+		return true
+	}
+	return f.n < l.max
+}
+
+// fail records a failed attempt from addr.
+func (l *authLimiter) fail(addr net.Addr, now time.Time) {
+	k := clientNet(addr)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, ok := l.m[k]
+	if !ok || now.Sub(f.start) >= l.window {
+		if !ok && len(l.m) >= authLimiterMaxEntries && !l.sweep(now) {
+			return
+		}
+		f = &authFailures{start: now}
+		l.m[k] = f
+	}
+	f.n++
+}
+
+// sweep removes expired entries and reports whether there is room.
+func (l *authLimiter) sweep(now time.Time) bool {
+	for k, f := range l.m {
+		if now.Sub(f.start) >= l.window {
+			delete(l.m, k)
+		}
+	}
+	return len(l.m) < authLimiterMaxEntries
+}

@@ -1,0 +1,526 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	smtp "github.com/emersion/go-smtp"
+
+	"github.com/mailtls/mailtls/policy"
+)
+
+// ListenerKind says what a Server's listener is for.
+type ListenerKind int
+
+// Listener kinds.
+const (
+	// KindMX is message transfer (RFC 5321, port 25): STARTTLS offered
+	// (RFC 3207), AUTH offered under TLS when an Authenticator is set but not
+	// required. The zero value.
+	KindMX ListenerKind = iota
+	// KindSubmission is message submission (RFC 6409, port 587): STARTTLS
+	// then AUTH are required before MAIL (RFC 4954 §6 "530 5.7.0
+	// Authentication required").
+	KindSubmission
+	// KindSubmissions is submission over implicit TLS (RFC 8314 §3, port
+	// 465): the TLS handshake happens on connect, before the greeting; AUTH
+	// is required before MAIL.
+	KindSubmissions
+)
+
+var kindNames = [...]string{"mx", "submission", "submissions"}
+
+// String returns "mx", "submission" or "submissions".
+func (k ListenerKind) String() string {
+	if k >= 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Defaults for the zero values of Server's limits.
+const (
+	DefaultMaxMessageBytes     = 50 << 20         // 50 MiB
+	DefaultMaxRecipients       = 100              // RFC 5321 §4.5.3.1.8 minimum
+	DefaultMaxLineLength       = 2000             // RFC 5321 §4.5.3.1.6, doubled as go-smtp does
+	DefaultCommandTimeout      = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
+	DefaultReadTimeout         = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
+	DefaultWriteTimeout        = time.Minute      //
+	DefaultTLSHandshakeTimeout = 30 * time.Second //
+	DefaultMaxConnections      = 1000             //
+	DefaultAuthMaxFailures     = 5                //
+	DefaultAuthFailureWindow   = 15 * time.Minute //
+)
+
+// ErrServerClosed is returned by Serve and ListenAndServe after Shutdown or
+// Close.
+var ErrServerClosed = errors.New("transport: server closed")
+
+// Server is an inbound SMTP server enforcing an inbound TLS policy, in the
+// style of net/http.Server: fill the fields, then call Serve or
+// ListenAndServe. The zero value of every field is the safe, strict choice;
+// only Hostname, TLSConfig and Handler need setting for a working MX.
+//
+// The protocol engine is github.com/emersion/go-smtp; Server closes its
+// gaps (commands before STARTTLS, AUTH and REQUIRETLS in plaintext, the
+// handshake timeout, per-read timeouts, the connection cap, draining
+// shutdown) by wrapping each connection and session. A Server must not be
+// modified after Serve is first called; it serves one ListenerKind, so use
+// one Server per kind (port).
+type Server struct {
+	// Hostname is announced in the greeting, EHLO reply and Received header
+	// (RFC 5321 §4.1.3). Empty means "localhost".
+	Hostname string
+
+	// Kind is the listener kind. The zero value is KindMX.
+	Kind ListenerKind
+
+	// TLSConfig provides the server certificate. It is cloned and the
+	// Inbound policy is applied to the clone (minimum version, cipher
+	// floor, client certificates); the original is not modified. Nil
+	// means no TLS at all, which Serve refuses unless
+	// Inbound.InsecureAllowPlaintext is set and Kind is KindMX.
+	TLSConfig *tls.Config
+
+	// Inbound is the TLS the listener demands of clients. The zero value
+	// requires TLS before MAIL, TLS 1.2 or later and 128-bit ciphers.
+	Inbound policy.Inbound
+
+	// Handler receives each accepted message. Serve refuses a nil Handler.
+	Handler Handler
+
+	// Authenticator checks AUTH PLAIN and AUTH LOGIN credentials (RFC 4954),
+	// which are accepted only under TLS. Nil means AUTH is not offered,
+	// which Serve refuses for KindSubmission and KindSubmissions.
+	Authenticator Authenticator
+
+	// AuthMaxFailures is how many failed AUTH attempts a client address
+	// (IPv4 /32, IPv6 /64) may make within AuthFailureWindow; further AUTH
+	// commands get "454 4.7.0" until the window passes. Zero means 5.
+	AuthMaxFailures int
+	// AuthFailureWindow is the rate-limit window. Zero means 15 minutes.
+	AuthFailureWindow time.Duration
+
+	// MaxMessageBytes is the largest message accepted, advertised as SIZE
+	// (RFC 1870); larger ones get "552 5.3.4". Zero means 50 MiB; there is no
+	// unlimited setting.
+	MaxMessageBytes int64
+	// MaxRecipients is the most RCPT commands per message; further ones get
+	// "452 4.5.3" (RFC 5321 §4.5.3.1.10). Zero means 100.
+	MaxRecipients int
+	// MaxLineLength is the longest command or message line in octets,
+	// CRLF included; a longer line gets "500 5.4.0" and the connection is
+	// closed. Zero means 2000 (twice RFC 5321 §4.5.3.1.6).
+	MaxLineLength int
+
+	// CommandTimeout is how long the server waits for the next command
+	// (RFC 5321 §4.5.3.2.7). Zero means 5 minutes.
+	CommandTimeout time.Duration
+	// ReadTimeout is how long a read of message data (DATA or BDAT) may
+	// wait with no byte arriving. Zero means 5 minutes.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write to the client. Zero means 1 minute.
+	WriteTimeout time.Duration
+	// TLSHandshakeTimeout bounds the whole TLS handshake, after STARTTLS or
+	// on connect for KindSubmissions. Zero means 30 seconds.
+	TLSHandshakeTimeout time.Duration
+
+	// MaxConnections caps concurrent connections; one more is answered
+	// "421 4.7.0" and closed (for KindSubmissions, closed without a reply,
+	// since no TLS session exists to carry it). Zero means 1000.
+	MaxConnections int
+
+	// Logger receives one line per TLS handshake (keys peer, tls_version,
+	// cipher, bits, verified, result, error) and per message. Nil discards.
+	Logger *slog.Logger
+
+	// Now is the clock for Received headers and AUTH rate limiting. Nil
+	// means time.Now.
+	Now func() time.Time
+
+	initOnce sync.Once
+	initErr  error
+	engine   *smtp.Server
+	tlsBase  *tls.Config // Inbound applied; nil for plaintext-only
+	limiter  *authLimiter
+	log      *slog.Logger
+	baseCtx  context.Context
+	cancel   context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[*inListener]struct{}
+	conns     map[*inConn]struct{}
+	active    atomic.Int64
+	closing   atomic.Bool
+	connsDone chan struct{} // closed when conns becomes empty while closing
+	engineWG  sync.WaitGroup
+	closeOnce sync.Once
+}
+
+func (s *Server) hostname() string {
+	if s.Hostname == "" {
+		return "localhost"
+	}
+	return s.Hostname
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func orInt(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func (s *Server) maxMessageBytes() int64 {
+	if s.MaxMessageBytes <= 0 {
+		return DefaultMaxMessageBytes
+	}
+	return s.MaxMessageBytes
+}
+
+// requiresAuth reports whether MAIL needs a prior successful AUTH.
+func (s *Server) requiresAuth() bool { return s.Kind == KindSubmission || s.Kind == KindSubmissions }
+
+// init validates the configuration and builds the engine once.
+func (s *Server) init() error {
+	s.initOnce.Do(func() { s.initErr = s.setup() })
+	return s.initErr
+}
+
+func (s *Server) setup() error {
+	if s.Kind < KindMX || s.Kind > KindSubmissions {
+		return fmt.Errorf("transport: unknown listener kind %d", int(s.Kind))
+	}
+	if s.Handler == nil {
+		return errors.New("transport: Server.Handler is nil")
+	}
+	if err := s.Inbound.Validate(); err != nil {
+		return fmt.Errorf("transport: %w", err)
+	}
+	if s.TLSConfig == nil {
+		if s.Inbound.RequireTLS() {
+			return errors.New("transport: Server.TLSConfig is nil but the inbound policy requires TLS")
+		}
+		if s.Kind != KindMX {
+			return fmt.Errorf("transport: %s listener needs a TLSConfig (AUTH is only accepted under TLS)", s.Kind)
+		}
+	}
+	if s.requiresAuth() && s.Authenticator == nil {
+		return fmt.Errorf("transport: %s listener requires AUTH but Server.Authenticator is nil", s.Kind)
+	}
+	s.log = s.Logger
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.TLSConfig != nil {
+		cfg, err := applyInbound(s.TLSConfig, s.Inbound)
+		if err != nil {
+			return err
+		}
+		cfg.GetConfigForClient = s.configForClient(cfg)
+		s.tlsBase = cfg
+	}
+	s.limiter = newAuthLimiter(orInt(s.AuthMaxFailures, DefaultAuthMaxFailures), orDuration(s.AuthFailureWindow, DefaultAuthFailureWindow))
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.listeners = make(map[*inListener]struct{})
+	s.conns = make(map[*inConn]struct{})
+
+	e := smtp.NewServer(&inBackend{srv: s})
+	e.Domain = s.hostname()
+	e.ErrorLog = slogPrintfer{s.log}
+	e.MaxMessageBytes = s.maxMessageBytes()
+	e.MaxRecipients = orInt(s.MaxRecipients, DefaultMaxRecipients)
+	e.MaxLineLength = orInt(s.MaxLineLength, DefaultMaxLineLength)
+	// Deadlines are set by inConn on every read and write (go-smtp's own
+	// ReadTimeout is an absolute deadline per command that also bounds a
+	// whole DATA transfer).
+	e.ReadTimeout, e.WriteTimeout = 0, 0
+	// go-smtp never accepts AUTH on a connection it does not see as TLS;
+	// inConn additionally answers a plaintext AUTH with 538 5.7.11.
+	e.AllowInsecureAuth = false
+	e.EnableSMTPUTF8 = true
+	e.EnableREQUIRETLS = true // advertised by go-smtp only under TLS; refused in plaintext by inSession.Mail
+	e.EnableBINARYMIME = true
+	e.EnableDSN = true
+	if s.Kind != KindSubmissions {
+		e.TLSConfig = s.tlsBase // STARTTLS; nil disables it
+	} else {
+		e.TLSConfig = s.tlsBase // connections arrive already in TLS; go-smtp then offers no STARTTLS
+	}
+	s.engine = e
+	return nil
+}
+
+// Serve accepts connections on l and serves them until Shutdown or Close.
+// For KindSubmissions, l is a plain TCP listener: Serve performs the TLS
+// handshake itself (RFC 8314 §3.3). Serve always returns a non-nil error;
+// after Shutdown or Close it is ErrServerClosed.
+func (s *Server) Serve(l net.Listener) error {
+	if err := s.init(); err != nil {
+		l.Close()
+		return err
+	}
+	il := &inListener{
+		srv:   s,
+		inner: l,
+		ready: make(chan net.Conn),
+		done:  make(chan struct{}),
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[il] = struct{}{}
+	s.engineWG.Add(1)
+	s.mu.Unlock()
+	defer s.engineWG.Done()
+	s.log.Info("smtp listening", "addr", l.Addr().String(), "kind", s.Kind.String(), "policy", s.Inbound.String())
+
+	go il.acceptLoop()
+	err := s.engine.Serve(il)
+	if s.closing.Load() {
+		return ErrServerClosed
+	}
+	if err == nil {
+		err = ErrServerClosed
+	}
+	return err
+}
+
+// ListenAndServe listens on the TCP address addr ("127.0.0.1:2525") and
+// calls Serve. Cancelling ctx closes the server at once, as Close does, and
+// ListenAndServe then returns ErrServerClosed; for a draining stop call
+// Shutdown instead.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	return s.Serve(l)
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, answers
+// connections that are idle between transactions with "421" and closes them,
+// and waits for transactions in progress to finish (their final reply is
+// sent) until ctx ends; then it closes whatever remains, as Close does, and
+// returns ctx's error. It returns nil when every connection finished in time.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.closing.Store(true)
+	for il := range s.listeners {
+		il.close()
+	}
+	if s.connsDone == nil {
+		s.connsDone = make(chan struct{})
+		if len(s.conns) == 0 {
+			close(s.connsDone)
+		}
+	}
+	done := s.connsDone
+	for c := range s.conns {
+		c.beginShutdown()
+	}
+	s.mu.Unlock()
+
+	select {
+	case <-done:
+		s.Close()
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection immediately, cancelling
+// the contexts of Handlers in progress. Messages whose final reply was not
+// sent are not accepted; the client will retry them.
+func (s *Server) Close() error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing.Store(true)
+		for il := range s.listeners {
+			il.close()
+		}
+		conns := make([]*inConn, 0, len(s.conns))
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		s.cancel()
+		for _, c := range conns {
+			c.Close()
+		}
+		s.engine.Close()
+	})
+	return nil
+}
+
+func (s *Server) addConn(c *inConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) removeConn(c *inConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
+	delete(s.conns, c)
+	s.active.Add(-1)
+	if len(s.conns) == 0 && s.connsDone != nil {
+		select {
+		case <-s.connsDone:
+		default:
+			close(s.connsDone)
+		}
+	}
+}
+
+// inListener feeds go-smtp accepted connections that are already counted,
+// wrapped and, for KindSubmissions, TLS-handshaken.
+type inListener struct {
+	srv       *Server
+	inner     net.Listener
+	ready     chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+	acceptErr atomic.Pointer[error]
+}
+
+func (l *inListener) close() {
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.inner.Close()
+	})
+}
+
+func (l *inListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		if p := l.acceptErr.Load(); p != nil {
+			return nil, *p
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *inListener) Close() error { l.close(); return nil }
+func (l *inListener) Addr() net.Addr { return l.inner.Addr() }
+
+func (l *inListener) acceptLoop() {
+	s := l.srv
+	maxConns := int64(orInt(s.MaxConnections, DefaultMaxConnections))
+	var delay time.Duration
+	for {
+		raw, err := l.inner.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Transient (EMFILE and the like surface as timeouts or
+				// temporary errors): back off as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			if !s.closing.Load() {
+				l.acceptErr.Store(&err)
+			}
+			l.close()
+			return
+		}
+		delay = 0
+		if s.active.Add(1) > maxConns {
+			s.active.Add(-1)
+			s.log.Warn("smtp connection refused: too many connections", "peer", raw.RemoteAddr().String(), "max", maxConns)
+			go s.refuseBusy(raw)
+			continue
+		}
+		c := newInConn(s, raw)
+		if !s.addConn(c) {
+			s.active.Add(-1)
+			raw.Close()
+			continue
+		}
+		go l.prepare(c)
+	}
+}
+
+// refuseBusy answers a connection over the cap (RFC 5321 §3.8 allows 421 as
+// the greeting) and closes it.
+func (s *Server) refuseBusy(raw net.Conn) {
+	defer raw.Close()
+	if s.Kind == KindSubmissions {
+		return
+	}
+	raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(raw, "421 4.7.0 "+s.hostname()+" Too many connections, try again later\r\n")
+}
+
+// prepare performs the implicit TLS handshake for KindSubmissions, then hands
+// the connection to go-smtp.
+func (l *inListener) prepare(c *inConn) {
+	var nc net.Conn = c
+	if l.srv.Kind == KindSubmissions {
+		tc, err := c.implicitHandshake()
+		if err != nil {
+			c.Close()
+			return
+		}
+		nc = tc
+	}
+	select {
+	case l.ready <- nc:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// slogPrintfer adapts go-smtp's Logger to slog (its internal errors only).
+type slogPrintfer struct{ l *slog.Logger }
+
+func (p slogPrintfer) Printf(format string, v ...any) {
+	p.l.Debug("smtp engine: " + fmt.Sprintf(format, v...))
+}
+func (p slogPrintfer) Println(v ...any) { p.l.Debug("smtp engine: " + fmt.Sprintln(v...)) }

@@ -1,0 +1,590 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// inConn wraps each accepted connection underneath go-smtp (and underneath
+// the TLS layer go-smtp creates on STARTTLS). It
+//
+//   - filters plaintext commands (RFC 3207 §4: only EHLO, HELO, STARTTLS,
+//     NOOP, RSET and QUIT before TLS when TLS is required; AUTH never in
+//     plaintext, RFC 4954 §4), handing go-smtp one command line per Read so
+//     that no pipelined command can slip past the filter in go-smtp's buffer;
+//   - discards every byte the client pipelined after STARTTLS before the
+//     handshake starts (RFC 3207 §4.2 / CVE-2011-0411 class);
+//   - bounds the handshake with TLSHandshakeTimeout and records why it failed;
+//   - sets a fresh deadline on every read and write (command, data and write
+//     timeouts), where go-smtp sets one per command;
+//   - lets Shutdown close connections that are between transactions.
+//
+// Reads and writes come from go-smtp's connection goroutine only (the BDAT
+// session goroutine never touches the connection); mu guards the fields other
+// goroutines (Shutdown, Close, the TLS callbacks' logger) read.
+type inConn struct {
+	srv  *Server
+	raw  net.Conn
+	peer string
+	ctx  context.Context
+	stop context.CancelFunc
+
+	// Plaintext command filter state (connection goroutine only).
+	br        *bufio.Reader
+	pending   []byte // remainder of a line already classified
+	mode      plainMode
+	chunkLeft int64
+	midLine   bool
+	dotState  int
+	lastCmd   string // verb of the last command handed to go-smtp
+	rejects   int
+	eof       bool // return io.EOF from now on
+
+	// Reply tracking (what go-smtp wrote), connection goroutine only.
+	wAtStart  bool
+	wCode     []byte
+	lastReply int
+
+	lastRDeadline time.Time
+	lastWDeadline time.Time
+
+	inData atomic.Bool // a DATA/BDAT transfer is in progress (set by inSession)
+
+	mu         sync.Mutex
+	phase      connPhase
+	hsDeadline time.Time
+	hs         handshakeRecord
+	greeted    bool // go-smtp created a session (EHLO/HELO accepted)
+	inTx       bool // MAIL accepted, transaction not yet reset
+	shutdown   bool
+	closed     bool
+}
+
+type connPhase int
+
+const (
+	phasePlain     connPhase = iota // plaintext, filtered
+	phaseHandshake                  // TLS handshake in progress
+	phaseTLS                        // TLS established; bytes pass through
+)
+
+type plainMode int
+
+const (
+	modeCommand plainMode = iota
+	modeData              // after "354", until CRLF.CRLF
+	modeChunk             // BDAT chunk bytes
+)
+
+// maxFilterRejects is how many commands the plaintext filter refuses before
+// closing the connection (go-smtp closes after 3 protocol errors of its own).
+const maxFilterRejects = 10
+
+func newInConn(s *Server, raw net.Conn) *inConn {
+	ctx, cancel := context.WithCancel(s.baseCtx)
+	c := &inConn{
+		srv:      s,
+		raw:      raw,
+		peer:     raw.RemoteAddr().String(),
+		ctx:      ctx,
+		stop:     cancel,
+		wAtStart: true,
+	}
+	if s.Kind == KindSubmissions {
+		c.phase = phaseTLS // set to phaseHandshake by implicitHandshake
+	} else {
+		c.br = bufio.NewReaderSize(raw, 4096)
+	}
+	return c
+}
+
+func (c *inConn) getPhase() connPhase {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.phase
+}
+
+// --- net.Conn ---
+
+func (c *inConn) LocalAddr() net.Addr  { return c.raw.LocalAddr() }
+func (c *inConn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
+// SetDeadline and friends are no-ops: inConn owns the deadlines (go-smtp's
+// ReadTimeout/WriteTimeout are zero, so it does not call them; crypto/tls
+// does not either).
+func (c *inConn) SetDeadline(time.Time) error      { return nil }
+func (c *inConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *inConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (c *inConn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	phase := c.phase
+	c.mu.Unlock()
+	if phase == phaseHandshake {
+		c.logHandshakeFailure(errors.New("connection closed during handshake"))
+	}
+	c.stop()
+	err := c.raw.Close()
+	c.srv.removeConn(c)
+	return err
+}
+
+func (c *inConn) Read(p []byte) (int, error) {
+	if c.eof {
+		return 0, io.EOF
+	}
+	c.mu.Lock()
+	phase := c.phase
+	hsDeadline := c.hsDeadline
+	c.mu.Unlock()
+	switch phase {
+	case phasePlain:
+		return c.readPlain(p)
+	case phaseHandshake:
+		c.setReadDeadline(hsDeadline)
+		n, err := c.raw.Read(p)
+		if err != nil {
+			c.mu.Lock()
+			if c.hs.ioErr == nil {
+				c.hs.ioErr = err
+			}
+			c.mu.Unlock()
+		}
+		return n, err
+	}
+	if c.inData.Load() {
+		c.setReadDeadline(time.Now().Add(orDuration(c.srv.ReadTimeout, DefaultReadTimeout)))
+	} else {
+		c.setReadDeadline(time.Now().Add(orDuration(c.srv.CommandTimeout, DefaultCommandTimeout)))
+		if c.idleShutdown() {
+			// go-smtp answers a timeout with "421 4.4.2" and closes.
+			return 0, errShutdownIdle
+		}
+	}
+	return c.raw.Read(p)
+}
+
+func (c *inConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	phase := c.phase
+	hsDeadline := c.hsDeadline
+	c.mu.Unlock()
+	switch phase {
+	case phaseHandshake:
+		if len(p) > 0 && p[0] >= '0' && p[0] <= '9' {
+			// A plaintext reply during the handshake is go-smtp's
+			// "550 5.0.0 Handshake error" after a failed STARTTLS
+			// handshake. The client is no longer speaking plaintext:
+			// drop the reply and the connection.
+			c.logHandshakeFailure(nil)
+			c.eof = true
+			return len(p), nil
+		}
+		c.setWriteDeadline(hsDeadline)
+		return c.raw.Write(p)
+	case phaseTLS:
+		c.setWriteDeadline(time.Now().Add(orDuration(c.srv.WriteTimeout, DefaultWriteTimeout)))
+		return c.raw.Write(p)
+	}
+	c.setWriteDeadline(time.Now().Add(orDuration(c.srv.WriteTimeout, DefaultWriteTimeout)))
+	n, err := c.raw.Write(p)
+	c.trackReply(p[:n])
+	if err == nil && c.lastCmd == "STARTTLS" && c.lastReply == 220 && c.wAtStart {
+		c.lastCmd = ""
+		c.beginStartTLS()
+	}
+	return n, err
+}
+
+// setReadDeadline avoids re-arming the timer on every small read: a deadline
+// at most a second later than the one in force is left alone.
+func (c *inConn) setReadDeadline(t time.Time) {
+	if t.Before(c.lastRDeadline) || t.Sub(c.lastRDeadline) > time.Second {
+		c.lastRDeadline = t
+		c.raw.SetReadDeadline(t)
+	}
+}
+
+func (c *inConn) setWriteDeadline(t time.Time) {
+	if t.Before(c.lastWDeadline) || t.Sub(c.lastWDeadline) > time.Second {
+		c.lastWDeadline = t
+		c.raw.SetWriteDeadline(t)
+	}
+}
+
+// trackReply follows the reply codes go-smtp writes in plaintext: lastReply
+// is the code of the latest line begun.
+func (c *inConn) trackReply(p []byte) {
+	for _, b := range p {
+		if c.wAtStart {
+			c.wCode = c.wCode[:0]
+			c.wAtStart = false
+		}
+		if len(c.wCode) < 3 {
+			c.wCode = append(c.wCode, b)
+			if len(c.wCode) == 3 {
+				c.lastReply, _ = strconv.Atoi(string(c.wCode))
+			}
+		}
+		if b == '\n' {
+			c.wAtStart = true
+		}
+	}
+}
+
+// beginStartTLS runs after go-smtp wrote "220 Ready to start TLS": anything
+// the client sent after the STARTTLS line is discarded, never executed
+// (RFC 3207 §4.2; the CVE-2011-0411 command injection), and the handshake
+// clock starts. go-smtp itself then discards its own (empty, see readPlain)
+// buffer and forgets the EHLO name and session (RFC 3207 §4.2).
+func (c *inConn) beginStartTLS() {
+	injected := len(c.pending) + c.br.Buffered()
+	c.pending = nil
+	c.br.Discard(c.br.Buffered())
+	if injected > 0 {
+		c.srv.log.Warn("smtp discarded bytes pipelined after STARTTLS", "peer", c.peer, "bytes", injected)
+	}
+	c.br = nil
+	c.mu.Lock()
+	c.phase = phaseHandshake
+	c.hsDeadline = time.Now().Add(orDuration(c.srv.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout))
+	c.hs = handshakeRecord{started: time.Now()}
+	c.mu.Unlock()
+}
+
+// onSessionLogout is called when go-smtp logs out a session. During a
+// STARTTLS handshake that happens only once the handshake has succeeded
+// (go-smtp's handleStartTLS), so it marks the switch to TLS.
+func (c *inConn) onSessionLogout() {
+	c.mu.Lock()
+	hs := c.phase == phaseHandshake
+	if hs {
+		c.phase = phaseTLS
+	}
+	c.greeted = false
+	c.inTx = false
+	c.mu.Unlock()
+	if hs {
+		c.logHandshakeSuccess()
+	}
+}
+
+func (c *inConn) setGreeted() {
+	c.mu.Lock()
+	c.greeted = true
+	c.mu.Unlock()
+}
+
+func (c *inConn) setInTx(v bool) {
+	c.mu.Lock()
+	c.inTx = v
+	c.mu.Unlock()
+}
+
+// beginShutdown makes the connection close at its next command boundary
+// outside a transaction, and wakes it if it is idle now.
+func (c *inConn) beginShutdown() {
+	c.mu.Lock()
+	c.shutdown = true
+	idle := !c.inTx && !c.inData.Load() && c.phase != phaseHandshake
+	c.mu.Unlock()
+	if idle {
+		c.raw.SetReadDeadline(time.Now())
+	}
+}
+
+func (c *inConn) idleShutdown() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.shutdown && !c.inTx
+}
+
+var errShutdownIdle = &shutdownError{}
+
+type shutdownError struct{}
+
+func (*shutdownError) Error() string   { return "transport: server shutting down" }
+func (*shutdownError) Timeout() bool   { return true }
+func (*shutdownError) Temporary() bool { return true }
+
+// --- plaintext filter ---
+
+// allowedBeforeTLS are the commands RFC 3207 §4 lets a client send before
+// STARTTLS when the server requires TLS.
+var allowedBeforeTLS = map[string]bool{"EHLO": true, "HELO": true, "STARTTLS": true, "NOOP": true, "RSET": true, "QUIT": true}
+
+func (c *inConn) readPlain(p []byte) (int, error) {
+	for {
+		if len(c.pending) > 0 {
+			n := copy(p, c.pending)
+			c.pending = c.pending[n:]
+			return n, nil
+		}
+		switch c.mode {
+		case modeChunk:
+			c.setReadDeadline(time.Now().Add(orDuration(c.srv.ReadTimeout, DefaultReadTimeout)))
+			if int64(len(p)) > c.chunkLeft {
+				p = p[:c.chunkLeft]
+			}
+			n, err := c.br.Read(p)
+			c.chunkLeft -= int64(n)
+			if c.chunkLeft == 0 {
+				c.mode = modeCommand
+			}
+			return n, err
+		case modeData:
+			c.setReadDeadline(time.Now().Add(orDuration(c.srv.ReadTimeout, DefaultReadTimeout)))
+			if c.br.Buffered() == 0 {
+				if _, err := c.br.Peek(1); err != nil {
+					return 0, err
+				}
+			}
+			buf, _ := c.br.Peek(min(len(p), c.br.Buffered()))
+			n, done := scanDot(&c.dotState, buf)
+			copy(p, buf[:n])
+			c.br.Discard(n)
+			if done {
+				c.mode = modeCommand
+			}
+			return n, nil
+		}
+		// Command mode.
+		if c.lastCmd == "DATA" && c.lastReply == 354 {
+			c.lastCmd = ""
+			c.mode = modeData
+			c.dotState = 0
+			continue
+		}
+		if c.midLine {
+			c.setReadDeadline(time.Now().Add(orDuration(c.srv.CommandTimeout, DefaultCommandTimeout)))
+			line, err := c.br.ReadSlice('\n')
+			c.midLine = err == bufio.ErrBufferFull
+			if len(line) > 0 {
+				c.pending = line
+				continue
+			}
+			return 0, err
+		}
+		if c.idleShutdown() {
+			c.reply("421 4.3.2 " + c.srv.hostname() + " Service shutting down")
+			c.eof = true
+			return 0, io.EOF
+		}
+		c.setReadDeadline(time.Now().Add(orDuration(c.srv.CommandTimeout, DefaultCommandTimeout)))
+		line, err := c.br.ReadSlice('\n')
+		full := err == nil
+		if err != nil && err != bufio.ErrBufferFull {
+			if len(line) == 0 {
+				return 0, err
+			}
+			// The peer closed after a partial line: hand it over; go-smtp
+			// sees the error on its next read.
+			c.pending = line
+			continue
+		}
+		verb, arg := parseCommandLine(line)
+		if refusal := c.filter(verb); refusal != "" {
+			if !full {
+				// Skip the rest of an over-long refused line.
+				for err == bufio.ErrBufferFull {
+					_, err = c.br.ReadSlice('\n')
+				}
+				if err != nil {
+					return 0, err
+				}
+			}
+			if verb == "BDAT" {
+				// RFC 3030 §2: the chunk follows even a refused BDAT.
+				if size, ok := bdatSize(arg); ok {
+					if _, err := c.br.Discard(int(size)); err != nil {
+						return 0, err
+					}
+				}
+			}
+			c.reply(refusal)
+			c.rejects++
+			if c.rejects >= maxFilterRejects {
+				c.reply("421 4.7.0 " + c.srv.hostname() + " Too many refused commands, closing connection")
+				c.eof = true
+				return 0, io.EOF
+			}
+			continue
+		}
+		c.midLine = !full
+		c.lastCmd = verb
+		if verb == "BDAT" && full {
+			if size, ok := bdatSize(arg); ok && size > 0 {
+				c.mode = modeChunk
+				c.chunkLeft = size
+			}
+		}
+		// Copy: the bufio buffer is reused by the next ReadSlice.
+		c.pending = append([]byte(nil), line...)
+	}
+}
+
+// filter returns the reply refusing verb in plaintext, or "".
+func (c *inConn) filter(verb string) string {
+	if verb == "" {
+		return "" // not a command: go-smtp answers 500/501
+	}
+	if verb == "AUTH" {
+		// RFC 4954 §4 and §6: mechanisms that send passwords need TLS.
+		return "538 5.7.11 Encryption required for requested authentication mechanism"
+	}
+	if verb == "STARTTLS" && c.srv.tlsBase != nil {
+		c.mu.Lock()
+		greeted := c.greeted
+		c.mu.Unlock()
+		if !greeted {
+			// RFC 3207 §4: STARTTLS is learnt from the EHLO reply.
+			return "503 5.5.1 Send EHLO first"
+		}
+		return ""
+	}
+	if c.srv.Inbound.RequireTLS() && !allowedBeforeTLS[verb] {
+		return "530 5.7.0 Must issue a STARTTLS command first"
+	}
+	return ""
+}
+
+// reply writes a filter reply directly to the client.
+func (c *inConn) reply(line string) {
+	c.setWriteDeadline(time.Now().Add(orDuration(c.srv.WriteTimeout, DefaultWriteTimeout)))
+	io.WriteString(c.raw, line+"\r\n")
+}
+
+// parseCommandLine classifies a command line exactly as go-smtp's parseCmd
+// does (v0.25.1 parse.go), so that the filter and the engine agree on which
+// verb a line carries: any line beginning with STARTTLS is STARTTLS; a verb
+// is four letters followed by end of line or a space. Lines go-smtp would
+// reject as malformed return "".
+func parseCommandLine(line []byte) (verb, arg string) {
+	s := strings.TrimRight(string(line), "\r\n")
+	if len(s) >= 8 && strings.EqualFold(s[:8], "STARTTLS") {
+		return "STARTTLS", ""
+	}
+	switch {
+	case len(s) < 4:
+		return "", ""
+	case len(s) == 4:
+		return strings.ToUpper(s), ""
+	case len(s) == 5 || s[4] != ' ':
+		return "", ""
+	}
+	return strings.ToUpper(s[:4]), strings.TrimSpace(s[5:])
+}
+
+// bdatSize parses a BDAT argument as go-smtp does: it reads the chunk exactly
+// when this returns ok.
+func bdatSize(arg string) (int64, bool) {
+	args := strings.Fields(arg)
+	if len(args) == 0 || len(args) > 2 {
+		return 0, false
+	}
+	if len(args) == 2 && !strings.EqualFold(args[1], "LAST") {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(args[0], 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return int64(n), true
+}
+
+// Dot-unstuffing states, mirroring go-smtp's dataReader (data.go) so the
+// filter ends DATA exactly where go-smtp does.
+const (
+	dotBeginLine = iota
+	dotDot
+	dotDotCR
+	dotCR
+	dotData
+)
+
+// scanDot advances the DATA end-of-message state machine over b and returns
+// how many bytes belong to the message (up to and including the final
+// ".\r\n") and whether the end was reached.
+func scanDot(state *int, b []byte) (int, bool) {
+	st := *state
+	for i := 0; i < len(b); i++ {
+		ch := b[i]
+		switch st {
+		case dotBeginLine:
+			switch ch {
+			case '.':
+				st = dotDot
+			case '\r':
+				st = dotCR
+			default:
+				st = dotData
+			}
+		case dotDot:
+			if ch == '\r' {
+				st = dotDotCR
+			} else {
+				st = dotData
+			}
+		case dotDotCR:
+			if ch == '\n' {
+				*state = dotBeginLine
+				return i + 1, true
+			}
+			st = dotData
+		case dotCR:
+			if ch == '\n' {
+				st = dotBeginLine
+			} else {
+				st = dotData
+			}
+		case dotData:
+			if ch == '\r' {
+				st = dotCR
+			} else if j := bytes.IndexByte(b[i+1:], '\r'); j < 0 {
+				i = len(b) - 1
+			} else {
+				i += j // next iteration looks at the '\r'
+			}
+		}
+	}
+	*state = st
+	return len(b), false
+}
+
+// implicitHandshake performs the RFC 8314 §3.3 handshake of KindSubmissions
+// before go-smtp sends its greeting, bounded by TLSHandshakeTimeout.
+func (c *inConn) implicitHandshake() (*tls.Conn, error) {
+	d := orDuration(c.srv.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
+	c.mu.Lock()
+	c.phase = phaseHandshake
+	c.hsDeadline = time.Now().Add(d)
+	c.hs = handshakeRecord{started: time.Now()}
+	c.mu.Unlock()
+	tc := tls.Server(c, c.srv.tlsBase)
+	ctx, cancel := context.WithTimeout(c.ctx, d)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.logHandshakeFailure(err)
+		return nil, err
+	}
+	c.mu.Lock()
+	c.phase = phaseTLS
+	c.mu.Unlock()
+	c.logHandshakeSuccess()
+	return tc, nil
+}

@@ -1,0 +1,367 @@
+package transport
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	sasl "github.com/emersion/go-sasl"
+	smtp "github.com/emersion/go-smtp"
+)
+
+// inBackend is the go-smtp Backend of a Server.
+type inBackend struct{ srv *Server }
+
+// NewSession is called by go-smtp on the first EHLO/HELO and again on the
+// first EHLO after STARTTLS (go-smtp logs the old session out, RFC 3207 §4.2).
+func (b *inBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	ic := connOf(c.Conn())
+	if ic == nil {
+		return nil, errors.New("transport: connection not accepted by this Server")
+	}
+	ic.setGreeted()
+	cs, ok := c.TLSConnectionState()
+	return &inSession{srv: b.srv, conn: c, ic: ic, tls: ic.tlsInfo(cs, ok)}, nil
+}
+
+// connOf finds the inConn beneath go-smtp's connection (plaintext or TLS).
+func connOf(nc net.Conn) *inConn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	ic, _ := nc.(*inConn)
+	return ic
+}
+
+// inSession is one go-smtp session: from EHLO to STARTTLS, or from EHLO to
+// QUIT. It holds the transaction in progress.
+type inSession struct {
+	srv  *Server
+	conn *smtp.Conn
+	ic   *inConn
+	tls  *TLSInfo // nil in plaintext
+
+	authID string
+
+	// Transaction.
+	from  *string
+	mail  smtp.MailOptions
+	rcpts []Recipient
+}
+
+var (
+	_ smtp.Session     = (*inSession)(nil)
+	_ smtp.AuthSession = (*inSession)(nil)
+)
+
+// smtpErr builds the go-smtp reply for an SMTP-level refusal.
+func smtpErr(code int, ec EnhancedCode, msg string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(ec), Message: msg}
+}
+
+// Mail starts a transaction (RFC 5321 §4.1.1.2). It re-checks what the
+// plaintext filter already enforces, so that no path through go-smtp can
+// start a transaction the policy forbids.
+func (s *inSession) Mail(from string, opts *smtp.MailOptions) error {
+	if s.tls == nil && s.srv.Inbound.RequireTLS() {
+		return smtpErr(530, EnhancedCode{5, 7, 0}, "Must issue a STARTTLS command first")
+	}
+	if opts != nil && opts.RequireTLS && s.tls == nil {
+		// RFC 8689 §4.1: REQUIRETLS is offered only in a TLS session; a
+		// message demanding TLS must not be accepted over plaintext.
+		return smtpErr(530, EnhancedCode{5, 7, 10}, "REQUIRETLS needs a TLS session; issue STARTTLS first")
+	}
+	if s.srv.requiresAuth() && s.authID == "" {
+		return smtpErr(530, EnhancedCode{5, 7, 0}, "Authentication required")
+	}
+	s.from = &from
+	s.mail = smtp.MailOptions{}
+	if opts != nil {
+		s.mail = *opts
+	}
+	s.rcpts = nil
+	s.ic.setInTx(true)
+	return nil
+}
+
+// Rcpt adds a recipient with its DSN parameters (RFC 3461 §4.1, §4.2).
+// go-smtp has already enforced MaxRecipients ("452 4.5.3").
+func (s *inSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+	r := Recipient{Address: to}
+	if opts != nil {
+		for _, n := range opts.Notify {
+			r.Notify = append(r.Notify, strings.ToUpper(string(n)))
+		}
+		if opts.OriginalRecipient != "" {
+			r.ORCPT = strings.ToLower(string(opts.OriginalRecipientType)) + ";" + opts.OriginalRecipient
+		}
+	}
+	s.rcpts = append(s.rcpts, r)
+	return nil
+}
+
+// Reset discards the transaction (RSET, EHLO, end of DATA).
+func (s *inSession) Reset() {
+	s.from, s.rcpts, s.mail = nil, nil, smtp.MailOptions{}
+	s.ic.setInTx(false)
+}
+
+// Logout ends the session (QUIT, close, or a successful STARTTLS).
+func (s *inSession) Logout() error {
+	s.Reset()
+	s.ic.onSessionLogout()
+	return nil
+}
+
+// Data hands the message to the Handler (RFC 5321 §4.1.1.4; RFC 3030 BDAT).
+func (s *inSession) Data(r io.Reader) error {
+	if s.from == nil {
+		return smtpErr(503, EnhancedCode{5, 5, 1}, "Bad sequence of commands")
+	}
+	s.ic.inData.Store(true)
+	defer s.ic.inData.Store(false)
+
+	srv := s.srv
+	env := &Envelope{
+		ID:           newMessageID(),
+		From:         *s.from,
+		Recipients:   s.rcpts,
+		RequireTLS:   s.mail.RequireTLS,
+		SMTPUTF8:     s.mail.UTF8,
+		Body:         string(s.mail.Body),
+		Size:         s.mail.Size,
+		Return:       string(s.mail.Return),
+		EnvelopeID:   s.mail.EnvelopeID,
+		ClientAddr:   s.ic.RemoteAddr(),
+		Helo:         s.conn.Hostname(),
+		AuthIdentity: s.authID,
+		TLS:          s.tls,
+		ReceivedAt:   srv.now(),
+	}
+	s.rcpts = nil // the envelope owns them now
+
+	body := &bodyReader{r: r}
+	hdr := receivedHeader(srv.hostname(), env)
+	err := srv.Handler.ServeSMTP(s.ic.ctx, env, io.MultiReader(strings.NewReader(hdr), body))
+	if body.err != nil && !errors.Is(body.err, io.EOF) {
+		// The message is incomplete, whatever the Handler said.
+		return s.bodyFailure(env, body.err, err)
+	}
+	if err != nil {
+		return s.handlerFailure(env, err)
+	}
+	if !body.eof {
+		// The Handler returned without reading to EOF; make sure the
+		// message was complete before saying so.
+		if _, derr := io.Copy(io.Discard, body); derr != nil {
+			srv.log.Error("smtp handler accepted a message whose body then failed", "id", env.ID, "peer", s.ic.peer, "error", derr.Error())
+			return s.bodyFailure(env, derr, nil)
+		}
+	}
+	srv.log.Info("smtp message accepted", "id", env.ID, "peer", s.ic.peer, "from", env.From,
+		"rcpts", len(env.Recipients), "tls", env.TLS.String(), "auth", env.AuthIdentity, "requiretls", env.RequireTLS)
+	// A 250 "error" is how a go-smtp Session chooses its success text; it
+	// names the queue id as Postfix does ("250 2.0.0 Ok: queued as ...").
+	return smtpErr(250, EnhancedCode{2, 0, 0}, "Ok: queued as "+env.ID)
+}
+
+func (s *inSession) bodyFailure(env *Envelope, bodyErr, handlerErr error) error {
+	var se *smtp.SMTPError
+	if errors.As(bodyErr, &se) {
+		s.srv.log.Info("smtp message refused", "id", env.ID, "peer", s.ic.peer, "reply", se.Error())
+		return se // ErrDataTooLarge: 552 5.3.4
+	}
+	s.srv.log.Info("smtp message incomplete", "id", env.ID, "peer", s.ic.peer, "error", bodyErr.Error())
+	if errors.Is(bodyErr, smtp.ErrDataReset) {
+		return bodyErr // BDAT transfer aborted by RSET; go-smtp writes nothing useful to a gone client
+	}
+	return smtpErr(451, EnhancedCode{4, 3, 0}, "Message incomplete, try again later")
+}
+
+// handlerFailure maps a Handler error to the reply: an *Error with a 4xx/5xx
+// code as is; anything else 451 4.3.0 without its text.
+func (s *inSession) handlerFailure(env *Envelope, err error) error {
+	if e, ok := AsError(err); ok && e.Code >= 400 && e.Code <= 599 {
+		s.srv.log.Info("smtp message refused by handler", "id", env.ID, "peer", s.ic.peer, "reply", e.Reply())
+		return smtpErr(e.Code, e.EnhancedCode, e.Message)
+	}
+	s.srv.log.Error("smtp handler failed", "id", env.ID, "peer", s.ic.peer, "error", err.Error())
+	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later")
+}
+
+// bodyReader remembers how the message body ended.
+type bodyReader struct {
+	r   io.Reader
+	err error
+	eof bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// AuthMechanisms lists PLAIN and LOGIN under TLS when an Authenticator is
+// set, nothing otherwise (RFC 4954 §4: no plaintext passwords in clear).
+func (s *inSession) AuthMechanisms() []string {
+	if s.tls == nil || s.srv.Authenticator == nil {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth starts an AUTH exchange (RFC 4954 §4), refusing it in plaintext and
+// for a client address over its failure budget.
+func (s *inSession) Auth(mech string) (sasl.Server, error) {
+	if s.tls == nil {
+		return nil, smtpErr(538, EnhancedCode{5, 7, 11}, "Encryption required for requested authentication mechanism")
+	}
+	if s.srv.Authenticator == nil {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	if !s.srv.limiter.allow(s.ic.RemoteAddr(), s.srv.now()) {
+		s.srv.log.Warn("smtp auth refused: too many failures", "peer", s.ic.peer)
+		return nil, smtpErr(454, EnhancedCode{4, 7, 0}, "Too many failed authentication attempts, try again later")
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				return s.authFailed(username, errors.New("authorization identity differs from authentication identity"))
+			}
+			return s.authenticate(username, password)
+		}), nil
+	case sasl.Login:
+		return &loginServer{authenticate: s.authenticate}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *inSession) authenticate(username, password string) error {
+	ctx, cancel := context.WithTimeout(s.ic.ctx, time.Minute)
+	defer cancel()
+	err := s.srv.Authenticator.Authenticate(ctx, username, password)
+	switch {
+	case err == nil:
+		s.authID = username
+		s.srv.log.Info("smtp auth ok", "peer", s.ic.peer, "user", username)
+		return nil
+	case errors.Is(err, ErrAuthFailed):
+		return s.authFailed(username, err)
+	default:
+		s.srv.log.Error("smtp auth backend failed", "peer", s.ic.peer, "user", username, "error", err.Error())
+		// RFC 4954 §6: temporary authentication failure.
+		return smtpErr(454, EnhancedCode{4, 7, 0}, "Temporary authentication failure")
+	}
+}
+
+func (s *inSession) authFailed(username string, err error) error {
+	s.srv.limiter.fail(s.ic.RemoteAddr(), s.srv.now())
+	s.srv.log.Warn("smtp auth failed", "peer", s.ic.peer, "user", username, "error", err.Error())
+	return smtp.ErrAuthFailed // 535 5.7.8 (RFC 4954 §6)
+}
+
+// newMessageID returns a random queue identifier (base32, 16 characters).
+func newMessageID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return base32.StdEncoding.EncodeToString(b[:])
+}
+
+// receivedHeader renders the trace header the Server prepends (RFC 5321
+// §4.4) with the protocol type of RFC 3848 (ESMTP, ESMTPS, ESMTPA, ESMTPSA;
+// UTF8SMTP… for SMTPUTF8 per RFC 6531 §3.7.3) and the TLS used, as Postfix
+// writes it:
+//
+//	Received: from helo ([192.0.2.1])
+//		(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits))
+//		by mx.example (mailtls) with ESMTPS id ABC
+//		for <rcpt@example>; Mon, 02 Jan 2006 15:04:05 +0000
+//
+// The client-supplied HELO name and addresses are reduced to printable ASCII
+// without parentheses, so they cannot break out of the header.
+func receivedHeader(hostname string, env *Envelope) string {
+	var b strings.Builder
+	b.WriteString("Received: from ")
+	b.WriteString(traceToken(env.Helo, "unknown"))
+	if env.ClientAddr != nil {
+		ip := env.ClientAddr.String()
+		if h, _, err := net.SplitHostPort(ip); err == nil {
+			ip = h
+		}
+		if strings.Contains(ip, ":") {
+			ip = "IPv6:" + ip
+		}
+		fmt.Fprintf(&b, " ([%s])", traceToken(ip, "unknown"))
+	}
+	if env.TLS != nil {
+		fmt.Fprintf(&b, "\r\n\t(%s)", env.TLS.String())
+		if env.TLS.PeerSubject != "" {
+			v := "not verified"
+			if env.TLS.Verified {
+				v = "verified"
+			}
+			fmt.Fprintf(&b, "\r\n\t(client certificate %s, %s)", traceToken(env.TLS.PeerSubject, "?"), v)
+		}
+	}
+	proto := "ESMTP"
+	if env.SMTPUTF8 {
+		proto = "UTF8SMTP"
+	}
+	if env.TLS != nil {
+		proto += "S"
+	}
+	if env.AuthIdentity != "" {
+		proto += "A"
+	}
+	fmt.Fprintf(&b, "\r\n\tby %s (mailtls) with %s id %s", traceToken(hostname, "localhost"), proto, env.ID)
+	if len(env.Recipients) == 1 {
+		// Only for a single recipient, so Bcc recipients are not disclosed.
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", traceToken(env.Recipients[0].Address, ""))
+	}
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", env.ReceivedAt.Format(time.RFC1123Z))
+	return b.String()
+}
+
+// traceToken makes client-controlled text safe inside a header comment or
+// clause: printable ASCII (and UTF-8 letters) except parentheses and
+// backslash; others become '?'.
+func traceToken(s, empty string) string {
+	if s == "" {
+		return empty
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '(' || r == ')' || r == '\\' || r == ';':
+			b.WriteByte('?')
+		case r > ' ' && r < 0x7f:
+			b.WriteRune(r)
+		case r >= 0xa0 && r != 0xfffd:
+			b.WriteRune(r)
+		case r == ' ':
+			b.WriteByte('_')
+		default:
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
+}
