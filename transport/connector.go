@@ -136,9 +136,9 @@ type Connector struct {
 	// means math/rand/v2.Shuffle. Tests set it to a no-op for determinism.
 	Shuffle func(n int, swap func(i, j int))
 
-	once   sync.Once
-	cache  tls.ClientSessionCache
-	pool   *connPool
+	once  sync.Once
+	cache tls.ClientSessionCache
+	pool  *connPool
 }
 
 // Close closes idle pooled connections (with QUIT) and stops pooling.

@@ -241,7 +241,10 @@ func (s *Server) issue(kind CertKind) (*Leaf, error) {
 
 // NewTLSServer starts a server offering STARTTLS with a valid certificate
 // for DefaultHostname, issued by its own CA (see Server.RootCAs).
-func NewTLSServer(tb testing.TB) *Server { tb.Helper(); return NewServer(tb, ServerConfig{Cert: GoodCert}) }
+func NewTLSServer(tb testing.TB) *Server {
+	tb.Helper()
+	return NewServer(tb, ServerConfig{Cert: GoodCert})
+}
 
 // NewPlainServer starts a server that does not offer STARTTLS.
 func NewPlainServer(tb testing.TB) *Server { tb.Helper(); return NewServer(tb, ServerConfig{}) }

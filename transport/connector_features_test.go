@@ -1,0 +1,288 @@
+package transport_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/transporttest"
+)
+
+func reqPolicy(r policy.Requirement) policy.Policy {
+	return policy.Func(func(_ context.Context, d string) (policy.Requirement, error) {
+		r.Domain = d
+		if r.Source == "" {
+			r.Source = policy.SourceStatic
+		}
+		return r, nil
+	})
+}
+
+func TestREQUIRETLS(t *testing.T) {
+	withExt := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, RequireTLS: true})
+	withoutExt := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, CA: withExt.CA})
+	authVerify := reqPolicy(policy.Requirement{Level: policy.Verify, MXAuthenticated: true, Source: policy.SourceMTASTS})
+	rtEnv := func() *transport.Envelope { e := envelope("user@example.test"); e.RequireTLS = true; return e }
+
+	t.Run("delivered with REQUIRETLS on MAIL FROM", func(t *testing.T) {
+		e := newEnv(t)
+		e.single(withExt.Addr)
+		res := deliver(t, e.connector(authVerify, withExt), rtEnv())
+		wantDelivered(t, res.Recipients[0])
+		m := withExt.Messages()
+		if len(m) != 1 || !m[0].Envelope.RequireTLS {
+			t.Errorf("server did not receive REQUIRETLS: %+v", m)
+		}
+	})
+	t.Run("secure needs no authenticated MX", func(t *testing.T) {
+		e := newEnv(t)
+		e.single(withExt.Addr)
+		res := deliver(t, e.connector(fixed(policy.Secure), withExt), rtEnv())
+		wantDelivered(t, res.Recipients[0])
+	})
+	refused := func(t *testing.T, pol policy.Policy, srv *transporttest.Server, wantDial bool) {
+		t.Helper()
+		e := newEnv(t)
+		e.single(srv.Addr)
+		before := len(srv.Messages())
+		res := deliver(t, e.connector(pol, srv), rtEnv())
+		r := res.Recipients[0]
+		if r.Status != transport.Failed || r.Reply.Code != 550 || r.Reply.EnhancedCode.String() != "5.7.30" || !errors.Is(r.Reply, transport.ErrRequireTLS) {
+			t.Errorf("got %v %v", r.Status, r.Reply)
+		}
+		if len(srv.Messages()) != before {
+			t.Errorf("message delivered")
+		}
+		if dialled := len(e.dialer.Dialed()) > 0; dialled != wantDial {
+			t.Errorf("dialled = %v, want %v", dialled, wantDial)
+		}
+	}
+	t.Run("verify without authenticated MX", func(t *testing.T) { refused(t, fixed(policy.Verify), withExt, false) })
+	t.Run("encrypt", func(t *testing.T) {
+		refused(t, reqPolicy(policy.Requirement{Level: policy.Encrypt, MXAuthenticated: true}), withExt, false)
+	})
+	t.Run("testing mode", func(t *testing.T) {
+		refused(t, reqPolicy(policy.Requirement{Level: policy.Verify, MXAuthenticated: true, Mode: policy.Testing}), withExt, false)
+	})
+	t.Run("next hop lacks REQUIRETLS", func(t *testing.T) { refused(t, authVerify, withoutExt, true) })
+}
+
+// RFC 8689 §5: "TLS-Required: No" relaxes certificate checks.
+func TestTLSRequiredNo(t *testing.T) {
+	srv := transporttest.NewWrongNameServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	env := envelope("user@example.test")
+	env.TLSRequiredNo = true
+	res := deliver(t, e.connector(fixed(policy.Secure), srv), env)
+	r := res.Recipients[0]
+	wantDelivered(t, r)
+	if r.TLS == nil || r.TLS.Verified {
+		t.Errorf("TLS = %+v, want TLS attempted and unverified", r.TLS)
+	}
+	// REQUIRETLS wins over the header.
+	env.RequireTLS = true
+	res = deliver(t, e.connector(fixed(policy.Secure), srv), env)
+	if r := res.Recipients[0]; r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrCertificate) {
+		t.Errorf("REQUIRETLS + TLS-Required: No: %v %v, want the certificate enforced", r.Status, r.Reply)
+	}
+	if len(srv.Messages()) != 1 {
+		t.Errorf("messages = %d, want 1", len(srv.Messages()))
+	}
+}
+
+func TestDSNParametersAndRelayed(t *testing.T) {
+	mk := func() *transport.Envelope {
+		env := envelope("a@example.test", "b@example.test")
+		env.Recipients[0].Notify = []string{"SUCCESS", "FAILURE"}
+		env.Recipients[0].ORCPT = "rfc822;orig+a@example.test"
+		env.Return = "HDRS"
+		env.EnvelopeID = "id=42 x"
+		return env
+	}
+	dsn := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, DSN: true})
+	e := newEnv(t)
+	e.single(dsn.Addr)
+	res := deliver(t, e.connector(fixed(policy.Verify), dsn), mk())
+	for _, r := range res.Recipients {
+		wantDelivered(t, r)
+	}
+	m := dsn.Messages()[0].Envelope
+	if m.Return != "HDRS" || m.EnvelopeID != "id=42 x" {
+		t.Errorf("RET/ENVID = %q %q", m.Return, m.EnvelopeID)
+	}
+	if got := m.Recipients[0]; strings.Join(got.Notify, ",") != "SUCCESS,FAILURE" || !strings.EqualFold(got.ORCPT, "rfc822;orig+a@example.test") {
+		t.Errorf("recipient params = %+v", got)
+	}
+	if len(m.Recipients[1].Notify) != 0 || m.Recipients[1].ORCPT != "" {
+		t.Errorf("second recipient got params %+v", m.Recipients[1])
+	}
+
+	plain := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, CA: dsn.CA})
+	e2 := newEnv(t)
+	e2.single(plain.Addr)
+	res = deliver(t, e2.connector(fixed(policy.Verify), plain), mk())
+	if res.Recipients[0].Status != transport.Relayed || res.Recipients[1].Status != transport.Delivered {
+		t.Errorf("without DSN: %v, %v; want relayed, delivered", res.Recipients[0].Status, res.Recipients[1].Status)
+	}
+	if w := plain.Wire(); transporttest.Contains(w, "NOTIFY=") {
+		t.Errorf("NOTIFY sent to a server without DSN")
+	}
+}
+
+func TestSMTPUTF8(t *testing.T) {
+	utf := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, SMTPUTF8: true})
+	plain := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, CA: utf.CA})
+	mk := func(rcpt string) *transport.Envelope { env := envelope(rcpt); env.SMTPUTF8 = true; return env }
+
+	e := newEnv(t)
+	e.single(utf.Addr)
+	res := deliver(t, e.connector(fixed(policy.Verify), utf), mk("grüße@example.test"))
+	wantDelivered(t, res.Recipients[0])
+	if m := utf.Messages(); len(m) != 1 || !m[0].Envelope.SMTPUTF8 || m[0].Envelope.Recipients[0].Address != "grüße@example.test" {
+		t.Errorf("server got %+v", m)
+	}
+
+	e2 := newEnv(t)
+	e2.single(plain.Addr)
+	for rcpt, want := range map[string]string{"grüße@example.test": "5.6.7", "ascii@example.test": "5.6.9"} {
+		res = deliver(t, e2.connector(fixed(policy.Verify), plain), mk(rcpt))
+		if r := res.Recipients[0]; r.Status != transport.Failed || r.Reply.EnhancedCode.String() != want {
+			t.Errorf("%s to a server without SMTPUTF8: %v %v, want %s", rcpt, r.Status, r.Reply, want)
+		}
+	}
+	if len(plain.Messages()) != 0 {
+		t.Errorf("delivered without SMTPUTF8")
+	}
+}
+
+func TestSmarthostRouteWithAuth(t *testing.T) {
+	relay := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, Hostname: "smtp.relay.test",
+		Auth: map[string]string{"app": "s3cret"}})
+	e := newEnv(t)
+	e.host("smtp.relay.test", "127.0.0.1", "") // next hops resolve by A record, never MX
+	c := e.connector(nil, relay)
+	c.Routes = []transport.Route{{
+		Domain:  "*",
+		NextHop: fmt.Sprintf("smtp.relay.test:%d", relay.Port),
+		Policy:  policy.Fixed{Level: policy.Secure},
+		Auth:    &transport.Credentials{Username: "app", Password: "s3cret"},
+	}}
+	res := deliver(t, c, envelope("a@one.test", "b@two.test"))
+	for _, r := range res.Recipients {
+		wantDelivered(t, r)
+		if r.Requirement.Source != policy.SourceRoute || r.Requirement.Level != policy.Secure ||
+			r.Requirement.Domain != fmt.Sprintf("[smtp.relay.test]:%d", relay.Port) {
+			t.Errorf("requirement = %v", r.Requirement)
+		}
+	}
+	msgs := relay.Messages()
+	if len(msgs) != 1 || msgs[0].Envelope.AuthIdentity != "app" || len(msgs[0].Envelope.Recipients) != 2 {
+		t.Fatalf("relay got %+v", msgs)
+	}
+	if transporttest.Contains(relay.Wire(), "AUTH PLAIN") {
+		t.Errorf("AUTH in plaintext")
+	}
+
+	// Credentials are never sent without TLS, even where plaintext is allowed.
+	plainRelay := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "smtp.relay.test", Auth: map[string]string{"app": "s3cret"}})
+	c.Routes[0].NextHop = plainRelay.Addr
+	c.Routes[0].Policy = policy.Fixed{Level: policy.May}
+	res = deliver(t, c, envelope("a@one.test"))
+	if r := res.Recipients[0]; r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrAuthWithoutTLS) {
+		t.Errorf("auth without TLS: %v %v", r.Status, r.Reply)
+	}
+	if transporttest.Contains(plainRelay.Wire(), "AUTH", "czNjcmV0", "MAIL FROM") {
+		t.Errorf("credentials or transaction sent in plaintext:\n%s", plainRelay.Wire())
+	}
+}
+
+func TestRouteClientCertificate(t *testing.T) {
+	clientCA, err := transporttest.NewCA("client CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := clientCA.MustIssue(transporttest.LeafOptions{DNSNames: []string{clientName}, Client: true})
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, ClientCAs: clientCA.Pool})
+	e := newEnv(t)
+	e.single(srv.Addr)
+	c := e.connector(nil, srv)
+	c.Routes = []transport.Route{{Domain: ".test", ClientCertificate: &leaf.TLS}, {Domain: "example.test", ClientCertificate: &leaf.TLS}}
+	res := deliver(t, c, envelope("user@example.test"))
+	wantDelivered(t, res.Recipients[0])
+	m := srv.Messages()[0]
+	if m.TLS == nil || len(m.TLS.PeerCertificates) == 0 || m.TLS.PeerCertificates[0].Subject.CommonName != clientName {
+		t.Fatalf("server saw no client certificate")
+	}
+	if len(m.TLS.VerifiedChains) == 0 {
+		t.Errorf("client certificate not verified by the server")
+	}
+}
+
+func TestSessionResumption(t *testing.T) {
+	srv := transporttest.NewTLSServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	c := e.connector(fixed(policy.Verify), srv)
+	first := deliver(t, c, envelope("user@example.test")).Recipients[0]
+	second := deliver(t, c, envelope("user@example.test")).Recipients[0]
+	wantDelivered(t, second)
+	if first.TLS.Resumed || !second.TLS.Resumed {
+		t.Errorf("resumed: first %v second %v, want false true", first.TLS.Resumed, second.TLS.Resumed)
+	}
+	if !second.TLS.Verified {
+		t.Errorf("resumed session not verified")
+	}
+	if srv.Connections() != 2 {
+		t.Errorf("connections = %d, want 2 (no pooling)", srv.Connections())
+	}
+	// A resumed session is still checked: a Connector that does not trust
+	// the CA must refuse it even though the session cache holds a ticket.
+	c.RootCAs = nil
+	r := deliver(t, c, envelope("user@example.test")).Recipients[0]
+	if r.Status != transport.Deferred || r.TLSFailure != transport.FailureCertificateNotTrusted {
+		t.Errorf("resumption bypassed verification: %v %q %v", r.Status, r.TLSFailure, r.Reply)
+	}
+}
+
+func TestConnectionPool(t *testing.T) {
+	srv := transporttest.NewTLSServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	c := e.connector(fixed(policy.Verify), srv)
+	c.Pool = transport.PoolConfig{MaxIdle: 2}
+	for i := 0; i < 3; i++ {
+		r := deliver(t, c, envelope(fmt.Sprintf("u%d@example.test", i))).Recipients[0]
+		wantDelivered(t, r)
+		if !r.TLS.Verified || r.TLS.Version != tls.VersionTLS13 {
+			t.Errorf("pooled delivery TLS = %+v", r.TLS)
+		}
+	}
+	if srv.Connections() != 1 {
+		t.Errorf("connections = %d, want 1 (reused)", srv.Connections())
+	}
+	if n := len(srv.Messages()); n != 3 {
+		t.Errorf("messages = %d", n)
+	}
+	// A different policy never reuses the connection.
+	cEncrypt := e.connector(fixed(policy.Encrypt), srv)
+	cEncrypt.Pool = c.Pool
+	deliver(t, cEncrypt, envelope("x@example.test"))
+	if srv.Connections() != 2 {
+		t.Errorf("connections = %d, want 2", srv.Connections())
+	}
+	cEncrypt.Close()
+	c.Close()
+	deliver(t, c, envelope("after-close@example.test"))
+	if srv.Connections() != 3 {
+		t.Errorf("after Close: connections = %d, want 3", srv.Connections())
+	}
+	if len(srv.Messages()) != 5 {
+		t.Errorf("messages = %d, want 5", len(srv.Messages()))
+	}
+}
