@@ -1,0 +1,120 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/queue"
+)
+
+// A relay: the Server hands accepted mail to the Queue (which answers 250
+// only once the message is fsynced), and the Queue delivers through a
+// Connector that requires TLS to every destination and returns a DSN when a
+// destination cannot do it.
+func Example_relay() {
+	store, err := queue.OpenDirStore("/var/spool/mailtls")
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn := &transport.Connector{
+		Hostname: "relay.example.org",
+		Policy:   policy.Fixed{Level: policy.Verify, OnFailure: policy.Bounce},
+	}
+	q := &queue.Queue{
+		Store:     store,
+		Deliverer: conn,
+		Hostname:  "relay.example.org",
+		Language:  "ja",               // NDRs in Japanese, English fallback
+		MaxAge:    3 * 24 * time.Hour, // give up after 3 days instead of 5
+	}
+	srv := &transport.Server{
+		Hostname: "relay.example.org",
+		Handler:  q, // Queue implements transport.Handler
+		// TLSConfig, Inbound, Authenticator: see package transport.
+	}
+	ctx := context.Background()
+	go q.Run(ctx)
+	log.Fatal(srv.ListenAndServe(ctx, ":25"))
+}
+
+// A queue in a test or a small program: a Deliverer that stands for the
+// next hop, a message with a recipient that fails permanently, and the
+// failed DSN that goes back to the sender with a null reverse-path.
+func ExampleQueue() {
+	dir, _ := os.MkdirTemp("", "spool")
+	defer os.RemoveAll(dir)
+	store, err := queue.OpenDirStore(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	done := make(chan struct{})
+	deliver := queue.DeliverFunc(func(ctx context.Context, env *transport.Envelope, body io.ReaderAt, size int64) (*transport.Result, error) {
+		res := &transport.Result{}
+		for _, r := range env.Recipients {
+			rr := transport.RecipientResult{Recipient: r, Status: transport.Delivered}
+			if strings.HasPrefix(r.Address, "nobody@") {
+				rr.Status = transport.Failed
+				rr.Reply = &transport.Error{Code: 550, EnhancedCode: transport.EnhancedCode{5, 1, 1}, Message: "no such user"}
+			}
+			fmt.Printf("from <%s> to %s: %s\n", env.From, r.Address, rr.Status)
+			res.Recipients = append(res.Recipients, rr)
+		}
+		if env.From == "" {
+			close(done) // the report went out
+		}
+		return res, nil
+	})
+	q := &queue.Queue{Store: store, Deliverer: deliver, Hostname: "relay.example.org", Concurrency: 1}
+
+	env := &transport.Envelope{
+		From:       "alice@example.org",
+		Recipients: []transport.Recipient{{Address: "nobody@example.net"}},
+	}
+	if _, err := q.Enqueue(context.Background(), env, strings.NewReader("Subject: hi\r\n\r\nHello.\r\n")); err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { q.Run(ctx); close(stopped) }()
+	<-done
+	cancel()
+	<-stopped
+	// Output:
+	// from <alice@example.org> to nobody@example.net: failed
+	// from <> to alice@example.org: delivered
+}
+
+// Operators look at the queue with List and Counts, and act on it with
+// RetryNow and Remove, whether or not Run is running.
+func ExampleQueue_List() {
+	dir, _ := os.MkdirTemp("", "spool")
+	defer os.RemoveAll(dir)
+	store, _ := queue.OpenDirStore(dir)
+	q := &queue.Queue{Store: store, Deliverer: queue.DeliverFunc(nil)}
+	ctx := context.Background()
+	env := &transport.Envelope{From: "alice@example.org", Recipients: []transport.Recipient{
+		{Address: "bob@example.net"}, {Address: "carol@example.com", Notify: []string{"NEVER"}}}}
+	id, _ := q.Enqueue(ctx, env, strings.NewReader("Subject: hi\r\n\r\nHello.\r\n"))
+
+	msgs, _ := q.List(ctx)
+	for _, m := range msgs {
+		for _, r := range m.Recipients {
+			fmt.Println(m.ID == id, r.Address, r.State, r.Attempts, r.LastError.Reply() == "")
+		}
+	}
+	counts, _ := q.Counts(ctx)
+	fmt.Println("pending:", counts[queue.Pending], "deferred:", counts[queue.Deferred])
+	fmt.Println(q.Remove(ctx, id))
+	// Output:
+	// true bob@example.net pending 0 true
+	// true carol@example.com pending 0 true
+	// pending: 2 deferred: 0
+	// <nil>
+}
