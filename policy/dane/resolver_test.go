@@ -88,7 +88,7 @@ func TestQueryAuthenticOnlyWithADFromTrustedResolver(t *testing.T) {
 
 func TestQueryDenials(t *testing.T) {
 	f := startFakeDNS(t, map[string]fakeZone{
-		"nodata.example.": {AD: true, RRs: []dns.RR{rrA("192.0.2.1")}},
+		"nodata.example.":   {AD: true, RRs: []dns.RR{rrA("192.0.2.1")}},
 		"insecure.example.": {AD: false},
 	})
 	ctx := context.Background()
