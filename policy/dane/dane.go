@@ -136,6 +136,18 @@ func (h *Host) ServerName() string {
 	return h.Name
 }
 
+// RequiresTLS reports whether delivery to h must not proceed without TLS:
+// true at DANE and DANEOnly with usable records and at Encrypt (RFC 7672
+// §2.2), false at May. (policy.Level.RequiresTLS cannot say this for DANE,
+// which depends on the records found.)
+func (h *Host) RequiresTLS() bool {
+	switch h.Level {
+	case policy.DANE, policy.DANEOnly:
+		return len(h.TLSA) > 0 || h.Err != nil
+	}
+	return h.Level.RequiresTLS()
+}
+
 // Verify checks a connection to h against h.TLSA and h.Names (see Verify).
 // It fails with ErrNoUsableRecords when h has no usable records.
 func (h *Host) Verify(cs tls.ConnectionState, now time.Time) error {

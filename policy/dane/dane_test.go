@@ -111,6 +111,10 @@ func TestLookupMXPerHostDecisions(t *testing.T) {
 		t.Fatalf("mx2: %+v", h2)
 	}
 
+	if !h1.RequiresTLS() || h2.RequiresTLS() {
+		t.Errorf("RequiresTLS: mx1 %v (want true), mx2 %v (want false)", h1.RequiresTLS(), h2.RequiresTLS())
+	}
+
 	// dane-only: mx2 is not delivered to.
 	d, err = w.policy(true).LookupMX(ctx, "secure.example")
 	if err != nil {
@@ -173,7 +177,7 @@ func TestUnusableOnlyMeansEncrypt(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := d.Hosts[0]
-	if h.Err != nil || h.Level != policy.Encrypt || len(h.TLSA) != 0 || h.Unusable != 2 || !h.Level.RequiresTLS() {
+	if h.Err != nil || h.Level != policy.Encrypt || len(h.TLSA) != 0 || h.Unusable != 2 || !h.RequiresTLS() {
 		t.Fatalf("unusable only: %+v, want Encrypt with 2 unusable", h)
 	}
 	// Encrypt: TLS with no certificate check, never DANE verification.
