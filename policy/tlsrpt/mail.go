@@ -1,0 +1,219 @@
+package tlsrpt
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+)
+
+// Media types of RFC 8460 §6.
+const (
+	MediaTypeGzip = "application/tlsrpt+gzip"
+	MediaTypeJSON = "application/tlsrpt+json"
+)
+
+// MailOptions describe the report message BuildMail writes.
+type MailOptions struct {
+	// From is the sender address, e.g. "noreply-tlsrpt@sender.example".
+	// Required.
+	From string
+	// To are the recipients, normally Record.MailtoAddresses(). Required.
+	To []string
+	// Submitter is the sending domain ("TLS-Report-Submitter", §5.3, and
+	// the first part of the §5.1 file name). Required.
+	Submitter string
+	// Date is the Date field. Zero means now.
+	Date time.Time
+	// MessageID is the Message-ID without angle brackets. Empty means a
+	// random one at Submitter.
+	MessageID string
+}
+
+// BuildMail returns the report message for "mailto:" destinations (RFC 8460
+// §5.3), ready for the host's queue: a "multipart/report;
+// report-type=tlsrpt" message with a text/plain part for humans and the
+// gzip-compressed report as an application/tlsrpt+gzip attachment named per
+// §5.1; Subject "Report Domain: <domain> Submitter: <submitter> Report-ID:
+// <report-id>"; TLS-Report-Domain and TLS-Report-Submitter fields; and
+// "TLS-Required: No" (RFC 8689 §5) so that a TLS problem — the very thing
+// being reported — cannot stop the report.
+//
+// The message is not DKIM-signed; §5.3 requires the host to sign it.
+func BuildMail(r *Report, o MailOptions) ([]byte, error) {
+	if o.From == "" || len(o.To) == 0 || o.Submitter == "" {
+		return nil, errors.New("tlsrpt: BuildMail needs From, To and Submitter")
+	}
+	if err := r.Validate(true); err != nil {
+		return nil, err
+	}
+	domain := r.PolicyDomain()
+	for _, s := range append([]string{domain, o.Submitter, r.ReportID}, o.To...) {
+		if strings.ContainsAny(s, "\r\n") {
+			return nil, errors.New("tlsrpt: line break in a header value")
+		}
+	}
+	gz, err := r.Gzip()
+	if err != nil {
+		return nil, err
+	}
+	from, err := mail.ParseAddress(o.From)
+	if err != nil {
+		return nil, fmt.Errorf("tlsrpt: From: %w", err)
+	}
+	var to []*mail.Address
+	for _, a := range o.To {
+		addr, err := mail.ParseAddress(a)
+		if err != nil {
+			return nil, fmt.Errorf("tlsrpt: To %q: %w", a, err)
+		}
+		to = append(to, addr)
+	}
+	date := o.Date
+	if date.IsZero() {
+		date = time.Now()
+	}
+	msgID := o.MessageID
+	if msgID == "" {
+		var b [12]byte
+		rand.Read(b[:])
+		msgID = hex.EncodeToString(b[:]) + "@" + o.Submitter
+	}
+
+	var h mail.Header
+	h.SetAddressList("From", []*mail.Address{from})
+	h.SetAddressList("To", to)
+	h.SetDate(date)
+	h.SetMessageID(msgID)
+	h.SetSubject(fmt.Sprintf("Report Domain: %s Submitter: %s Report-ID: <%s>", domain, o.Submitter, r.ReportID))
+	h.Set("TLS-Report-Domain", domain)
+	h.Set("TLS-Report-Submitter", o.Submitter)
+	h.Set("TLS-Required", "No")
+	h.Set("Auto-Submitted", "auto-generated")
+	h.SetContentType("multipart/report", map[string]string{"report-type": "tlsrpt"})
+
+	var buf bytes.Buffer
+	w, err := message.CreateWriter(&buf, h.Header)
+	if err != nil {
+		return nil, err
+	}
+	var th message.Header
+	th.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
+	th.Set("Content-Transfer-Encoding", "quoted-printable")
+	tw, err := w.CreatePart(th)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(tw, "This is an aggregate TLS report (RFC 8460) from %s.\r\n\r\n", r.OrganizationName)
+	fmt.Fprintf(tw, "Policy domain: %s\r\nSubmitter: %s\r\nReport-ID: %s\r\nPeriod: %s to %s\r\n",
+		domain, o.Submitter, r.ReportID,
+		r.DateRange.Start.UTC().Format(time.RFC3339), r.DateRange.End.UTC().Format(time.RFC3339))
+	for _, p := range r.Policies {
+		fmt.Fprintf(tw, "Policy %s: %d successful, %d failed sessions\r\n",
+			p.Policy.Type, p.Summary.TotalSuccessfulSessionCount, p.Summary.TotalFailureSessionCount)
+	}
+	fmt.Fprintf(tw, "\r\nYou receive this because the _smtp._tls TXT record of %s names this address.\r\n", domain)
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+
+	filename := r.Filename(o.Submitter, "")
+	var ah message.Header
+	ah.SetContentType(MediaTypeGzip, map[string]string{"name": filename})
+	ah.SetContentDisposition("attachment", map[string]string{"filename": filename})
+	ah.Set("Content-Transfer-Encoding", "base64")
+	aw, err := w.CreatePart(ah)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := aw.Write(gz); err != nil {
+		return nil, err
+	}
+	if err := aw.Close(); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// NewHTTPRequest builds the POST of the gzip-compressed report to an
+// "https:" rua destination (RFC 8460 §5.4), with Content-Type
+// application/tlsrpt+gzip. It does not send it: the host sends it with an
+// HTTP client that verifies the server certificate, and treats any 2xx
+// response as delivered.
+func NewHTTPRequest(ctx context.Context, rawURL string, r *Report) (*http.Request, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("tlsrpt: %q is not an https URL", rawURL)
+	}
+	if err := r.Validate(true); err != nil {
+		return nil, err
+	}
+	gz, err := r.Gzip()
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(gz))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", MediaTypeGzip)
+	return req, nil
+}
+
+// MaxMailSize bounds a report message read by ParseReportMail, 30 MiB.
+const MaxMailSize = 30 << 20
+
+// ErrNoReportInMail: the message has no application/tlsrpt+gzip or
+// application/tlsrpt+json part.
+var ErrNoReportInMail = errors.New("tlsrpt: no report in message")
+
+// ParseReportMail reads a report message (RFC 8460 §5.3), at most
+// MaxMailSize bytes, and parses the first application/tlsrpt+gzip or
+// application/tlsrpt+json part with ParseReport. The message need not be
+// multipart/report: a report found anywhere in the MIME tree is accepted.
+func ParseReportMail(r io.Reader) (*Report, error) {
+	lr := &io.LimitedReader{R: r, N: MaxMailSize + 1}
+	ent, err := message.Read(lr)
+	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+		return nil, fmt.Errorf("%w: %v", ErrReportSyntax, err)
+	}
+	var rep *Report
+	var perr error
+	walkErr := ent.Walk(func(_ []int, e *message.Entity, err error) error {
+		if err != nil {
+			return err
+		}
+		mt, _, _ := e.Header.ContentType()
+		switch strings.ToLower(mt) {
+		case MediaTypeGzip, MediaTypeJSON:
+			rep, perr = ParseReport(e.Body)
+			return errStopWalk
+		}
+		return nil
+	})
+	if lr.N <= 0 {
+		return nil, fmt.Errorf("%w: message larger than %d bytes", ErrReportSyntax, MaxMailSize)
+	}
+	if walkErr != nil && walkErr != errStopWalk {
+		return nil, fmt.Errorf("%w: %v", ErrReportSyntax, walkErr)
+	}
+	if rep == nil && perr == nil {
+		return nil, ErrNoReportInMail
+	}
+	return rep, perr
+}
+
+var errStopWalk = errors.New("stop")
