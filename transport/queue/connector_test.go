@@ -46,7 +46,15 @@ func TestWithConnector(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- q.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	defer stop()
 
 	env := &transport.Envelope{From: "alice@origin.test", Recipients: []transport.Recipient{
 		{Address: "bob@partner.test"}, {Address: "carol@legacy.test"}}}
@@ -55,6 +63,7 @@ func TestWithConnector(t *testing.T) {
 	}
 	waitUntil(t, func() bool { return len(origin.Messages()) == 1 && len(partner.Messages()) == 1 })
 	waitUntil(t, func() bool { msgs, _ := st.List(ctx); return len(msgs) == 0 })
+	stop() // Run waits for its workers: every log line is written
 
 	pm := partner.Messages()[0]
 	if pm.TLS == nil || pm.TLS.Version != tls.VersionTLS13 {

@@ -473,13 +473,13 @@ func (q *Queue) dispatch(ctx context.Context, wg *sync.WaitGroup) time.Time {
 	}
 	// Oldest due first, so a busy domain cannot starve the others.
 	slices.SortFunc(jobs, func(a, b job) int { return a.due.Compare(b.due) })
+	// Jobs left out by the limits are found again when a running job ends
+	// and signals the scheduler.
 	for _, j := range jobs {
 		if q.active >= conc {
-			later(now)
 			break
 		}
 		if q.domains[j.domain] >= perDomain {
-			later(now)
 			continue
 		}
 		q.active++
@@ -661,7 +661,14 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 			m.Recipients[i].DelayReport = id
 		}
 	}
-	err := q.Store.Update(context.WithoutCancel(ctx), m)
+	var err error
+	if m.Done() {
+		// Every recipient is final and no report is due: removing the
+		// message records the results as durably as an update would.
+		err = q.Store.Delete(context.WithoutCancel(ctx), m.ID)
+	} else {
+		err = q.Store.Update(context.WithoutCancel(ctx), m)
+	}
 	q.mu.Lock()
 	e.msg = m
 	if err != nil {

@@ -49,6 +49,7 @@ func TestRetryThenSuccess(t *testing.T) {
 	h.settle()
 	h.clock.Advance(10 * time.Minute)
 	h.waitFor("delivery", func() bool { return h.queued() == 0 })
+	h.waitFor("log of the last attempt", func() bool { return strings.Contains(h.logs.String(), "message done") })
 
 	a, d := h.fake.counts("bob@example.net")
 	if a != 3 || d != 1 {
