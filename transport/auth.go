@@ -62,7 +62,7 @@ func ParseBcryptTable(name string, r io.Reader) (*BcryptTable, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 64*1024)
 	n := 0
-	cost := bcrypt.DefaultCost
+	cost := 0 // the dummy hash matches the table's highest cost
 	for sc.Scan() {
 		n++
 		line := strings.TrimSpace(sc.Text())
@@ -88,6 +88,9 @@ func ParseBcryptTable(name string, r io.Reader) (*BcryptTable, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("transport: %s line %d: %w", name, n+1, err)
+	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
 	}
 	dummy, err := bcrypt.GenerateFromPassword([]byte("mailtls unknown user"), cost)
 	if err != nil {

@@ -446,7 +446,7 @@ func (l *inListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *inListener) Close() error { l.close(); return nil }
+func (l *inListener) Close() error   { l.close(); return nil }
 func (l *inListener) Addr() net.Addr { return l.inner.Addr() }
 
 func (l *inListener) acceptLoop() {
