@@ -1,0 +1,284 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+)
+
+// Config is the relay's whole configuration, as the command line gives it.
+// It is plain data: parseFlags fills and validates it, newRelay uses it.
+type Config struct {
+	DataDir  string // -data: certificates, Maildirs, queue, caches
+	Hostname string // -hostname: greeting, Received, EHLO, Reporting-MTA
+
+	SMTPAddr        string // -smtp: MX-style listener (STARTTLS offered); "" disables it
+	SubmissionAddr  string // -submission: STARTTLS then AUTH required; "" disables it
+	SubmissionsAddr string // -submissions: implicit TLS, AUTH required (RFC 8314); "" disables it
+
+	CertFile, KeyFile string // -cert/-key; empty: self-signed under DataDir
+	RequireTLS        bool   // -require-tls: 530 before STARTTLS on the MX listener too
+	MinTLS            uint16 // -min-tls: inbound minimum version
+	UsersFile         string // -users: user:bcrypt-hash lines
+
+	LocalDomains  []string       // -local-domains: delivered to Maildirs under DataDir
+	RelayNetworks []netip.Prefix // -relay-networks: clients allowed to relay without AUTH
+
+	PolicyFile    string               // -policy: static TLS policy table
+	DefaultTLS    policy.Level         // -default-tls: level when the table has no entry
+	OnTLSFailure  policy.FailureAction // -on-tls-failure
+	Routes        []RouteFlag          // -route domain=host:port (repeatable)
+	Smarthost     string               // -smarthost host:port
+	SmartUser     string               // -smarthost-user
+	SmartPWFile   string               // -smarthost-password-file
+	OutboundCA    string               // -outbound-ca: PEM roots for Verify/Secure instead of the system's
+	MaxQueueAge   time.Duration        // -max-queue-age
+	NDRLang       string               // -ndr-lang en|ja
+	RetrySchedule []time.Duration      // -retry: comma-separated backoff schedule
+
+	MTASTS       bool   // -mta-sts: RFC 8461 with a cache under DataDir
+	DANEResolver string // -dane-resolver host:port: RFC 7672 through this validating resolver
+	TLSRPT       bool   // -tlsrpt: record RFC 8460 results under DataDir
+
+	LogLevel string // -log-level debug|info|warn|error
+}
+
+// RouteFlag is one -route domain=host:port.
+type RouteFlag struct {
+	Domain  string
+	NextHop string
+}
+
+// repeated collects a repeatable string flag.
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, ",") }
+func (r *repeated) Set(s string) error { *r = append(*r, s); return nil }
+
+// parseFlags parses args (without the program name) into a validated
+// Config. Errors name the flag and the offending value. Usage text goes to
+// out when -h is given.
+func parseFlags(args []string, out io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	fs.SetOutput(out)
+	host, _ := os.Hostname()
+	if host == "" || strings.EqualFold(host, "localhost") {
+		host = "relay.invalid"
+	}
+	var (
+		c                             Config
+		minTLS, localDomains, relayNs string
+		defaultTLS, onFailure, retry  string
+		routes                        repeated
+	)
+	fs.StringVar(&c.DataDir, "data", "relay-data", "data `directory`: certificates, Maildirs (mail/), queue (queue/), caches")
+	fs.StringVar(&c.Hostname, "hostname", host, "this host's public `name` (greeting, Received, EHLO, DSNs); not localhost")
+	fs.StringVar(&c.SMTPAddr, "smtp", "127.0.0.1:2525", "MX-style listener `address` (STARTTLS offered); empty disables it")
+	fs.StringVar(&c.SubmissionAddr, "submission", "127.0.0.1:2587", "submission listener `address` (STARTTLS then AUTH required, RFC 6409); empty disables it")
+	fs.StringVar(&c.SubmissionsAddr, "submissions", "127.0.0.1:2465", "implicit-TLS submission listener `address` (RFC 8314); empty disables it")
+	fs.StringVar(&c.CertFile, "cert", "", "certificate chain PEM `file`; empty: a self-signed certificate under -data")
+	fs.StringVar(&c.KeyFile, "key", "", "private key PEM `file` (with -cert)")
+	fs.BoolVar(&c.RequireTLS, "require-tls", false, "refuse mail before STARTTLS on the -smtp listener too (530 5.7.0); submission always requires TLS")
+	fs.StringVar(&minTLS, "min-tls", "1.2", "lowest inbound TLS `version`: 1.2 or 1.3")
+	fs.StringVar(&c.UsersFile, "users", "", "`file` of user:bcrypt-hash lines for AUTH; without it every AUTH fails")
+	fs.StringVar(&localDomains, "local-domains", "localhost", "comma-separated `domains` delivered to Maildirs under -data/mail")
+	fs.StringVar(&relayNs, "relay-networks", "", "comma-separated `CIDRs` allowed to relay without AUTH (default none)")
+	fs.StringVar(&c.PolicyFile, "policy", "", "static TLS policy table `file` (Postfix smtp_tls_policy_maps syntax)")
+	fs.StringVar(&defaultTLS, "default-tls", "verify", "outbound TLS `level` where the policy table has no entry: none, may, encrypt, verify, secure")
+	fs.StringVar(&onFailure, "on-tls-failure", "defer", "when a TLS requirement is not met: defer (retry until -max-queue-age) or bounce (DSN at once, every requirement)")
+	fs.Var(&routes, "route", "`domain=host:port`: send mail for domain (or .sub / *) to a fixed next hop; repeatable")
+	fs.StringVar(&c.Smarthost, "smarthost", "", "send all other outbound mail through this `host:port`")
+	fs.StringVar(&c.SmartUser, "smarthost-user", "", "AUTH `user` for -smarthost (sent only over TLS)")
+	fs.StringVar(&c.SmartPWFile, "smarthost-password-file", "", "`file` holding the -smarthost-user password")
+	fs.StringVar(&c.OutboundCA, "outbound-ca", "", "PEM `file` of CA certificates that verify next hops instead of the system roots")
+	fs.DurationVar(&c.MaxQueueAge, "max-queue-age", 5*24*time.Hour, "how long a deferred message is retried before it bounces")
+	fs.StringVar(&retry, "retry", "", "comma-separated retry `schedule` (e.g. 1m,5m,30m); empty: the queue's default")
+	fs.StringVar(&c.NDRLang, "ndr-lang", "en", "`language` of the human part of DSNs: en or ja")
+	fs.BoolVar(&c.MTASTS, "mta-sts", false, "honour MTA-STS (RFC 8461), policy cache under -data/mta-sts")
+	fs.StringVar(&c.DANEResolver, "dane-resolver", "", "enable DANE (RFC 7672) through this DNSSEC-validating resolver `host:port` (trusted only on loopback)")
+	fs.BoolVar(&c.TLSRPT, "tlsrpt", false, "record TLS-RPT (RFC 8460) results under -data/tlsrpt")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (all settings are flags)", fs.Arg(0))
+	}
+
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	if c.DataDir == "" {
+		bad("-data: must not be empty")
+	} else if abs, err := filepath.Abs(c.DataDir); err == nil {
+		c.DataDir = abs
+	}
+	c.Hostname = strings.TrimSuffix(strings.TrimSpace(c.Hostname), ".")
+	if c.Hostname == "" || strings.ContainsAny(c.Hostname, " \t\r\n[]@") {
+		bad("-hostname: %q is not a host name", c.Hostname)
+	} else if strings.EqualFold(c.Hostname, "localhost") {
+		bad("-hostname: must be this host's public name, not localhost (next hops reject EHLO localhost)")
+	}
+	for _, a := range []struct{ flag, v string }{{"-smtp", c.SMTPAddr}, {"-submission", c.SubmissionAddr}, {"-submissions", c.SubmissionsAddr}} {
+		if a.v == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			bad("%s: %q is not host:port: %v", a.flag, a.v, err)
+		}
+	}
+	if c.SMTPAddr == "" && c.SubmissionAddr == "" && c.SubmissionsAddr == "" {
+		bad("-smtp, -submission and -submissions are all empty: nothing to listen on")
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		bad("-cert and -key must be given together")
+	}
+	switch minTLS {
+	case "1.2", "TLSv1.2":
+		c.MinTLS = tls.VersionTLS12
+	case "1.3", "TLSv1.3":
+		c.MinTLS = tls.VersionTLS13
+	default:
+		bad("-min-tls: %q: want 1.2 or 1.3 (older versions are refused, RFC 8996)", minTLS)
+	}
+	for d := range strings.SplitSeq(localDomains, ",") {
+		d = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
+		if d == "" {
+			continue
+		}
+		if strings.ContainsAny(d, " @[]/") {
+			bad("-local-domains: %q is not a domain", d)
+			continue
+		}
+		c.LocalDomains = append(c.LocalDomains, d)
+	}
+	for n := range strings.SplitSeq(relayNs, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(n); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				bad("-relay-networks: %q is not a CIDR (e.g. 192.0.2.0/24): %v", n, err)
+				continue
+			}
+		}
+		c.RelayNetworks = append(c.RelayNetworks, p.Masked())
+	}
+	lvl, err := policy.ParseLevel(defaultTLS)
+	switch {
+	case err != nil:
+		bad("-default-tls: %v", err)
+	case lvl == policy.DANE || lvl == policy.DANEOnly:
+		bad("-default-tls: %s needs DANE; use -dane-resolver and a level none, may, encrypt, verify or secure here", lvl)
+	default:
+		c.DefaultTLS = lvl
+	}
+	switch onFailure {
+	case "defer":
+		c.OnTLSFailure = policy.Defer
+	case "bounce":
+		c.OnTLSFailure = policy.Bounce
+	default:
+		bad("-on-tls-failure: %q: want bounce or defer", onFailure)
+	}
+	for _, r := range routes {
+		d, hop, ok := strings.Cut(r, "=")
+		d = strings.ToLower(strings.TrimSpace(d))
+		hop = strings.TrimSpace(hop)
+		if !ok || d == "" || hop == "" {
+			bad("-route: %q: want domain=host:port", r)
+			continue
+		}
+		if err := checkHostPort(hop); err != nil {
+			bad("-route %s: %v", r, err)
+			continue
+		}
+		c.Routes = append(c.Routes, RouteFlag{Domain: d, NextHop: hop})
+	}
+	if c.Smarthost != "" {
+		if err := checkHostPort(c.Smarthost); err != nil {
+			bad("-smarthost: %v", err)
+		}
+	}
+	if (c.SmartUser == "") != (c.SmartPWFile == "") {
+		bad("-smarthost-user and -smarthost-password-file must be given together")
+	}
+	if c.SmartUser != "" && c.Smarthost == "" {
+		bad("-smarthost-user needs -smarthost")
+	}
+	if c.MaxQueueAge <= 0 {
+		bad("-max-queue-age: must be positive")
+	}
+	for s := range strings.SplitSeq(retry, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			bad("-retry: %q is not a positive duration", s)
+			continue
+		}
+		c.RetrySchedule = append(c.RetrySchedule, d)
+	}
+	switch c.NDRLang {
+	case "en", "ja":
+	default:
+		bad("-ndr-lang: %q: want en or ja", c.NDRLang)
+	}
+	if c.DANEResolver != "" {
+		if err := checkHostPort(c.DANEResolver); err != nil {
+			bad("-dane-resolver: %v", err)
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("-log-level: %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &c, nil
+}
+
+// checkHostPort accepts host:port and [host]:port with a numeric port.
+func checkHostPort(s string) error {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", s, err)
+	}
+	if h == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	var n int
+	if _, err := fmt.Sscanf(p, "%d", &n); err != nil || n <= 0 || n > 65535 || fmt.Sprint(n) != p {
+		return fmt.Errorf("%q: bad port %q", s, p)
+	}
+	return nil
+}
+
+// isLocal reports whether domain is one of the local domains.
+func (c *Config) isLocal(domain string) bool {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	for _, d := range c.LocalDomains {
+		if d == domain {
+			return true
+		}
+	}
+	return false
+}

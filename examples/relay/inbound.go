@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/mailtls/mailtls/transport"
+)
+
+// enqueuer is the part of the queue the inbound side needs.
+type enqueuer interface {
+	Enqueue(ctx context.Context, env *transport.Envelope, body io.Reader) (string, error)
+}
+
+// inbound is the relay's transport.Handler: mail for local domains goes to
+// Maildirs, everything else to the outbound queue, which is allowed only
+// for authenticated clients and the configured relay networks (no open
+// relay). Every path returns only when the message is on stable storage,
+// so the 250 the Server then sends is a promise kept across crashes.
+type inbound struct {
+	cfg      *Config
+	mail     *maildirs
+	queue    enqueuer // nil: no outbound (refuse remote recipients with 451)
+	spoolDir string   // scratch space for messages with several destinations
+	log      *slog.Logger
+}
+
+var _ transport.Handler = (*inbound)(nil)
+
+// errRelayDenied is Postfix's answer to an open-relay attempt, with the
+// enhanced code RFC 3463 §3.8 gives for "delivery not authorized".
+var errRelayDenied = &transport.Error{Code: 554, EnhancedCode: transport.EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
+
+// mayRelay reports whether the client may send to non-local domains: it
+// authenticated (RFC 4954), or its address is in -relay-networks.
+func (h *inbound) mayRelay(env *transport.Envelope) bool {
+	if env.AuthIdentity != "" {
+		return true
+	}
+	ip, ok := addrIP(env.ClientAddr)
+	if !ok {
+		return false
+	}
+	for _, p := range h.cfg.RelayNetworks {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func addrIP(a net.Addr) (netip.Addr, bool) {
+	if a == nil {
+		return netip.Addr{}, false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
+func domainOf(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
+}
+
+// ServeSMTP stores or queues one accepted message.
+func (h *inbound) ServeSMTP(ctx context.Context, env *transport.Envelope, body io.Reader) error {
+	var local, remote []transport.Recipient
+	for _, r := range env.Recipients {
+		if h.cfg.isLocal(domainOf(r.Address)) {
+			local = append(local, r)
+		} else {
+			remote = append(remote, r)
+		}
+	}
+	if len(remote) > 0 && !h.mayRelay(env) {
+		h.log.Warn("relay denied", "id", env.ID, "peer", fmt.Sprint(env.ClientAddr), "from", env.From,
+			"rcpt", remote[0].Address, "auth", env.AuthIdentity != "")
+		return errRelayDenied
+	}
+	if len(remote) > 0 && h.queue == nil {
+		return &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "Outbound delivery is not available"}
+	}
+
+	// One reader per destination: the body is spooled once to a scratch
+	// file, then copied durably to each Maildir and to the queue.
+	f, err := os.CreateTemp(h.spoolDir, "in-*.eml")
+	if err != nil {
+		return err
+	}
+	defer func() { f.Close(); os.Remove(f.Name()) }()
+	size, err := io.Copy(f, body)
+	if err != nil {
+		return err // incomplete: the Server answers 451 (or 552) itself
+	}
+
+	var stored []string
+	for _, r := range local {
+		path, err := h.mail.deliver(r.Address, env.From, io.NewSectionReader(f, 0, size))
+		if err != nil {
+			return fmt.Errorf("maildir delivery to %s: %w", r.Address, err)
+		}
+		stored = append(stored, path)
+	}
+	qid := ""
+	if len(remote) > 0 {
+		out := *env
+		out.Recipients = remote
+		qid, err = h.queue.Enqueue(ctx, &out, io.NewSectionReader(f, 0, size))
+		if err != nil {
+			return fmt.Errorf("queueing: %w", err)
+		}
+	}
+	h.log.Info("message stored", "id", env.ID, "from", env.From, "local", len(local), "queued", len(remote),
+		"queue_id", qid, "size", size, "tls", env.TLS.String(), "auth", env.AuthIdentity, "maildir", strings.Join(stored, " "))
+	return nil
+}

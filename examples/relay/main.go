@@ -1,0 +1,32 @@
+// Command relay is a TLS-enforcing mail relay built from the mailtls
+// library: the program an administrator copies and adapts.
+//
+// With no flags it creates a self-signed certificate under ./relay-data and
+// listens on 127.0.0.1:2525 (MX style, STARTTLS offered, RFC 3207),
+// 127.0.0.1:2587 (submission, STARTTLS then AUTH required, RFC 6409) and
+// 127.0.0.1:2465 (submission over implicit TLS, RFC 8314). Mail for
+// -local-domains is stored in Maildirs under -data/mail, durably before the
+// 250 reply; everything else is queued under -data/queue and relayed under
+// the outbound TLS policy (-policy, -default-tls, -route, -smarthost),
+// only for authenticated clients and -relay-networks. When a TLS
+// requirement cannot be met the sender gets a DSN (RFC 3464).
+//
+// Run "go run ./examples/relay -h" for the flags.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "relay:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/queue"
+)
+
+// outboundPolicy is the TLS policy of every outbound hop: the static table
+// (-policy) first, the -default-tls level where it has no entry, and, when
+// enabled, MTA-STS and DANE combined with it so that the strictest answer
+// wins (policy.Strictest). -on-tls-failure=bounce turns every "defer" into
+// "bounce".
+type outboundPolicy struct {
+	table     *policy.Table   // nil: no -policy
+	def       policy.Fixed    // -default-tls, -on-tls-failure
+	published []policy.Policy // MTA-STS, DANE lookups; may be empty
+	bounceAll bool
+	strictest *policy.Strictest
+}
+
+func newOutboundPolicy(cfg *Config, table *policy.Table, published []policy.Policy) *outboundPolicy {
+	p := &outboundPolicy{
+		table:     table,
+		def:       policy.Fixed{Level: cfg.DefaultTLS, OnFailure: cfg.OnTLSFailure},
+		published: published,
+		bounceAll: cfg.OnTLSFailure == policy.Bounce,
+	}
+	if len(published) > 0 {
+		members := append([]policy.Policy{policy.Func(p.local)}, published...)
+		p.strictest = policy.Combine(members...)
+	}
+	return p
+}
+
+// local is the administrator's own decision for key: the table entry, else
+// the default level.
+func (p *outboundPolicy) local(ctx context.Context, key string) (policy.Requirement, error) {
+	if p.table != nil {
+		req, err := p.table.Lookup(ctx, key)
+		if err == nil {
+			return req, nil
+		}
+		if !errors.Is(err, policy.ErrNoPolicy) {
+			return req, err
+		}
+	}
+	req, err := p.def.Lookup(ctx, key)
+	req.Reason = "-default-tls " + p.def.Level.String()
+	return req, err
+}
+
+// Lookup implements policy.Policy for MX delivery (key is the recipient
+// domain).
+func (p *outboundPolicy) Lookup(ctx context.Context, key string) (policy.Requirement, error) {
+	var req policy.Requirement
+	var err error
+	if p.strictest != nil && !strings.HasPrefix(key, "[") {
+		req, err = p.strictest.Lookup(ctx, key)
+	} else {
+		req, err = p.local(ctx, key)
+	}
+	if err == nil && p.bounceAll {
+		req.OnFailure = policy.Bounce
+	}
+	return req, err
+}
+
+// forRoute is the policy of a fixed next hop (-route, -smarthost): the table
+// entry for "[host]:port" or "[host]", else the entry for the route's domain
+// (as Postfix looks up the next-hop domain), else the default level.
+func (p *outboundPolicy) forRoute(domain string) policy.Policy {
+	return policy.Func(func(ctx context.Context, key string) (policy.Requirement, error) {
+		if p.table != nil {
+			keys := []string{key}
+			if d := strings.TrimPrefix(domain, "."); d != "" && d != "*" {
+				keys = append(keys, d)
+			}
+			for _, k := range keys {
+				req, err := p.table.Lookup(ctx, k)
+				if err == nil {
+					if p.bounceAll {
+						req.OnFailure = policy.Bounce
+					}
+					return req, nil
+				}
+				if !errors.Is(err, policy.ErrNoPolicy) {
+					return req, err
+				}
+			}
+		}
+		req, err := p.def.Lookup(ctx, key)
+		req.Reason = "-default-tls " + p.def.Level.String()
+		return req, err
+	})
+}
+
+// routes turns -route and -smarthost into transport routes.
+func buildRoutes(cfg *Config, pol *outboundPolicy) ([]transport.Route, error) {
+	var out []transport.Route
+	for _, r := range cfg.Routes {
+		out = append(out, transport.Route{Domain: r.Domain, NextHop: r.NextHop, Policy: pol.forRoute(r.Domain)})
+	}
+	if cfg.Smarthost != "" {
+		r := transport.Route{Domain: "*", NextHop: cfg.Smarthost, Policy: pol.forRoute("*")}
+		if cfg.SmartUser != "" {
+			pw, err := os.ReadFile(cfg.SmartPWFile)
+			if err != nil {
+				return nil, fmt.Errorf("-smarthost-password-file: %w", err)
+			}
+			r.Auth = &transport.Credentials{Username: cfg.SmartUser, Password: strings.TrimRight(string(pw), "\r\n")}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// loadRoots reads -outbound-ca.
+func loadRoots(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("-outbound-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("-outbound-ca: %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// deliverer is the queue's Deliverer: recipients in local domains (which
+// reach the queue as delivery status notifications to local senders) go to
+// their Maildir, all others through the Connector.
+type deliverer struct {
+	cfg  *Config
+	mail *maildirs
+	conn queue.Deliverer
+}
+
+func (d *deliverer) Deliver(ctx context.Context, env *transport.Envelope, body io.ReaderAt, size int64) (*transport.Result, error) {
+	res := &transport.Result{Recipients: make([]transport.RecipientResult, len(env.Recipients))}
+	var remoteIdx []int
+	for i, r := range env.Recipients {
+		res.Recipients[i].Recipient = r
+		if !d.cfg.isLocal(domainOf(r.Address)) {
+			remoteIdx = append(remoteIdx, i)
+			continue
+		}
+		rr := &res.Recipients[i]
+		rr.Time = time.Now()
+		if _, err := d.mail.deliver(r.Address, env.From, io.NewSectionReader(body, 0, size)); err != nil {
+			rr.Status = transport.Deferred
+			rr.Reply = &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "local delivery failed", Err: err}
+			continue
+		}
+		rr.Status = transport.Delivered
+		rr.Reply = &transport.Error{Code: 250, EnhancedCode: transport.EnhancedCode{2, 0, 0}, Message: "delivered to Maildir"}
+		rr.RemoteMTA = transport.RemoteMTA{Host: d.cfg.Hostname}
+	}
+	if len(remoteIdx) == 0 {
+		return res, nil
+	}
+	sub := *env
+	sub.Recipients = make([]transport.Recipient, len(remoteIdx))
+	for j, i := range remoteIdx {
+		sub.Recipients[j] = env.Recipients[i]
+	}
+	r, err := d.conn.Deliver(ctx, &sub, body, size)
+	if err != nil {
+		if len(remoteIdx) == len(env.Recipients) {
+			return nil, err
+		}
+		e, ok := transport.AsError(err)
+		if !ok {
+			e = &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "delivery failed", Err: err}
+		}
+		for _, i := range remoteIdx {
+			res.Recipients[i].Status = transport.Deferred
+			if e.Code >= 500 {
+				res.Recipients[i].Status = transport.Failed
+			}
+			res.Recipients[i].Reply = e
+		}
+		return res, nil
+	}
+	for j, i := range remoteIdx {
+		if j < len(r.Recipients) {
+			res.Recipients[i] = r.Recipients[j]
+		}
+	}
+	res.Attempts = r.Attempts
+	return res, nil
+}

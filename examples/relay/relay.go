@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mailtls/mailtls/certstore"
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/queue"
+)
+
+// Relay is the assembled program: three inbound listeners sharing one
+// certificate store, the Maildir store for local domains, and the durable
+// outbound queue delivering through a transport.Connector.
+type Relay struct {
+	cfg       *Config
+	log       *slog.Logger
+	certs     *certstore.Store
+	servers   []*listener
+	queue     *queue.Queue
+	connector *transport.Connector
+	extras    []func() error // closers of optional parts (TLS-RPT store...)
+
+	runCancel context.CancelFunc
+	wg        sync.WaitGroup
+	errc      chan error
+}
+
+// listener is one transport.Server with its bound address.
+type listener struct {
+	name string // "smtp", "submission", "submissions"
+	srv  *transport.Server
+	l    net.Listener
+}
+
+// dataPaths are the sub-directories of -data.
+func (c *Config) path(elem ...string) string {
+	return filepath.Join(append([]string{c.DataDir}, elem...)...)
+}
+
+// newRelay builds everything cfg describes and opens the listeners, without
+// serving yet. Errors say which flag or file is at fault.
+func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
+	r := &Relay{cfg: cfg, log: log, errc: make(chan error, 8)}
+	ok := false
+	defer func() {
+		if !ok {
+			r.closeListeners()
+		}
+	}()
+	for _, d := range []string{cfg.DataDir, cfg.path("mail"), cfg.path("incoming")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("-data: %w", err)
+		}
+	}
+	if err := r.setupCertificates(); err != nil {
+		return nil, err
+	}
+	var auth transport.Authenticator = denyAll{}
+	if cfg.UsersFile != "" {
+		t, err := transport.LoadBcryptTable(cfg.UsersFile)
+		if err != nil {
+			return nil, fmt.Errorf("-users: %w", err)
+		}
+		log.Info("users loaded", "file", cfg.UsersFile, "count", t.Len())
+		auth = t
+	} else {
+		log.Warn("no -users file: every AUTH fails, so submission ports accept no mail")
+	}
+	mail := &maildirs{root: cfg.path("mail"), hostname: cfg.Hostname}
+
+	if err := r.setupOutbound(mail); err != nil {
+		return nil, err
+	}
+	h := &inbound{cfg: cfg, mail: mail, queue: r.queue, spoolDir: cfg.path("incoming"), log: log}
+
+	tlsCfg, err := r.certs.TLSConfig(certstore.TLSOptions{MinVersion: cfg.MinTLS})
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	for _, spec := range []struct {
+		name, addr string
+		kind       transport.ListenerKind
+	}{
+		{"smtp", cfg.SMTPAddr, transport.KindMX},
+		{"submission", cfg.SubmissionAddr, transport.KindSubmission},
+		{"submissions", cfg.SubmissionsAddr, transport.KindSubmissions},
+	} {
+		if spec.addr == "" {
+			continue
+		}
+		srv := &transport.Server{
+			Hostname:      cfg.Hostname,
+			Kind:          spec.kind,
+			TLSConfig:     tlsCfg,
+			Inbound:       policy.Inbound{MinVersion: cfg.MinTLS},
+			Handler:       h,
+			Authenticator: auth,
+			Logger:        log.With("listener", spec.name),
+		}
+		// RFC 3207 §4: a public MX must not require STARTTLS; -require-tls
+		// opts in (the submission ports always require TLS and AUTH).
+		if spec.kind == transport.KindMX && !cfg.RequireTLS {
+			srv.Inbound.InsecureAllowPlaintext = true
+		}
+		l, err := net.Listen("tcp", spec.addr)
+		if err != nil {
+			return nil, fmt.Errorf("-%s: %w", spec.name, err)
+		}
+		r.servers = append(r.servers, &listener{name: spec.name, srv: srv, l: l})
+	}
+	ok = true
+	return r, nil
+}
+
+// setupCertificates loads -cert/-key, or creates (once) and loads a
+// self-signed certificate under -data/tls.
+func (r *Relay) setupCertificates() error {
+	cfg := r.cfg
+	src := certstore.Source{Name: "relay", CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}
+	if cfg.CertFile == "" {
+		dir := cfg.path("tls")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("-data: %w", err)
+		}
+		src.CertFile, src.KeyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+		names := []string{cfg.Hostname, "localhost", "127.0.0.1", "::1"}
+		created, err := certstore.EnsureSelfSigned(src.CertFile, src.KeyFile, names, 365*24*time.Hour)
+		if err != nil {
+			return fmt.Errorf("self-signed certificate: %w", err)
+		}
+		if created {
+			r.log.Warn("generated a self-signed certificate; use -cert/-key for a real one", "cert", src.CertFile, "names", names)
+		}
+	}
+	st := &certstore.Store{Sources: []certstore.Source{src}, Logger: r.log}
+	if err := st.Reload(); err != nil {
+		return fmt.Errorf("-cert/-key: %w", err)
+	}
+	for _, e := range st.Expiring(30 * 24 * time.Hour) {
+		r.log.Warn("certificate expires soon", "file", e.File, "subject", e.Subject, "not_after", e.NotAfter)
+	}
+	r.certs = st
+	return nil
+}
+
+// setupOutbound builds the policy, the Connector and the queue.
+func (r *Relay) setupOutbound(mail *maildirs) error {
+	cfg := r.cfg
+	var table *policy.Table
+	if cfg.PolicyFile != "" {
+		t, err := policy.LoadTable(cfg.PolicyFile)
+		if err != nil {
+			return fmt.Errorf("-policy: %w", err)
+		}
+		table = t
+	}
+	published, err := r.publishedPolicies()
+	if err != nil {
+		return err
+	}
+	pol := newOutboundPolicy(cfg, table, published)
+	routes, err := buildRoutes(cfg, pol)
+	if err != nil {
+		return err
+	}
+	roots, err := loadRoots(cfg.OutboundCA)
+	if err != nil {
+		return err
+	}
+	r.connector = &transport.Connector{
+		Hostname: cfg.Hostname,
+		Policy:   pol,
+		Routes:   routes,
+		RootCAs:  roots,
+		Logger:   r.log.With("part", "connector"),
+	}
+	store, err := queue.OpenDirStore(cfg.path("queue"))
+	if err != nil {
+		return fmt.Errorf("-data: queue: %w", err)
+	}
+	r.queue = &queue.Queue{
+		Store:     store,
+		Deliverer: r.wrapDeliverer(&deliverer{cfg: cfg, mail: mail, conn: r.connector}),
+		Hostname:  cfg.Hostname,
+		Language:  cfg.NDRLang,
+		MaxAge:    cfg.MaxQueueAge,
+		Backoff:   cfg.RetrySchedule,
+		Logger:    r.log.With("part", "queue"),
+	}
+	return nil
+}
+
+// Addr returns the bound address of the listener named "smtp",
+// "submission" or "submissions", or "" if it is disabled.
+func (r *Relay) Addr(name string) string {
+	for _, l := range r.servers {
+		if l.name == name {
+			return l.l.Addr().String()
+		}
+	}
+	return ""
+}
+
+// Start serves every listener and runs the queue until Shutdown.
+func (r *Relay) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.runCancel = cancel
+	for _, l := range r.servers {
+		r.wg.Add(1)
+		go func(l *listener) {
+			defer r.wg.Done()
+			if err := l.srv.Serve(l.l); err != nil && !errors.Is(err, transport.ErrServerClosed) {
+				r.errc <- fmt.Errorf("%s listener: %w", l.name, err)
+			}
+		}(l)
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.queue.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			r.errc <- fmt.Errorf("queue: %w", err)
+		}
+	}()
+}
+
+// Errors reports a listener or the queue stopping on its own.
+func (r *Relay) Errors() <-chan error { return r.errc }
+
+// Shutdown stops accepting connections, lets transactions in progress end
+// (until ctx is done), then stops the queue, waiting for its attempts in
+// flight to return.
+func (r *Relay) Shutdown(ctx context.Context) error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, l := range r.servers {
+		wg.Add(1)
+		go func(l *listener) {
+			defer wg.Done()
+			if err := l.srv.Shutdown(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", l.name, err))
+				mu.Unlock()
+			}
+		}(l)
+	}
+	wg.Wait()
+	if r.runCancel != nil {
+		r.runCancel()
+	}
+	r.wg.Wait()
+	r.connector.Close()
+	for _, c := range r.extras {
+		if err := c(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Relay) closeListeners() {
+	for _, l := range r.servers {
+		l.l.Close()
+	}
+}
+
+// denyAll is the Authenticator without -users: nobody can log in.
+type denyAll struct{}
+
+func (denyAll) Authenticate(context.Context, string, string) error {
+	return fmt.Errorf("%w: no users configured (-users)", transport.ErrAuthFailed)
+}
