@@ -93,8 +93,9 @@ type Host struct {
 	Name string
 	// Pref is the MX preference (0 for an implicit MX or LookupHost).
 	Pref uint16
-	// Addrs are the host's IPv4 and IPv6 addresses; empty when Err is a
-	// lookup failure.
+	// Addrs are the host's IPv4 and IPv6 addresses. Empty when Err is a
+	// lookup failure, or when the host has no address records (it is then
+	// unusable, whatever its level).
 	Addrs []netip.Addr
 	// AddrsAuthentic is true when the address records (and any CNAME
 	// leading to them) were DNSSEC-validated.
@@ -399,6 +400,9 @@ func (p *Policy) Lookup(ctx context.Context, domain string) (policy.Requirement,
 		req.Reason = "only unusable TLSA records"
 	default:
 		req.Reason = "no usable DNSSEC-authenticated TLSA records"
+	}
+	if failed > 0 {
+		req.Reason += fmt.Sprintf(" (%d of %d MX hosts failed lookup: %v)", failed, len(d.Hosts), firstErr)
 	}
 	req.Level = p.noDANE()
 	if unusableOnly && !p.Mandatory {

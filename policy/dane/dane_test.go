@@ -79,7 +79,7 @@ func newWorld(t *testing.T) *world {
 		"_25._tcp.nomx.example.":         {AD: true, RRs: tlsaRR(w.ee)},
 		"nullmx.example.":                {AD: true, RRs: []dns.RR{rrMX(0, ".")}},
 	})
-	w.f.NXAD = true // names absent from the map are authenticated denials
+	w.f.setNXAD(true) // names absent from the map are authenticated denials
 	return w
 }
 
@@ -128,6 +128,20 @@ func TestLookupMXPerHostDecisions(t *testing.T) {
 	}
 	if _, err := d.Hosts[1].ClientConfig(nil, nil); !errors.Is(err, ErrDANERequired) {
 		t.Errorf("ClientConfig for failed host: %v", err)
+	}
+}
+
+func TestPort(t *testing.T) {
+	w := newWorld(t)
+	p := w.policy(false)
+	p.Port = 2525
+	h := p.LookupHost(context.Background(), "mx1.secure.example")
+	if h.Level != policy.May || w.f.count("", "_2525._tcp.mx1.secure.example", dns.TypeTLSA) != 1 ||
+		w.f.count("", "_25._tcp.mx1.secure.example", dns.TypeTLSA) != 0 {
+		t.Fatalf("port 2525: %+v", h)
+	}
+	if TLSAName("MX.Example.", 0) != "_25._tcp.mx.example" || TLSAName("mx", 465) != "_465._tcp.mx" {
+		t.Error("TLSAName")
 	}
 }
 

@@ -63,10 +63,13 @@
 //     resolver is relied on.
 //   - DANE for MX hosts whose MX RRset is insecure (RFC 7672 §2.2.1 permits
 //     it): such hosts get the fallback level.
-//   - CNAME expansion of the MX host is followed for the TLSA base domain
-//     (RFC 7672 §2.2.2) only as the resolver reports it in the address
-//     answer; a TLSA RRset that is itself an alias is followed as the
-//     resolver returns it.
+//   - CNAMEs (RFC 7672 §2.2.2) are handled only as the resolver reports
+//     them in its answers: the CNAME-expanded name from the A answer of an
+//     MX host is tried as TLSA base domain before the MX host name, the
+//     expanded next-hop domain is accepted as a reference identifier, and a
+//     TLSA owner name that is an alias is followed. Chains are not resolved
+//     step by step, and an AAAA answer whose CNAME target differs from the
+//     A answer's is not considered separately.
 //   - DANE-TA trust anchors the server does not include in its chain, and
 //     bare public keys (DANE-TA with SPKI(1) and Full(0)) as anchors.
 //   - PKIX-TA and PKIX-EE usages (unusable for SMTP by RFC 7672 §3.1.3), and

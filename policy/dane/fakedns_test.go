@@ -25,13 +25,19 @@ type fakeZone struct {
 // answers larger than the client's EDNS buffer so that TCP fallback can be
 // tested.
 type fakeDNS struct {
-	Zones map[string]fakeZone // keyed by lower-case FQDN
-	// NXAD sets AD on NXDOMAIN answers for names not in Zones.
-	NXAD bool
+	Zones map[string]fakeZone // keyed by lower-case FQDN; not changed after start
 
 	addr string
 	mu   sync.Mutex
+	nxAD bool // set AD on NXDOMAIN answers for names not in Zones
 	log  []fakeQuery
+}
+
+// setNXAD says whether NXDOMAIN answers for unknown names are authenticated.
+func (f *fakeDNS) setNXAD(v bool) {
+	f.mu.Lock()
+	f.nxAD = v
+	f.mu.Unlock()
 }
 
 type fakeQuery struct {
@@ -117,7 +123,9 @@ func (f *fakeDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		z, ok := f.Zones[name]
 		if !ok {
 			m.Rcode = dns.RcodeNameError
-			ad = ad && f.NXAD
+			f.mu.Lock()
+			ad = ad && f.nxAD
+			f.mu.Unlock()
 			break
 		}
 		if z.ServFail {

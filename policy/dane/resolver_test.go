@@ -104,12 +104,12 @@ func TestQueryDenials(t *testing.T) {
 		t.Fatalf("insecure nodata: %+v %v", a, err)
 	}
 	// Authenticated and insecure NXDOMAIN.
-	f.NXAD = true
+	f.setNXAD(true)
 	a, err = r.Query(ctx, "missing.example", dns.TypeTLSA)
 	if err != nil || !a.Authentic || !a.NXDomain {
 		t.Fatalf("secure nxdomain: %+v %v", a, err)
 	}
-	f.NXAD = false
+	f.setNXAD(false)
 	a, err = r.Query(ctx, "missing.example", dns.TypeTLSA)
 	if err != nil || a.Authentic || !a.NXDomain {
 		t.Fatalf("insecure nxdomain: %+v %v", a, err)
