@@ -42,6 +42,7 @@ const (
 	TrustNever
 )
 
+// String returns "loopback", "always" or "never".
 func (t Trust) String() string {
 	switch t {
 	case TrustLoopback:
@@ -76,6 +77,7 @@ type LookupError struct {
 	Err   error  // cause for network failures, else nil
 }
 
+// Error describes the query and why it failed.
 func (e *LookupError) Error() string {
 	if e.Rcode >= 0 {
 		return fmt.Sprintf("dane: DNS lookup failed: %s %s: %s", e.Name, e.Type, dns.RcodeToString[e.Rcode])
