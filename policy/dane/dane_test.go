@@ -199,10 +199,10 @@ func TestUnusableOnlyMeansEncrypt(t *testing.T) {
 	if err != nil || cfg.VerifyConnection != nil || !cfg.InsecureSkipVerify {
 		t.Fatalf("encrypt config: %v verify=%v", err, cfg.VerifyConnection != nil)
 	}
-	if _, err := w.policy(true).LookupMX(context.Background(), "unusable.example"); err != nil {
+	d, err = w.policy(true).LookupMX(context.Background(), "unusable.example")
+	if err != nil {
 		t.Fatal(err)
 	}
-	d, _ = w.policy(true).LookupMX(context.Background(), "unusable.example")
 	if !errors.Is(d.Hosts[0].Err, ErrDANERequired) {
 		t.Errorf("dane-only, unusable only: %v", d.Hosts[0].Err)
 	}
