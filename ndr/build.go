@@ -88,7 +88,10 @@ func (r *Report) build(buf *bytes.Buffer) error {
 	}
 	origID := oneLine(r.OriginalMessageID)
 	if origID == "" && orig != nil {
-		origID = orig.messageID
+		// The original's header is untrusted: keep only its first msg-id
+		// (RFC 5322 §3.6.4), so that a bare CR or other junk in it cannot
+		// reach the report's own header.
+		origID = headerMsgID(orig.messageID)
 	}
 
 	status := r.deliveryStatus()
@@ -310,6 +313,19 @@ func oneLine(s string) string {
 		return c
 	}, s)
 	return strings.TrimSpace(s)
+}
+
+// headerMsgID returns the first "<id>" in v, or v itself when it is one
+// word without angle brackets, or "" (RFC 5322 §3.6.4).
+func headerMsgID(v string) string {
+	v = oneLine(v)
+	if m := firstMsgID(v); m != "" {
+		return m
+	}
+	if v != "" && !strings.ContainsAny(v, " \t<>") {
+		return v
+	}
+	return ""
 }
 
 // angle returns "<s>" for an address or message ID given with or without

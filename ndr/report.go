@@ -289,6 +289,12 @@ func readOriginal(rd io.Reader, wantFull bool, maxBody int64) (*original, error)
 			return nil, fmt.Errorf("ndr: reading original: %w", err)
 		}
 		trimmed := bytes.TrimRight(line, "\r\n")
+		if bytes.IndexByte(trimmed, '\r') >= 0 {
+			// A bare CR inside a header line is not a line end (RFC 5322
+			// §2.2); some receivers treat it as one, so it must not reach
+			// the report, whose lines all end in CRLF.
+			trimmed = bytes.ReplaceAll(trimmed, []byte("\r"), []byte(" "))
+		}
 		if len(trimmed) == 0 && (len(line) > 0 || err == io.EOF) {
 			break // end of header (or of input)
 		}

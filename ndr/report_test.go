@@ -598,3 +598,37 @@ func TestDiagnosticOddShapes(t *testing.T) {
 		t.Errorf("diagnostic %.60q", got)
 	}
 }
+
+// TestOriginalHeaderBareCR: a bare CR in the original's header (here its
+// Message-ID) reaches neither the report's own header (In-Reply-To,
+// References) nor the returned headers; every line of the report ends in
+// CRLF.
+func TestOriginalHeaderBareCR(t *testing.T) {
+	r := fullReport("en")
+	r.OriginalMessageID = ""
+	r.Original = strings.NewReader("From: a@example.com\r\n" +
+		"Message-ID: <orig-2@example.com>\rBcc: victim@example.net\r\n" +
+		"X-Other: one\rtwo\r\n\r\nbody\r\n")
+	msg := buildOrFatal(t, r)
+	for i := 0; i < len(msg); i++ {
+		if msg[i] == '\r' && (i+1 == len(msg) || msg[i+1] != '\n') {
+			t.Fatalf("bare CR at offset %d: %q", i, msg[max(0, i-40):min(len(msg), i+40)])
+		}
+	}
+	e, err := message.Read(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Header.Has("Bcc") {
+		t.Error("Bcc injected into the report's header")
+	}
+	for _, f := range []string{"In-Reply-To", "References"} {
+		if got := e.Header.Get(f); got != "<orig-2@example.com>" {
+			t.Errorf("%s = %q, want <orig-2@example.com>", f, got)
+		}
+	}
+	parts := mimeParts(t, msg)
+	if !bytes.Contains(parts[2].body, []byte("X-Other: one two\r\n")) {
+		t.Errorf("returned headers: %q", parts[2].body)
+	}
+}
