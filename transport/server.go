@@ -262,13 +262,15 @@ func (s *Server) setup() error {
 	e.AllowInsecureAuth = false
 	e.EnableSMTPUTF8 = true
 	e.EnableREQUIRETLS = true // advertised by go-smtp only under TLS; refused in plaintext by inSession.Mail
-	e.EnableBINARYMIME = true
+	// BINARYMIME stays off: go-smtp applies MaxLineLength to chunk bytes
+	// that arrive in the same read as their BDAT command, so binary
+	// (newline-free) chunks would be refused as over-long lines. CHUNKING
+	// (always advertised by go-smtp) carries text within the line limit.
+	e.EnableBINARYMIME = false
 	e.EnableDSN = true
-	if s.Kind != KindSubmissions {
-		e.TLSConfig = s.tlsBase // STARTTLS; nil disables it
-	} else {
-		e.TLSConfig = s.tlsBase // connections arrive already in TLS; go-smtp then offers no STARTTLS
-	}
+	// STARTTLS when non-nil. KindSubmissions connections reach go-smtp as
+	// *tls.Conn already, so it offers no STARTTLS there.
+	e.TLSConfig = s.tlsBase
 	s.engine = e
 	return nil
 }

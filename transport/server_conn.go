@@ -48,7 +48,8 @@ type inConn struct {
 	dotState  int
 	lastCmd   string // verb of the last command handed to go-smtp
 	rejects   int
-	eof       bool // return io.EOF from now on
+	eof       bool  // return io.EOF from now on
+	readErr   error // first network read error (sticky)
 
 	// Reply tracking (what go-smtp wrote), connection goroutine only.
 	wAtStart  bool
@@ -59,6 +60,7 @@ type inConn struct {
 	lastWDeadline time.Time
 
 	inData atomic.Bool // a DATA/BDAT transfer is in progress (set by inSession)
+	kicked atomic.Bool // beginShutdown moved the read deadline behind our back
 
 	mu         sync.Mutex
 	phase      connPhase
@@ -103,7 +105,7 @@ func newInConn(s *Server, raw net.Conn) *inConn {
 	if s.Kind == KindSubmissions {
 		c.phase = phaseTLS // set to phaseHandshake by implicitHandshake
 	} else {
-		c.br = bufio.NewReaderSize(raw, 4096)
+		c.br = bufio.NewReaderSize(rawReader{c}, 4096)
 	}
 	return c
 }
@@ -156,8 +158,8 @@ func (c *inConn) Read(p []byte) (int, error) {
 	case phasePlain:
 		return c.readPlain(p)
 	case phaseHandshake:
-		c.setReadDeadline(hsDeadline)
-		n, err := c.raw.Read(p)
+		c.setReadDeadline(hsDeadline, 0)
+		n, err := c.rawRead(p)
 		if err != nil {
 			c.mu.Lock()
 			if c.hs.ioErr == nil {
@@ -168,16 +170,34 @@ func (c *inConn) Read(p []byte) (int, error) {
 		return n, err
 	}
 	if c.inData.Load() {
-		c.setReadDeadline(time.Now().Add(orDuration(c.srv.ReadTimeout, DefaultReadTimeout)))
+		c.readIn(c.dataTimeout())
 	} else {
-		c.setReadDeadline(time.Now().Add(orDuration(c.srv.CommandTimeout, DefaultCommandTimeout)))
+		c.readIn(c.commandTimeout())
 		if c.idleShutdown() {
 			// go-smtp answers a timeout with "421 4.4.2" and closes.
 			return 0, errShutdownIdle
 		}
 	}
-	return c.raw.Read(p)
+	return c.rawRead(p)
 }
+
+// rawRead reads from the network. Errors are sticky: after a timeout or
+// reset the connection is dead, and go-smtp must not wait for another
+// deadline while it drains a message or reads its next command.
+func (c *inConn) rawRead(p []byte) (int, error) {
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
+	n, err := c.raw.Read(p)
+	if err != nil {
+		c.readErr = err
+	}
+	return n, err
+}
+
+type rawReader struct{ c *inConn }
+
+func (r rawReader) Read(p []byte) (int, error) { return r.c.rawRead(p) }
 
 func (c *inConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
@@ -195,13 +215,13 @@ func (c *inConn) Write(p []byte) (int, error) {
 			c.eof = true
 			return len(p), nil
 		}
-		c.setWriteDeadline(hsDeadline)
+		c.setWriteDeadline(hsDeadline, 0)
 		return c.raw.Write(p)
 	case phaseTLS:
-		c.setWriteDeadline(time.Now().Add(orDuration(c.srv.WriteTimeout, DefaultWriteTimeout)))
+		c.writeIn(c.writeTimeout())
 		return c.raw.Write(p)
 	}
-	c.setWriteDeadline(time.Now().Add(orDuration(c.srv.WriteTimeout, DefaultWriteTimeout)))
+	c.writeIn(c.writeTimeout())
 	n, err := c.raw.Write(p)
 	c.trackReply(p[:n])
 	if err == nil && c.lastCmd == "STARTTLS" && c.lastReply == 220 && c.wAtStart {
@@ -212,19 +232,36 @@ func (c *inConn) Write(p []byte) (int, error) {
 }
 
 // setReadDeadline avoids re-arming the timer on every small read: a deadline
-// at most a second later than the one in force is left alone.
-func (c *inConn) setReadDeadline(t time.Time) {
-	if t.Before(c.lastRDeadline) || t.Sub(c.lastRDeadline) > time.Second {
+// later than the one in force by less than slack (an eighth of the timeout,
+// at most a second) is left alone.
+func (c *inConn) setReadDeadline(t time.Time, timeout time.Duration) {
+	if c.kicked.Swap(false) || t.Before(c.lastRDeadline) || t.Sub(c.lastRDeadline) > deadlineSlack(timeout) {
 		c.lastRDeadline = t
 		c.raw.SetReadDeadline(t)
 	}
 }
 
-func (c *inConn) setWriteDeadline(t time.Time) {
-	if t.Before(c.lastWDeadline) || t.Sub(c.lastWDeadline) > time.Second {
+func (c *inConn) setWriteDeadline(t time.Time, timeout time.Duration) {
+	if t.Before(c.lastWDeadline) || t.Sub(c.lastWDeadline) > deadlineSlack(timeout) {
 		c.lastWDeadline = t
 		c.raw.SetWriteDeadline(t)
 	}
+}
+
+func deadlineSlack(timeout time.Duration) time.Duration { return min(timeout/8, time.Second) }
+
+// readIn and writeIn set inactivity deadlines from now.
+func (c *inConn) readIn(d time.Duration)  { c.setReadDeadline(time.Now().Add(d), d) }
+func (c *inConn) writeIn(d time.Duration) { c.setWriteDeadline(time.Now().Add(d), d) }
+
+func (c *inConn) commandTimeout() time.Duration {
+	return orDuration(c.srv.CommandTimeout, DefaultCommandTimeout)
+}
+func (c *inConn) dataTimeout() time.Duration {
+	return orDuration(c.srv.ReadTimeout, DefaultReadTimeout)
+}
+func (c *inConn) writeTimeout() time.Duration {
+	return orDuration(c.srv.WriteTimeout, DefaultWriteTimeout)
 }
 
 // trackReply follows the reply codes go-smtp writes in plaintext: lastReply
@@ -304,6 +341,7 @@ func (c *inConn) beginShutdown() {
 	idle := !c.inTx && !c.inData.Load() && c.phase != phaseHandshake
 	c.mu.Unlock()
 	if idle {
+		c.kicked.Store(true)
 		c.raw.SetReadDeadline(time.Now())
 	}
 }
@@ -337,7 +375,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 		}
 		switch c.mode {
 		case modeChunk:
-			c.setReadDeadline(time.Now().Add(orDuration(c.srv.ReadTimeout, DefaultReadTimeout)))
+			c.readIn(c.dataTimeout())
 			if int64(len(p)) > c.chunkLeft {
 				p = p[:c.chunkLeft]
 			}
@@ -348,7 +386,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 			}
 			return n, err
 		case modeData:
-			c.setReadDeadline(time.Now().Add(orDuration(c.srv.ReadTimeout, DefaultReadTimeout)))
+			c.readIn(c.dataTimeout())
 			if c.br.Buffered() == 0 {
 				if _, err := c.br.Peek(1); err != nil {
 					return 0, err
@@ -371,7 +409,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 			continue
 		}
 		if c.midLine {
-			c.setReadDeadline(time.Now().Add(orDuration(c.srv.CommandTimeout, DefaultCommandTimeout)))
+			c.readIn(c.commandTimeout())
 			line, err := c.br.ReadSlice('\n')
 			c.midLine = err == bufio.ErrBufferFull
 			if len(line) > 0 {
@@ -385,11 +423,17 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 			c.eof = true
 			return 0, io.EOF
 		}
-		c.setReadDeadline(time.Now().Add(orDuration(c.srv.CommandTimeout, DefaultCommandTimeout)))
+		c.readIn(c.commandTimeout())
 		line, err := c.br.ReadSlice('\n')
 		full := err == nil
 		if err != nil && err != bufio.ErrBufferFull {
 			if len(line) == 0 {
+				if c.idleShutdown() {
+					// Woken by Shutdown.
+					c.reply("421 4.3.2 " + c.srv.hostname() + " Service shutting down")
+					c.eof = true
+					return 0, io.EOF
+				}
 				return 0, err
 			}
 			// The peer closed after a partial line: hand it over; go-smtp
@@ -465,7 +509,7 @@ func (c *inConn) filter(verb string) string {
 
 // reply writes a filter reply directly to the client.
 func (c *inConn) reply(line string) {
-	c.setWriteDeadline(time.Now().Add(orDuration(c.srv.WriteTimeout, DefaultWriteTimeout)))
+	c.writeIn(c.writeTimeout())
 	io.WriteString(c.raw, line+"\r\n")
 }
 
