@@ -53,19 +53,26 @@ func (r Requirement) Strength() int {
 //     are ignored (a testing policy never raises an enforced one) and only
 //     named in Reason. If every answer is in Testing mode, they compete
 //     among themselves and the result is in Testing mode.
+//   - When an enforced answer is DANE or DANEOnly with TLSA records
+//     (DNSSEC-validated, so DANE applies), MTA-STS answers do not compete:
+//     RFC 8461 §2 says MTA-STS validation must not override a failing DANE
+//     validation, and a Verify answer from MTA-STS would otherwise outrank
+//     the DANE one and drop its TLSA records. Static answers still compete.
 //   - Among the competitors the winner has the highest Strength; ties go to
 //     the higher effective MinVersion, then to Bounce over Defer, then to
 //     the earlier member. The result is the winner's requirement (Level,
 //     Match, TLSA, Mode, Source) with the other competitors' constraints
 //     added: MinVersion is the highest of all, OnFailure is Bounce if any
 //     says Bounce, MXPatterns are the winner's or else the first non-empty
-//     ones, MXAuthenticated is true if any says so.
+//     ones, MXAuthenticated is true if any says so, and a DANE or DANEOnly
+//     winner without TLSA records (a static "dane-only" entry) takes those
+//     of the first competitor that has them (the DANE lookup).
 //   - Reason is the winner's reason, followed, when more than one member
 //     answered, by every answer's source and level.
 //
-// Published-policy precedence (RFC 8461 §2: DANE over MTA-STS when
-// DNSSEC-validated TLSA records exist) is not applied here: Strictest ranks
-// by Strength only.
+// Apart from that one rule of RFC 8461 §2, Strictest ranks by Strength:
+// a static Verify or Secure entry outranks DANE, as the administrator's
+// explicit level does in Postfix.
 //
 // Strictest is safe for concurrent use if its members are; do not modify
 // Policies while lookups run.
@@ -144,6 +151,20 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 			enforce = append(enforce, i)
 		}
 	}
+	// RFC 8461 §2: where DANE applies, MTA-STS does not compete.
+	var yielded map[int]bool
+	if slices.ContainsFunc(enforce, func(i int) bool { return hasDANERecords(answers[i]) }) {
+		enforce = slices.DeleteFunc(enforce, func(i int) bool {
+			if answers[i].Source != SourceMTASTS {
+				return false
+			}
+			if yielded == nil {
+				yielded = map[int]bool{}
+			}
+			yielded[i] = true
+			return true
+		})
+	}
 	pool := enforce
 	switch {
 	case len(overrides) > 0:
@@ -171,6 +192,9 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 			r.MXPatterns = slices.Clone(a.MXPatterns)
 		}
 		r.MXAuthenticated = r.MXAuthenticated || a.MXAuthenticated
+		if (r.Level == DANE || r.Level == DANEOnly) && len(r.TLSA) == 0 && hasDANERecords(a) {
+			r.TLSA = slices.Clone(a.TLSA)
+		}
 	}
 	if len(overrides) > 0 {
 		for _, i := range enforce {
@@ -201,6 +225,8 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 			case inPool[i]:
 			case len(overrides) > 0:
 				b.WriteString(" (overridden)")
+			case yielded[i]:
+				b.WriteString(" (DANE takes precedence, RFC 8461 §2)")
 			case a.Mode == Testing:
 				b.WriteString(" (testing, not enforced)")
 			}
@@ -208,4 +234,10 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 		r.Reason = b.String()
 	}
 	return r, lowered
+}
+
+// hasDANERecords reports whether a is a DANE answer with TLSA records, that
+// is, one under which DANE applies (RFC 7672 §2.2).
+func hasDANERecords(a Requirement) bool {
+	return (a.Level == DANE || a.Level == DANEOnly) && len(a.TLSA) > 0
 }

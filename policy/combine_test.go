@@ -132,6 +132,39 @@ func TestStrictest(t *testing.T) {
 			want: Requirement{Domain: "d.example", Level: Encrypt, Source: SourceStatic},
 		},
 		{
+			name: "DANE with TLSA takes precedence over MTA-STS (RFC 8461 §2)",
+			members: []Policy{
+				answer(Requirement{Level: Verify, Source: SourceMTASTS, MXPatterns: []string{"*.d.example"}, MXAuthenticated: true, Reason: "sts"}),
+				answer(Requirement{Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "records"}),
+			},
+			want:    Requirement{Domain: "d.example", Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE},
+			wantWhy: []string{"records; strictest of mta-sts verify (DANE takes precedence, RFC 8461 §2), dane dane (chosen)"},
+		},
+		{
+			name: "MTA-STS wins over DANE without TLSA records",
+			members: []Policy{
+				answer(Requirement{Level: DANE, Source: SourceDANE, Reason: "no records"}),
+				answer(Requirement{Level: Verify, Source: SourceMTASTS, MXPatterns: []string{"*.d.example"}, MXAuthenticated: true, Reason: "sts"}),
+			},
+			want: Requirement{Domain: "d.example", Level: Verify, MXPatterns: []string{"*.d.example"}, MXAuthenticated: true, Source: SourceMTASTS},
+		},
+		{
+			name: "a static verify still outranks DANE with records",
+			members: []Policy{
+				answer(Requirement{Level: Verify, Source: SourceStatic, Reason: "static"}),
+				answer(Requirement{Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "records"}),
+			},
+			want: Requirement{Domain: "d.example", Level: Verify, MXAuthenticated: true, Source: SourceStatic},
+		},
+		{
+			name: "a static dane-only takes the DANE lookup's records",
+			members: []Policy{
+				answer(Requirement{Level: DANEOnly, Source: SourceStatic, Reason: "static"}),
+				answer(Requirement{Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "records"}),
+			},
+			want: Requirement{Domain: "d.example", Level: DANEOnly, TLSA: tlsa, MXAuthenticated: true, Source: SourceStatic},
+		},
+		{
 			name: "DANE with TLSA ranks above encrypt",
 			members: []Policy{
 				answer(Requirement{Level: Encrypt, Source: SourceStatic, Reason: "static"}),

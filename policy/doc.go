@@ -37,7 +37,7 @@
 //
 // Discovery of published policies lives in subpackages: mtasts (MTA-STS,
 // RFC 8461) and dane (RFC 7672); their lookups plug into Strictest as
-// members. Strictest ranks answers by Requirement.Strength only; the
-// precedence between published policies (RFC 8461 §2: DANE over MTA-STS when
-// DNSSEC-validated TLSA records exist) is not applied by this package.
+// members. Strictest ranks answers by Requirement.Strength, with one rule of
+// precedence between published policies: where DANE applies (TLSA records
+// exist), MTA-STS answers do not compete (RFC 8461 §2).
 package policy
