@@ -208,7 +208,10 @@ func (r *Report) deliveryStatus() []byte {
 	for _, rc := range r.Recipients {
 		b.WriteString("\r\n")
 		if rc.OriginalRecipient != "" {
-			writeField(&b, "Original-Recipient", typedRaw(rc.OriginalRecipient))
+			// RFC 3464 §2.3.1: address-type ";" generic-address; a
+			// value given without its type is an rfc822 address, as
+			// Parse reads it.
+			writeField(&b, "Original-Recipient", typed("rfc822", rc.OriginalRecipient))
 		}
 		addrType := "rfc822"
 		if r.SMTPUTF8 || !isASCII([]byte(rc.FinalRecipient)) {

@@ -170,7 +170,8 @@ type Report struct {
 type Recipient struct {
 	// OriginalRecipient is the ORCPT parameter (RFC 3461 §4.2) as
 	// "addr-type;address" with xtext decoded, e.g. "rfc822;bob@example".
-	// Omitted if empty (RFC 3464 §2.3.1).
+	// A value without "type;" is written as rfc822. Omitted if empty
+	// (RFC 3464 §2.3.1).
 	OriginalRecipient string
 	// FinalRecipient is the recipient address the reporting MTA tried,
 	// rendered "rfc822; addr" or "utf-8; addr" (RFC 3464 §2.3.2, RFC 6533

@@ -632,3 +632,23 @@ func TestOriginalHeaderBareCR(t *testing.T) {
 		t.Errorf("returned headers: %q", parts[2].body)
 	}
 }
+
+// TestOriginalRecipientUntyped: an ORCPT value given without its address
+// type is still written as "address-type; generic-address" (RFC 3464
+// §2.3.1).
+func TestOriginalRecipientUntyped(t *testing.T) {
+	r := fullReport("en")
+	r.Recipients[0].OriginalRecipient = "Bob@Legacy.example"
+	parts := mimeParts(t, buildOrFatal(t, r))
+	if !bytes.Contains(parts[1].body, []byte("\r\nOriginal-Recipient: rfc822; Bob@Legacy.example\r\n")) {
+		t.Errorf("delivery-status:\n%s", parts[1].body)
+	}
+	checkDeliveryStatusGrammar(t, parts[1].body)
+	back, err := ParseDeliveryStatus(parts[1].body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Recipients[0].OriginalRecipient; got != "rfc822;Bob@Legacy.example" {
+		t.Errorf("parsed back %q", got)
+	}
+}
