@@ -21,7 +21,7 @@ func (r *Report) validate() error {
 		return bad("ReportingMTA is empty (RFC 3464 §2.2.2)")
 	}
 	if IsNullSender(r.Sender) {
-		return bad("Sender is null; no report may be sent (RFC 3461 §6.2)")
+		return bad("Sender is null; no report may be sent (RFC 3461 §6.1, RFC 5321 §4.5.5)")
 	}
 	if len(r.Recipients) == 0 {
 		return bad("no recipients (RFC 3464 §2.1)")
@@ -466,10 +466,12 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 
 // wrap breaks s into CRLF-terminated lines of at most width characters
 // where possible, the first starting with indent and the others with cont.
-// Japanese text has no spaces to break at and is left as one line.
+// Japanese text has no spaces to break at and is left as one line, with
+// any line break in it (from caller data such as Reason.Detail) made a
+// space, as in English.
 func wrap(s, lang, indent, cont string, width int) string {
 	if lang == "ja" {
-		return indent + s + "\r\n"
+		return indent + strings.Join(strings.Fields(s), " ") + "\r\n"
 	}
 	var b strings.Builder
 	line, empty := indent, true

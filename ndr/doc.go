@@ -13,7 +13,7 @@
 //     and text/rfc822-headers for returning headers only.
 //   - RFC 6533, message/global-delivery-status, message/global-headers and
 //     message/global for SMTPUTF8 originals, with the utf-8 address type.
-//   - RFC 3461 §4.1 and §6.2, the NOTIFY and RET parameters: [ShouldReport]
+//   - RFC 3461 §4.1 and §4.3, the NOTIFY and RET parameters: [ShouldReport]
 //     decides which outcomes produce a report, never for a null sender;
 //     §4, the xtext encoding of ENVID and ORCPT ([DecodeXtext]).
 //   - RFC 3463 and the RFC 5248 registry: the enhanced status codes with

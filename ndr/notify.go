@@ -91,14 +91,15 @@ func IsNullSender(sender string) bool {
 
 // ShouldReport reports whether a delivery status notification must be sent
 // to sender about a recipient whose outcome is action, given the NOTIFY
-// parameter of that recipient (RFC 3461 §5.2 and §6.2):
+// parameter of that recipient (RFC 3461 §4.1 and §5.2):
 //
-//   - never when sender is null (RFC 3461 §6.2, RFC 5321 §4.5.5: reports are
+//   - never when sender is null (RFC 3461 §6.1, RFC 5321 §4.5.5: reports are
 //     sent with a null reverse-path and must not cause reports themselves);
 //   - never with NOTIFY=NEVER;
-//   - failed needs FAILURE; delayed needs DELAY;
-//   - delivered, relayed and expanded need SUCCESS (RFC 3461 §6.2.1 item b,
-//     §6.2.2 and §6.2.3);
+//   - failed needs FAILURE (RFC 3461 §5.2.6); delayed needs DELAY
+//     (§5.2.5);
+//   - delivered, relayed and expanded need SUCCESS (RFC 3461 §5.2.3,
+//     §5.2.2 and §5.2.7);
 //   - a zero notify (parameter absent) means FAILURE,DELAY.
 func ShouldReport(notify Notify, action Action, sender string) bool {
 	if IsNullSender(sender) {

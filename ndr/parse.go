@@ -369,7 +369,8 @@ var replyRE = regexp.MustCompile(`^([245])\d\d[ -]`)
 // inferMissing fills required fields some MTAs omit, from the fields they
 // did write: Final-Recipient from Original-Recipient, and Status from the
 // enhanced code in Diagnostic-Code or, failing that, from the class of its
-// SMTP reply code (RFC 3463 §3.1: "550 ..." gives "5.0.0").
+// SMTP reply code (RFC 3463 §2 classes, §3.1 X.0.0: "550 ..." gives
+// "5.0.0").
 func inferMissing(rc *Recipient) {
 	if rc.FinalRecipient == "" && rc.OriginalRecipient != "" {
 		_, v := splitTyped(rc.OriginalRecipient)

@@ -210,7 +210,7 @@ type Recipient struct {
 // report-type=delivery-status (RFC 6522) holding a human-readable text/plain
 // part, the message/delivery-status part (RFC 3464 §2) and, if Original is
 // set, the returned original. Lines end in CRLF. The report must be sent
-// with a null reverse-path (RFC 3461 §6.2).
+// with a null reverse-path (RFC 3461 §6.1).
 func (r *Report) Build() ([]byte, error) {
 	var buf bytes.Buffer
 	if err := r.build(&buf); err != nil {

@@ -652,3 +652,21 @@ func TestOriginalRecipientUntyped(t *testing.T) {
 		t.Errorf("parsed back %q", got)
 	}
 }
+
+// TestHumanPartLineBreaksInCallerData: a line break in caller data shown in
+// the human-readable part (here Reason.Detail) does not start a line of its
+// own, in English or in Japanese, and no line ends in a bare LF.
+func TestHumanPartLineBreaksInCallerData(t *testing.T) {
+	for _, lang := range []string{"en", "ja"} {
+		r := fullReport(lang)
+		r.Recipients[0].Reason.Detail = "first\r\nX-Evil: 1\nlast"
+		parts := mimeParts(t, buildOrFatal(t, r))
+		human := string(parts[0].body)
+		if strings.Contains(strings.ReplaceAll(human, "\r\n", ""), "\n") {
+			t.Errorf("%s: bare LF in the human part:\n%q", lang, human)
+		}
+		if !strings.Contains(unwrap(human), "first X-Evil: 1 last") {
+			t.Errorf("%s: detail not kept on one line:\n%s", lang, human)
+		}
+	}
+}

@@ -48,8 +48,8 @@ const (
 	// StatusAuthInvalid is 5.7.8, "Authentication credentials invalid"
 	// (RFC 4954 §6).
 	StatusAuthInvalid = "5.7.8"
-	// StatusEncryptionNeeded is 5.7.10, "Encryption Needed" (RFC 5248;
-	// used with 523 by RFC 4954 §6 for AUTH without TLS).
+	// StatusEncryptionNeeded is 5.7.10, "Encryption Needed" (RFC 5248
+	// registry; sent with reply 523 for AUTH without TLS).
 	StatusEncryptionNeeded = "5.7.10"
 	// StatusEncryptionRequiredForAuth is 5.7.11, "Encryption required for
 	// requested authentication mechanism" (RFC 4954 §6, reply 538).
@@ -222,14 +222,14 @@ func StatusTextLang(code, lang string) string {
 }
 
 // Transient returns code with its class changed to 4 (persistent transient
-// failure, RFC 3463 §3.1), for reporting a delayed delivery with the same
+// failure, RFC 3463 §2), for reporting a delayed delivery with the same
 // subject and detail. A malformed code is returned unchanged.
 func Transient(code string) string {
 	return withClass(code, "4")
 }
 
 // Permanent returns code with its class changed to 5 (permanent failure,
-// RFC 3463 §3.1). A malformed code is returned unchanged.
+// RFC 3463 §2). A malformed code is returned unchanged.
 func Permanent(code string) string {
 	return withClass(code, "5")
 }
