@@ -275,8 +275,17 @@ func (s *session) cmd(ctx context.Context, timeout time.Duration, line string) (
 
 // ctxErr prefers the context's error over the deadline error it caused.
 func (s *session) ctxErr(ctx context.Context, err error) error {
-	if err != nil && ctx.Err() != nil {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	// The socket deadline was the context's and fired a hair before the
+	// context's own timer.
+	var ne net.Error
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) && errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}
 	return err
 }

@@ -462,13 +462,19 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		c.logGroupFailure(ctx, st, terr, FailureNone)
 		return
 	}
-	var last *attemptResult
+	// last is the latest failure; temp the latest temporary one. As in
+	// Postfix, if any host failed temporarily the recipients are deferred,
+	// not bounced, whatever the last host said.
+	var last, temp *attemptResult
 	tries := 0
 outer:
 	for _, t := range targets {
 		ips, rerr := c.resolveHost(ctx, t.host)
 		if rerr != nil {
 			last = &attemptResult{err: rerr, retry: true, mta: RemoteMTA{Host: t.host, Port: t.port}}
+			if rerr.Temporary() {
+				temp = last
+			}
 			c.logAttempt(ctx, st, last, c.now(), 0)
 			continue
 		}
@@ -479,6 +485,9 @@ outer:
 			tries++
 			ar := c.attempt(ctx, st, t, ip, pending)
 			last = ar
+			if ar.retry && ar.err != nil && ar.err.Temporary() {
+				temp = ar
+			}
 			pending = ar.pending
 			if len(pending) == 0 || !ar.retry {
 				break outer
@@ -490,6 +499,9 @@ outer:
 	}
 	if last == nil {
 		last = &attemptResult{err: localError(false, 4, 4, "", "no address could be tried", ctx.Err())}
+	}
+	if !last.err.Temporary() && last.retry && temp != nil {
+		last = temp
 	}
 	e := last.err
 	if ctx.Err() != nil && !e.Temporary() {

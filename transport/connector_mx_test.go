@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -291,5 +292,47 @@ func TestMayReconnectsAfterHandshakeFailure(t *testing.T) {
 	}
 	if len(srv.Messages()) != 1 {
 		t.Errorf("messages = %d", len(srv.Messages()))
+	}
+}
+
+// A permanent failure at one MX does not bounce the message while another
+// MX failed only temporarily.
+func TestTemporaryFailureWinsOverPermanent(t *testing.T) {
+	srv := transporttest.NewPlainServer(t)
+	e := newEnv(t)
+	e.mx("example.test", "mx1.example.test", "mx2.example.test")
+	e.host("mx1.example.test", "192.0.2.1", closedAddr(t))
+	e.host("mx2.example.test", "192.0.2.2", srv.Addr)
+	res := deliver(t, e.connector(policy.Fixed{Level: policy.Encrypt, OnFailure: policy.Bounce}, srv), envelope("user@example.test"))
+	if r := res.Recipients[0]; r.Status != transport.Deferred || !r.Reply.Temporary() {
+		t.Errorf("got %v %v, want deferred", r.Status, r.Reply)
+	}
+	if len(res.Attempts) != 2 || !errors.Is(res.Attempts[1].Err, transport.ErrSTARTTLSNotOffered) {
+		t.Errorf("attempts = %+v", res.Attempts)
+	}
+}
+
+// Cancelling the context aborts a stalled session and defers.
+func TestContextCancelAbortsAttempt(t *testing.T) {
+	stall := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte("220 slow ESMTP\r\n"))
+		r.ReadString('\n') // EHLO, never answered
+		r.ReadString('\n')
+	})
+	e := newEnv(t)
+	e.single(stall)
+	c := e.connector(fixed(policy.Verify), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res, err := c.Deliver(ctx, envelope("user@example.test"), strings.NewReader(""), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Deliver took %v after cancellation", d)
+	}
+	if r := res.Recipients[0]; r.Status != transport.Deferred || !errors.Is(r.Reply, context.DeadlineExceeded) {
+		t.Errorf("got %v %v", r.Status, r.Reply)
 	}
 }

@@ -105,10 +105,32 @@ func parseNextHop(s string) (nextHop, error) {
 	if err != nil || p <= 0 || p > 65535 {
 		return nextHop{}, fmt.Errorf("transport: bad port in next hop %q", s)
 	}
-	if host == "" {
-		return nextHop{}, fmt.Errorf("transport: empty host in next hop %q", s)
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if !validHost(host) {
+		return nextHop{}, fmt.Errorf("transport: bad host in next hop %q", s)
 	}
-	return nextHop{host: strings.ToLower(strings.TrimSuffix(host, ".")), port: p}, nil
+	return nextHop{host: host, port: p}, nil
+}
+
+// validHost accepts an IP literal or a host name of letters, digits,
+// hyphens, underscores and dots (RFC 1123 §2.1, leniently).
+func validHost(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		case c == '.' && i > 0 && h[i-1] != '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // matchRoute returns the index of the route for domain, or -1 for plain MX
