@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // File name suffixes in a spool directory.
@@ -37,6 +38,15 @@ const (
 // A spool directory must be used by one process at a time.
 type DirStore struct {
 	dir string
+
+	// Group commit of directory fsyncs (see syncDir).
+	smu       sync.Mutex
+	scond     *sync.Cond
+	requested uint64 // tickets handed out
+	synced    uint64 // tickets covered by the last completed sync
+	syncing   bool
+	syncErr   error
+
 	// trace, if set, is called before each step that matters for
 	// durability ("write", "fsync", "rename", "fsyncdir", "remove") with
 	// the file concerned. Tests use it to check the order.
@@ -105,8 +115,39 @@ func (s *DirStore) clean() error {
 
 func (s *DirStore) path(id, suffix string) string { return filepath.Join(s.dir, id+suffix) }
 
+// syncDir makes every rename and remove done so far in the directory
+// durable. Concurrent callers share one fsync (group commit): a caller
+// waits for a sync that started after it asked, since an fsync of the
+// directory covers every entry changed before it began.
 func (s *DirStore) syncDir() error {
 	s.step("fsyncdir", s.dir)
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if s.scond == nil {
+		s.scond = sync.NewCond(&s.smu)
+	}
+	s.requested++
+	ticket := s.requested
+	for s.synced < ticket {
+		if s.syncing {
+			s.scond.Wait()
+			continue
+		}
+		s.syncing = true
+		target := s.requested
+		s.smu.Unlock()
+		err := s.fsyncDir()
+		s.smu.Lock()
+		s.syncing = false
+		s.synced, s.syncErr = target, err
+		s.scond.Broadcast()
+	}
+	// The latest sync covers this caller; its result is the one that
+	// counts (a later success makes an earlier failure moot).
+	return s.syncErr
+}
+
+func (s *DirStore) fsyncDir() error {
 	d, err := os.Open(s.dir)
 	if err != nil {
 		return fmt.Errorf("queue: syncing spool directory: %w", err)

@@ -233,3 +233,44 @@ func FuzzDecodeMessage(f *testing.F) {
 		_ = m.Clone()
 	})
 }
+
+// TestDirStoreConcurrentCreates exercises the shared directory fsync:
+// every Create returns only after a sync that began after its renames.
+func TestDirStoreConcurrentCreates(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := &Message{ID: "c" + strings.Repeat("x", i%5) + "-" + string(rune('a'+i%26)) + string(rune('a'+i/26)),
+				Recipients: []*Recipient{{Address: "b@example.net", State: Pending}}}
+			errs <- st.Create(context.Background(), m, strings.NewReader("body"))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st2, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := st2.List(context.Background())
+	if err != nil || len(msgs) != 40 {
+		t.Fatalf("after reopen: %d messages, %v", len(msgs), err)
+	}
+	st.smu.Lock()
+	defer st.smu.Unlock()
+	if st.synced != st.requested || st.requested != 40 {
+		t.Errorf("synced %d of %d requested directory syncs", st.synced, st.requested)
+	}
+}

@@ -583,3 +583,86 @@ var errDiskFull = errors.New("disk full")
 type failingStore struct{ Store }
 
 func (failingStore) Create(context.Context, *Message, io.Reader) error { return errDiskFull }
+
+func TestBackoffSchedule(t *testing.T) {
+	q := &Queue{Backoff: []time.Duration{time.Minute, 4 * time.Minute}}
+	for n, want := range map[int]time.Duration{1: time.Minute, 2: 4 * time.Minute, 3: 4 * time.Minute, 50: 4 * time.Minute} {
+		if got := q.backoff(n); got != want {
+			t.Errorf("backoff(%d) = %v, want %v", n, got, want)
+		}
+	}
+	var def Queue
+	if got := def.backoff(1); got != 5*time.Minute {
+		t.Errorf("default first backoff = %v", got)
+	}
+	if got := def.backoff(100); got != 4*time.Hour {
+		t.Errorf("default last backoff = %v", got)
+	}
+	q.Jitter = 0.5
+	seen := map[time.Duration]bool{}
+	for i := 0; i < 200; i++ {
+		d := q.backoff(1)
+		if d < 30*time.Second || d > 90*time.Second {
+			t.Fatalf("jittered backoff %v outside [30s, 90s]", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 10 {
+		t.Errorf("jitter produced only %d distinct waits", len(seen))
+	}
+}
+
+// BenchmarkEnqueueAndDeliver measures the queue alone: durable Enqueue
+// (three fsyncs) and a delivery to a Deliverer that accepts at once (the
+// message is then deleted: one more fsync).
+func BenchmarkEnqueueAndDeliver(b *testing.B) {
+	st, err := OpenDirStore(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	delivered := 0
+	d := DeliverFunc(func(_ context.Context, env *transport.Envelope, _ io.ReaderAt, _ int64) (*transport.Result, error) {
+		res := &transport.Result{}
+		for _, r := range env.Recipients {
+			rr := ok()
+			rr.Recipient = r
+			res.Recipients = append(res.Recipients, rr)
+		}
+		mu.Lock()
+		delivered++
+		mu.Unlock()
+		return res, nil
+	})
+	q := &Queue{Store: st, Deliverer: d}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+	body := strings.Repeat("x", 1024)
+	b.SetParallelism(8) // eight concurrent SMTP sessions per CPU
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			env := &transport.Envelope{From: "a@example.org", Recipients: []transport.Recipient{{Address: "b@example.net"}}}
+			if _, err := q.Enqueue(ctx, env, strings.NewReader(body)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	for {
+		mu.Lock()
+		n := delivered
+		mu.Unlock()
+		if n >= b.N {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	cancel()
+	<-done
+	if delivered != b.N {
+		b.Errorf("delivered %d of %d", delivered, b.N)
+	}
+}
