@@ -325,28 +325,42 @@ func (c *Connector) requirement(ctx context.Context, g *group) (policy.Requireme
 	if g.hop != nil {
 		key = g.hop.key()
 	}
-	var pol policy.Policy
-	fromRoute := false
+	strict := policy.Requirement{Domain: key, Level: policy.Verify, Source: policy.SourceDefault,
+		Reason: "no policy configured: strict default"}
+	// The route's policy first, then the Connector's; a policy without an
+	// opinion (policy.ErrNoPolicy) passes to the next, and the last word is
+	// the strict default.
 	if r := g.route(c); r != nil && r.Policy != nil {
-		pol, fromRoute = r.Policy, true
-	} else {
-		pol = c.Policy
+		req, err := r.Policy.Lookup(ctx, key)
+		if err == nil {
+			if req.Source == policy.SourceDefault {
+				req.Source = policy.SourceRoute
+			}
+			return fillDomain(req, key), nil
+		}
+		if !errors.Is(err, policy.ErrNoPolicy) {
+			return req, err
+		}
 	}
-	if pol == nil {
-		return policy.Requirement{Domain: key, Level: policy.Verify, Source: policy.SourceDefault,
-			Reason: "no policy configured: strict default"}, nil
+	if c.Policy == nil {
+		return strict, nil
 	}
-	req, err := pol.Lookup(ctx, key)
+	req, err := c.Policy.Lookup(ctx, key)
+	if errors.Is(err, policy.ErrNoPolicy) {
+		strict.Reason = "no policy entry for " + key + ": strict default"
+		return strict, nil
+	}
 	if err != nil {
 		return req, err
 	}
+	return fillDomain(req, key), nil
+}
+
+func fillDomain(req policy.Requirement, key string) policy.Requirement {
 	if req.Domain == "" {
 		req.Domain = key
 	}
-	if fromRoute && req.Source == policy.SourceDefault {
-		req.Source = policy.SourceRoute
-	}
-	return req, nil
+	return req
 }
 
 // localError builds an *Error for a failure detected locally. permanent

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
@@ -284,5 +285,74 @@ func TestConnectionPool(t *testing.T) {
 	}
 	if len(srv.Messages()) != 5 {
 		t.Errorf("messages = %d, want 5", len(srv.Messages()))
+	}
+}
+
+// The Connector with the static policy table (policy.ParseTable): domain
+// entries for MX delivery, a "[host]:port" entry for a fixed next hop, and
+// the strict default for domains the table does not list.
+func TestStaticTablePolicy(t *testing.T) {
+	ca, err := transporttest.NewCA("table CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainMX := transporttest.NewPlainServer(t)
+	relay := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, CA: ca, Hostname: "smtp.relay.test"})
+	wrong := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.WrongNameCert, CA: ca})
+	table := fmt.Sprintf(`# test table
+legacy.test              may
+partner.test             encrypt on-failure=bounce
+[smtp.relay.test]:%d     secure  match=nexthop protocols=>=TLSv1.3
+`, relay.Port)
+	pol, err := policy.ParseTable(strings.NewReader(table), "test.tbl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	e.mx("legacy.test", "mx.legacy.test")
+	e.host("mx.legacy.test", "192.0.2.30", plainMX.Addr)
+	e.mx("partner.test", "mx.partner.test")
+	e.host("mx.partner.test", "192.0.2.31", plainMX.Addr)
+	e.mx("unlisted.test", "mx.unlisted.test")
+	e.host("mx.unlisted.test", "192.0.2.32", wrong.Addr)
+	e.host("smtp.relay.test", "127.0.0.1", "")
+	c := e.connector(pol, nil)
+	c.RootCAs = ca.Pool
+	c.Routes = []transport.Route{{Domain: ".relayed.test", NextHop: fmt.Sprintf("[smtp.relay.test]:%d", relay.Port)}}
+
+	res := deliver(t, c, envelope("a@legacy.test", "b@partner.test", "c@unlisted.test", "d@x.relayed.test"))
+	got := res.Recipients
+	if got[0].Status != transport.Delivered || got[0].Requirement.Level != policy.May || got[0].Requirement.Source != policy.SourceStatic {
+		t.Errorf("legacy.test: %v %v", got[0].Status, got[0].Requirement)
+	}
+	if got[1].Status != transport.Failed || got[1].Reply.EnhancedCode.String() != "5.7.4" {
+		t.Errorf("partner.test: %v %v", got[1].Status, got[1].Reply)
+	}
+	if got[2].Status != transport.Deferred || got[2].Requirement.Level != policy.Verify || got[2].TLSFailure != transport.FailureCertificateHostMismatch {
+		t.Errorf("unlisted.test: %v %v %q", got[2].Status, got[2].Requirement, got[2].TLSFailure)
+	}
+	r := got[3]
+	wantDelivered(t, r)
+	if r.Requirement.Level != policy.Secure || r.TLS.Version != tls.VersionTLS13 || !r.TLS.Verified {
+		t.Errorf("relay: %v %+v", r.Requirement, r.TLS)
+	}
+}
+
+func TestConnectionPoolIdleTimeout(t *testing.T) {
+	srv := transporttest.NewTLSServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	c := e.connector(fixed(policy.Verify), srv)
+	c.Pool = transport.PoolConfig{MaxIdle: 1, IdleTimeout: 100 * time.Millisecond}
+	defer c.Close()
+	deliver(t, c, envelope("a@example.test"))
+	time.Sleep(400 * time.Millisecond)
+	r := deliver(t, c, envelope("b@example.test")).Recipients[0]
+	wantDelivered(t, r)
+	if srv.Connections() != 2 {
+		t.Errorf("connections = %d, want 2 (idle connection expired)", srv.Connections())
+	}
+	if !r.TLS.Resumed {
+		t.Errorf("new connection did not resume the TLS session")
 	}
 }
