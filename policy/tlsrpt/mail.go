@@ -96,9 +96,12 @@ func BuildMail(r *Report, o MailOptions) ([]byte, error) {
 	h.SetDate(date)
 	h.SetMessageID(msgID)
 	h.SetSubject(fmt.Sprintf("Report Domain: %s Submitter: %s Report-ID: <%s>", domain, o.Submitter, r.ReportID))
-	h.Set("TLS-Report-Domain", domain)
-	h.Set("TLS-Report-Submitter", o.Submitter)
-	h.Set("TLS-Required", "No")
+	// AddRaw keeps the RFC's spelling of the field names (Set would write
+	// "Tls-Report-Domain"; names are case-insensitive, but not every reader
+	// is careful).
+	h.AddRaw([]byte("TLS-Report-Domain: " + domain + "\r\n"))
+	h.AddRaw([]byte("TLS-Report-Submitter: " + o.Submitter + "\r\n"))
+	h.AddRaw([]byte("TLS-Required: No\r\n"))
 	h.Set("Auto-Submitted", "auto-generated")
 	h.SetContentType("multipart/report", map[string]string{"report-type": "tlsrpt"})
 
