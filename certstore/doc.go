@@ -36,8 +36,10 @@
 // through Store.Fallback, which serves the Store's default
 // certificate to clients that send no SNI (autocert cannot). OCSP stapling
 // (RFC 6066, Section 8) is not done, nor revocation checking of loaded
-// certificates, nor encrypted private keys, nor hardware keys (though any
-// crypto.Signer in an in-memory Source works). Certificate Transparency
+// certificates, nor encrypted private keys, nor hardware keys: Validate,
+// and so every Source, accepts only *rsa.PrivateKey, *ecdsa.PrivateKey and
+// ed25519.PrivateKey, so that key strength can be checked (another
+// crypto.Signer is an ErrUnsupportedKey error). Certificate Transparency
 // and DANE TLSA records (RFC 7672) for these certificates are the
 // operator's business; the policy package checks DANE for outbound mail.
 package certstore

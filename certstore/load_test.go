@@ -1,6 +1,7 @@
 package certstore
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -233,5 +234,24 @@ func TestValidateInMemory(t *testing.T) {
 	bad.PrivateKey = b.TLS.PrivateKey
 	if err := (Loader{}).Validate(&bad); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("mismatch: %v", err)
+	}
+}
+
+// opaqueSigner is a crypto.Signer of a type the package does not know, as
+// a hardware key would be.
+type opaqueSigner struct{ crypto.Signer }
+
+// TestValidateRejectsOpaqueSigner: a key whose strength cannot be checked
+// is refused, as the package doc says, even when it matches.
+func TestValidateRejectsOpaqueSigner(t *testing.T) {
+	ca := testpki.MustCA("root")
+	a := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"a.example"}})
+	c := a.TLS
+	c.PrivateKey = opaqueSigner{a.TLS.PrivateKey.(crypto.Signer)}
+	if err := (Loader{}).Validate(&c); !errors.Is(err, ErrUnsupportedKey) {
+		t.Fatalf("opaque signer: %v, want ErrUnsupportedKey", err)
+	}
+	if err := (&Store{Sources: []Source{{Certificate: &c}}}).Reload(); !errors.Is(err, ErrUnsupportedKey) {
+		t.Fatalf("opaque signer in a Source: %v, want ErrUnsupportedKey", err)
 	}
 }

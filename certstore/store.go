@@ -306,15 +306,24 @@ func (s *Store) ClientCertificate(name string) func(*tls.CertificateRequestInfo)
 
 // Expiry describes one certificate of a Store and when it stops being valid.
 type Expiry struct {
-	// Name is the Source's name; File its certificate file (empty in memory).
+	// Name is the Source's name.
 	Name string
+	// File is the Source's certificate file; empty for an in-memory
+	// certificate.
 	File string
 	// Depth is the position in the chain: 0 for the leaf, 1 for its issuer...
-	Depth     int
-	Subject   string
+	Depth int
+	// Subject is the certificate's subject distinguished name (RFC 5280,
+	// Section 4.1.2.6) in the text form of pkix.Name.String.
+	Subject string
+	// Hostnames are the names the leaf is chosen for (see
+	// Source.Hostnames); nil for an intermediate (Depth > 0).
 	Hostnames []string
-	Serial    string
-	NotAfter  time.Time
+	// Serial is the serial number in hexadecimal (RFC 5280, Section 4.1.2.2).
+	Serial string
+	// NotAfter is the end of the validity period (RFC 5280, Section
+	// 4.1.2.5).
+	NotAfter time.Time
 	// Remaining is NotAfter minus Now; negative once expired.
 	Remaining time.Duration
 }
