@@ -74,10 +74,15 @@ type Mode int
 
 // Modes.
 const (
+	// Enforce: a failure to meet the requirement stops delivery (RFC 8461
+	// §5 "enforce").
 	Enforce Mode = iota
+	// Testing: failures are reported (TLS-RPT, RFC 8460) and logged, but
+	// delivery proceeds as with May (RFC 8461 §5 "testing").
 	Testing
 )
 
+// String returns "enforce" or "testing", the RFC 8461 §3.2 mode names.
 func (m Mode) String() string {
 	if m == Testing {
 		return "testing"
@@ -93,10 +98,16 @@ type FailureAction int
 
 // Failure actions.
 const (
+	// Defer keeps the message queued and retries (a 4xx outcome) until the
+	// queue gives up on it.
 	Defer FailureAction = iota
+	// Bounce fails the message at once (a 5xx outcome) so that the sender
+	// gets a DSN now.
 	Bounce
 )
 
+// String returns "defer" or "bounce", the spelling of the table attribute
+// on-failure=.
 func (a FailureAction) String() string {
 	if a == Bounce {
 		return "bounce"
@@ -119,10 +130,10 @@ const (
 
 // TLSA is one TLSA resource record (RFC 6698 §2.1).
 type TLSA struct {
-	Usage        uint8 // 2 = DANE-TA, 3 = DANE-EE (RFC 7218)
-	Selector     uint8 // 0 = full certificate, 1 = SubjectPublicKeyInfo
-	MatchingType uint8 // 0 = full, 1 = SHA2-256, 2 = SHA2-512
-	Data         []byte
+	Usage        uint8  // 2 = DANE-TA, 3 = DANE-EE (RFC 7218)
+	Selector     uint8  // 0 = full certificate, 1 = SubjectPublicKeyInfo
+	MatchingType uint8  // 0 = full, 1 = SHA2-256, 2 = SHA2-512
+	Data         []byte // Certificate Association Data (RFC 6698 §2.1.4)
 }
 
 // Requirement is the TLS a destination requires, with its provenance. It is
@@ -218,8 +229,14 @@ var _ Policy = Func(nil)
 
 // Fixed is a Policy that returns the same level for every domain, from
 // SourceDefault: the administrator's "use TLS for all outbound mail".
+//
+// Beware that the zero Fixed is level None, plaintext: unlike this module's
+// configuration structs it is not strict by default, because Level's zero
+// value is None. Always set Level.
 type Fixed struct {
-	Level     Level
+	// Level is returned for every domain. Zero is None.
+	Level Level
+	// OnFailure is returned for every domain. Zero is Defer.
 	OnFailure FailureAction
 }
 

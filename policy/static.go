@@ -32,7 +32,9 @@ const DefaultKey = "*"
 // Keys are stored lower-case, without a trailing dot; IP addresses in
 // brackets are stored in their canonical form ("[2001:db8::1]:25").
 type Entry struct {
-	Key   string
+	// Key selects the destinations the entry applies to; see above.
+	Key string
+	// Level is the security level required.
 	Level Level
 	// MinVersion is the lowest TLS version allowed (tls.VersionTLS12 or
 	// tls.VersionTLS13); zero means the default, TLS 1.2.
@@ -97,11 +99,15 @@ func (e Entry) String() string {
 // to NewTable. File is the name given to ParseTable (may be empty); Line is
 // 1-based (zero for an entry built in code).
 type ParseError struct {
+	// File is the name given to ParseTable, LoadTable or NewTable.
 	File string
+	// Line is the 1-based line of the entry at fault; zero when unknown.
 	Line int
-	Msg  string
+	// Msg says what is wrong, in words an administrator can act on.
+	Msg string
 }
 
+// Error returns "policy: FILE line N: MSG", leaving out what is unknown.
 func (e *ParseError) Error() string {
 	switch {
 	case e.File != "" && e.Line > 0:
