@@ -485,7 +485,15 @@ func (l *inListener) acceptLoop() {
 			raw.Close()
 			continue
 		}
-		go l.prepare(c)
+		if s.Kind == KindSubmissions {
+			go l.prepare(c) // the handshake must not hold up Accept
+			continue
+		}
+		select {
+		case l.ready <- c:
+		case <-l.done:
+			c.Close()
+		}
 	}
 }
 

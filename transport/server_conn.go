@@ -67,9 +67,11 @@ type inConn struct {
 	hsDeadline time.Time
 	hs         handshakeRecord
 	greeted    bool // go-smtp created a session (EHLO/HELO accepted)
-	inTx       bool // MAIL accepted, transaction not yet reset
-	shutdown   bool
 	closed     bool
+
+	tlsUp    atomic.Bool // phase == phaseTLS (lock-free fast path)
+	inTx     atomic.Bool // MAIL accepted, transaction not yet reset
+	shutdown atomic.Bool
 }
 
 type connPhase int
@@ -150,6 +152,9 @@ func (c *inConn) Read(p []byte) (int, error) {
 	if c.eof {
 		return 0, io.EOF
 	}
+	if c.tlsUp.Load() {
+		return c.readTLS(p)
+	}
 	c.mu.Lock()
 	phase := c.phase
 	hsDeadline := c.hsDeadline
@@ -169,6 +174,10 @@ func (c *inConn) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
+	return c.readTLS(p)
+}
+
+func (c *inConn) readTLS(p []byte) (int, error) {
 	if c.inData.Load() {
 		c.readIn(c.dataTimeout())
 	} else {
@@ -200,6 +209,10 @@ type rawReader struct{ c *inConn }
 func (r rawReader) Read(p []byte) (int, error) { return r.c.rawRead(p) }
 
 func (c *inConn) Write(p []byte) (int, error) {
+	if c.tlsUp.Load() {
+		c.writeIn(c.writeTimeout())
+		return c.raw.Write(p)
+	}
 	c.mu.Lock()
 	phase := c.phase
 	hsDeadline := c.hsDeadline
@@ -312,10 +325,11 @@ func (c *inConn) onSessionLogout() {
 	hs := c.phase == phaseHandshake
 	if hs {
 		c.phase = phaseTLS
+		c.tlsUp.Store(true)
 	}
 	c.greeted = false
-	c.inTx = false
 	c.mu.Unlock()
+	c.inTx.Store(false)
 	if hs {
 		c.logHandshakeSuccess()
 	}
@@ -327,18 +341,14 @@ func (c *inConn) setGreeted() {
 	c.mu.Unlock()
 }
 
-func (c *inConn) setInTx(v bool) {
-	c.mu.Lock()
-	c.inTx = v
-	c.mu.Unlock()
-}
+func (c *inConn) setInTx(v bool) { c.inTx.Store(v) }
 
 // beginShutdown makes the connection close at its next command boundary
 // outside a transaction, and wakes it if it is idle now.
 func (c *inConn) beginShutdown() {
+	c.shutdown.Store(true)
 	c.mu.Lock()
-	c.shutdown = true
-	idle := !c.inTx && !c.inData.Load() && c.phase != phaseHandshake
+	idle := !c.inTx.Load() && !c.inData.Load() && c.phase != phaseHandshake
 	c.mu.Unlock()
 	if idle {
 		c.kicked.Store(true)
@@ -346,11 +356,7 @@ func (c *inConn) beginShutdown() {
 	}
 }
 
-func (c *inConn) idleShutdown() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.shutdown && !c.inTx
-}
+func (c *inConn) idleShutdown() bool { return c.shutdown.Load() && !c.inTx.Load() }
 
 var errShutdownIdle = &shutdownError{}
 
@@ -628,6 +634,7 @@ func (c *inConn) implicitHandshake() (*tls.Conn, error) {
 	}
 	c.mu.Lock()
 	c.phase = phaseTLS
+	c.tlsUp.Store(true)
 	c.mu.Unlock()
 	c.logHandshakeSuccess()
 	return tc, nil

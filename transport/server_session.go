@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -28,7 +29,11 @@ func (b *inBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	ic.setGreeted()
 	cs, ok := c.TLSConnectionState()
-	return &inSession{srv: b.srv, conn: c, ic: ic, tls: ic.tlsInfo(cs, ok)}, nil
+	s := &inSession{srv: b.srv, conn: c, ic: ic, tls: ic.tlsInfo(cs, ok)}
+	if s.tls != nil {
+		s.tlsComment = s.tls.String() // once per session: CipherSuiteName allocates
+	}
+	return s, nil
 }
 
 // connOf finds the inConn beneath go-smtp's connection (plaintext or TLS).
@@ -47,6 +52,8 @@ type inSession struct {
 	conn *smtp.Conn
 	ic   *inConn
 	tls  *TLSInfo // nil in plaintext
+
+	tlsComment string // tls.String(), for Received headers
 
 	authID string
 
@@ -148,8 +155,8 @@ func (s *inSession) Data(r io.Reader) error {
 	s.rcpts = nil // the envelope owns them now
 
 	body := &bodyReader{r: r}
-	hdr := receivedHeader(srv.hostname(), env)
-	err := srv.Handler.ServeSMTP(s.ic.ctx, env, io.MultiReader(strings.NewReader(hdr), body))
+	hdr := receivedHeader(srv.hostname(), env, s.tlsComment)
+	err := srv.Handler.ServeSMTP(s.ic.ctx, env, &prefixReader{prefix: hdr, r: body})
 	if body.err != nil && !errors.Is(body.err, io.EOF) {
 		// The message is incomplete, whatever the Handler said.
 		return s.bodyFailure(env, body.err, err)
@@ -165,8 +172,10 @@ func (s *inSession) Data(r io.Reader) error {
 			return s.bodyFailure(env, derr, nil)
 		}
 	}
-	srv.log.Info("smtp message accepted", "id", env.ID, "peer", s.ic.peer, "from", env.From,
-		"rcpts", len(env.Recipients), "tls", env.TLS.String(), "auth", env.AuthIdentity, "requiretls", env.RequireTLS)
+	if srv.log.Enabled(context.Background(), slog.LevelInfo) {
+		srv.log.Info("smtp message accepted", "id", env.ID, "peer", s.ic.peer, "from", env.From,
+			"rcpts", len(env.Recipients), "tls", env.TLS.String(), "auth", env.AuthIdentity, "requiretls", env.RequireTLS)
+	}
 	// A 250 "error" is how a go-smtp Session chooses its success text; it
 	// names the queue id as Postfix does ("250 2.0.0 Ok: queued as ...").
 	return smtpErr(250, EnhancedCode{2, 0, 0}, "Ok: queued as "+env.ID)
@@ -194,6 +203,23 @@ func (s *inSession) handlerFailure(env *Envelope, err error) error {
 	}
 	s.srv.log.Error("smtp handler failed", "id", env.ID, "peer", s.ic.peer, "error", err.Error())
 	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later")
+}
+
+// prefixReader yields prefix, then r. Unlike io.MultiReader it has no
+// WriteTo, so io.Copy into a file or io.Discard uses the destination's
+// ReadFrom instead of allocating a 32 KiB buffer per message.
+type prefixReader struct {
+	prefix string
+	r      io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
 }
 
 // bodyReader remembers how the message body ended.
@@ -298,7 +324,7 @@ func newMessageID() string {
 //
 // The client-supplied HELO name and addresses are reduced to printable ASCII
 // without parentheses, so they cannot break out of the header.
-func receivedHeader(hostname string, env *Envelope) string {
+func receivedHeader(hostname string, env *Envelope, tlsComment string) string {
 	var b strings.Builder
 	b.WriteString("Received: from ")
 	b.WriteString(traceToken(env.Helo, "unknown"))
@@ -313,7 +339,10 @@ func receivedHeader(hostname string, env *Envelope) string {
 		fmt.Fprintf(&b, " ([%s])", traceToken(ip, "unknown"))
 	}
 	if env.TLS != nil {
-		fmt.Fprintf(&b, "\r\n\t(%s)", env.TLS.String())
+		if tlsComment == "" {
+			tlsComment = env.TLS.String()
+		}
+		fmt.Fprintf(&b, "\r\n\t(%s)", tlsComment)
 		if env.TLS.PeerSubject != "" {
 			v := "not verified"
 			if env.TLS.Verified {

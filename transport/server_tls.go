@@ -1,10 +1,12 @@
 package transport
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -229,6 +231,9 @@ func (c *inConn) logHandshakeSuccess() {
 	c.hs.logged = true
 	hs := c.hs
 	c.mu.Unlock()
+	if !c.srv.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	attrs := []any{"peer", c.peer, "kind", c.srv.Kind.String(), "result", "ok", "duration", time.Since(hs.started)}
 	if hs.state != nil {
 		ti := NewTLSInfo(*hs.state, hs.verified)

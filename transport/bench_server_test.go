@@ -1,0 +1,236 @@
+package transport
+
+// Benchmarks of accepted messages per second over STARTTLS through
+// transport.Server against a bare go-smtp server with the same TLS
+// configuration, measured in the same run. Pairs differ only in the last
+// name element:
+//
+//	go test -run='^$' -bench=Server -benchtime=2s -count=5 ./transport
+//
+//	BenchmarkServer/DATA/1KiB/1perconn/mailtls
+//	BenchmarkServer/DATA/1KiB/1perconn/gosmtp
+//	...
+//
+// The client (in the same process, on loopback) is a minimal lock-step SMTP
+// client: EHLO, STARTTLS, full TLS 1.3 handshake (no resumption), EHLO, then
+// n × (MAIL, RCPT, DATA or BDAT LAST), QUIT. Both servers' handlers read and
+// discard the body. Client CPU is included in both figures.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	smtp "github.com/emersion/go-smtp"
+)
+
+// bareBackend is the baseline: a go-smtp session that discards the body.
+type bareBackend struct{}
+
+func (bareBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return bareSession{}, nil }
+
+type bareSession struct{}
+
+func (bareSession) Reset()                               {}
+func (bareSession) Logout() error                        { return nil }
+func (bareSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (bareSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (bareSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
+
+func benchBody(size int) string {
+	line := strings.Repeat("abcdefghij", 7) + "012345\r\n" // 78 octets
+	var b strings.Builder
+	b.WriteString("Subject: benchmark\r\n\r\n")
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	return b.String()[:size-2] + "\r\n"
+}
+
+// benchClient sends msgs messages on one STARTTLS connection.
+func benchClient(addr string, cfg *tls.Config, body string, msgs int, bdat bool) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	var w io.Writer = c
+	expect := func(code string) error {
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(l, code) {
+				return fmt.Errorf("got %q, want %s", l, code)
+			}
+			if len(l) > 3 && l[3] == ' ' {
+				return nil
+			}
+		}
+	}
+	cmd := func(line, code string) error {
+		if _, err := io.WriteString(w, line+"\r\n"); err != nil {
+			return err
+		}
+		return expect(code)
+	}
+	if err := expect("220"); err != nil {
+		return err
+	}
+	if err := cmd("EHLO bench.test", "250"); err != nil {
+		return err
+	}
+	if err := cmd("STARTTLS", "220"); err != nil {
+		return err
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	r, w = bufio.NewReader(tc), tc
+	if err := cmd("EHLO bench.test", "250"); err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(tc, 32<<10)
+	for i := 0; i < msgs; i++ {
+		if err := cmd("MAIL FROM:<sender@bench.test>", "250"); err != nil {
+			return err
+		}
+		if err := cmd("RCPT TO:<rcpt@bench.test>", "250"); err != nil {
+			return err
+		}
+		if bdat {
+			fmt.Fprintf(bw, "BDAT %d LAST\r\n", len(body))
+			bw.WriteString(body)
+		} else {
+			if err := cmd("DATA", "354"); err != nil {
+				return err
+			}
+			bw.WriteString(body) // no line starts with '.'
+			bw.WriteString(".\r\n")
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		if err := expect("250"); err != nil {
+			return err
+		}
+	}
+	return cmd("QUIT", "221")
+}
+
+// benchServers starts transport.Server and a bare go-smtp server with the
+// same certificate and limits, returning their addresses.
+func benchServers(b *testing.B) (oursAddr, bareAddr string, clientCfg *tls.Config) {
+	pki := newSrvPKI(b)
+	clientCfg = pki.clientConfig()
+	clientCfg.ClientSessionCache = nil // a full handshake per connection, as between MTAs
+
+	ours := &Server{
+		Hostname:  "mx.test",
+		TLSConfig: pki.serverConfig(),
+		Handler:   HandlerFunc(func(_ context.Context, _ *Envelope, r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }),
+	}
+	ol, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go ours.Serve(ol)
+	o := ours
+
+	bare := smtp.NewServer(bareBackend{})
+	bare.Domain = "mx.test"
+	bare.TLSConfig = pki.serverConfig()
+	bare.MaxMessageBytes = DefaultMaxMessageBytes
+	bare.MaxRecipients = DefaultMaxRecipients
+	bare.ErrorLog = log.New(io.Discard, "", 0)
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go bare.Serve(bl)
+	bs := bare
+
+	b.Cleanup(func() { o.Close(); bs.Close() })
+	return ol.Addr().String(), bl.Addr().String(), clientCfg
+}
+
+var benchModes = []string{"DATA", "BDAT"}
+var benchSizes = []int{1 << 10, 100 << 10}
+var benchPerConn = []int{1, 20}
+
+// BenchmarkServer runs each configuration against each server as a
+// separate sub-benchmark: compare .../mailtls with .../gosmtp.
+func BenchmarkServer(b *testing.B) {
+	oursAddr, bareAddr, clientCfg := benchServers(b)
+	servers := []struct{ name, addr string }{{"mailtls", oursAddr}, {"gosmtp", bareAddr}}
+	for _, mode := range benchModes {
+		for _, size := range benchSizes {
+			body := benchBody(size)
+			for _, per := range benchPerConn {
+				for _, srv := range servers {
+					name := fmt.Sprintf("%s/%dKiB/%dperconn/%s", mode, size>>10, per, srv.name)
+					b.Run(name, func(b *testing.B) {
+						b.SetBytes(int64(size))
+						b.ReportAllocs()
+						sent := 0
+						for sent < b.N {
+							n := min(per, b.N-sent)
+							if err := benchClient(srv.addr, clientCfg, body, n, mode == "BDAT"); err != nil {
+								b.Fatal(err)
+							}
+							sent += n
+						}
+						b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+					})
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkServerInterleaved alternates connections between the two servers
+// inside one benchmark, so that load from other processes hits both alike,
+// and reports msgs/s for each and the overhead of transport.Server in
+// percent (positive: slower than bare go-smtp).
+func BenchmarkServerInterleaved(b *testing.B) {
+	oursAddr, bareAddr, clientCfg := benchServers(b)
+	for _, mode := range benchModes {
+		for _, size := range benchSizes {
+			body := benchBody(size)
+			for _, per := range benchPerConn {
+				b.Run(fmt.Sprintf("%s/%dKiB/%dperconn", mode, size>>10, per), func(b *testing.B) {
+					var tOurs, tBare time.Duration
+					sent := 0
+					for sent < b.N {
+						n := min(per, b.N-sent)
+						for i, addr := range []string{oursAddr, bareAddr} {
+							start := time.Now()
+							if err := benchClient(addr, clientCfg, body, n, mode == "BDAT"); err != nil {
+								b.Fatal(err)
+							}
+							if i == 0 {
+								tOurs += time.Since(start)
+							} else {
+								tBare += time.Since(start)
+							}
+						}
+						sent += n
+					}
+					b.ReportMetric(float64(b.N)/tOurs.Seconds(), "mailtls-msgs/s")
+					b.ReportMetric(float64(b.N)/tBare.Seconds(), "gosmtp-msgs/s")
+					b.ReportMetric((tOurs.Seconds()/tBare.Seconds()-1)*100, "overhead-%")
+				})
+			}
+		}
+	}
+}
