@@ -66,6 +66,7 @@ type NoPolicyError struct {
 	Err       error
 }
 
+// Error says which domain has no policy and why.
 func (e *NoPolicyError) Error() string {
 	return fmt.Sprintf("mtasts: no policy for %s: %v", e.Domain, e.Err)
 }

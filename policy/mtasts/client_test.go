@@ -643,3 +643,20 @@ func TestConcurrentLookups(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The Client fits policy.Strictest: no policy abstains (the default
+// decides), a published enforce policy raises the default.
+func TestWithStrictest(t *testing.T) {
+	f := newFixture(t)
+	f.txt("example.com", "v=STSv1; id=1")
+	f.ph.set("mta-sts.example.com", response{body: enforceBody})
+	s := &policy.Strictest{Policies: []policy.Policy{f.c, policy.Fixed{Level: policy.May}}}
+	r, err := s.Lookup(context.Background(), "example.com")
+	if err != nil || r.Level != policy.Verify || r.Source != policy.SourceMTASTS || !r.MXAuthenticated {
+		t.Fatalf("published policy: %+v, %v", r, err)
+	}
+	r, err = s.Lookup(context.Background(), "example.org")
+	if err != nil || r.Level != policy.May || r.Source != policy.SourceDefault {
+		t.Fatalf("no policy: %+v, %v", r, err)
+	}
+}

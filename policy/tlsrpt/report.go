@@ -238,8 +238,8 @@ type Aggregator struct {
 	OrganizationName string
 	// ContactInfo is "contact-info", e.g. "tlsrpt@sender.example". Required.
 	ContactInfo string
-	// NewReportID returns a unique report-id. Nil means 16 random bytes in
-	// hex followed by "@" and the organisation name with spaces removed.
+	// NewReportID returns a unique report-id. Nil means the report's day
+	// and 16 random bytes in hex ("2026-11-27.9f86d081884c7d65...").
 	NewReportID func() string
 	// Logger receives one line per report built. Nil discards.
 	Logger *slog.Logger
@@ -318,7 +318,7 @@ func (a *Aggregator) Reports(ctx context.Context, day time.Time) ([]*Report, err
 			OrganizationName: a.OrganizationName,
 			DateRange:        DateRange{Start: start, End: end.Add(-time.Second)},
 			ContactInfo:      a.ContactInfo,
-			ReportID:         a.reportID(),
+			ReportID:         a.reportID(start),
 		}
 		for _, g := range gs {
 			for fd, n := range g.failures {
@@ -361,13 +361,13 @@ func failureLess(a, b FailureDetails) bool {
 	return false
 }
 
-func (a *Aggregator) reportID() string {
+func (a *Aggregator) reportID(day time.Time) string {
 	if a.NewReportID != nil {
 		return a.NewReportID()
 	}
 	var b [16]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:]) + "@" + strings.ReplaceAll(a.OrganizationName, " ", "")
+	return day.Format(dayLayout) + "." + hex.EncodeToString(b[:])
 }
 
 func (a *Aggregator) logger() *slog.Logger {

@@ -459,8 +459,9 @@ func TestAggregatorRequiresFields(t *testing.T) {
 	if reps, err := a.Reports(context.Background(), day); err != nil || len(reps) != 0 {
 		t.Errorf("empty day: %d reports, %v", len(reps), err)
 	}
-	if a.reportID() == a.reportID() {
-		t.Error("report ids repeat")
+	id1, id2 := a.reportID(day), a.reportID(day)
+	if id1 == id2 || !strings.HasPrefix(id1, "2026-11-27.") || len(id1) != len("2026-11-27.")+32 {
+		t.Errorf("report ids %q %q", id1, id2)
 	}
 }
 
