@@ -113,13 +113,29 @@ func TestCrashRecovery(t *testing.T) {
 	deliveries := readLog(t, filepath.Join(dir, "delivered.log"))
 	reportLines := readLog(t, filepath.Join(dir, "reports.log"))
 
+	// A duplicate is expected only across a kill: the same process must
+	// never deliver a recipient (or a report) twice.
+	samePID := map[string]bool{}
 	delivered := map[string]int{} // "msgid rcpt" -> count
 	for _, f := range deliveries {
 		delivered[f[0]+" "+f[1]]++
+		if k := strings.Join(f, " "); samePID[k] {
+			t.Errorf("delivered twice by one process: %s", k)
+		} else {
+			samePID[k] = true
+		}
 	}
 	reported := map[string]int{} // "origid rcpt" -> count of failed reports
 	for _, f := range reportLines {
+		if f[2] != string(ndr.ActionFailed) {
+			t.Errorf("unexpected report: %v", f)
+		}
 		reported[f[0]+" "+f[1]]++
+		if k := strings.Join(f, " "); samePID[k] {
+			t.Errorf("reported twice by one process: %s", k)
+		} else {
+			samePID[k] = true
+		}
 	}
 	var msgs, rcpts, lost, dupDeliveries, dupReports, nDelivered, nReported int
 	for _, f := range accepted {
@@ -238,7 +254,7 @@ func (c crashTarget) Deliver(ctx context.Context, env *transport.Envelope, body 
 				if i := strings.IndexByte(addr, ';'); i >= 0 {
 					addr = strings.TrimSpace(addr[i+1:])
 				}
-				if err := appendLine(filepath.Join(c.dir, "reports.log"), orig+" "+addr+" "+string(r.Action)); err != nil {
+				if err := appendLine(filepath.Join(c.dir, "reports.log"), orig+" "+addr+" "+string(r.Action)+" "+strconv.Itoa(os.Getpid())); err != nil {
 					return nil, err
 				}
 			}
@@ -251,7 +267,7 @@ func (c crashTarget) Deliver(ctx context.Context, env *transport.Envelope, body 
 			rr.Reply = &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "busy"}
 		default:
 			// The remote's 250: durable on its side before we hear of it.
-			if err := appendLine(filepath.Join(c.dir, "delivered.log"), env.ID+" "+rc.Address); err != nil {
+			if err := appendLine(filepath.Join(c.dir, "delivered.log"), env.ID+" "+rc.Address+" "+strconv.Itoa(os.Getpid())); err != nil {
 				return nil, err
 			}
 			rr.Status = transport.Delivered
