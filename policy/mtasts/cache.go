@@ -31,6 +31,11 @@ type Entry struct {
 	Fetched time.Time `json:"fetched"`
 	// Expires is Fetched plus max_age: after it the entry must not be used.
 	Expires time.Time `json:"expires"`
+	// DiscoveryErr is set by Client.Get when it returns this cached entry
+	// because discovery of a newer policy failed (TXT lookup or HTTPS
+	// fetch). RFC 8461 §6 counts such failures as reportable: pass it to
+	// TLSRPTResultType. It is not stored.
+	DiscoveryErr error `json:"-"`
 }
 
 // Valid reports whether e may still be used at now (RFC 8461 §5.1: a cached

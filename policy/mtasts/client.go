@@ -142,6 +142,10 @@ type Client struct {
 	RetryAfterFailure time.Duration
 	// RefreshInterval is how often Run calls Refresh. Zero means one hour.
 	RefreshInterval time.Duration
+	// RefreshAge is the age after which Refresh refetches a cached policy
+	// (it also does so once half of max_age has passed, if that comes
+	// first). Zero means 24 hours, the frequency RFC 8461 §3.3 suggests.
+	RefreshAge time.Duration
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives one line per discovery (domain, policy, mode, id,
@@ -369,6 +373,7 @@ func (c *Client) Get(ctx context.Context, domain string) (*Entry, error) {
 	useCached := func(reason error) (*Entry, error) {
 		log.Debug("mta-sts using cached policy", "id", cached.RecordID, "mode", cached.Policy.Mode,
 			"expires", cached.Expires, "reason", errString(reason))
+		cached.DiscoveryErr = reason
 		return &cached, nil
 	}
 
@@ -511,12 +516,15 @@ func (c *Client) Lookup(ctx context.Context, domain string) (policy.Requirement,
 }
 
 // Refresh proactively refreshes cached policies before they expire
-// (RFC 8461 §5.1 and §10.1, which recommend refreshing so that an attacker
-// blocking discovery at the moment of expiry gains nothing). Every cached
-// entry past half of its max_age is refetched: the TXT record is looked up
-// and the policy fetched again, whatever the id. On any failure the cached
-// entry is kept; an entry that has already expired and cannot be refreshed
-// is deleted. Refresh returns the first cache error, or ctx's error.
+// (RFC 8461 §3.3 and §10.1: refresh so that an attacker blocking discovery
+// at the moment of expiry gains nothing; "a suggested refresh frequency is
+// once per day"). Every cached entry older than RefreshAge or past half of
+// its max_age is refetched: the TXT record is looked up and the policy
+// fetched again, whatever the id, which renews its lifetime. On any failure
+// the cached entry is kept and the failure logged at Warn level (Info for a
+// policy in mode none, §3.3); an entry that has already expired and cannot
+// be refreshed is deleted. Refresh returns the first cache error, or ctx's
+// error.
 func (c *Client) Refresh(ctx context.Context) error {
 	cache := c.cache()
 	domains, err := cache.Domains(ctx)
@@ -540,8 +548,11 @@ func (c *Client) Refresh(ctx context.Context) error {
 			continue
 		}
 		now := c.now()
-		half := e.Fetched.Add(e.Expires.Sub(e.Fetched) / 2)
-		if now.Before(half) {
+		due := e.Fetched.Add(e.Expires.Sub(e.Fetched) / 2)
+		if byAge := e.Fetched.Add(c.refreshAge()); byAge.Before(due) {
+			due = byAge
+		}
+		if now.Before(due) {
 			continue
 		}
 		rec, err := c.LookupRecord(ctx, d)
@@ -562,10 +573,21 @@ func (c *Client) Refresh(ctx context.Context) error {
 			}
 			continue
 		}
-		log.Warn("mta-sts refresh failed, keeping cached policy", "domain", d, "id", e.RecordID,
-			"expires", e.Expires, "error", err)
+		lvl := slog.LevelWarn
+		if e.Policy.Mode == ModeNone {
+			lvl = slog.LevelInfo
+		}
+		log.Log(ctx, lvl, "mta-sts refresh failed, keeping cached policy", "domain", d, "id", e.RecordID,
+			"mode", e.Policy.Mode, "expires", e.Expires, "result", TLSRPTResultType(err), "error", err)
 	}
 	return first
+}
+
+func (c *Client) refreshAge() time.Duration {
+	if c.RefreshAge <= 0 {
+		return 24 * time.Hour
+	}
+	return c.RefreshAge
 }
 
 // Run calls Refresh every RefreshInterval until ctx is done, then returns

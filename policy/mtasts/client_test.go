@@ -416,6 +416,11 @@ func TestInvalidCertificate(t *testing.T) {
 		if r.Mode != policy.Enforce || !strings.Contains(r.Reason, "id=1") {
 			t.Errorf("got %+v, want the cached enforce policy id=1", r)
 		}
+		// The failure is kept on the entry for TLS-RPT (RFC 8461 §6).
+		e, err := f.c.Get(context.Background(), "example.com")
+		if err != nil || TLSRPTResultType(e.DiscoveryErr) != "sts-webpki-invalid" {
+			t.Errorf("Get: %v, DiscoveryErr %v", err, e.DiscoveryErr)
+		}
 	})
 }
 
@@ -435,6 +440,9 @@ func TestIDChangeRefetches(t *testing.T) {
 	}
 	if n := f.ph.hitCount(path); n != 1 {
 		t.Fatalf("fetched %d times with an unchanged id", n)
+	}
+	if e, err := f.c.Get(context.Background(), "example.com"); err != nil || e.DiscoveryErr != nil {
+		t.Fatalf("cache hit reports a discovery error: %v %v", err, e.DiscoveryErr)
 	}
 	f.txt("example.com", "v=STSv1; id=2")
 	r, err = f.c.Lookup(context.Background(), "example.com")
@@ -658,5 +666,24 @@ func TestWithStrictest(t *testing.T) {
 	r, err = s.Lookup(context.Background(), "example.org")
 	if err != nil || r.Level != policy.May || r.Source != policy.SourceDefault {
 		t.Fatalf("no policy: %+v, %v", r, err)
+	}
+}
+
+// A long max_age is still refreshed daily (RFC 8461 §3.3).
+func TestRefreshDaily(t *testing.T) {
+	f := newFixture(t)
+	path := "mta-sts.example.com/.well-known/mta-sts.txt"
+	f.txt("example.com", "v=STSv1; id=1")
+	f.ph.set("mta-sts.example.com", response{body: strings.Replace(enforceBody, "86400", "31557600", 1)})
+	if _, err := f.c.Lookup(context.Background(), "example.com"); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(23 * time.Hour)
+	if err := f.c.Refresh(context.Background()); err != nil || f.ph.hitCount(path) != 1 {
+		t.Fatalf("refreshed before a day: %v, %d fetches", err, f.ph.hitCount(path))
+	}
+	f.clock.Add(2 * time.Hour)
+	if err := f.c.Refresh(context.Background()); err != nil || f.ph.hitCount(path) != 2 {
+		t.Fatalf("not refreshed after a day: %v, %d fetches", err, f.ph.hitCount(path))
 	}
 }

@@ -353,10 +353,16 @@ func ParsePolicy(text string) (*Policy, error) {
 	return &p, nil
 }
 
-// isMXPattern: ["*."] Domain, Domain per RFC 5321 §4.1.2 (LDH labels).
+// isMXPattern: ["*."] Domain, Domain per RFC 5321 §4.1.2 (LDH labels), the
+// last label starting with a letter (sts-policy-mx-toplabel), so that an IP
+// address is not a pattern.
 func isMXPattern(s string) bool {
 	s = strings.TrimPrefix(s, "*.")
-	return isDomain(s)
+	if !isDomain(s) {
+		return false
+	}
+	top := s[strings.LastIndexByte(s, '.')+1:]
+	return top[0] >= 'a' && top[0] <= 'z' || top[0] >= 'A' && top[0] <= 'Z'
 }
 
 // isDomain reports whether s is an ASCII host name: dot-separated labels of

@@ -135,6 +135,7 @@ func TestParsePolicy(t *testing.T) {
 		strings.Replace(ok, "mx.example.com", "mx.example.com.", 1),  // trailing dot
 		strings.Replace(ok, "mx.example.com", "bücher.example", 1),   // U-label
 		strings.Replace(ok, "mx.example.com", "", 1),                 // empty
+		strings.Replace(ok, "mx.example.com", "192.0.2.1", 1),        // an address, not a name
 		strings.Replace(ok, "\n", "\n\n", 1),                         // empty line
 		strings.Replace(ok, "\n", "\r", 1),                           // bare CR
 		"\ufeff" + ok,                                                // BOM
