@@ -17,8 +17,11 @@ func (r *Report) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidReport}, args...)...)
 	}
-	if strings.TrimSpace(r.ReportingMTA) == "" {
+	if strings.TrimSpace(r.ReportingMTA) == "" || reportingHost(r.ReportingMTA) == "" {
 		return bad("ReportingMTA is empty (RFC 3464 §2.2.2)")
+	}
+	if r.Boundary != "" && !validBoundary(r.Boundary) {
+		return bad("Boundary %q is not an RFC 2046 §5.1.1 boundary", r.Boundary)
 	}
 	if IsNullSender(r.Sender) {
 		return bad("Sender is null; no report may be sent (RFC 3461 §6.1, RFC 5321 §4.5.5)")
@@ -49,10 +52,7 @@ func (r *Report) build(buf *bytes.Buffer) error {
 	if date.IsZero() {
 		date = now
 	}
-	host := oneLine(r.ReportingMTA)
-	if i := strings.LastIndex(host, ";"); i >= 0 { // "type; name"
-		host = strings.TrimSpace(host[i+1:])
-	}
+	host := reportingHost(r.ReportingMTA)
 	msgID := oneLine(r.MessageID)
 	if msgID == "" {
 		h, err := r.randomHex(8)
@@ -188,6 +188,31 @@ func (r *Report) build(buf *bytes.Buffer) error {
 	}
 	buf.WriteString("\r\n--" + boundary + "--\r\n")
 	return nil
+}
+
+// reportingHost returns the host name of ReportingMTA, without a "type;"
+// prefix; it names the report's From and Message-ID.
+func reportingHost(mta string) string {
+	host := oneLine(mta)
+	if i := strings.LastIndex(host, ";"); i >= 0 { // "type; name"
+		host = strings.TrimSpace(host[i+1:])
+	}
+	return host
+}
+
+// validBoundary reports whether b is a multipart boundary by the grammar
+// of RFC 2046 §5.1.1: 1 to 70 characters from bchars, not ending in a space.
+func validBoundary(b string) bool {
+	if len(b) == 0 || len(b) > 70 || b[len(b)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.IndexByte("'()+_,-./:=? ", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // deliveryStatus renders the message/delivery-status body (RFC 3464 §2.1):

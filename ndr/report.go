@@ -154,8 +154,9 @@ type Report struct {
 	Date time.Time
 	// Now returns the current time. If nil, time.Now is used.
 	Now func() time.Time
-	// Boundary is the MIME boundary of the multipart/report. If empty, Build
-	// draws a random one. Tests fix it to get stable output.
+	// Boundary is the MIME boundary of the multipart/report (RFC 2046
+	// §5.1.1: 1 to 70 characters, otherwise an ErrInvalidReport error). If
+	// empty, Build draws a random one. Tests fix it to get stable output.
 	Boundary string
 	// Random is the source of randomness for MessageID and Boundary. If nil,
 	// crypto/rand is used.

@@ -480,6 +480,10 @@ func TestSMTPUTF8Addresses(t *testing.T) {
 func TestBuildErrors(t *testing.T) {
 	tests := map[string]func(r *Report){
 		"no reporting MTA": func(r *Report) { r.ReportingMTA = " " },
+		"typed, no host":   func(r *Report) { r.ReportingMTA = "dns; " },
+		"bad boundary":     func(r *Report) { r.Boundary = "bad\r\nboundary" },
+		"long boundary":    func(r *Report) { r.Boundary = strings.Repeat("b", 71) },
+		"non-ASCII bound.": func(r *Report) { r.Boundary = "é" },
 		"null sender":      func(r *Report) { r.Sender = "<>" },
 		"empty sender":     func(r *Report) { r.Sender = "" },
 		"no recipients":    func(r *Report) { r.Recipients = nil },
