@@ -53,6 +53,13 @@ type testRelay struct {
 // it is shut down when the test ends.
 func startRelay(t *testing.T, args ...string) *testRelay {
 	t.Helper()
+	return startRelayWith(t, nil, args...)
+}
+
+// startRelayWith is startRelay with a hook that adjusts the relay's seams
+// (resolvers, dialers, roots) after it is built and before it starts.
+func startRelayWith(t *testing.T, setup func(*Relay), args ...string) *testRelay {
+	t.Helper()
 	base := []string{
 		"-data", t.TempDir(), "-hostname", "relay.test",
 		"-smtp", "127.0.0.1:0", "-submission", "127.0.0.1:0", "-submissions", "127.0.0.1:0",
@@ -65,6 +72,9 @@ func startRelay(t *testing.T, args ...string) *testRelay {
 	r, err := newRelay(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatalf("newRelay: %v", err)
+	}
+	if setup != nil {
+		setup(r)
 	}
 	r.Start()
 	t.Cleanup(func() {

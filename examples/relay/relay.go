@@ -13,6 +13,9 @@ import (
 
 	"github.com/mailtls/mailtls/certstore"
 	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/policy/dane"
+	"github.com/mailtls/mailtls/policy/mtasts"
+	"github.com/mailtls/mailtls/policy/tlsrpt"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/queue"
 )
@@ -27,7 +30,10 @@ type Relay struct {
 	servers   []*listener
 	queue     *queue.Queue
 	connector *transport.Connector
-	extras    []func() error // closers of optional parts (TLS-RPT store...)
+	mtasts    *mtasts.Client    // -mta-sts; nil if off
+	dane      *dane.Policy      // -dane-resolver; nil if off
+	tlsrpt    *tlsrpt.FileStore // -tlsrpt; nil if off
+	extras    []func() error    // closers of optional parts
 
 	runCancel context.CancelFunc
 	wg        sync.WaitGroup
@@ -223,6 +229,7 @@ func (r *Relay) Start() {
 			}
 		}(l)
 	}
+	r.runPublished(ctx)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()

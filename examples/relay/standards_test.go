@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailtls/mailtls/policy/tlsrpt"
+	"github.com/mailtls/mailtls/transport/transporttest"
+)
+
+// fakeDNS is a struct-of-maps resolver for the Connector (MX, A) and the
+// MTA-STS client (TXT).
+type fakeDNS struct {
+	mx  map[string][]*net.MX
+	ip  map[string][]net.IPAddr
+	txt map[string][]string
+}
+
+func notFound(name string) error {
+	return &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
+func (d *fakeDNS) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
+	if v, ok := d.mx[strings.TrimSuffix(name, ".")]; ok {
+		return v, nil
+	}
+	return nil, notFound(name)
+}
+
+func (d *fakeDNS) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
+	if v, ok := d.ip[strings.TrimSuffix(host, ".")]; ok {
+		return v, nil
+	}
+	return nil, notFound(host)
+}
+
+func (d *fakeDNS) LookupTXT(_ context.Context, name string) ([]string, error) {
+	if v, ok := d.txt[strings.TrimSuffix(name, ".")]; ok {
+		return v, nil
+	}
+	return nil, notFound(name)
+}
+
+// stsWorld is a destination sts.example publishing an MTA-STS policy on a
+// loopback HTTPS host, with its MX on a loopback transporttest server;
+// everything certified by one test CA.
+type stsWorld struct {
+	mx     *transporttest.Server
+	https  *httptest.Server
+	dns    *fakeDNS
+	dialer *transporttest.Dialer
+}
+
+func newSTSWorld(t *testing.T, policyText string) *stsWorld {
+	t.Helper()
+	ca, err := transporttest.NewCA("sts test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &stsWorld{}
+	w.mx = transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.sts.example", Cert: transporttest.GoodCert, CA: ca})
+	leaf, err := ca.Issue(transporttest.LeafOptions{DNSNames: []string{"mta-sts.sts.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.https = httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		if req.Host != "mta-sts.sts.example" || req.URL.Path != "/.well-known/mta-sts.txt" {
+			http.NotFound(rw, req)
+			return
+		}
+		rw.Header().Set("Content-Type", "text/plain")
+		fmt.Fprint(rw, policyText)
+	}))
+	w.https.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
+	w.https.StartTLS()
+	t.Cleanup(w.https.Close)
+	w.dns = &fakeDNS{
+		mx:  map[string][]*net.MX{"sts.example": {{Host: "mx.sts.example.", Pref: 10}}},
+		ip:  map[string][]net.IPAddr{"mx.sts.example": {{IP: net.ParseIP("192.0.2.30")}}},
+		txt: map[string][]string{"_mta-sts.sts.example": {"v=STSv1; id=20261127;"}},
+	}
+	w.dialer = &transporttest.Dialer{Map: map[string]string{"192.0.2.30:25": w.mx.Addr}}
+	return w
+}
+
+// setup points the relay's Connector and MTA-STS client at the world.
+func (w *stsWorld) setup(r *Relay) {
+	r.connector.Resolver = w.dns
+	r.connector.Dialer = w.dialer
+	r.connector.RootCAs = w.mx.CA.Pool
+	r.mtasts.Resolver = w.dns
+	r.mtasts.RootCAs = w.mx.CA.Pool
+	httpsAddr := w.https.Listener.Addr().String()
+	r.mtasts.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != "mta-sts.sts.example:443" {
+			return nil, fmt.Errorf("test: refusing to dial %s", addr)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, httpsAddr)
+	}
+}
+
+// With -mta-sts and -default-tls may, a destination's enforced MTA-STS
+// policy raises the level to verify: the mail goes out over verified TLS,
+// the policy is cached under -data/mta-sts, and -tlsrpt records an "sts"
+// success.
+func TestMTASTSEnforcedAndTLSRPTRecorded(t *testing.T) {
+	w := newSTSWorld(t, "version: STSv1\nmode: enforce\nmx: mx.sts.example\nmax_age: 86400\n")
+	users := writeUsers(t, "alice", "s3cret")
+	tr := startRelayWith(t, w.setup, "-users", users, "-mta-sts", "-tlsrpt", "-default-tls", "may")
+
+	c := tr.dialTLS(t, "submissions")
+	if err := auth(c, "alice", "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, "alice@localhost", []string{"dest@sts.example"}, testBody); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery to mx.sts.example", 10*time.Second, func() bool { return len(w.mx.Messages()) == 1 })
+	if m := w.mx.Messages()[0]; m.TLS == nil {
+		t.Fatal("delivered without TLS")
+	}
+	if err := contains(tr.logs.String(), "policy=verify/mta-sts", "verified=true"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(tr.cfg.DataDir, "mta-sts", "sts.example.json")); err != nil {
+		t.Fatalf("MTA-STS policy not cached under -data: %v", err)
+	}
+	rec := tlsrptResults(t, tr)
+	if len(rec) != 1 || rec[0].PolicyType != tlsrpt.PolicySTS || rec[0].ResultType != tlsrpt.ResultSuccess ||
+		rec[0].PolicyDomain != "sts.example" || rec[0].ReceivingMXHostname != "mx.sts.example" {
+		t.Fatalf("TLS-RPT results: %+v", rec)
+	}
+}
+
+// An enforced MTA-STS policy whose mx patterns do not cover the MX host
+// stops delivery (RFC 8461 §4.2) even though -default-tls is may; with
+// -on-tls-failure bounce the sender gets a DSN at once, and the MX never
+// sees a connection.
+func TestMTASTSMismatchBounces(t *testing.T) {
+	w := newSTSWorld(t, "version: STSv1\nmode: enforce\nmx: mail.other.example\nmax_age: 86400\n")
+	users := writeUsers(t, "alice", "s3cret")
+	tr := startRelayWith(t, w.setup, "-users", users, "-mta-sts", "-default-tls", "may", "-on-tls-failure", "bounce")
+
+	c := tr.dialTLS(t, "submission")
+	if err := auth(c, "alice", "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, "alice@localhost", []string{"dest@sts.example"}, testBody); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the DSN", 10*time.Second, func() bool { return len(maildirFiles(t, tr.cfg, "alice@localhost", "new")) == 1 })
+	dsn, _ := os.ReadFile(maildirFiles(t, tr.cfg, "alice@localhost", "new")[0])
+	if err := contains(string(dsn), "Final-Recipient: rfc822; dest@sts.example", "Action: failed", "Status: 5.4.4", "mx patterns"); err != nil {
+		t.Fatal(err)
+	}
+	if w.mx.Connections() != 0 || len(w.mx.Messages()) != 0 {
+		t.Fatalf("MX outside the MTA-STS policy was contacted: %d connections", w.mx.Connections())
+	}
+}
+
+func tlsrptResults(t *testing.T, tr *testRelay) []tlsrpt.Result {
+	t.Helper()
+	var out []tlsrpt.Result
+	now := time.Now()
+	err := tr.tlsrpt.Results(t.Context(), now.Add(-time.Hour), now.Add(time.Hour), func(r tlsrpt.Result) error {
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// With -dane-resolver pointing at a resolver that does not answer, the TLS
+// policy of a destination cannot be determined: the message is deferred,
+// never sent with less protection (RFC 7672 §2.2), and the next hop sees
+// nothing.
+func TestDANEResolverFailureDefers(t *testing.T) {
+	partner := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert})
+	users := writeUsers(t, "alice", "s3cret")
+	dead := freeLoopbackUDP(t)
+	tr := startRelayWith(t, func(r *Relay) {
+		r.connector.Resolver = &fakeDNS{
+			mx: map[string][]*net.MX{"dane.example": {{Host: "mx.dane.example.", Pref: 10}}},
+			ip: map[string][]net.IPAddr{"mx.dane.example": {{IP: net.ParseIP("192.0.2.40")}}},
+		}
+		r.connector.Dialer = &transporttest.Dialer{Map: map[string]string{"192.0.2.40:25": partner.Addr}}
+		r.dane.Resolver.Timeout = 200 * time.Millisecond
+	}, "-users", users, "-dane-resolver", dead, "-default-tls", "may", "-retry", "1h")
+
+	c := tr.dialTLS(t, "submission")
+	if err := auth(c, "alice", "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, "alice@localhost", []string{"dest@dane.example"}, testBody); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a deferred attempt", 10*time.Second, func() bool {
+		msgs, err := tr.queue.List(t.Context())
+		return err == nil && len(msgs) == 1 && msgs[0].Recipients[0].Attempts == 1
+	})
+	msgs, _ := tr.queue.List(t.Context())
+	r := msgs[0].Recipients[0]
+	if r.State != "deferred" || r.LastError == nil || r.LastError.Code/100 != 4 {
+		t.Fatalf("recipient after DANE lookup failure: %+v %+v", r, r.LastError)
+	}
+	t.Logf("deferred with: %s", r.LastError.Reply())
+	if !strings.Contains(r.LastError.Message, "policy lookup failed") {
+		t.Fatalf("deferred for another reason: %s", r.LastError.Reply())
+	}
+	if partner.Connections() != 0 {
+		t.Fatalf("next hop contacted although the DANE policy is unknown")
+	}
+}
+
+// freeLoopbackUDP returns a loopback UDP address where nothing answers.
+func freeLoopbackUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.LocalAddr().String()
+	c.Close()
+	return addr
+}
