@@ -40,13 +40,15 @@ const (
 	DefaultPollInterval = time.Second
 )
 
-// DefaultBackoff is the retry schedule used when Queue.Backoff is nil: the
-// wait after the n-th failed attempt is DefaultBackoff[n-1], the last entry
-// repeating. It doubles from 5 minutes (Postfix's minimal_backoff_time) and
-// stays at 4 hours.
-var DefaultBackoff = []time.Duration{
-	5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute,
-	80 * time.Minute, 160 * time.Minute, 4 * time.Hour,
+// DefaultBackoff returns the retry schedule used when Queue.Backoff is nil:
+// 5m, 10m, 20m, 40m, 1h20m, 2h40m, then 4h repeating. It doubles from
+// Postfix's minimal_backoff_time and stays well above the 30 minutes
+// RFC 5321 §4.5.4.1 asks for once a destination has failed a few times.
+func DefaultBackoff() []time.Duration {
+	return []time.Duration{
+		5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute,
+		80 * time.Minute, 160 * time.Minute, 4 * time.Hour,
+	}
 }
 
 // ErrRunning is returned by Run when the Queue is already running.
@@ -94,7 +96,9 @@ type Queue struct {
 	DelayWarning time.Duration
 	// Backoff is the retry schedule: after the n-th failed attempt of a
 	// recipient the next one is Backoff[n-1] later, the last entry
-	// repeating. Nil or empty means DefaultBackoff.
+	// repeating. Nil or empty means DefaultBackoff(). A wait that would
+	// pass the expiry time is shortened to end at it, so the last attempt
+	// is made when the message expires.
 	Backoff []time.Duration
 	// Jitter spreads retries: each wait is multiplied by a random factor in
 	// [1-Jitter, 1+Jitter]. Zero means none; values are clamped to [0, 1].
@@ -197,7 +201,7 @@ func (q *Queue) reportingMTA() string {
 func (q *Queue) backoff(n int) time.Duration {
 	sched := q.Backoff
 	if len(sched) == 0 {
-		sched = DefaultBackoff
+		sched = DefaultBackoff()
 	}
 	d := sched[min(max(n-1, 0), len(sched)-1)]
 	if j := min(max(q.Jitter, 0), 1); j > 0 {
@@ -231,7 +235,9 @@ func newID(now time.Time) (string, error) {
 // queue id. It returns only once the body and envelope are durable in Store,
 // so a server may answer 250 to the end of DATA after it (RFC 5321 §6.1:
 // the server takes responsibility for the message). Body is read to its
-// end. env.ID is kept as ReceivedID; the queue assigns its own id.
+// end; it should have CRLF line endings, as the Connector sends it as is.
+// env.ID is kept as ReceivedID; the queue assigns its own id. Recipients
+// start Pending and are due at once.
 func (q *Queue) Enqueue(ctx context.Context, env *transport.Envelope, body io.Reader) (string, error) {
 	if len(env.Recipients) == 0 {
 		return "", errors.New("queue: envelope has no recipients")
