@@ -136,7 +136,9 @@ func (r *Report) build(buf *bytes.Buffer) error {
 	buf.WriteString("\r\n--" + boundary + "\r\n")
 	buf.WriteString("Content-Description: Notification\r\n")
 	buf.WriteString("Content-Language: " + lang + "\r\n")
-	if isASCII([]byte(human)) {
+	// 7bit needs ASCII lines of at most 998 octets (RFC 2045 §2.7); a
+	// long word from caller data (a reply without spaces) can exceed it.
+	if isASCII([]byte(human)) && !hasLongLine(human, 998) {
 		buf.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
 		buf.WriteString("Content-Transfer-Encoding: 7bit\r\n\r\n")
 		buf.WriteString(human)
@@ -380,6 +382,17 @@ func isASCII(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// hasLongLine reports whether a CRLF-separated line of s is longer than max
+// octets.
+func hasLongLine(s string, max int) bool {
+	for line := range strings.SplitSeq(s, "\r\n") {
+		if len(line) > max {
+			return true
+		}
+	}
+	return false
 }
 
 func writeBase64(b *bytes.Buffer, data []byte) {

@@ -674,3 +674,23 @@ func TestHumanPartLineBreaksInCallerData(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLineOver998: a reply with a very long word keeps every line of the
+// report within the 998 octets of RFC 5322 §2.1.1 (the human part, which
+// quotes the reply, is then base64-encoded), in English and Japanese.
+func TestNoLineOver998(t *testing.T) {
+	for _, lang := range []string{"en", "ja"} {
+		r := fullReport(lang)
+		r.Recipients[0].DiagnosticCode = "550 5.7.1 " + strings.Repeat("x", 2500)
+		msg := buildOrFatal(t, r)
+		for i, line := range strings.Split(string(msg), "\r\n") {
+			if len(line) > 998 {
+				t.Errorf("%s: line %d has %d octets: %.60q", lang, i+1, len(line), line)
+			}
+		}
+		parts := mimeParts(t, msg)
+		if !strings.Contains(string(parts[0].body), strings.Repeat("x", 2500)) {
+			t.Errorf("%s: human part lost the reply", lang)
+		}
+	}
+}
