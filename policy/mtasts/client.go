@@ -95,8 +95,8 @@ func TLSRPTResultType(err error) string {
 	return ""
 }
 
-// MaxPolicySize is the largest policy body accepted, 64 KiB (RFC 8461 §3.3
-// lets senders limit it; 64 KiB is the limit the RFC's discussion uses).
+// MaxPolicySize is the largest policy body accepted, 64 KiB (RFC 8461 §3.3:
+// "a suggested maximum policy size 64 kilobytes").
 const MaxPolicySize = 64 * 1024
 
 // TXTResolver is the DNS seam: *net.Resolver and go-mockdns's Resolver
@@ -133,12 +133,13 @@ type Client struct {
 	// Cache holds policies across lookups. Nil means a MemoryCache private to
 	// this Client. Use a *DirCache to survive restarts.
 	Cache Cache
-	// FetchTimeout bounds one policy fetch. Zero means one minute (RFC 8461
-	// §3.3 suggests a timeout; 60 s is its example).
+	// FetchTimeout bounds one policy fetch. Zero means one minute, the
+	// timeout RFC 8461 §3.3 suggests.
 	FetchTimeout time.Duration
-	// RetryAfterFailure is how long a failed fetch for a domain is
-	// remembered before Lookup tries again, so that a broken policy host is
-	// not hit once per message. Zero means 5 minutes; negative disables.
+	// RetryAfterFailure is how long a failed fetch for a domain and record
+	// id is remembered before Lookup tries again, so that a broken policy
+	// host is not hit once per message (RFC 8461 §3.3: "five minutes or
+	// longer per version ID"). Zero means 5 minutes; negative disables.
 	RetryAfterFailure time.Duration
 	// RefreshInterval is how often Run calls Refresh. Zero means one hour.
 	RefreshInterval time.Duration
@@ -348,7 +349,7 @@ func isCertError(err error) bool {
 //   - otherwise the policy is fetched and, on success, cached (even in mode
 //     none, which replaces an older policy, §8.3);
 //   - if the TXT lookup fails or finds no usable record, or the fetch fails,
-//     a valid cached policy is still used (§5.1, §10.1);
+//     a valid cached policy is still used (§3.3, §5.1, §10.2);
 //   - with no valid cached policy the result is a *NoPolicyError.
 //
 // The returned entry may be in mode none; Lookup turns that into a
@@ -516,7 +517,7 @@ func (c *Client) Lookup(ctx context.Context, domain string) (policy.Requirement,
 }
 
 // Refresh proactively refreshes cached policies before they expire
-// (RFC 8461 §3.3 and §10.1: refresh so that an attacker blocking discovery
+// (RFC 8461 §3.3 and §10.2: refresh so that an attacker blocking discovery
 // at the moment of expiry gains nothing; "a suggested refresh frequency is
 // once per day"). Every cached entry older than RefreshAge or past half of
 // its max_age is refetched: the TXT record is looked up and the policy

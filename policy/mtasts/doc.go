@@ -4,7 +4,7 @@
 // host "https://mta-sts.<domain>/.well-known/mta-sts.txt" (§3.3), strict
 // parsing of both (§3.1, §3.2), MX host matching (§4.1), and a policy cache
 // that survives restarts, honours max_age, refetches when the TXT id changes
-// and keeps a valid cached policy when a refresh fails (§5.1, §10.1).
+// and keeps a valid cached policy when a refresh fails (§3.3, §5.1, §10.2).
 //
 // [Client] implements policy.Policy: its Lookup turns an "enforce" or
 // "testing" policy into a policy.Requirement at level Verify, restricted to
@@ -21,6 +21,10 @@
 // as usual and failures are recorded for TLS-RPT (RFC 8460, package
 // policy/tlsrpt). Applying the Requirement on the wire is the transport's
 // job, not this package's.
+//
+// The policy domain is the one Lookup is given: the recipient domain, or the
+// smart host's domain when mail is relayed through one (§3.4); a parent
+// domain's policy is never consulted for a subdomain.
 //
 // Not supported: the receiving side (publishing and serving a policy is left
 // to the host's web server); internationalised domain names in U-label form

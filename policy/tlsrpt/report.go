@@ -266,7 +266,7 @@ func (a *Aggregator) Reports(ctx context.Context, day time.Time) ([]*Report, err
 	}
 	byPolicy := map[policyKey]*agg{}
 	err := a.Store.Results(ctx, start, end, func(r Result) error {
-		k := policyKey{strings.ToLower(r.PolicyDomain), string(r.PolicyType), strings.Join(r.PolicyString, "\n"), strings.Join(r.MXHost, "\n")}
+		k := policyKey{strings.TrimSuffix(strings.ToLower(r.PolicyDomain), "."), string(r.PolicyType), strings.Join(r.PolicyString, "\n"), strings.Join(r.MXHost, "\n")}
 		g := byPolicy[k]
 		if g == nil {
 			g = &agg{
