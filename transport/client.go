@@ -174,6 +174,7 @@ type session struct {
 	raw     net.Conn // the TCP connection
 	conn    net.Conn // raw, or the *tls.Conn over it
 	br      *bufio.Reader
+	lim     *io.LimitedReader
 	text    *textproto.Reader
 	bw      *bufio.Writer
 	ext     map[string]string
@@ -199,9 +200,14 @@ func newSession(conn net.Conn, host, addr string, now time.Time) *session {
 	return s
 }
 
+// maxReply bounds the bytes read for one reply, so a hostile server cannot
+// make the client buffer an endless line.
+const maxReply = 1 << 20
+
 func (s *session) setConn(c net.Conn) {
 	s.conn = c
-	s.br = bufio.NewReaderSize(c, 4096)
+	s.lim = &io.LimitedReader{R: c, N: maxReply}
+	s.br = bufio.NewReaderSize(s.lim, 4096)
 	s.text = textproto.NewReader(s.br)
 	s.bw = bufio.NewWriter(c)
 }
@@ -250,6 +256,7 @@ func (s *session) read(ctx context.Context, timeout time.Duration) (*reply, erro
 	if err := s.deadline(ctx, timeout); err != nil {
 		return nil, err
 	}
+	s.lim.N = maxReply
 	r, err := readReply(s.text)
 	return r, s.ctxErr(ctx, err)
 }
@@ -269,6 +276,7 @@ func (s *session) cmd(ctx context.Context, timeout time.Duration, line string) (
 	if err := s.bw.Flush(); err != nil {
 		return nil, s.ctxErr(ctx, err)
 	}
+	s.lim.N = maxReply
 	r, err := readReply(s.text)
 	return r, s.ctxErr(ctx, err)
 }
@@ -364,6 +372,7 @@ func (s *session) writeData(ctx context.Context, timeout time.Duration, body io.
 	if err := w.Close(); err != nil {
 		return nil, s.ctxErr(ctx, err)
 	}
+	s.lim.N = maxReply
 	r, err := readReply(s.text)
 	return r, s.ctxErr(ctx, err)
 }

@@ -23,6 +23,7 @@ type attemptResult struct {
 	mta     RemoteMTA
 	tls     *TLSInfo
 	failure FailureType
+	code    int // the last reply code of a completed transaction, for the log
 }
 
 // attempt runs one connection (new or pooled) and one transaction.
@@ -148,7 +149,8 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 				now:        c.now(),
 				enforce:    st.plan.enforce && st.plan.required,
 			}
-			if st.plan.required {
+			if st.plan.required || st.plan.kind != checkNone {
+				// In testing mode (not enforced) a low version is recorded.
 				v.minVersion = st.req.EffectiveMinVersion()
 			}
 			rep, err := s.startTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.host, st.route))
@@ -321,7 +323,7 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 	}
 	if len(accepted) == 0 {
 		_, _ = s.cmd(ctx, tmo, "RSET")
-		return &attemptResult{}
+		return &attemptResult{code: r.Code}
 	}
 	r, err = s.cmd(ctx, tmo, "DATA")
 	if err != nil {
@@ -341,6 +343,7 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 		return &attemptResult{err: e}
 	}
 	e := r.asError("DATA")
+	done := &attemptResult{code: r.Code}
 	for _, i := range accepted {
 		status := statusFor(e)
 		if status == Delivered && !s.has("DSN") && wantsSuccess(env.Recipients[i]) {
@@ -348,7 +351,7 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 		}
 		st.finish(i, status, e, mta, ti, s.failure, now())
 	}
-	return &attemptResult{}
+	return done
 }
 
 func wantsSuccess(r Recipient) bool {
@@ -477,7 +480,7 @@ func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptR
 		attrs = append(attrs, slog.String("result", "attempt failed"), slog.Int("code", ar.err.Code),
 			slog.String("enhanced", ar.err.EnhancedCode.String()), slog.String("error", ar.err.Error()))
 	} else {
-		attrs = append(attrs, slog.String("result", resultSummary(st)))
+		attrs = append(attrs, slog.String("result", resultSummary(st)), slog.Int("code", ar.code))
 	}
 	c.log().LogAttrs(ctx, level, "delivery attempt", attrs...)
 }

@@ -336,3 +336,23 @@ func TestContextCancelAbortsAttempt(t *testing.T) {
 		t.Errorf("got %v %v", r.Status, r.Reply)
 	}
 }
+
+// A server that sends an endless reply line cannot make the client buffer
+// it: the reply is cut at 1 MiB and the attempt fails.
+func TestOversizedReplyRefused(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, _ *bufio.Reader) {
+		c.Write([]byte("220 "))
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for i := 0; i < 64; i++ { // 4 MiB, no newline
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	e := newEnv(t)
+	e.single(addr)
+	res := deliver(t, e.connector(fixed(policy.Verify), nil), envelope("user@example.test"))
+	if r := res.Recipients[0]; r.Status != transport.Deferred || r.Reply == nil || r.Reply.Code != 451 {
+		t.Errorf("got %v %v", r.Status, r.Reply)
+	}
+}

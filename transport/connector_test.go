@@ -481,7 +481,7 @@ func TestLogLine(t *testing.T) {
 	deliver(t, c, envelope("user@example.test"))
 	line := buf.String()
 	for _, k := range []string{`"domain":"example.test"`, `"mx":"mx.example.test"`, `"tls_version":"TLSv1.3"`, `"cipher":"TLS_`,
-		`"verified":true`, `"policy":"verify/default"`, `"result":"delivered=1"`} {
+		`"verified":true`, `"policy":"verify/default"`, `"result":"delivered=1"`, `"code":250`} {
 		if !strings.Contains(line, k) {
 			t.Errorf("log line lacks %s:\n%s", k, line)
 		}
