@@ -78,7 +78,9 @@ func domainOf(addr string) string {
 func (h *inbound) ServeSMTP(ctx context.Context, env *transport.Envelope, body io.Reader) error {
 	var local, remote []transport.Recipient
 	for _, r := range env.Recipients {
-		if h.cfg.isLocal(domainOf(r.Address)) {
+		// RFC 5321 §4.5.1: "postmaster" without a domain is always local.
+		// (go-smtp v0.25's RCPT parser refuses it before it gets here.)
+		if h.cfg.isLocal(domainOf(r.Address)) || strings.EqualFold(r.Address, "postmaster") {
 			local = append(local, r)
 		} else {
 			remote = append(remote, r)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"strings"
@@ -293,5 +294,52 @@ func TestBadFilesRefusedAtStart(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: got %v, want an error naming %s", args, err, args[0])
 		}
+	}
+}
+
+// -smarthost with credentials: all non-local mail goes to the smarthost,
+// which gets AUTH over verified TLS.
+func TestSmarthostWithAuthOverTLS(t *testing.T) {
+	smart := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "smtp.provider.example", Cert: transporttest.GoodCert,
+		Auth: map[string]string{"relay-account": "provider-pw"}})
+	ca := writeFile(t, "ca.pem", string(smart.CA.CertPEM))
+	pw := writeFile(t, "smarthost-pw", "provider-pw\n")
+	pol := writeFile(t, "tls_policy", fmt.Sprintf("[127.0.0.1]:%d secure match=smtp.provider.example\n", smart.Port))
+	tr := startRelay(t, "-require-tls", "-relay-networks", "127.0.0.1/32", "-smarthost", smart.Addr,
+		"-smarthost-user", "relay-account", "-smarthost-password-file", pw, "-policy", pol, "-outbound-ca", ca)
+	c := tr.dialTLS(t, "smtp")
+	if err := send(c, "app@localhost", []string{"someone@anywhere.example"}, testBody); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery to the smarthost", 10*time.Second, func() bool { return len(smart.Messages()) == 1 })
+	m := smart.Messages()[0]
+	if m.Envelope.AuthIdentity != "relay-account" || m.TLS == nil {
+		t.Fatalf("smarthost got auth=%q tls=%v", m.Envelope.AuthIdentity, m.TLS != nil)
+	}
+}
+
+// A smarthost that offers no STARTTLS never sees the credentials, even
+// under -default-tls may: the attempt fails instead of authenticating in
+// plaintext.
+func TestSmarthostCredentialsNeverInPlaintext(t *testing.T) {
+	smart := transporttest.NewPlainServer(t)
+	pw := writeFile(t, "smarthost-pw", "provider-pw\n")
+	tr := startRelay(t, "-require-tls", "-relay-networks", "127.0.0.1/32", "-smarthost", smart.Addr,
+		"-smarthost-user", "relay-account", "-smarthost-password-file", pw, "-default-tls", "may", "-retry", "1h")
+	c := tr.dialTLS(t, "smtp")
+	if err := send(c, "app@localhost", []string{"someone@anywhere.example"}, testBody); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an attempt", 10*time.Second, func() bool {
+		msgs, err := tr.queue.List(t.Context())
+		return err == nil && len(msgs) == 1 && msgs[0].Recipients[0].Attempts >= 1
+	})
+	wire := string(smart.Wire())
+	if strings.Contains(wire, "AUTH") || strings.Contains(wire, base64.StdEncoding.EncodeToString([]byte("\x00relay-account\x00provider-pw"))) ||
+		strings.Contains(wire, "provider-pw") {
+		t.Fatalf("credentials sent in plaintext:\n%s", wire)
+	}
+	if len(smart.Messages()) != 0 {
+		t.Fatal("message delivered through a smarthost without authenticating")
 	}
 }
