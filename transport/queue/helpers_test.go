@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-message"
+
 	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
@@ -314,3 +316,29 @@ func rcpt(addr string, notify ...string) transport.Recipient {
 }
 
 const testMessage = "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHello Bob.\r\n"
+
+// decodeParts returns the decoded text of every leaf part of a MIME
+// message, read with go-message (independently of ndr).
+func decodeParts(raw string) (string, error) {
+	e, err := message.Read(strings.NewReader(raw))
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	err = e.Walk(func(_ []int, part *message.Entity, err error) error {
+		if err != nil {
+			return err
+		}
+		if mr := part.MultipartReader(); mr != nil {
+			return nil
+		}
+		data, err := io.ReadAll(part.Body)
+		if err != nil {
+			return err
+		}
+		b.Write(data)
+		b.WriteString("\n")
+		return nil
+	})
+	return b.String(), err
+}

@@ -666,3 +666,51 @@ func BenchmarkEnqueueAndDeliver(b *testing.B) {
 		b.Errorf("delivered %d of %d", delivered, b.N)
 	}
 }
+
+// TestReportContent checks what the queue passes to ndr: the language, the
+// RET parameter (full content or headers), ENVID and ORCPT.
+func TestReportContent(t *testing.T) {
+	for _, tc := range []struct {
+		name, lang, ret string
+		requireTLS      bool
+		wantText        string
+		wantFull        bool
+	}{
+		{"english headers", "", "", false, "no such user", false},
+		{"japanese full", "ja", "FULL", false, "配送", true},
+		{"requiretls returns headers only", "", "FULL", true, "REQUIRETLS", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(string, int) transport.RecipientResult { return permFail() })
+			h.q.Language = tc.lang
+			h.run()
+			env := &transport.Envelope{From: "alice@example.org", Return: tc.ret, EnvelopeID: "ENV-42", RequireTLS: tc.requireTLS,
+				Recipients: []transport.Recipient{{Address: "bob@example.net", ORCPT: "rfc822;Bob@Example.NET"}}}
+			if _, err := h.q.Enqueue(context.Background(), env, strings.NewReader(testMessage)); err != nil {
+				t.Fatal(err)
+			}
+			h.waitFor("report", func() bool { return len(h.fake.rawReports()) == 1 })
+			raw := string(h.fake.rawReports()[0])
+			rep := h.fake.parsedReports(t)[0]
+			if rep.OriginalEnvelopeID != "ENV-42" {
+				t.Errorf("Original-Envelope-Id = %q", rep.OriginalEnvelopeID)
+			}
+			if rr := rep.Recipients[0]; !strings.Contains(rr.OriginalRecipient, "Bob@Example.NET") || rr.Status != "5.1.1" {
+				t.Errorf("recipient group = %+v", rr)
+			}
+			if (rep.Return == ndr.ReturnFull) != tc.wantFull {
+				t.Errorf("returned full = %v, want %v", rep.Return == ndr.ReturnFull, tc.wantFull)
+			}
+			if tc.wantFull != strings.Contains(raw, "Hello Bob.") {
+				t.Errorf("original body returned = %v, want %v", !tc.wantFull, tc.wantFull)
+			}
+			decoded := raw
+			if dec, err := decodeParts(raw); err == nil {
+				decoded = dec
+			}
+			if !strings.Contains(decoded, tc.wantText) {
+				t.Errorf("report lacks %q:\n%s", tc.wantText, decoded)
+			}
+		})
+	}
+}
