@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"iter"
 	"os"
 	"time"
 )
@@ -92,13 +93,7 @@ func (l Loader) loadFiles(certFile, keyFile string) (*tls.Certificate, map[strin
 func (l Loader) parse(certPEM, keyPEM []byte, certFile, keyFile string) (*tls.Certificate, error) {
 	var ders [][]byte
 	var keyBlocks []*pem.Block
-	rest := certPEM
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
+	for b := range pemBlocks(certPEM) {
 		switch {
 		case b.Type == "CERTIFICATE":
 			ders = append(ders, b.Bytes)
@@ -113,13 +108,7 @@ func (l Loader) parse(certPEM, keyPEM []byte, certFile, keyFile string) (*tls.Ce
 	if keyPEM != nil {
 		keySrc = keyFile
 		keyBlocks = nil
-		rest := keyPEM
-		for {
-			var b *pem.Block
-			b, rest = pem.Decode(rest)
-			if b == nil {
-				break
-			}
+		for b := range pemBlocks(keyPEM) {
 			if isKeyType(b.Type) {
 				keyBlocks = append(keyBlocks, b)
 			}
@@ -236,6 +225,20 @@ func (l Loader) check(c *tls.Certificate, certs []*x509.Certificate, certFile, k
 		}
 	}
 	return nil
+}
+
+// pemBlocks yields the PEM blocks of data in order (RFC 7468), skipping
+// text between them.
+func pemBlocks(data []byte) iter.Seq[*pem.Block] {
+	return func(yield func(*pem.Block) bool) {
+		for {
+			var b *pem.Block
+			b, data = pem.Decode(data)
+			if b == nil || !yield(b) {
+				return
+			}
+		}
+	}
 }
 
 func describe(x *x509.Certificate) string {
