@@ -526,7 +526,9 @@ func (c *inConn) reply(line string) {
 // reject as malformed return "".
 func parseCommandLine(line []byte) (verb, arg string) {
 	s := strings.TrimRight(string(line), "\r\n")
-	if len(s) >= 8 && strings.EqualFold(s[:8], "STARTTLS") {
+	// Full Unicode upper-casing, as go-smtp does: "ſtarttls" (long s) is
+	// STARTTLS to it, so it must be to the filter too.
+	if strings.HasPrefix(strings.ToUpper(s), "STARTTLS") {
 		return "STARTTLS", ""
 	}
 	switch {

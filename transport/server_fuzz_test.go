@@ -1,0 +1,283 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+)
+
+// refDotEnd is go-smtp v0.25.1's dataReader state machine (data.go, MIT
+// licence), byte at a time: it returns the index just past the end-of-data
+// marker, or -1.
+func refDotEnd(b []byte) int {
+	const (
+		stateBeginLine = iota
+		stateDot
+		stateDotCR
+		stateCR
+		stateData
+	)
+	state := stateBeginLine
+	for i, c := range b {
+		switch state {
+		case stateBeginLine:
+			if c == '.' {
+				state = stateDot
+				continue
+			}
+			if c == '\r' {
+				state = stateCR
+				break
+			}
+			state = stateData
+		case stateDot:
+			if c == '\r' {
+				state = stateDotCR
+				continue
+			}
+			state = stateData
+		case stateDotCR:
+			if c == '\n' {
+				return i + 1
+			}
+			state = stateData
+		case stateCR:
+			if c == '\n' {
+				state = stateBeginLine
+				break
+			}
+			state = stateData
+		case stateData:
+			if c == '\r' {
+				state = stateCR
+			}
+		}
+	}
+	return -1
+}
+
+// FuzzScanDot: the plaintext filter ends DATA exactly where go-smtp does,
+// however the stream is split into reads.
+func FuzzScanDot(f *testing.F) {
+	f.Add([]byte(".\r\n"), 1)                       // empty message
+	f.Add([]byte("a\r\n.\r\nMAIL FROM:<x>\r\n"), 3) // pipelined after the end
+	f.Add([]byte("a\r\n..\r\n.\r\n"), 5)            // dot-stuffed line
+	f.Add([]byte("a\n.\r\nb\r\n.\r\n"), 2)          // bare LF does not start a line
+	f.Add([]byte("x\r\n.\r\r\n.\r\n"), 7)           // ".\r\r\n" is not the end
+	f.Add([]byte("\r\r\n.\r\n"), 0)                 // CR CR LF
+	f.Fuzz(func(t *testing.T, data []byte, split int) {
+		want := refDotEnd(data)
+		if split <= 0 {
+			split = 1
+		}
+		split = split%64 + 1
+		state, pos := 0, 0
+		got := -1
+		for pos < len(data) {
+			end := min(pos+split, len(data))
+			n, done := scanDot(&state, data[pos:end])
+			if done {
+				got = pos + n
+				break
+			}
+			if n != end-pos {
+				t.Fatalf("consumed %d of %d without finding the end", n, end-pos)
+			}
+			pos = end
+		}
+		if got != want {
+			t.Fatalf("end at %d, go-smtp ends at %d (split %d)", got, want, split)
+		}
+	})
+}
+
+// refParseCmd is go-smtp v0.25.1's parseCmd (parse.go, MIT licence).
+func refParseCmd(line string) (cmd string, arg string, err error) {
+	line = strings.TrimRight(line, "\r\n")
+	l := len(line)
+	switch {
+	case strings.HasPrefix(strings.ToUpper(line), "STARTTLS"):
+		return "STARTTLS", "", nil
+	case l == 0:
+		return "", "", nil
+	case l < 4:
+		return "", "", fmt.Errorf("command too short: %q", line)
+	case l == 4:
+		return strings.ToUpper(line), "", nil
+	case l == 5:
+		return "", "", fmt.Errorf("mangled command: %q", line)
+	}
+	if line[4] != ' ' {
+		return "", "", fmt.Errorf("mangled command: %q", line)
+	}
+	return strings.ToUpper(line[0:4]), strings.TrimSpace(line[5:]), nil
+}
+
+// FuzzParseCommandLine: the filter and go-smtp agree on every line's verb.
+func FuzzParseCommandLine(f *testing.F) {
+	for _, s := range []string{"MAIL FROM:<a@b>\r\n", "starttls\r\n", "STARTTLSX\r\n", "BDAT 10 LAST\r\n",
+		"DATA\r\n", "NOOP\tx\r\n", "QUI\r\n", "ehlo  x\r\n", "\r\n", "AUTH",
+		"ſtarttls\r\n", // U+017F upper-cases to S: go-smtp sees STARTTLS
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if strings.ContainsAny(strings.TrimRight(line, "\r\n"), "\n") {
+			return // not one line
+		}
+		verb, arg := parseCommandLine([]byte(line))
+		cmd, rarg, err := refParseCmd(line)
+		if err != nil {
+			cmd, rarg = "", ""
+		}
+		if verb != cmd || (verb != "STARTTLS" && arg != rarg) {
+			t.Fatalf("%q: filter sees %q %q, go-smtp %q %q", line, verb, arg, cmd, rarg)
+		}
+	})
+}
+
+// FuzzParseBcryptTable: the users file parser never panics and names the
+// line of every error.
+func FuzzParseBcryptTable(f *testing.F) {
+	f.Add("# comment\n\nalice:$2a$04$abcdefghijklmnopqrstuu5Mm4aPgXXL1gpm7QP6mUqLG/mlX0tfa\n")
+	f.Add("nocolon\n")
+	f.Add(":$2a$04$x\n")
+	f.Add("a:b\na:b\n")
+	f.Add(strings.Repeat("x", 70000))
+	f.Fuzz(func(t *testing.T, in string) {
+		tab, err := ParseBcryptTable("users", strings.NewReader(in))
+		if err != nil {
+			if !strings.Contains(err.Error(), "users line ") {
+				t.Fatalf("error without line number: %v", err)
+			}
+			return
+		}
+		if err := tab.Authenticate(context.Background(), "\x00no such user", "x"); !errors.Is(err, ErrAuthFailed) {
+			t.Fatalf("unknown user: %v", err)
+		}
+	})
+}
+
+// FuzzReceivedHeader: whatever the client calls itself or its recipient,
+// the trace header stays one header: CRLF only before a TAB continuation,
+// no bare CR or LF, balanced comment parentheses.
+func FuzzReceivedHeader(f *testing.F) {
+	f.Add("client.test", "r@example.net", "CN=x")
+	f.Add("evil\r\nX-Injected: 1", "a\rb@c", "CN=(x))")
+	f.Add("(", ")", "\\")
+	f.Fuzz(func(t *testing.T, helo, rcpt, subject string) {
+		env := &Envelope{ID: "ID", Helo: helo, Recipients: []Recipient{{Address: rcpt}},
+			ClientAddr: &net.TCPAddr{IP: net.IPv6loopback, Port: 25},
+			TLS:        &TLSInfo{Version: 0x0304, CipherSuite: 0x1301, PeerSubject: subject},
+			ReceivedAt: time.Unix(0, 0).UTC()}
+		h := receivedHeader("mx.test", env, "")
+		if !strings.HasPrefix(h, "Received: ") || !strings.HasSuffix(h, "\r\n") {
+			t.Fatalf("header %q", h)
+		}
+		for i, line := range strings.Split(strings.TrimSuffix(h, "\r\n"), "\r\n") {
+			if strings.ContainsAny(line, "\r\n") {
+				t.Fatalf("bare CR/LF in %q", line)
+			}
+			if i > 0 && !strings.HasPrefix(line, "\t") {
+				t.Fatalf("line %d not a continuation: %q", i, line)
+			}
+		}
+		if strings.Count(h, "(") != strings.Count(h, ")") {
+			t.Fatalf("unbalanced comments: %q", h)
+		}
+	})
+}
+
+// pipeListener hands out in-memory connections to a Server.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (p *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-p.conns:
+		return c, nil
+	case <-p.done:
+		return nil, net.ErrClosed
+	}
+}
+func (p *pipeListener) Close() error   { p.once.Do(func() { close(p.done) }); return nil }
+func (p *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 25} }
+
+// FuzzPlaintextRequireTLS: with the zero Inbound policy, no plaintext byte
+// stream gets a transaction started: no MAIL is accepted, DATA never gets
+// 354, AUTH never 334/235, and the Handler is never called.
+func FuzzPlaintextRequireTLS(f *testing.F) {
+	for _, s := range []string{
+		"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhi\r\n.\r\n",
+		"HELO x\r\nBDAT 5 LAST\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3 LAST\r\nabc",
+		"EHLO x\r\n" + strings.Repeat("A", 5000) + "\r\nMAIL FROM:<a@b>\r\n",
+		"EHLO x\r\nAUTH PLAIN AGEAYg==\r\nAUTH LOGIN\r\nYQ==\r\n",
+		"EHLO x\r\nmail from:<a@b> REQUIRETLS\r\nRSET\r\nNOOP\r\nVRFY x\r\n",
+		"EHLO x\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	var calls atomic.Int64
+	pki := newSrvPKI(f)
+	s := &Server{
+		Hostname:  "mx.test",
+		TLSConfig: pki.serverConfig(),
+		Handler: HandlerFunc(func(context.Context, *Envelope, io.Reader) error {
+			calls.Add(1)
+			return nil
+		}),
+		Authenticator:       AuthenticatorFunc(func(context.Context, string, string) error { return nil }),
+		CommandTimeout:      2 * time.Second,
+		TLSHandshakeTimeout: 200 * time.Millisecond,
+		Inbound:             policy.Inbound{},
+	}
+	pl := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	go s.Serve(pl)
+	f.Cleanup(func() { s.Close() })
+	f.Fuzz(func(t *testing.T, in []byte) {
+		client, server := net.Pipe()
+		defer client.Close()
+		select {
+		case pl.conns <- server:
+		case <-time.After(5 * time.Second):
+			t.Fatal("server not accepting")
+		}
+		go func() {
+			client.SetWriteDeadline(time.Now().Add(3 * time.Second))
+			client.Write(in)
+			client.Write([]byte("\r\nQUIT\r\n"))
+		}()
+		client.SetReadDeadline(time.Now().Add(3 * time.Second))
+		r := bufio.NewReader(client)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				break
+			}
+			for _, bad := range []string{"354", "334", "235", "250 2.0.0 Roger", "250 2.0.0 Ok: queued"} {
+				if strings.HasPrefix(line, bad) {
+					t.Fatalf("plaintext input %q got %q", in, line)
+				}
+			}
+			if strings.HasPrefix(line, "220 2.0.0 Ready to start TLS") {
+				break // the rest of the input is discarded, then a handshake fails
+			}
+		}
+		if n := calls.Load(); n != 0 {
+			t.Fatalf("handler called %d times", n)
+		}
+	})
+}
