@@ -7,10 +7,10 @@ import (
 	"testing"
 )
 
-// FuzzReadReply feeds arbitrary server output to the reply reader, the EHLO
+// FuzzClientReply feeds arbitrary server output to the reply reader, the EHLO
 // parser and the enhanced-code splitter: none may panic, and what they
 // accept must be consistent.
-func FuzzReadReply(f *testing.F) {
+func FuzzClientReply(f *testing.F) {
 	f.Add("250-mx.example.test\r\n250-STARTTLS\r\n250-SIZE 1000\r\n250 DSN\r\n")
 	f.Add("220 mx ESMTP\r\n")
 	f.Add("250\r\n")                                   // bare code
@@ -46,9 +46,9 @@ func FuzzReadReply(f *testing.F) {
 	})
 }
 
-// FuzzParseNextHop checks that route next hops parse without panics and
+// FuzzRouteNextHop checks that route next hops parse without panics and
 // that accepted ones round-trip through the "[host]:port" key.
-func FuzzParseNextHop(f *testing.F) {
+func FuzzRouteNextHop(f *testing.F) {
 	for _, s := range []string{"smtp.example.net", "smtp.example.net:587", "[smtp.example.net]:587", "[2001:db8::1]:25",
 		"192.0.2.1", "2001:db8::1", "[x", "host:0", "host:99999", ":25", "[]:25", "[h]x"} {
 		f.Add(s)
@@ -68,9 +68,9 @@ func FuzzParseNextHop(f *testing.F) {
 	})
 }
 
-// FuzzXtext checks that xtext output is pure printable ASCII without "+"
+// FuzzClientXtext checks that xtext output is pure printable ASCII without "+"
 // or "=" other than as escapes (RFC 3461 §4).
-func FuzzXtext(f *testing.F) {
+func FuzzClientXtext(f *testing.F) {
 	f.Add("rfc822;user@example.com")
 	f.Add("a+b=c d\x00é")
 	f.Fuzz(func(t *testing.T, s string) {
