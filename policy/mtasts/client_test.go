@@ -687,3 +687,37 @@ func TestRefreshDaily(t *testing.T) {
 		t.Fatalf("not refreshed after a day: %v, %d fetches", err, f.ph.hitCount(path))
 	}
 }
+
+// A host-supplied HTTPClient that would follow redirects is tamed: the
+// Client replaces its CheckRedirect (RFC 8461 §3.3).
+func TestHostHTTPClientRedirectRefused(t *testing.T) {
+	f := newFixture(t)
+	f.c.HTTPClient = &http.Client{Transport: &http.Transport{
+		DialContext:     f.ph.dial,
+		TLSClientConfig: &tls.Config{RootCAs: f.ph.ca.Pool},
+	}}
+	f.ph.set("mta-sts.example.com", response{status: http.StatusMovedPermanently, location: "https://mta-sts.example.com/elsewhere"})
+	if _, _, err := f.c.FetchPolicy(context.Background(), "example.com"); !errors.Is(err, ErrPolicyFetch) {
+		t.Fatalf("err = %v", err)
+	}
+	if n := f.ph.hitCount("mta-sts.example.com/elsewhere"); n != 0 {
+		t.Fatalf("redirect followed %d times", n)
+	}
+	f.ph.set("mta-sts.example.com", response{body: enforceBody})
+	if _, _, err := f.c.FetchPolicy(context.Background(), "example.com"); err != nil {
+		t.Fatalf("a plain 200 through the host's client: %v", err)
+	}
+}
+
+// A cancelled lookup is an error the caller must defer on, never "no policy".
+func TestLookupCancelled(t *testing.T) {
+	f := newFixture(t)
+	f.txt("example.com", "v=STSv1; id=1")
+	f.ph.set("mta-sts.example.com", response{body: enforceBody})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := f.c.Lookup(ctx, "example.com")
+	if !errors.Is(err, context.Canceled) || errors.Is(err, policy.ErrNoPolicy) {
+		t.Fatalf("err = %v, want context.Canceled and not ErrNoPolicy", err)
+	}
+}
