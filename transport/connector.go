@@ -61,7 +61,11 @@ func orDefault(d, def time.Duration) time.Duration {
 // connections.
 type PoolConfig struct {
 	// MaxIdle is the number of idle connections kept per next-hop address
-	// and policy. Zero disables pooling.
+	// and policy. Zero disables pooling. A pooled connection is only reused
+	// for a message whose route, policy and EHLO name are the same as the
+	// ones it was opened under, and is checked with RSET (RFC 5321
+	// §4.1.1.5) first; one that does not answer 250 is closed and a new one
+	// opened.
 	MaxIdle int
 	// IdleTimeout is how long an idle connection is kept before QUIT.
 	// Zero means 30 seconds, well under the 5 minutes a server waits
@@ -76,14 +80,28 @@ type PoolConfig struct {
 // version below the minimum ends the attempt before MAIL FROM: no envelope
 // address and no body byte is ever written to an unprotected socket.
 //
+// Implemented: MX selection with null MX (RFC 7505) and implicit MX
+// (RFC 5321 §5.1); MTA-STS MX patterns (RFC 8461 §4.1, from the
+// Requirement); the Postfix levels none, may, encrypt, verify, secure;
+// EHLO re-issued after STARTTLS (RFC 3207 §4.2); SIZE (RFC 1870),
+// 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531, no downgrade), DSN parameters
+// and "relayed" (RFC 3461), REQUIRETLS and TLS-Required: No (RFC 8689),
+// AUTH PLAIN over TLS only (RFC 4954, RFC 4616); TLS failures named with
+// TLS-RPT result types (RFC 8460 §4.3). Not implemented: DANE TLSA matching
+// (levels dane and dane-only fail closed when TLSA records are present),
+// BDAT/BINARYMIME (RFC 3030), PIPELINING (commands are sent one at a
+// time), 8-bit to 7-bit downgrade, implicit-TLS next hops (RFC 8314 port
+// 465), LMTP.
+//
 // The zero value is not usable: Hostname must be set. Every other zero
 // field is safe and strict: a nil Policy requires Verify everywhere.
 // A Connector is safe for concurrent use; it must not be copied or modified
 // after first use. Close releases pooled connections.
 type Connector struct {
-	// Hostname is the name sent in EHLO (RFC 5321 §4.1.1.1), and must be
-	// this host's public name. Required; "localhost" is refused because
-	// real MTAs reject or penalise it.
+	// Hostname is the name sent in EHLO (RFC 5321 §4.1.1.1), before and
+	// after STARTTLS, and must be this host's public name. An IP address is
+	// sent as an address literal (RFC 5321 §4.1.3). Required; "localhost"
+	// is refused because real MTAs reject or penalise it.
 	Hostname string
 
 	// Policy gives the TLS requirement per destination. Nil means Verify
@@ -160,6 +178,19 @@ func (c *Connector) init() {
 }
 
 func (c *Connector) sessionCache() tls.ClientSessionCache { c.init(); return c.cache }
+
+// ehloName is Hostname, or an address literal (RFC 5321 §4.1.3) when
+// Hostname is an IP address.
+func (c *Connector) ehloName() string {
+	h := strings.TrimSpace(c.Hostname)
+	if ip := net.ParseIP(strings.Trim(h, "[]")); ip != nil {
+		if ip.To4() != nil {
+			return "[" + ip.String() + "]"
+		}
+		return "[IPv6:" + ip.String() + "]"
+	}
+	return h
+}
 
 func (c *Connector) now() time.Time {
 	if c.Now != nil {

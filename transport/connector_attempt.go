@@ -127,7 +127,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 		s.quit()
 		return nil, &attemptResult{err: e, retry: true}, false
 	}
-	if err := s.ehlo(ctx, c.Timeouts.command(), c.Hostname); err != nil {
+	if err := s.ehlo(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
 		return fail(s, asReplyError(err, "EHLO", "EHLO failed"), true, FailureNone)
 	}
 	if tryTLS {
@@ -190,7 +190,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 					s.failure = v.failure // testing mode: recorded, not enforced
 				}
 				// RFC 3207 §4.2: discard pre-TLS knowledge; EHLO again.
-				if err := s.ehlo(ctx, c.Timeouts.command(), c.Hostname); err != nil {
+				if err := s.ehlo(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
 					return fail(s, asReplyError(err, "EHLO", "EHLO after STARTTLS failed"), true, FailureNone)
 				}
 			}
