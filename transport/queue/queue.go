@@ -796,14 +796,25 @@ func (q *Queue) finish(ctx context.Context, e *entry) {
 		q.mu.Unlock()
 	}
 	changed := false
+	var created []*Message
+	// Reports already stored are scheduled even if this run fails half-way.
+	defer func() {
+		for _, r := range created {
+			q.add(r)
+		}
+	}()
 	for {
 		id, delay := nextReport(m)
 		if id == "" {
 			break
 		}
-		if err := q.sendReport(ctx, m, id, delay); err != nil {
+		r, err := q.sendReport(ctx, m, id, delay)
+		if err != nil {
 			fail(err)
 			return
+		}
+		if r != nil {
+			created = append(created, r)
 		}
 		for _, r := range m.Recipients {
 			if r.FinalReport == id {
@@ -815,7 +826,10 @@ func (q *Queue) finish(ctx context.Context, e *entry) {
 		}
 		changed = true
 	}
-	if changed {
+	// A message that is done is deleted without recording the reports as
+	// queued first: if the delete is lost in a crash, Run finds the reports
+	// in the store and does not queue them again.
+	if changed && !m.Done() {
 		if err := q.Store.Update(ctx, m); err != nil {
 			q.mu.Lock()
 			e.msg, e.dirty = m, true

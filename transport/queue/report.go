@@ -18,12 +18,17 @@ import (
 // report already queued under id is not queued again. A report that cannot
 // be built is logged and dropped (returning nil), since retrying would not
 // help; a storage failure is returned.
-func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay bool) error {
+//
+// The new report is returned, not scheduled: the caller schedules it only
+// after recording that it was queued, so that it cannot be delivered and
+// removed while the original still says "not queued" (a crash then would
+// queue it again).
+func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay bool) (*Message, error) {
 	if ndr.IsNullSender(m.From) {
-		return nil // never reached: ShouldReport refuses; kept as a guard
+		return nil, nil // never reached: ShouldReport refuses; kept as a guard
 	}
 	if _, err := q.Store.Get(ctx, id); err == nil {
-		return nil // created before a crash
+		return nil, nil // created before a crash; Run loaded it
 	}
 	rep := &ndr.Report{
 		ReportingMTA:       q.reportingMTA(),
@@ -47,18 +52,18 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 		rep.Recipients = append(rep.Recipients, reportRecipient(r, delay, expiry))
 	}
 	if len(rep.Recipients) == 0 {
-		return nil
+		return nil, nil
 	}
 	body, err := q.Store.Body(ctx, m.ID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer body.Close()
 	rep.Original = io.NewSectionReader(body, 0, body.Size())
 	b, err := rep.Build()
 	if err != nil {
 		q.logger().Error("building report failed; dropped", "id", m.ID, "report", id, "err", err)
-		return nil
+		return nil, nil
 	}
 	now := q.now()
 	dsn := &Message{
@@ -71,17 +76,16 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 	}
 	if err := q.Store.Create(ctx, dsn, bytes.NewReader(b)); err != nil {
 		if errors.Is(err, ErrExists) {
-			return nil
+			return nil, nil
 		}
-		return fmt.Errorf("queue: queueing report %s: %w", id, err)
+		return nil, fmt.Errorf("queue: queueing report %s: %w", id, err)
 	}
-	q.add(dsn)
 	actions := make([]string, len(rep.Recipients))
 	for i, r := range rep.Recipients {
 		actions[i] = string(r.Action) + " " + r.FinalRecipient
 	}
 	q.logger().Info("report queued", "id", id, "about", m.ID, "to", m.From, "recipients", strings.Join(actions, ", "))
-	return nil
+	return dsn, nil
 }
 
 // reportRecipient is the per-recipient group of a report (RFC 3464 §2.3).
