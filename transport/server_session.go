@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	sasl "github.com/emersion/go-sasl"
@@ -55,10 +56,15 @@ type inSession struct {
 
 	tlsComment string // tls.String(), for Received headers
 
+	// mu guards the fields below: for BDAT, go-smtp runs Data in its own
+	// goroutine while the connection goroutine may still call Reset (RSET,
+	// an aborted transfer) or Auth.
+	mu     sync.Mutex
 	authID string
 
 	// Transaction.
 	from  *string
+	helo  string
 	mail  smtp.MailOptions
 	rcpts []Recipient
 }
@@ -85,16 +91,20 @@ func (s *inSession) Mail(from string, opts *smtp.MailOptions) error {
 		// message demanding TLS must not be accepted over plaintext.
 		return smtpErr(530, EnhancedCode{5, 7, 10}, "REQUIRETLS needs a TLS session; issue STARTTLS first")
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.srv.requiresAuth() && s.authID == "" {
 		return smtpErr(530, EnhancedCode{5, 7, 0}, "Authentication required")
 	}
 	s.from = &from
+	s.helo = s.conn.Hostname()
 	s.mail = smtp.MailOptions{}
 	if opts != nil {
 		s.mail = *opts
 	}
 	s.rcpts = nil
 	s.ic.setInTx(true)
+	s.srv.log.Debug("smtp mail from", "peer", s.ic.peer, "from", from)
 	return nil
 }
 
@@ -110,13 +120,17 @@ func (s *inSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 			r.ORCPT = strings.ToLower(string(opts.OriginalRecipientType)) + ";" + opts.OriginalRecipient
 		}
 	}
+	s.mu.Lock()
 	s.rcpts = append(s.rcpts, r)
+	s.mu.Unlock()
 	return nil
 }
 
 // Reset discards the transaction (RSET, EHLO, end of DATA).
 func (s *inSession) Reset() {
+	s.mu.Lock()
 	s.from, s.rcpts, s.mail = nil, nil, smtp.MailOptions{}
+	s.mu.Unlock()
 	s.ic.setInTx(false)
 }
 
@@ -129,7 +143,9 @@ func (s *inSession) Logout() error {
 
 // Data hands the message to the Handler (RFC 5321 §4.1.1.4; RFC 3030 BDAT).
 func (s *inSession) Data(r io.Reader) error {
+	s.mu.Lock()
 	if s.from == nil {
+		s.mu.Unlock()
 		return smtpErr(503, EnhancedCode{5, 5, 1}, "Bad sequence of commands")
 	}
 	s.ic.inData.Store(true)
@@ -147,12 +163,13 @@ func (s *inSession) Data(r io.Reader) error {
 		Return:       string(s.mail.Return),
 		EnvelopeID:   s.mail.EnvelopeID,
 		ClientAddr:   s.ic.RemoteAddr(),
-		Helo:         s.conn.Hostname(),
+		Helo:         s.helo,
 		AuthIdentity: s.authID,
 		TLS:          s.tls,
 		ReceivedAt:   srv.now(),
 	}
 	s.rcpts = nil // the envelope owns them now
+	s.mu.Unlock()
 
 	body := &bodyReader{r: r}
 	hdr := receivedHeader(srv.hostname(), env, s.tlsComment)
@@ -287,7 +304,9 @@ func (s *inSession) authenticate(username, password string) error {
 	err := s.srv.Authenticator.Authenticate(ctx, username, password)
 	switch {
 	case err == nil:
+		s.mu.Lock()
 		s.authID = username
+		s.mu.Unlock()
 		s.srv.log.Info("smtp auth ok", "peer", s.ic.peer, "user", username)
 		return nil
 	case errors.Is(err, ErrAuthFailed):

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,5 +251,53 @@ func TestHandlerErrors(t *testing.T) {
 	}
 	if !strings.Contains(ts.log.String(), "no space left on device") {
 		t.Error("internal error not logged")
+	}
+}
+
+// TestBDATUnderTLS: CHUNKING (RFC 3030) delivers the chunks in order; RSET
+// in the middle of a transfer aborts it, the Handler sees a read error and
+// nothing is accepted.
+func TestBDATUnderTLS(t *testing.T) {
+	var handlerErrs []error
+	var mu sync.Mutex
+	rec := &recorder{}
+	h := HandlerFunc(func(ctx context.Context, env *Envelope, body io.Reader) error {
+		err := rec.ServeSMTP(ctx, env, body)
+		mu.Lock()
+		handlerErrs = append(handlerErrs, err)
+		mu.Unlock()
+		return err
+	})
+	pki := newSrvPKI(t)
+	ts := startServer(t, &Server{Handler: h}, pki)
+	d := dial(t, ts.addr)
+	d.greet()
+	if err := d.startTLS(pki.clientConfig()); err != nil {
+		t.Fatal(err)
+	}
+	d.expect("EHLO c.test", "250")
+	d.expect("MAIL FROM:<a@example.org> BODY=8BITMIME", "250 ")
+	d.expect("RCPT TO:<b@example.net>", "250 ")
+	bdat := func(cmd, chunk, want string) {
+		t.Helper()
+		d.send(cmd + "\r\n" + chunk)
+		if got := d.read(); !strings.HasPrefix(got, want) {
+			t.Fatalf("%s: %q, want %q", cmd, got, want)
+		}
+	}
+	bdat("BDAT 13", "Subject: x\r\n\r", "250 ")
+	bdat("BDAT 8 LAST", "\n.body\r\n", "250 2.0.0 Ok: queued")
+	d.expect("MAIL FROM:<a@example.org>", "250 ")
+	d.expect("RCPT TO:<b@example.net>", "250 ")
+	bdat("BDAT 5", "abcde", "250 ")
+	d.expect("RSET", "250 ")
+	d.expect("MAIL FROM:<a@example.org>", "250 ")
+	msgs := rec.all()
+	if len(msgs) != 1 || !strings.HasSuffix(msgs[0].body, "+0000\r\nSubject: x\r\n\r\n.body\r\n") || msgs[0].env.Body != "8BITMIME" {
+		t.Fatalf("messages %+v", msgs)
+	}
+	waitFor(t, "aborted handler", func() bool { mu.Lock(); defer mu.Unlock(); return len(handlerErrs) == 2 })
+	if handlerErrs[1] == nil {
+		t.Error("handler read an aborted BDAT transfer without error")
 	}
 }
