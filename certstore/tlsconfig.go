@@ -70,10 +70,10 @@ type TLSOptions struct {
 	ClientCAs *x509.CertPool
 }
 
-// CipherSuites returns the TLS 1.2 cipher suites RFC 9325, Section 4.2
-// recommends and this package enables: ephemeral ECDH key exchange (forward
-// secrecy) with AEAD ciphers only, AES-GCM and ChaCha20-Poly1305, for ECDSA
-// (and Ed25519) and RSA certificates. No CBC, no static RSA key exchange, no
+// CipherSuites returns the TLS 1.2 cipher suites this package enables: the
+// four ECDHE AES-GCM suites RFC 9325, Section 4.2 recommends, plus the two
+// ECDHE ChaCha20-Poly1305 suites (RFC 7905), likewise AEAD with forward
+// secrecy, for ECDSA (and Ed25519) and RSA certificates. No CBC, no static RSA key exchange, no
 // 3DES or RC4. TLS 1.3 suites are not configurable in Go and are all AEAD.
 // The result is a fresh slice the caller may modify.
 func CipherSuites() []uint16 {
