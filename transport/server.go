@@ -161,7 +161,6 @@ type Server struct {
 	active    atomic.Int64
 	closing   atomic.Bool
 	connsDone chan struct{} // closed when conns becomes empty while closing
-	engineWG  sync.WaitGroup
 	closeOnce sync.Once
 }
 
@@ -297,9 +296,7 @@ func (s *Server) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	s.listeners[il] = struct{}{}
-	s.engineWG.Add(1)
 	s.mu.Unlock()
-	defer s.engineWG.Done()
 	s.log.Info("smtp listening", "addr", l.Addr().String(), "kind", s.Kind.String(), "policy", s.Inbound.String())
 
 	go il.acceptLoop()
@@ -458,10 +455,10 @@ func (l *inListener) acceptLoop() {
 	for {
 		raw, err := l.inner.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Transient (EMFILE and the like surface as timeouts or
-				// temporary errors): back off as net/http does.
+			var tmp interface{ Temporary() bool }
+			if errors.As(err, &tmp) && tmp.Temporary() {
+				// Transient (EMFILE, ENFILE, ECONNABORTED): back off as
+				// net/http does instead of giving up the listener.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue

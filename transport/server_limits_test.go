@@ -255,3 +255,24 @@ func TestPlaintextServerWithoutTLS(t *testing.T) {
 		t.Fatalf("DATA %q", got)
 	}
 }
+
+// TestTooManyRefusals: a plaintext client that keeps sending refused
+// commands is disconnected after the tenth with 421.
+func TestTooManyRefusals(t *testing.T) {
+	ts := startServer(t, &Server{}, newSrvPKI(t))
+	d := dial(t, ts.addr)
+	d.greet()
+	for i := 0; i < maxFilterRejects-1; i++ {
+		d.expect("MAIL FROM:<a@example.org>", "530 5.7.0 ")
+	}
+	d.send("MAIL FROM:<a@example.org>\r\n")
+	if got := d.read(); !strings.HasPrefix(got, "530 5.7.0 ") {
+		t.Fatalf("10th: %q", got)
+	}
+	if got := d.read(); !strings.HasPrefix(got, "421 4.7.0 ") {
+		t.Fatalf("after 10th: %q", got)
+	}
+	if _, err := d.tryRead(); err == nil {
+		t.Error("connection left open")
+	}
+}
