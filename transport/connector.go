@@ -86,12 +86,12 @@ type PoolConfig struct {
 // EHLO re-issued after STARTTLS (RFC 3207 §4.2); SIZE (RFC 1870),
 // 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531, no downgrade), DSN parameters
 // and "relayed" (RFC 3461), REQUIRETLS and TLS-Required: No (RFC 8689),
-// AUTH PLAIN over TLS only (RFC 4954, RFC 4616); TLS failures named with
-// TLS-RPT result types (RFC 8460 §4.3). Not implemented: DANE TLSA matching
-// (levels dane and dane-only fail closed when TLSA records are present),
-// BDAT/BINARYMIME (RFC 3030), PIPELINING (commands are sent one at a
-// time), 8-bit to 7-bit downgrade, implicit-TLS next hops (RFC 8314 port
-// 465), LMTP.
+// AUTH PLAIN over TLS only (RFC 4954, RFC 4616); implicit TLS to fixed
+// next hops (RFC 8314 §3); TLS failures named with TLS-RPT result types
+// (RFC 8460 §4.3). Not implemented: DANE TLSA matching (levels dane and
+// dane-only fail closed when TLSA records are present), BDAT/BINARYMIME
+// (RFC 3030), PIPELINING (commands are sent one at a time), 8-bit to 7-bit
+// downgrade, LMTP.
 //
 // The zero value is not usable: Hostname must be set. Every other zero
 // field is safe and strict: a nil Policy requires Verify everywhere.

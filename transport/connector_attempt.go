@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -116,6 +117,29 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	s := newSession(conn, t.host, addr, c.now())
 	s.mta = RemoteMTA{Host: t.host, IP: ip, Port: t.port}
 	s.bind(ctx)
+	if st.route != nil && st.route.ImplicitTLS {
+		// RFC 8314 §3: TLS from the first byte. There is no plaintext to fall
+		// back to, so levels that allow plaintext still use TLS here; they
+		// only relax the certificate check.
+		v := c.newCheck(st, t)
+		tc := tls.Client(conn, c.tlsConfig(v, t.host, st.route))
+		err := s.deadline(ctx, c.Timeouts.command())
+		if err == nil {
+			err = tc.HandshakeContext(ctx)
+		}
+		if err != nil {
+			cause, ft := handshakeCause(v, err)
+			return fail(s, tlsError(st.req, 5, "CONNECT", "implicit TLS with "+t.host+" failed", cause), true, ft)
+		}
+		cs := tc.ConnectionState()
+		s.tls = &cs
+		s.setConn(tc)
+		s.verified = v.verified
+		if v.err != nil {
+			s.failure = v.failure
+		}
+		tryTLS = false
+	}
 	r, err := s.read(ctx, c.Timeouts.greeting())
 	if err != nil {
 		return fail(s, localError(false, 4, 2, "CONNECT", "no greeting from "+t.host, err), true, FailureNone)
@@ -140,32 +164,11 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 				s.failure = FailureSTARTTLSNotSupported // testing mode: report, deliver
 			}
 		} else {
-			v := &tlsCheck{
-				kind:       st.plan.kind,
-				mxHost:     t.host,
-				match:      c.matchNames(st),
-				minVersion: 0,
-				roots:      c.RootCAs,
-				now:        c.now(),
-				enforce:    st.plan.enforce && st.plan.required,
-			}
-			if st.plan.required || st.plan.kind != checkNone {
-				// In testing mode (not enforced) a low version is recorded.
-				v.minVersion = st.req.EffectiveMinVersion()
-			}
+			v := c.newCheck(st, t)
 			rep, err := s.startTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.host, st.route))
 			switch {
 			case err != nil:
-				var cause error
-				ft := v.failure
-				if v.err != nil {
-					cause = v.err
-				} else {
-					cause = classifyHandshake(err)
-					if ft == FailureNone {
-						ft = FailureValidation
-					}
-				}
+				cause, ft := handshakeCause(v, err)
 				if st.plan.required {
 					return fail(s, tlsError(st.req, 5, "STARTTLS", "TLS with "+t.host+" failed", cause), true, ft)
 				}
@@ -202,6 +205,32 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 		}
 	}
 	return s, nil, false
+}
+
+// newCheck prepares the certificate and version check for one handshake.
+func (c *Connector) newCheck(st *groupState, t target) *tlsCheck {
+	v := &tlsCheck{
+		kind:    st.plan.kind,
+		mxHost:  t.host,
+		match:   c.matchNames(st),
+		roots:   c.RootCAs,
+		now:     c.now(),
+		enforce: st.plan.enforce && st.plan.required,
+	}
+	if st.plan.required || st.plan.kind != checkNone {
+		// In testing mode (not enforced) a low version is recorded.
+		v.minVersion = st.req.EffectiveMinVersion()
+	}
+	return v
+}
+
+// handshakeCause names a failed handshake: the check's own verdict if it
+// refused the certificate or version, else the handshake error.
+func handshakeCause(v *tlsCheck, err error) (error, FailureType) {
+	if v.err != nil {
+		return v.err, v.failure
+	}
+	return classifyHandshake(err), FailureValidation
 }
 
 // matchNames returns the names a Secure certificate must match: the

@@ -356,3 +356,49 @@ func TestConnectionPoolIdleTimeout(t *testing.T) {
 		t.Errorf("new connection did not resume the TLS session")
 	}
 }
+
+// RFC 8314 implicit TLS to a fixed next hop: nothing, not even EHLO,
+// crosses in plaintext, and the certificate is checked per the level.
+func TestImplicitTLSRoute(t *testing.T) {
+	ca, err := transporttest.NewCA("implicit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, CA: ca, Hostname: "smtp.relay.test", ImplicitTLS: true})
+	expired := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.ExpiredCert, CA: ca, Hostname: "smtp.relay.test", ImplicitTLS: true})
+	e := newEnv(t)
+	e.host("smtp.relay.test", "127.0.0.1", "")
+	for _, tc := range []struct {
+		srv  *transporttest.Server
+		lvl  policy.Level
+		want transport.Status
+	}{{good, policy.Verify, transport.Delivered}, {good, policy.May, transport.Delivered}, {expired, policy.Verify, transport.Deferred}, {expired, policy.Encrypt, transport.Delivered}} {
+		c := e.connector(nil, nil)
+		c.RootCAs = ca.Pool
+		c.Routes = []transport.Route{{Domain: "*", NextHop: fmt.Sprintf("smtp.relay.test:%d", tc.srv.Port), ImplicitTLS: true,
+			Policy: policy.Fixed{Level: tc.lvl}}}
+		r := deliver(t, c, envelope("a@example.net")).Recipients[0]
+		if r.Status != tc.want {
+			t.Errorf("%v to %v: %v %v", tc.lvl, tc.srv.Certificate.Leaf.NotAfter, r.Status, r.Reply)
+			continue
+		}
+		if tc.want == transport.Delivered {
+			if r.TLS == nil {
+				t.Errorf("no TLS over implicit TLS")
+			} else if r.TLS.Verified != (tc.lvl == policy.Verify) {
+				t.Errorf("%v: verified = %v", tc.lvl, r.TLS.Verified)
+			}
+		}
+		if tc.want == transport.Deferred && (r.TLSFailure != transport.FailureCertificateExpired || r.Reply.EnhancedCode.String() != "4.7.5") {
+			t.Errorf("expired: %q %v", r.TLSFailure, r.Reply)
+		}
+	}
+	for _, srv := range []*transporttest.Server{good, expired} {
+		if transporttest.Contains(srv.Wire(), "EHLO", "MAIL FROM") {
+			t.Errorf("plaintext on an implicit TLS connection:\n%q", srv.Wire())
+		}
+	}
+	if len(good.Messages()) != 2 || len(expired.Messages()) != 1 {
+		t.Errorf("messages: good %d expired %d", len(good.Messages()), len(expired.Messages()))
+	}
+}

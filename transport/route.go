@@ -46,6 +46,13 @@ type Route struct {
 	// routes: at Encrypt an active attacker can read the password.
 	Auth *Credentials
 
+	// ImplicitTLS makes the connection to NextHop TLS from the first byte
+	// (RFC 8314 §3, "submissions" on port 465) instead of STARTTLS. The
+	// Policy's level still decides the certificate check; levels that would
+	// allow plaintext only relax that check, since there is no plaintext
+	// mode to fall back to.
+	ImplicitTLS bool
+
 	// ClientCertificate is presented when the server asks for one (mutual
 	// TLS). GetClientCertificate, if set, takes precedence (for example a
 	// certstore's hot-reloading getter). Both nil: no client certificate.

@@ -82,6 +82,9 @@ type ServerConfig struct {
 	// means a new CA per server. Share one CA to make several servers
 	// trusted by one RootCAs pool.
 	CA *CA
+	// ImplicitTLS makes the server speak TLS from the first byte (RFC 8314
+	// §3) instead of offering STARTTLS. It needs a Cert other than NoTLS.
+	ImplicitTLS bool
 	// MinVersion and MaxVersion bound the TLS versions offered; zero means
 	// crypto/tls's defaults.
 	MinVersion, MaxVersion uint16
@@ -216,7 +219,15 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	s.srv, s.l = srv, l
 	ta := l.Addr().(*net.TCPAddr)
 	s.Addr, s.Host, s.Port = ta.String(), ta.IP.String(), ta.Port
-	go srv.Serve(&recordingListener{Listener: l, s: s})
+	var sl net.Listener = &recordingListener{Listener: l, s: s}
+	if cfg.ImplicitTLS {
+		if tlsCfg == nil {
+			l.Close()
+			return nil, errors.New("transporttest: ImplicitTLS needs a certificate")
+		}
+		sl = tls.NewListener(sl, tlsCfg)
+	}
+	go srv.Serve(sl)
 	return s, nil
 }
 
