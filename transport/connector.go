@@ -305,6 +305,8 @@ func (c *Connector) validate(env *Envelope, body io.ReaderAt, size int64) error 
 			if _, err := parseNextHop(r.NextHop); err != nil {
 				return err
 			}
+		} else if r.ImplicitTLS {
+			return fmt.Errorf("transport: route %q: ImplicitTLS needs a NextHop (MX hosts use STARTTLS on port 25)", r.Domain)
 		}
 	}
 	return nil

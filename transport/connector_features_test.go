@@ -402,3 +402,42 @@ func TestImplicitTLSRoute(t *testing.T) {
 		t.Errorf("messages: good %d expired %d", len(good.Messages()), len(expired.Messages()))
 	}
 }
+
+// Deliver is safe for concurrent use, with and without pooled connections.
+func TestConcurrentDeliveries(t *testing.T) {
+	srv := transporttest.NewTLSServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	c := e.connector(fixed(policy.Verify), srv)
+	c.Pool = transport.PoolConfig{MaxIdle: 2}
+	defer c.Close()
+	const n = 12
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			res, err := c.Deliver(context.Background(), envelope(fmt.Sprintf("u%d@example.test", i)), strings.NewReader(string(testBody)), int64(len(testBody)))
+			if err == nil && res.Recipients[0].Status != transport.Delivered {
+				err = fmt.Errorf("%v: %v", res.Recipients[0].Status, res.Recipients[0].Reply)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if len(srv.Messages()) != n {
+		t.Errorf("messages = %d", len(srv.Messages()))
+	}
+	if srv.Connections() >= n {
+		t.Logf("no connection was reused (%d connections)", srv.Connections())
+	}
+}
+
+func TestImplicitTLSNeedsNextHop(t *testing.T) {
+	c := &transport.Connector{Hostname: clientName, Routes: []transport.Route{{Domain: "*", ImplicitTLS: true}}}
+	if _, err := c.Deliver(context.Background(), envelope("a@example.test"), strings.NewReader("x"), 1); err == nil {
+		t.Error("ImplicitTLS on an MX route accepted")
+	}
+}
