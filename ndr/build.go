@@ -138,7 +138,7 @@ func (r *Report) build(buf *bytes.Buffer) error {
 	buf.WriteString("Content-Language: " + lang + "\r\n")
 	// 7bit needs ASCII lines of at most 998 octets (RFC 2045 §2.7); a
 	// long word from caller data (a reply without spaces) can exceed it.
-	if isASCII([]byte(human)) && !hasLongLine(human, 998) {
+	if isASCII([]byte(human)) && !hasLongLine([]byte(human), maxLine) {
 		buf.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
 		buf.WriteString("Content-Transfer-Encoding: 7bit\r\n\r\n")
 		buf.WriteString(human)
@@ -179,10 +179,20 @@ func (r *Report) build(buf *bytes.Buffer) error {
 				buf.WriteString("Content-Type: text/rfc822-headers\r\n")
 			}
 		}
-		if !isASCII(content) {
-			buf.WriteString("Content-Transfer-Encoding: 8bit\r\n")
+		switch {
+		case !orig.full && hasLongLine(content, maxLine):
+			// A header line too long for 8bit: text/rfc822-headers and
+			// message/global-headers may be base64 (message/rfc822 may
+			// not, which is why readOriginal never returns such an
+			// original in full).
+			buf.WriteString("Content-Transfer-Encoding: base64\r\n\r\n")
+			writeBase64(buf, content)
+			content = nil
+		case !isASCII(content):
+			buf.WriteString("Content-Transfer-Encoding: 8bit\r\n\r\n")
+		default:
+			buf.WriteString("\r\n")
 		}
-		buf.WriteString("\r\n")
 		buf.Write(content)
 		if len(content) > 0 && !bytes.HasSuffix(content, []byte("\r\n")) {
 			buf.WriteString("\r\n")
@@ -384,13 +394,22 @@ func isASCII(b []byte) bool {
 	return true
 }
 
-// hasLongLine reports whether a CRLF-separated line of s is longer than max
-// octets.
-func hasLongLine(s string, max int) bool {
-	for line := range strings.SplitSeq(s, "\r\n") {
-		if len(line) > max {
+// maxLine is the longest line, without its CRLF, that 7bit and 8bit
+// content may have (RFC 5322 §2.1.1, RFC 2045 §2.7 and §2.8).
+const maxLine = 998
+
+// hasLongLine reports whether a line of b (ended by LF or CRLF) is longer
+// than max octets.
+func hasLongLine(b []byte, max int) bool {
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			i = len(b)
+		}
+		if len(bytes.TrimSuffix(b[:i], []byte("\r"))) > max {
 			return true
 		}
+		b = b[min(i+1, len(b)):]
 	}
 	return false
 }
@@ -493,6 +512,8 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 		} else {
 			para(fmt.Sprintf(t.tooLarge, strconv.FormatInt(max, 10)))
 		}
+	case orig.longLines:
+		para(t.bodyNotReturned)
 	case orig.full:
 		para(t.fullAttached)
 	default:

@@ -53,8 +53,9 @@ const (
 	ReturnHeaders Return = iota
 	// ReturnFull returns the whole original message (RET=FULL) as
 	// message/rfc822, or message/global for SMTPUTF8 originals (RFC 6532
-	// §3.7), unless the original is larger than MaxReturnSize or was sent
-	// with REQUIRETLS.
+	// §3.7), unless the original is larger than MaxReturnSize, has a line
+	// longer than 998 octets (RFC 2046 §5.2.1 allows message/rfc822 no
+	// encoding that could carry it), or was sent with REQUIRETLS.
 	ReturnFull
 )
 
@@ -115,9 +116,10 @@ type Report struct {
 	Recipients []Recipient
 
 	// Original is the original message (header and body, CRLF or LF line
-	// ends). Build reads it to its end, so a one-shot reader allows one
-	// Build; it holds at most the header (256 KiB) and MaxReturnSize bytes
-	// of body in memory. If nil, nothing is returned. Parse sets it to the
+	// ends). Build reads its header and, for a full return, at most
+	// MaxReturnSize+1 bytes of body, and no further, so a one-shot reader
+	// allows one Build; it holds at most the header (256 KiB) and
+	// MaxReturnSize bytes of body in memory. If nil, nothing is returned. Parse sets it to the
 	// returned part.
 	Original io.Reader
 	// Return is the RET parameter of the original MAIL FROM: headers only
@@ -263,6 +265,7 @@ type original struct {
 	body      []byte // body, CRLF line ends; nil unless returned in full
 	full      bool   // returned in full
 	tooLarge  bool   // a full return was asked for but the body exceeded the cap
+	longLines bool   // a full return was asked for but a line exceeds 998 octets
 	messageID string
 }
 
@@ -329,7 +332,14 @@ func readOriginal(rd io.Reader, wantFull bool, maxBody int64) (*original, error)
 		o.tooLarge = true
 		return o, nil
 	}
-	o.body = toCRLF(body)
+	body = toCRLF(body)
+	if hasLongLine(o.header, maxLine) || hasLongLine(body, maxLine) {
+		// message/rfc822 allows only 7bit, 8bit or binary (RFC 2046
+		// §5.2.1), and a line this long fits neither 7bit nor 8bit.
+		o.longLines = true
+		return o, nil
+	}
+	o.body = body
 	o.full = true
 	return o, nil
 }

@@ -694,3 +694,43 @@ func TestNoLineOver998(t *testing.T) {
 		}
 	}
 }
+
+// TestOriginalLongLines: an original with a line over 998 octets is not
+// returned as message/rfc822, which could not carry it (RFC 2046 §5.2.1);
+// its headers are, base64-encoded when a header line is the long one.
+func TestOriginalLongLines(t *testing.T) {
+	long := strings.Repeat("y", 1500)
+	for name, tc := range map[string]struct {
+		original string
+		wantCTE  string
+	}{
+		"long body line":   {"Subject: x\r\n\r\n" + long + "\r\n", ""},
+		"long header line": {"Subject: x\r\nX-Long: " + long + "\r\n\r\nbody\r\n", "base64"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := fullReport("en")
+			r.Return = ReturnFull
+			r.Original = strings.NewReader(tc.original)
+			msg := buildOrFatal(t, r)
+			for i, line := range strings.Split(string(msg), "\r\n") {
+				if len(line) > 998 {
+					t.Errorf("line %d has %d octets", i+1, len(line))
+				}
+			}
+			parts := mimeParts(t, msg)
+			if parts[2].mediaType != "text/rfc822-headers" {
+				t.Fatalf("returned as %s", parts[2].mediaType)
+			}
+			if got := parts[2].header.Get("Content-Transfer-Encoding"); got != tc.wantCTE {
+				t.Errorf("Content-Transfer-Encoding %q, want %q", got, tc.wantCTE)
+			}
+			want, _, _ := strings.Cut(tc.original, "\r\n\r\n")
+			if string(parts[2].body) != want+"\r\n" {
+				t.Errorf("returned headers %.80q", parts[2].body)
+			}
+			if !strings.Contains(unwrap(string(parts[0].body)), "Only the headers of your message are attached.") {
+				t.Errorf("human part does not say why:\n%s", parts[0].body)
+			}
+		})
+	}
+}
