@@ -77,12 +77,15 @@ func (r *Report) build(buf *bytes.Buffer) error {
 		if maxBody == 0 {
 			maxBody = DefaultMaxReturnSize
 		}
-		wantFull := r.Return == ReturnFull && !r.RequireTLS && maxBody > 0
+		// RFC 3461 §4.3: RET=FULL applies only to a report of a failure
+		// for at least one recipient; delay and success reports return
+		// the headers only.
+		wantFull := r.Return == ReturnFull && !r.RequireTLS && maxBody > 0 && r.has(ActionFailed)
 		var err error
 		if orig, err = readOriginal(r.Original, wantFull, maxBody); err != nil {
 			return err
 		}
-		if r.Return == ReturnFull && !r.RequireTLS && maxBody < 0 {
+		if r.Return == ReturnFull && !r.RequireTLS && maxBody < 0 && r.has(ActionFailed) {
 			orig.tooLarge = true
 		}
 	}

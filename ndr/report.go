@@ -53,7 +53,8 @@ const (
 	ReturnHeaders Return = iota
 	// ReturnFull returns the whole original message (RET=FULL) as
 	// message/rfc822, or message/global for SMTPUTF8 originals (RFC 6532
-	// §3.7), unless the original is larger than MaxReturnSize, has a line
+	// §3.7), in a report of a failure for at least one recipient (RFC 3461
+	// §4.3: delay and success reports return headers only), unless the original is larger than MaxReturnSize, has a line
 	// longer than 998 octets (RFC 2046 §5.2.1 allows message/rfc822 no
 	// encoding that could carry it), or was sent with REQUIRETLS.
 	ReturnFull

@@ -403,6 +403,9 @@ func TestReturnModes(t *testing.T) {
 		{"requiretls", func(r *Report) { r.RequireTLS = true }, "text/rfc822-headers", false, "sent with REQUIRETLS (RFC 8689), so this report includes only its headers"},
 		{"smtputf8 headers", func(r *Report) { r.SMTPUTF8 = true; r.Return = ReturnHeaders }, "message/global-headers", false, "The headers of your message are attached."},
 		{"smtputf8 full", func(r *Report) { r.SMTPUTF8 = true }, "message/global", true, "Your message is attached."},
+		// RFC 3461 §4.3: RET=FULL applies to failure reports only.
+		{"delay report", func(r *Report) { r.Recipients = r.Recipients[1:2] }, "text/rfc822-headers", false, "The headers of your message are attached."},
+		{"success report", func(r *Report) { r.Recipients = r.Recipients[2:] }, "text/rfc822-headers", false, "The headers of your message are attached."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
