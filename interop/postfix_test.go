@@ -150,3 +150,39 @@ func postfixDeliver(t *testing.T, c *transport.Connector) *transport.Result {
 	}
 	return res
 }
+
+// TestPostfixBehindStrippingProxy puts a STARTTLS-stripping proxy between
+// the Connector and a real Postfix smtpd that offers TLS. Under Verify the
+// attempt ends after EHLO: Postfix logs a session with no MAIL command and
+// no TLS, and the proxy saw no transaction.
+func TestPostfixBehindStrippingProxy(t *testing.T) {
+	pf := startPostfix(t)
+	proxy := transporttest.NewStrippingProxy(t, pf.addr)
+	c := postfixConnector(t, proxy.Addr, policy.Fixed{Level: policy.Verify}, pf.ca)
+	r := postfixDeliver(t, c).Recipients[0]
+	if r.Status != transport.Deferred || r.Reply.EnhancedCode.String() != "4.7.4" || r.TLSFailure != transport.FailureSTARTTLSNotSupported {
+		t.Fatalf("got %v %v %q", r.Status, r.Reply, r.TLSFailure)
+	}
+	if w := proxy.ClientBytes(); !transporttest.Contains(w, "EHLO "+postfixClientName) ||
+		transporttest.Contains(w, "MAIL FROM", "RCPT TO", postfixBodyMarker) {
+		t.Errorf("proxy saw:\n%s", w)
+	}
+	// The first session is the readiness probe (connect, close); ours is the
+	// one with commands.
+	log := pf.waitLog(t, " ehlo=")
+	all := regexp.MustCompile(`disconnect from \S+ (.*)`).FindAllStringSubmatch(log, -1)
+	if len(all) == 0 {
+		t.Fatalf("no disconnect line:\n%s", log)
+	}
+	m := all[len(all)-1]
+	t.Logf("Postfix: %s", m[0])
+	if strings.Contains(m[1], "mail=") || strings.Contains(m[1], "rcpt=") || strings.Contains(m[1], "data=") {
+		t.Errorf("Postfix received a transaction: %s", m[0])
+	}
+	if !strings.Contains(m[1], "ehlo=1") || !strings.Contains(m[1], "quit=1") {
+		t.Errorf("Postfix did not see our EHLO: %s", m[0])
+	}
+	if strings.Contains(log, "TLS connection established") {
+		t.Errorf("a TLS connection was logged through a stripping proxy:\n%s", log)
+	}
+}

@@ -157,7 +157,8 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	if tryTLS {
 		if !s.has("STARTTLS") {
 			if st.plan.required {
-				return fail(s, tlsError(st.req, 4, "EHLO", "TLS is required but "+t.host+" did not offer STARTTLS",
+				s.quit() // RFC 5321 §4.1.1.10; QUIT reveals nothing
+				return fail(nil, tlsError(st.req, 4, "EHLO", "TLS is required but "+t.host+" did not offer STARTTLS",
 					ErrSTARTTLSNotOffered), true, FailureSTARTTLSNotSupported)
 			}
 			if st.plan.kind != checkNone {
@@ -181,7 +182,8 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 				if st.plan.required {
 					e := tlsError(st.req, 4, "STARTTLS", "TLS is required but "+t.host+" refused STARTTLS",
 						fmt.Errorf("%w: %w", ErrSTARTTLSNotOffered, rep.asError("STARTTLS")))
-					return fail(s, e, true, FailureSTARTTLSNotSupported)
+					s.quit()
+					return fail(nil, e, true, FailureSTARTTLSNotSupported)
 				}
 				if st.plan.kind != checkNone {
 					s.failure = FailureSTARTTLSNotSupported
