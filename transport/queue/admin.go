@@ -111,6 +111,7 @@ func (q *Queue) modify(ctx context.Context, id string, f func(*Message)) error {
 	}
 	q.mu.Lock()
 	e.msg = m
+	q.refresh(e)
 	q.mu.Unlock()
 	return nil
 }

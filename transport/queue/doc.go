@@ -18,7 +18,10 @@
 //     success is tracked per recipient; a delivered recipient is never
 //     tried again.
 //   - Workers with bounded concurrency overall and per recipient domain;
-//     one Deliver call per message and domain.
+//     one Deliver call per message and domain. The scheduler keeps messages
+//     in a heap by due time and parks messages waiting for a busy domain,
+//     so a pass costs nothing for mail that is not due (about 20 ns with
+//     20,000 deferred or parked messages, BenchmarkDispatch*).
 //   - Retry schedule (Queue.Backoff, doubling from 5 minutes to 4 hours by
 //     default, optional jitter) up to Queue.MaxAge (5 days by default, as
 //     Postfix); the last retry is moved to the expiry time, after which the
@@ -54,10 +57,10 @@
 //   - RFC 3461 "expanded" reports (the queue does no alias expansion),
 //     ETRN (RFC 1985), message priorities, per-destination rate limits and
 //     Postfix-style "dead destination" throttling.
-//   - Group commit: every state change costs two fsyncs (file and
-//     directory). The scheduler scans all queued messages on each wake-up
-//     (it has no timer heap), which is fine for tens of thousands of
-//     messages, not millions.
+//   - Batching of state writes: every state change costs two fsyncs (the
+//     file, then the directory; concurrent directory fsyncs are shared).
+//     The whole queue is held in memory (one small record per message), and
+//     Run reads every record at start.
 //
 // # Crashes, durability and duplicates
 //

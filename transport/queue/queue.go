@@ -125,6 +125,8 @@ type Queue struct {
 
 	mu       sync.Mutex
 	entries  map[string]*entry
+	heap     dueHeap             // entries with work due, by time
+	parked   map[string][]*entry // entries waiting for a domain's slot
 	running  bool
 	active   int
 	domains  map[string]int
@@ -132,23 +134,11 @@ type Queue struct {
 	hostname string
 }
 
-// entry is the in-memory state of one queued message. msg is an immutable
-// snapshot replaced (copy on write) under Queue.mu; persist serializes the
-// read-modify-write cycles of one message and its Store.Update calls.
-type entry struct {
-	msg      *Message
-	inflight map[int]bool // recipient indexes being delivered
-	busy     bool         // a finish job runs
-	dirty    bool         // msg is newer than the store (an Update failed)
-	retryAt  time.Time    // when to retry a failed finish job
-	gone     bool         // removed from the queue
-	persist  sync.Mutex
-}
-
 func (q *Queue) init() {
 	if q.entries == nil {
 		q.entries = make(map[string]*entry)
 		q.domains = make(map[string]int)
+		q.parked = make(map[string][]*entry)
 		q.wake = make(chan struct{}, 1)
 	}
 }
@@ -312,7 +302,9 @@ func (q *Queue) add(m *Message) {
 	q.mu.Lock()
 	q.init()
 	if _, ok := q.entries[m.ID]; !ok {
-		q.entries[m.ID] = &entry{msg: m, inflight: make(map[int]bool)}
+		e := newEntry(m)
+		q.entries[m.ID] = e
+		q.refresh(e)
 	}
 	q.mu.Unlock()
 	q.signal()
@@ -349,7 +341,9 @@ func (q *Queue) Run(ctx context.Context) error {
 	q.mu.Lock()
 	for _, m := range msgs {
 		if _, ok := q.entries[m.ID]; !ok {
-			q.entries[m.ID] = &entry{msg: m, inflight: make(map[int]bool)}
+			e := newEntry(m)
+			q.entries[m.ID] = e
+			q.refresh(e)
 		}
 	}
 	var recover []*entry
@@ -366,6 +360,9 @@ func (q *Queue) Run(ctx context.Context) error {
 		e.persist.Lock()
 		q.finish(ctx, e)
 		e.persist.Unlock()
+		q.mu.Lock()
+		q.refresh(e)
+		q.mu.Unlock()
 	}
 
 	var wg sync.WaitGroup
@@ -400,106 +397,6 @@ func needsFinish(m *Message) bool {
 		}
 	}
 	return false
-}
-
-// job is one Deliver call: the due recipients of one message for one domain.
-type job struct {
-	e      *entry
-	domain string
-	idx    []int
-	due    time.Time
-}
-
-// dispatch starts the jobs that are due and fit the concurrency limits, and
-// returns when the earliest job not started is due (zero if none).
-func (q *Queue) dispatch(ctx context.Context, wg *sync.WaitGroup) time.Time {
-	if ctx.Err() != nil {
-		return time.Time{}
-	}
-	now := q.now()
-	conc := orDefault(q.Concurrency, DefaultConcurrency)
-	perDomain := orDefault(q.PerDomainConcurrency, DefaultPerDomainConcurrency)
-
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var jobs []job
-	var next time.Time
-	later := func(t time.Time) {
-		if next.IsZero() || t.Before(next) {
-			next = t
-		}
-	}
-	for _, e := range q.entries {
-		if e.gone {
-			continue
-		}
-		if !e.busy && (e.dirty || needsFinish(e.msg)) {
-			if e.retryAt.After(now) {
-				later(e.retryAt)
-			} else {
-				e.busy = true
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					e.persist.Lock()
-					q.finish(ctx, e)
-					e.persist.Unlock()
-					q.mu.Lock()
-					e.busy = false
-					q.mu.Unlock()
-				}()
-			}
-			if e.msg.Done() {
-				continue
-			}
-		}
-		groups := make(map[string]*job)
-		for i, r := range e.msg.Recipients {
-			if r.State.Final() || e.inflight[i] {
-				continue
-			}
-			if r.NextAttempt.After(now) {
-				later(r.NextAttempt)
-				continue
-			}
-			d := domainOf(r.Address)
-			g := groups[d]
-			if g == nil {
-				g = &job{e: e, domain: d, due: r.NextAttempt}
-				groups[d] = g
-			}
-			g.idx = append(g.idx, i)
-			if r.NextAttempt.Before(g.due) {
-				g.due = r.NextAttempt
-			}
-		}
-		for _, g := range groups {
-			jobs = append(jobs, *g)
-		}
-	}
-	// Oldest due first, so a busy domain cannot starve the others.
-	slices.SortFunc(jobs, func(a, b job) int { return a.due.Compare(b.due) })
-	// Jobs left out by the limits are found again when a running job ends
-	// and signals the scheduler.
-	for _, j := range jobs {
-		if q.active >= conc {
-			break
-		}
-		if q.domains[j.domain] >= perDomain {
-			continue
-		}
-		q.active++
-		q.domains[j.domain]++
-		for _, i := range j.idx {
-			j.e.inflight[i] = true
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			q.attempt(ctx, j)
-		}()
-	}
-	return next
 }
 
 func domainOf(addr string) string {
@@ -543,18 +440,7 @@ func envelope(m *Message, idx []int) *transport.Envelope {
 // except when the process dies between the remote's acceptance and the
 // write), then create the reports that are due.
 func (q *Queue) attempt(ctx context.Context, j job) {
-	defer func() {
-		q.mu.Lock()
-		for _, i := range j.idx {
-			delete(j.e.inflight, i)
-		}
-		q.active--
-		if q.domains[j.domain]--; q.domains[j.domain] <= 0 {
-			delete(q.domains, j.domain)
-		}
-		q.mu.Unlock()
-		q.signal()
-	}()
+	defer q.endJob(j)
 	q.mu.Lock()
 	m := j.e.msg
 	q.mu.Unlock()
@@ -757,6 +643,7 @@ func (q *Queue) drop(e *entry) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	e.gone = true
+	q.refresh(e)
 	if cur, ok := q.entries[e.msg.ID]; ok && cur == e {
 		delete(q.entries, e.msg.ID)
 	}

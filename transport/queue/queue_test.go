@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -713,4 +714,64 @@ func TestReportContent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBusyDomainDoesNotBlockOthers: with a backlog for one domain held at
+// its limit, mail for another domain enqueued later still goes out, and
+// the backlog drains once the domain answers.
+func TestBusyDomainDoesNotBlockOthers(t *testing.T) {
+	st, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	got := map[string]int{}
+	d := DeliverFunc(func(ctx context.Context, env *transport.Envelope, _ io.ReaderAt, _ int64) (*transport.Result, error) {
+		if domainOf(env.Recipients[0].Address) == "busy.example" {
+			<-release
+		}
+		res := &transport.Result{}
+		mu.Lock()
+		for _, r := range env.Recipients {
+			got[domainOf(r.Address)]++
+			rr := ok()
+			rr.Recipient = r
+			res.Recipients = append(res.Recipients, rr)
+		}
+		mu.Unlock()
+		return res, nil
+	})
+	q := &Queue{Store: st, Deliverer: d, PerDomainConcurrency: 2, Concurrency: 5, PollInterval: 2 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+	for i := 0; i < 30; i++ {
+		env := &transport.Envelope{From: "a@example.org", Recipients: []transport.Recipient{{Address: fmt.Sprintf("u%d@busy.example", i)}}}
+		if _, err := q.Enqueue(ctx, env, strings.NewReader(testMessage)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := &transport.Envelope{From: "a@example.org", Recipients: []transport.Recipient{{Address: "v@quiet.example"}}}
+	if _, err := q.Enqueue(ctx, env, strings.NewReader(testMessage)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return got["quiet.example"] == 1 })
+	q.mu.Lock()
+	parked := 0
+	for _, e := range q.parked["busy.example"] {
+		if e.blocked["busy.example"] {
+			parked++
+		}
+	}
+	q.mu.Unlock()
+	if parked != 28 {
+		t.Errorf("%d messages parked on busy.example, want 28 (30 minus 2 in flight)", parked)
+	}
+	close(release)
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return got["busy.example"] == 30 })
+	waitUntil(t, func() bool { msgs, _ := st.List(ctx); return len(msgs) == 0 })
+	cancel()
+	<-done
 }
