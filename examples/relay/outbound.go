@@ -167,7 +167,6 @@ func (d *deliverer) Deliver(ctx context.Context, env *transport.Envelope, body i
 		}
 		rr.Status = transport.Delivered
 		rr.Reply = &transport.Error{Code: 250, EnhancedCode: transport.EnhancedCode{2, 0, 0}, Message: "delivered to Maildir"}
-		rr.RemoteMTA = transport.RemoteMTA{Host: d.cfg.Hostname}
 	}
 	if len(remoteIdx) == 0 {
 		return res, nil

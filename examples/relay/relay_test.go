@@ -187,7 +187,7 @@ func TestSubmissionRelayedThroughRouteWithVerifiedTLS(t *testing.T) {
 	if err := send(c, "alice@localhost", []string{"bob@partner.example"}, testBody); err != nil {
 		t.Fatalf("submission: %v", err)
 	}
-	waitFor(t, "delivery to the partner", 10*time.Second, func() bool { return len(partner.Messages()) == 1 })
+	waitFor(t, "delivery to the partner", 30*time.Second, func() bool { return len(partner.Messages()) == 1 })
 	m := partner.Messages()[0]
 	if m.Envelope.From != "alice@localhost" || len(m.Envelope.Recipients) != 1 || m.Envelope.Recipients[0].Address != "bob@partner.example" {
 		t.Fatalf("envelope at partner: %+v", m.Envelope)
@@ -201,7 +201,7 @@ func TestSubmissionRelayedThroughRouteWithVerifiedTLS(t *testing.T) {
 	if got := partner.EHLONames(); len(got) == 0 || got[0] != "relay.test" {
 		t.Fatalf("EHLO names at partner: %v", got)
 	}
-	waitFor(t, "the queue to empty", 5*time.Second, func() bool {
+	waitFor(t, "the queue to empty", 30*time.Second, func() bool {
 		msgs, err := tr.queue.List(t.Context())
 		return err == nil && len(msgs) == 0
 	})
@@ -226,7 +226,7 @@ func TestTLSFailureBouncesToLocalSender(t *testing.T) {
 	if err := send(c, "alice@localhost", []string{"old@legacy.example"}, testBody); err != nil {
 		t.Fatalf("submission: %v", err)
 	}
-	waitFor(t, "the DSN in alice's Maildir", 10*time.Second, func() bool {
+	waitFor(t, "the DSN in alice's Maildir", 30*time.Second, func() bool {
 		return len(maildirFiles(t, tr.cfg, "alice@localhost", "new")) == 1
 	})
 	dsn, _ := os.ReadFile(maildirFiles(t, tr.cfg, "alice@localhost", "new")[0])
@@ -311,7 +311,7 @@ func TestSmarthostWithAuthOverTLS(t *testing.T) {
 	if err := send(c, "app@localhost", []string{"someone@anywhere.example"}, testBody); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "delivery to the smarthost", 10*time.Second, func() bool { return len(smart.Messages()) == 1 })
+	waitFor(t, "delivery to the smarthost", 30*time.Second, func() bool { return len(smart.Messages()) == 1 })
 	m := smart.Messages()[0]
 	if m.Envelope.AuthIdentity != "relay-account" || m.TLS == nil {
 		t.Fatalf("smarthost got auth=%q tls=%v", m.Envelope.AuthIdentity, m.TLS != nil)
@@ -330,7 +330,7 @@ func TestSmarthostCredentialsNeverInPlaintext(t *testing.T) {
 	if err := send(c, "app@localhost", []string{"someone@anywhere.example"}, testBody); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "an attempt", 10*time.Second, func() bool {
+	waitFor(t, "an attempt", 30*time.Second, func() bool {
 		msgs, err := tr.queue.List(t.Context())
 		return err == nil && len(msgs) == 1 && msgs[0].Recipients[0].Attempts >= 1
 	})

@@ -125,7 +125,7 @@ func TestMTASTSEnforcedAndTLSRPTRecorded(t *testing.T) {
 	if err := send(c, "alice@localhost", []string{"dest@sts.example"}, testBody); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "delivery to mx.sts.example", 10*time.Second, func() bool { return len(w.mx.Messages()) == 1 })
+	waitFor(t, "delivery to mx.sts.example", 30*time.Second, func() bool { return len(w.mx.Messages()) == 1 })
 	if m := w.mx.Messages()[0]; m.TLS == nil {
 		t.Fatal("delivered without TLS")
 	}
@@ -158,7 +158,7 @@ func TestMTASTSMismatchBounces(t *testing.T) {
 	if err := send(c, "alice@localhost", []string{"dest@sts.example"}, testBody); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the DSN", 10*time.Second, func() bool { return len(maildirFiles(t, tr.cfg, "alice@localhost", "new")) == 1 })
+	waitFor(t, "the DSN", 30*time.Second, func() bool { return len(maildirFiles(t, tr.cfg, "alice@localhost", "new")) == 1 })
 	dsn, _ := os.ReadFile(maildirFiles(t, tr.cfg, "alice@localhost", "new")[0])
 	if err := contains(string(dsn), "Final-Recipient: rfc822; dest@sts.example", "Action: failed", "Status: 5.4.4", "mx patterns"); err != nil {
 		t.Fatal(err)
@@ -206,7 +206,7 @@ func TestDANEResolverFailureDefers(t *testing.T) {
 	if err := send(c, "alice@localhost", []string{"dest@dane.example"}, testBody); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a deferred attempt", 10*time.Second, func() bool {
+	waitFor(t, "a deferred attempt", 30*time.Second, func() bool {
 		msgs, err := tr.queue.List(t.Context())
 		return err == nil && len(msgs) == 1 && msgs[0].Recipients[0].Attempts == 1
 	})
@@ -218,6 +218,9 @@ func TestDANEResolverFailureDefers(t *testing.T) {
 	t.Logf("deferred with: %s", r.LastError.Reply())
 	if !strings.Contains(r.LastError.Message, "policy lookup failed") {
 		t.Fatalf("deferred for another reason: %s", r.LastError.Reply())
+	}
+	if err := contains(tr.logs.String(), `msg="delivery attempt" part=queue`, "result=deferred", "next_retry=", "4.4.3"); err != nil {
+		t.Fatal(err)
 	}
 	if partner.Connections() != 0 {
 		t.Fatalf("next hop contacted although the DANE policy is unknown")
