@@ -2,6 +2,7 @@ package ndr
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,4 +102,30 @@ func TestFuzzSeedsFromSamples(t *testing.T) {
 			t.Errorf("%s: rendered fields re-parse to %v, %v", filepath.Base(path), again, err)
 		}
 	}
+}
+
+// FuzzParseNotify: the NOTIFY value of RCPT TO comes from the client. It
+// must be rejected with ErrBadNotify or parse to a value that never
+// combines NEVER with another keyword and prints back to itself.
+func FuzzParseNotify(f *testing.F) {
+	f.Add("NEVER")                 // alone
+	f.Add("success,FAILURE,delay") // all three, mixed case
+	f.Add("NEVER,SUCCESS")         // forbidden combination
+	f.Add("FAILURE,,DELAY")        // empty keyword
+	f.Add(" FAILURE ")             // spaces
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseNotify(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadNotify) {
+				t.Fatalf("ParseNotify(%q) error %v is not ErrBadNotify", s, err)
+			}
+			return
+		}
+		if n&NotifyNever != 0 && n != NotifyNever {
+			t.Fatalf("ParseNotify(%q) = %b combines NEVER", s, n)
+		}
+		if back, err := ParseNotify(n.String()); err != nil || back != n {
+			t.Fatalf("ParseNotify(%q) = %q, which parses back to %v, %v", s, n.String(), back, err)
+		}
+	})
 }
