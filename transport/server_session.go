@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/base32"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -345,64 +344,86 @@ func newMessageID() string {
 // without parentheses, so they cannot break out of the header.
 func receivedHeader(hostname string, env *Envelope, tlsComment string) string {
 	var b strings.Builder
+	b.Grow(320)
 	b.WriteString("Received: from ")
-	b.WriteString(traceToken(env.Helo, "unknown"))
+	writeToken(&b, env.Helo, "unknown")
 	if env.ClientAddr != nil {
-		ip := env.ClientAddr.String()
-		if h, _, err := net.SplitHostPort(ip); err == nil {
-			ip = h
+		var ip string
+		if ta, ok := env.ClientAddr.(*net.TCPAddr); ok {
+			ip = ta.IP.String()
+		} else {
+			ip = env.ClientAddr.String()
+			if h, _, err := net.SplitHostPort(ip); err == nil {
+				ip = h
+			}
 		}
+		b.WriteString(" ([")
 		if strings.Contains(ip, ":") {
-			ip = "IPv6:" + ip
+			b.WriteString("IPv6:") // RFC 5321 §4.1.3 address literal
 		}
-		fmt.Fprintf(&b, " ([%s])", traceToken(ip, "unknown"))
+		writeToken(&b, ip, "unknown")
+		b.WriteString("])")
 	}
 	if env.TLS != nil {
 		if tlsComment == "" {
 			tlsComment = env.TLS.String()
 		}
-		fmt.Fprintf(&b, "\r\n\t(%s)", tlsComment)
+		b.WriteString("\r\n\t(")
+		b.WriteString(tlsComment)
+		b.WriteString(")")
 		if env.TLS.PeerSubject != "" {
-			v := "not verified"
+			b.WriteString("\r\n\t(client certificate ")
+			writeToken(&b, env.TLS.PeerSubject, "?")
 			if env.TLS.Verified {
-				v = "verified"
+				b.WriteString(", verified)")
+			} else {
+				b.WriteString(", not verified)")
 			}
-			fmt.Fprintf(&b, "\r\n\t(client certificate %s, %s)", traceToken(env.TLS.PeerSubject, "?"), v)
 		}
 	}
-	proto := "ESMTP"
+	b.WriteString("\r\n\tby ")
+	writeToken(&b, hostname, "localhost")
+	b.WriteString(" (mailtls) with ")
 	if env.SMTPUTF8 {
-		proto = "UTF8SMTP"
+		b.WriteString("UTF8SMTP")
+	} else {
+		b.WriteString("ESMTP")
 	}
 	if env.TLS != nil {
-		proto += "S"
+		b.WriteByte('S')
 	}
 	if env.AuthIdentity != "" {
-		proto += "A"
+		b.WriteByte('A')
 	}
-	fmt.Fprintf(&b, "\r\n\tby %s (mailtls) with %s id %s", traceToken(hostname, "localhost"), proto, env.ID)
+	b.WriteString(" id ")
+	b.WriteString(env.ID)
 	if len(env.Recipients) == 1 {
 		// Only for a single recipient, so Bcc recipients are not disclosed.
-		fmt.Fprintf(&b, "\r\n\tfor <%s>", traceToken(env.Recipients[0].Address, ""))
+		b.WriteString("\r\n\tfor <")
+		writeToken(&b, env.Recipients[0].Address, "")
+		b.WriteString(">")
 	}
-	fmt.Fprintf(&b, ";\r\n\t%s\r\n", env.ReceivedAt.Format(time.RFC1123Z))
+	b.WriteString(";\r\n\t")
+	var ts [40]byte
+	b.Write(env.ReceivedAt.AppendFormat(ts[:0], time.RFC1123Z))
+	b.WriteString("\r\n")
 	return b.String()
 }
 
-// traceToken makes client-controlled text safe inside a header comment or
-// clause: printable ASCII (and UTF-8 letters) except parentheses and
-// backslash; others become '?'.
-func traceToken(s, empty string) string {
+// writeToken writes client-controlled text safely inside a header comment
+// or clause: printable ASCII (and UTF-8 letters) except parentheses,
+// backslash and semicolon; space becomes '_', anything else '?'.
+func writeToken(b *strings.Builder, s, empty string) {
 	if s == "" {
-		return empty
+		b.WriteString(empty)
+		return
 	}
-	var b strings.Builder
 	for _, r := range s {
 		switch {
 		case r == '(' || r == ')' || r == '\\' || r == ';':
 			b.WriteByte('?')
 		case r > ' ' && r < 0x7f:
-			b.WriteRune(r)
+			b.WriteByte(byte(r))
 		case r >= 0xa0 && r != 0xfffd:
 			b.WriteRune(r)
 		case r == ' ':
@@ -411,5 +432,4 @@ func traceToken(s, empty string) string {
 			b.WriteByte('?')
 		}
 	}
-	return b.String()
 }
