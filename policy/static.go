@@ -33,7 +33,8 @@ const DefaultKey = "*"
 type Entry struct {
 	// Key selects the destinations the entry applies to; see above.
 	Key string
-	// Level is the security level required.
+	// Level is the security level required. Zero is None, plaintext, as for
+	// Level itself: an Entry built in code must set it.
 	Level Level
 	// MinVersion is the lowest TLS version allowed (tls.VersionTLS12 or
 	// tls.VersionTLS13); zero means the default, TLS 1.2.
