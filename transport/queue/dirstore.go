@@ -239,14 +239,20 @@ func (s *DirStore) Create(ctx context.Context, m *Message, body io.Reader) error
 	// replace a message that already exists.
 	s.step("rename", s.path(m.ID, metaSuffix))
 	if err := os.Link(tmpMeta, s.path(m.ID, metaSuffix)); err != nil {
-		os.Remove(tmpMeta)
 		if errors.Is(err, fs.ErrExist) {
+			os.Remove(tmpMeta)
 			return fmt.Errorf("%w: %s", ErrExists, m.ID)
 		}
-		os.Remove(s.path(m.ID, bodySuffix))
-		return fmt.Errorf("queue: linking spool file: %w", err)
+		// A file system without hard links: rename, after the check above
+		// (ids are unique or, for reports, created by one goroutine).
+		if err := os.Rename(tmpMeta, s.path(m.ID, metaSuffix)); err != nil {
+			os.Remove(tmpMeta)
+			os.Remove(s.path(m.ID, bodySuffix))
+			return fmt.Errorf("queue: renaming spool file: %w", err)
+		}
+	} else {
+		os.Remove(tmpMeta)
 	}
-	os.Remove(tmpMeta)
 	return s.syncDir()
 }
 

@@ -229,6 +229,9 @@ func newID(now time.Time) (string, error) {
 // env.ID is kept as ReceivedID; the queue assigns its own id. Recipients
 // start Pending and are due at once.
 func (q *Queue) Enqueue(ctx context.Context, env *transport.Envelope, body io.Reader) (string, error) {
+	if q.Store == nil {
+		return "", errors.New("queue: Queue.Store is required")
+	}
 	if len(env.Recipients) == 0 {
 		return "", errors.New("queue: envelope has no recipients")
 	}
