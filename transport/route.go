@@ -122,7 +122,7 @@ func parseNextHop(s string) (nextHop, error) {
 // validHost accepts an IP literal or a host name of letters, digits,
 // hyphens, underscores and dots (RFC 1123 §2.1, leniently).
 func validHost(h string) bool {
-	if h == "" || len(h) > 253 {
+	if h == "" || len(h) > 253 || h[len(h)-1] == '.' {
 		return false
 	}
 	if net.ParseIP(h) != nil {
