@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
@@ -341,5 +342,35 @@ func TestSmarthostCredentialsNeverInPlaintext(t *testing.T) {
 	}
 	if len(smart.Messages()) != 0 {
 		t.Fatal("message delivered through a smarthost without authenticating")
+	}
+}
+
+// The sample policy file shipped with the example parses and says what its
+// comments claim.
+func TestSamplePolicyFile(t *testing.T) {
+	cfg, err := parseFlags([]string{"-policy", "testdata/tls_policy.example"}, &syncBuffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := policy.LoadTable(cfg.PolicyFile)
+	if err != nil {
+		t.Fatalf("sample policy: %v", err)
+	}
+	pol := newOutboundPolicy(cfg, table, nil)
+	for domain, want := range map[string]string{
+		"partner.example":             "secure",
+		"mx1.group.example":           "verify",
+		"legacy.example":              "encrypt",
+		"elsewhere.example":           "may",
+		"[smtp.provider.example]:587": "secure",
+	} {
+		req, err := pol.Lookup(t.Context(), domain)
+		if err != nil || req.Level.String() != want {
+			t.Errorf("%s: got %v (%v), want %s", domain, req, err, want)
+		}
+	}
+	req, _ := pol.Lookup(t.Context(), "legacy.example")
+	if req.OnFailure != policy.Bounce {
+		t.Errorf("legacy.example: on failure %v", req.OnFailure)
 	}
 }
