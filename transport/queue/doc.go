@@ -86,13 +86,13 @@
 // as an attempt. The crash test (crash_test.go: a child process running the
 // queue is killed with SIGKILL ten times at random moments while it
 // accepts and delivers mail, then a last child drains the spool) counts
-// both. In five runs of 10 rounds on a 2-core machine (131 to 261 accepted
+// both. In five runs of 10 rounds on a 2-core machine (160 to 266 accepted
 // messages per run, three recipients each: two to deliver, one that fails
 // permanently and must come back as a failed DSN) no recipient was lost;
-// 3 to 16 deliveries (0.6% to 5% of the deliveries due) and 0 to 4
+// 1 to 11 deliveries (0.2% to 3% of the deliveries due) and 0 to 2
 // reports were duplicated, each across a kill (the test fails if one
-// process delivers a recipient or a report twice). A run of 30
-// rounds: 543 messages, 1,629 recipients, 0 lost, 43 duplicate deliveries,
+// process delivers a recipient or a report twice). A run of 30 rounds:
+// 539 messages, 1,617 recipients, 0 lost, 32 duplicate deliveries (3%),
 // 3 duplicate reports. The rate is high because every kill lands while
 // deliveries run back to back with a remote that answers in about 2 ms;
 // with real networks the window is a small part of each attempt. Run it
