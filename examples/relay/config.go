@@ -46,9 +46,11 @@ type Config struct {
 	NDRLang       string               // -ndr-lang en|ja
 	RetrySchedule []time.Duration      // -retry: comma-separated backoff schedule
 
-	MTASTS       bool   // -mta-sts: RFC 8461 with a cache under DataDir
-	DANEResolver string // -dane-resolver host:port: RFC 7672 through this validating resolver
-	TLSRPT       bool   // -tlsrpt: record RFC 8460 results under DataDir
+	MTASTS        bool   // -mta-sts: RFC 8461 with a cache under DataDir
+	DANEResolver  string // -dane-resolver host:port: RFC 7672 through this validating resolver
+	TLSRPT        bool   // -tlsrpt: record RFC 8460 results under DataDir and send daily reports
+	TLSRPTOrg     string // -tlsrpt-org: organization-name of the reports
+	TLSRPTContact string // -tlsrpt-contact: contact-info of the reports
 
 	LogLevel string // -log-level debug|info|warn|error
 }
@@ -106,7 +108,9 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.NDRLang, "ndr-lang", "en", "`language` of the human part of DSNs: en or ja")
 	fs.BoolVar(&c.MTASTS, "mta-sts", false, "honour MTA-STS (RFC 8461), policy cache under -data/mta-sts")
 	fs.StringVar(&c.DANEResolver, "dane-resolver", "", "enable DANE (RFC 7672) through this DNSSEC-validating resolver `host:port` (trusted only on loopback)")
-	fs.BoolVar(&c.TLSRPT, "tlsrpt", false, "record TLS-RPT (RFC 8460) results under -data/tlsrpt")
+	fs.BoolVar(&c.TLSRPT, "tlsrpt", false, "record TLS-RPT (RFC 8460) results under -data/tlsrpt and send daily reports to the domains that ask")
+	fs.StringVar(&c.TLSRPTOrg, "tlsrpt-org", "", "organization-name in TLS-RPT reports (default: -hostname)")
+	fs.StringVar(&c.TLSRPTContact, "tlsrpt-contact", "", "contact-info in TLS-RPT reports (default: postmaster@ -hostname)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -244,6 +248,12 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 		if err := checkHostPort(c.DANEResolver); err != nil {
 			bad("-dane-resolver: %v", err)
 		}
+	}
+	if c.TLSRPTOrg == "" {
+		c.TLSRPTOrg = c.Hostname
+	}
+	if c.TLSRPTContact == "" {
+		c.TLSRPTContact = "postmaster@" + c.Hostname
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -33,6 +33,7 @@ type Relay struct {
 	mtasts    *mtasts.Client    // -mta-sts; nil if off
 	dane      *dane.Policy      // -dane-resolver; nil if off
 	tlsrpt    *tlsrpt.FileStore // -tlsrpt; nil if off
+	reporter  *reporter         // -tlsrpt daily reports; nil if off
 	extras    []func() error    // closers of optional parts
 
 	runCancel context.CancelFunc
@@ -202,6 +203,18 @@ func (r *Relay) setupOutbound(mail *maildirs) error {
 		Backoff:   cfg.RetrySchedule,
 		Logger:    r.log.With("part", "queue"),
 	}
+	if r.tlsrpt != nil {
+		r.reporter = &reporter{
+			agg: &tlsrpt.Aggregator{Store: r.tlsrpt, OrganizationName: cfg.TLSRPTOrg, ContactInfo: cfg.TLSRPTContact,
+				Logger: r.log.With("part", "tlsrpt")},
+			dir:    cfg.path("tlsrpt"),
+			from:   "noreply-tlsrpt@" + cfg.Hostname,
+			submit: cfg.Hostname,
+			queue:  r.queue,
+			log:    r.log.With("part", "tlsrpt"),
+			now:    time.Now,
+		}
+	}
 	return nil
 }
 
@@ -230,6 +243,10 @@ func (r *Relay) Start() {
 		}(l)
 	}
 	r.runPublished(ctx)
+	if r.reporter != nil {
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); r.reporter.run(ctx) }()
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()

@@ -64,7 +64,11 @@ func (r *Relay) wrapDeliverer(d queue.Deliverer) queue.Deliverer {
 		return d
 	}
 	r.tlsrpt = &tlsrpt.FileStore{Dir: r.cfg.path("tlsrpt"), Logger: r.log.With("part", "tlsrpt")}
-	return &reportingDeliverer{next: d, store: r.tlsrpt, log: r.log.With("part", "tlsrpt")}
+	rd := &reportingDeliverer{next: d, store: r.tlsrpt, log: r.log.With("part", "tlsrpt")}
+	if r.mtasts != nil {
+		rd.stsCache = r.mtasts.Cache
+	}
+	return rd
 }
 
 // reportingDeliverer records one TLS-RPT result per SMTP session the
@@ -73,9 +77,10 @@ func (r *Relay) wrapDeliverer(d queue.Deliverer) queue.Deliverer {
 // Sessions that never reached TLS negotiation (connection refused) are not
 // TLS results and are not recorded.
 type reportingDeliverer struct {
-	next  queue.Deliverer
-	store tlsrpt.Store
-	log   *slog.Logger
+	next     queue.Deliverer
+	store    tlsrpt.Store
+	stsCache mtasts.Cache // for the MTA-STS policy text ("policy-string"); nil without -mta-sts
+	log      *slog.Logger
 }
 
 func (d *reportingDeliverer) Deliver(ctx context.Context, env *transport.Envelope, body io.ReaderAt, size int64) (*transport.Result, error) {
@@ -102,6 +107,12 @@ func (d *reportingDeliverer) Deliver(ctx context.Context, env *transport.Envelop
 		}
 		for _, t := range req.TLSA {
 			rec.PolicyString = append(rec.PolicyString, dane.FormatTLSA(t))
+		}
+		if rec.PolicyType == tlsrpt.PolicySTS && d.stsCache != nil {
+			// RFC 8460 §4.3: the policy as fetched, one element per line.
+			if e, ok, err := d.stsCache.Get(ctx, a.Domain); err == nil && ok {
+				rec.PolicyString = e.Lines()
+			}
 		}
 		if a.RemoteMTA.IP != nil {
 			rec.ReceivingIP = a.RemoteMTA.IP.String()

@@ -94,6 +94,9 @@ func newSTSWorld(t *testing.T, policyText string) *stsWorld {
 
 // setup points the relay's Connector and MTA-STS client at the world.
 func (w *stsWorld) setup(r *Relay) {
+	if r.reporter != nil {
+		r.reporter.resolver = w.dns
+	}
 	r.connector.Resolver = w.dns
 	r.connector.Dialer = w.dialer
 	r.connector.RootCAs = w.mx.CA.Pool
@@ -137,8 +140,51 @@ func TestMTASTSEnforcedAndTLSRPTRecorded(t *testing.T) {
 	}
 	rec := tlsrptResults(t, tr)
 	if len(rec) != 1 || rec[0].PolicyType != tlsrpt.PolicySTS || rec[0].ResultType != tlsrpt.ResultSuccess ||
-		rec[0].PolicyDomain != "sts.example" || rec[0].ReceivingMXHostname != "mx.sts.example" {
+		rec[0].PolicyDomain != "sts.example" || rec[0].ReceivingMXHostname != "mx.sts.example" ||
+		strings.Join(rec[0].PolicyString, "|") != "version: STSv1|mode: enforce|mx: mx.sts.example|max_age: 86400" {
 		t.Fatalf("TLS-RPT results: %+v", rec)
+	}
+
+	// The daily report for today's results goes to the rua the domain
+	// publishes (here a local Maildir), once.
+	w.dns.txt["_smtp._tls.sts.example"] = []string{"v=TLSRPTv1; rua=mailto:tls-reports@localhost"}
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	for range 2 {
+		if err := tr.reporter.reportDay(t.Context(), today); err != nil {
+			t.Fatalf("reportDay: %v", err)
+		}
+	}
+	waitFor(t, "the TLS-RPT report mail", 30*time.Second, func() bool {
+		return len(maildirFiles(t, tr.cfg, "tls-reports@localhost", "new")) >= 1
+	})
+	time.Sleep(200 * time.Millisecond) // a second (wrong) report would have arrived by now
+	files := maildirFiles(t, tr.cfg, "tls-reports@localhost", "new")
+	if len(files) != 1 {
+		t.Fatalf("want exactly 1 report mail, got %d", len(files))
+	}
+	f, err := os.Open(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	report, err := tlsrpt.ParseReportMail(f)
+	if err != nil {
+		t.Fatalf("report mail: %v", err)
+	}
+	if err := report.Validate(true); err != nil {
+		t.Fatalf("report does not follow RFC 8460 §4: %v", err)
+	}
+	if len(report.Policies) != 1 {
+		t.Fatalf("report policies: %+v", report.Policies)
+	}
+	p := report.Policies[0]
+	if p.Policy.Domain != "sts.example" || p.Policy.Type != tlsrpt.PolicySTS || p.Summary.TotalSuccessfulSessionCount != 1 ||
+		p.Summary.TotalFailureSessionCount != 0 || report.OrganizationName != "relay.test" || report.ContactInfo != "postmaster@relay.test" {
+		t.Fatalf("report: %+v", report)
+	}
+	b, _ := os.ReadFile(files[0])
+	if err := contains(string(b), "Return-Path: <>", "TLS-Required: No", "report-type=tlsrpt", "TLS-Report-Domain: sts.example"); err != nil {
+		t.Fatal(err)
 	}
 }
 
