@@ -16,8 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/mailtls/mailtls/ndr"
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
 // The crash test runs the queue in a child process (this test binary,
@@ -40,6 +44,7 @@ const (
 	crashEnvDir  = "MAILTLS_QUEUE_CRASH_DIR"
 	crashEnvMsgs = "MAILTLS_QUEUE_CRASH_MSGS"
 	crashEnvTag  = "MAILTLS_QUEUE_CRASH_TAG"
+	crashEnvSMTP = "MAILTLS_QUEUE_CRASH_SMTP" // deliver with a Connector to this address
 )
 
 func envInt(name string, def int) int {
@@ -57,57 +62,7 @@ func TestCrashRecovery(t *testing.T) {
 	perRound := envInt("MAILTLS_CRASH_MESSAGES", 30)
 	dir := t.TempDir()
 	spool := filepath.Join(dir, "spool")
-
-	child := func(mode string, round int) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashEnvMode+"="+mode, crashEnvDir+"="+dir,
-			crashEnvMsgs+"="+strconv.Itoa(perRound), crashEnvTag+"="+strconv.Itoa(round))
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		t.Cleanup(func() {
-			if t.Failed() && out.Len() > 0 {
-				t.Logf("child %s %d output:\n%s", mode, round, lastLines(out.String(), 30))
-			}
-		})
-		return cmd
-	}
-
-	killedAt := make([]time.Duration, 0, rounds)
-	for round := 0; round < rounds; round++ {
-		cmd := child("run", round)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// Kill at a different moment each round: during start-up and
-		// enqueueing, in the middle of deliveries, or near the end.
-		delay := time.Duration(20+rand.IntN(400)) * time.Millisecond
-		time.Sleep(delay)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatalf("round %d: kill: %v", round, err)
-		}
-		err := cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-			t.Fatalf("round %d: child ended before the kill (%v); raise the message count", round, err)
-		}
-		killedAt = append(killedAt, delay)
-	}
-
-	// Drain: a last child runs until the spool is empty.
-	cmd := child("drain", rounds)
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("drain child: %v", err)
-		}
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		t.Fatal("drain child did not empty the spool in 2 minutes")
-	}
+	killedAt := crashRounds(t, dir, rounds, perRound)
 
 	accepted := readLog(t, filepath.Join(dir, "accepted.log"))
 	deliveries := readLog(t, filepath.Join(dir, "delivered.log"))
@@ -180,6 +135,150 @@ func TestCrashRecovery(t *testing.T) {
 		"delivery log lines %d, report log lines %d",
 		rounds, killedAt, msgs, rcpts, nDelivered, nReported, lost, dupDeliveries, dupReports,
 		len(deliveries), len(reportLines))
+}
+
+// crashRounds runs rounds children that are killed at random moments, then
+// one that drains the spool, all on the spool under dir. extraEnv is added
+// to the children's environment. It returns the kill delays.
+func crashRounds(t *testing.T, dir string, rounds, perRound int, extraEnv ...string) []time.Duration {
+	t.Helper()
+	child := func(mode string, round int) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), crashEnvMode+"="+mode, crashEnvDir+"="+dir,
+			crashEnvMsgs+"="+strconv.Itoa(perRound), crashEnvTag+"="+strconv.Itoa(round))
+		cmd.Env = append(cmd.Env, extraEnv...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		t.Cleanup(func() {
+			if t.Failed() && out.Len() > 0 {
+				t.Logf("child %s %d output:\n%s", mode, round, lastLines(out.String(), 30))
+			}
+		})
+		return cmd
+	}
+
+	killedAt := make([]time.Duration, 0, rounds)
+	for round := 0; round < rounds; round++ {
+		cmd := child("run", round)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill at a different moment each round: during start-up and
+		// enqueueing, in the middle of deliveries, or near the end.
+		delay := time.Duration(20+rand.IntN(400)) * time.Millisecond
+		time.Sleep(delay)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatalf("round %d: kill: %v", round, err)
+		}
+		err := cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+			t.Fatalf("round %d: child ended before the kill (%v); raise the message count", round, err)
+		}
+		killedAt = append(killedAt, delay)
+	}
+
+	// Drain: a last child runs until the spool is empty.
+	cmd := child("drain", rounds)
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("drain child: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatal("drain child did not empty the spool in 2 minutes")
+	}
+
+	return killedAt
+}
+
+// TestCrashRecoverySMTP is TestCrashRecovery with the real path out: the
+// child delivers with a transport.Connector over STARTTLS (policy Encrypt)
+// to a test SMTP server that lives in this (parent) process, so it outlives
+// the kills and counts what it accepted. Recipients bad-* are refused with
+// 550 at RCPT, slow-* get a 451 half the time.
+//
+//	go test -run TestCrashRecoverySMTP -v ./transport/queue/
+func TestCrashRecoverySMTP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	rounds := envInt("MAILTLS_CRASH_ROUNDS", 10)
+	perRound := envInt("MAILTLS_CRASH_MESSAGES", 30)
+	sink := transporttest.NewServer(t, transporttest.ServerConfig{
+		Hostname: "mx.sink.test", Cert: transporttest.GoodCert, DSN: true,
+		Rcpt: func(addr string) error {
+			switch {
+			case strings.HasPrefix(addr, "bad-"):
+				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+			case strings.HasPrefix(addr, "slow-") && rand.IntN(2) == 0:
+				return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "busy"}
+			}
+			return nil
+		},
+	})
+	dir := t.TempDir()
+	killedAt := crashRounds(t, dir, rounds, perRound, crashEnvSMTP+"="+sink.Addr)
+
+	delivered := map[string]int{} // recipient -> messages accepted for it
+	reported := map[string]int{}  // recipient -> failed reports about it
+	for _, m := range sink.Messages() {
+		if m.TLS == nil {
+			t.Errorf("a message reached the sink without TLS")
+		}
+		if m.Envelope.From != "" {
+			for _, r := range m.Envelope.Recipients {
+				delivered[r.Address]++
+			}
+			continue
+		}
+		rep, err := ndr.Parse(bytes.NewReader(m.Data))
+		if err != nil {
+			t.Fatalf("report does not parse: %v", err)
+		}
+		for _, r := range rep.Recipients {
+			addr := r.FinalRecipient
+			if i := strings.IndexByte(addr, ';'); i >= 0 {
+				addr = strings.TrimSpace(addr[i+1:])
+			}
+			if r.Action != ndr.ActionFailed || !strings.HasPrefix(r.Status, "5.1.1") {
+				t.Errorf("unexpected report about %s: %s %s %q", addr, r.Action, r.Status, r.DiagnosticCode)
+			}
+			reported[addr]++
+		}
+	}
+	var msgs, rcpts, lost, dupDeliveries, dupReports int
+	for _, f := range readLog(t, filepath.Join(dir, "accepted.log")) {
+		msgs++
+		for _, r := range strings.Split(f[1], ",") {
+			rcpts++
+			n := delivered[r]
+			if strings.HasPrefix(r, "bad-") {
+				n = reported[r]
+				if delivered[r] > 0 {
+					t.Errorf("%s delivered although refused", r)
+				}
+				dupReports += max(n-1, 0)
+			} else {
+				dupDeliveries += max(n-1, 0)
+			}
+			if n == 0 {
+				lost++
+				t.Errorf("lost: %s neither delivered nor reported", r)
+			}
+		}
+	}
+	if msgs < rounds {
+		t.Fatalf("only %d messages accepted in %d rounds", msgs, rounds)
+	}
+	t.Logf("crash test over SMTP: %d rounds (kills after %v), %d messages accepted, %d recipients; "+
+		"lost %d; duplicate deliveries %d, duplicate reports %d; sink received %d messages",
+		rounds, killedAt, msgs, rcpts, lost, dupDeliveries, dupReports, len(sink.Messages()))
 }
 
 func lastLines(s string, n int) string {
@@ -289,9 +388,19 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var deliverer Deliverer = crashTarget{dir}
+	if addr := os.Getenv(crashEnvSMTP); addr != "" {
+		c := &transport.Connector{
+			Hostname: "relay.test",
+			Routes:   []transport.Route{{Domain: "*", NextHop: addr, Policy: policy.Fixed{Level: policy.Encrypt}}},
+			Timeouts: transport.Timeouts{Connect: 5 * time.Second, Greeting: 5 * time.Second, Command: 5 * time.Second, Data: 5 * time.Second},
+		}
+		defer c.Close()
+		deliverer = c
+	}
 	q := &Queue{
 		Store:                st,
-		Deliverer:            crashTarget{dir},
+		Deliverer:            deliverer,
 		Hostname:             "relay.test",
 		Backoff:              []time.Duration{5 * time.Millisecond, 20 * time.Millisecond},
 		Concurrency:          8,
@@ -330,7 +439,7 @@ func TestCrashChild(t *testing.T) {
 			env.Recipients = append(env.Recipients, transport.Recipient{Address: r})
 		}
 		body := fmt.Sprintf("Subject: message %s-%d\r\nMessage-ID: <%s-%d@origin.test>\r\n\r\n%s\r\n",
-			tag, i, tag, i, strings.Repeat("x", 2000))
+			tag, i, tag, i, strings.Repeat(strings.Repeat("x", 76)+"\r\n", 26))
 		id, err := q.Enqueue(ctx, env, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
