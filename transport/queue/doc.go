@@ -95,10 +95,16 @@
 // 539 messages, 1,617 recipients, 0 lost, 32 duplicate deliveries (3%),
 // 3 duplicate reports. The rate is high because every kill lands while
 // deliveries run back to back with a remote that answers in about 2 ms;
-// with real networks the window is a small part of each attempt. Run it
-// with (MAILTLS_CRASH_ROUNDS and MAILTLS_CRASH_MESSAGES scale it):
+// with real networks the window is a small part of each attempt.
+// TestCrashRecoverySMTP does the same with the real path out: the child
+// delivers with a transport.Connector over STARTTLS to a test SMTP server
+// living in the parent process, which counts what it accepted. Three runs
+// of 10 rounds (123 to 197 messages) and one of 30 rounds (378 messages,
+// 1,134 recipients): 0 lost; 7 to 36 duplicate deliveries (2% to 5%) and
+// 0 to 5 duplicate reports. Run both with (MAILTLS_CRASH_ROUNDS and
+// MAILTLS_CRASH_MESSAGES scale them):
 //
-//	go test -run TestCrashRecovery -v ./transport/queue/
+//	go test -run 'TestCrashRecovery' -v ./transport/queue/
 //
 // SIGKILL does not lose data the kernel already holds, so the crash test
 // checks ordering and recovery, not the fsync calls; those are checked
