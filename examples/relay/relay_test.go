@@ -206,9 +206,9 @@ func TestSubmissionRelayedThroughRouteWithVerifiedTLS(t *testing.T) {
 		msgs, err := tr.queue.List(t.Context())
 		return err == nil && len(msgs) == 0
 	})
-	if err := contains(tr.logs.String(), `msg="delivery attempt"`, "verified=true", "secure"); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "the attempt log line", 30*time.Second, func() bool {
+		return contains(tr.logs.String(), `msg="delivery attempt"`, "verified=true", "secure") == nil
+	})
 }
 
 // A route to a server without STARTTLS under "encrypt on-failure=bounce":
