@@ -68,6 +68,14 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 			return nil, fmt.Errorf("-data: %w", err)
 		}
 	}
+	// Scratch copies of messages that were being received when the
+	// process stopped were never acknowledged: the clients will resend.
+	if old, _ := filepath.Glob(filepath.Join(cfg.path("incoming"), "in-*.eml")); len(old) > 0 {
+		for _, f := range old {
+			os.Remove(f)
+		}
+		log.Info("removed unacknowledged partial messages", "count", len(old))
+	}
 	if err := r.setupCertificates(); err != nil {
 		return nil, err
 	}
