@@ -11,14 +11,15 @@ import (
 // spool with the queue stopped).
 
 // List returns every queued message, oldest first, with the state, attempt
-// count, next attempt and last error of each recipient.
+// count, next attempt and last error of each recipient. Unreadable records
+// are reported by an error wrapping ErrCorrupt, returned with the others.
 func (q *Queue) List(ctx context.Context) ([]*Message, error) {
 	msgs, err := q.Store.List(ctx)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return nil, err
 	}
 	sortByAge(msgs)
-	return msgs, nil
+	return msgs, err
 }
 
 // Get returns one queued message, or an error wrapping ErrNotFound.
@@ -27,15 +28,16 @@ func (q *Queue) Get(ctx context.Context, id string) (*Message, error) {
 }
 
 // Counts returns how many recipients of queued messages are in each state;
-// every State is present in the map. Delivered, relayed and failed
+// every State is present in the map. Unreadable records are not counted
+// and are reported as by List. Delivered, relayed and failed
 // recipients are counted only while their message is still queued (some
 // other recipient pending, or a report still to be queued).
 func (q *Queue) Counts(ctx context.Context) (map[State]int, error) {
 	msgs, err := q.Store.List(ctx)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return nil, err
 	}
-	return countStates(msgs), nil
+	return countStates(msgs), err
 }
 
 // RetryNow makes every pending or deferred recipient of message id due now

@@ -337,14 +337,15 @@ type fileBody struct {
 
 func (b fileBody) Size() int64 { return b.size }
 
-// List implements Store. A record that cannot be read or parsed makes List
-// fail, naming the file: a spool is never silently skipped.
+// List implements Store. A record that cannot be read or parsed is left in
+// place and named in an error wrapping ErrCorrupt; the others are returned.
 func (s *DirStore) List(ctx context.Context) ([]*Message, error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("queue: reading spool directory: %w", err)
 	}
 	var out []*Message
+	var bad []error
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasSuffix(name, metaSuffix) || strings.HasPrefix(name, tmpPrefix) {
@@ -358,11 +359,12 @@ func (s *DirStore) List(ctx context.Context) ([]*Message, error) {
 			continue // deleted meanwhile
 		}
 		if err != nil {
-			return nil, err
+			bad = append(bad, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err))
+			continue
 		}
 		out = append(out, m)
 	}
-	return out, nil
+	return out, errors.Join(bad...)
 }
 
 // Delete implements Store: ID.json first, then ID.eml, then a directory

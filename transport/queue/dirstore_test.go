@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,8 +172,43 @@ func TestDirStoreRejectsCorruptRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.List(context.Background()); err == nil || !strings.Contains(err.Error(), "bad.json") {
-		t.Errorf("List over a corrupt record = %v, want an error naming it", err)
+	good := &Message{ID: "good", Recipients: []*Recipient{{Address: "b@example.net", State: Pending}}}
+	if err := st.Create(context.Background(), good, strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := st.List(context.Background())
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "bad.json") {
+		t.Errorf("List over a corrupt record = %v, want ErrCorrupt naming it", err)
+	}
+	if len(msgs) != 1 || msgs[0].ID != "good" {
+		t.Errorf("List returned %d messages, want the good one", len(msgs))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bad.json")); err != nil {
+		t.Errorf("corrupt record not left for the operator: %v", err)
+	}
+
+	// The queue starts anyway and delivers the good message.
+	delivered := make(chan string, 1)
+	d := DeliverFunc(func(_ context.Context, env *transport.Envelope, _ io.ReaderAt, _ int64) (*transport.Result, error) {
+		delivered <- env.Recipients[0].Address
+		rr := ok()
+		rr.Recipient = env.Recipients[0]
+		return &transport.Result{Recipients: []transport.RecipientResult{rr}}, nil
+	})
+	logs := &logBuffer{}
+	q := &Queue{Store: st, Deliverer: d, PollInterval: 2 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+	select {
+	case <-delivered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("good message not delivered next to a corrupt one")
+	}
+	cancel()
+	<-done
+	if !strings.Contains(logs.String(), "spool records skipped") {
+		t.Errorf("corrupt record not logged:\n%s", logs)
 	}
 }
 

@@ -317,8 +317,9 @@ func (q *Queue) add(m *Message) {
 // attempts in flight (which see ctx cancelled) and returns ctx.Err(). It
 // first loads the Store, so messages accepted before a crash or restart are
 // resumed, and finishes any report whose creation a crash interrupted
-// before it starts delivering. It returns early with an error only if the
-// Store cannot be listed, or ErrRunning if Run is already running.
+// before it starts delivering. Records the Store cannot read (ErrCorrupt)
+// are logged and skipped. It returns early with an error only if the
+// Store cannot be listed at all, or ErrRunning if Run is already running.
 func (q *Queue) Run(ctx context.Context) error {
 	if q.Store == nil || q.Deliverer == nil {
 		return errors.New("queue: Store and Deliverer are required")
@@ -338,7 +339,10 @@ func (q *Queue) Run(ctx context.Context) error {
 	}()
 
 	msgs, err := q.Store.List(ctx)
-	if err != nil {
+	if errors.Is(err, ErrCorrupt) {
+		// One bad record must not keep the rest of the spool from going out.
+		q.logger().Error("spool records skipped", "err", err)
+	} else if err != nil {
 		return err
 	}
 	q.mu.Lock()

@@ -20,6 +20,11 @@ var (
 	// ErrExists: Create was called with the id of a message already in the
 	// store. The queue relies on this to make report creation idempotent.
 	ErrExists = errors.New("queue: message already exists")
+	// ErrCorrupt: a stored record cannot be read or parsed. List returns it
+	// (wrapped, naming the records) together with the records it could
+	// read; the queue logs it and delivers the rest. The operator should
+	// inspect the record named.
+	ErrCorrupt = errors.New("queue: unreadable spool record")
 	// ErrBadID: the id is empty or has characters other than ASCII letters,
 	// digits, '.', '-' and '_' (ids become file names).
 	ErrBadID = errors.New("queue: malformed message id")
@@ -53,7 +58,8 @@ type Store interface {
 	// The caller closes it.
 	Body(ctx context.Context, id string) (Body, error)
 	// List returns the metadata of every stored message, in no particular
-	// order.
+	// order. Records that cannot be read are left out and reported by an
+	// error wrapping ErrCorrupt, returned with the others.
 	List(ctx context.Context) ([]*Message, error)
 	// Delete removes a message, metadata first, so that a crash half-way
 	// never leaves metadata without a body. Deleting a missing message
