@@ -775,3 +775,33 @@ func TestBusyDomainDoesNotBlockOthers(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestAdminWhileStopped: RetryNow and Remove work on the store when Run is
+// not running (an operator tool with the relay stopped).
+func TestAdminWhileStopped(t *testing.T) {
+	h := newHarness(t, func(string, int) transport.RecipientResult { return tempFail() })
+	h.run()
+	id := h.enqueue("alice@example.org", rcpt("bob@example.net"))
+	h.waitFor("first attempt", func() bool { a, _ := h.fake.counts("bob@example.net"); return a == 1 })
+	h.settle()
+	h.stop()
+
+	h.open() // a fresh Queue on the same spool, as a separate tool would
+	ctx := context.Background()
+	if err := h.q.RetryNow(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	m, err := h.q.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := m.Recipients[0]; !r.NextAttempt.Equal(h.clock.Now()) || r.Attempts != 1 || r.State != Deferred {
+		t.Errorf("after RetryNow: %+v", r)
+	}
+	if err := h.q.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.q.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after Remove = %v", err)
+	}
+}
