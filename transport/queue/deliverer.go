@@ -110,6 +110,9 @@ func callFailure(err error) outcome {
 	return outcome{state: st, err: le}
 }
 
+// lastError converts a reply or error. A failure that is not an SMTP reply
+// (the Deliverer could not run, the spool could not be read) is a local
+// one: 451 4.3.0, "other or undefined mail system status" (RFC 3463 §3.4).
 func lastError(te *transport.Error, err error) *LastError {
 	if te == nil {
 		te, _ = transport.AsError(err)
@@ -122,7 +125,7 @@ func lastError(te *transport.Error, err error) *LastError {
 		return le
 	}
 	if err != nil {
-		return &LastError{Code: 451, EnhancedCode: "4.4.0", Message: err.Error()}
+		return &LastError{Code: 451, EnhancedCode: "4.3.0", Message: err.Error()}
 	}
-	return &LastError{Code: 451, EnhancedCode: "4.4.0", Message: "no result for this recipient"}
+	return &LastError{Code: 451, EnhancedCode: "4.3.0", Message: "no result for this recipient"}
 }

@@ -353,17 +353,17 @@ func (q *Queue) Run(ctx context.Context) error {
 			q.refresh(e)
 		}
 	}
-	var recover []*entry
+	var unfinished []*entry
 	for _, e := range q.entries {
 		if needsFinish(e.msg) {
-			recover = append(recover, e)
+			unfinished = append(unfinished, e)
 		}
 	}
 	q.mu.Unlock()
 	q.logger().Info("queue started", "messages", len(msgs))
 	// Reports planned before a crash are created (or found) before any
 	// delivery, so a report that was already queued is never queued twice.
-	for _, e := range recover {
+	for _, e := range unfinished {
 		e.persist.Lock()
 		q.finish(ctx, e)
 		e.persist.Unlock()
