@@ -64,7 +64,7 @@ func (r Requirement) Strength() int {
 //     Match, TLSA, Mode, Source) with the other competitors' constraints
 //     added: MinVersion is the highest of all, OnFailure is Bounce if any
 //     says Bounce, MXPatterns are the winner's or else the first non-empty
-//     ones, MXAuthenticated is true if any says so, and a DANE or DANEOnly
+//     ones (with their PolicyString), MXAuthenticated is true if any says so, and a DANE or DANEOnly
 //     winner without TLSA records (a static "dane-only" entry) takes those
 //     of the first competitor that has them (the DANE lookup).
 //   - Reason is the winner's reason, followed, when more than one member
@@ -182,6 +182,7 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 	r.Match = slices.Clone(r.Match)
 	r.TLSA = slices.Clone(r.TLSA)
 	r.MXPatterns = slices.Clone(r.MXPatterns)
+	r.PolicyString = slices.Clone(r.PolicyString)
 	for _, i := range pool {
 		a := answers[i]
 		r.MinVersion = max(r.MinVersion, a.MinVersion)
@@ -190,6 +191,10 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 		}
 		if len(r.MXPatterns) == 0 && len(a.MXPatterns) > 0 {
 			r.MXPatterns = slices.Clone(a.MXPatterns)
+			if len(r.PolicyString) == 0 {
+				// The policy the patterns come from (MTA-STS), for TLS-RPT.
+				r.PolicyString = slices.Clone(a.PolicyString)
+			}
 		}
 		r.MXAuthenticated = r.MXAuthenticated || a.MXAuthenticated
 		if (r.Level == DANE || r.Level == DANEOnly) && len(r.TLSA) == 0 && hasDANERecords(a) {

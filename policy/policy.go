@@ -165,6 +165,17 @@ type Requirement struct {
 	// OnFailure is what happens to the message when the requirement is not
 	// met. Zero is Defer.
 	OnFailure FailureAction
+	// PolicyString is the published policy as TLS-RPT reports it in its
+	// "policy-string" member (RFC 8460 §4.3): the MTA-STS policy text, one
+	// line per element. Nil for local decisions; DANE's records are in TLSA.
+	PolicyString []string
+	// Floor matters only in Testing mode. It is the level of the enforced
+	// answer that a stricter testing-mode policy outranked (see Standard):
+	// delivery still meets Floor's TLS requirement (at Encrypt, no
+	// plaintext), while Level is checked and its failures only reported
+	// (RFC 8461 §5). The zero value, None, enforces nothing: delivery
+	// proceeds as with May.
+	Floor Level
 	// Source says where the decision came from.
 	Source Source
 	// Reason is a short human explanation ("static table entry .example.com
@@ -191,6 +202,9 @@ func (r Requirement) String() string {
 	b.WriteString(")")
 	if r.Mode == Testing {
 		b.WriteString(", testing mode")
+		if r.Floor > May {
+			fmt.Fprintf(&b, " (%s enforced)", r.Floor)
+		}
 	}
 	if r.MinVersion > tls.VersionTLS12 {
 		fmt.Fprintf(&b, ", min %s", tls.VersionName(r.MinVersion))

@@ -484,7 +484,8 @@ func (c *Client) rememberFailure(d, id string, err error) {
 // enforce or testing it returns a Requirement with Level policy.Verify,
 // MXPatterns set to the policy's mx patterns, Mode Enforce or Testing,
 // MXAuthenticated true only for enforce (RFC 8689 §4.2 accepts an enforced
-// MTA-STS policy as MX authentication), OnFailure Defer, Source
+// MTA-STS policy as MX authentication), PolicyString the policy text line
+// by line (TLS-RPT's policy-string, RFC 8460 §4.3), OnFailure Defer, Source
 // policy.SourceMTASTS, and a Reason "mta-sts id=<id> max_age=<seconds>
 // mode=<mode>".
 //
@@ -512,6 +513,7 @@ func (c *Client) Lookup(ctx context.Context, domain string) (policy.Requirement,
 		Mode:            mode,
 		OnFailure:       policy.Defer,
 		Source:          policy.SourceMTASTS,
+		PolicyString:    e.Lines(),
 		Reason:          fmt.Sprintf("mta-sts id=%s max_age=%d mode=%s", e.RecordID, e.Policy.MaxAge, e.Policy.Mode),
 	}, nil
 }

@@ -182,6 +182,7 @@ func TestLookupEnforce(t *testing.T) {
 		Mode:            policy.Enforce,
 		OnFailure:       policy.Defer,
 		Source:          policy.SourceMTASTS,
+		PolicyString:    []string{"version: STSv1", "mode: enforce", "mx: mx1.example.com", "mx: *.mail.example.com", "max_age: 86400"},
 		Reason:          "mta-sts id=20261127 max_age=86400 mode=enforce",
 	}
 	if !reflect.DeepEqual(r, want) {

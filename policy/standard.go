@@ -1,0 +1,161 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+)
+
+// Standard is the composition of published and local policies that an MTA
+// on the internet wants, in one value: DANE (RFC 7672), MTA-STS (RFC 8461),
+// the administrator's static table and a default level. Use it as a
+// Connector's Policy:
+//
+//	p := &policy.Standard{Static: table, MTASTS: stsClient, DANE: danePolicy,
+//		Default: policy.Fixed{Level: policy.May}, Logger: log}
+//
+// Its Lookup returns one Requirement per destination, built as Strictest
+// does (strictest wins, nobody weakens anybody, override=yes entries win
+// and are logged) with these rules of precedence on top:
+//
+//   - DANE over MTA-STS: when the DANE lookup finds DNSSEC-authenticated
+//     usable TLSA records, MTA-STS answers, enforced or testing, take no part
+//     (RFC 8461 §2: MTA-STS must not override a failing DANE validation).
+//     A DANE answer without records (level May: DANE does not apply)
+//     abstains; "only unusable records" (Encrypt) and dane-only without
+//     records (DANEOnly) compete.
+//   - The static table can raise a published policy but not silently lower
+//     it: a weaker static entry loses, unless it says override=yes, which
+//     wins and is logged (at Warn level when it lowers). A static Verify or
+//     Secure entry outranks DANE, as an explicit level does in Postfix.
+//   - The default level competes as a floor, like a static entry.
+//   - A testing-mode policy (RFC 8461 §5) stricter than the enforced result
+//     is not ignored: the result is that policy in Testing mode, with Floor
+//     set to the enforced result's level, so that the Connector checks and
+//     reports it (TLS-RPT) while still enforcing the floor (say Encrypt).
+//   - Ties between equally strict answers go to DANE, then MTA-STS, then the
+//     static table, then the default, so that a published policy that is
+//     matched by a local entry is still reported as applied.
+//
+// Any member error other than ErrNoPolicy is returned (wrapped): the caller
+// must defer, never downgrade. The result's String explains the decision in
+// one line, naming every answer and why it won or lost.
+//
+// The zero Standard answers Verify for every domain (source default), as a
+// Connector without Policy does. Standard is safe for concurrent use if
+// its members are; do not modify it while lookups run.
+type Standard struct {
+	// Static is the administrator's table (a *Table), nil for none.
+	Static Policy
+	// MTASTS is the MTA-STS lookup (an *mtasts.Client), nil to disable.
+	MTASTS Policy
+	// DANE is the DANE lookup (a *dane.Policy), nil to disable. A
+	// Connector verifies each MX host against that host's own records;
+	// give the same *dane.Policy to Connector.DANE.
+	DANE Policy
+	// Default is the level for destinations nothing else covers, and the
+	// floor for all others. Nil means Fixed{Level: Verify}; most internet
+	// MTAs want Fixed{Level: May} (Postfix's smtp_tls_security_level).
+	Default Policy
+	// Logger receives one line per applied override. Nil discards.
+	Logger *slog.Logger
+}
+
+var _ Policy = (*Standard)(nil)
+
+// Lookup composes the members' answers for domain as described on
+// Standard.
+func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, error) {
+	def := s.Default
+	if def == nil {
+		def = Fixed{Level: Verify}
+	}
+	members := []struct {
+		p    Policy
+		name string
+	}{{s.DANE, "dane"}, {s.MTASTS, "mta-sts"}, {s.Static, "static"}, {def, "default"}}
+	var answers []Requirement
+	var notes []string
+	for _, m := range members {
+		if m.p == nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return Requirement{}, err
+		}
+		r, err := m.p.Lookup(ctx, domain)
+		if errors.Is(err, ErrNoPolicy) {
+			continue
+		}
+		if err != nil {
+			return Requirement{}, fmt.Errorf("policy: %s lookup of %q: %w", m.name, domain, err)
+		}
+		if r.Source == SourceDANE && r.Level == May && len(r.TLSA) == 0 {
+			// DANE does not apply (no authenticated records): no opinion.
+			notes = append(notes, "dane does not apply: "+r.Reason)
+			continue
+		}
+		answers = append(answers, r)
+	}
+	if len(answers) == 0 {
+		r := Requirement{Domain: domain, Level: Verify, Source: SourceDefault, Reason: "no policy answered: strict default"}
+		return r, nil
+	}
+	if slices.ContainsFunc(answers, func(a Requirement) bool { return hasDANERecords(a) && a.Mode == Enforce }) {
+		// RFC 8461 §2. Strictest drops enforced MTA-STS answers itself;
+		// testing ones must go too, or they would be checked instead.
+		answers = slices.DeleteFunc(answers, func(a Requirement) bool {
+			if a.Source == SourceMTASTS && a.Mode == Testing {
+				notes = append(notes, "mta-sts testing policy yields to DANE (RFC 8461 §2)")
+				return true
+			}
+			return false
+		})
+	}
+	r, lowered := merge(answers)
+	if r.Source == SourceOverride && len(answers) > 1 && s.Logger != nil {
+		lvl := slog.LevelInfo
+		if lowered {
+			lvl = slog.LevelWarn
+		}
+		s.Logger.LogAttrs(ctx, lvl, "policy: local override applied",
+			slog.String("domain", r.Domain), slog.String("policy", r.Level.String()),
+			slog.Bool("lowered", lowered), slog.String("reason", r.Reason))
+	}
+	if r.Mode == Enforce && r.Source != SourceOverride {
+		if t, ok := strictestTesting(answers); ok && stricter(t, r) {
+			enforced := r
+			r = t
+			r.Match = slices.Clone(t.Match)
+			r.TLSA = slices.Clone(t.TLSA)
+			r.MXPatterns = slices.Clone(t.MXPatterns)
+			r.PolicyString = slices.Clone(t.PolicyString)
+			r.Floor = enforced.Level
+			r.MinVersion = max(r.MinVersion, enforced.MinVersion)
+			r.Reason = fmt.Sprintf("%s; testing mode: checked and reported, not enforced; %s %s enforced meanwhile (%s)",
+				t.Reason, enforced.Source, enforced.Level, enforced.Reason)
+		}
+	}
+	for _, n := range notes {
+		r.Reason += "; " + n
+	}
+	return r, nil
+}
+
+// strictestTesting returns the strictest testing-mode answer that is not an
+// override.
+func strictestTesting(answers []Requirement) (Requirement, bool) {
+	var best Requirement
+	found := false
+	for _, a := range answers {
+		if a.Mode != Testing || a.Source == SourceOverride {
+			continue
+		}
+		if !found || stricter(a, best) {
+			best, found = a, true
+		}
+	}
+	return best, found
+}

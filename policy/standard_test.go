@@ -1,0 +1,128 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// The precedence table of Standard: each row is what DANE, MTA-STS, the
+// static table and the default answer, and the decision that must come out.
+func TestStandardPrecedence(t *testing.T) {
+	tlsa := []TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: bytes.Repeat([]byte{1}, 32)}}
+	daneRecords := answer(Requirement{Domain: "d.example", Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "MX mx.d.example: 1 usable TLSA records"})
+	daneNone := answer(Requirement{Domain: "d.example", Level: May, MXAuthenticated: true, Source: SourceDANE, Reason: "no usable DNSSEC-authenticated TLSA records"})
+	daneUnusable := answer(Requirement{Domain: "d.example", Level: Encrypt, MXAuthenticated: true, Source: SourceDANE, Reason: "only unusable TLSA records"})
+	daneOnlyNone := answer(Requirement{Domain: "d.example", Level: DANEOnly, Source: SourceDANE, Reason: "no usable DNSSEC-authenticated TLSA records"})
+	stsLines := []string{"version: STSv1", "mode: enforce", "mx: mx.d.example", "max_age: 86400"}
+	stsEnforce := answer(Requirement{Domain: "d.example", Level: Verify, MXPatterns: []string{"mx.d.example"}, MXAuthenticated: true,
+		PolicyString: stsLines, Source: SourceMTASTS, Reason: "mta-sts id=1 mode=enforce"})
+	stsTesting := answer(Requirement{Domain: "d.example", Level: Verify, MXPatterns: []string{"mx.d.example"}, Mode: Testing,
+		PolicyString: stsLines, Source: SourceMTASTS, Reason: "mta-sts id=1 mode=testing"})
+	static := func(l Level) Policy {
+		return answer(Requirement{Domain: "d.example", Level: l, Source: SourceStatic, Reason: "line 1"})
+	}
+	override := func(l Level) Policy {
+		return answer(Requirement{Domain: "d.example", Level: l, Source: SourceOverride, Reason: "line 2 override=yes"})
+	}
+	boom := errors.New("SERVFAIL")
+	tests := []struct {
+		name                  string
+		s                     Standard
+		level                 Level
+		source                Source
+		mode                  Mode
+		floor                 Level
+		tlsa, mxAuth, strings bool
+		why                   string
+		err                   error
+		warn                  bool
+	}{
+		{name: "nothing configured: strict verify", s: Standard{}, level: Verify, source: SourceDefault, why: "default level"},
+		{name: "default alone", s: Standard{Default: Fixed{Level: May}}, level: May, source: SourceDefault},
+		{name: "DANE over MTA-STS when TLSA exist", s: Standard{DANE: daneRecords, MTASTS: stsEnforce, Default: Fixed{Level: May}},
+			level: DANE, source: SourceDANE, tlsa: true, mxAuth: true, why: "DANE takes precedence, RFC 8461 §2"},
+		{name: "DANE over MTA-STS testing too", s: Standard{DANE: daneRecords, MTASTS: stsTesting, Default: Fixed{Level: May}},
+			level: DANE, source: SourceDANE, tlsa: true, mxAuth: true, why: "yields to DANE"},
+		{name: "no TLSA: DANE abstains, MTA-STS applies", s: Standard{DANE: daneNone, MTASTS: stsEnforce, Default: Fixed{Level: May}},
+			level: Verify, source: SourceMTASTS, mxAuth: true, strings: true, why: "dane does not apply"},
+		{name: "only unusable TLSA: encrypt raises may", s: Standard{DANE: daneUnusable, Default: Fixed{Level: May}},
+			level: Encrypt, source: SourceDANE, mxAuth: true},
+		{name: "dane-only without records competes (and fails in the Connector)", s: Standard{DANE: daneOnlyNone, Default: Fixed{Level: May}},
+			level: DANEOnly, source: SourceDANE},
+		{name: "static may cannot lower MTA-STS", s: Standard{MTASTS: stsEnforce, Static: static(May), Default: Fixed{Level: May}},
+			level: Verify, source: SourceMTASTS, mxAuth: true, strings: true},
+		{name: "static encrypt cannot lower DANE", s: Standard{DANE: daneRecords, Static: static(Encrypt), Default: Fixed{Level: May}},
+			level: DANE, source: SourceDANE, tlsa: true, mxAuth: true},
+		{name: "static verify ties MTA-STS: published policy reported", s: Standard{MTASTS: stsEnforce, Static: static(Verify), Default: Fixed{Level: May}},
+			level: Verify, source: SourceMTASTS, mxAuth: true, strings: true},
+		{name: "static secure raises MTA-STS, keeps its MX patterns", s: Standard{MTASTS: stsEnforce, Static: static(Secure), Default: Fixed{Level: May}},
+			level: Secure, source: SourceStatic, mxAuth: true, strings: true},
+		{name: "static secure outranks DANE", s: Standard{DANE: daneRecords, Static: static(Secure), Default: Fixed{Level: May}},
+			level: Secure, source: SourceStatic, mxAuth: true},
+		{name: "override lowers MTA-STS and is logged", s: Standard{MTASTS: stsEnforce, Static: override(May), Default: Fixed{Level: May}},
+			level: May, source: SourceOverride, why: "(overridden)", warn: true},
+		{name: "testing policy checked over default may", s: Standard{MTASTS: stsTesting, Default: Fixed{Level: May}},
+			level: Verify, source: SourceMTASTS, mode: Testing, floor: May, strings: true, why: "checked and reported"},
+		{name: "testing policy keeps the encrypt floor", s: Standard{MTASTS: stsTesting, Static: static(Encrypt), Default: Fixed{Level: May}},
+			level: Verify, source: SourceMTASTS, mode: Testing, floor: Encrypt, strings: true, why: "static encrypt enforced meanwhile"},
+		{name: "testing policy weaker than enforced static", s: Standard{MTASTS: stsTesting, Static: static(Secure), Default: Fixed{Level: May}},
+			level: Secure, source: SourceStatic, why: "(testing, not enforced)"},
+		{name: "DANE lookup failure defers", s: Standard{DANE: failing(boom), MTASTS: stsEnforce, Default: Fixed{Level: May}}, err: boom},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logBuf bytes.Buffer
+			tt.s.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+			got, err := tt.s.Lookup(context.Background(), "d.example")
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("err = %v, want %v", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Level != tt.level || got.Source != tt.source || got.Mode != tt.mode || got.Floor != tt.floor {
+				t.Errorf("got %s %s %s floor %s, want %s %s %s floor %s", got.Level, got.Source, got.Mode, got.Floor,
+					tt.level, tt.source, tt.mode, tt.floor)
+			}
+			if (len(got.TLSA) > 0) != tt.tlsa || got.MXAuthenticated != tt.mxAuth || (len(got.PolicyString) > 0) != tt.strings {
+				t.Errorf("TLSA %d, MXAuthenticated %v, PolicyString %q; want TLSA %v, %v, %v",
+					len(got.TLSA), got.MXAuthenticated, got.PolicyString, tt.tlsa, tt.mxAuth, tt.strings)
+			}
+			if tt.strings && len(got.MXPatterns) == 0 {
+				t.Errorf("MTA-STS policy applied without its MX patterns")
+			}
+			line := got.String()
+			if strings.Contains(line, "\n") || !strings.HasPrefix(line, "d.example: "+tt.level.String()) {
+				t.Errorf("String() = %q, want one line starting with the level", line)
+			}
+			if tt.why != "" && !strings.Contains(got.Reason, tt.why) {
+				t.Errorf("Reason %q lacks %q", got.Reason, tt.why)
+			}
+			if w := strings.Contains(logBuf.String(), "level=WARN"); w != tt.warn {
+				t.Errorf("override warning logged = %v, want %v: %s", w, tt.warn, logBuf.String())
+			}
+		})
+	}
+}
+
+func TestStandardStringExplainsFloor(t *testing.T) {
+	s := Standard{
+		MTASTS:  answer(Requirement{Domain: "d.example", Level: Verify, Mode: Testing, Source: SourceMTASTS, Reason: "mta-sts id=1 mode=testing"}),
+		Default: Fixed{Level: Encrypt},
+	}
+	got, err := s.Lookup(context.Background(), "d.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "d.example: verify (mta-sts: mta-sts id=1 mode=testing; testing mode"; !strings.HasPrefix(got.String(), want) ||
+		!strings.Contains(got.String(), "testing mode (encrypt enforced)") {
+		t.Errorf("String() = %q", got.String())
+	}
+}
