@@ -14,12 +14,18 @@ import (
 	"sync"
 )
 
-// File name suffixes in a spool directory.
+// File names in a spool directory.
 const (
 	bodySuffix = ".eml"
 	metaSuffix = ".json"
 	tmpPrefix  = "tmp-"
+	lockName   = "lock"
 )
+
+// ErrLocked is returned by OpenDirStore when another DirStore (in this or
+// another process) has the spool directory open. Close the other one, or
+// stop the process using it; operators query a running queue through it.
+var ErrLocked = errors.New("queue: spool directory in use")
 
 // DirStore is the default Store: one spool directory holding, per message,
 // ID.eml (the body as received) and ID.json (the Message record).
@@ -35,9 +41,12 @@ const (
 // (never acknowledged to a client) or metadata without a body (only
 // possible when a Create was cut before its directory sync).
 //
-// A spool directory must be used by one process at a time.
+// A spool directory is used by one DirStore at a time: OpenDirStore takes
+// an exclusive lock (flock(2) on the file "lock", where the system has it)
+// and Close releases it; the kernel releases it if the process dies.
 type DirStore struct {
-	dir string
+	dir  string
+	lock *os.File
 
 	// Group commit of directory fsyncs (see syncDir).
 	smu       sync.Mutex
@@ -56,17 +65,33 @@ type DirStore struct {
 var _ Store = (*DirStore)(nil)
 
 // OpenDirStore opens (creating it if needed, mode 0700) the spool directory
-// dir and removes what interrupted operations left behind. It starts no
-// goroutines.
+// dir, locks it (ErrLocked if it is in use) and removes what interrupted
+// operations left behind. It starts no goroutines.
 func OpenDirStore(dir string) (*DirStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("queue: creating spool directory: %w", err)
 	}
-	s := &DirStore{dir: dir}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &DirStore{dir: dir, lock: lock}
 	if err := s.clean(); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// Close releases the spool directory's lock. The DirStore must not be used
+// afterwards.
+func (s *DirStore) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close()
+	s.lock = nil
+	return err
 }
 
 // Dir returns the spool directory.

@@ -296,10 +296,15 @@ func TestDirStoreConcurrentCreates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := OpenDirStore(dir); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second OpenDirStore while open = %v, want ErrLocked", err)
+	}
+	st.Close()
 	st2, err := OpenDirStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st2.Close()
 	msgs, err := st2.List(context.Background())
 	if err != nil || len(msgs) != 40 {
 		t.Fatalf("after reopen: %d messages, %v", len(msgs), err)

@@ -40,8 +40,9 @@
 //     fails is logged ("dropping undeliverable report") and dropped; a
 //     message with a null reverse-path never causes a report (RFC 3461
 //     §6.2, RFC 5321 §4.5.5). NOTIFY=NEVER suppresses all reports.
-//   - Restart: Run loads the store; OpenDirStore removes temporary files
-//     and half-created messages first.
+//   - Restart: Run loads the store; OpenDirStore locks the directory
+//     (flock, so two relays cannot share a spool) and removes temporary
+//     files and half-created messages first.
 //   - Operator introspection: List, Get, Counts, RetryNow, Remove.
 //   - One log line per recipient per delivery attempt with the keys
 //     id, rcpt, next_hop, tls_version, cipher, verified, policy, result,

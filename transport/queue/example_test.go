@@ -21,8 +21,9 @@ import (
 func Example_relay() {
 	store, err := queue.OpenDirStore("/var/spool/mailtls")
 	if err != nil {
-		log.Fatal(err)
+		log.Fatal(err) // ErrLocked if another relay uses this spool
 	}
+	defer store.Close()
 	conn := &transport.Connector{
 		Hostname: "relay.example.org",
 		Policy:   policy.Fixed{Level: policy.Verify, OnFailure: policy.Bounce},
@@ -54,6 +55,7 @@ func ExampleQueue() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer store.Close()
 	done := make(chan struct{})
 	deliver := queue.DeliverFunc(func(ctx context.Context, env *transport.Envelope, body io.ReaderAt, size int64) (*transport.Result, error) {
 		res := &transport.Result{}
@@ -97,6 +99,7 @@ func ExampleQueue_List() {
 	dir, _ := os.MkdirTemp("", "spool")
 	defer os.RemoveAll(dir)
 	store, _ := queue.OpenDirStore(dir)
+	defer store.Close()
 	q := &queue.Queue{Store: store, Deliverer: queue.DeliverFunc(nil)}
 	ctx := context.Background()
 	env := &transport.Envelope{From: "alice@example.org", Recipients: []transport.Recipient{

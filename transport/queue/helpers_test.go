@@ -214,10 +214,14 @@ func newHarness(t *testing.T, s script) *harness {
 
 func (h *harness) open() {
 	h.t.Helper()
+	if h.store != nil {
+		h.store.Close()
+	}
 	st, err := OpenDirStore(h.dir)
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.t.Cleanup(func() { st.Close() })
 	h.store = st
 	h.q = &Queue{
 		Store:        st,
