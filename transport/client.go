@@ -187,6 +187,7 @@ type session struct {
 
 	verified bool        // the certificate passed the level's check
 	failure  FailureType // a TLS failure recorded but not enforced (testing mode, May)
+	failErr  error       // the check's error behind failure, if any
 	reused   bool        // taken from the idle pool
 
 	mu        sync.Mutex

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/policy/dane"
 )
 
 // Resolver is the DNS the Connector uses for MX and address lookups.
@@ -88,10 +89,11 @@ type PoolConfig struct {
 // and "relayed" (RFC 3461), REQUIRETLS and TLS-Required: No (RFC 8689),
 // AUTH PLAIN over TLS only (RFC 4954, RFC 4616); implicit TLS to fixed
 // next hops (RFC 8314 §3); TLS failures named with TLS-RPT result types
-// (RFC 8460 §4.3). Not implemented: DANE TLSA matching (levels dane and
-// dane-only fail closed when TLSA records are present), BDAT/BINARYMIME
-// (RFC 3030), PIPELINING (commands are sent one at a time), 8-bit to 7-bit
-// downgrade, LMTP.
+// (RFC 8460 §4.3); DANE per MX host (RFC 7672, with the DANE field);
+// TLS-RPT results per attempt (RFC 8460 §4.3, with the TLSRPT field); MTA-STS
+// testing mode checked and reported, not enforced (RFC 8461 §5). Not
+// implemented: BDAT/BINARYMIME (RFC 3030), PIPELINING (commands are sent
+// one at a time), 8-bit to 7-bit downgrade, LMTP.
 //
 // The zero value is not usable: Hostname must be set. Every other zero
 // field is safe and strict: a nil Policy requires Verify everywhere.
@@ -142,6 +144,33 @@ type Connector struct {
 	// SessionCache caches TLS sessions for resumption (RFC 8446 §2.2).
 	// Nil means a per-Connector LRU cache of 128 sessions.
 	SessionCache tls.ClientSessionCache
+
+	// DANE, when set, makes delivery DANE-aware (RFC 7672): MX hosts and
+	// their addresses are resolved through its DNSSEC-aware resolver (the
+	// authenticated MX set counts for REQUIRETLS, RFC 8689 §4.2.1), and
+	// each host is checked against its own TLSA records, with SNI set to
+	// its TLSA base domain (RFC 7672 §8.1). Hosts with usable records need
+	// TLS and a matching certificate; hosts with only unusable records need
+	// TLS; hosts without records keep the Policy's level ("dane" falls back
+	// as in Postfix), except under dane-only, where they are not used. A
+	// failed DNSSEC lookup makes the host unusable and defers, never
+	// downgrades. DANE takes over from MTA-STS and from weaker levels but
+	// not from a Verify or Secure level of the Policy's own (static,
+	// default, route) or an override (see policy.Standard). Give the same
+	// *dane.Policy to policy.Standard.DANE so that decisions are explained
+	// and composed. Fixed next hops use it only on the policy's port (25).
+	// Nil: MX and addresses come from Resolver and DANE is not applied;
+	// a Policy answer carrying TLSA records then fails closed (ErrDANE).
+	DANE *dane.Policy
+
+	// TLSRPT, when set, receives one TLS-RPT result per delivery attempt
+	// to an MX host (RFC 8460 §4.3): success, or the failure type with the
+	// sending and receiving IP and MX host name, under the policy type of
+	// the policy applied ("tlsa" when the host was checked with DANE, "sts"
+	// when an MTA-STS policy applied, "no-policy-found" otherwise) with its
+	// policy-string and mx-host patterns. A *tlsrpt.FileStore fits. Nil
+	// records nothing.
+	TLSRPT TLSReporter
 
 	// Logger receives one line per delivery attempt. Nil discards.
 	Logger *slog.Logger
@@ -427,14 +456,18 @@ func statusFor(e *Error) Status {
 
 // groupState carries one group's delivery through its attempts.
 type groupState struct {
-	env   *Envelope
-	body  io.ReaderAt
-	size  int64
-	g     *group
-	route *Route
-	req   policy.Requirement
-	plan  plan
-	res   *Result
+	env       *Envelope
+	body      io.ReaderAt
+	size      int64
+	g         *group
+	route     *Route
+	req       policy.Requirement
+	groupPlan plan // from the requirement
+	plan      plan // for the host being tried (hostPlan)
+	res       *Result
+	dest      *dane.Destination // the DNSSEC-aware MX lookup, nil without Connector.DANE
+	// mxMismatch: a host outside the MTA-STS patterns was used (testing).
+	mxMismatch bool
 }
 
 func (st *groupState) finish(idx int, status Status, reply *Error, mta RemoteMTA, ti *TLSInfo, ft FailureType, now time.Time) {
@@ -477,7 +510,8 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		c.logGroupFailure(ctx, st, e, FailureNone)
 		return
 	}
-	st.plan, err = makePlan(req, env)
+	st.groupPlan, err = makePlan(req, env, c.DANE != nil)
+	st.plan = st.groupPlan
 	if err != nil {
 		ft := FailureValidation
 		if req.Level == policy.DANEOnly && len(req.TLSA) == 0 {
@@ -488,26 +522,29 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		c.logGroupFailure(ctx, st, e, ft)
 		return
 	}
+	if st.plan.reason != "" {
+		c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
+			slog.String("domain", req.Domain), slog.String("policy", policyAttr(req)),
+			slog.String("reason", st.plan.reason), slog.String("msgid", env.ID))
+	}
+	c.log().LogAttrs(ctx, slog.LevelDebug, "tls policy", slog.String("domain", req.Domain),
+		slog.String("decision", req.String()), slog.String("msgid", env.ID))
+
+	targets, terr := c.targets(ctx, st)
+	if terr != nil {
+		ft := FailureType(dane.ResultType(terr))
+		st.finishAll(pending, terr, RemoteMTA{}, nil, ft, c.now())
+		c.logGroupFailure(ctx, st, terr, ft)
+		return
+	}
 	if env.RequireTLS {
-		if err := checkRequireTLS(req, g.hop != nil); err != nil {
+		if err := checkRequireTLS(req, st.mxAuthenticated(), g.hop != nil, anyDANEHost(req, targets)); err != nil {
 			e := &Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
 				Err: fmt.Errorf("%w: %w", ErrRequireTLS, err)}
 			st.finishAll(pending, e, RemoteMTA{}, nil, FailureNone, c.now())
 			c.logGroupFailure(ctx, st, e, FailureNone)
 			return
 		}
-	}
-	if st.plan.reason != "" {
-		c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
-			slog.String("domain", req.Domain), slog.String("policy", policyAttr(req)),
-			slog.String("reason", st.plan.reason), slog.String("msgid", env.ID))
-	}
-
-	targets, terr := c.targets(ctx, st)
-	if terr != nil {
-		st.finishAll(pending, terr, RemoteMTA{}, nil, FailureNone, c.now())
-		c.logGroupFailure(ctx, st, terr, FailureNone)
-		return
 	}
 	// last is the latest failure; temp the latest temporary one. As in
 	// Postfix, if any host failed temporarily the recipients are deferred,
@@ -516,7 +553,29 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	tries := 0
 outer:
 	for _, t := range targets {
-		ips, rerr := c.resolveHost(ctx, t.host)
+		hp, far := c.hostPlan(st, t)
+		if far == nil && env.RequireTLS && hp.kind == checkNone {
+			// RFC 8689 §4.2.1: this host's certificate would not be verified.
+			far = &attemptResult{retry: true, mta: RemoteMTA{Host: t.host, Port: t.port},
+				err: &Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
+					Err: fmt.Errorf("%w: %s would not be authenticated", ErrRequireTLS, t.host)}}
+		}
+		if far != nil {
+			last = far
+			if far.err.Temporary() {
+				temp = far
+			}
+			st.plan = st.groupPlan
+			c.logAttempt(ctx, st, far, c.now(), 0)
+			continue
+		}
+		st.plan = hp
+		ips, rerr := t.addrs, (*Error)(nil)
+		if !t.resolved {
+			ips, rerr = c.resolveHost(ctx, t.host)
+		} else if len(ips) == 0 {
+			rerr = &Error{Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + t.host + " has no address", Err: ErrNoMX}
+		}
 		if rerr != nil {
 			last = &attemptResult{err: rerr, retry: true, mta: RemoteMTA{Host: t.host, Port: t.port}}
 			if rerr.Temporary() {
@@ -557,35 +616,36 @@ outer:
 	st.finishAll(pending, e, last.mta, last.tls, last.failure, c.now())
 }
 
-// checkRequireTLS says whether the requirement can carry a REQUIRETLS
-// message (RFC 8689 §4.2.1): the certificate must be verified (PKIX here;
-// DANE once TLSA matching exists) under an enforced policy, and for MX
-// delivery the MX host names must be authenticated (DNSSEC or MTA-STS),
-// unless the level is Secure, which checks the certificate against the
-// next-hop domain and so does not trust the MX names at all.
-func checkRequireTLS(req policy.Requirement, fixedHop bool) error {
-	if req.Mode != policy.Enforce {
-		return fmt.Errorf("policy %s is in testing mode", req.Source)
-	}
-	if req.Level != policy.Verify && req.Level != policy.Secure {
-		return fmt.Errorf("level %s does not verify the server certificate", req.Level)
-	}
-	if !fixedHop && req.Level == policy.Verify && !req.MXAuthenticated {
-		return errors.New("MX host names are not authenticated by DNSSEC or MTA-STS")
-	}
-	return nil
-}
-
 // target is one host to try.
 type target struct {
-	host string
-	port int
+	host     string
+	port     int
+	addrs    []net.IP   // with resolved: the addresses (DNSSEC-aware lookup)
+	resolved bool       // addrs is the answer; false: resolve with Resolver
+	dane     *dane.Host // the host's DANE decision; nil without Connector.DANE
+}
+
+// sni is the name sent in SNI: the TLSA base domain under DANE (RFC 7672
+// §8.1), else the host name.
+func (t target) sni() string {
+	if t.dane != nil {
+		return t.dane.ServerName()
+	}
+	return t.host
 }
 
 // targets returns the hosts to try in order, or a final error.
 func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Error) {
 	if h := st.g.hop; h != nil {
+		if c.DANE != nil {
+			if t, ok := c.daneHopTarget(ctx, h); ok {
+				return []target{t}, nil
+			}
+		}
 		return []target{{host: h.host, port: h.port}}, nil
+	}
+	if c.DANE != nil {
+		return c.daneTargets(ctx, st)
 	}
 	domain := st.g.domain
 	mxs, err := c.resolver().LookupMX(ctx, domain)
@@ -620,12 +680,8 @@ func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Err
 	var out []target
 	for _, mx := range hosts {
 		h := strings.ToLower(strings.TrimSuffix(mx.Host, "."))
-		if len(st.req.MXPatterns) > 0 && !matchMXPatterns(h, st.req.MXPatterns) {
-			if st.req.Mode == policy.Enforce {
-				continue
-			}
-			c.log().LogAttrs(ctx, slog.LevelWarn, "mx not allowed by policy (testing mode, used anyway)",
-				slog.String("domain", domain), slog.String("mx", h), slog.String("policy", policyAttr(st.req)))
+		if !c.mxAllowed(ctx, st, h) {
+			continue
 		}
 		out = append(out, target{host: h, port: c.port()})
 	}

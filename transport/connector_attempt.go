@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/policy/dane"
 )
 
 // attemptResult is the outcome of one attempt at one address.
@@ -24,7 +25,10 @@ type attemptResult struct {
 	mta     RemoteMTA
 	tls     *TLSInfo
 	failure FailureType
-	code    int // the last reply code of a completed transaction, for the log
+	cause   error      // the TLS check's error when failure is recorded but not enforced
+	dane    *dane.Host // the host's DANE decision, when DANE applied to the attempt
+	local   net.IP     // our address on the connection, if one was made
+	code    int        // the last reply code of a completed transaction, for the log
 }
 
 // attempt runs one connection (new or pooled) and one transaction.
@@ -34,6 +38,9 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 	s, ar := c.connect(ctx, st, t, ip)
 	if ar != nil {
 		ar.pending, ar.mta = pending, mta
+		if st.plan.kind == checkDANE {
+			ar.dane = st.plan.dane
+		}
 		c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
 		return ar
 	}
@@ -41,6 +48,11 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 	ar.mta = mta
 	ar.tls = s.tlsInfo()
 	ar.failure = s.failure
+	ar.cause = s.failErr
+	ar.local = localIP(s.raw)
+	if st.plan.kind == checkDANE {
+		ar.dane = st.plan.dane
+	}
 	c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
 	if ar.retry || ar.err != nil && ar.err.Err != nil && isNetErr(ar.err.Err) {
 		s.close()
@@ -48,6 +60,17 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 		c.release(st, t, s)
 	}
 	return ar
+}
+
+// localIP is the local address of conn, nil if it has none.
+func localIP(conn net.Conn) net.IP {
+	if conn == nil {
+		return nil
+	}
+	if ta, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+		return ta.IP
+	}
+	return nil
 }
 
 func isNetErr(err error) bool {
@@ -100,8 +123,9 @@ func (c *Connector) connect(ctx context.Context, st *groupState, t target, ip ne
 }
 
 func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, ip net.IP, addr string, tryTLS bool) (*session, *attemptResult, bool) {
+	var local net.IP
 	fail := func(s *session, e *Error, retry bool, ft FailureType) (*session, *attemptResult, bool) {
-		ar := &attemptResult{err: e, retry: retry, failure: ft}
+		ar := &attemptResult{err: e, retry: retry, failure: ft, local: local}
 		if s != nil {
 			ar.tls = s.tlsInfo()
 			s.close()
@@ -114,6 +138,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	if err != nil {
 		return fail(nil, localError(false, 4, 1, "", "cannot connect to "+t.host, err), true, FailureNone)
 	}
+	local = localIP(conn)
 	s := newSession(conn, t.host, addr, c.now())
 	s.mta = RemoteMTA{Host: t.host, IP: ip, Port: t.port}
 	s.bind(ctx)
@@ -122,7 +147,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 		// back to, so levels that allow plaintext still use TLS here; they
 		// only relax the certificate check.
 		v := c.newCheck(st, t)
-		tc := tls.Client(conn, c.tlsConfig(v, t.host, st.route))
+		tc := tls.Client(conn, c.tlsConfig(v, t.sni(), st.route))
 		err := s.deadline(ctx, c.Timeouts.command())
 		if err == nil {
 			err = tc.HandshakeContext(ctx)
@@ -136,7 +161,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 		s.setConn(tc)
 		s.verified = v.verified
 		if v.err != nil {
-			s.failure = v.failure
+			s.failure, s.failErr = v.failure, v.err
 		}
 		tryTLS = false
 	}
@@ -166,7 +191,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 			}
 		} else {
 			v := c.newCheck(st, t)
-			rep, err := s.startTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.host, st.route))
+			rep, err := s.startTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.sni(), st.route))
 			switch {
 			case err != nil:
 				cause, ft := handshakeCause(v, err)
@@ -192,7 +217,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 			default:
 				s.verified = v.verified
 				if v.err != nil {
-					s.failure = v.failure // testing mode: recorded, not enforced
+					s.failure, s.failErr = v.failure, v.err // testing mode: recorded, not enforced
 				}
 				// RFC 3207 §4.2: discard pre-TLS knowledge; EHLO again.
 				if err := s.ehlo(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
@@ -215,6 +240,7 @@ func (c *Connector) newCheck(st *groupState, t target) *tlsCheck {
 		kind:    st.plan.kind,
 		mxHost:  t.host,
 		match:   c.matchNames(st),
+		dane:    st.plan.dane,
 		roots:   c.RootCAs,
 		now:     c.now(),
 		enforce: st.plan.enforce && st.plan.required,
@@ -485,9 +511,10 @@ func utf8AddrXtext(s string) string {
 // result, code.
 func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptResult, start time.Time, d time.Duration) {
 	st.res.Attempts = append(st.res.Attempts, Attempt{
-		Domain: st.req.Domain, RemoteMTA: ar.mta, TLS: ar.tls, Err: errOrNil(ar.err),
-		TLSFailure: ar.failure, Start: start, Duration: d,
+		Domain: st.req.Domain, RemoteMTA: ar.mta, SourceIP: ar.local, TLS: ar.tls, Err: errOrNil(ar.err),
+		TLSFailure: ar.failure, DANE: ar.dane != nil, Start: start, Duration: d,
 	})
+	c.recordTLSRPT(ctx, st, ar, start)
 	attrs := []slog.Attr{
 		slog.String("domain", st.req.Domain),
 		slog.String("mx", ar.mta.Host),

@@ -40,10 +40,10 @@ func TestREQUIRETLS(t *testing.T) {
 			t.Errorf("server did not receive REQUIRETLS: %+v", m)
 		}
 	})
-	t.Run("secure needs no authenticated MX", func(t *testing.T) {
+	t.Run("secure with authenticated MX", func(t *testing.T) {
 		e := newEnv(t)
 		e.single(withExt.Addr)
-		res := deliver(t, e.connector(fixed(policy.Secure), withExt), rtEnv())
+		res := deliver(t, e.connector(reqPolicy(policy.Requirement{Level: policy.Secure, MXAuthenticated: true}), withExt), rtEnv())
 		wantDelivered(t, res.Recipients[0])
 	})
 	refused := func(t *testing.T, pol policy.Policy, srv *transporttest.Server, wantDial bool) {
@@ -64,6 +64,9 @@ func TestREQUIRETLS(t *testing.T) {
 		}
 	}
 	t.Run("verify without authenticated MX", func(t *testing.T) { refused(t, fixed(policy.Verify), withExt, false) })
+	// RFC 8689 §4.2.1 wants the MX lookup authenticated whatever the
+	// certificate check; Secure no longer stands in for it.
+	t.Run("secure without authenticated MX", func(t *testing.T) { refused(t, fixed(policy.Secure), withExt, false) })
 	t.Run("encrypt", func(t *testing.T) {
 		refused(t, reqPolicy(policy.Requirement{Level: policy.Encrypt, MXAuthenticated: true}), withExt, false)
 	})
@@ -88,7 +91,7 @@ func TestTLSRequiredNo(t *testing.T) {
 	}
 	// REQUIRETLS wins over the header.
 	env.RequireTLS = true
-	res = deliver(t, e.connector(fixed(policy.Secure), srv), env)
+	res = deliver(t, e.connector(reqPolicy(policy.Requirement{Level: policy.Secure, MXAuthenticated: true}), srv), env)
 	if r := res.Recipients[0]; r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrCertificate) {
 		t.Errorf("REQUIRETLS + TLS-Required: No: %v %v, want the certificate enforced", r.Status, r.Reply)
 	}

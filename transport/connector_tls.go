@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/policy/dane"
 )
 
 // checkKind is what the handshake verifies.
@@ -19,6 +20,7 @@ const (
 	checkNone   checkKind = iota // May, Encrypt, TLS-Required: No: accept any certificate
 	checkVerify                  // PKIX chain + MX host name
 	checkSecure                  // PKIX chain + match names / next-hop domain
+	checkDANE                    // the host's own TLSA records (RFC 7672 §3)
 )
 
 // tlsCheck verifies one handshake and remembers the verdict.
@@ -34,8 +36,9 @@ const (
 // which aborts the handshake before any SMTP command is sent over TLS.
 type tlsCheck struct {
 	kind       checkKind
-	mxHost     string   // checkVerify: the MX host name
-	match      []string // checkSecure: "name" exact, ".name" any subdomain
+	mxHost     string     // checkVerify: the MX host name
+	match      []string   // checkSecure: "name" exact, ".name" any subdomain
+	dane       *dane.Host // checkDANE: the host's records and reference names
 	minVersion uint16
 	roots      *x509.CertPool
 	now        time.Time
@@ -65,6 +68,20 @@ func (v *tlsCheck) check(cs tls.ConnectionState) error {
 			tls.VersionName(cs.Version), tls.VersionName(v.minVersion))
 	}
 	if v.kind == checkNone {
+		return nil
+	}
+	if v.kind == checkDANE {
+		// RFC 7672 §3.1: DANE replaces WebPKI verification: DANE-EE ignores
+		// names and dates, DANE-TA checks the chain to the matched anchor
+		// and the reference names (dane.Verify).
+		if err := v.dane.Verify(cs, v.now); err != nil {
+			v.failure = FailureType(dane.ResultType(err))
+			if v.failure == FailureNone {
+				v.failure = FailureValidation
+			}
+			return fmt.Errorf("%w (%s): %w", ErrCertificate, v.failure, err)
+		}
+		v.verified = true
 		return nil
 	}
 	if len(cs.PeerCertificates) == 0 {
@@ -192,10 +209,14 @@ type plan struct {
 	required bool // no plaintext: Encrypt and above, enforced
 	kind     checkKind
 	enforce  bool
-	reason   string // why the level was changed, for the log
+	dane     *dane.Host // checkDANE: the host verified against its own records
+	reason   string     // why the level was changed, for the log
 }
 
-func makePlan(req policy.Requirement, env *Envelope) (plan, error) {
+// makePlan is the group's plan. perHost says that Connector.DANE will give
+// each host its own TLSA decision (see hostPlan); without it a requirement
+// carrying TLSA records cannot be verified host by host and fails closed.
+func makePlan(req policy.Requirement, env *Envelope, perHost bool) (plan, error) {
 	lvl := req.Level
 	p := plan{enforce: req.Mode == policy.Enforce}
 	if env.TLSRequiredNo && !env.RequireTLS && lvl > policy.May {
@@ -214,18 +235,28 @@ func makePlan(req policy.Requirement, env *Envelope) (plan, error) {
 	case policy.Encrypt:
 		p.tryTLS, p.required = true, true
 	case policy.DANE:
+		if perHost {
+			// hostPlan decides per host; without usable records: may.
+			p.tryTLS = true
+			return p, nil
+		}
 		if len(req.TLSA) == 0 {
 			// RFC 7672 §2.2: no usable TLSA records: opportunistic TLS.
 			p.tryTLS = true
 			p.reason = "dane without TLSA records: may"
 			return p, nil
 		}
-		return p, fmt.Errorf("%w: TLSA records present but TLSA matching is not implemented; failing closed", ErrDANE)
+		return p, fmt.Errorf("%w: TLSA records present but Connector.DANE is not set, so no host can be checked against its own records; failing closed", ErrDANE)
 	case policy.DANEOnly:
+		if perHost {
+			// hostPlan fails every host without usable records.
+			p.tryTLS, p.required = true, true
+			return p, nil
+		}
 		if len(req.TLSA) == 0 {
 			return p, fmt.Errorf("%w: dane-only and no DNSSEC-validated TLSA records", ErrDANE)
 		}
-		return p, fmt.Errorf("%w: TLSA records present but TLSA matching is not implemented; failing closed", ErrDANE)
+		return p, fmt.Errorf("%w: TLSA records present but Connector.DANE is not set, so no host can be checked against its own records; failing closed", ErrDANE)
 	case policy.Verify:
 		p.tryTLS, p.required, p.kind = true, true, checkVerify
 	case policy.Secure:
@@ -234,9 +265,13 @@ func makePlan(req policy.Requirement, env *Envelope) (plan, error) {
 		return p, fmt.Errorf("transport: unknown TLS level %v", lvl)
 	}
 	if !p.enforce {
-		// MTA-STS testing mode (RFC 8461 §5): check and report, never block.
-		p.required = false
+		// MTA-STS testing mode (RFC 8461 §5): check and report, never block,
+		// but keep the enforced floor's TLS requirement (Requirement.Floor).
+		p.required = req.Floor.RequiresTLS()
 		p.reason = "testing mode: failures reported, not enforced"
+		if p.required {
+			p.reason += "; TLS still required by " + req.Floor.String()
+		}
 	}
 	return p, nil
 }

@@ -88,9 +88,13 @@ var (
 	// ErrAuthWithoutTLS: a route has credentials but the connection is not
 	// TLS-protected; the Connector never sends credentials in plaintext.
 	ErrAuthWithoutTLS = errors.New("transport: refusing to authenticate without TLS")
-	// ErrDANE: DANE was required (dane-only, or TLSA records present) but
-	// TLSA matching is not implemented yet; the attempt fails closed.
-	ErrDANE = errors.New("transport: DANE verification unavailable")
+	// ErrDANE: DANE could not be applied to a host (RFC 7672 §2.2): its
+	// DNSSEC lookups failed (deferred), dane-only found no usable TLSA
+	// records, or TLSA records came from the Policy while Connector.DANE
+	// is nil, so that no host can be checked against its own records
+	// (fails closed). A certificate that does not match the records is
+	// ErrCertificate with a TLS-RPT failure type.
+	ErrDANE = errors.New("transport: DANE requirement cannot be met")
 	// ErrPolicyLookup: the TLS policy could not be determined; the message
 	// is deferred, never downgraded.
 	ErrPolicyLookup = errors.New("transport: TLS policy lookup failed")
@@ -150,13 +154,19 @@ func (r *RecipientResult) Err() error {
 type Attempt struct {
 	Domain    string
 	RemoteMTA RemoteMTA
-	TLS       *TLSInfo
+	// SourceIP is our address on the connection (TLS-RPT's
+	// sending-mta-ip), nil if no connection was made.
+	SourceIP net.IP
+	TLS      *TLSInfo
 	// Err is nil when the transaction reached its end (whatever the
 	// recipients' outcomes), else why the attempt stopped.
 	Err        error
 	TLSFailure FailureType
-	Start      time.Time
-	Duration   time.Duration
+	// DANE is true when the host was checked against its own TLSA records
+	// (RFC 7672), or failed for want of usable ones.
+	DANE     bool
+	Start    time.Time
+	Duration time.Duration
 }
 
 // Result is the outcome of Connector.Deliver: one RecipientResult per

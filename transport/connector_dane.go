@@ -1,0 +1,307 @@
+package transport
+
+// This file holds what the Connector does with published policies: DANE per
+// MX host (RFC 7672), the REQUIRETLS conditions (RFC 8689 §4.2.1) and the
+// TLS-RPT record of every attempt (RFC 8460 §4.3).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/policy/dane"
+	"github.com/mailtls/mailtls/policy/tlsrpt"
+)
+
+// TLSReporter receives one TLS-RPT result per delivery attempt (RFC 8460
+// §4.3). *tlsrpt.FileStore satisfies it, and so does every tlsrpt.Store.
+// Implementations must be safe for concurrent use; Record is called
+// synchronously on the delivery path, so it should be quick.
+type TLSReporter interface {
+	Record(ctx context.Context, r tlsrpt.Result) error
+}
+
+var _ TLSReporter = (*tlsrpt.FileStore)(nil)
+
+// daneTargets resolves the MX hosts of the group's domain through the
+// DNSSEC-aware Connector.DANE (RFC 7672 §2.2): each target carries the
+// host's authenticated addresses and its own TLSA decision.
+func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, *Error) {
+	domain := st.g.domain
+	dest, err := c.DANE.LookupMX(ctx, domain)
+	if err != nil {
+		// RFC 7672 §2.1.1: a failed lookup is never "no records": defer.
+		return nil, localError(false, 4, 3, "", "DNSSEC-aware MX lookup for "+domain+" failed", err)
+	}
+	st.dest = dest
+	switch {
+	case dest.Null:
+		return nil, &Error{Code: 556, EnhancedCode: EnhancedCode{5, 1, 10}, Message: domain + " does not accept mail (null MX)",
+			Err: ErrNullMX}
+	case dest.NXDomain || len(dest.Hosts) == 0:
+		return nil, &Error{Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "domain " + domain + " not found",
+			Err: ErrNoMX}
+	}
+	hosts := make([]*dane.Host, len(dest.Hosts))
+	for i := range dest.Hosts {
+		hosts[i] = &dest.Hosts[i]
+	}
+	// LookupMX sorts by preference; RFC 5321 §5.1 wants equals shuffled.
+	shuffle := c.shuffle()
+	for i := 0; i < len(hosts); {
+		j := i
+		for j < len(hosts) && hosts[j].Pref == hosts[i].Pref {
+			j++
+		}
+		if sub := hosts[i:j]; len(sub) > 1 {
+			shuffle(len(sub), func(a, b int) { sub[a], sub[b] = sub[b], sub[a] })
+		}
+		i = j
+	}
+	var out []target
+	for _, h := range hosts {
+		if !c.mxAllowed(ctx, st, h.Name) {
+			continue
+		}
+		out = append(out, target{host: h.Name, port: c.port(), addrs: ipsOf(h.Addrs), resolved: true, dane: h})
+	}
+	if len(out) == 0 {
+		return nil, tlsErrorSubject(st.req, 4, 4, "no MX host of "+domain+" matches the policy's mx patterns",
+			fmt.Errorf("%w: policy allows %v", ErrNoMX, st.req.MXPatterns))
+	}
+	return out, nil
+}
+
+// daneHopTarget is the target of a fixed next hop with its DANE decision
+// (RFC 7672 §2.2.1: a configured host name is trusted like a secure MX
+// RRset). Only for host names on the port whose TLSA records the
+// dane.Policy looks up; otherwise DANE is not consulted.
+func (c *Connector) daneHopTarget(ctx context.Context, h *nextHop) (target, bool) {
+	port := int(c.DANE.Port)
+	if port == 0 {
+		port = 25
+	}
+	if net.ParseIP(h.host) != nil || h.port != port {
+		return target{}, false
+	}
+	dh := c.DANE.LookupHost(ctx, h.host)
+	return target{host: h.host, port: h.port, addrs: ipsOf(dh.Addrs), resolved: true, dane: &dh}, true
+}
+
+func ipsOf(addrs []netip.Addr) []net.IP {
+	out := make([]net.IP, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, net.IP(a.Unmap().AsSlice()))
+	}
+	return out
+}
+
+// mxAllowed applies MTA-STS "mx:" patterns (RFC 8461 §4.1): in enforce
+// mode a host that matches none is not used; in testing mode it is used
+// and logged. "TLS-Required: No" (RFC 8689 §5) ignores the patterns.
+func (c *Connector) mxAllowed(ctx context.Context, st *groupState, host string) bool {
+	if len(st.req.MXPatterns) == 0 || matchMXPatterns(host, st.req.MXPatterns) {
+		return true
+	}
+	if st.relaxed() {
+		return true
+	}
+	if st.req.Mode == policy.Enforce {
+		return false
+	}
+	c.log().LogAttrs(ctx, slog.LevelWarn, "mx not allowed by policy (testing mode, used anyway)",
+		slog.String("domain", st.req.Domain), slog.String("mx", host), slog.String("policy", policyAttr(st.req)))
+	st.mxMismatch = true
+	return true
+}
+
+// relaxed reports whether the message asks that TLS policy failures not
+// block delivery ("TLS-Required: No", RFC 8689 §5) and does not itself
+// require TLS.
+func (st *groupState) relaxed() bool { return st.env.TLSRequiredNo && !st.env.RequireTLS }
+
+// daneApplies reports whether DANE, where a host has usable TLSA records,
+// takes over from req: not under an explicit override, nor under a static
+// (or default or route) Verify or Secure, which outranks DANE as an
+// explicit level does in Postfix; always over MTA-STS (RFC 8461 §2); and
+// over any weaker level, which it raises (RFC 7672 §2.2).
+func daneApplies(req policy.Requirement) bool {
+	if req.Source == policy.SourceOverride {
+		return false
+	}
+	if req.Source == policy.SourceMTASTS {
+		return true
+	}
+	return !req.Level.VerifiesPKIX()
+}
+
+// hostPlan adapts the group's plan to one target's DANE decision (RFC 7672
+// §2.2): usable TLSA records make TLS mandatory and the certificate is
+// checked against that host's records only, with SNI set to its TLSA base
+// domain; only unusable records make TLS mandatory without
+// authentication; no records leave the group's plan (dane: may). A host
+// whose lookups failed, or that has no records under dane-only, is not
+// used: the failure comes back as an attempt result.
+func (c *Connector) hostPlan(st *groupState, t target) (plan, *attemptResult) {
+	p := st.groupPlan
+	h := t.dane
+	if h == nil {
+		return p, nil
+	}
+	fail := func(e *Error, ft FailureType) (plan, *attemptResult) {
+		return p, &attemptResult{err: e, retry: true, failure: ft, dane: h, mta: RemoteMTA{Host: t.host, Port: t.port}}
+	}
+	if st.relaxed() {
+		// RFC 8689 §5: recipient-side policies such as DANE are ignored.
+		if len(t.addrs) == 0 && h.Err != nil {
+			return fail(localError(false, 4, 3, "", "address lookup for "+t.host+" failed", h.Err), FailureNone)
+		}
+		return p, nil
+	}
+	req := st.req
+	switch {
+	case h.Err != nil && errors.Is(h.Err, dane.ErrLookupFailed):
+		// RFC 7672 §2.2: a failed TLSA or address lookup makes the host
+		// unusable; the message is deferred, never sent with less.
+		e := localError(false, 7, 5, "", "DNSSEC lookup for "+t.host+" failed; not using this host",
+			fmt.Errorf("%w: %w", ErrDANE, h.Err))
+		return fail(e, FailureType(dane.ResultType(h.Err)))
+	case h.Err != nil:
+		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
+			fmt.Errorf("%w: %w", ErrDANE, h.Err)), FailureDANERequired)
+	case !daneApplies(req):
+		return p, nil
+	case len(h.TLSA) > 0:
+		return plan{tryTLS: true, required: true, kind: checkDANE, enforce: true, dane: h,
+			reason: "dane: " + h.Reason}, nil
+	case req.Level == policy.DANEOnly:
+		// A static dane-only entry with a dane.Policy that falls back.
+		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
+			fmt.Errorf("%w: %s: %s", ErrDANE, t.host, h.Reason)), FailureDANERequired)
+	case h.Level == policy.Encrypt && !p.required:
+		// RFC 7672 §2.2: only unusable records: TLS without authentication.
+		// (A testing-mode check, if any, stays reported only.)
+		np := p
+		np.tryTLS, np.required = true, true
+		np.reason = "dane: " + h.Reason
+		return np, nil
+	}
+	return p, nil
+}
+
+// checkRequireTLS says whether the group can carry a REQUIRETLS message at
+// all, before any connection (RFC 8689 §4.2.1). Per host, transact checks
+// the rest: TLS, a verified certificate and REQUIRETLS in the EHLO reply.
+//
+// RFC 8689 §4.2.1 requires that the MX lookup be DNSSEC-validated or
+// backed by an MTA-STS policy in enforce mode, and that the server's
+// certificate be verified (PKIX or DANE). The previous version let level
+// Secure through without an authenticated MX set, reasoning that Secure
+// checks the certificate against the next-hop domain and so does not trust
+// the MX names. That is as strong against MX forgery, but it is not what
+// §4.2.1 asks ("MX record lookups MUST" be authenticated), and a REQUIRETLS
+// sender relies on every hop applying the RFC's rule; it is now refused
+// like Verify. A fixed next hop from local configuration has no MX lookup
+// to authenticate.
+func checkRequireTLS(req policy.Requirement, mxAuth, fixedHop, daneVerifies bool) error {
+	if req.Mode != policy.Enforce {
+		return fmt.Errorf("policy %s is in testing mode", req.Source)
+	}
+	if !req.Level.VerifiesPKIX() && !daneVerifies {
+		return fmt.Errorf("level %s does not verify the server certificate", req.Level)
+	}
+	if !fixedHop && !mxAuth {
+		return errors.New("MX host names are not authenticated by DNSSEC or an enforced MTA-STS policy")
+	}
+	return nil
+}
+
+// mxAuthenticated reports whether the MX hosts of the group are
+// authenticated in the sense of RFC 8689 §4.2.1: the MX RRset was
+// DNSSEC-validated by Connector.DANE's resolver, or the enforced policy
+// says so (Requirement.MXAuthenticated: an MTA-STS policy in enforce mode,
+// whose patterns the targets were filtered by, or a DANE lookup).
+func (st *groupState) mxAuthenticated() bool {
+	if st.dest != nil && st.dest.MXAuthentic {
+		return true
+	}
+	return st.req.MXAuthenticated && st.req.Mode == policy.Enforce
+}
+
+// anyDANEHost reports whether DANE will verify at least one target.
+func anyDANEHost(req policy.Requirement, targets []target) bool {
+	if !daneApplies(req) {
+		return false
+	}
+	for _, t := range targets {
+		if t.dane != nil && t.dane.Err == nil && len(t.dane.TLSA) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// recordTLSRPT records ar for TLS reporting (RFC 8460 §4.3): attempts that
+// negotiated TLS (success unless a failure was found, as in MTA-STS testing
+// mode) and attempts that failed for a TLS or DANE reason. Attempts that
+// never reached TLS (connection refused, a 4xx greeting) are not TLS
+// results. Fixed next hops are not reported: TLS-RPT is per recipient
+// policy domain.
+func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemptResult, start time.Time) {
+	if c.TLSRPT == nil || st.g.hop != nil || st.g.domain == "" {
+		return
+	}
+	if ar.tls == nil && ar.failure == FailureNone {
+		return
+	}
+	r := tlsrpt.Result{
+		Time:                start,
+		PolicyDomain:        st.g.domain,
+		PolicyType:          tlsrpt.PolicyNoPolicyFound,
+		ResultType:          tlsrpt.ResultSuccess,
+		ReceivingMXHostname: ar.mta.Host,
+	}
+	switch {
+	case ar.dane != nil:
+		r.PolicyType = tlsrpt.PolicyTLSA
+		for _, t := range ar.dane.TLSA {
+			r.PolicyString = append(r.PolicyString, dane.FormatTLSA(t))
+		}
+	case st.req.Source == policy.SourceMTASTS || len(st.req.PolicyString) > 0:
+		r.PolicyType = tlsrpt.PolicySTS
+		r.PolicyString = append([]string(nil), st.req.PolicyString...)
+		r.MXHost = append([]string(nil), st.req.MXPatterns...)
+	}
+	if ar.failure != FailureNone {
+		r.ResultType = tlsrpt.ResultType(ar.failure)
+		if ar.mta.IP != nil {
+			r.ReceivingIP = ar.mta.IP.String()
+		}
+		if ar.local != nil {
+			r.SendingMTAIP = ar.local.String()
+		}
+		if ar.err != nil {
+			r.AdditionalInformation = truncate(ar.err.Error(), 200)
+		} else if ar.cause != nil {
+			r.AdditionalInformation = truncate(ar.cause.Error(), 200)
+		}
+	}
+	if err := c.TLSRPT.Record(ctx, r); err != nil {
+		c.log().LogAttrs(ctx, slog.LevelWarn, "tls-rpt result not recorded",
+			slog.String("domain", r.PolicyDomain), slog.String("error", err.Error()))
+	}
+}
+
+func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
