@@ -57,6 +57,12 @@ type inConn struct {
 	lastReply int
 
 	lastRDeadline time.Time
+
+	// Held-back writes (see bufferWrite); wmu also orders the TLS
+	// close_notify a concurrent Close may write.
+	wmu           sync.Mutex
+	wbuf          []byte
+	werr          error
 	lastWDeadline time.Time
 
 	inData atomic.Bool // a DATA/BDAT transfer is in progress (set by inSession)
@@ -143,12 +149,16 @@ func (c *inConn) Close() error {
 		c.logHandshakeFailure(errors.New("connection closed during handshake"))
 	}
 	c.stop()
+	c.flush() // a final reply (221, 421) or TLS alert
 	err := c.raw.Close()
 	c.srv.removeConn(c)
 	return err
 }
 
 func (c *inConn) Read(p []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
 	if c.eof {
 		return 0, io.EOF
 	}
@@ -210,12 +220,10 @@ func (r rawReader) Read(p []byte) (int, error) { return r.c.rawRead(p) }
 
 func (c *inConn) Write(p []byte) (int, error) {
 	if c.tlsUp.Load() {
-		c.writeIn(c.writeTimeout())
-		return c.raw.Write(p)
+		return c.bufferWrite(p)
 	}
 	c.mu.Lock()
 	phase := c.phase
-	hsDeadline := c.hsDeadline
 	c.mu.Unlock()
 	switch phase {
 	case phaseHandshake:
@@ -228,20 +236,69 @@ func (c *inConn) Write(p []byte) (int, error) {
 			c.eof = true
 			return len(p), nil
 		}
-		c.setWriteDeadline(hsDeadline, 0)
-		return c.raw.Write(p)
+		return c.bufferWrite(p)
 	case phaseTLS:
-		c.writeIn(c.writeTimeout())
-		return c.raw.Write(p)
+		return c.bufferWrite(p)
 	}
-	c.writeIn(c.writeTimeout())
-	n, err := c.raw.Write(p)
+	n, err := c.bufferWrite(p)
 	c.trackReply(p[:n])
 	if err == nil && c.lastCmd == "STARTTLS" && c.lastReply == 220 && c.wAtStart {
 		c.lastCmd = ""
 		c.beginStartTLS()
 	}
 	return n, err
+}
+
+// maxWriteBuffer bounds the replies held back by bufferWrite.
+const maxWriteBuffer = 16 << 10
+
+// bufferWrite holds writes until the engine next reads (or the buffer fills,
+// or the connection closes). go-smtp writes every reply line with its own
+// Write, which under TLS is one record and one system call per line (an
+// EHLO reply is a dozen); the client reads nothing before we wait for its
+// next command, so coalescing them changes only the packetisation. Write
+// errors surface at the flush, as the read error go-smtp then acts on.
+func (c *inConn) bufferWrite(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if len(c.wbuf)+len(p) > maxWriteBuffer {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) > maxWriteBuffer {
+			c.writeIn(c.writeTimeout())
+			n, err := c.raw.Write(p)
+			if err != nil {
+				c.werr = err
+			}
+			return n, err
+		}
+	}
+	c.wbuf = append(c.wbuf, p...)
+	return len(p), nil
+}
+
+// flush sends the held-back writes.
+func (c *inConn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.flushLocked()
+}
+
+func (c *inConn) flushLocked() error {
+	if len(c.wbuf) == 0 || c.werr != nil {
+		return c.werr
+	}
+	c.writeIn(c.writeTimeout())
+	_, err := c.raw.Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	if err != nil {
+		c.werr = err
+	}
+	return err
 }
 
 // setReadDeadline avoids re-arming the timer on every small read: a deadline
@@ -515,8 +572,8 @@ func (c *inConn) filter(verb string) string {
 
 // reply writes a filter reply directly to the client.
 func (c *inConn) reply(line string) {
-	c.writeIn(c.writeTimeout())
-	io.WriteString(c.raw, line+"\r\n")
+	c.bufferWrite([]byte(line + "\r\n"))
+	c.flush()
 }
 
 // parseCommandLine classifies a command line exactly as go-smtp's parseCmd
