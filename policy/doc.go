@@ -33,6 +33,14 @@
 // opinion returns an error wrapping ErrNoPolicy; any other error is passed
 // on, and the caller must defer, never downgrade.
 //
+// Standard is the composition an internet MTA wants in one value: DANE
+// over MTA-STS where DNSSEC-authenticated TLSA records exist (RFC 8461
+// §2), the static table raising but never silently lowering a published
+// policy, override=yes logged, a default level as the floor, and a
+// testing-mode MTA-STS policy checked and reported (RFC 8461 §5) over an
+// enforced floor (Requirement.Floor) instead of being ignored.
+// Requirement.String explains the resulting decision in one line.
+//
 // # Not here
 //
 // Discovery of published policies lives in subpackages: mtasts (MTA-STS,

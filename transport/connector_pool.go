@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mailtls/mailtls/policy/dane"
 )
 
 // connPool keeps idle sessions for reuse by later Deliver calls. A session
@@ -27,9 +29,18 @@ func (c *Connector) poolKey(st *groupState, t target, addr string) string {
 	if c.Pool.MaxIdle <= 0 {
 		return ""
 	}
-	return fmt.Sprintf("%s|%s|%s|%s|%d|%v|%v|%v|%d|%s|%d",
+	// Under DANE the connection was verified against this host's records:
+	// reuse it only while they are the same.
+	var tlsa []string
+	if st.plan.dane != nil {
+		tlsa = append(tlsa, st.plan.dane.ServerName())
+		for _, r := range st.plan.dane.TLSA {
+			tlsa = append(tlsa, dane.FormatTLSA(r))
+		}
+	}
+	return fmt.Sprintf("%s|%s|%s|%s|%d|%v|%v|%v|%d|%s|%d|%s",
 		addr, t.host, c.Hostname, st.req.Level, st.plan.kind, st.plan.tryTLS, st.plan.required, st.plan.enforce,
-		st.req.EffectiveMinVersion(), strings.Join(c.matchNames(st), ":"), st.g.routeIdx)
+		st.req.EffectiveMinVersion(), strings.Join(c.matchNames(st), ":"), st.g.routeIdx, strings.Join(tlsa, ","))
 }
 
 // get takes an idle session for key, or returns nil.

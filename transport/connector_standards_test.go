@@ -393,6 +393,23 @@ func TestDANEThroughConnector(t *testing.T) {
 		wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
 		assertNoPlaintextTransaction(t, "plaintext server", srv.Wire())
 	})
+	t.Run("TLS-Required: No ignores DANE", func(t *testing.T) {
+		w := newStdWorld(t)
+		srv := daneServer(t, host, nil, false)
+		w.mx("dane.example", host, "192.0.2.30", srv, true)
+		other := make([]byte, 32)
+		rand.Read(other)
+		w.tlsa(host, true, fakedns.TLSA(3, 1, 1, other)) // would not match
+		pol, d := dplus(w, false)
+		e := envelope("user@dane.example")
+		e.TLSRequiredNo = true // RFC 8689 §5
+		res := deliver(t, w.connector(pol, d, nil), e)
+		r := res.Recipients[0]
+		wantDelivered(t, r)
+		if r.TLS == nil || r.TLS.Verified || res.Attempts[0].DANE {
+			t.Errorf("TLS %+v DANE %v, want TLS attempted, unverified, DANE not applied", r.TLS, res.Attempts[0].DANE)
+		}
+	})
 	t.Run("no Connector.DANE: TLSA from the policy fail closed", func(t *testing.T) {
 		w := newStdWorld(t)
 		srv := daneServer(t, host, nil, false)
