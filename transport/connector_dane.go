@@ -40,6 +40,11 @@ func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, 
 		return nil, localError(false, 4, 3, "", "DNSSEC-aware MX lookup for "+domain+" failed", err)
 	}
 	st.dest = dest
+	if dest.MXAuthentic {
+		// RFC 8689 §4.2.1: a DNSSEC-validated MX RRset authenticates the
+		// MX hosts; the results say so.
+		st.req.MXAuthenticated = true
+	}
 	switch {
 	case dest.Null:
 		return nil, &Error{Code: 556, EnhancedCode: EnhancedCode{5, 1, 10}, Message: domain + " does not accept mail (null MX)",
@@ -268,7 +273,7 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 		ReceivingMXHostname: ar.mta.Host,
 	}
 	switch {
-	case ar.dane != nil:
+	case ar.dane != nil || ar.failure == FailureDANERequired || ar.failure == dnssecInvalid || ar.failure == tlsaInvalid:
 		r.PolicyType = tlsrpt.PolicyTLSA
 		for _, t := range ar.dane.TLSA {
 			r.PolicyString = append(r.PolicyString, dane.FormatTLSA(t))
@@ -297,6 +302,12 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 			slog.String("domain", r.PolicyDomain), slog.String("error", err.Error()))
 	}
 }
+
+// The DANE policy failure types (RFC 8460 §4.3.2.1) as FailureType.
+const (
+	dnssecInvalid = FailureType(tlsrpt.ResultDNSSECInvalid)
+	tlsaInvalid   = FailureType(tlsrpt.ResultTLSAInvalid)
+)
 
 func truncate(s string, n int) string {
 	s = strings.ToValidUTF8(s, "?")

@@ -264,8 +264,8 @@ func TestDANEThroughConnector(t *testing.T) {
 		if r.TLS == nil || !r.TLS.Verified || r.TLS.ServerName != host {
 			t.Errorf("TLS %+v, want verified with SNI %s", r.TLS, host)
 		}
-		if r.Requirement.Level != policy.DANE || r.Requirement.Source != policy.SourceDANE {
-			t.Errorf("decision %s", r.Requirement)
+		if r.Requirement.Level != policy.DANE || r.Requirement.Source != policy.SourceDANE || !r.Requirement.MXAuthenticated {
+			t.Errorf("decision %s (MX authenticated %v)", r.Requirement, r.Requirement.MXAuthenticated)
 		}
 		if len(res.Attempts) != 1 || !res.Attempts[0].DANE {
 			t.Errorf("attempts %+v, want one DANE attempt", res.Attempts)
