@@ -176,6 +176,14 @@ type Requirement struct {
 	// (RFC 8461 §5). The zero value, None, enforces nothing: delivery
 	// proceeds as with May.
 	Floor Level
+	// WithoutTLSA matters only at DANE and DANEOnly. When DANE took
+	// precedence over an enforced MTA-STS policy (see Standard), it is that
+	// policy's level, Verify, and MXPatterns and PolicyString are that
+	// policy's: MX hosts with usable TLSA records are checked by DANE
+	// alone, the others are held to the MTA-STS policy (RFC 8461 §2 gives
+	// DANE precedence only where DANE applies). The zero value, None, means
+	// DANE's own fallback (dane: may; dane-only: not used).
+	WithoutTLSA Level
 	// Source says where the decision came from.
 	Source Source
 	// Reason is a short human explanation ("static table entry .example.com

@@ -23,6 +23,9 @@ import (
 //   - DANE over MTA-STS: when the DANE lookup finds DNSSEC-authenticated
 //     usable TLSA records, MTA-STS answers, enforced or testing, take no part
 //     (RFC 8461 §2: MTA-STS must not override a failing DANE validation).
+//     An enforced MTA-STS policy still governs the MX hosts that have no
+//     usable TLSA records: the DANE result carries it in WithoutTLSA,
+//     MXPatterns and PolicyString.
 //     A DANE answer without records (level May: DANE does not apply)
 //     abstains; "only unusable records" (Encrypt) and dane-only without
 //     records (DANEOnly) compete.
@@ -114,7 +117,24 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 			return false
 		})
 	}
+	// The enforced MTA-STS answer that yields to DANE, if any: it still
+	// governs the MX hosts DANE does not cover (see WithoutTLSA).
+	var yielded *Requirement
+	if slices.ContainsFunc(answers, func(a Requirement) bool { return hasDANERecords(a) && a.Mode == Enforce }) {
+		for i := range answers {
+			if answers[i].Source == SourceMTASTS && answers[i].Mode == Enforce {
+				yielded = &answers[i]
+				break
+			}
+		}
+	}
 	r, lowered := merge(answers)
+	if yielded != nil && r.Source == SourceDANE && hasDANERecords(r) {
+		r.WithoutTLSA = yielded.Level
+		r.MXPatterns = slices.Clone(yielded.MXPatterns)
+		r.PolicyString = slices.Clone(yielded.PolicyString)
+		r.Reason += "; MX hosts without usable TLSA records are held to the mta-sts policy"
+	}
 	if r.Source == SourceOverride && len(answers) > 1 && s.Logger != nil {
 		lvl := slog.LevelInfo
 		if lowered {

@@ -44,7 +44,7 @@ func TestStandardPrecedence(t *testing.T) {
 		{name: "nothing configured: strict verify", s: Standard{}, level: Verify, source: SourceDefault, why: "default level"},
 		{name: "default alone", s: Standard{Default: Fixed{Level: May}}, level: May, source: SourceDefault},
 		{name: "DANE over MTA-STS when TLSA exist", s: Standard{DANE: daneRecords, MTASTS: stsEnforce, Default: Fixed{Level: May}},
-			level: DANE, source: SourceDANE, tlsa: true, mxAuth: true, why: "DANE takes precedence, RFC 8461 §2"},
+			level: DANE, source: SourceDANE, tlsa: true, mxAuth: true, strings: true, why: "DANE takes precedence, RFC 8461 §2"},
 		{name: "DANE over MTA-STS testing too", s: Standard{DANE: daneRecords, MTASTS: stsTesting, Default: Fixed{Level: May}},
 			level: DANE, source: SourceDANE, tlsa: true, mxAuth: true, why: "yields to DANE"},
 		{name: "no TLSA: DANE abstains, MTA-STS applies", s: Standard{DANE: daneNone, MTASTS: stsEnforce, Default: Fixed{Level: May}},
@@ -124,5 +124,33 @@ func TestStandardStringExplainsFloor(t *testing.T) {
 	if want := "d.example: verify (mta-sts: mta-sts id=1 mode=testing; testing mode"; !strings.HasPrefix(got.String(), want) ||
 		!strings.Contains(got.String(), "testing mode (encrypt enforced)") {
 		t.Errorf("String() = %q", got.String())
+	}
+}
+
+// DANE wins over an enforced MTA-STS policy only where it applies: the
+// decision keeps the MTA-STS policy for MX hosts without usable TLSA.
+func TestStandardDANEKeepsMTASTSForOtherHosts(t *testing.T) {
+	tlsa := []TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: bytes.Repeat([]byte{1}, 32)}}
+	s := Standard{
+		DANE: answer(Requirement{Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "MX a: 1 usable"}),
+		MTASTS: answer(Requirement{Level: Verify, MXPatterns: []string{"*.d.example"}, MXAuthenticated: true,
+			PolicyString: []string{"version: STSv1"}, Source: SourceMTASTS, Reason: "mta-sts"}),
+		Default: Fixed{Level: May},
+	}
+	got, err := s.Lookup(context.Background(), "d.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Level != DANE || got.WithoutTLSA != Verify || len(got.MXPatterns) != 1 || len(got.PolicyString) != 1 {
+		t.Errorf("got %s WithoutTLSA %s patterns %v strings %v", got.Level, got.WithoutTLSA, got.MXPatterns, got.PolicyString)
+	}
+	// A testing policy is not kept.
+	s.MTASTS = answer(Requirement{Level: Verify, Mode: Testing, MXPatterns: []string{"*.d.example"}, Source: SourceMTASTS})
+	got, err = s.Lookup(context.Background(), "d.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.WithoutTLSA != None || len(got.MXPatterns) != 0 {
+		t.Errorf("testing policy kept: %+v", got)
 	}
 }

@@ -71,7 +71,10 @@ func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, 
 	}
 	var out []target
 	for _, h := range hosts {
-		if !c.mxAllowed(ctx, st, h.Name) {
+		// A host that DANE checks is not subject to MTA-STS patterns (RFC
+		// 8461 §2: DANE takes precedence where it applies).
+		byDANE := h.Err == nil && len(h.TLSA) > 0 && daneApplies(st.req) && !st.relaxed()
+		if !byDANE && !c.mxAllowed(ctx, st, h.Name) {
 			continue
 		}
 		out = append(out, target{host: h.Name, port: c.port(), addrs: ipsOf(h.Addrs), resolved: true, dane: h})
@@ -189,6 +192,11 @@ func (c *Connector) hostPlan(st *groupState, t target) (plan, *attemptResult) {
 		// A static dane-only entry with a dane.Policy that falls back.
 		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
 			fmt.Errorf("%w: %s: %s", ErrDANE, t.host, h.Reason)), FailureDANERequired)
+	case req.Level == policy.DANE && req.WithoutTLSA.VerifiesPKIX():
+		// DANE took precedence over an enforced MTA-STS policy, which still
+		// governs this host (policy.Standard): PKIX chain and MX host name.
+		return plan{tryTLS: true, required: true, kind: checkVerify, enforce: true,
+			reason: "no usable TLSA records: held to the mta-sts policy"}, nil
 	case h.Level == policy.Encrypt && !p.required:
 		// RFC 7672 §2.2: only unusable records: TLS without authentication.
 		// (A testing-mode check, if any, stays reported only.)

@@ -424,6 +424,66 @@ func TestDANEThroughConnector(t *testing.T) {
 	})
 }
 
+// DANE takes precedence over MTA-STS only where it applies: with DANE on
+// the preferred MX host and an enforced MTA-STS policy, the second host,
+// without TLSA records, is still held to MTA-STS (verified certificate,
+// listed in the policy), never opportunistic.
+func TestDANEAndMTASTSMixedHosts(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		second    transporttest.CertKind
+		delivered bool
+	}{
+		{"second host verified under MTA-STS", transporttest.GoodCert, true},
+		{"second host plaintext-only: not used", transporttest.NoTLS, false},
+		{"second host wrong name: not used", transporttest.WrongNameCert, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newStdWorld(t)
+			w.dns.Set("mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.MX(10, "mx1.mixed.example"), fakedns.MX(20, "mx2.mixed.example")}})
+			w.dns.Set("mx1.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.41")}})
+			w.dns.Set("mx2.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.42")}})
+			w.dns.SetNXAD(true) // mx2 has no TLSA: authenticated denial
+			// mx1 publishes TLSA but is down.
+			w.tlsa("mx1.mixed.example", true, fakedns.TLSA(3, 1, 1, make([]byte, 32)))
+			w.dialer.Map["192.0.2.41:25"] = closedAddr(t)
+			srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx2.mixed.example", Cert: tc.second})
+			w.dialer.Map["192.0.2.42:25"] = srv.Addr
+			sts := w.stsHost("mixed.example", stsBody("enforce", "*.mixed.example"))
+			d := w.danePolicy(false)
+			pol := &policy.Standard{DANE: d, MTASTS: sts, Default: policy.Fixed{Level: policy.May}}
+			res := deliver(t, w.connector(pol, d, srv.RootCAs()), envelope("user@mixed.example"))
+			r := res.Recipients[0]
+			if r.Requirement.Level != policy.DANE || r.Requirement.WithoutTLSA != policy.Verify {
+				t.Errorf("decision %s (without TLSA: %s)", r.Requirement, r.Requirement.WithoutTLSA)
+			}
+			if tc.delivered {
+				wantDelivered(t, r)
+				if r.TLS == nil || !r.TLS.Verified || r.RemoteMTA.Host != "mx2.mixed.example" {
+					t.Errorf("TLS %+v via %s, want verified via mx2", r.TLS, r.RemoteMTA)
+				}
+				var sts int
+				for _, x := range w.results() {
+					if x.PolicyType == tlsrpt.PolicySTS && x.ResultType == tlsrpt.ResultSuccess && x.ReceivingMXHostname == "mx2.mixed.example" {
+						sts++
+					}
+				}
+				if sts != 1 {
+					t.Errorf("TLS-RPT results %+v, want one sts success for mx2", w.results())
+				}
+				return
+			}
+			if r.Status != transport.Deferred {
+				t.Fatalf("status %v (%v), want deferred", r.Status, r.Reply)
+			}
+			undelivered(t, srv)
+			if tc.second == transporttest.NoTLS {
+				assertNoPlaintextTransaction(t, "mx2", srv.Wire())
+			}
+		})
+	}
+}
+
 func TestREQUIRETLSEndToEnd(t *testing.T) {
 	const host = "mx.dane.example"
 	rt := func() *transport.Envelope { e := envelope("user@dane.example"); e.RequireTLS = true; return e }
