@@ -381,7 +381,7 @@ func (s *Server) Close() error {
 		s.mu.Unlock()
 		s.cancel()
 		for _, c := range conns {
-			c.Close()
+			c.forceClose()
 		}
 		s.engine.Close()
 	})

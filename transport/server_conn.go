@@ -136,6 +136,13 @@ func (c *inConn) SetDeadline(time.Time) error      { return nil }
 func (c *inConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *inConn) SetWriteDeadline(time.Time) error { return nil }
 
+// forceClose closes the socket first, so that nothing (a flush to a client
+// that stopped reading) can hold Server.Close up, then the rest.
+func (c *inConn) forceClose() {
+	c.raw.Close()
+	c.Close()
+}
+
 func (c *inConn) Close() error {
 	c.mu.Lock()
 	if c.closed {
