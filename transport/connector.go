@@ -553,7 +553,7 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	tries := 0
 outer:
 	for _, t := range targets {
-		hp, far := c.hostPlan(st, t)
+		hp, far := c.hostPlan(ctx, st, t)
 		if far == nil && env.RequireTLS && hp.kind == checkNone {
 			// RFC 8689 §4.2.1: this host's certificate would not be verified.
 			far = &attemptResult{retry: true, mta: RemoteMTA{Host: t.host, Port: t.port},

@@ -156,7 +156,7 @@ func daneApplies(req policy.Requirement) bool {
 // authentication; no records leave the group's plan (dane: may). A host
 // whose lookups failed, or that has no records under dane-only, is not
 // used: the failure comes back as an attempt result.
-func (c *Connector) hostPlan(st *groupState, t target) (plan, *attemptResult) {
+func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (plan, *attemptResult) {
 	p := st.groupPlan
 	h := t.dane
 	if h == nil {
@@ -169,6 +169,11 @@ func (c *Connector) hostPlan(st *groupState, t target) (plan, *attemptResult) {
 		// RFC 8689 §5: recipient-side policies such as DANE are ignored.
 		if len(t.addrs) == 0 && h.Err != nil {
 			return fail(localError(false, 4, 3, "", "address lookup for "+t.host+" failed", h.Err), FailureNone)
+		}
+		if len(h.TLSA) > 0 || h.Err != nil {
+			c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
+				slog.String("domain", st.req.Domain), slog.String("mx", t.host), slog.String("policy", policyAttr(st.req)),
+				slog.String("reason", "TLS-Required: No header: DANE not applied (RFC 8689 §5)"), slog.String("msgid", st.env.ID))
 		}
 		return p, nil
 	}

@@ -7,6 +7,7 @@ package transport_test
 // transporttest servers with real TLS.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -403,11 +404,17 @@ func TestDANEThroughConnector(t *testing.T) {
 		pol, d := dplus(w, false)
 		e := envelope("user@dane.example")
 		e.TLSRequiredNo = true // RFC 8689 §5
-		res := deliver(t, w.connector(pol, d, nil), e)
+		c := w.connector(pol, d, nil)
+		var logBuf bytes.Buffer
+		c.Logger = slogJSON(&logBuf)
+		res := deliver(t, c, e)
 		r := res.Recipients[0]
 		wantDelivered(t, r)
 		if r.TLS == nil || r.TLS.Verified || res.Attempts[0].DANE {
 			t.Errorf("TLS %+v DANE %v, want TLS attempted, unverified, DANE not applied", r.TLS, res.Attempts[0].DANE)
+		}
+		if !strings.Contains(logBuf.String(), "TLS-Required: No header: DANE not applied") {
+			t.Errorf("the relaxation was not logged:\n%s", logBuf.String())
 		}
 	})
 	t.Run("no Connector.DANE: TLSA from the policy fail closed", func(t *testing.T) {
