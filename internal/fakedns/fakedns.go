@@ -31,10 +31,13 @@ type Zone struct {
 
 // Query is one query the server received.
 type Query struct {
-	Net  string // "udp" or "tcp"
-	Name string
-	Type uint16
-	DO   bool
+	Net   string // "udp" or "tcp"
+	Name  string
+	Type  uint16
+	DO    bool   // the EDNS DO bit was set
+	AD    bool   // the AD bit was set in the query
+	EDNS  uint16 // the EDNS UDP buffer size, 0 without EDNS
+	Trunc bool   // the (UDP) reply was truncated
 }
 
 // Server is a running fake resolver. Its methods are safe for concurrent
@@ -115,11 +118,12 @@ func (s *Server) Queries() []Query {
 	return append([]Query(nil), s.log...)
 }
 
-// Count returns how many queries for name of type qt were received.
-func (s *Server) Count(name string, qt uint16) int {
+// Count returns how many queries for name of type qt were received over
+// network ("udp", "tcp", or "" for either).
+func (s *Server) Count(network, name string, qt uint16) int {
 	n := 0
 	for _, q := range s.Queries() {
-		if strings.EqualFold(q.Name, dns.Fqdn(name)) && q.Type == qt {
+		if (network == "" || q.Net == network) && strings.EqualFold(q.Name, dns.Fqdn(name)) && q.Type == qt {
 			n++
 		}
 	}
@@ -150,10 +154,9 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	q := req.Question[0]
 	network := w.LocalAddr().Network()
-	fq := Query{Net: network, Name: q.Name, Type: q.Qtype}
-	var edns uint16
+	fq := Query{Net: network, Name: q.Name, Type: q.Qtype, AD: req.AuthenticatedData}
 	if o := req.IsEdns0(); o != nil {
-		fq.DO, edns = o.Do(), o.UDPSize()
+		fq.DO, fq.EDNS = o.Do(), o.UDPSize()
 		m.SetEdns0(4096, o.Do())
 	}
 	name := strings.ToLower(q.Name)
@@ -162,9 +165,8 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	for range 10 {
 		z, ok := s.zones[name]
 		if !ok {
-			if len(m.Answer) == 0 {
-				m.Rcode = dns.RcodeNameError
-			}
+			// RFC 6604 §2.1: the rcode is that of the last name in a CNAME chain.
+			m.Rcode = dns.RcodeNameError
 			ad = ad && s.nxAD
 			break
 		}
@@ -188,18 +190,21 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 		break
 	}
-	s.log = append(s.log, fq)
 	s.mu.Unlock()
 	m.AuthenticatedData = ad
 	if network == "udp" {
 		size := dns.MinMsgSize
-		if edns > 0 {
-			size = int(edns)
+		if fq.EDNS > 0 {
+			size = int(fq.EDNS)
 		}
 		if m.Len() > size {
 			m.Truncate(size)
 		}
+		fq.Trunc = m.Truncated
 	}
+	s.mu.Lock()
+	s.log = append(s.log, fq)
+	s.mu.Unlock()
 	w.WriteMsg(m)
 }
 
