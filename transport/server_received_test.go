@@ -2,6 +2,7 @@ package transport
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -36,4 +37,50 @@ func TestReceivedHeader(t *testing.T) {
 	if got := receivedHeader("", &Envelope{ID: "I", ReceivedAt: at}, ""); !strings.HasPrefix(got, "Received: from unknown\r\n\tby localhost ") {
 		t.Errorf("empty names: %q", got)
 	}
+}
+
+// TestTLSRequiredHeader: "TLS-Required: No" in the header section sets
+// Envelope.TLSRequiredNo (RFC 8689 §5), unless MAIL carried REQUIRETLS; the
+// same text in the body does not.
+func TestTLSRequiredHeader(t *testing.T) {
+	for _, c := range []struct {
+		msg        string
+		requireTLS bool
+		want       bool
+	}{
+		{"Subject: a\r\nTLS-Required: No\r\n\r\nbody\r\n", false, true},
+		{"tls-required:   no  \r\n\r\n", false, true},
+		{"TLS-Required:\r\n No\r\nSubject: folded\r\n\r\n", false, true},
+		{"TLS-Required: No\r\n\r\n", true, false},
+		{"TLS-Required: Yes\r\n\r\n", false, false},
+		{"Subject: x\r\n\r\nTLS-Required: No\r\n", false, false},
+		{"\r\nTLS-Required: No\r\n", false, false},
+		{"X-TLS-Required: No\r\n\r\n", false, false},
+		{"TLS-Required: No", false, true}, // header only, no body
+	} {
+		for _, step := range []int{1, 3, 4096} { // any read split
+			env := &Envelope{RequireTLS: c.requireTLS}
+			b := &bodyReader{r: &slowReader{s: c.msg, step: step}, env: env}
+			if _, err := io.Copy(io.Discard, b); err != nil {
+				t.Fatal(err)
+			}
+			if env.TLSRequiredNo != c.want {
+				t.Errorf("%q (requiretls=%v, step %d): TLSRequiredNo=%v", c.msg, c.requireTLS, step, env.TLSRequiredNo)
+			}
+		}
+	}
+}
+
+type slowReader struct {
+	s    string
+	step int
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.s == "" {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.step)], r.s)
+	r.s = r.s[n:]
+	return n, nil
 }

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -170,7 +171,7 @@ func (s *inSession) Data(r io.Reader) error {
 	s.rcpts = nil // the envelope owns them now
 	s.mu.Unlock()
 
-	body := &bodyReader{r: r}
+	body := &bodyReader{r: r, env: env}
 	hdr := receivedHeader(srv.hostname(), env, s.tlsComment)
 	err := srv.Handler.ServeSMTP(s.ic.ctx, env, &prefixReader{prefix: hdr, r: body})
 	if body.err != nil && !errors.Is(body.err, io.EOF) {
@@ -238,12 +239,20 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 	return p.r.Read(b)
 }
 
-// bodyReader remembers how the message body ended.
+// bodyReader remembers how the message body ended, and watches the header
+// section go by for "TLS-Required: No" (RFC 8689 §5).
 type bodyReader struct {
 	r   io.Reader
 	err error
 	eof bool
+
+	env     *Envelope
+	hdr     []byte // header section so far, while scanning
+	hdrDone bool
 }
+
+// maxScannedHeader bounds the header bytes kept for the TLS-Required scan.
+const maxScannedHeader = 64 << 10
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.eof {
@@ -253,12 +262,58 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	n, err := b.r.Read(p)
+	if !b.hdrDone {
+		b.scanHeader(p[:n], err != nil)
+	}
 	if err == io.EOF {
 		b.eof = true
 	} else if err != nil {
 		b.err = err
 	}
 	return n, err
+}
+
+// scanHeader accumulates the header section; at its end (the empty line,
+// the end of the message or the size bound) it sets env.TLSRequiredNo if a
+// TLS-Required field says "No". The field is ignored when MAIL carried
+// REQUIRETLS (RFC 8689 §5: the parameter takes precedence), so the
+// Envelope never holds both.
+func (b *bodyReader) scanHeader(p []byte, end bool) {
+	b.hdr = append(b.hdr, p...)
+	i := bytes.Index(b.hdr, []byte("\r\n\r\n"))
+	switch {
+	case bytes.HasPrefix(b.hdr, []byte("\r\n")):
+		i = 0 // no header section at all
+	case i >= 0:
+		i += 2
+	case len(b.hdr) >= maxScannedHeader || end:
+		i = len(b.hdr)
+	default:
+		return
+	}
+	b.hdrDone = true
+	b.env.TLSRequiredNo = !b.env.RequireTLS && tlsRequiredNo(b.hdr[:i])
+	b.hdr = nil
+}
+
+// tlsRequiredNo reports whether the header section h has a TLS-Required
+// field whose value is "No" (RFC 8689 §5.1; case-insensitive, may be folded).
+func tlsRequiredNo(h []byte) bool {
+	lines := strings.Split(string(h), "\r\n")
+	for i := 0; i < len(lines); i++ {
+		name, value, ok := strings.Cut(lines[i], ":")
+		if !ok || !strings.EqualFold(strings.TrimRight(name, " \t"), "TLS-Required") {
+			continue
+		}
+		for i+1 < len(lines) && lines[i+1] != "" && (lines[i+1][0] == ' ' || lines[i+1][0] == '\t') {
+			i++
+			value += lines[i]
+		}
+		if strings.EqualFold(strings.TrimSpace(value), "No") {
+			return true
+		}
+	}
+	return false
 }
 
 // AuthMechanisms lists PLAIN and LOGIN under TLS when an Authenticator is

@@ -91,11 +91,11 @@ func TestSTARTTLSInjection(t *testing.T) {
 		t.Errorf("EHLO under TLS: %q", ehlo)
 	}
 	d.expect("RCPT TO:<victim@example.org>", "502 5.5.1 Missing MAIL FROM")
-	if got := d.sendMessage("good@example.org", "rcpt@example.org", "Subject: ok\r\n\r\nhi\r\n"); !strings.HasPrefix(got, "250 2.0.0") {
+	if got := d.sendMessage("good@example.org", "rcpt@example.org", "Subject: ok\r\nTLS-Required: No\r\n\r\nhi\r\n"); !strings.HasPrefix(got, "250 2.0.0") {
 		t.Fatalf("DATA: %q", got)
 	}
 	msgs := ts.rec.all()
-	if len(msgs) != 1 || msgs[0].env.From != "good@example.org" {
+	if len(msgs) != 1 || msgs[0].env.From != "good@example.org" || !msgs[0].env.TLSRequiredNo {
 		t.Fatalf("deliveries: %+v", msgs)
 	}
 	logs := ts.log.String()
@@ -125,7 +125,7 @@ func TestDeliveryOverSTARTTLS(t *testing.T) {
 	d.expect("RCPT TO:<r2@example.net> NOTIFY=NEVER", "250 ")
 	d.expect("RCPT TO:<r3@example.net>", "250 ")
 	d.expect("DATA", "354 ")
-	d.send("Subject: hi\r\n\r\n..dot-stuffed\r\nbody\r\n.\r\n")
+	d.send("Subject: hi\r\nTLS-Required: No\r\n\r\n..dot-stuffed\r\nbody\r\n.\r\n") // ignored: REQUIRETLS wins (RFC 8689 §5)
 	final := d.read()
 	if !strings.HasPrefix(final, "250 2.0.0 Ok: queued as ") {
 		t.Fatalf("DATA reply %q", final)
@@ -139,7 +139,7 @@ func TestDeliveryOverSTARTTLS(t *testing.T) {
 		t.Errorf("reply %q does not name id %s", final, env.ID)
 	}
 	if env.From != "s@example.org" || env.Return != "HDRS" || env.EnvelopeID != "QQ+ID=1" || !env.SMTPUTF8 ||
-		env.Body != "8BITMIME" || env.Size != 100 || !env.RequireTLS || env.Helo != "client.test" {
+		env.Body != "8BITMIME" || env.Size != 100 || !env.RequireTLS || env.TLSRequiredNo || env.Helo != "client.test" {
 		t.Errorf("envelope %+v", env)
 	}
 	if len(env.Recipients) != 3 {
@@ -163,7 +163,7 @@ func TestDeliveryOverSTARTTLS(t *testing.T) {
 	if !strings.HasPrefix(body, wantHdr) {
 		t.Errorf("body starts %q\nwant %q", body[:min(len(body), 300)], wantHdr)
 	}
-	if !strings.Contains(body, "(using TLSv1.3 with cipher TLS_") || !strings.HasSuffix(body, "Subject: hi\r\n\r\n.dot-stuffed\r\nbody\r\n") {
+	if !strings.Contains(body, "(using TLSv1.3 with cipher TLS_") || !strings.HasSuffix(body, "Subject: hi\r\nTLS-Required: No\r\n\r\n.dot-stuffed\r\nbody\r\n") {
 		t.Errorf("body %q", body)
 	}
 	logs := ts.log.String()
