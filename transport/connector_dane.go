@@ -217,16 +217,19 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 // all, before any connection (RFC 8689 §4.2.1). Per host, transact checks
 // the rest: TLS, a verified certificate and REQUIRETLS in the EHLO reply.
 //
-// RFC 8689 §4.2.1 requires that the MX lookup be DNSSEC-validated or
-// backed by an MTA-STS policy in enforce mode, and that the server's
-// certificate be verified (PKIX or DANE). The previous version let level
-// Secure through without an authenticated MX set, reasoning that Secure
-// checks the certificate against the next-hop domain and so does not trust
-// the MX names. That is as strong against MX forgery, but it is not what
-// §4.2.1 asks ("MX record lookups MUST" be authenticated), and a REQUIRETLS
-// sender relies on every hop applying the RFC's rule; it is now refused
-// like Verify. A fixed next hop from local configuration has no MX lookup
-// to authenticate.
+// RFC 8689 §4.2.1 (sending MTA requirements) asks that the MX lookup be
+// DNSSEC-validated or confirmed by an MTA-STS policy in enforce mode, that
+// the server's certificate be verified (PKIX with the MX host name, or
+// DANE), and that the server advertise REQUIRETLS after STARTTLS. The
+// previous version let level Secure through without an authenticated MX
+// set, reasoning that Secure checks the certificate against the next-hop
+// domain and so does not trust the MX names. That resists MX forgery as
+// well, but §4.2.1 makes the authenticated MX lookup a requirement of its
+// own, not one a stronger certificate check can replace, and a REQUIRETLS
+// sender relies on every hop applying the RFC's rule: Secure is now
+// refused like Verify unless the MX set is authenticated. A fixed next hop
+// from local configuration (a smarthost route) involves no MX lookup and
+// is not refused for it.
 func checkRequireTLS(req policy.Requirement, mxAuth, fixedHop, daneVerifies bool) error {
 	if req.Mode != policy.Enforce {
 		return fmt.Errorf("policy %s is in testing mode", req.Source)
