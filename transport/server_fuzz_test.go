@@ -281,3 +281,28 @@ func FuzzPlaintextRequireTLS(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTLSRequiredScan: the header scan passes the body through unchanged
+// and reaches the same verdict however the stream is split into reads.
+func FuzzTLSRequiredScan(f *testing.F) {
+	f.Add("TLS-Required: No\r\n\r\nbody", 1)
+	f.Add("A: b\r\n TLS-Required: No\r\n\r\n", 2) // a continuation line, not a field
+	f.Add("TLS-Required:\r\n\tNo\r\n\r\n", 3)     // folded
+	f.Add("\r\n\r\nTLS-Required: No\r\n", 5)      // empty header section
+	f.Fuzz(func(t *testing.T, msg string, step int) {
+		step = (step%97+97)%97 + 1
+		var verdict []bool
+		for _, st := range []int{step, len(msg) + 1} {
+			env := &Envelope{}
+			b := &bodyReader{r: &slowReader{s: msg, step: st}, env: env}
+			out, err := io.ReadAll(b)
+			if err != nil || string(out) != msg {
+				t.Fatalf("body changed: %q -> %q (%v)", msg, out, err)
+			}
+			verdict = append(verdict, env.TLSRequiredNo)
+		}
+		if verdict[0] != verdict[1] {
+			t.Fatalf("%q: verdict depends on read size %d", msg, step)
+		}
+	})
+}
