@@ -185,6 +185,10 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 		e := localError(false, 7, 5, "", "DNSSEC lookup for "+t.host+" failed; not using this host",
 			fmt.Errorf("%w: %w", ErrDANE, h.Err))
 		return fail(e, FailureType(dane.ResultType(h.Err)))
+	case !daneApplies(req) && len(t.addrs) > 0:
+		// An override or an explicit Verify/Secure decides (dane-only's
+		// "no records" does not apply to it).
+		return p, nil
 	case h.Err != nil:
 		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
 			fmt.Errorf("%w: %w", ErrDANE, h.Err)), FailureDANERequired)
