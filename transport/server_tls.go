@@ -97,8 +97,14 @@ func (s *Server) configForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*
 			}
 		}
 		if err := checkHello(hello, cfg); err != nil {
+			// Record the reason for the log, but let crypto/tls refuse:
+			// cfg cannot complete this handshake (no common version or
+			// TLS 1.2 suite), and crypto/tls then sends the alert the
+			// protocol names, protocol_version (70, RFC 8446 §4.2.1,
+			// RFC 5246 Appendix E) or handshake_failure (40, RFC 5246
+			// §7.4.1.3). An error returned from here would be sent as
+			// internal_error (80), which blames the server.
 			c.recordReason(err)
-			return nil, err
 		}
 		cc := cfg.Clone()
 		cc.GetConfigForClient = nil
@@ -115,9 +121,10 @@ func (s *Server) configForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*
 	}
 }
 
-// checkHello refuses, with a reason an operator can act on, a client whose
-// offer cannot meet the policy; crypto/tls would refuse it too, but the
-// error of a STARTTLS handshake never reaches us through go-smtp.
+// checkHello explains, with a reason an operator can act on, why a client's
+// offer cannot meet the policy. It does not refuse: crypto/tls refuses the
+// same offers with the right alert, but the error of a STARTTLS handshake
+// never reaches us through go-smtp, so the reason is recorded for the log.
 func checkHello(hello *tls.ClientHelloInfo, cfg *tls.Config) error {
 	maxOffered := uint16(0)
 	for _, v := range hello.SupportedVersions {

@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -32,6 +33,15 @@ func starttlsHandshake(t *testing.T, addr string, cfg *tls.Config) (*dialogue, e
 	return d, err
 }
 
+// isRemoteAlert reports whether err is the TLS alert the peer sent with the
+// given description. crypto/tls keeps its alert type unexported on the
+// client side (a *net.OpError "remote error" wrapping it), so the
+// description text is what identifies the alert number.
+func isRemoteAlert(err error, desc string) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && oe.Err.Error() == "tls: "+desc
+}
+
 // TestLegacyTLSRefused: clients offering only TLS 1.0 or 1.1 fail the
 // handshake (RFC 8996) and the log names the reason; a 1.3-only policy
 // refuses 1.2 clients.
@@ -41,8 +51,15 @@ func TestLegacyTLSRefused(t *testing.T) {
 	for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
 		cfg := pki.clientConfig()
 		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, v
-		if _, err := starttlsHandshake(t, ts.addr, cfg); err == nil {
+		_, err := starttlsHandshake(t, ts.addr, cfg)
+		if err == nil {
 			t.Errorf("%s client accepted", tls.VersionName(v))
+			continue
+		}
+		// RFC 8446 §6.2 / RFC 5246 §7.2.2: the refusal is the
+		// protocol_version alert (70), not internal_error (80).
+		if !isRemoteAlert(err, "protocol version not supported") {
+			t.Errorf("%s client: %v, want remote alert protocol_version (70)", tls.VersionName(v), err)
 		}
 	}
 	waitFor(t, "failure logs", func() bool { return strings.Count(ts.log.String(), "result=failed") == 2 })
@@ -60,6 +77,19 @@ func TestLegacyTLSRefused(t *testing.T) {
 	cfg.MaxVersion = tls.VersionTLS12
 	if _, err := starttlsHandshake(t, ts13.addr, cfg); err == nil {
 		t.Error("TLS 1.2 client accepted by 1.3-only policy")
+	} else if !isRemoteAlert(err, "protocol version not supported") {
+		t.Errorf("TLS 1.2 client of a 1.3-only policy: %v, want remote alert protocol_version (70)", err)
+	}
+
+	// Implicit TLS (RFC 8314) refuses the same way.
+	tsImplicit := startServer(t, &Server{Kind: KindSubmissions, Authenticator: testTable(t)}, pki)
+	old := pki.clientConfig()
+	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	if c, err := tls.Dial("tcp", tsImplicit.addr, old); err == nil {
+		c.Close()
+		t.Error("TLS 1.1 client accepted on the implicit-TLS port")
+	} else if !isRemoteAlert(err, "protocol version not supported") {
+		t.Errorf("implicit TLS, TLS 1.1 client: %v, want remote alert protocol_version (70)", err)
 	}
 	if _, err := starttlsHandshake(t, ts13.addr, pki.clientConfig()); err != nil {
 		t.Errorf("TLS 1.3 client: %v", err)
@@ -77,6 +107,9 @@ func TestCipherFloor(t *testing.T) {
 	weak.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
 	if _, err := starttlsHandshake(t, ts.addr, weak); err == nil {
 		t.Error("AES-128-only client accepted with a 256-bit floor")
+	} else if !isRemoteAlert(err, "handshake failure") {
+		// RFC 5246 §7.4.1.3: no acceptable suite is handshake_failure (40).
+		t.Errorf("AES-128-only client: %v, want remote alert handshake_failure (40)", err)
 	}
 	waitFor(t, "failure log", func() bool { return strings.Contains(ts.log.String(), "result=failed") })
 	if !strings.Contains(ts.log.String(), "no cipher suite in common") {
