@@ -153,7 +153,11 @@ func TestAuthOnlyUnderTLS(t *testing.T) {
 	d.expect("MAIL FROM:<alice@example.org>", "530 5.7.0 Authentication required")
 	d.expect("AUTH PLAIN "+b64("\x00alice\x00wrong"), "535 5.7.8 ")
 	d.expect("AUTH PLAIN "+b64("bob\x00alice\x00wonderland"), "535 5.7.8 ") // authzid differs
-	d.expect("AUTH PLAIN "+b64("\x00alice\x00wonderland"), "235 2.0.0 ")
+	// RFC 4954 §6: "235 2.7.0 Authentication Succeeded".
+	d.expect("AUTH PLAIN "+b64("\x00alice\x00wonderland"), "235 2.7.0 Authentication successful")
+	// RFC 4954 §4: after a successful AUTH, further AUTH commands get 503.
+	d.expect("AUTH PLAIN "+b64("\x00alice\x00wonderland"), "503 5.5.1 ")
+	d.expect("AUTH LOGIN", "503 5.5.1 ")
 	if got := d.sendMessage("alice@example.org", "r@example.net", "Subject: x\r\n\r\nx\r\n"); !strings.HasPrefix(got, "250 ") {
 		t.Fatalf("DATA %q", got)
 	}
@@ -176,7 +180,7 @@ func TestAuthOnlyUnderTLS(t *testing.T) {
 			d.expect("AUTH LOGIN", "334 "+b64("Username:"))
 			d.expect(b64("bob"), "334 "+b64("Password:"))
 		}
-		d.expect(b64("builder"), "235 ")
+		d.expect(b64("builder"), "235 2.7.0 Authentication successful")
 		d.expect("MAIL FROM:<bob@example.org>", "250 ")
 	}
 }

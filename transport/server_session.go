@@ -334,6 +334,15 @@ func (s *inSession) Auth(mech string) (sasl.Server, error) {
 	if s.srv.Authenticator == nil {
 		return nil, smtp.ErrAuthUnsupported
 	}
+	s.mu.Lock()
+	authed := s.authID != ""
+	s.mu.Unlock()
+	if authed {
+		// RFC 4954 §4: "After a successful AUTH command completes, a
+		// server MUST reject any further AUTH commands with a 503 reply."
+		// (go-smtp's own check relies on the success path we replace.)
+		return nil, smtpErr(503, EnhancedCode{5, 5, 1}, "Already authenticated")
+	}
 	if !s.srv.limiter.allow(s.ic.RemoteAddr(), s.srv.now()) {
 		s.srv.log.Warn("smtp auth refused: too many failures", "peer", s.ic.peer)
 		return nil, smtpErr(454, EnhancedCode{4, 7, 0}, "Too many failed authentication attempts, try again later")
@@ -362,7 +371,7 @@ func (s *inSession) authenticate(username, password string) error {
 		s.authID = username
 		s.mu.Unlock()
 		s.srv.log.Info("smtp auth ok", "peer", s.ic.peer, "user", username)
-		return nil
+		return authSucceeded()
 	case errors.Is(err, ErrAuthFailed):
 		return s.authFailed(username, err)
 	default:
@@ -370,6 +379,19 @@ func (s *inSession) authenticate(username, password string) error {
 		// RFC 4954 §6: temporary authentication failure.
 		return smtpErr(454, EnhancedCode{4, 7, 0}, "Temporary authentication failure")
 	}
+}
+
+// authSucceeded is the reply to a successful AUTH, RFC 4954 §6 "235 2.7.0
+// Authentication Succeeded". go-smtp v0.25 answers a SASL exchange that
+// completes without error "235 2.0.0", and writes it through the TLS
+// connection, below which nothing of ours can rewrite it. So, as Data
+// chooses its 250 text, success is returned as an SMTPError with code 235,
+// which go-smtp writes as is (handleAuth's writeError); the session, not
+// go-smtp's didAuth flag, then holds the authenticated state, and Auth
+// refuses a second AUTH with 503 itself. The value must be a bare
+// *smtp.SMTPError: go-smtp matches it with a type assertion, not errors.As.
+func authSucceeded() error {
+	return smtpErr(235, EnhancedCode{2, 7, 0}, "Authentication successful")
 }
 
 func (s *inSession) authFailed(username string, err error) error {
