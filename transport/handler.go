@@ -42,3 +42,26 @@ func (f HandlerFunc) ServeSMTP(ctx context.Context, env *Envelope, body io.Reade
 }
 
 var _ Handler = HandlerFunc(nil)
+
+// RecipientChecker is an add-on interface for a Handler (as go-smtp's
+// AuthSession is for a Session): a Handler that implements it is asked about
+// each recipient when the client sends RCPT (RFC 5321 §4.1.1.3), so that a
+// recipient can be refused before any of the message is transferred, for
+// example relaying denied or an unknown user.
+//
+// env is the transaction so far: the reverse-path and MAIL parameters, the
+// recipients already accepted (not rcpt), the client address, HELO name,
+// authenticated identity and TLS summary. It is a copy made for this call;
+// ID, ReceivedAt and TLSRequiredNo are not yet set. rcpt carries its DSN
+// parameters (RFC 3461).
+//
+// A nil error accepts the recipient (250). An error that is or
+// wraps an *Error with a 4xx or 5xx code is sent to the client as is
+// (e.g. "554 5.7.1 Relay access denied"); any other error is logged and
+// answered "451 4.3.0". A refused recipient is not added to the envelope;
+// the transaction goes on with the others. ServeSMTP still sees only
+// accepted recipients. ctx is cancelled when the connection closes.
+// Implementations must be safe for concurrent use.
+type RecipientChecker interface {
+	CheckRecipient(ctx context.Context, env *Envelope, rcpt Recipient) error
+}

@@ -108,8 +108,9 @@ func (s *inSession) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-// Rcpt adds a recipient with its DSN parameters (RFC 3461 §4.1, §4.2).
-// go-smtp has already enforced MaxRecipients ("452 4.5.3").
+// Rcpt adds a recipient with its DSN parameters (RFC 3461 §4.1, §4.2),
+// after asking the Handler if it is a RecipientChecker. go-smtp has already
+// enforced MaxRecipients ("452 4.5.3").
 func (s *inSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	r := Recipient{Address: to}
 	if opts != nil {
@@ -120,10 +121,50 @@ func (s *inSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 			r.ORCPT = strings.ToLower(string(opts.OriginalRecipientType)) + ";" + opts.OriginalRecipient
 		}
 	}
+	if rc, ok := s.srv.Handler.(RecipientChecker); ok {
+		if err := s.checkRecipient(rc, r); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
 	s.rcpts = append(s.rcpts, r)
 	s.mu.Unlock()
 	return nil
+}
+
+// checkRecipient asks the Handler's RecipientChecker about r with a copy of
+// the transaction so far, and maps its error to the RCPT reply.
+func (s *inSession) checkRecipient(rc RecipientChecker, r Recipient) error {
+	s.mu.Lock()
+	if s.from == nil {
+		s.mu.Unlock()
+		return smtpErr(503, EnhancedCode{5, 5, 1}, "Bad sequence of commands")
+	}
+	env := &Envelope{
+		From:         *s.from,
+		Recipients:   append([]Recipient(nil), s.rcpts...),
+		RequireTLS:   s.mail.RequireTLS,
+		SMTPUTF8:     s.mail.UTF8,
+		Body:         string(s.mail.Body),
+		Size:         s.mail.Size,
+		Return:       string(s.mail.Return),
+		EnvelopeID:   s.mail.EnvelopeID,
+		ClientAddr:   s.ic.RemoteAddr(),
+		Helo:         s.helo,
+		AuthIdentity: s.authID,
+		TLS:          s.tls,
+	}
+	s.mu.Unlock()
+	err := rc.CheckRecipient(s.ic.ctx, env, r)
+	if err == nil {
+		return nil
+	}
+	if e, ok := AsError(err); ok && e.Code >= 400 && e.Code <= 599 {
+		s.srv.log.Info("smtp recipient refused by handler", "peer", s.ic.peer, "from", env.From, "rcpt", r.Address, "reply", e.Reply())
+		return smtpErr(e.Code, e.EnhancedCode, e.Message)
+	}
+	s.srv.log.Error("smtp recipient check failed", "peer", s.ic.peer, "rcpt", r.Address, "error", err.Error())
+	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later")
 }
 
 // Reset discards the transaction (RSET, EHLO, end of DATA).

@@ -1,0 +1,123 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// rcptChecker is a recording Handler that is also a RecipientChecker: it
+// refuses recipients in example.net for clients that did not authenticate,
+// and fails with an internal error for "broken@" recipients.
+type rcptChecker struct {
+	recorder
+	mu    sync.Mutex
+	calls []rcptCall
+}
+
+type rcptCall struct {
+	env  Envelope
+	rcpt Recipient
+}
+
+var errTestRelayDenied = &Error{Code: 554, EnhancedCode: EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
+
+func (h *rcptChecker) CheckRecipient(_ context.Context, env *Envelope, rcpt Recipient) error {
+	h.mu.Lock()
+	h.calls = append(h.calls, rcptCall{*env, rcpt})
+	h.mu.Unlock()
+	switch {
+	case strings.HasPrefix(rcpt.Address, "broken@"):
+		return errors.New("database on fire: secret detail")
+	case strings.HasSuffix(rcpt.Address, "@example.net") && env.AuthIdentity == "":
+		return errTestRelayDenied
+	}
+	return nil
+}
+
+var _ RecipientChecker = (*rcptChecker)(nil)
+
+// TestRecipientChecker: a Handler that implements RecipientChecker is asked
+// at RCPT with the transaction so far; its *Error is the RCPT reply as is,
+// another error is 451 4.3.0 without its text; refused recipients are not
+// in the Envelope given to ServeSMTP, and a transaction with none accepted
+// never reaches DATA.
+func TestRecipientChecker(t *testing.T) {
+	h := &rcptChecker{}
+	ts := startServer(t, &Server{Handler: h, Authenticator: testTable(t)}, newSrvPKI(t))
+	d := dial(t, ts.addr)
+	d.greet()
+	if err := d.startTLS(ts.pki.clientConfig()); err != nil {
+		t.Fatal(err)
+	}
+	d.expect("EHLO c.test", "250")
+	d.expect("MAIL FROM:<a@example.org> RET=HDRS ENVID=e1", "250 ")
+	d.expect("RCPT TO:<x@example.org>", "250 ")
+	d.expect("RCPT TO:<y@example.net> NOTIFY=NEVER", "554 5.7.1 Relay access denied")
+	got := d.expect("RCPT TO:<broken@example.org>", "451 4.3.0 ")
+	if strings.Contains(got, "fire") {
+		t.Errorf("internal error text leaked: %q", got)
+	}
+	d.expect("RCPT TO:<z@example.org>", "250 ")
+	d.expect("DATA", "354 ")
+	d.send("Subject: t\r\n\r\nbody\r\n.\r\n")
+	if r := d.read(); !strings.HasPrefix(r, "250 ") {
+		t.Fatalf("DATA: %q", r)
+	}
+
+	// Every RCPT was refused: DATA has nothing to deliver to.
+	d.expect("MAIL FROM:<a@example.org>", "250 ")
+	d.expect("RCPT TO:<y@example.net>", "554 5.7.1 ")
+	d.expect("DATA", "5") // go-smtp: "502 5.5.1 Missing RCPT TO command."
+
+	msgs := h.all()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages delivered, want 1", len(msgs))
+	}
+	var rcpts []string
+	for _, r := range msgs[0].env.Recipients {
+		rcpts = append(rcpts, r.Address)
+	}
+	if strings.Join(rcpts, ",") != "x@example.org,z@example.org" {
+		t.Errorf("envelope recipients %v", rcpts)
+	}
+
+	h.mu.Lock()
+	calls := append([]rcptCall(nil), h.calls...)
+	h.mu.Unlock()
+	if len(calls) != 5 {
+		t.Fatalf("%d CheckRecipient calls, want 5", len(calls))
+	}
+	c := calls[1] // y@example.net, after x@example.org was accepted
+	if c.rcpt.Address != "y@example.net" || len(c.rcpt.Notify) != 1 || c.rcpt.Notify[0] != "NEVER" {
+		t.Errorf("recipient %+v", c.rcpt)
+	}
+	if c.env.From != "a@example.org" || c.env.Return != "HDRS" || c.env.EnvelopeID != "e1" ||
+		c.env.Helo != "c.test" || c.env.ClientAddr == nil || c.env.TLS == nil || c.env.AuthIdentity != "" {
+		t.Errorf("partial envelope %+v", c.env)
+	}
+	if len(c.env.Recipients) != 1 || c.env.Recipients[0].Address != "x@example.org" {
+		t.Errorf("recipients so far %+v", c.env.Recipients)
+	}
+	if calls[3].rcpt.Address != "z@example.org" || len(calls[3].env.Recipients) != 1 {
+		t.Errorf("refused recipients counted in the transaction: %+v", calls[3].env.Recipients)
+	}
+
+	// The authenticated identity is visible at RCPT: the same recipient
+	// is accepted after AUTH.
+	d.expect("RSET", "250 ")
+	d.expect("AUTH PLAIN "+b64("\x00alice\x00wonderland"), "235 ")
+	d.expect("MAIL FROM:<alice@example.org>", "250 ")
+	d.expect("RCPT TO:<y@example.net>", "250 ")
+	h.mu.Lock()
+	last := h.calls[len(h.calls)-1]
+	h.mu.Unlock()
+	if last.env.AuthIdentity != "alice" {
+		t.Errorf("AuthIdentity at RCPT %q", last.env.AuthIdentity)
+	}
+	if !strings.Contains(ts.log.String(), "smtp recipient refused by handler") {
+		t.Error("refusal not logged")
+	}
+}
