@@ -31,7 +31,10 @@ type inbound struct {
 	log      *slog.Logger
 }
 
-var _ transport.Handler = (*inbound)(nil)
+var (
+	_ transport.Handler          = (*inbound)(nil)
+	_ transport.RecipientChecker = (*inbound)(nil)
+)
 
 // errRelayDenied is Postfix's answer to an open-relay attempt, with the
 // enhanced code RFC 3463 §3.8 gives for "delivery not authorized".
@@ -74,13 +77,46 @@ func domainOf(addr string) string {
 	return strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
 }
 
-// ServeSMTP stores or queues one accepted message.
+// isLocalRecipient reports whether addr is delivered to a Maildir here: its
+// domain is a local domain, or it is this host's postmaster. RFC 5321 §4.5.1
+// requires "RCPT TO:<postmaster>" without a domain to be accepted; the
+// Server hands it over as postmaster@Hostname, which is local whatever
+// -local-domains says.
+func (h *inbound) isLocalRecipient(addr string) bool {
+	if h.cfg.isLocal(domainOf(addr)) || strings.EqualFold(addr, "postmaster") {
+		return true
+	}
+	local, _, _ := strings.Cut(addr, "@")
+	return strings.EqualFold(local, "postmaster") && domainOf(addr) == strings.ToLower(h.cfg.Hostname)
+}
+
+// CheckRecipient refuses relaying at RCPT (RFC 5321 §3.6.2, §4.1.1.3): a
+// recipient outside the local domains from a client that may not relay gets
+// "554 5.7.1 Relay access denied" before any of the message is sent.
+func (h *inbound) CheckRecipient(_ context.Context, env *transport.Envelope, rcpt transport.Recipient) error {
+	if h.isLocalRecipient(rcpt.Address) {
+		return nil
+	}
+	if !h.mayRelay(env) {
+		h.log.Warn("relay denied", "peer", fmt.Sprint(env.ClientAddr), "from", env.From,
+			"rcpt", rcpt.Address, "auth", env.AuthIdentity != "", "stage", "rcpt")
+		return errRelayDenied
+	}
+	if h.queue == nil {
+		return errNoOutbound
+	}
+	return nil
+}
+
+var errNoOutbound = &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "Outbound delivery is not available"}
+
+// ServeSMTP stores or queues one accepted message. CheckRecipient has
+// already refused what may not be relayed; the check is repeated here so
+// that the Handler is safe on its own.
 func (h *inbound) ServeSMTP(ctx context.Context, env *transport.Envelope, body io.Reader) error {
 	var local, remote []transport.Recipient
 	for _, r := range env.Recipients {
-		// RFC 5321 §4.5.1: "postmaster" without a domain is always local.
-		// (go-smtp v0.25's RCPT parser refuses it before it gets here.)
-		if h.cfg.isLocal(domainOf(r.Address)) || strings.EqualFold(r.Address, "postmaster") {
+		if h.isLocalRecipient(r.Address) {
 			local = append(local, r)
 		} else {
 			remote = append(remote, r)
@@ -92,7 +128,7 @@ func (h *inbound) ServeSMTP(ctx context.Context, env *transport.Envelope, body i
 		return errRelayDenied
 	}
 	if len(remote) > 0 && h.queue == nil {
-		return &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "Outbound delivery is not available"}
+		return errNoOutbound
 	}
 
 	// One reader per destination: the body is spooled once to a scratch

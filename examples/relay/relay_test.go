@@ -98,24 +98,65 @@ func TestMinTLS13RefusesTLS12Client(t *testing.T) {
 }
 
 // No open relay: an unauthenticated client outside -relay-networks cannot
-// send to a non-local domain, even over TLS; nothing is queued.
+// send to a non-local domain, even over TLS. Each such RCPT is refused with
+// "554 5.7.1 Relay access denied" (RFC 5321 §3.6.2) before any of the
+// message is sent; local recipients in the same transaction are kept, and
+// nothing is queued.
 func TestOpenRelayRefused(t *testing.T) {
 	tr := startRelay(t, "-require-tls")
 	c := tr.dialTLS(t, "smtp")
-	err := send(c, "spammer@example.org", []string{"victim@example.net"}, testBody)
-	if err == nil {
-		t.Fatal("open relay: message for example.net accepted without AUTH")
+	if err := c.Mail("spammer@example.org", nil); err != nil {
+		t.Fatal(err)
 	}
-	if code, ec := smtpCode(t, err); code != 554 || ec != "5.7.1" {
-		t.Fatalf("got %d %s, want 554 5.7.1 (%v)", code, ec, err)
+	for _, rcpt := range []string{"victim@example.net", "other@example.com"} {
+		err := c.Rcpt(rcpt, nil)
+		if err == nil {
+			t.Fatalf("open relay: RCPT %s accepted without AUTH", rcpt)
+		}
+		if code, ec := smtpCode(t, err); code != 554 || ec != "5.7.1" {
+			t.Fatalf("RCPT %s: got %d %s, want 554 5.7.1 (%v)", rcpt, code, ec, err)
+		}
+		if !strings.Contains(err.Error(), "Relay access denied") {
+			t.Fatalf("reply text: %v", err)
+		}
 	}
-	if !strings.Contains(err.Error(), "Relay access denied") {
-		t.Fatalf("reply text: %v", err)
+	// With every recipient refused, no DATA is accepted: nothing of the
+	// body is read.
+	if _, err := c.Data(); err == nil {
+		t.Fatal("DATA accepted with no valid recipient")
+	}
+	if err := c.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("sender@example.org", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("victim@example.net", nil); err == nil {
+		t.Fatal("RCPT victim@example.net accepted")
+	}
+	if err := c.Rcpt("user@localhost", nil); err != nil {
+		t.Fatalf("local recipient after a refused one: %v", err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(testBody)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("local delivery: %v", err)
+	}
+	if n := len(maildirFiles(t, tr.cfg, "user@localhost", "new")); n != 1 {
+		t.Fatalf("%d messages in user@localhost's Maildir, want 1", n)
 	}
 	msgs, qerr := tr.queue.List(t.Context())
 	if qerr != nil || len(msgs) != 0 {
 		t.Fatalf("queue after refused relay: %d messages, %v", len(msgs), qerr)
 	}
+	waitFor(t, "relay denied log", 5*time.Second, func() bool {
+		return strings.Count(tr.logs.String(), `msg="relay denied"`) == 3 && strings.Contains(tr.logs.String(), "stage=rcpt")
+	})
 }
 
 // A client in -relay-networks may relay without AUTH.
