@@ -547,6 +547,12 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 				c.chunkLeft = size
 			}
 		}
+		if verb == "RCPT" && full {
+			if l, ok := rewritePostmaster(line, c.srv.hostname()); ok {
+				c.pending = l
+				continue
+			}
+		}
 		// Copy: the bufio buffer is reused by the next ReadSlice.
 		c.pending = append([]byte(nil), line...)
 	}
@@ -704,4 +710,42 @@ func (c *inConn) implicitHandshake() (*tls.Conn, error) {
 	c.mu.Unlock()
 	c.logHandshakeSuccess()
 	return tc, nil
+}
+
+// rewritePostmaster turns "RCPT TO:<postmaster>" (any case, with or without
+// parameters) into "RCPT TO:<postmaster@hostname>". RFC 5321 §4.5.1 says a
+// server MUST accept the reserved mailbox "postmaster" without a domain
+// (also §4.1.1.3), and that it names the postmaster of this host; go-smtp
+// v0.25's path parser requires a domain and answers 501. The Handler (and
+// a RecipientChecker) thus sees the fully qualified
+// "postmaster@<Server.Hostname>", with the local part in lower case; a
+// Handler that delivers locally must treat that address as local. The
+// result is a fresh slice; ok is false when line is not such a command.
+//
+// Only plaintext command lines pass through this filter: under TLS go-smtp
+// reads the decrypted stream itself, so there "RCPT TO:<postmaster>" still
+// gets go-smtp's 501 (see the package documentation).
+func rewritePostmaster(line []byte, hostname string) ([]byte, bool) {
+	const verb, pm = "RCPT ", "<postmaster>"
+	if len(line) < len(verb) || !strings.EqualFold(string(line[:len(verb)]), verb) {
+		return nil, false
+	}
+	rest := line[len(verb):]
+	if len(rest) < 3 || !strings.EqualFold(string(rest[:3]), "TO:") {
+		return nil, false
+	}
+	i := len(verb) + 3
+	for i < len(line) && line[i] == ' ' {
+		i++ // go-smtp trims spaces after "TO:"
+	}
+	if len(line)-i < len(pm) || !strings.EqualFold(string(line[i:i+len(pm)]), pm) {
+		return nil, false
+	}
+	out := make([]byte, 0, len(line)+len(hostname)+1)
+	out = append(out, line[:i]...)
+	out = append(out, "<postmaster@"...)
+	out = append(out, hostname...)
+	out = append(out, '>')
+	out = append(out, line[i+len(pm):]...)
+	return out, true
 }

@@ -306,3 +306,32 @@ func FuzzTLSRequiredScan(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRewritePostmaster: the RCPT postmaster rewrite never panics, changes
+// only the bare "<postmaster>" path, and keeps the command a RCPT.
+func FuzzRewritePostmaster(f *testing.F) {
+	f.Add("RCPT TO:<postmaster>\r\n")             // the case RFC 5321 §4.5.1 requires
+	f.Add("rcpt to: <PostMaster> NOTIFY=NEVER\r\n") // parameters kept
+	f.Add("RCPT TO:<postmaster@example.org>\r\n")   // qualified: unchanged
+	f.Add("RCPT TO:<postmaster")                    // truncated
+	f.Fuzz(func(t *testing.T, in string) {
+		out, ok := rewritePostmaster([]byte(in), "mx.test")
+		if !ok {
+			if out != nil {
+				t.Fatalf("%q: output %q without ok", in, out)
+			}
+			return
+		}
+		if len(out) != len(in)+len("@mx.test") {
+			t.Fatalf("%q -> %q: length", in, out)
+		}
+		i := strings.Index(strings.ToLower(in), "<postmaster>")
+		if i < 0 || string(out[:i]) != in[:i] || string(out[i:i+len("<postmaster@mx.test>")]) != "<postmaster@mx.test>" ||
+			string(out[i+len("<postmaster@mx.test>"):]) != in[i+len("<postmaster>"):] {
+			t.Fatalf("%q -> %q", in, out)
+		}
+		if v, _ := parseCommandLine(out); v != "RCPT" {
+			t.Fatalf("%q -> %q: verb %q", in, out, v)
+		}
+	})
+}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 // rcptChecker is a recording Handler that is also a RecipientChecker: it
@@ -119,5 +121,60 @@ func TestRecipientChecker(t *testing.T) {
 	}
 	if !strings.Contains(ts.log.String(), "smtp recipient refused by handler") {
 		t.Error("refusal not logged")
+	}
+}
+
+// TestPostmasterWithoutDomain: "RCPT TO:<postmaster>" must be accepted
+// (RFC 5321 §4.5.1); the Handler sees postmaster@Hostname. Plaintext only:
+// see rewritePostmaster.
+func TestPostmasterWithoutDomain(t *testing.T) {
+	h := &rcptChecker{}
+	ts := startServer(t, &Server{Handler: h, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+	d := dial(t, ts.addr)
+	d.greet()
+	d.expect("MAIL FROM:<a@example.org>", "250 ")
+	d.expect("RCPT TO:<Postmaster> NOTIFY=NEVER", "250 ")
+	d.expect("rcpt to: <postmaster>", "250 ")
+	d.expect("RCPT TO:<postmaster@example.org>", "250 ")
+	d.expect("RCPT TO:<postmasterx>", "501 ")
+	d.expect("DATA", "354 ")
+	d.send("Subject: t\r\n\r\nbody\r\n.\r\n")
+	if r := d.read(); !strings.HasPrefix(r, "250 ") {
+		t.Fatalf("DATA: %q", r)
+	}
+	msgs := h.all()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	var got []string
+	for _, r := range msgs[0].env.Recipients {
+		got = append(got, r.Address+"/"+strings.Join(r.Notify, ","))
+	}
+	if want := "postmaster@mx.test/NEVER,postmaster@mx.test/,postmaster@example.org/"; strings.Join(got, ",") != want {
+		t.Errorf("recipients %q, want %q", strings.Join(got, ","), want)
+	}
+	h.mu.Lock()
+	first := h.calls[0].rcpt.Address
+	h.mu.Unlock()
+	if first != "postmaster@mx.test" {
+		t.Errorf("RecipientChecker saw %q", first)
+	}
+}
+
+func TestRewritePostmaster(t *testing.T) {
+	for _, c := range []struct{ in, out string }{
+		{"RCPT TO:<postmaster>\r\n", "RCPT TO:<postmaster@mx.test>\r\n"},
+		{"rcpt to:<POSTMASTER> NOTIFY=NEVER\r\n", "rcpt to:<postmaster@mx.test> NOTIFY=NEVER\r\n"},
+		{"RCPT TO:  <postmaster>\n", "RCPT TO:  <postmaster@mx.test>\n"},
+		{"RCPT TO:<postmaster@example.org>\r\n", ""},
+		{"RCPT TO:<postmasters>\r\n", ""},
+		{"RCPT TO:postmaster\r\n", ""},
+		{"MAIL FROM:<postmaster>\r\n", ""},
+		{"RCPT\r\n", ""},
+	} {
+		got, ok := rewritePostmaster([]byte(c.in), "mx.test")
+		if ok != (c.out != "") || string(got) != c.out {
+			t.Errorf("%q: got %q, %v; want %q", c.in, got, ok, c.out)
+		}
 	}
 }
