@@ -310,7 +310,7 @@ func FuzzTLSRequiredScan(f *testing.F) {
 // FuzzRewritePostmaster: the RCPT postmaster rewrite never panics, changes
 // only the bare "<postmaster>" path, and keeps the command a RCPT.
 func FuzzRewritePostmaster(f *testing.F) {
-	f.Add("RCPT TO:<postmaster>\r\n")             // the case RFC 5321 §4.5.1 requires
+	f.Add("RCPT TO:<postmaster>\r\n")               // the case RFC 5321 §4.5.1 requires
 	f.Add("rcpt to: <PostMaster> NOTIFY=NEVER\r\n") // parameters kept
 	f.Add("RCPT TO:<postmaster@example.org>\r\n")   // qualified: unchanged
 	f.Add("RCPT TO:<postmaster")                    // truncated
