@@ -1,11 +1,64 @@
 // Package transport is the wire: an inbound SMTP Server that offers or
-// requires TLS (RFC 5321, RFC 3207 STARTTLS, RFC 8314 implicit TLS, RFC 4954
-// AUTH only under TLS, RFC 8689 REQUIRETLS, RFC 3461 DSN parameters) and an
-// outbound Connector that delivers under a policy.Policy and never falls back
-// to plaintext where the policy forbids it. The Connector applies MTA-STS MX
-// patterns and testing mode (RFC 8461 §4.1, §5), DANE per MX host through a
-// DNSSEC-aware resolver (RFC 7672, Connector.DANE), the REQUIRETLS
-// conditions on every hop (RFC 8689 §4.2.1) and records one TLS-RPT result
-// per attempt (RFC 8460 §4.3, Connector.TLSRPT). Not implemented: BDAT
-// (RFC 3030), PIPELINING on the client side, LMTP.
+// requires TLS, and an outbound Connector that delivers under a
+// policy.Policy and never falls back to plaintext where the policy forbids
+// it. Both speak SMTP through github.com/emersion/go-smtp.
+//
+// # Server
+//
+// Implemented:
+//
+//   - RFC 5321, SMTP, with the limits of §4.5.3 (recipients, line length,
+//     timeouts) and the Received trace header of §4.4. The reserved
+//     "postmaster" without a domain (§4.5.1) is accepted as
+//     postmaster@Hostname on plaintext sessions only (see Weaknesses).
+//   - RFC 3207, STARTTLS: commands pipelined after STARTTLS are discarded
+//     and the pre-TLS state forgotten (§4.2); with TLS required, only EHLO,
+//     HELO, STARTTLS, NOOP, RSET and QUIT before it (§4).
+//   - RFC 8314, implicit TLS for submission (KindSubmissions, port 465).
+//   - RFC 4954 AUTH with the PLAIN (RFC 4616) and LOGIN mechanisms, only
+//     under TLS, checked by an Authenticator, with per-address rate limiting.
+//   - RFC 8689 REQUIRETLS: the MAIL parameter is offered and accepted only
+//     under TLS and recorded in Envelope.RequireTLS; a "TLS-Required: No"
+//     header field sets Envelope.TLSRequiredNo. Honouring them on the next
+//     hop is the Connector's job.
+//   - RFC 3461 DSN parameters (RET, ENVID, NOTIFY, ORCPT), accepted and
+//     recorded in the Envelope; this package does not build DSNs.
+//   - RFC 6531 SMTPUTF8, RFC 6152 8BITMIME, RFC 1870 SIZE, RFC 2920
+//     PIPELINING and RFC 2034 ENHANCEDSTATUSCODES (as go-smtp offers them).
+//   - RFC 3030 CHUNKING (BDAT), for text messages.
+//   - RFC 3848 protocol types (ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP…)
+//     in the Received header, with the TLS version and cipher used.
+//   - RFC 8996 and RFC 9325: TLS 1.2 or later, a cipher floor, optional or
+//     required client certificates; a refused client gets the TLS alert the
+//     protocol names (protocol_version, handshake_failure) and the reason is
+//     logged.
+//
+// Not implemented: BINARYMIME (RFC 3030), RRVS (RFC 7293), DELIVERBY
+// (RFC 2852), MT-PRIORITY (RFC 6710), LMTP (RFC 2033), and SASL mechanisms
+// other than PLAIN and LOGIN (CRAM-MD5, SCRAM, EXTERNAL, XOAUTH2).
+//
+// A Handler receives each accepted message; one that also implements
+// RecipientChecker is asked about each recipient at RCPT.
+//
+// # Connector
+//
+// Implemented (details on the Connector type): RFC 5321 §5 routing with MX
+// selection, null MX (RFC 7505) and implicit MX; RFC 3207 STARTTLS with the
+// EHLO re-issued after it; implicit TLS to fixed next hops (RFC 8314 §3);
+// the Postfix TLS levels; MTA-STS MX patterns and testing mode (RFC 8461
+// §4.1, §5); DANE per MX host (RFC 7672, Connector.DANE); REQUIRETLS and
+// TLS-Required: No (RFC 8689); DSN parameters and "relayed" (RFC 3461);
+// SMTPUTF8 (RFC 6531, without downgrade), 8BITMIME (RFC 6152), SIZE
+// (RFC 1870); AUTH PLAIN over TLS only (RFC 4954, RFC 4616); one TLS-RPT
+// result per attempt (RFC 8460 §4.3, Connector.TLSRPT).
+//
+// Not implemented on the Connector: PIPELINING (RFC 2920; commands are sent
+// one at a time), BDAT and BINARYMIME (RFC 3030), 8-bit to 7-bit downgrade
+// (RFC 6152 §3), LMTP (RFC 2033).
+//
+// # Weaknesses
+//
+// Under TLS the Server's command filter sees only ciphertext: go-smtp reads
+// the decrypted commands itself, so a bare "RCPT TO:<postmaster>" inside a
+// TLS session still gets go-smtp's "501 5.5.2" reply.
 package transport
