@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailtls/mailtls/certstore"
+)
+
+// child is one target running in its own process.
+type child struct {
+	kind   string
+	addr   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	stderr *boundedBuffer
+	done   chan error
+}
+
+// boundedBuffer keeps the first 64 KiB written to it (a child's stderr).
+type boundedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := 64<<10 - b.b.Len(); room > 0 {
+		b.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (b *boundedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startChild re-executes this program with -serve kind and waits for its
+// "listening ADDR" line.
+func startChild(ctx context.Context, cfg *config, kind, certFile, keyFile string) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "-serve", kind, "-cert", certFile, "-key", keyFile,
+		"-spool", cfg.spool, "-timeout", cfg.timeout.String())
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	c := &child{kind: kind, cmd: cmd, stderr: &boundedBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = c.stderr
+	if c.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	c.stdout = bufio.NewReader(out)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	type res struct {
+		line string
+		err  error
+	}
+	lc := make(chan res, 1)
+	go func() { l, err := readLine(c.stdout); lc <- res{l, err} }()
+	select {
+	case r := <-lc:
+		addr, ok := strings.CutPrefix(r.line, "listening ")
+		if r.err != nil || !ok {
+			c.kill()
+			return nil, fmt.Errorf("%s: %w (got %q, %v)\n%s", kind, errChildExited, r.line, r.err, c.stderr.String())
+		}
+		c.addr = addr
+	case <-ctx.Done():
+		c.kill()
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		c.kill()
+		return nil, fmt.Errorf("%s: no listening address within 30s\n%s", kind, c.stderr.String())
+	}
+	go func() { c.done <- cmd.Wait() }()
+	return c, nil
+}
+
+// kill ends the child by its PID and reaps it.
+func (c *child) kill() {
+	c.cmd.Process.Kill()
+	c.stdin.Close()
+	if c.done != nil {
+		select {
+		case <-c.done:
+		case <-time.After(5 * time.Second):
+		}
+	} else {
+		c.cmd.Wait()
+	}
+}
+
+// stop closes the child's stdin, reads its "accepted N" line and waits for
+// it to exit; after 15 s it is killed.
+func (c *child) stop() (int64, error) {
+	c.stdin.Close()
+	type res struct {
+		n   int64
+		err error
+	}
+	rc := make(chan res, 1)
+	go func() {
+		l, err := readLine(c.stdout)
+		if err != nil {
+			rc <- res{0, fmt.Errorf("%s: no final count: %w", c.kind, err)}
+			return
+		}
+		s, ok := strings.CutPrefix(l, "accepted ")
+		n, perr := strconv.ParseInt(s, 10, 64)
+		if !ok || perr != nil {
+			rc <- res{0, fmt.Errorf("%s: unexpected final line %q", c.kind, l)}
+			return
+		}
+		rc <- res{n, nil}
+	}()
+	var r res
+	select {
+	case r = <-rc:
+	case <-time.After(15 * time.Second):
+		r.err = fmt.Errorf("%s: did not report within 15s", c.kind)
+	}
+	select {
+	case err := <-c.done:
+		if err != nil && r.err == nil {
+			r.err = fmt.Errorf("%s: %v\n%s", c.kind, err, c.stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		c.kill()
+		if r.err == nil {
+			r.err = fmt.Errorf("%s: did not exit within 15s; killed", c.kind)
+		}
+	}
+	return r.n, r.err
+}
+
+// measurement is one target's run in one round.
+type measurement struct {
+	target  string
+	msgs    int
+	elapsed time.Duration
+}
+
+func (m measurement) rate() float64 { return float64(m.msgs) / m.elapsed.Seconds() }
+
+// loadMain starts the targets, drives the rounds and prints the report.
+func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
+	dir, err := os.MkdirTemp("", "smtpload-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := certstore.WriteSelfSigned(certFile, keyFile, []string{hostname}, 24*time.Hour); err != nil {
+		return err
+	}
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	// No ClientSessionCache: a full handshake on every connection.
+	clientTLS := &tls.Config{RootCAs: roots, ServerName: hostname}
+
+	children := map[string]*child{}
+	defer func() {
+		for _, c := range children {
+			c.kill()
+		}
+	}()
+	for _, t := range cfg.targets {
+		c, err := startChild(ctx, cfg, t, certFile, keyFile)
+		if err != nil {
+			return err
+		}
+		children[t] = c
+	}
+
+	mode := "DATA"
+	if cfg.bdat {
+		mode = "BDAT"
+	}
+	fmt.Fprintf(stdout, "smtpload %s %s %s/%s NumCPU=%d GOMAXPROCS=%d c=%d n=%d size=%d per-conn=%d mode=%s rounds=%d targets=%s spool=%s\n",
+		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
+		cfg.conc, cfg.n, cfg.size, cfg.perConn, mode, cfg.rounds, strings.Join(cfg.targets, ","), cfg.spool)
+
+	body := makeBody(cfg.size)
+	byTarget := map[string][]measurement{}
+	for r := 0; r < cfg.rounds; r++ {
+		k := len(cfg.targets)
+		for i := 0; i < k; i++ {
+			t := cfg.targets[(r+i)%k] // ABC, BCA, CAB, ...
+			m, err := drive(ctx, cfg, children[t].addr, clientTLS, body)
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", r+1, t, err)
+			}
+			m.target = t
+			byTarget[t] = append(byTarget[t], m)
+			fmt.Fprintf(stdout, "round %d %-7s %d msgs in %.3fs = %.1f msgs/s\n", r+1, t, m.msgs, m.elapsed.Seconds(), m.rate())
+		}
+	}
+
+	// Every message the client saw accepted must have reached the handler.
+	for _, t := range cfg.targets {
+		n, err := children[t].stop()
+		delete(children, t)
+		if err != nil {
+			return err
+		}
+		if want := int64(cfg.rounds * cfg.n); n != want {
+			return fmt.Errorf("%s: the server accepted %d messages, the client sent %d", t, n, want)
+		}
+		fmt.Fprintf(stdout, "accepted %-7s %d\n", t, n)
+	}
+
+	for _, t := range cfg.targets {
+		var rates []float64
+		for _, m := range byTarget[t] {
+			rates = append(rates, m.rate())
+		}
+		med, lo, hi := spread(rates)
+		fmt.Fprintf(stdout, "result %-7s msgs/s median %.1f min %.1f max %.1f\n", t, med, lo, hi)
+	}
+	for _, t := range cfg.targets[1:] {
+		var ratios []float64
+		for i, m := range byTarget[t] {
+			ratios = append(ratios, m.rate()/byTarget["gosmtp"][i].rate())
+		}
+		med, lo, hi := spread(ratios)
+		fmt.Fprintf(stdout, "ratio %s/gosmtp median %.3f min %.3f max %.3f\n", t, med, lo, hi)
+	}
+	return nil
+}
+
+// spread returns the median, minimum and maximum of v (not empty).
+func spread(v []float64) (med, lo, hi float64) {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	med = s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return med, s[0], s[n-1]
+}
+
+// makeBody returns a message of exactly size octets with CRLF lines, none
+// starting with '.'.
+func makeBody(size int) string {
+	line := strings.Repeat("abcdefghij", 7) + "012345\r\n" // 78 octets
+	var b strings.Builder
+	b.WriteString("Subject: smtpload\r\n\r\n")
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	return b.String()[:size-2] + "\r\n"
+}
+
+// drive sends cfg.n messages to addr over cfg.conc concurrent connections
+// of up to cfg.perConn messages each, and times the whole.
+func drive(ctx context.Context, cfg *config, addr string, tlsCfg *tls.Config, body string) (measurement, error) {
+	var left atomic.Int64
+	left.Store(int64(cfg.n))
+	take := func() int {
+		for {
+			l := left.Load()
+			if l <= 0 {
+				return 0
+			}
+			k := min(l, int64(cfg.perConn))
+			if left.CompareAndSwap(l, l-k) {
+				return int(k)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	start := time.Now()
+	for range cfg.conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := take(); k > 0; k = take() {
+				if err := session(ctx, addr, tlsCfg, body, k, cfg.bdat); err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return measurement{}, firstErr
+	}
+	return measurement{msgs: cfg.n, elapsed: time.Since(start)}, nil
+}
+
+// session is one client connection: EHLO, STARTTLS, EHLO, msgs × (MAIL,
+// RCPT, DATA or BDAT LAST), QUIT, in lock step. Every reply is checked.
+func session(ctx context.Context, addr string, tlsCfg *tls.Config, body string, msgs int, bdat bool) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	r := bufio.NewReader(c)
+	var w io.Writer = c
+	expect := func(code string) error {
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(l, code) {
+				return fmt.Errorf("got %q, want %s", strings.TrimSpace(l), code)
+			}
+			if len(l) > 3 && l[3] == ' ' {
+				return nil
+			}
+		}
+	}
+	cmd := func(line, code string) error {
+		if _, err := io.WriteString(w, line+"\r\n"); err != nil {
+			return err
+		}
+		return expect(code)
+	}
+	if err := expect("220"); err != nil {
+		return err
+	}
+	if err := cmd("EHLO load.test", "250"); err != nil {
+		return err
+	}
+	if err := cmd("STARTTLS", "220"); err != nil {
+		return err
+	}
+	tc := tls.Client(c, tlsCfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	r, w = bufio.NewReader(tc), tc
+	if err := cmd("EHLO load.test", "250"); err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(tc, 32<<10)
+	for range msgs {
+		if err := cmd("MAIL FROM:<sender@load.test>", "250"); err != nil {
+			return err
+		}
+		if err := cmd("RCPT TO:<rcpt@load.test>", "250"); err != nil {
+			return err
+		}
+		if bdat {
+			fmt.Fprintf(bw, "BDAT %d LAST\r\n", len(body))
+			bw.WriteString(body)
+		} else {
+			if err := cmd("DATA", "354"); err != nil {
+				return err
+			}
+			bw.WriteString(body)
+			bw.WriteString(".\r\n")
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		if err := expect("250"); err != nil {
+			return err
+		}
+	}
+	if err := cmd("QUIT", "221"); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}

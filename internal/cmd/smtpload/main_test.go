@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the re-executed child: the parent
+// (TestLoadOneRound) starts os.Executable, which is this binary.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		ctx, cancel := context.WithCancel(context.Background())
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		cancel()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// TestLoadOneRound runs the whole command, children included, with tiny
+// counts and checks the report: every target measured and confirmed by its
+// server, and a ratio line per target with positive figures.
+func TestLoadOneRound(t *testing.T) {
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code := run(ctx, []string{"-n", "6", "-c", "2", "-per-conn", "2", "-size", "300", "-rounds", "1",
+		"-spool", t.TempDir(), "-timeout", "50s"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	report := out.String()
+	t.Logf("report:\n%s", report)
+	for _, target := range []string{"gosmtp", "mailtls", "queue"} {
+		if !regexp.MustCompile(`(?m)^round 1 ` + target + ` +6 msgs in [0-9.]+s = [0-9.]+ msgs/s$`).MatchString(report) {
+			t.Errorf("no round line for %s", target)
+		}
+		if !regexp.MustCompile(`(?m)^accepted ` + target + ` +6$`).MatchString(report) {
+			t.Errorf("%s did not confirm 6 accepted messages", target)
+		}
+	}
+	re := regexp.MustCompile(`(?m)^ratio (mailtls|queue)/gosmtp median ([0-9.]+) min ([0-9.]+) max ([0-9.]+)$`)
+	ms := re.FindAllStringSubmatch(report, -1)
+	if len(ms) != 2 {
+		t.Fatalf("%d ratio lines, want 2", len(ms))
+	}
+	for _, m := range ms {
+		med, _ := strconv.ParseFloat(m[2], 64)
+		lo, _ := strconv.ParseFloat(m[3], 64)
+		hi, _ := strconv.ParseFloat(m[4], 64)
+		if !(med > 0 && lo <= med && med <= hi) {
+			t.Errorf("ratio %s: median %v min %v max %v", m[1], med, lo, hi)
+		}
+	}
+	if !strings.HasPrefix(report, "smtpload ") || !strings.Contains(report, " c=2 n=6 size=300 per-conn=2 mode=DATA rounds=1 ") {
+		t.Errorf("header line: %q", strings.SplitN(report, "\n", 2)[0])
+	}
+}
+
+// TestFlags: bad values are refused with the flag named; gosmtp is always
+// a target.
+func TestFlags(t *testing.T) {
+	for _, args := range [][]string{{"-c", "0"}, {"-n", "0"}, {"-size", "10"}, {"-per-conn", "0"},
+		{"-rounds", "0"}, {"-targets", "postfix"}, {"-serve", "x"}, {"extra"}} {
+		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+	c, err := parseFlags([]string{"-targets", "queue"}, &bytes.Buffer{})
+	if err != nil || strings.Join(c.targets, ",") != "gosmtp,queue" {
+		t.Fatalf("targets %v, %v", c, err)
+	}
+}
+
+func TestSpread(t *testing.T) {
+	med, lo, hi := spread([]float64{3, 1, 2, 10})
+	if med != 2.5 || lo != 1 || hi != 10 {
+		t.Fatalf("%v %v %v", med, lo, hi)
+	}
+	if len(makeBody(1024)) != 1024 || !strings.HasSuffix(makeBody(100), "\r\n") {
+		t.Fatal("makeBody size")
+	}
+}
