@@ -674,6 +674,13 @@ func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Err
 	}
 	if len(hosts) == 0 {
 		// RFC 5321 §5.1: no MX records: the domain itself is the implicit MX.
+		// It is the selected MX host and must match the MTA-STS patterns
+		// like any other (RFC 8461 §5): an attacker who forges "no MX"
+		// must not steer delivery to a host the policy does not name.
+		if !c.mxAllowed(ctx, st, domain) {
+			return nil, tlsErrorSubject(st.req, 4, 4, "implicit MX "+domain+" does not match the policy's mx patterns",
+				fmt.Errorf("%w: policy allows %v", ErrNoMX, st.req.MXPatterns))
+		}
 		return []target{{host: domain, port: c.port()}}, nil
 	}
 	sortMX(hosts, c.shuffle())

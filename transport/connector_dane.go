@@ -130,9 +130,31 @@ func (c *Connector) mxAllowed(ctx context.Context, st *groupState, host string) 
 }
 
 // relaxed reports whether the message asks that TLS policy failures not
-// block delivery ("TLS-Required: No", RFC 8689 §5) and does not itself
-// require TLS.
-func (st *groupState) relaxed() bool { return st.env.TLSRequiredNo && !st.env.RequireTLS }
+// block delivery ("TLS-Required: No", RFC 8689 §5), does not itself
+// require TLS, and the requirement is one the header may relax (see
+// headerRelaxes).
+func (st *groupState) relaxed() bool { return headerRelaxes(st.req, st.env) }
+
+// headerRelaxes reports whether "TLS-Required: No" lowers req for env.
+// RFC 8689 §5 lets the header ask that recipient-side policies (MTA-STS,
+// DANE) be ignored; it does not let a message's author override what the
+// local administrator configured for the destination. So a static table
+// entry, a route's own level and an explicit override keep their level
+// (the header is written by whoever sends the message, and an on-path
+// attacker who strips STARTTLS would read what the administrator required
+// to be encrypted). Published policies and the configured default level
+// are relaxed, so that TLS-RPT reports (sent with the header, RFC 8460
+// §5.3) reach domains whose TLS is broken. REQUIRETLS wins over the header.
+func headerRelaxes(req policy.Requirement, env *Envelope) bool {
+	if !env.TLSRequiredNo || env.RequireTLS {
+		return false
+	}
+	switch req.Source {
+	case policy.SourceStatic, policy.SourceRoute, policy.SourceOverride:
+		return false
+	}
+	return true
+}
 
 // daneApplies reports whether DANE, where a host has usable TLSA records,
 // takes over from req: not under an explicit override, nor under a static
@@ -159,11 +181,33 @@ func daneApplies(req policy.Requirement) bool {
 func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (plan, *attemptResult) {
 	p := st.groupPlan
 	h := t.dane
-	if h == nil {
-		return p, nil
-	}
 	fail := func(e *Error, ft FailureType) (plan, *attemptResult) {
 		return p, &attemptResult{err: e, retry: true, failure: ft, dane: h, mta: RemoteMTA{Host: t.host, Port: t.port}}
+	}
+	if h == nil {
+		// A target DANE was not consulted for: with Connector.DANE set, only
+		// a fixed next hop given as an IP literal or on a port other than
+		// the dane.Policy's. makePlan left DANE's decision to this function,
+		// so fail closed where the requirement needs DANE: dane-only never
+		// falls back (RFC 7672 §2.2 fallback is for "dane" only), and TLSA
+		// records handed over by the Policy cannot be checked here.
+		if c.DANE == nil || st.relaxed() {
+			return p, nil
+		}
+		req := st.req
+		switch {
+		case req.Level == policy.DANEOnly:
+			return fail(tlsError(req, 5, "", "dane-only but DANE is not looked up for "+net.JoinHostPort(t.host, fmt.Sprint(t.port)),
+				fmt.Errorf("%w: no TLSA lookup for an IP literal or a port other than the DANE port", ErrDANE)), FailureDANERequired)
+		case req.Level == policy.DANE && len(req.TLSA) > 0:
+			return fail(tlsError(req, 5, "", "TLSA records cannot be checked for "+net.JoinHostPort(t.host, fmt.Sprint(t.port)),
+				fmt.Errorf("%w: TLSA records from the policy, but DANE is not looked up for this next hop; failing closed", ErrDANE)),
+				FailureDANERequired)
+		case req.Level == policy.DANE && req.WithoutTLSA.VerifiesPKIX():
+			return plan{tryTLS: true, required: true, kind: checkVerify, enforce: true,
+				reason: "no TLSA lookup for this next hop: held to the mta-sts policy"}, nil
+		}
+		return p, nil
 	}
 	if st.relaxed() {
 		// RFC 8689 §5: recipient-side policies such as DANE are ignored.
@@ -295,8 +339,12 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 	switch {
 	case ar.dane != nil || ar.failure == FailureDANERequired || ar.failure == dnssecInvalid || ar.failure == tlsaInvalid:
 		r.PolicyType = tlsrpt.PolicyTLSA
-		for _, t := range ar.dane.TLSA {
-			r.PolicyString = append(r.PolicyString, dane.FormatTLSA(t))
+		// ar.dane is nil for a failure decided before any host was looked
+		// at (dane-only without records, a failed DNSSEC MX lookup).
+		if ar.dane != nil {
+			for _, t := range ar.dane.TLSA {
+				r.PolicyString = append(r.PolicyString, dane.FormatTLSA(t))
+			}
 		}
 	case st.req.Source == policy.SourceMTASTS || len(st.req.PolicyString) > 0:
 		r.PolicyType = tlsrpt.PolicySTS

@@ -219,10 +219,11 @@ type plan struct {
 func makePlan(req policy.Requirement, env *Envelope, perHost bool) (plan, error) {
 	lvl := req.Level
 	p := plan{enforce: req.Mode == policy.Enforce}
-	if env.TLSRequiredNo && !env.RequireTLS && lvl > policy.May {
+	if headerRelaxes(req, env) && lvl > policy.May {
 		// RFC 8689 §5: "TLS-Required: No" asks that TLS policy failures not
 		// block delivery. TLS is still attempted; certificates are not
-		// checked and plaintext is allowed. (REQUIRETLS wins over it.)
+		// checked and plaintext is allowed. (REQUIRETLS wins over it, and
+		// local per-destination levels are kept: see headerRelaxes.)
 		p.reason = "TLS-Required: No header relaxes " + lvl.String() + " to may (RFC 8689 §5)"
 		lvl = policy.May
 	}

@@ -1,0 +1,238 @@
+package transport_test
+
+// Hostile-peer tests from the security review: each one puts an attacker
+// (a forged DNS answer, a peer that injects, trickles or presents the wrong
+// certificate, a sender's header) between the Connector and the next hop
+// and asserts on what reached the socket.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/policy/dane"
+	"github.com/mailtls/mailtls/policy/tlsrpt"
+	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/transporttest"
+)
+
+// An attacker who forges "no MX records" makes the domain its own implicit
+// MX (RFC 5321 §5.1). Under an enforced MTA-STS policy that host must still
+// match the policy's mx patterns (RFC 8461 §5: the selected MX host), so it
+// is never dialled.
+func TestMTASTSPatternsApplyToImplicitMX(t *testing.T) {
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, Hostname: "example.test"})
+	e := newEnv(t)
+	e.host("example.test", "192.0.2.7", srv.Addr) // A record only: the MX RRset was stripped
+	sts := func(mode policy.Mode) policy.Policy {
+		return reqPolicy(policy.Requirement{Level: policy.Verify, Mode: mode, Source: policy.SourceMTASTS,
+			MXPatterns: []string{"mx.example.test"}, MXAuthenticated: mode == policy.Enforce})
+	}
+	res := deliver(t, e.connector(sts(policy.Enforce), srv), envelope("user@example.test"))
+	if r := res.Recipients[0]; r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrNoMX) {
+		t.Errorf("implicit MX outside the patterns: %v %v, want deferred with ErrNoMX", r.Status, r.Reply)
+	}
+	if got := e.dialer.Dialed(); len(got) != 0 {
+		t.Errorf("dialled %v; an implicit MX outside the enforced patterns must not be used", got)
+	}
+	if len(srv.Messages()) != 0 {
+		t.Errorf("message delivered to a host the policy does not allow")
+	}
+	// Testing mode: used, and reported.
+	res = deliver(t, e.connector(sts(policy.Testing), srv), envelope("user@example.test"))
+	wantDelivered(t, res.Recipients[0])
+}
+
+// A fixed next hop given as an IP literal (or on a port other than the
+// DANE port) is not looked up in DNS, so no TLSA records are checked. A
+// dane-only requirement must then fail closed, not degrade to unauthenticated
+// TLS, and a dane requirement that carries TLSA records must not degrade to
+// plaintext. The attacker here answers with a self-signed certificate, or
+// strips STARTTLS.
+func TestDANEOnlyFixedHopWithoutTLSALookupFailsClosed(t *testing.T) {
+	mitm := transporttest.NewUntrustedServer(t)
+	e := newEnv(t)
+	c := e.connector(fixed(policy.Verify), nil)
+	c.DANE = &dane.Policy{Resolver: &dane.Resolver{Addr: "127.0.0.1:1", Timeout: time.Second}}
+	c.Routes = []transport.Route{{Domain: "partner.test", NextHop: mitm.Addr,
+		Policy: reqPolicy(policy.Requirement{Level: policy.DANEOnly, Source: policy.SourceStatic})}}
+	res := deliver(t, c, envelope("user@partner.test"))
+	r := res.Recipients[0]
+	if r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrDANE) || r.TLSFailure != transport.FailureDANERequired {
+		t.Errorf("dane-only hop without TLSA lookup: %v %q %v, want not delivered, ErrDANE, dane-required", r.Status, r.TLSFailure, r.Reply)
+	}
+	if len(mitm.Messages()) != 0 {
+		t.Errorf("dane-only message delivered over unauthenticated TLS to %s", mitm.Addr)
+	}
+
+	plain := transporttest.NewPlainServer(t)
+	c2 := e.connector(fixed(policy.Verify), nil)
+	c2.DANE = c.DANE
+	c2.Routes = []transport.Route{{Domain: "partner.test", NextHop: plain.Addr,
+		Policy: reqPolicy(policy.Requirement{Level: policy.DANE, Source: policy.SourceDANE,
+			TLSA: []policy.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: bytes.Repeat([]byte{7}, 32)}}})}}
+	res = deliver(t, c2, envelope("user@partner.test"))
+	if r := res.Recipients[0]; r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrDANE) {
+		t.Errorf("dane with TLSA on a hop DANE does not check: %v %v, want fail closed", r.Status, r.Reply)
+	}
+	if transporttest.Contains(plain.Wire(), "MAIL FROM", "RCPT TO", bodyMarker) {
+		t.Errorf("transaction sent in plaintext although TLSA records exist:\n%s", plain.Wire())
+	}
+}
+
+// A dane-only decision made before any connection (no TLSA records, no
+// Connector.DANE) is recorded for TLS-RPT without crashing the delivery.
+func TestDANERequiredGroupFailureRecordedForTLSRPT(t *testing.T) {
+	srv := transporttest.NewTLSServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	c := e.connector(reqPolicy(policy.Requirement{Level: policy.DANEOnly, Source: policy.SourceStatic}), srv)
+	store := &tlsrpt.FileStore{Dir: t.TempDir()}
+	c.TLSRPT = store
+	var res *transport.Result
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("Deliver panicked: %v", p)
+			}
+		}()
+		res = deliver(t, c, envelope("user@example.test"))
+	}()
+	if r := res.Recipients[0]; r.Status == transport.Delivered || r.TLSFailure != transport.FailureDANERequired {
+		t.Errorf("dane-only without records: %v %q %v", r.Status, r.TLSFailure, r.Reply)
+	}
+	var got []tlsrpt.Result
+	now := time.Now()
+	if err := store.Results(context.Background(), now.Add(-time.Hour), now.Add(time.Hour), func(r tlsrpt.Result) error {
+		got = append(got, r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].PolicyType != tlsrpt.PolicyTLSA || got[0].ResultType != tlsrpt.ResultDANERequired {
+		t.Errorf("TLS-RPT results = %+v, want one tlsa/dane-required", got)
+	}
+	if len(srv.Messages()) != 0 {
+		t.Errorf("delivered")
+	}
+}
+
+// "TLS-Required: No" is the sender's request to ignore recipient-side
+// policies (RFC 8689 §5: MTA-STS, DANE). It must not lower what the local
+// administrator configured for the destination (a static table entry, a
+// route, an override): the header is written by whoever sends the message,
+// and an on-path attacker who strips STARTTLS would then read it.
+func TestTLSRequiredNoKeepsLocalPolicy(t *testing.T) {
+	plain := transporttest.NewPlainServer(t)
+	e := newEnv(t)
+	e.single(plain.Addr)
+	for _, src := range []policy.Source{policy.SourceStatic, policy.SourceRoute, policy.SourceOverride} {
+		env := envelope("user@example.test")
+		env.TLSRequiredNo = true
+		res := deliver(t, e.connector(reqPolicy(policy.Requirement{Level: policy.Encrypt, Source: src}), nil), env)
+		r := res.Recipients[0]
+		if r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrSTARTTLSNotOffered) {
+			t.Errorf("%s encrypt + TLS-Required: No: %v %v, want STARTTLS still required", src, r.Status, r.Reply)
+		}
+	}
+	assertNoPlaintextTransaction(t, "plaintext server", plain.Wire())
+	// A published (recipient-side) policy is relaxed as the RFC asks.
+	env := envelope("user@example.test")
+	env.TLSRequiredNo = true
+	res := deliver(t, e.connector(reqPolicy(policy.Requirement{Level: policy.Verify, Source: policy.SourceMTASTS,
+		MXPatterns: []string{"mx.example.test"}}), nil), env)
+	wantDelivered(t, res.Recipients[0])
+}
+
+// The attacker answers STARTTLS with 220 and, in a later segment (so that
+// it is not already buffered with the 220), a forged plaintext reply. The
+// handshake reads those bytes as a TLS record and fails: nothing of the
+// transaction is written.
+func TestSTARTTLSInjectionInLaterSegment(t *testing.T) {
+	var mu sync.Mutex
+	var seen bytes.Buffer
+	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		c.Write([]byte("220 raw ESMTP\r\n"))
+		r.ReadString('\n')
+		c.Write([]byte("250-raw\r\n250 STARTTLS\r\n"))
+		r.ReadString('\n')
+		c.Write([]byte("220 go ahead\r\n"))
+		time.Sleep(50 * time.Millisecond)
+		c.Write([]byte("250-injected\r\n250 STARTTLS\r\n250 OK\r\n354 go\r\n"))
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		b, _ := io.ReadAll(r)
+		mu.Lock()
+		seen.Write(b)
+		mu.Unlock()
+	})
+	e := newEnv(t)
+	e.single(addr)
+	res := deliver(t, e.connector(fixed(policy.Encrypt), nil), envelope("user@example.test"))
+	if r := res.Recipients[0]; r.Status != transport.Deferred || r.Reply.EnhancedCode.String() != "4.7.5" {
+		t.Errorf("got %v %v, want deferred 4.7.5", r.Status, r.Reply)
+	}
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if transporttest.Contains(seen.Bytes(), "MAIL FROM", "RCPT TO", bodyMarker) {
+		t.Errorf("transaction after an injected reply:\n%s", seen.Bytes())
+	}
+}
+
+// A peer that trickles a reply one byte at a time never resets the step's
+// timeout: the deadline is absolute, so the attempt ends on time.
+func TestSlowlorisPeerTimesOut(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		for _, b := range []byte(strings.Repeat("220-slow\r\n", 1000)) {
+			if _, err := c.Write([]byte{b}); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	e := newEnv(t)
+	e.single(addr)
+	c := e.connector(fixed(policy.Encrypt), nil)
+	c.Timeouts.Greeting = 500 * time.Millisecond
+	start := time.Now()
+	res := deliver(t, c, envelope("user@example.test"))
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("trickling peer held the attempt for %v", d)
+	}
+	if r := res.Recipients[0]; r.Status != transport.Deferred || r.Reply == nil || !r.Reply.Temporary() {
+		t.Errorf("got %v %v, want deferred", r.Status, r.Reply)
+	}
+}
+
+// A session ticket obtained under Encrypt from a server whose certificate is
+// not trusted is never a way around verification at Verify: the
+// resumption's VerifyConnection sees the original certificate and refuses it.
+func TestResumedSessionFromWeakerPolicyIsReverified(t *testing.T) {
+	srv := transporttest.NewUntrustedServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	level := policy.Encrypt
+	c := e.connector(policy.Func(func(_ context.Context, d string) (policy.Requirement, error) {
+		return policy.Requirement{Domain: d, Level: level, Source: policy.SourceStatic}, nil
+	}), srv)
+	wantDelivered(t, deliver(t, c, envelope("user@example.test")).Recipients[0])
+	second := deliver(t, c, envelope("user@example.test")).Recipients[0]
+	wantDelivered(t, second)
+	if second.TLS == nil || !second.TLS.Resumed {
+		t.Fatalf("second Encrypt delivery did not resume (TLS %+v): the test would prove nothing", second.TLS)
+	}
+	level = policy.Verify
+	r := deliver(t, c, envelope("user@example.test")).Recipients[0]
+	wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, transport.FailureCertificateNotTrusted)
+	if len(srv.Messages()) != 2 {
+		t.Errorf("messages = %d, want 2 (none under Verify)", len(srv.Messages()))
+	}
+}
