@@ -2,23 +2,27 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/policy/mtasts"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
-	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/queue"
 )
 
-// publishedPolicies returns the lookups of the policies destinations
-// publish themselves, as the flags enable them: MTA-STS (RFC 8461, -mta-sts)
-// with its cache under -data/mta-sts so that policies survive restarts, and
-// DANE (RFC 7672, -dane-resolver) through a DNSSEC-validating resolver whose
-// AD bit is believed only on loopback. They are combined with the static
-// table by policy.Strictest (see outboundPolicy).
+// publishedPolicies creates the parts the standards flags enable and returns
+// the lookups of the policies destinations publish themselves:
+//
+//   - -mta-sts: an MTA-STS client (RFC 8461) with its cache under
+//     -data/mta-sts, so that policies survive restarts;
+//   - -dane-resolver: a DANE policy (RFC 7672) through a DNSSEC-validating
+//     resolver whose AD bit is believed only on loopback;
+//   - -tlsrpt: the TLS-RPT result store (RFC 8460) under -data/tlsrpt.
+//
+// newOutboundPolicy composes the lookups with the static table and
+// -default-tls in a policy.Standard; wireStandards hands the DANE policy
+// and the TLS-RPT store to the Connector, which verifies each MX host
+// against its own TLSA records and records one result per attempt.
 func (r *Relay) publishedPolicies() ([]policy.Policy, error) {
 	var out []policy.Policy
 	if r.cfg.MTASTS {
@@ -35,14 +39,34 @@ func (r *Relay) publishedPolicies() ([]policy.Policy, error) {
 				"resolver", r.cfg.DANEResolver)
 		}
 		r.dane = &dane.Policy{Resolver: res, Logger: r.log.With("part", "dane")}
-		// transport.Connector (as of this writing) does not match TLSA
-		// records itself: a destination that publishes usable ones fails
-		// closed (ErrDANE), never falls back to plaintext.
-		r.log.Warn("DANE enabled: destinations publishing usable TLSA records are deferred until the Connector verifies TLSA (fails closed)",
-			"resolver", r.cfg.DANEResolver)
 		out = append(out, r.dane)
 	}
+	if r.cfg.TLSRPT {
+		r.tlsrpt = &tlsrpt.FileStore{Dir: r.cfg.path("tlsrpt"), Logger: r.log.With("part", "tlsrpt")}
+	}
 	return out, nil
+}
+
+// wireStandards completes the Connector for the standards flags, before
+// its first use: Connector.DANE (MX and address lookups through the
+// DNSSEC-aware resolver, each MX host checked against its own TLSA
+// records, RFC 7672 §2.2, §3) and Connector.TLSRPT (one result per
+// delivery attempt, RFC 8460 §4.3). The Connector records TLS-RPT results
+// itself, so nothing else in the relay does. It also gives the outbound
+// policy a logger for applied overrides. Calling it again is harmless.
+func (r *Relay) wireStandards() {
+	if r.connector == nil {
+		return
+	}
+	if r.dane != nil {
+		r.connector.DANE = r.dane
+	}
+	if r.tlsrpt != nil { // not a typed nil in the interface
+		r.connector.TLSRPT = r.tlsrpt
+	}
+	if p, ok := r.connector.Policy.(*outboundPolicy); ok && p.std.Logger == nil {
+		p.std.Logger = r.log.With("part", "policy")
+	}
 }
 
 // runPublished runs background maintenance of the published-policy caches
@@ -58,85 +82,12 @@ func (r *Relay) runPublished(ctx context.Context) {
 	}()
 }
 
-// wrapDeliverer adds TLS-RPT recording (RFC 8460, -tlsrpt) around d.
+// wrapDeliverer is called by setupOutbound once the Connector exists and
+// before the queue uses it: it completes the Connector's standards wiring
+// (wireStandards) and returns d unchanged. TLS-RPT results are recorded by
+// the Connector (Connector.TLSRPT), once per attempt; wrapping d to record
+// them again would count every attempt twice.
 func (r *Relay) wrapDeliverer(d queue.Deliverer) queue.Deliverer {
-	if !r.cfg.TLSRPT {
-		return d
-	}
-	r.tlsrpt = &tlsrpt.FileStore{Dir: r.cfg.path("tlsrpt"), Logger: r.log.With("part", "tlsrpt")}
-	rd := &reportingDeliverer{next: d, store: r.tlsrpt, log: r.log.With("part", "tlsrpt")}
-	if r.mtasts != nil {
-		rd.stsCache = r.mtasts.Cache
-	}
-	return rd
-}
-
-// reportingDeliverer records one TLS-RPT result per SMTP session the
-// Connector attempted (RFC 8460 §4.3): success when TLS was negotiated
-// and passed the policy's checks, the §4.3 result type when it did not.
-// Sessions that never reached TLS negotiation (connection refused) are not
-// TLS results and are not recorded.
-type reportingDeliverer struct {
-	next     queue.Deliverer
-	store    tlsrpt.Store
-	stsCache mtasts.Cache // for the MTA-STS policy text ("policy-string"); nil without -mta-sts
-	log      *slog.Logger
-}
-
-func (d *reportingDeliverer) Deliver(ctx context.Context, env *transport.Envelope, body io.ReaderAt, size int64) (*transport.Result, error) {
-	res, err := d.next.Deliver(ctx, env, body, size)
-	if res == nil {
-		return res, err
-	}
-	reqs := map[string]policy.Requirement{}
-	for _, rr := range res.Recipients {
-		reqs[rr.Requirement.Domain] = rr.Requirement
-	}
-	for _, a := range res.Attempts {
-		if a.TLS == nil && a.TLSFailure == transport.FailureNone {
-			continue
-		}
-		req := reqs[a.Domain]
-		rec := tlsrpt.Result{
-			Time:                a.Start,
-			PolicyDomain:        a.Domain,
-			PolicyType:          policyType(req.Source),
-			ResultType:          tlsrpt.ResultSuccess,
-			ReceivingMXHostname: a.RemoteMTA.Host,
-			MXHost:              req.MXPatterns,
-		}
-		for _, t := range req.TLSA {
-			rec.PolicyString = append(rec.PolicyString, dane.FormatTLSA(t))
-		}
-		if rec.PolicyType == tlsrpt.PolicySTS && d.stsCache != nil {
-			// RFC 8460 §4.3: the policy as fetched, one element per line.
-			if e, ok, err := d.stsCache.Get(ctx, a.Domain); err == nil && ok {
-				rec.PolicyString = e.Lines()
-			}
-		}
-		if a.RemoteMTA.IP != nil {
-			rec.ReceivingIP = a.RemoteMTA.IP.String()
-		}
-		if a.TLSFailure != transport.FailureNone {
-			rec.ResultType = tlsrpt.ResultType(a.TLSFailure)
-			if a.Err != nil {
-				rec.AdditionalInformation = a.Err.Error()
-			}
-		}
-		if err := d.store.Record(ctx, rec); err != nil {
-			d.log.Warn("tls-rpt result not recorded", "domain", a.Domain, "error", err)
-		}
-	}
-	return res, err
-}
-
-// policyType maps a decision's source to the TLS-RPT policy type.
-func policyType(s policy.Source) tlsrpt.PolicyType {
-	switch s {
-	case policy.SourceMTASTS:
-		return tlsrpt.PolicySTS
-	case policy.SourceDANE:
-		return tlsrpt.PolicyTLSA
-	}
-	return tlsrpt.PolicyNoPolicyFound
+	r.wireStandards()
+	return d
 }

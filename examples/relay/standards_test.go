@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +15,13 @@ import (
 	"testing"
 	"time"
 
+	smtp "github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
+
+	"github.com/mailtls/mailtls/internal/fakedns"
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/policy/dane"
+	"github.com/mailtls/mailtls/policy/mtasts"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
@@ -114,35 +123,51 @@ func (w *stsWorld) setup(r *Relay) {
 
 // With -mta-sts and -default-tls may, a destination's enforced MTA-STS
 // policy raises the level to verify: the mail goes out over verified TLS,
-// the policy is cached under -data/mta-sts, and -tlsrpt records an "sts"
-// success.
+// the policy is cached under -data/mta-sts, and -tlsrpt records exactly
+// one "sts" success per delivery attempt (the Connector records them; the
+// relay must not record them a second time).
 func TestMTASTSEnforcedAndTLSRPTRecorded(t *testing.T) {
 	w := newSTSWorld(t, "version: STSv1\nmode: enforce\nmx: mx.sts.example\nmax_age: 86400\n")
 	users := writeUsers(t, "alice", "s3cret")
 	tr := startRelayWith(t, w.setup, "-users", users, "-mta-sts", "-tlsrpt", "-default-tls", "may")
+	if tr.connector.TLSRPT == nil {
+		t.Fatal("-tlsrpt did not set Connector.TLSRPT")
+	}
 
-	c := tr.dialTLS(t, "submissions")
-	if err := auth(c, "alice", "s3cret"); err != nil {
+	// Two messages, one after the other: two attempts, two results.
+	for i := 1; i <= 2; i++ {
+		c := tr.dialTLS(t, "submissions")
+		if err := auth(c, "alice", "s3cret"); err != nil {
+			t.Fatal(err)
+		}
+		if err := send(c, "alice@localhost", []string{"dest@sts.example"}, testBody); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "delivery to mx.sts.example", 30*time.Second, func() bool { return len(w.mx.Messages()) == i })
+		waitFor(t, "the attempt log line", 30*time.Second, func() bool { return connectorAttempts(tr, "sts.example") == i })
+	}
+	for _, m := range w.mx.Messages() {
+		if m.TLS == nil {
+			t.Fatal("delivered without TLS")
+		}
+	}
+	if err := contains(tr.logs.String(), "policy=verify/mta-sts", "verified=true"); err != nil {
 		t.Fatal(err)
 	}
-	if err := send(c, "alice@localhost", []string{"dest@sts.example"}, testBody); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "delivery to mx.sts.example", 30*time.Second, func() bool { return len(w.mx.Messages()) == 1 })
-	if m := w.mx.Messages()[0]; m.TLS == nil {
-		t.Fatal("delivered without TLS")
-	}
-	waitFor(t, "the attempt log line", 30*time.Second, func() bool {
-		return contains(tr.logs.String(), "policy=verify/mta-sts", "verified=true") == nil
-	})
 	if _, err := os.Stat(filepath.Join(tr.cfg.DataDir, "mta-sts", "sts.example.json")); err != nil {
 		t.Fatalf("MTA-STS policy not cached under -data: %v", err)
 	}
 	rec := tlsrptResults(t, tr)
-	if len(rec) != 1 || rec[0].PolicyType != tlsrpt.PolicySTS || rec[0].ResultType != tlsrpt.ResultSuccess ||
-		rec[0].PolicyDomain != "sts.example" || rec[0].ReceivingMXHostname != "mx.sts.example" ||
-		strings.Join(rec[0].PolicyString, "|") != "version: STSv1|mode: enforce|mx: mx.sts.example|max_age: 86400" {
-		t.Fatalf("TLS-RPT results: %+v", rec)
+	if n := connectorAttempts(tr, "sts.example"); len(rec) != n || n != 2 {
+		t.Fatalf("%d TLS-RPT results for %d delivery attempts, want exactly one per attempt: %+v", len(rec), n, rec)
+	}
+	for _, r := range rec {
+		if r.PolicyType != tlsrpt.PolicySTS || r.ResultType != tlsrpt.ResultSuccess ||
+			r.PolicyDomain != "sts.example" || r.ReceivingMXHostname != "mx.sts.example" ||
+			strings.Join(r.PolicyString, "|") != "version: STSv1|mode: enforce|mx: mx.sts.example|max_age: 86400" ||
+			strings.Join(r.MXHost, "|") != "mx.sts.example" {
+			t.Fatalf("TLS-RPT result: %+v", r)
+		}
 	}
 
 	// The daily report for today's results goes to the rua the domain
@@ -178,7 +203,7 @@ func TestMTASTSEnforcedAndTLSRPTRecorded(t *testing.T) {
 		t.Fatalf("report policies: %+v", report.Policies)
 	}
 	p := report.Policies[0]
-	if p.Policy.Domain != "sts.example" || p.Policy.Type != tlsrpt.PolicySTS || p.Summary.TotalSuccessfulSessionCount != 1 ||
+	if p.Policy.Domain != "sts.example" || p.Policy.Type != tlsrpt.PolicySTS || p.Summary.TotalSuccessfulSessionCount != 2 ||
 		p.Summary.TotalFailureSessionCount != 0 || report.OrganizationName != "relay.test" || report.ContactInfo != "postmaster@relay.test" {
 		t.Fatalf("report: %+v", report)
 	}
@@ -186,6 +211,19 @@ func TestMTASTSEnforcedAndTLSRPTRecorded(t *testing.T) {
 	if err := contains(string(b), "Return-Path: <>", "TLS-Required: No", "report-type=tlsrpt", "TLS-Report-Domain: sts.example"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// connectorAttempts counts the Connector's "delivery attempt" log lines
+// for domain (one per attempt, DESIGN.md).
+func connectorAttempts(tr *testRelay, domain string) int {
+	n := 0
+	for l := range strings.Lines(tr.logs.String()) {
+		if strings.Contains(l, `msg="delivery attempt"`) && strings.Contains(l, "part=connector") &&
+			strings.Contains(l, " domain="+domain+" ") {
+			n++
+		}
+	}
+	return n
 }
 
 // An enforced MTA-STS policy whose mx patterns do not cover the MX host
@@ -284,4 +322,171 @@ func freeLoopbackUDP(t *testing.T) string {
 	addr := c.LocalAddr().String()
 	c.Close()
 	return addr
+}
+
+// daneWorld is a destination dane.example whose MX mx.dane.example
+// (192.0.2.40, mapped to a loopback transporttest server) publishes a TLSA
+// record (RFC 7672), all answered with the AD bit by a loopback fake
+// validating resolver.
+type daneWorld struct {
+	dns    *fakedns.Server
+	mx     *transporttest.Server
+	dialer *transporttest.Dialer
+}
+
+// newDANEWorld publishes a DANE-EE record (3 1 1, RFC 7672 §3.1.1) that
+// matches the MX's certificate, or, with match false, one that does not.
+func newDANEWorld(t *testing.T, match bool) *daneWorld {
+	t.Helper()
+	w := &daneWorld{}
+	// The MX certificate is from a CA nobody trusts: only DANE can verify it.
+	w.mx = transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.dane.example", Cert: transporttest.GoodCert})
+	data, err := dane.Association(w.mx.Certificate.Leaf, dane.SelectorSPKI, dane.MatchSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !match {
+		data = make([]byte, 32)
+		if _, err := rand.Read(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.dns = fakedns.Start(t, map[string]fakedns.Zone{
+		"dane.example":              {AD: true, RRs: []dns.RR{fakedns.MX(10, "mx.dane.example")}},
+		"mx.dane.example":           {AD: true, RRs: []dns.RR{fakedns.A("192.0.2.40")}},
+		"_25._tcp.mx.dane.example.": {AD: true, RRs: []dns.RR{fakedns.TLSA(3, 1, 1, data)}},
+	})
+	w.dialer = &transporttest.Dialer{Map: map[string]string{"192.0.2.40:25": w.mx.Addr}}
+	return w
+}
+
+// start runs a relay with -dane-resolver pointing at the fake resolver,
+// -default-tls may and -tlsrpt. Only the dialer (documentation address to
+// loopback) and an empty root pool (no PKIX trust) are test seams; the DANE
+// policy and TLS-RPT store reach the Connector through the relay's own
+// wiring.
+func (w *daneWorld) start(t *testing.T, args ...string) (*testRelay, *smtp.Client) {
+	t.Helper()
+	users := writeUsers(t, "alice", "s3cret")
+	args = append([]string{"-users", users, "-dane-resolver", w.dns.Addr, "-default-tls", "may", "-tlsrpt", "-retry", "1h"}, args...)
+	tr := startRelayWith(t, func(r *Relay) {
+		r.connector.Dialer = w.dialer
+		r.connector.RootCAs = x509.NewCertPool()
+	}, args...)
+	if tr.connector.DANE == nil || tr.connector.DANE != tr.dane {
+		t.Fatal("-dane-resolver did not give the relay's DANE policy to the Connector")
+	}
+	c := tr.dialTLS(t, "submission")
+	if err := auth(c, "alice", "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	return tr, c
+}
+
+// With -dane-resolver, an MX publishing a matching DANE-EE record gets the
+// mail over TLS verified by DANE alone (no PKIX root trusts its
+// certificate), with SNI set to the TLSA base domain, and TLS-RPT records
+// one "tlsa" success.
+func TestDANEEEDelivers(t *testing.T) {
+	w := newDANEWorld(t, true)
+	tr, c := w.start(t)
+	if err := send(c, "alice@localhost", []string{"dest@dane.example"}, testBody); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery to mx.dane.example", 30*time.Second, func() bool { return len(w.mx.Messages()) == 1 })
+	if m := w.mx.Messages()[0]; m.TLS == nil || m.TLS.ServerName != "mx.dane.example" {
+		t.Fatalf("delivered with TLS %+v, want TLS with SNI mx.dane.example", m.TLS)
+	}
+	waitFor(t, "the attempt log line", 30*time.Second, func() bool { return connectorAttempts(tr, "dane.example") == 1 })
+	if err := contains(tr.logs.String(), "policy=dane/dane", "verified=true"); err != nil {
+		t.Fatal(err)
+	}
+	rec := tlsrptResults(t, tr)
+	if len(rec) != 1 || rec[0].PolicyType != tlsrpt.PolicyTLSA || rec[0].ResultType != tlsrpt.ResultSuccess ||
+		rec[0].PolicyDomain != "dane.example" || rec[0].ReceivingMXHostname != "mx.dane.example" ||
+		len(rec[0].PolicyString) != 1 || !strings.HasPrefix(rec[0].PolicyString[0], "3 1 1 ") {
+		t.Fatalf("TLS-RPT results %+v, want one tlsa success", rec)
+	}
+	if n := w.dns.Count("", "_25._tcp.mx.dane.example", dns.TypeTLSA); n == 0 {
+		t.Fatal("the TLSA record was never asked for")
+	}
+}
+
+// A TLSA record that does not match the MX's certificate stops the
+// delivery before MAIL FROM (RFC 7672 §2.2: no fallback to plaintext or to
+// unauthenticated TLS) and defers the recipient with 4.7.5; TLS-RPT
+// records one "tlsa" validation failure.
+func TestDANEMismatchDefersSendingNothing(t *testing.T) {
+	w := newDANEWorld(t, false)
+	tr, c := w.start(t)
+	if err := send(c, "alice@localhost", []string{"dest@dane.example"}, testBody); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a deferred attempt", 30*time.Second, func() bool {
+		msgs, err := tr.queue.List(t.Context())
+		return err == nil && len(msgs) == 1 && msgs[0].Recipients[0].Attempts == 1
+	})
+	msgs, _ := tr.queue.List(t.Context())
+	r := msgs[0].Recipients[0]
+	if r.State != "deferred" || r.LastError == nil || r.LastError.EnhancedCode != "4.7.5" ||
+		r.LastError.TLSFailure != string(tlsrpt.ResultValidationFailure) {
+		t.Fatalf("recipient after a TLSA mismatch: %+v %+v", r, r.LastError)
+	}
+	if n := len(w.mx.Messages()); n != 0 {
+		t.Fatalf("MX accepted %d messages despite the TLSA mismatch", n)
+	}
+	wire := w.mx.Wire()
+	if !transporttest.Contains(wire, "EHLO relay.test", "STARTTLS") {
+		t.Fatalf("the MX was not even reached; the test proves nothing:\n%s", wire)
+	}
+	if transporttest.Contains(wire, "MAIL FROM") || transporttest.Contains(wire, "RCPT TO") {
+		t.Fatalf("envelope sent to the MX:\n%s", wire)
+	}
+	waitFor(t, "the attempt log line", 30*time.Second, func() bool { return connectorAttempts(tr, "dane.example") == 1 })
+	rec := tlsrptResults(t, tr)
+	if len(rec) != 1 || rec[0].PolicyType != tlsrpt.PolicyTLSA || rec[0].ResultType != tlsrpt.ResultValidationFailure ||
+		rec[0].ReceivingIP != "192.0.2.40" {
+		t.Fatalf("TLS-RPT results %+v, want one tlsa validation-failure", rec)
+	}
+	if len(maildirFiles(t, tr.cfg, "alice@localhost", "new")) != 0 {
+		t.Fatal("a DSN was sent for a deferred recipient")
+	}
+}
+
+// The composition keeps -default-tls what it says it is, the level where
+// the table has no entry, also when published policies are enabled: a
+// table entry weaker than -default-tls is kept (not raised by a Default
+// floor), an MTA-STS domain without a policy falls to the table or the
+// default, and -on-tls-failure bounce applies to every answer.
+func TestOutboundPolicyComposition(t *testing.T) {
+	table, err := policy.LoadTable(writeFile(t, "tls_policy", "legacy.example encrypt\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts := &mtasts.Client{Resolver: &fakeDNS{}} // no _mta-sts records anywhere
+	for _, tc := range []struct {
+		domain    string
+		onFailure policy.FailureAction
+		level     policy.Level
+		source    policy.Source
+	}{
+		{"legacy.example", policy.Defer, policy.Encrypt, policy.SourceStatic},
+		{"other.example", policy.Defer, policy.Verify, policy.SourceDefault},
+		{"legacy.example", policy.Bounce, policy.Encrypt, policy.SourceStatic},
+		{"other.example", policy.Bounce, policy.Verify, policy.SourceDefault},
+	} {
+		cfg := &Config{DefaultTLS: policy.Verify, OnTLSFailure: tc.onFailure}
+		p := newOutboundPolicy(cfg, table, []policy.Policy{sts})
+		if p.std.MTASTS != sts || p.std.Static == nil {
+			t.Fatalf("Standard members: %+v", p.std)
+		}
+		req, err := p.Lookup(t.Context(), tc.domain)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.domain, err)
+		}
+		if req.Level != tc.level || req.Source != tc.source || req.OnFailure != tc.onFailure {
+			t.Errorf("%s with -on-tls-failure %v: got %s (%s, on failure %v), want %s from %s",
+				tc.domain, tc.onFailure, req.Level, req.Source, req.OnFailure, tc.level, tc.source)
+		}
+	}
 }
