@@ -236,3 +236,50 @@ func TestResumedSessionFromWeakerPolicyIsReverified(t *testing.T) {
 		t.Errorf("messages = %d, want 2 (none under Verify)", len(srv.Messages()))
 	}
 }
+
+// Two routes to the same next hop with different client certificates (two
+// tenants of one relay, mutual TLS to one partner gateway) must not share
+// TLS sessions: a resumed session carries the identity of the certificate
+// it was opened with, so route B's mail would reach the partner
+// authenticated as route A, and mail without a route as either.
+func TestSessionCacheSeparatesClientIdentities(t *testing.T) {
+	clientCA, err := transporttest.NewCA("client CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certA := clientCA.MustIssue(transporttest.LeafOptions{CommonName: "tenant-a", DNSNames: []string{"a.example.org"}, Client: true})
+	certB := clientCA.MustIssue(transporttest.LeafOptions{CommonName: "tenant-b", DNSNames: []string{"b.example.org"}, Client: true})
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, ClientCAs: clientCA.Pool})
+	e := newEnv(t)
+	e.mx("a.test", "mx.example.test")
+	e.mx("b.test", "mx.example.test")
+	e.mx("c.test", "mx.example.test")
+	e.host("mx.example.test", "192.0.2.10", srv.Addr)
+	c := e.connector(fixed(policy.Verify), srv)
+	c.Routes = []transport.Route{
+		{Domain: "a.test", ClientCertificate: &certA.TLS},
+		{Domain: "b.test", ClientCertificate: &certB.TLS},
+	}
+	for _, rcpt := range []string{"u@a.test", "u@a.test", "u@b.test", "u@c.test"} {
+		wantDelivered(t, deliver(t, c, envelope(rcpt)).Recipients[0])
+	}
+	msgs := srv.Messages()
+	if len(msgs) != 4 {
+		t.Fatalf("messages = %d", len(msgs))
+	}
+	if !msgs[1].TLS.DidResume {
+		t.Fatalf("the second message to a.test did not resume; the test would prove nothing")
+	}
+	ident := func(m *transporttest.Message) string {
+		if m.TLS == nil || len(m.TLS.PeerCertificates) == 0 {
+			return ""
+		}
+		return m.TLS.PeerCertificates[0].Subject.CommonName
+	}
+	for i, want := range []string{"tenant-a", "tenant-a", "tenant-b", ""} {
+		if got := ident(msgs[i]); got != want {
+			t.Errorf("message %d (%v) reached the server as client %q, want %q (resumed %v)",
+				i, msgs[i].Envelope.Recipients, got, want, msgs[i].TLS.DidResume)
+		}
+	}
+}

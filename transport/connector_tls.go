@@ -165,14 +165,25 @@ func matchesAny(leaf *x509.Certificate, patterns []string) bool {
 	return false
 }
 
-// tlsConfig builds the client tls.Config for one attempt.
-func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route) *tls.Config {
+// tlsConfig builds the client tls.Config for one attempt. routeIdx is the
+// index of r in Connector.Routes, -1 without a route.
+func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route, routeIdx int) *tls.Config {
 	cfg := &tls.Config{
 		// Verification happens in VerifyConnection; see tlsCheck.
 		InsecureSkipVerify: true,
 		VerifyConnection:   v.verifyConnection,
 		MinVersion:         tls.VersionTLS12, // RFC 9325 §3.1.1; policies may raise it
 		ClientSessionCache: c.sessionCache(),
+	}
+	if r != nil && (r.ClientCertificate != nil || r.GetClientCertificate != nil) {
+		// A resumed session keeps the client identity it was opened with
+		// (RFC 8446 §2.2, RFC 5077 §4), and crypto/tls keys its cache by
+		// server name only: without a namespace per route, mail of one route
+		// would reach a shared next hop authenticated with another route's
+		// certificate, and mail without a route with any. Server
+		// verification needs no namespace: VerifyConnection runs on
+		// resumption too and sees the original certificate.
+		cfg.ClientSessionCache = keyedSessionCache{c: cfg.ClientSessionCache, prefix: fmt.Sprintf("route %d client cert|", routeIdx)}
 	}
 	// SNI only for names; RFC 6066 §3 forbids IP literals.
 	if net.ParseIP(serverName) == nil {
@@ -187,6 +198,17 @@ func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route) *tls.Con
 	}
 	return cfg
 }
+
+// keyedSessionCache is a namespace in a shared tls.ClientSessionCache.
+type keyedSessionCache struct {
+	c      tls.ClientSessionCache
+	prefix string
+}
+
+func (k keyedSessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	return k.c.Get(k.prefix + key)
+}
+func (k keyedSessionCache) Put(key string, cs *tls.ClientSessionState) { k.c.Put(k.prefix+key, cs) }
 
 // classifyHandshake names a handshake error that VerifyConnection did not
 // classify.
