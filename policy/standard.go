@@ -38,6 +38,8 @@ import (
 //     is not ignored: the result is that policy in Testing mode, with Floor
 //     set to the enforced result's level, so that the Connector checks and
 //     reports it (TLS-RPT) while still enforcing the floor (say Encrypt).
+//     A dane-only result is kept as it is (Floor cannot express "DANE or
+//     nothing"); the testing policy is only named in Reason.
 //   - Ties between equally strict answers go to DANE, then MTA-STS, then the
 //     static table, then the default, so that a published policy that is
 //     matched by a local entry is still reported as applied.
@@ -144,7 +146,11 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 			slog.String("domain", r.Domain), slog.String("policy", r.Level.String()),
 			slog.Bool("lowered", lowered), slog.String("reason", r.Reason))
 	}
-	if r.Mode == Enforce && r.Source != SourceOverride {
+	// A dane-only result is never replaced by a testing policy: Floor can
+	// only carry "TLS required", and the Connector would then hold MX hosts
+	// without usable TLSA records to unauthenticated TLS (which an active
+	// attacker passes with any certificate) instead of refusing them.
+	if r.Mode == Enforce && r.Source != SourceOverride && r.Level != DANEOnly {
 		if t, ok := strictestTesting(answers); ok && stricter(t, r) {
 			enforced := r
 			r = t

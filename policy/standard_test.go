@@ -71,6 +71,14 @@ func TestStandardPrecedence(t *testing.T) {
 			level: Verify, source: SourceMTASTS, mode: Testing, floor: Encrypt, strings: true, why: "static encrypt enforced meanwhile"},
 		{name: "testing policy weaker than enforced static", s: Standard{MTASTS: stsTesting, Static: static(Secure), Default: Fixed{Level: May}},
 			level: Secure, source: SourceStatic, why: "(testing, not enforced)"},
+		// A testing policy is checked over an enforced floor that Floor can
+		// express (a TLS requirement). dane-only cannot be expressed that way:
+		// replaced, it would leave hosts without TLSA records to unauthenticated
+		// TLS, which an active attacker accepts with any certificate.
+		{name: "dane-only is not replaced by a testing MTA-STS policy", s: Standard{DANE: daneOnlyNone, MTASTS: stsTesting, Default: Fixed{Level: May}},
+			level: DANEOnly, source: SourceDANE, why: "(testing, not enforced)"},
+		{name: "static dane-only is not replaced by a testing MTA-STS policy", s: Standard{MTASTS: stsTesting, Static: static(DANEOnly), Default: Fixed{Level: May}},
+			level: DANEOnly, source: SourceStatic, why: "(testing, not enforced)"},
 		{name: "DANE lookup failure defers", s: Standard{DANE: failing(boom), MTASTS: stsEnforce, Default: Fixed{Level: May}}, err: boom},
 	}
 	for _, tt := range tests {

@@ -241,8 +241,9 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 	case len(h.TLSA) > 0:
 		return plan{tryTLS: true, required: true, kind: checkDANE, enforce: true, dane: h,
 			reason: "dane: " + h.Reason}, nil
-	case req.Level == policy.DANEOnly:
-		// A static dane-only entry with a dane.Policy that falls back.
+	case req.Level == policy.DANEOnly, req.Mode == policy.Testing && req.Floor == policy.DANEOnly:
+		// A static dane-only entry with a dane.Policy that falls back, or a
+		// dane-only floor under a testing policy.
 		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
 			fmt.Errorf("%w: %s: %s", ErrDANE, t.host, h.Reason)), FailureDANERequired)
 	case req.Level == policy.DANE && req.WithoutTLSA.VerifiesPKIX():

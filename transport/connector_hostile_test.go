@@ -283,3 +283,21 @@ func TestSessionCacheSeparatesClientIdentities(t *testing.T) {
 		}
 	}
 }
+
+// A testing-mode policy over a dane-only floor (a hand-made Policy; Standard
+// keeps dane-only instead) must not let delivery fall to unauthenticated
+// TLS: without Connector.DANE no host can meet the floor.
+func TestTestingPolicyOverDANEOnlyFloorFailsClosed(t *testing.T) {
+	mitm := transporttest.NewUntrustedServer(t)
+	e := newEnv(t)
+	e.single(mitm.Addr)
+	c := e.connector(reqPolicy(policy.Requirement{Level: policy.Verify, Mode: policy.Testing, Floor: policy.DANEOnly,
+		Source: policy.SourceMTASTS, MXPatterns: []string{"mx.example.test"}}), nil)
+	r := deliver(t, c, envelope("user@example.test")).Recipients[0]
+	if r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrDANE) {
+		t.Errorf("testing policy over dane-only floor: %v %v, want fail closed with ErrDANE", r.Status, r.Reply)
+	}
+	if len(mitm.Messages()) != 0 {
+		t.Errorf("delivered over unauthenticated TLS")
+	}
+}

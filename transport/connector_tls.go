@@ -290,6 +290,11 @@ func makePlan(req policy.Requirement, env *Envelope, perHost bool) (plan, error)
 	if !p.enforce {
 		// MTA-STS testing mode (RFC 8461 §5): check and report, never block,
 		// but keep the enforced floor's TLS requirement (Requirement.Floor).
+		if req.Floor == policy.DANEOnly && !perHost {
+			// "DANE or nothing" cannot be met without per-host TLSA checks
+			// (policy.Standard no longer builds this; a hand-made Policy may).
+			return p, fmt.Errorf("%w: dane-only floor under a testing policy, but Connector.DANE is not set; failing closed", ErrDANE)
+		}
 		p.required = req.Floor.RequiresTLS()
 		p.reason = "testing mode: failures reported, not enforced"
 		if p.required {
