@@ -9,7 +9,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -299,5 +301,194 @@ func TestTestingPolicyOverDANEOnlyFloorFailsClosed(t *testing.T) {
 	}
 	if len(mitm.Messages()) != 0 {
 		t.Errorf("delivered over unauthenticated TLS")
+	}
+}
+
+// scriptedPeer is a raw SMTP peer: it greets, answers the first EHLO with
+// ehlo, then hands over to after (with everything the client sent so far
+// already recorded). Everything the client sends in plaintext is recorded.
+type scriptedPeer struct {
+	mu    sync.Mutex
+	plain bytes.Buffer // bytes read before any TLS handshake
+	conns int
+}
+
+func (p *scriptedPeer) record(b string) {
+	p.mu.Lock()
+	p.plain.WriteString(b)
+	p.mu.Unlock()
+}
+
+func (p *scriptedPeer) wire() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Clone(p.plain.Bytes())
+}
+
+// readLine reads one command line and records it.
+func (p *scriptedPeer) readLine(r *bufio.Reader) (string, error) {
+	l, err := r.ReadString('\n')
+	p.record(l)
+	return l, err
+}
+
+// drain records whatever else the client sends in plaintext, answering
+// every line with reply, until the client closes or 2s pass.
+func (p *scriptedPeer) drain(c net.Conn, r *bufio.Reader, reply string) {
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		l, err := p.readLine(r)
+		if err != nil {
+			return
+		}
+		if strings.HasPrefix(strings.ToUpper(l), "QUIT") {
+			c.Write([]byte("221 bye\r\n"))
+			return
+		}
+		c.Write([]byte(reply))
+	}
+}
+
+func (p *scriptedPeer) serve(t *testing.T, ehlo string, after func(p *scriptedPeer, c net.Conn, r *bufio.Reader)) string {
+	return rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		p.mu.Lock()
+		p.conns++
+		p.mu.Unlock()
+		c.Write([]byte("220 peer.example.test ESMTP\r\n"))
+		if _, err := p.readLine(r); err != nil {
+			return
+		}
+		c.Write([]byte(ehlo))
+		after(p, c, r)
+	})
+}
+
+// How STARTTLS is advertised is attacker-controlled text. Every spelling
+// RFC 5321 allows (case-insensitive keyword, trailing space, last line)
+// makes the client try STARTTLS; the greeting line is not an extension;
+// HELO fallback (EHLO refused with 502) has no extensions at all. Whatever
+// the spelling, under Encrypt no envelope or body byte crosses in plaintext.
+func TestSTARTTLSAdvertisementSpellings(t *testing.T) {
+	tests := []struct {
+		name       string
+		ehlo       string
+		wantTried  bool   // the client sends STARTTLS
+		wantEnhanc string // the recipient's enhanced code
+	}{
+		{"lower case", "250-peer\r\n250-starttls\r\n250 SIZE 1000\r\n", true, "4.7.5"},
+		{"trailing space", "250-peer\r\n250-STARTTLS \r\n250 8BITMIME\r\n", true, "4.7.5"},
+		{"last line", "250-peer\r\n250-PIPELINING\r\n250 STARTTLS\r\n", true, "4.7.5"},
+		{"only in the greeting line", "250 STARTTLS\r\n", false, "4.7.4"},
+		{"EHLO refused, HELO fallback", "502 5.5.1 no EHLO\r\n", false, "4.7.4"},
+		{"STARTTLS refused 454", "250-peer\r\n250 STARTTLS\r\n", true, "4.7.4"},
+		{"STARTTLS refused 554", "250-peer\r\n250 STARTTLS\r\n", true, "4.7.4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &scriptedPeer{}
+			var tried bool
+			addr := p.serve(t, tt.ehlo, func(p *scriptedPeer, c net.Conn, r *bufio.Reader) {
+				l, err := p.readLine(r)
+				if err != nil {
+					return
+				}
+				switch {
+				case strings.HasPrefix(l, "HELO "):
+					c.Write([]byte("250 peer\r\n"))
+					p.drain(c, r, "250 OK\r\n")
+				case strings.HasPrefix(l, "STARTTLS"):
+					p.mu.Lock()
+					tried = true
+					p.mu.Unlock()
+					switch {
+					case strings.Contains(tt.name, "454"):
+						c.Write([]byte("454 4.7.0 TLS not available\r\n"))
+						p.drain(c, r, "250 OK\r\n")
+					case strings.Contains(tt.name, "554"):
+						c.Write([]byte("554 5.7.0 no\r\n"))
+						p.drain(c, r, "250 OK\r\n")
+					default:
+						// Accept, then answer the ClientHello with plaintext:
+						// the handshake fails.
+						c.Write([]byte("220 go ahead\r\n"))
+						r.ReadByte()
+						c.Write([]byte("250 OK\r\n"))
+					}
+				default:
+					c.Write([]byte("250 OK\r\n"))
+					p.drain(c, r, "250 OK\r\n")
+				}
+			})
+			e := newEnv(t)
+			e.single(addr)
+			r := deliver(t, e.connector(fixed(policy.Encrypt), nil), envelope("user@example.test")).Recipients[0]
+			if r.Status != transport.Deferred || r.Reply == nil || r.Reply.EnhancedCode.String() != tt.wantEnhanc {
+				t.Errorf("got %v %v, want deferred %s", r.Status, r.Reply, tt.wantEnhanc)
+			}
+			time.Sleep(50 * time.Millisecond)
+			p.mu.Lock()
+			gotTried := tried
+			p.mu.Unlock()
+			if gotTried != tt.wantTried {
+				t.Errorf("client sent STARTTLS = %v, want %v", gotTried, tt.wantTried)
+			}
+			assertNoPlaintextTransaction(t, tt.name, p.wire())
+		})
+	}
+}
+
+// A server that completes the handshake and then answers the second EHLO
+// with 4xx (or drops the connection) ends the attempt; the client must not
+// "retry" without TLS, whatever the level, including May once TLS was up.
+func TestFailureAfterHandshakeNeverRetriesInPlaintext(t *testing.T) {
+	ca, err := transporttest.NewCA("peer CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := ca.MustIssue(transporttest.LeafOptions{DNSNames: []string{"mx.example.test"}})
+	for _, second := range []string{"421 4.3.0 try later\r\n", "454 4.7.0 busy\r\n", ""} {
+		for _, lvl := range []policy.Level{policy.May, policy.Encrypt, policy.Verify} {
+			t.Run(fmt.Sprintf("%s/%q", lvl, second), func(t *testing.T) {
+				p := &scriptedPeer{}
+				addr := p.serve(t, "250-peer\r\n250 STARTTLS\r\n", func(p *scriptedPeer, c net.Conn, r *bufio.Reader) {
+					l, err := p.readLine(r)
+					if err != nil || !strings.HasPrefix(l, "STARTTLS") {
+						p.drain(c, r, "250 OK\r\n")
+						return
+					}
+					c.Write([]byte("220 go ahead\r\n"))
+					tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}})
+					tc.SetDeadline(time.Now().Add(5 * time.Second))
+					if err := tc.Handshake(); err != nil {
+						return
+					}
+					tr := bufio.NewReader(tc)
+					if _, err := tr.ReadString('\n'); err != nil { // EHLO
+						return
+					}
+					if second == "" {
+						return // drop the connection
+					}
+					tc.Write([]byte(second))
+					tr.ReadString('\n')
+				})
+				e := newEnv(t)
+				e.single(addr)
+				c := e.connector(fixed(lvl), nil)
+				c.RootCAs = ca.Pool
+				r := deliver(t, c, envelope("user@example.test")).Recipients[0]
+				if r.Status != transport.Deferred {
+					t.Errorf("got %v %v, want deferred", r.Status, r.Reply)
+				}
+				time.Sleep(50 * time.Millisecond)
+				p.mu.Lock()
+				conns := p.conns
+				p.mu.Unlock()
+				if conns != 1 {
+					t.Errorf("connections = %d, want 1 (no plaintext retry)", conns)
+				}
+				assertNoPlaintextTransaction(t, "peer", p.wire())
+			})
+		}
 	}
 }
