@@ -491,7 +491,13 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 			detail(t.remote, oneLine(rc.RemoteMTA))
 		}
 		if rc.DiagnosticCode != "" {
-			detail(t.reply, strings.Join(strings.Fields(rc.DiagnosticCode), " "))
+			// RFC 3464 §2.3.6: only an "smtp" diagnostic is the remote
+			// server's reply; any other type is the reporting MTA's own.
+			label := t.reply
+			if typ := strings.TrimSpace(rc.DiagnosticType); typ != "" && !strings.EqualFold(typ, "smtp") {
+				label = t.localDiag
+			}
+			detail(label, strings.Join(strings.Fields(rc.DiagnosticCode), " "))
 		}
 		if !rc.LastAttemptDate.IsZero() {
 			detail(t.lastAttempt, rc.LastAttemptDate.Format(dateLayout))
@@ -557,6 +563,7 @@ type texts struct {
 	intro, failed, delayed, success                string
 	action                                         map[Action]string
 	status, remote, reply, lastAttempt, retryUntil string
+	localDiag                                      string
 	requireTLS, tooLarge, bodyNotReturned          string
 	headersAttached, fullAttached, closing         string
 	subjectFailed, subjectDelayed, subjectSuccess  string
@@ -577,6 +584,7 @@ var textsEN = texts{
 	status:          "Status",
 	remote:          "Remote server",
 	reply:           "Server reply",
+	localDiag:       "Found by this mail system",
 	lastAttempt:     "Last attempt",
 	retryUntil:      "Will retry until",
 	requireTLS:      "Your message was sent with REQUIRETLS (RFC 8689), so this report includes only its headers and not its content: the report itself may travel without TLS, and the content was meant to travel only over TLS.",
@@ -605,6 +613,7 @@ var textsJA = texts{
 	status:          "状態コード",
 	remote:          "相手先サーバー",
 	reply:           "サーバーの応答",
+	localDiag:       "当システムでの検出内容",
 	lastAttempt:     "最終試行日時",
 	retryUntil:      "再試行の期限",
 	requireTLS:      "お送りいただいたメッセージには REQUIRETLS（RFC 8689）が指定されていたため、この通知には本文を含めず、ヘッダーのみを添付しています。本文は TLS で保護された経路でのみ送られるべきものですが、この通知自体は TLS なしで届く可能性があるためです。",

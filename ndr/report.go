@@ -190,6 +190,11 @@ type Recipient struct {
 	// rendered "dns; host" (RFC 3464 §2.3.5). Omitted if empty.
 	RemoteMTA string
 	// DiagnosticType is the type of DiagnosticCode; empty means "smtp".
+	// RFC 3464 §2.3.6 keeps "smtp" for the reply the remote MTA actually
+	// sent; a failure the reporting MTA found itself (STARTTLS not offered,
+	// a refused certificate...) takes an "X-" type, and the human-readable
+	// part then labels the text as this mail system's finding, not as a
+	// server reply.
 	DiagnosticType string
 	// DiagnosticCode is the reply of the remote server ("530 5.7.0 Must
 	// issue a STARTTLS command first"; lines of a multi-line reply separated
