@@ -2,7 +2,9 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net"
 	"strings"
 
 	"github.com/mailtls/mailtls/transport"
@@ -89,7 +91,14 @@ func outcomes(env *transport.Envelope, res *transport.Result, err error) []outco
 		}
 		if o.state == Failed || o.state == Deferred {
 			o.err = lastError(rr.Reply, err)
-			o.err.RemoteMTA = rr.RemoteMTA.Host
+			te := rr.Reply
+			if te == nil {
+				te, _ = transport.AsError(err)
+			}
+			o.err.Local = te == nil || detectedLocally(te)
+			if !o.err.Local || connected(res, rr.RemoteMTA) {
+				o.err.RemoteMTA = rr.RemoteMTA.Host
+			}
 			o.err.TLSFailure = string(rr.TLSFailure)
 			if rr.Requirement.Source != "" {
 				o.err.Policy = string(rr.Requirement.Source)
@@ -104,10 +113,50 @@ func outcomes(env *transport.Envelope, res *transport.Result, err error) []outco
 func callFailure(err error) outcome {
 	le := lastError(nil, err)
 	st := Deferred
-	if te, ok := transport.AsError(err); ok && te.Code >= 500 {
-		st = Failed
+	le.Local = true // the queue's own 4.3.0
+	if te, ok := transport.AsError(err); ok {
+		le.Local = detectedLocally(te)
+		if te.Code >= 500 {
+			st = Failed
+		}
 	}
 	return outcome{state: st, err: le}
+}
+
+// detectedLocally reports whether e is a failure the Connector detected
+// itself rather than a reply the remote server sent: one of the
+// transport sentinels for its own decisions (TLS requirements, REQUIRETLS,
+// null MX, MX selection, DANE, policy lookup, AUTH without TLS), or a
+// network, timeout or cancellation error, where no server reply exists.
+// Remote replies carry no such cause (errors.Is, never the text).
+func detectedLocally(e *transport.Error) bool {
+	for _, s := range []error{
+		transport.ErrSTARTTLSNotOffered, transport.ErrTLSHandshake, transport.ErrCertificate,
+		transport.ErrTLSVersion, transport.ErrRequireTLS, transport.ErrNullMX, transport.ErrNoMX,
+		transport.ErrDANE, transport.ErrPolicyLookup, transport.ErrAuthWithoutTLS,
+		io.EOF, io.ErrUnexpectedEOF, context.Canceled, context.DeadlineExceeded,
+	} {
+		if errors.Is(e, s) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(e, &ne)
+}
+
+// connected reports whether res records a connection made to m (an
+// attempt to its address with a local address, Attempt.SourceIP).
+func connected(res *transport.Result, m transport.RemoteMTA) bool {
+	if res == nil || m.IP == nil {
+		return false
+	}
+	for _, a := range res.Attempts {
+		if a.SourceIP != nil && a.RemoteMTA.IP.Equal(m.IP) && a.RemoteMTA.Port == m.Port &&
+			strings.EqualFold(a.RemoteMTA.Host, m.Host) {
+			return true
+		}
+	}
+	return false
 }
 
 // lastError converts a reply or error. A failure that is not an SMTP reply

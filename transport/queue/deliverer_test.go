@@ -2,6 +2,7 @@ package queue
 
 import (
 	"errors"
+	"net"
 	"testing"
 
 	"github.com/mailtls/mailtls/transport"
@@ -15,12 +16,13 @@ func TestOutcomes(t *testing.T) {
 	// missing one is deferred, never assumed delivered.
 	a, b := ok(), tlsFailure(transport.Failed)
 	a.Recipient, b.Recipient = env.Recipients[0], transport.Recipient{Address: "B@X.example"}
-	outs := outcomes(env, &transport.Result{Recipients: []transport.RecipientResult{b, a}}, nil)
+	connectedToB := []transport.Attempt{{RemoteMTA: b.RemoteMTA, SourceIP: net.IPv4(127, 0, 0, 1)}}
+	outs := outcomes(env, &transport.Result{Recipients: []transport.RecipientResult{b, a}, Attempts: connectedToB}, nil)
 	if outs[0].state != Delivered || outs[1].state != Failed || outs[2].state != Deferred {
 		t.Fatalf("states = %v %v %v", outs[0].state, outs[1].state, outs[2].state)
 	}
 	if e := outs[1].err; e.Code != 554 || e.EnhancedCode != "5.7.4" || e.TLSFailure != "starttls-not-supported" ||
-		e.RemoteMTA != "mx.legacy.example" || e.Policy != "static" {
+		e.RemoteMTA != "mx.legacy.example" || e.Policy != "static" || !e.Local {
 		t.Errorf("failed outcome error = %+v", e)
 	}
 	if outs[0].tls == nil || outs[0].policy != "static:verify" || outs[0].nextHop != "mx.example.net[<nil>]:25" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -84,6 +85,10 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, env *transport.Envelope, bo
 			rr = f.script(rc.Address, n)
 		}
 		rr.Recipient = rc
+		if rr.RemoteMTA.IP != nil {
+			// The fake connected to the server its result names.
+			res.Attempts = append(res.Attempts, transport.Attempt{RemoteMTA: rr.RemoteMTA, SourceIP: net.IPv4(127, 0, 0, 1)})
+		}
 		if rr.Status == transport.Delivered || rr.Status == transport.Relayed {
 			f.delivered[rc.Address]++
 			if env.From == "" {
@@ -141,7 +146,8 @@ func relayed() transport.RecipientResult {
 	return r
 }
 
-// tlsFailure is a STARTTLS-not-offered result: deferred or failed.
+// tlsFailure is a STARTTLS-not-offered result, found by the Connector
+// itself on a connection to mx.legacy.example: deferred or failed.
 func tlsFailure(status transport.Status) transport.RecipientResult {
 	code, class := 451, 4
 	if status == transport.Failed {
@@ -152,7 +158,7 @@ func tlsFailure(status transport.Status) transport.RecipientResult {
 		Reply: &transport.Error{Code: code, EnhancedCode: transport.EnhancedCode{class, 7, 4},
 			Message: "STARTTLS required by policy but not offered by mx.legacy.example",
 			Err:     transport.ErrSTARTTLSNotOffered},
-		RemoteMTA:   transport.RemoteMTA{Host: "mx.legacy.example", Port: 25},
+		RemoteMTA:   transport.RemoteMTA{Host: "mx.legacy.example", IP: net.IPv4(192, 0, 2, 25), Port: 25},
 		Requirement: policy.Requirement{Domain: "legacy.example", Level: policy.Encrypt, Source: policy.SourceStatic},
 		TLSFailure:  transport.FailureSTARTTLSNotSupported,
 	}

@@ -96,7 +96,8 @@ func TestExpiryFailedDSN(t *testing.T) {
 	if rr.Action != ndr.ActionFailed || rr.Status != "5.7.4" || !strings.Contains(rr.FinalRecipient, "bob@legacy.example") {
 		t.Errorf("recipient group = %+v", rr)
 	}
-	if !strings.Contains(rr.DiagnosticCode, "451 4.7.4") || !strings.Contains(rr.RemoteMTA, "mx.legacy.example") {
+	// Our own finding, not the server's reply (RFC 3464 §2.3.6).
+	if rr.DiagnosticType != LocalDiagnosticType || !strings.Contains(rr.DiagnosticCode, "not offered") || !strings.Contains(rr.RemoteMTA, "mx.legacy.example") {
 		t.Errorf("diagnostic %q remote %q", rr.DiagnosticCode, rr.RemoteMTA)
 	}
 	if rep.OriginalEnvelopeID != "env-1" || !strings.Contains(rep.ReportingMTA, "relay.example.org") {

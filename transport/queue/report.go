@@ -88,6 +88,11 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 	return dsn, nil
 }
 
+// LocalDiagnosticType is the diagnostic-type (RFC 3464 §2.3.6) of the
+// Diagnostic-Code in reports about failures this MTA detected itself
+// rather than replies from a remote server (LastError.Local).
+const LocalDiagnosticType = "X-mailtls"
+
 // reportRecipient is the per-recipient group of a report (RFC 3464 §2.3).
 func reportRecipient(r *Recipient, delay bool, expiry time.Time) ndr.Recipient {
 	rr := ndr.Recipient{
@@ -101,9 +106,24 @@ func reportRecipient(r *Recipient, delay bool, expiry time.Time) ndr.Recipient {
 	}
 	le := r.LastError
 	if le != nil {
+		// Remote-MTA names the server the diagnostic is about (RFC 3464
+		// §2.3.5), not one from an earlier attempt; for a failure found
+		// before any connection there is none.
+		rr.RemoteMTA = le.RemoteMTA
 		rr.DiagnosticCode = le.Reply()
-		if le.RemoteMTA != "" {
-			rr.RemoteMTA = le.RemoteMTA
+		if le.Local {
+			// RFC 3464 §2.3.6: diagnostic-type "smtp" is for the reply the
+			// remote MTA actually sent. A failure this MTA detected itself
+			// (STARTTLS not offered, certificate refused, DANE, REQUIRETLS,
+			// null MX, policy lookup...) is our own text, given with an
+			// X- type as Postfix gives "X-Postfix; TLS is required, but
+			// was not offered by host ...". The Status field carries the
+			// enhanced code.
+			rr.DiagnosticType = LocalDiagnosticType
+			rr.DiagnosticCode = le.Message
+			if rr.DiagnosticCode == "" {
+				rr.DiagnosticCode = le.Reply()
+			}
 		}
 		if le.TLSFailure != "" {
 			rr.Reason = &ndr.Reason{

@@ -198,6 +198,13 @@ type LastError struct {
 	TLSFailure string `json:"tls_failure,omitempty"`
 	// Policy describes the TLS requirement that applied.
 	Policy string `json:"policy,omitempty"`
+	// Local is set when this MTA detected the failure itself (a TLS
+	// requirement not met, REQUIRETLS, a null MX, a failed policy or DNS
+	// lookup, a lost connection...): Code, EnhancedCode and Message are
+	// ours, not a reply from RemoteMTA. Reports then give the diagnostic
+	// with a non-"smtp" type (RFC 3464 §2.3.6). RemoteMTA is set only if
+	// a connection to it was made.
+	Local bool `json:"local,omitempty"`
 }
 
 // Reply renders the error as an SMTP reply line: "450 4.7.4 text".
