@@ -492,3 +492,95 @@ func TestFailureAfterHandshakeNeverRetriesInPlaintext(t *testing.T) {
 		}
 	}
 }
+
+// tlsPeer offers STARTTLS, completes the handshake with cert and ends the
+// session with 421 after the second EHLO: the result shows whether the
+// certificate passed the level's check.
+func tlsPeer(t *testing.T, cert tls.Certificate) string {
+	p := &scriptedPeer{}
+	return p.serve(t, "250-peer\r\n250 STARTTLS\r\n", func(p *scriptedPeer, c net.Conn, r *bufio.Reader) {
+		if l, err := p.readLine(r); err != nil || !strings.HasPrefix(l, "STARTTLS") {
+			return
+		}
+		c.Write([]byte("220 go ahead\r\n"))
+		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if tc.Handshake() != nil {
+			return
+		}
+		tr := bufio.NewReader(tc)
+		tr.ReadString('\n')
+		tc.Write([]byte("421 4.3.0 test ends here\r\n"))
+		tr.ReadString('\n')
+	})
+}
+
+// Name matching at Verify and Secure against hostile certificates, all
+// issued by a trusted CA: wildcards cover exactly one label and never the
+// apex, "match=.domain" means subdomains only, a suffix without a dot is
+// not a subdomain, an IP next hop needs an IP SAN, and an expired
+// intermediate is "certificate-expired" even when the leaf is current.
+func TestCertificateNameEdgeCases(t *testing.T) {
+	ca, err := transporttest.NewCA("trusted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(o transporttest.LeafOptions) tls.Certificate { return ca.MustIssue(o).TLS }
+	inter := ca.MustIssue(transporttest.LeafOptions{CommonName: "expired intermediate", IsCA: true,
+		NotBefore: time.Now().Add(-72 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	interCA, err := inter.AsCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaExpired := interCA.MustIssue(transporttest.LeafOptions{DNSNames: []string{"mx.example.test", "example.test"}}).TLS
+	loop := []net.IP{net.ParseIP("127.0.0.1")}
+	tests := []struct {
+		name  string
+		level policy.Level
+		match []string
+		cert  tls.Certificate
+		hop   bool // deliver to the peer as a fixed next hop [127.0.0.1]:port
+		ft    transport.FailureType
+	}{
+		{"secure: wildcard under the domain", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"*.example.test"}}), false, ""},
+		{"secure: exact match= is not covered by a wildcard", policy.Secure, []string{"example.test"}, leaf(transporttest.LeafOptions{DNSNames: []string{"*.example.test"}}), false, transport.FailureCertificateHostMismatch},
+		{"secure: .domain is subdomains only", policy.Secure, []string{".example.test"}, leaf(transporttest.LeafOptions{DNSNames: []string{"example.test"}}), false, transport.FailureCertificateHostMismatch},
+		{"secure: suffix without a dot", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"evilexample.test"}}), false, transport.FailureCertificateHostMismatch},
+		{"secure: domain as a label of another name", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"example.test.evil.test"}}), false, transport.FailureCertificateHostMismatch},
+		{"secure: the MX name is not enough", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"mx.example.test.attacker.test"}}), false, transport.FailureCertificateHostMismatch},
+		{"verify: wildcard for the MX", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"*.example.test"}}), false, ""},
+		{"verify: wildcard one label too deep", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"*.mx.example.test"}}), false, transport.FailureCertificateHostMismatch},
+		{"verify: wildcard not leftmost", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"mx.*.test"}}), false, transport.FailureCertificateHostMismatch},
+		{"verify: CN only, no SAN", policy.Verify, nil, leaf(transporttest.LeafOptions{CommonName: "mx.example.test"}), false, transport.FailureCertificateHostMismatch},
+		{"verify: IP next hop with IP SAN", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"gw.example.test"}, IPs: loop}), true, ""},
+		{"verify: IP next hop, IP only as a DNS name", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"127.0.0.1"}}), true, transport.FailureCertificateHostMismatch},
+		{"verify: expired intermediate", policy.Verify, nil, viaExpired, false, transport.FailureCertificateExpired},
+		{"secure: expired intermediate", policy.Secure, nil, viaExpired, false, transport.FailureCertificateExpired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := tlsPeer(t, tt.cert)
+			e := newEnv(t)
+			e.single(addr)
+			c := e.connector(reqPolicy(policy.Requirement{Level: tt.level, Match: tt.match}), nil)
+			c.RootCAs = ca.Pool
+			if tt.hop {
+				c.Routes = []transport.Route{{Domain: "example.test", NextHop: addr}}
+			}
+			r := deliver(t, c, envelope("user@example.test")).Recipients[0]
+			if r.Status == transport.Delivered {
+				t.Fatalf("delivered to a peer that answers 421")
+			}
+			if r.TLSFailure != tt.ft {
+				t.Errorf("TLS failure %q, want %q (%v)", r.TLSFailure, tt.ft, r.Reply)
+			}
+			if tt.ft == "" {
+				if r.TLS == nil || !r.TLS.Verified || r.Reply == nil || r.Reply.Code != 421 {
+					t.Errorf("want a verified session ended by the peer's 421, got TLS %+v reply %v", r.TLS, r.Reply)
+				}
+			} else if !errors.Is(r.Reply, transport.ErrCertificate) || r.Reply.EnhancedCode.String() != "4.7.5" {
+				t.Errorf("reply %v, want 4.7.5 wrapping ErrCertificate", r.Reply)
+			}
+		})
+	}
+}
