@@ -76,7 +76,11 @@ func report(w io.Writer, o *outcome) error {
 			p("    Remote-MTA: dns; %s", r.RemoteMTA)
 		}
 		if r.DiagnosticCode != "" {
-			p("    Diagnostic-Code: smtp; %s", strings.ReplaceAll(r.DiagnosticCode, "\n", " "))
+			dt := r.DiagnosticType
+			if dt == "" {
+				dt = "smtp"
+			}
+			p("    Diagnostic-Code: %s; %s", dt, strings.ReplaceAll(r.DiagnosticCode, "\n", " "))
 		}
 	}
 	return nil
