@@ -58,6 +58,10 @@ func (r Requirement) Strength() int {
 //     RFC 8461 §2 says MTA-STS validation must not override a failing DANE
 //     validation, and a Verify answer from MTA-STS would otherwise outrank
 //     the DANE one and drop its TLSA records. Static answers still compete.
+//     If the DANE answer wins, the first enforced MTA-STS answer that
+//     yielded still governs the MX hosts without usable TLSA records: its
+//     level goes to WithoutTLSA and its MXPatterns and PolicyString come
+//     with it (as with Standard).
 //   - Among the competitors the winner has the highest Strength; ties go to
 //     the higher effective MinVersion, then to Bounce over Defer, then to
 //     the earlier member. The result is the winner's requirement (Level,
@@ -199,6 +203,22 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 		r.MXAuthenticated = r.MXAuthenticated || a.MXAuthenticated
 		if (r.Level == DANE || r.Level == DANEOnly) && len(r.TLSA) == 0 && hasDANERecords(a) {
 			r.TLSA = slices.Clone(a.TLSA)
+		}
+	}
+	// RFC 8461 §2 gives DANE precedence only where DANE applies: MX hosts
+	// without usable TLSA records stay under the enforced MTA-STS policy
+	// that yielded (the Connector reads WithoutTLSA), or a DANE level that
+	// falls back to May would let an attacker who blocks the DANE-protected
+	// hosts push delivery to the others in plaintext.
+	if r.Source == SourceDANE && hasDANERecords(r) && r.WithoutTLSA == None {
+		for i, a := range answers {
+			if yielded[i] {
+				r.WithoutTLSA = a.Level
+				r.MXPatterns = slices.Clone(a.MXPatterns)
+				r.PolicyString = slices.Clone(a.PolicyString)
+				r.MXAuthenticated = r.MXAuthenticated || a.MXAuthenticated
+				break
+			}
 		}
 	}
 	if len(overrides) > 0 {

@@ -137,7 +137,10 @@ func TestStrictest(t *testing.T) {
 				answer(Requirement{Level: Verify, Source: SourceMTASTS, MXPatterns: []string{"*.d.example"}, MXAuthenticated: true, Reason: "sts"}),
 				answer(Requirement{Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "records"}),
 			},
-			want:    Requirement{Domain: "d.example", Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE},
+			// The yielded MTA-STS policy still governs MX hosts without usable
+			// TLSA records (WithoutTLSA, its patterns): see Strictest.
+			want: Requirement{Domain: "d.example", Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE,
+				WithoutTLSA: Verify, MXPatterns: []string{"*.d.example"}},
 			wantWhy: []string{"records; strictest of mta-sts verify (DANE takes precedence, RFC 8461 §2), dane dane (chosen)"},
 		},
 		{
