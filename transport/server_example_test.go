@@ -89,3 +89,49 @@ func ExampleParseBcryptTable() {
 	// <nil>
 	// transport: users.txt line 1: user "bob": not a bcrypt hash: crypto/bcrypt: hashedSecret too short to be a bcrypted password
 }
+
+// noRelay is a Handler that accepts mail for example.net only, refusing
+// other recipients at RCPT unless the client authenticated.
+type noRelay struct{ transport.HandlerFunc }
+
+func (noRelay) CheckRecipient(_ context.Context, env *transport.Envelope, rcpt transport.Recipient) error {
+	if strings.HasSuffix(rcpt.Address, "@example.net") || env.AuthIdentity != "" {
+		return nil
+	}
+	return &transport.Error{Code: 554, EnhancedCode: transport.EnhancedCode{5, 7, 1}, Message: "Relay access denied"}
+}
+
+// ExampleRecipientChecker refuses relaying at RCPT, before the client sends
+// any of the message (RFC 5321 §3.6.2).
+func ExampleRecipientChecker() {
+	ca := testpki.MustCA("example CA")
+	cert := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example"}})
+	srv := &transport.Server{
+		Hostname:  "mx.example",
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert.TLS}},
+		Handler: noRelay{func(_ context.Context, env *transport.Envelope, body io.Reader) error {
+			_, err := io.Copy(io.Discard, body)
+			return err
+		}},
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+
+	c, err := smtp.DialStartTLS(l.Addr().String(), &tls.Config{RootCAs: ca.Pool, ServerName: "mx.example"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("alice@example.org", nil); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(c.Rcpt("bob@example.net", nil))
+	fmt.Println(c.Rcpt("victim@elsewhere.example", nil))
+	// Output:
+	// <nil>
+	// smtp: 554 5.7.1 Relay access denied
+}
