@@ -87,7 +87,7 @@ type PoolConfig struct {
 // EHLO re-issued after STARTTLS (RFC 3207 §4.2); SIZE (RFC 1870),
 // 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531, no downgrade), DSN parameters
 // and "relayed" (RFC 3461), REQUIRETLS and TLS-Required: No (RFC 8689),
-// AUTH PLAIN over TLS only (RFC 4954, RFC 4616); implicit TLS to fixed
+// AUTH PLAIN over verified TLS only (RFC 4954, RFC 4616); implicit TLS to fixed
 // next hops (RFC 8314 §3); TLS failures named with TLS-RPT result types
 // (RFC 8460 §4.3); DANE per MX host (RFC 7672, with the DANE field);
 // TLS-RPT results per attempt (RFC 8460 §4.3, with the TLSRPT field); MTA-STS

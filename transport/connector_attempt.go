@@ -227,7 +227,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 		}
 	}
 	if r := st.route; r != nil && r.Auth != nil {
-		if e := c.auth(ctx, s, r.Auth, st.req); e != nil {
+		if e := c.auth(ctx, s, r, st.req); e != nil {
 			return fail(s, e, true, FailureNone)
 		}
 	}
@@ -275,11 +275,22 @@ func (c *Connector) matchNames(st *groupState) []string {
 	return []string{d, "." + d}
 }
 
-// auth performs AUTH PLAIN (RFC 4954, RFC 4616), only over TLS.
-func (c *Connector) auth(ctx context.Context, s *session, cr *Credentials, req policy.Requirement) *Error {
+// auth performs AUTH PLAIN (RFC 4954, RFC 4616) with the route's
+// credentials, only over TLS, and only to a verified server unless the
+// route opts out (Route.InsecureAuthUnverifiedTLS).
+func (c *Connector) auth(ctx context.Context, s *session, route *Route, req policy.Requirement) *Error {
+	cr := route.Auth
 	if s.tls == nil {
 		return localError(req.OnFailure == policy.Bounce, 7, 11, "AUTH",
 			"credentials configured but the connection is not TLS-protected", ErrAuthWithoutTLS)
+	}
+	if !s.verified && !route.InsecureAuthUnverifiedTLS {
+		// RFC 4954 §4 leaves it to the client which protection it needs
+		// before sending a password; an unverified certificate may be an
+		// active attacker's, who reads PLAIN as if it were plaintext.
+		return localError(req.OnFailure == policy.Bounce, 7, 11, "AUTH",
+			"credentials configured but the server certificate was not verified (level "+req.Level.String()+")",
+			ErrAuthUnverifiedTLS)
 	}
 	mechs, ok := s.ext["AUTH"]
 	if !ok || !hasWord(mechs, "PLAIN") {

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -581,6 +582,86 @@ func TestCertificateNameEdgeCases(t *testing.T) {
 			} else if !errors.Is(r.Reply, transport.ErrCertificate) || r.Reply.EnhancedCode.String() != "4.7.5" {
 				t.Errorf("reply %v, want 4.7.5 wrapping ErrCertificate", r.Reply)
 			}
+		})
+	}
+}
+
+// An active attacker in front of a smarthost answers STARTTLS with a
+// certificate of its own. At May or Encrypt the handshake succeeds, and
+// credentials sent now go to the attacker, who decrypts them as easily as
+// plaintext. AUTH needs a verified certificate unless the route opts out.
+func TestAuthNeedsVerifiedTLS(t *testing.T) {
+	ca, err := transporttest.NewCA("attacker's own CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := ca.MustIssue(transporttest.LeafOptions{DNSNames: []string{"smtp.relay.test"}}).TLS
+	for _, tt := range []struct {
+		level    policy.Level
+		insecure bool
+		wantAuth bool
+	}{
+		{policy.May, false, false},
+		{policy.Encrypt, false, false},
+		{policy.Encrypt, true, true},
+	} {
+		t.Run(fmt.Sprintf("%s/insecure=%v", tt.level, tt.insecure), func(t *testing.T) {
+			var mu sync.Mutex
+			var decrypted bytes.Buffer
+			p := &scriptedPeer{}
+			addr := p.serve(t, "250-smtp.relay.test\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n", func(p *scriptedPeer, c net.Conn, r *bufio.Reader) {
+				if l, err := p.readLine(r); err != nil || !strings.HasPrefix(l, "STARTTLS") {
+					return
+				}
+				c.Write([]byte("220 go ahead\r\n"))
+				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+				tc.SetDeadline(time.Now().Add(5 * time.Second))
+				if tc.Handshake() != nil {
+					return
+				}
+				tr := bufio.NewReader(tc)
+				for {
+					l, err := tr.ReadString('\n')
+					mu.Lock()
+					decrypted.WriteString(l)
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+					switch {
+					case strings.HasPrefix(l, "EHLO"):
+						tc.Write([]byte("250-smtp.relay.test\r\n250 AUTH PLAIN\r\n"))
+					case strings.HasPrefix(l, "AUTH"):
+						tc.Write([]byte("235 2.7.0 thanks for the password\r\n"))
+					case strings.HasPrefix(l, "QUIT"):
+						tc.Write([]byte("221 bye\r\n"))
+						return
+					default:
+						tc.Write([]byte("421 4.3.0 enough\r\n"))
+						return
+					}
+				}
+			})
+			e := newEnv(t)
+			c := e.connector(nil, nil)
+			c.RootCAs = x509.NewCertPool()
+			c.Routes = []transport.Route{{Domain: "*", NextHop: addr, Policy: policy.Fixed{Level: tt.level},
+				Auth: &transport.Credentials{Username: "app", Password: "s3cret"}, InsecureAuthUnverifiedTLS: tt.insecure}}
+			r := deliver(t, c, envelope("a@one.test")).Recipients[0]
+			if r.Status == transport.Delivered {
+				t.Fatalf("delivered to a peer that answers 421")
+			}
+			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
+			gotAuth := strings.Contains(decrypted.String(), "AUTH PLAIN")
+			mu.Unlock()
+			if gotAuth != tt.wantAuth {
+				t.Errorf("peer with an unverified certificate received AUTH = %v, want %v:\n%s", gotAuth, tt.wantAuth, decrypted.String())
+			}
+			if !tt.wantAuth && !errors.Is(r.Reply, transport.ErrAuthUnverifiedTLS) {
+				t.Errorf("reply %v, want ErrAuthUnverifiedTLS", r.Reply)
+			}
+			assertNoPlaintextTransaction(t, "peer", p.wire())
 		})
 	}
 }

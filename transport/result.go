@@ -88,6 +88,11 @@ var (
 	// ErrAuthWithoutTLS: a route has credentials but the connection is not
 	// TLS-protected; the Connector never sends credentials in plaintext.
 	ErrAuthWithoutTLS = errors.New("transport: refusing to authenticate without TLS")
+	// ErrAuthUnverifiedTLS: a route has credentials and the connection is
+	// TLS, but the server certificate was not verified (levels May and
+	// Encrypt), so the peer may be an active attacker; the Connector does
+	// not send credentials to it unless Route.InsecureAuthUnverifiedTLS.
+	ErrAuthUnverifiedTLS = errors.New("transport: refusing to authenticate to a server whose certificate was not verified")
 	// ErrDANE: DANE could not be applied to a host (RFC 7672 §2.2): its
 	// DNSSEC lookups failed (deferred), dane-only found no usable TLSA
 	// records, or TLSA records came from the Policy while Connector.DANE

@@ -41,10 +41,20 @@ type Route struct {
 	Policy policy.Policy
 
 	// Auth holds smarthost credentials (RFC 4954, SASL PLAIN, RFC 4616).
-	// They are sent only on a TLS-protected connection; without TLS the
-	// attempt fails with ErrAuthWithoutTLS. Use Verify or Secure on such
-	// routes: at Encrypt an active attacker can read the password.
+	// They are sent only on a TLS connection whose certificate passed a
+	// verifying level's check (Verify, Secure, DANE with usable records):
+	// without TLS the attempt fails with ErrAuthWithoutTLS, with TLS whose
+	// certificate was not verified (May, Encrypt) with ErrAuthUnverifiedTLS,
+	// because an active attacker who answers STARTTLS with a certificate of
+	// its own reads the password as if it were plaintext. Use Verify or
+	// Secure on such routes.
 	Auth *Credentials
+
+	// InsecureAuthUnverifiedTLS lets Auth be sent over TLS whose
+	// certificate was not verified (levels May and Encrypt), protecting the
+	// password from passive eavesdroppers only. Never over plaintext. False
+	// (the zero value) requires a verified certificate.
+	InsecureAuthUnverifiedTLS bool
 
 	// ImplicitTLS makes the connection to NextHop TLS from the first byte
 	// (RFC 8314 §3, "submissions" on port 465) instead of STARTTLS. The
