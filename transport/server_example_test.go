@@ -3,6 +3,7 @@ package transport_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -130,8 +131,11 @@ func ExampleRecipientChecker() {
 		log.Fatal(err)
 	}
 	fmt.Println(c.Rcpt("bob@example.net", nil))
-	fmt.Println(c.Rcpt("victim@elsewhere.example", nil))
+	var se *smtp.SMTPError
+	if errors.As(c.Rcpt("victim@elsewhere.example", nil), &se) {
+		fmt.Printf("%d %d.%d.%d %s\n", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
+	}
 	// Output:
 	// <nil>
-	// smtp: 554 5.7.1 Relay access denied
+	// 554 5.7.1 Relay access denied
 }
