@@ -196,7 +196,7 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 		}
 		req := st.req
 		switch {
-		case req.Level == policy.DANEOnly:
+		case req.Level == policy.DANEOnly, req.Mode == policy.Testing && req.Floor == policy.DANEOnly:
 			return fail(tlsError(req, 5, "", "dane-only but DANE is not looked up for "+net.JoinHostPort(t.host, fmt.Sprint(t.port)),
 				fmt.Errorf("%w: no TLSA lookup for an IP literal or a port other than the DANE port", ErrDANE)), FailureDANERequired)
 		case req.Level == policy.DANE && len(req.TLSA) > 0:
