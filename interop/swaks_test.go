@@ -301,6 +301,21 @@ func TestSwaksAgainstRelay(t *testing.T) {
 		mustContain(t, "stored message", msg, "(using TLSv1.3 with cipher TLS_", "with ESMTPSA")
 	})
 
+	t.Run("RelayDeniedAtRCPT", func(t *testing.T) {
+		// No AUTH, not in -relay-networks: the remote recipient is refused
+		// in answer to RCPT, so swaks never gets to DATA.
+		m := marker(t)
+		code, out := swaks(t, sw, "--server", p.smtp, "--tls", "--tls-verify", "--tls-ca-path", p.cert,
+			"--from", "sender@example.org", "--to", "victim@example.net", "--header", m)
+		if code != 24 { // swaks: "error in RCPT transaction"
+			t.Fatalf("swaks exit code %d, want 24 (RCPT refused):\n%s", code, out)
+		}
+		mustContain(t, "transcript", out, "~> RCPT TO:<victim@example.net>", "<~* 554 5.7.1 Relay access denied")
+		if strings.Contains(out, "~> DATA") {
+			t.Fatalf("swaks got to DATA:\n%s", out)
+		}
+	})
+
 	t.Run("WrongPasswordRefused", func(t *testing.T) {
 		code, out := swaks(t, sw, "--server", p.submissions, "--tls-on-connect",
 			"--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "wrong",
