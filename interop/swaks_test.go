@@ -242,7 +242,7 @@ func TestSwaksAgainstRelay(t *testing.T) {
 			t.Fatalf("swaks exit code %d:\n%s", code, out)
 		}
 		mustContain(t, "transcript", out, "-> STARTTLS", "<-  220", "=== TLS started with cipher TLSv1.3",
-			"~> AUTH PLAIN", "<~  235 ", "<~  250 2.0.0 Ok: queued as")
+			"~> AUTH PLAIN", "<~  235 2.7.0 Authentication successful", "<~  250 2.0.0 Ok: queued as")
 		msg := p.maildirWith(t, "bob@localhost", m)
 		if msg == "" {
 			t.Fatal("message not in bob@localhost's Maildir new/ after the 250")
@@ -290,7 +290,7 @@ func TestSwaksAgainstRelay(t *testing.T) {
 			t.Fatalf("swaks exit code %d:\n%s", code, out)
 		}
 		mustContain(t, "transcript", out, "=== TLS started with cipher TLSv1.3", "<~  220 relay.test",
-			"<~  235 ", "<~  250 2.0.0 Ok: queued as")
+			"<~  235 2.7.0 Authentication successful", "<~  250 2.0.0 Ok: queued as")
 		if strings.Contains(out, "-> STARTTLS") || strings.Contains(out, "250-STARTTLS") {
 			t.Fatalf("STARTTLS on the implicit-TLS port:\n%s", out)
 		}
