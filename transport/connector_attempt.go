@@ -147,7 +147,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 		// back to, so levels that allow plaintext still use TLS here; they
 		// only relax the certificate check.
 		v := c.newCheck(st, t)
-		tc := tls.Client(conn, c.tlsConfig(v, t.sni(), st.route, st.g.routeIdx))
+		tc := tls.Client(conn, c.tlsConfig(v, t.sni(), st.route))
 		err := s.deadline(ctx, c.Timeouts.command())
 		if err == nil {
 			err = tc.HandshakeContext(ctx)
@@ -191,7 +191,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 			}
 		} else {
 			v := c.newCheck(st, t)
-			rep, err := s.startTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.sni(), st.route, st.g.routeIdx))
+			rep, err := s.startTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.sni(), st.route))
 			switch {
 			case err != nil:
 				cause, ft := handshakeCause(v, err)

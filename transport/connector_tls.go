@@ -1,8 +1,10 @@
 package transport
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -165,9 +167,8 @@ func matchesAny(leaf *x509.Certificate, patterns []string) bool {
 	return false
 }
 
-// tlsConfig builds the client tls.Config for one attempt. routeIdx is the
-// index of r in Connector.Routes, -1 without a route.
-func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route, routeIdx int) *tls.Config {
+// tlsConfig builds the client tls.Config for one attempt.
+func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route) *tls.Config {
 	cfg := &tls.Config{
 		// Verification happens in VerifyConnection; see tlsCheck.
 		InsecureSkipVerify: true,
@@ -183,7 +184,7 @@ func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route, routeIdx
 		// certificate, and mail without a route with any. Server
 		// verification needs no namespace: VerifyConnection runs on
 		// resumption too and sees the original certificate.
-		cfg.ClientSessionCache = keyedSessionCache{c: cfg.ClientSessionCache, prefix: fmt.Sprintf("route %d client cert|", routeIdx)}
+		cfg.ClientSessionCache = keyedSessionCache{c: cfg.ClientSessionCache, prefix: sessionNamespace(r)}
 	}
 	// SNI only for names; RFC 6066 §3 forbids IP literals.
 	if net.ParseIP(serverName) == nil {
@@ -197,6 +198,19 @@ func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route, routeIdx
 		}
 	}
 	return cfg
+}
+
+// sessionNamespace names the client identity of a route with a client
+// certificate: the certificate's SHA-256 when it is fixed (routes, and
+// Connectors sharing a SessionCache, that present the same certificate may
+// share sessions), else the route itself (GetClientCertificate may answer
+// anything).
+func sessionNamespace(r *Route) string {
+	if r.GetClientCertificate == nil && len(r.ClientCertificate.Certificate) > 0 {
+		sum := sha256.Sum256(r.ClientCertificate.Certificate[0])
+		return "client cert " + hex.EncodeToString(sum[:]) + "|"
+	}
+	return fmt.Sprintf("client cert route %p|", r)
 }
 
 // keyedSessionCache is a namespace in a shared tls.ClientSessionCache.
