@@ -665,3 +665,49 @@ func TestAuthNeedsVerifiedTLS(t *testing.T) {
 		})
 	}
 }
+
+// A pooled connection opened under a weaker policy is never reused after
+// the policy for the destination became stricter (an MTA-STS policy that
+// moved to enforce, a new static entry): the stricter message opens a new
+// connection and checks the certificate, which the attacker's fails.
+func TestPoolNotReusedAfterPolicyChange(t *testing.T) {
+	srv := transporttest.NewUntrustedServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	var mu sync.Mutex
+	req := policy.Requirement{Level: policy.Encrypt, Source: policy.SourceStatic}
+	set := func(r policy.Requirement) { mu.Lock(); req = r; mu.Unlock() }
+	c := e.connector(policy.Func(func(_ context.Context, d string) (policy.Requirement, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		r := req
+		r.Domain = d
+		return r, nil
+	}), srv)
+	c.Pool = transport.PoolConfig{MaxIdle: 4, IdleTimeout: time.Minute}
+	defer c.Close()
+	wantDelivered(t, deliver(t, c, envelope("a@example.test")).Recipients[0])
+	wantDelivered(t, deliver(t, c, envelope("b@example.test")).Recipients[0])
+	if n := srv.Connections(); n != 1 {
+		t.Fatalf("connections = %d, want 1: pooling is not in effect and the test would prove nothing", n)
+	}
+	for _, r := range []policy.Requirement{
+		{Level: policy.Verify, Source: policy.SourceStatic},
+		{Level: policy.Verify, Mode: policy.Enforce, Source: policy.SourceMTASTS, MXPatterns: []string{"mx.example.test"}},
+		{Level: policy.Secure, Source: policy.SourceStatic},
+		{Level: policy.Encrypt, MinVersion: tls.VersionTLS13 + 1, Source: policy.SourceStatic}, // unmeetable minimum
+	} {
+		set(r)
+		before := srv.Connections()
+		got := deliver(t, c, envelope("c@example.test")).Recipients[0]
+		if got.Status == transport.Delivered {
+			t.Errorf("%s: delivered over the connection pooled under encrypt", r)
+		}
+		if srv.Connections() != before+1 {
+			t.Errorf("%s: connections %d → %d, want a new connection", r, before, srv.Connections())
+		}
+	}
+	if n := len(srv.Messages()); n != 2 {
+		t.Errorf("messages = %d, want 2", n)
+	}
+}
