@@ -244,35 +244,12 @@ func (c *Client) LookupRecord(ctx context.Context, domain string) (*Record, erro
 	if err != nil {
 		return nil, err
 	}
-	var r TXTResolver = net.DefaultResolver
-	if c.Resolver != nil {
-		r = c.Resolver
-	}
-	txts, err := r.LookupTXT(ctx, "_mta-sts."+d+".")
+	// A nil Resolver stays nil here, which Lookup takes as net.DefaultResolver.
+	txt, err := recordFormat().Lookup(ctx, c.Resolver, "_mta-sts."+d+".")
 	if err != nil {
-		var de *net.DNSError
-		if errors.As(err, &de) && de.IsNotFound {
-			return nil, ErrNoRecord
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w: %v", ErrDNS, err)
+		return nil, err
 	}
-	var found []string
-	for _, t := range txts {
-		if isSTSRecord(t) {
-			found = append(found, t)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return nil, ErrNoRecord
-	case 1:
-		return ParseRecord(found[0])
-	default:
-		return nil, ErrMultipleRecords
-	}
+	return ParseRecord(txt)
 }
 
 // FetchPolicy fetches and parses the policy for domain from

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mailtls/mailtls/internal/txtrecord"
 )
 
 // Parse errors. Every error returned by ParseRecord wraps ErrRecordSyntax and
@@ -69,18 +71,23 @@ func (r Record) String() string {
 	return b.String()
 }
 
+// recordFormat is the "_mta-sts" TXT record format (RFC 8461 §3.1) and this
+// package's errors for it.
+func recordFormat() txtrecord.Format {
+	return txtrecord.Format{
+		Version:            "v=STSv1",
+		ErrSyntax:          ErrRecordSyntax,
+		ErrNoRecord:        ErrNoRecord,
+		ErrMultipleRecords: ErrMultipleRecords,
+		ErrDNS:             ErrDNS,
+	}
+}
+
 // isSTSRecord reports whether txt is a candidate MTA-STS record: RFC 8461 §3.1
 // discards TXT records that do not begin with "v=STSv1;". A record beginning
 // "v=STSv1 ;" (allowed by the ABNF's *WSP) is treated as a candidate too, so
 // that it is parsed rather than silently ignored.
-func isSTSRecord(txt string) bool {
-	rest, ok := strings.CutPrefix(txt, "v=STSv1")
-	if !ok {
-		return false
-	}
-	rest = strings.TrimLeft(rest, " \t")
-	return strings.HasPrefix(rest, ";")
-}
+func isSTSRecord(txt string) bool { return recordFormat().IsCandidate(txt) }
 
 // ParseRecord parses an MTA-STS TXT record strictly, per the ABNF of RFC 8461
 // §3.1:
@@ -91,64 +98,33 @@ func isSTSRecord(txt string) bool {
 //
 // The id field is required; unknown fields are kept as Extensions. When a
 // field appears more than once, the first occurrence is used (§3.2's rule,
-// applied to the record as well). A DNS TXT record made of several strings
-// must be joined (without separators) before it is passed in; net.Resolver
-// does so.
+// applied to the record as well); later ones must still be valid. A DNS TXT
+// record made of several strings must be joined (without separators) before
+// it is passed in; net.Resolver does so.
 func ParseRecord(txt string) (*Record, error) {
 	fail := func(format string, args ...any) (*Record, error) {
 		return nil, fmt.Errorf("%w: %s", ErrRecordSyntax, fmt.Sprintf(format, args...))
 	}
-	rest, ok := strings.CutPrefix(txt, "v=STSv1")
-	if !ok {
-		return fail("does not start with v=STSv1")
-	}
 	var r Record
 	seenID := false
-	fields := 0
-	for {
-		// sts-field-delim
-		rest = strings.TrimLeft(rest, " \t")
-		if rest == "" {
-			break
+	for f, err := range recordFormat().Fields(txt) {
+		if err != nil {
+			return nil, err
 		}
-		if rest[0] != ';' {
-			return fail("expected ';' at %q", rest)
-		}
-		rest = strings.TrimLeft(rest[1:], " \t")
-		if rest == "" {
-			break // optional trailing delimiter
-		}
-		// sts-field: name "=" value, up to the next WSP or ';'.
-		end := strings.IndexAny(rest, " \t;")
-		if end < 0 {
-			end = len(rest)
-		}
-		field := rest[:end]
-		rest = rest[end:]
-		name, value, ok := strings.Cut(field, "=")
-		if !ok {
-			return fail("field %q has no '='", field)
-		}
-		if !isExtName(name) {
-			return fail("invalid field name %q", name)
-		}
-		fields++
-		if name == "id" {
-			if !isID(value) {
-				return fail("invalid id %q (want 1 to 32 letters and digits)", value)
+		if f.Name == "id" {
+			if !isID(f.Value) {
+				return fail("invalid id %q (want 1 to 32 letters and digits)", f.Value)
 			}
 			if !seenID {
-				r.ID, seenID = value, true
+				r.ID, seenID = f.Value, true
 			}
 			continue
 		}
-		if !isRecordExtValue(value) {
-			return fail("invalid value for %q", name)
+		// sts-extension
+		if !txtrecord.IsExtValue(f.Value) {
+			return fail("invalid value for %q", f.Name)
 		}
-		r.Extensions = append(r.Extensions, Extension{Key: name, Value: value})
-	}
-	if fields == 0 {
-		return fail("no fields after version")
+		r.Extensions = append(r.Extensions, Extension{Key: f.Name, Value: f.Value})
 	}
 	if !seenID {
 		return fail("missing id")
@@ -160,21 +136,6 @@ func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-// isExtName: (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")
-// (RFC 8461 §3.1 sts-ext-name and §3.2 sts-policy-ext-name).
-func isExtName(s string) bool {
-	if len(s) == 0 || len(s) > 32 || !isAlnum(s[0]) {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
-		if !isAlnum(c) && c != '_' && c != '-' && c != '.' {
-			return false
-		}
-	}
-	return true
-}
-
 // isID: 1*32(ALPHA / DIGIT) (RFC 8461 §3.1).
 func isID(s string) bool {
 	if len(s) == 0 || len(s) > 32 {
@@ -182,20 +143,6 @@ func isID(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if !isAlnum(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// isRecordExtValue: 1*(%x21-3A / %x3C / %x3E-7E) (RFC 8461 §3.1).
-func isRecordExtValue(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == ';' || c == '=' {
 			return false
 		}
 	}
@@ -299,7 +246,7 @@ func ParsePolicy(text string) (*Policy, error) {
 		if !ok {
 			return fail(n, "no ':' in %q", line)
 		}
-		if !isExtName(name) {
+		if !txtrecord.IsExtName(name) { // sts-policy-ext-name, the record's sts-ext-name
 			return fail(n, "invalid key %q", name)
 		}
 		value = strings.Trim(value, " \t") // sts-policy-field-delim *WSP, trailing *WSP

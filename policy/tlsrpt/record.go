@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
+
+	"github.com/mailtls/mailtls/internal/txtrecord"
 )
 
 // Record errors.
@@ -84,15 +85,17 @@ func (r Record) HTTPSURLs() []string {
 	return l
 }
 
-// isRecord reports whether txt is a TLS-RPT candidate: RFC 8460 §3 discards
-// records not beginning with "v=TLSRPTv1". "v=TLSRPTv1 ;" (allowed by the
-// ABNF's *WSP) counts as a candidate.
-func isRecord(txt string) bool {
-	rest, ok := strings.CutPrefix(txt, "v=TLSRPTv1")
-	if !ok {
-		return false
+// recordFormat is the "_smtp._tls" TXT record format (RFC 8460 §3) and this
+// package's errors for it.
+func recordFormat() txtrecord.Format {
+	return txtrecord.Format{
+		Version:            "v=TLSRPTv1",
+		ListFields:         []string{"rua"},
+		ErrSyntax:          ErrRecordSyntax,
+		ErrNoRecord:        ErrNoRecord,
+		ErrMultipleRecords: ErrMultipleRecords,
+		ErrDNS:             ErrDNS,
 	}
-	return strings.HasPrefix(strings.TrimLeft(rest, " \t"), ";")
 }
 
 // ParseRecord parses a TLS-RPT TXT record strictly, per RFC 8460 §3:
@@ -111,63 +114,23 @@ func ParseRecord(txt string) (*Record, error) {
 	fail := func(format string, args ...any) (*Record, error) {
 		return nil, fmt.Errorf("%w: %s", ErrRecordSyntax, fmt.Sprintf(format, args...))
 	}
-	rest, ok := strings.CutPrefix(txt, "v=TLSRPTv1")
-	if !ok {
-		return fail("does not start with v=TLSRPTv1")
-	}
 	var r Record
-	fields := 0
-	for {
-		rest = strings.TrimLeft(rest, " \t")
-		if rest == "" {
-			break
+	for f, err := range recordFormat().Fields(txt) {
+		if err != nil {
+			return nil, err
 		}
-		if rest[0] != ';' {
-			return fail("expected ';' at %q", rest)
-		}
-		rest = strings.TrimLeft(rest[1:], " \t")
-		if rest == "" {
-			break
-		}
-		name, after, ok := strings.Cut(rest, "=")
-		if !ok || !isExtName(name) {
-			return fail("invalid field at %q", rest)
-		}
-		fields++
-		rest = after
-		if name == "rua" {
-			for {
-				end := strings.IndexAny(rest, " \t;,")
-				if end < 0 {
-					end = len(rest)
-				}
-				uri := rest[:end]
-				rest = rest[end:]
-				if err := checkURI(uri); err != nil {
-					return fail("rua: %v", err)
-				}
-				r.RUA = append(r.RUA, uri)
-				t := strings.TrimLeft(rest, " \t")
-				if !strings.HasPrefix(t, ",") {
-					break
-				}
-				rest = strings.TrimLeft(t[1:], " \t")
+		if f.Name == "rua" {
+			if err := checkURI(f.Value); err != nil {
+				return fail("rua: %v", err)
 			}
+			r.RUA = append(r.RUA, f.Value)
 			continue
 		}
-		end := strings.IndexAny(rest, " \t;")
-		if end < 0 {
-			end = len(rest)
+		// tlsrpt-extension
+		if !txtrecord.IsExtValue(f.Value) {
+			return fail("invalid value for %q", f.Name)
 		}
-		value := rest[:end]
-		rest = rest[end:]
-		if !isExtValue(value) {
-			return fail("invalid value for %q", name)
-		}
-		r.Extensions = append(r.Extensions, Extension{Key: name, Value: value})
-	}
-	if fields == 0 {
-		return fail("no fields after version")
+		r.Extensions = append(r.Extensions, Extension{Key: f.Name, Value: f.Value})
 	}
 	if len(r.RUA) == 0 {
 		return fail("missing rua")
@@ -194,36 +157,6 @@ func checkURI(s string) error {
 	return nil
 }
 
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
-// isExtName: (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".").
-func isExtName(s string) bool {
-	if len(s) == 0 || len(s) > 32 || !isAlnum(s[0]) {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if c := s[i]; !isAlnum(c) && c != '_' && c != '-' && c != '.' {
-			return false
-		}
-	}
-	return true
-}
-
-// isExtValue: 1*(%x21-3A / %x3C / %x3E-7E).
-func isExtValue(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x21 || c > 0x7e || c == ';' || c == '=' {
-			return false
-		}
-	}
-	return true
-}
-
 // TXTResolver is the DNS seam: *net.Resolver and go-mockdns's Resolver
 // satisfy it. Not-found must be a *net.DNSError with IsNotFound set (or an
 // empty list).
@@ -237,40 +170,19 @@ type TXTResolver interface {
 // ErrMultipleRecords, an invalid one ErrRecordSyntax, a temporary failure
 // ErrDNS.
 func LookupRecord(ctx context.Context, resolver TXTResolver, domain string) (*Record, error) {
-	if resolver == nil {
-		resolver = net.DefaultResolver
-	}
 	d := strings.ToLower(strings.TrimSuffix(domain, "."))
 	if !isDomain(d) {
 		return nil, fmt.Errorf("tlsrpt: invalid domain %q", domain)
 	}
-	txts, err := resolver.LookupTXT(ctx, "_smtp._tls."+d+".")
+	txt, err := recordFormat().Lookup(ctx, resolver, "_smtp._tls."+d+".")
 	if err != nil {
-		var de *net.DNSError
-		if errors.As(err, &de) && de.IsNotFound {
-			return nil, ErrNoRecord
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w: %v", ErrDNS, err)
+		return nil, err
 	}
-	var found []string
-	for _, t := range txts {
-		if isRecord(t) {
-			found = append(found, t)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return nil, ErrNoRecord
-	case 1:
-		return ParseRecord(found[0])
-	}
-	return nil, ErrMultipleRecords
+	return ParseRecord(txt)
 }
 
-// isDomain reports whether s is an ASCII LDH host name.
+// isDomain reports whether s is an ASCII host name: LDH labels, with "_"
+// also allowed in a label.
 func isDomain(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false
@@ -286,4 +198,8 @@ func isDomain(s string) bool {
 		}
 	}
 	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
