@@ -722,3 +722,42 @@ func TestLookupCancelled(t *testing.T) {
 		t.Fatalf("err = %v, want context.Canceled and not ErrNoPolicy", err)
 	}
 }
+
+// TestLookupRecordCandidates pins which TXT records count as MTA-STS
+// records (RFC 8461 §3.1: those beginning "v=STSv1;", WSP allowed before
+// the ';').
+func TestLookupRecordCandidates(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		txts []string
+		err  error
+		id   string
+	}{
+		{[]string{"v=STSv1 ; id=a"}, nil, "a"},
+		{[]string{"v=STSv1\t;id=a;"}, nil, "a"},
+		{[]string{"v=STSv1"}, ErrNoRecord, ""},                          // no ';': not a candidate
+		{[]string{"v=STSv1 id=a"}, ErrNoRecord, ""},                     // likewise
+		{[]string{"v=STSv1;", "v=STSv1; id=a"}, ErrMultipleRecords, ""}, // an invalid candidate still counts
+		{[]string{"v=STSv1; id=a", "v=STSv1; id=a"}, ErrMultipleRecords, ""},
+		{[]string{"V=STSv1; id=a"}, ErrNoRecord, ""},
+	}
+	for _, tc := range tests {
+		f.txt("example.com", tc.txts...)
+		r, err := f.c.LookupRecord(context.Background(), "example.com")
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) || r != nil {
+				t.Errorf("%q: %+v, %v; want %v", tc.txts, r, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || r.ID != tc.id {
+			t.Errorf("%q: %+v, %v; want id %s", tc.txts, r, err, tc.id)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	f.dns.Zones["_mta-sts.example.com."] = mockdns.Zone{Err: errors.New("SERVFAIL")}
+	if _, err := f.c.LookupRecord(ctx, "example.com"); !errors.Is(err, context.Canceled) || errors.Is(err, ErrDNS) {
+		t.Errorf("canceled: err = %v, want context.Canceled", err)
+	}
+}

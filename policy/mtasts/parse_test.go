@@ -205,3 +205,28 @@ func TestTLSRPTResultType(t *testing.T) {
 		}
 	}
 }
+
+// TestParseRecordEdges pins behaviour the shared TXT grammar
+// (internal/txtrecord) must keep for MTA-STS (RFC 8461 §3.1).
+func TestParseRecordEdges(t *testing.T) {
+	for _, in := range []string{
+		"v=STSv1; id=a; id=b-c", // a later id is ignored but must still be valid
+		"v=STSv1; ID=a",         // names are case-sensitive: ID is an extension, id missing
+		"v=STSv1; id=a,b",       // no list fields in MTA-STS
+		"v=STSv1; id=a , b",
+		"v=STSv1;\nid=a", // LF is not WSP
+	} {
+		if r, err := ParseRecord(in); !errors.Is(err, ErrRecordSyntax) {
+			t.Errorf("ParseRecord(%q) = %+v, %v; want ErrRecordSyntax", in, r, err)
+		}
+	}
+	r, err := ParseRecord("v=STSv1; x=1; id=a; x=2;")
+	if want := (&Record{ID: "a", Extensions: []Extension{{"x", "1"}, {"x", "2"}}}); err != nil || !reflect.DeepEqual(r, want) {
+		t.Errorf("repeated extension: %+v, %v; want %+v", r, err, want)
+	}
+	// The first problem in the record is the one reported, even when a
+	// later one is structural.
+	if _, err := ParseRecord("v=STSv1; id=a-b; junk"); err == nil || !strings.Contains(err.Error(), "invalid id") {
+		t.Errorf("error = %v, want the invalid id", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/foxcpp/go-mockdns"
@@ -102,5 +103,58 @@ func TestLookupRecord(t *testing.T) {
 		if _, err := LookupRecord(ctx, res, domain); !errors.Is(err, want) {
 			t.Errorf("%s: err = %v, want %v", domain, err, want)
 		}
+	}
+}
+
+// TestParseRecordEdges pins behaviour the shared TXT grammar
+// (internal/txtrecord) must keep for TLS-RPT (RFC 8460 §3).
+func TestParseRecordEdges(t *testing.T) {
+	for _, in := range []string{
+		"v=TLSRPTv1; RUA=mailto:a@example.com",          // names are case-sensitive: no rua
+		"v=TLSRPTv1; rua=mailto:a@example.com; e=1,2 3", // junk after an extension
+		"v=TLSRPTv1; rua=mailto:a@example.com;\nx=1",    // LF is not WSP
+		"v=TLSRPTv1 ; rua=mailto:a@example.com,;",       // empty URI before ';'
+	} {
+		if r, err := ParseRecord(in); !errors.Is(err, ErrRecordSyntax) {
+			t.Errorf("ParseRecord(%q) = %+v, %v; want ErrRecordSyntax", in, r, err)
+		}
+	}
+	r, err := ParseRecord("v=TLSRPTv1; e=1; rua=mailto:a@example.com ,\thttps://r.example/; e=2,3; rua=mailto:b@example.com;")
+	want := &Record{
+		RUA:        []string{"mailto:a@example.com", "https://r.example/", "mailto:b@example.com"},
+		Extensions: []Extension{{"e", "1"}, {"e", "2,3"}}, // ',' is an ordinary ext-value octet
+	}
+	if err != nil || !reflect.DeepEqual(r, want) {
+		t.Errorf("ParseRecord = %+v, %v; want %+v", r, err, want)
+	}
+	// The first problem in the record is the one reported.
+	if _, err := ParseRecord("v=TLSRPTv1; rua=nope; x"); err == nil || !strings.Contains(err.Error(), "no scheme") {
+		t.Errorf("error = %v, want the URI's", err)
+	}
+}
+
+func TestLookupRecordCandidates(t *testing.T) {
+	res := &mockdns.Resolver{Zones: map[string]mockdns.Zone{
+		"_smtp._tls.wsp.example.":  {TXT: []string{"v=TLSRPTv1 ; rua=mailto:r@wsp.example"}},
+		"_smtp._tls.bare.example.": {TXT: []string{"v=TLSRPTv1"}},
+		"_smtp._tls.inv.example.":  {TXT: []string{"v=TLSRPTv1;", "v=TLSRPTv1; rua=mailto:r@inv.example"}},
+		"_smtp._tls.fail.example.": {Err: errors.New("SERVFAIL")},
+	}}
+	ctx := context.Background()
+	if r, err := LookupRecord(ctx, res, "wsp.example"); err != nil || !reflect.DeepEqual(r.RUA, []string{"mailto:r@wsp.example"}) {
+		t.Errorf("wsp.example: %+v, %v", r, err)
+	}
+	for domain, want := range map[string]error{
+		"bare.example": ErrNoRecord,        // no ';': not a candidate
+		"inv.example":  ErrMultipleRecords, // an invalid candidate still counts
+	} {
+		if r, err := LookupRecord(ctx, res, domain); !errors.Is(err, want) || r != nil {
+			t.Errorf("%s: %+v, %v; want %v", domain, r, err, want)
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := LookupRecord(cctx, res, "fail.example"); !errors.Is(err, context.Canceled) || errors.Is(err, ErrDNS) {
+		t.Errorf("canceled: %v", err)
 	}
 }
