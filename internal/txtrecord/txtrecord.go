@@ -11,9 +11,10 @@
 //	ext-name  = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")
 //	ext-value = 1*(%x21-3A / %x3C / %x3E-7E)       ; no SP, CTL, ";" or "="
 //
-// A value runs to the next WSP or ";". A list field (RFC 8460's rua) is
-// instead value *(*WSP "," *WSP value), each value running to the next WSP,
-// ";" or ",". Field names and the version are case-sensitive (%s"...").
+// A value runs to the next WSP or ";" (a "," in it is an ordinary octet).
+// A list field (RFC 8460's rua) is instead value *(*WSP "," *WSP value),
+// each value running to the next WSP, ";" or "," (RFC 8460 requires ","
+// ";" and "!" inside a tlsrpt-uri to be percent-encoded). Field names and the version are case-sensitive (%s"...").
 //
 // What the fields mean is the calling package's business: this package
 // checks the structure and the names, and yields the values unchecked, so
@@ -36,8 +37,8 @@ import (
 )
 
 // Format describes one record format and the errors its package reports.
-// The error fields must be set; every error a Format's methods return wraps
-// one of them (or is the context's error), so that callers match their own
+// The error fields used by the methods called must be set; every error a
+// Format's methods return is or wraps one of them (or is the context's error), so that callers match their own
 // package's sentinels with errors.Is. A Format must not be modified while
 // in use.
 type Format struct {
@@ -49,7 +50,7 @@ type Format struct {
 	// e.g. "rua" (RFC 8460 §3 tlsrpt-rua). Nil means none.
 	ListFields []string
 
-	// ErrSyntax is wrapped by every error of Parse.
+	// ErrSyntax is wrapped by every error Fields yields.
 	ErrSyntax error
 	// ErrNoRecord is returned by Select and Lookup when no candidate record
 	// exists.
