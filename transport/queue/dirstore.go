@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,17 +11,30 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // File names in a spool directory.
 const (
-	bodySuffix = ".eml"
-	metaSuffix = ".json"
+	msgSuffix  = ".msg"  // header line, initial record, body
+	metaSuffix = ".json" // record written by Update, overrides the .msg one
+	bodySuffix = ".eml"  // legacy (before .msg): body of a .json record
 	tmpPrefix  = "tmp-"
 	lockName   = "lock"
+
+	// msgMagic starts the first line of a .msg file: magic, a space, the
+	// length in bytes of the JSON record that follows the line.
+	msgMagic = "mailtls-spool-1 "
+	// maxHeaderLine bounds the first line of a .msg file.
+	maxHeaderLine = 64
 )
+
+// DefaultDeleteSyncDelay is how long after a Delete a DirStore fsyncs the
+// spool directory if no other change has done it meanwhile.
+const DefaultDeleteSyncDelay = 50 * time.Millisecond
 
 // ErrLocked is returned by OpenDirStore when another DirStore (in this or
 // another process) has the spool directory open. Close the other one, or
@@ -28,18 +42,32 @@ const (
 var ErrLocked = errors.New("queue: spool directory in use")
 
 // DirStore is the default Store: one spool directory holding, per message,
-// ID.eml (the body as received) and ID.json (the Message record).
+// ID.msg — one line "mailtls-spool-1 N", the N-byte JSON Message record as
+// it was when the message was accepted, then the body as received — and,
+// once the queue has recorded a delivery attempt, ID.json, the current
+// record, which takes precedence over the one in ID.msg.
 //
-// Every change is made crash-safe the classic way: the new content is
-// written to a temporary file in the same directory and fsynced, renamed
-// over its final name (rename is atomic on POSIX file systems), and the
-// directory is fsynced so that the rename itself is durable. Create writes
-// the body before the metadata and syncs the directory once after both
-// renames, so a message "exists" exactly when its .json file does; Delete
-// removes the .json file first. OpenDirStore removes the leftovers of
-// interrupted operations: temporary files, and bodies without metadata
-// (never acknowledged to a client) or metadata without a body (only
-// possible when a Create was cut before its directory sync).
+// Create costs one file fsync and one directory fsync: the whole file is
+// written under a temporary name and fsynced, linked to ID.msg (atomic,
+// and refusing to replace an existing message), and the directory is
+// fsynced. Directory fsyncs are shared by concurrent callers (group
+// commit): one fsync covers every Create, Update and Delete that renamed
+// or removed a file before it started. Update writes ID.json the same
+// way. So a message "exists" exactly when its ID.msg file does, complete.
+//
+// Delete removes ID.msg, then ID.json, and does not wait for a directory
+// fsync: the removal becomes durable with the next directory fsync of any
+// other change (under load, within milliseconds), after at most
+// DefaultDeleteSyncDelay otherwise, and at Close. A machine crash (not a
+// process crash: the kernel keeps what it was given) inside that window
+// can bring a deleted message back with the record of its last durable
+// state — the accepted one if it was never updated — so it is delivered
+// again: a duplicate, never a loss (see the package documentation).
+//
+// OpenDirStore removes the leftovers of interrupted operations: temporary
+// files, and ID.json records without ID.msg (a Delete cut half-way).
+// Spools written before the .msg format (ID.eml plus ID.json) are still
+// read and delivered.
 //
 // A spool directory is used by one DirStore at a time: OpenDirStore takes
 // an exclusive lock (flock(2) on the file "lock", where the system has it)
@@ -55,6 +83,11 @@ type DirStore struct {
 	synced    uint64 // tickets covered by the last completed sync
 	syncing   bool
 	syncErr   error
+	lazy      uint64      // highest ticket of a Delete not yet synced
+	lazyTimer *time.Timer // pending sync for lazy, nil if none
+
+	// deleteSyncDelay overrides DefaultDeleteSyncDelay (tests).
+	deleteSyncDelay time.Duration
 
 	// trace, if set, is called before each step that matters for
 	// durability ("write", "fsync", "rename", "fsyncdir", "remove") with
@@ -66,7 +99,8 @@ var _ Store = (*DirStore)(nil)
 
 // OpenDirStore opens (creating it if needed, mode 0700) the spool directory
 // dir, locks it (ErrLocked if it is in use) and removes what interrupted
-// operations left behind. It starts no goroutines.
+// operations left behind. It starts no goroutines; a Delete arms a timer
+// that Close stops.
 func OpenDirStore(dir string) (*DirStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("queue: creating spool directory: %w", err)
@@ -83,13 +117,17 @@ func OpenDirStore(dir string) (*DirStore, error) {
 	return s, nil
 }
 
-// Close releases the spool directory's lock. The DirStore must not be used
-// afterwards.
+// Close makes pending deletions durable (one directory fsync, if any is
+// pending) and releases the spool directory's lock. The DirStore must not
+// be used afterwards.
 func (s *DirStore) Close() error {
 	if s.lock == nil {
 		return nil
 	}
-	err := s.lock.Close()
+	err := s.flushDeletes()
+	if cerr := s.lock.Close(); err == nil {
+		err = cerr
+	}
 	s.lock = nil
 	return err
 }
@@ -103,7 +141,7 @@ func (s *DirStore) step(op, name string) {
 	}
 }
 
-// clean removes temporary files and incomplete messages.
+// clean removes temporary files and the remains of interrupted deletions.
 func (s *DirStore) clean() error {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -120,10 +158,14 @@ func (s *DirStore) clean() error {
 		switch {
 		case strings.HasPrefix(name, tmpPrefix):
 			orphan = true
-		case strings.HasSuffix(name, bodySuffix):
-			orphan = !have[strings.TrimSuffix(name, bodySuffix)+metaSuffix]
 		case strings.HasSuffix(name, metaSuffix):
-			orphan = !have[strings.TrimSuffix(name, metaSuffix)+bodySuffix]
+			id := strings.TrimSuffix(name, metaSuffix)
+			orphan = !have[id+msgSuffix] && !have[id+bodySuffix]
+		case strings.HasSuffix(name, bodySuffix):
+			// Legacy: a body whose record never appeared (an interrupted
+			// Create) or was removed first (an interrupted Delete).
+			id := strings.TrimSuffix(name, bodySuffix)
+			orphan = !have[id+metaSuffix] && !have[id+msgSuffix]
 		}
 		if orphan {
 			if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -148,11 +190,17 @@ func (s *DirStore) syncDir() error {
 	s.step("fsyncdir", s.dir)
 	s.smu.Lock()
 	defer s.smu.Unlock()
+	s.requested++
+	return s.waitSynced(s.requested)
+}
+
+// waitSynced returns once a directory fsync that began after ticket was
+// handed out has completed, running one itself if none is running. s.smu
+// is held.
+func (s *DirStore) waitSynced(ticket uint64) error {
 	if s.scond == nil {
 		s.scond = sync.NewCond(&s.smu)
 	}
-	s.requested++
-	ticket := s.requested
 	for s.synced < ticket {
 		if s.syncing {
 			s.scond.Wait()
@@ -172,6 +220,38 @@ func (s *DirStore) syncDir() error {
 	return s.syncErr
 }
 
+// deferSync records a change (a removal) that needs a directory fsync
+// without waiting for it: the next sync covers it, and a timer makes
+// sure one happens.
+func (s *DirStore) deferSync() {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	s.requested++
+	s.lazy = s.requested
+	if s.lazyTimer == nil {
+		d := s.deleteSyncDelay
+		if d <= 0 {
+			d = DefaultDeleteSyncDelay
+		}
+		s.lazyTimer = time.AfterFunc(d, func() { s.flushDeletes() })
+	}
+}
+
+// flushDeletes waits until the removals done so far are durable.
+func (s *DirStore) flushDeletes() error {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if s.lazyTimer != nil {
+		s.lazyTimer.Stop()
+		s.lazyTimer = nil
+	}
+	if s.synced >= s.lazy {
+		return nil // a later Create, Update or flush covered them
+	}
+	s.step("fsyncdir", s.dir)
+	return s.waitSynced(s.lazy)
+}
+
 func (s *DirStore) fsyncDir() error {
 	d, err := os.Open(s.dir)
 	if err != nil {
@@ -187,9 +267,9 @@ func (s *DirStore) fsyncDir() error {
 	return nil
 }
 
-// writeTemp copies r into a new temporary file, fsyncs and closes it, and
-// returns its path and size.
-func (s *DirStore) writeTemp(ctx context.Context, r io.Reader) (string, int64, error) {
+// writeTemp writes head and then r into a new temporary file, fsyncs and
+// closes it, and returns its path and the number of bytes copied from r.
+func (s *DirStore) writeTemp(ctx context.Context, head []byte, r io.Reader) (string, int64, error) {
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", 0, fmt.Errorf("queue: %w", err)
@@ -205,7 +285,17 @@ func (s *DirStore) writeTemp(ctx context.Context, r io.Reader) (string, int64, e
 		return "", 0, err
 	}
 	s.step("write", name)
-	n, err := io.Copy(f, ctxReader{ctx, r})
+	var n int64
+	if r == nil {
+		_, err = f.Write(head)
+	} else {
+		w := bufio.NewWriterSize(f, 32<<10)
+		w.Write(head)
+		n, err = io.Copy(w, ctxReader{ctx, r})
+		if err == nil {
+			err = w.Flush()
+		}
+	}
 	if err != nil {
 		return fail(fmt.Errorf("queue: writing spool file: %w", err))
 	}
@@ -229,56 +319,69 @@ func (s *DirStore) rename(from, to string) error {
 	return nil
 }
 
-// Create implements Store: body to a temporary file, fsync, rename to
-// ID.eml; metadata the same way to ID.json; then fsync the directory.
+// exists reports whether message id is in the store (ID.msg, or a legacy
+// ID.json with ID.eml).
+func (s *DirStore) exists(id string) bool {
+	if _, err := os.Lstat(s.path(id, msgSuffix)); err == nil {
+		return true
+	}
+	if _, err := os.Lstat(s.path(id, bodySuffix)); err == nil {
+		_, err := os.Lstat(s.path(id, metaSuffix))
+		return err == nil
+	}
+	return false
+}
+
+// Create implements Store: header line, record and body to one temporary
+// file, fsync, link to ID.msg, then fsync the directory (shared with
+// concurrent callers).
 func (s *DirStore) Create(ctx context.Context, m *Message, body io.Reader) error {
 	if !validID(m.ID) {
 		return fmt.Errorf("%w: %q", ErrBadID, m.ID)
 	}
-	if _, err := os.Lstat(s.path(m.ID, metaSuffix)); err == nil {
+	if s.exists(m.ID) {
 		return fmt.Errorf("%w: %s", ErrExists, m.ID)
 	}
-	if err := m.validate(); err != nil {
-		return err
-	}
-	tmpBody, n, err := s.writeTemp(ctx, body)
+	// The record in ID.msg has no size: it is the rest of the file.
+	c := *m
+	c.Size = 0
+	meta, err := encodeMessage(&c)
 	if err != nil {
 		return err
 	}
-	m.Size = n
-	meta, err := encodeMessage(m)
+	head := make([]byte, 0, len(msgMagic)+12+len(meta))
+	head = append(head, msgMagic...)
+	head = strconv.AppendInt(head, int64(len(meta)), 10)
+	head = append(head, '\n')
+	head = append(head, meta...)
+	tmp, n, err := s.writeTemp(ctx, head, body)
 	if err != nil {
-		os.Remove(tmpBody)
-		return err
-	}
-	tmpMeta, _, err := s.writeTemp(ctx, strings.NewReader(string(meta)))
-	if err != nil {
-		os.Remove(tmpBody)
-		return err
-	}
-	if err := s.rename(tmpBody, s.path(m.ID, bodySuffix)); err != nil {
-		os.Remove(tmpMeta)
 		return err
 	}
 	// Link, not rename, so that a concurrent Create of the same id cannot
 	// replace a message that already exists.
-	s.step("rename", s.path(m.ID, metaSuffix))
-	if err := os.Link(tmpMeta, s.path(m.ID, metaSuffix)); err != nil {
+	final := s.path(m.ID, msgSuffix)
+	s.step("rename", final)
+	if err := os.Link(tmp, final); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			os.Remove(tmpMeta)
+			os.Remove(tmp)
 			return fmt.Errorf("%w: %s", ErrExists, m.ID)
 		}
 		// A file system without hard links: rename, after the check above
 		// (ids are unique or, for reports, created by one goroutine).
-		if err := os.Rename(tmpMeta, s.path(m.ID, metaSuffix)); err != nil {
-			os.Remove(tmpMeta)
-			os.Remove(s.path(m.ID, bodySuffix))
+		if err := os.Rename(tmp, final); err != nil {
+			os.Remove(tmp)
 			return fmt.Errorf("queue: renaming spool file: %w", err)
 		}
 	} else {
-		os.Remove(tmpMeta)
+		// Left behind by a crash, it is removed by OpenDirStore.
+		os.Remove(tmp)
 	}
-	return s.syncDir()
+	if err := s.syncDir(); err != nil {
+		return err
+	}
+	m.Size = n
+	return nil
 }
 
 // Update implements Store: the new record goes to a temporary file, is
@@ -291,10 +394,10 @@ func (s *DirStore) Update(ctx context.Context, m *Message) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Lstat(s.path(m.ID, metaSuffix)); err != nil {
+	if !s.exists(m.ID) {
 		return fmt.Errorf("%w: %s", ErrNotFound, m.ID)
 	}
-	tmp, _, err := s.writeTemp(ctx, strings.NewReader(string(meta)))
+	tmp, _, err := s.writeTemp(ctx, meta, nil)
 	if err != nil {
 		return err
 	}
@@ -309,14 +412,63 @@ func (s *DirStore) Get(ctx context.Context, id string) (*Message, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("%w: %q", ErrBadID, id)
 	}
-	return s.load(id + metaSuffix)
+	m, _, err := s.load(id)
+	return m, err
 }
 
-func (s *DirStore) load(name string) (*Message, error) {
+// load reads the current record of message id and the offset of its body
+// in ID.msg (0 for a legacy ID.eml).
+func (s *DirStore) load(id string) (*Message, int64, error) {
+	f, err := os.Open(s.path(id, msgSuffix))
+	legacy := errors.Is(err, fs.ErrNotExist)
+	if legacy {
+		f, err = os.Open(s.path(id, bodySuffix))
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return nil, 0, fmt.Errorf("queue: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, fmt.Errorf("queue: %w", err)
+	}
+	var off int64
+	var initial *Message
+	if !legacy {
+		initial, off, err = readMsgHeader(bufio.NewReaderSize(f, 4096))
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s%s: %w", id, msgSuffix, err)
+		}
+		if initial.ID != id {
+			return nil, 0, fmt.Errorf("queue: %s%s holds message %q", id, msgSuffix, initial.ID)
+		}
+	}
+	m, err := s.loadMeta(id)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !legacy:
+		m = initial
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+	case err != nil:
+		return nil, 0, err
+	}
+	m.Size = st.Size() - off
+	if m.Size < 0 {
+		return nil, 0, fmt.Errorf("%w: %s%s is shorter than its header", ErrCorrupt, id, msgSuffix)
+	}
+	return m, off, nil
+}
+
+// loadMeta reads ID.json; a missing file is returned as fs.ErrNotExist.
+func (s *DirStore) loadMeta(id string) (*Message, error) {
+	name := id + metaSuffix
 	f, err := os.Open(filepath.Join(s.dir, name))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, strings.TrimSuffix(name, metaSuffix))
+			return nil, err
 		}
 		return nil, fmt.Errorf("queue: %w", err)
 	}
@@ -329,18 +481,50 @@ func (s *DirStore) load(name string) (*Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if m.ID+metaSuffix != name {
+	if m.ID != id {
 		return nil, fmt.Errorf("queue: %s holds message %q", name, m.ID)
 	}
 	return m, nil
 }
 
-// Body implements Store; the result is the open *os.File of ID.eml.
+// readMsgHeader parses the start of a .msg file: the header line and the
+// record it announces. It returns the record and the body's offset.
+func readMsgHeader(r *bufio.Reader) (*Message, int64, error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil || len(line) > maxHeaderLine {
+		return nil, 0, errors.New("queue: no spool header line")
+	}
+	lenText, ok := strings.CutPrefix(string(line[:len(line)-1]), msgMagic)
+	if !ok {
+		return nil, 0, errors.New("queue: not a spool file (bad magic)")
+	}
+	n, err := strconv.ParseInt(lenText, 10, 64)
+	if err != nil || n <= 0 || n > maxMetadata || strconv.FormatInt(n, 10) != lenText {
+		return nil, 0, fmt.Errorf("queue: bad record length %q in spool header", lenText)
+	}
+	off := int64(len(line))
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, 0, fmt.Errorf("queue: spool record cut short: %w", err)
+	}
+	m, err := DecodeMessage(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	return m, off + n, nil
+}
+
+// Body implements Store: a view of ID.msg from the end of its record.
 func (s *DirStore) Body(ctx context.Context, id string) (Body, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("%w: %q", ErrBadID, id)
 	}
-	f, err := os.Open(s.path(id, bodySuffix))
+	name := s.path(id, msgSuffix)
+	f, err := os.Open(name)
+	legacy := errors.Is(err, fs.ErrNotExist)
+	if legacy {
+		f, err = os.Open(s.path(id, bodySuffix))
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -352,15 +536,52 @@ func (s *DirStore) Body(ctx context.Context, id string) (Body, error) {
 		f.Close()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	return fileBody{f, st.Size()}, nil
+	var off int64
+	if !legacy {
+		// Only the header line is needed; the record's length is in it.
+		var hb [maxHeaderLine]byte
+		k, _ := f.ReadAt(hb[:], 0)
+		i := strings.IndexByte(string(hb[:k]), '\n')
+		lenText, ok := "", false
+		if i > 0 {
+			lenText, ok = strings.CutPrefix(string(hb[:i]), msgMagic)
+		}
+		n, perr := strconv.ParseInt(lenText, 10, 64)
+		if !ok || perr != nil || n <= 0 || int64(i+1)+n > st.Size() {
+			f.Close()
+			return nil, fmt.Errorf("%w: %s%s: bad spool header", ErrCorrupt, id, msgSuffix)
+		}
+		off = int64(i+1) + n
+	}
+	return &fileBody{f: f, off: off, size: st.Size() - off}, nil
 }
 
+// fileBody is the body part of a spool file.
 type fileBody struct {
-	*os.File
-	size int64
+	f         *os.File
+	off, size int64
 }
 
-func (b fileBody) Size() int64 { return b.size }
+func (b *fileBody) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("queue: negative offset")
+	}
+	if off >= b.size {
+		return 0, io.EOF
+	}
+	short := false
+	if rest := b.size - off; int64(len(p)) > rest {
+		p, short = p[:rest], true
+	}
+	n, err := b.f.ReadAt(p, b.off+off)
+	if err == nil && short {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (b *fileBody) Close() error { return b.f.Close() }
+func (b *fileBody) Size() int64  { return b.size }
 
 // List implements Store. A record that cannot be read or parsed is left in
 // place and named in an error wrapping ErrCorrupt; the others are returned.
@@ -369,19 +590,36 @@ func (s *DirStore) List(ctx context.Context) ([]*Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: reading spool directory: %w", err)
 	}
+	have := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		have[e.Name()] = true
+	}
 	var out []*Message
 	var bad []error
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasSuffix(name, metaSuffix) || strings.HasPrefix(name, tmpPrefix) {
+		if strings.HasPrefix(name, tmpPrefix) {
+			continue
+		}
+		var id string
+		switch {
+		case strings.HasSuffix(name, msgSuffix):
+			id = strings.TrimSuffix(name, msgSuffix)
+		case strings.HasSuffix(name, metaSuffix):
+			// Legacy layout only; with ID.msg the record is listed there.
+			id = strings.TrimSuffix(name, metaSuffix)
+			if have[id+msgSuffix] {
+				continue
+			}
+		default:
 			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		m, err := s.load(name)
+		m, _, err := s.load(id)
 		if errors.Is(err, ErrNotFound) {
-			continue // deleted meanwhile
+			continue // deleted meanwhile, or a legacy record without body
 		}
 		if err != nil {
 			bad = append(bad, fmt.Errorf("%w: %s: %w", ErrCorrupt, name, err))
@@ -392,24 +630,40 @@ func (s *DirStore) List(ctx context.Context) ([]*Message, error) {
 	return out, errors.Join(bad...)
 }
 
-// Delete implements Store: ID.json first, then ID.eml, then a directory
-// fsync.
+// Delete implements Store: ID.msg (or the legacy ID.eml), then ID.json.
+// It does not wait for the directory fsync that makes the removal
+// durable; see DirStore.
 func (s *DirStore) Delete(ctx context.Context, id string) error {
 	if !validID(id) {
 		return fmt.Errorf("%w: %q", ErrBadID, id)
 	}
-	s.step("remove", s.path(id, metaSuffix))
-	if err := os.Remove(s.path(id, metaSuffix)); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+	s.step("remove", s.path(id, msgSuffix))
+	err := os.Remove(s.path(id, msgSuffix))
+	if errors.Is(err, fs.ErrNotExist) {
+		// Legacy layout: record first, so that a crash never leaves a
+		// record without its body.
+		if _, serr := os.Lstat(s.path(id, bodySuffix)); serr != nil {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
+		if err := os.Remove(s.path(id, metaSuffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("queue: %w", err)
+		}
+		if err := os.Remove(s.path(id, bodySuffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("queue: %w", err)
+		}
+		s.deferSync()
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
-	s.step("remove", s.path(id, bodySuffix))
-	if err := os.Remove(s.path(id, bodySuffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	s.step("remove", s.path(id, metaSuffix))
+	if err := os.Remove(s.path(id, metaSuffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.deferSync()
 		return fmt.Errorf("queue: %w", err)
 	}
-	return s.syncDir()
+	s.deferSync()
+	return nil
 }
 
 // ctxReader stops a copy when ctx is done.

@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -38,15 +40,18 @@ func (l *traceLog) take() []string {
 }
 
 // TestEnqueueDurabilityOrder checks, through the store's trace seam, that
-// Enqueue returns only after body and metadata were each written and
-// fsynced under a temporary name, renamed into place (body first), and the
-// directory fsynced.
+// Enqueue returns only after header, record and body were written to one
+// temporary file and fsynced, linked into place as ID.msg, and the
+// directory fsynced; that Update does the same for ID.json; and that
+// Delete removes ID.msg before ID.json and leaves the directory fsync to a
+// later change or to its timer, which does run.
 func TestEnqueueDurabilityOrder(t *testing.T) {
 	dir := t.TempDir()
 	st, err := OpenDirStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.deleteSyncDelay = 20 * time.Millisecond
 	tl := &traceLog{}
 	st.trace = tl.add
 	q := &Queue{Store: st, Deliverer: newFake(nil)}
@@ -57,19 +62,17 @@ func TestEnqueueDurabilityOrder(t *testing.T) {
 	}
 	steps := tl.take() // Enqueue has returned: everything below happened before
 	want := []string{
-		"write tmp", "fsync tmp", // body
-		"write tmp", "fsync tmp", // metadata
-		"rename " + id + bodySuffix,
-		"rename " + id + metaSuffix,
+		"write tmp", "fsync tmp", // header, record, body
+		"rename " + id + msgSuffix,
 		"fsyncdir " + filepath.Base(dir),
 	}
 	if strings.Join(steps, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("Create steps:\n%s\nwant:\n%s", strings.Join(steps, "\n"), strings.Join(want, "\n"))
 	}
-	// The files are in place with the content given.
-	b, err := os.ReadFile(filepath.Join(dir, id+bodySuffix))
-	if err != nil || string(b) != testMessage {
-		t.Fatalf("body file: %q, %v", b, err)
+	// The file is in place: header line, record, then the body as given.
+	b, err := os.ReadFile(filepath.Join(dir, id+msgSuffix))
+	if err != nil || !strings.HasPrefix(string(b), msgMagic) || !strings.HasSuffix(string(b), testMessage) {
+		t.Fatalf("spool file: %q, %v", b, err)
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
@@ -77,10 +80,22 @@ func TestEnqueueDurabilityOrder(t *testing.T) {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
 	}
+	body, err := st.Body(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(io.NewSectionReader(body, 0, body.Size()))
+	body.Close()
+	if string(data) != testMessage || body.Size() != int64(len(testMessage)) {
+		t.Fatalf("Body = %q (size %d)", data, body.Size())
+	}
 
 	m, err := st.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if m.Size != int64(len(testMessage)) {
+		t.Errorf("Size from the spool file = %d", m.Size)
 	}
 	m.Recipients[0].State = Deferred
 	if err := st.Update(context.Background(), m); err != nil {
@@ -90,13 +105,202 @@ func TestEnqueueDurabilityOrder(t *testing.T) {
 	if got := tl.take(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("Update steps: %v, want %v", got, want)
 	}
+	if m2, err := st.Get(context.Background(), id); err != nil || m2.Recipients[0].State != Deferred || m2.Size != m.Size {
+		t.Fatalf("Get after Update: %+v, %v", m2, err)
+	}
 	if err := st.Delete(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"remove " + id + metaSuffix, "remove " + id + bodySuffix, "fsyncdir " + filepath.Base(dir)}
+	want = []string{"remove " + id + msgSuffix, "remove " + id + metaSuffix}
 	if got := tl.take(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("Delete steps: %v, want %v", got, want)
 	}
+	// The timer makes the removal durable.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := tl.take()
+		if strings.Join(got, "\n") == "fsyncdir "+filepath.Base(dir) {
+			break
+		}
+		if len(got) != 0 || time.Now().After(deadline) {
+			t.Fatalf("after Delete: %v, want one deferred fsyncdir", got)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	st.smu.Lock()
+	if st.synced < st.lazy || st.lazyTimer != nil {
+		t.Errorf("deferred sync: synced %d, lazy %d, timer %v", st.synced, st.lazy, st.lazyTimer != nil)
+	}
+	st.smu.Unlock()
+
+	// A Create after a Delete covers it: Close has nothing left to sync.
+	id2, err := q.Enqueue(context.Background(), &transport.Envelope{From: "a@example.org",
+		Recipients: []transport.Recipient{{Address: "b@example.net"}}}, strings.NewReader(testMessage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(context.Background(), id2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Enqueue(context.Background(), &transport.Envelope{From: "a@example.org",
+		Recipients: []transport.Recipient{{Address: "b@example.net"}}}, strings.NewReader(testMessage)); err != nil {
+		t.Fatal(err)
+	}
+	tl.take()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tl.take(); len(got) != 0 {
+		t.Errorf("Close after a covering Create: %v, want nothing", got)
+	}
+}
+
+// TestDirStoreDeleteSyncedByClose: a Delete not yet covered by a
+// directory fsync is made durable by Close.
+func TestDirStoreDeleteSyncedByClose(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.deleteSyncDelay = time.Hour
+	m := &Message{ID: "d1", Recipients: []*Recipient{{Address: "b@example.net", State: Pending}}}
+	if err := st.Create(context.Background(), m, strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	tl := &traceLog{}
+	st.trace = tl.add
+	if err := st.Delete(context.Background(), "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"remove d1" + msgSuffix, "remove d1" + metaSuffix, "fsyncdir " + filepath.Base(dir)}
+	if got := tl.take(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Delete then Close: %v, want %v", got, want)
+	}
+}
+
+// TestDirStoreLegacyLayout: a spool written before the .msg format (ID.eml
+// and ID.json) is listed, read, updated and deleted; a legacy body without
+// its record is cleaned.
+func TestDirStoreLegacyLayout(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	m := &Message{ID: "old-1", From: "a@example.org", Size: 5,
+		Recipients: []*Recipient{{Address: "b@example.net", State: Pending}}}
+	meta, err := encodeMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"old-1.json": string(meta), "old-1.eml": "hello", "half.eml": "x"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := os.Stat(filepath.Join(dir, "half.eml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("legacy body without record kept: %v", err)
+	}
+	list, err := st.List(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != "old-1" || list[0].Size != 5 {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+	b, err := st.Body(ctx, "old-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(io.NewSectionReader(b, 0, b.Size()))
+	b.Close()
+	if string(data) != "hello" {
+		t.Errorf("legacy body = %q", data)
+	}
+	list[0].Recipients[0].State = Deferred
+	if err := st.Update(ctx, list[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Get(ctx, "old-1"); err != nil || got.Recipients[0].State != Deferred {
+		t.Fatalf("Get after Update: %+v, %v", got, err)
+	}
+	if err := st.Create(ctx, &Message{ID: "old-1", Recipients: list[0].Recipients}, strings.NewReader("y")); !errors.Is(err, ErrExists) {
+		t.Errorf("Create over a legacy message = %v, want ErrExists", err)
+	}
+	if err := st.Delete(ctx, "old-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, "old-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get after Delete = %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != lockName {
+		t.Errorf("left in the spool: %v", entries)
+	}
+}
+
+// TestDirStoreCorruptSpoolFile: .msg files with a bad header are named in
+// an ErrCorrupt error and left in place; Body refuses them.
+func TestDirStoreCorruptSpoolFile(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"nomagic.msg":  "hello\r\n",
+		"short.msg":    msgMagic + "500\n{}",
+		"badlen.msg":   msgMagic + "x\n{}",
+		"otherid.msg":  msgMagic + "60\n" + `{"id":"zz","recipients":[{"address":"a","state":"pending"}]}` + "body",
+		"negative.msg": msgMagic + "-1\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	msgs, err := st.List(context.Background())
+	if len(msgs) != 0 || !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("List = %v, %v", msgs, err)
+	}
+	for _, id := range []string{"nomagic", "short", "badlen", "otherid", "negative"} {
+		if !strings.Contains(err.Error(), id+msgSuffix) {
+			t.Errorf("%s not named in %v", id, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, id+msgSuffix)); err != nil {
+			t.Errorf("%s not left in place: %v", id, err)
+		}
+	}
+	for _, id := range []string{"nomagic", "short", "badlen", "negative"} {
+		if b, err := st.Body(context.Background(), id); err == nil {
+			b.Close()
+			t.Errorf("Body(%s) accepted a bad header", id)
+		}
+	}
+}
+
+// FuzzReadMsgHeader: the start of a spool file is parsed without panics,
+// and whatever is accepted names a valid record and an offset inside the
+// input.
+func FuzzReadMsgHeader(f *testing.F) {
+	rec := `{"id":"a","recipients":[{"address":"b","state":"pending"}]}`
+	f.Add([]byte(msgMagic + "59\n" + rec + "body"))                  // good
+	f.Add([]byte(msgMagic + "059\n" + rec))                          // leading zero
+	f.Add([]byte(msgMagic + "99999999999999999999\n"))               // overflow
+	f.Add([]byte("mailtls-spool-2 59\n" + rec))                      // other version
+	f.Add([]byte(msgMagic + "58" + strings.Repeat(" ", 100) + "\n")) // long line
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, off, err := readMsgHeader(bufio.NewReader(bytes.NewReader(b)))
+		if err != nil {
+			return
+		}
+		if !validID(m.ID) || off <= 0 || off > int64(len(b)) {
+			t.Fatalf("accepted id %q at offset %d of %d", m.ID, off, len(b))
+		}
+	})
 }
 
 func TestDirStoreOperations(t *testing.T) {

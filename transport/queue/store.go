@@ -34,11 +34,14 @@ var (
 // metadata record (envelope and per-recipient state) that the queue
 // replaces after every delivery attempt.
 //
-// Implementations must be safe for concurrent use and honour ctx. Every
-// method that changes the store must return only once the change survives a
-// crash of the process and of the machine (for the file store: data fsynced,
-// atomic rename, directory fsynced). The queue calls Update for a given id
-// from one goroutine at a time.
+// Implementations must be safe for concurrent use and honour ctx. Create
+// and Update must return only once the change survives a crash of the
+// process and of the machine (for the file store: data fsynced, atomic
+// rename, directory fsynced). Delete may return before the removal is
+// durable, provided it becomes durable soon after and a removal lost in a
+// machine crash brings back the message's last durable record (the queue
+// then delivers it again: a duplicate, never a loss). The queue calls
+// Update for a given id from one goroutine at a time.
 //
 // A Queue assumes it is the only one working on its Store; STORE.md in
 // this directory describes how a store shared by several machines would map
@@ -61,9 +64,11 @@ type Store interface {
 	// order. Records that cannot be read are left out and reported by an
 	// error wrapping ErrCorrupt, returned with the others.
 	List(ctx context.Context) ([]*Message, error)
-	// Delete removes a message, metadata first, so that a crash half-way
-	// never leaves metadata without a body. Deleting a missing message
-	// returns ErrNotFound.
+	// Delete removes a message so that a crash half-way never leaves a
+	// listable message without its body (the file store removes the file
+	// holding body and first record first, and a leftover later record is
+	// removed when the store is opened). Deleting a missing message
+	// returns ErrNotFound. See the Store documentation for durability.
 	Delete(ctx context.Context, id string) error
 }
 
