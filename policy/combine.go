@@ -71,6 +71,15 @@ func (r Requirement) Strength() int {
 //     ones (with their PolicyString), MXAuthenticated is true if any says so, and a DANE or DANEOnly
 //     winner without TLSA records (a static "dane-only" entry) takes those
 //     of the first competitor that has them (the DANE lookup).
+//   - When the winner is not a local answer (its Source is mta-sts, dane
+//     or default) and no override answered, LocalFloor is the strictest
+//     level of the enforced local answers (static, route; with the
+//     LocalFloor of nested combinations), so that a "TLS-Required: No"
+//     message (RFC 8689), which may only have recipient-side policies
+//     ignored, is never relaxed below what the administrator configured
+//     for the destination. Otherwise LocalFloor is None: a local winner's
+//     Level is itself the local requirement, and an override is the
+//     administrator's last word.
 //   - Reason is the winner's reason, followed, when more than one member
 //     answered, by every answer's source and level.
 //
@@ -221,6 +230,10 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 			}
 		}
 	}
+	r.LocalFloor = None
+	if len(overrides) == 0 && !isLocal(r.Source) {
+		r.LocalFloor = localFloor(answers)
+	}
 	if len(overrides) > 0 {
 		for _, i := range enforce {
 			if stricter(answers[i], r) {
@@ -265,4 +278,29 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 // is, one under which DANE applies (RFC 7672 §2.2).
 func hasDANERecords(a Requirement) bool {
 	return (a.Level == DANE || a.Level == DANEOnly) && len(a.TLSA) > 0
+}
+
+// isLocal reports whether s names a decision the local administrator made
+// for the destination: a static table entry, a route's own level or an
+// override. The default level (SourceDefault) is not one; see
+// Requirement.LocalFloor.
+func isLocal(s Source) bool {
+	return s == SourceStatic || s == SourceRoute || s == SourceOverride
+}
+
+// localFloor returns the strictest level that the local answers among
+// answers require in enforce mode, with the LocalFloor each answer carries
+// from a nested combination; None if there is none (Requirement.LocalFloor).
+// Levels are compared in their declared order, so that DANE and dane-only
+// rank above encrypt: a Connector keeps such a floor whole rather than
+// guess which part of it a "TLS-Required: No" message may drop.
+func localFloor(answers []Requirement) Level {
+	floor := None
+	for _, a := range answers {
+		if isLocal(a.Source) && a.Mode == Enforce {
+			floor = max(floor, a.Level)
+		}
+		floor = max(floor, a.LocalFloor)
+	}
+	return floor
 }

@@ -66,7 +66,8 @@ func TestStrictest(t *testing.T) {
 				answer(Requirement{Level: Verify, Source: SourceDefault, Reason: "default"}),
 				answer(Requirement{Level: Encrypt, Source: SourceStatic, Reason: "static"}),
 			},
-			want:    Requirement{Domain: "d.example", Level: Verify, Source: SourceDefault},
+			// The static entry it outranked stays the local floor.
+			want:    Requirement{Domain: "d.example", Level: Verify, Source: SourceDefault, LocalFloor: Encrypt},
 			wantWhy: []string{"default; strictest of default verify (chosen), static encrypt"},
 		},
 		{
@@ -87,7 +88,7 @@ func TestStrictest(t *testing.T) {
 				answer(Requirement{Level: Verify, Source: SourceMTASTS, Reason: "sts"}),
 				answer(Requirement{Level: May, Source: SourceStatic, Reason: "static"}),
 			},
-			want: Requirement{Domain: "d.example", Level: Verify, Source: SourceMTASTS},
+			want: Requirement{Domain: "d.example", Level: Verify, Source: SourceMTASTS, LocalFloor: May},
 		},
 		{
 			name: "tie on level: higher minimum version wins",
@@ -120,7 +121,7 @@ func TestStrictest(t *testing.T) {
 				answer(Requirement{Level: Verify, Source: SourceMTASTS, Reason: "sts"}),
 				answer(Requirement{Level: Encrypt, MinVersion: tls.VersionTLS13, OnFailure: Bounce, Source: SourceStatic, Reason: "static"}),
 			},
-			want:    Requirement{Domain: "d.example", Level: Verify, MinVersion: tls.VersionTLS13, OnFailure: Bounce, Source: SourceMTASTS},
+			want:    Requirement{Domain: "d.example", Level: Verify, MinVersion: tls.VersionTLS13, OnFailure: Bounce, Source: SourceMTASTS, LocalFloor: Encrypt},
 			wantWhy: []string{"static encrypt min TLS 1.3"},
 		},
 		{
@@ -173,7 +174,7 @@ func TestStrictest(t *testing.T) {
 				answer(Requirement{Level: Encrypt, Source: SourceStatic, Reason: "static"}),
 				answer(Requirement{Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "records"}),
 			},
-			want: Requirement{Domain: "d.example", Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE},
+			want: Requirement{Domain: "d.example", Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, LocalFloor: Encrypt},
 		},
 		{
 			name: "testing member does not raise an enforced one",
@@ -399,5 +400,53 @@ func TestStrictestLogsOverrides(t *testing.T) {
 	s.Policies = []Policy{answer(Requirement{Level: Verify, Source: SourceMTASTS}), answer(Requirement{Level: None, Source: SourceOverride})}
 	if r, err := s.Lookup(context.Background(), "d.example"); err != nil || r.Level != None {
 		t.Fatal(r, err)
+	}
+}
+
+// LocalFloor keeps the local administrator's requirement when a published
+// policy (or the default) wins the combination, so that "TLS-Required: No"
+// (RFC 8689), which may ignore only recipient-side policies, cannot lower
+// it (see Requirement.LocalFloor).
+func TestStrictestLocalFloor(t *testing.T) {
+	tlsa := []TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{1, 2}}}
+	sts := answer(Requirement{Level: Verify, Source: SourceMTASTS, Reason: "sts"})
+	tests := []struct {
+		name    string
+		members []Policy
+		source  Source
+		level   Level
+		floor   Level
+	}{
+		{"static encrypt under mta-sts enforce", []Policy{sts, answer(Requirement{Level: Encrypt, Source: SourceStatic})}, SourceMTASTS, Verify, Encrypt},
+		{"static may under mta-sts", []Policy{sts, answer(Requirement{Level: May, Source: SourceStatic})}, SourceMTASTS, Verify, May},
+		{"route encrypt under mta-sts", []Policy{answer(Requirement{Level: Encrypt, Source: SourceRoute}), sts}, SourceMTASTS, Verify, Encrypt},
+		{"strictest of several local answers", []Policy{sts, answer(Requirement{Level: May, Source: SourceStatic}),
+			answer(Requirement{Level: Encrypt, Source: SourceRoute})}, SourceMTASTS, Verify, Encrypt},
+		{"static verify ties mta-sts, earlier wins", []Policy{sts, answer(Requirement{Level: Verify, Source: SourceStatic})}, SourceMTASTS, Verify, Verify},
+		{"static encrypt under DANE with records", []Policy{answer(Requirement{Level: Encrypt, Source: SourceStatic}),
+			answer(Requirement{Level: DANE, TLSA: tlsa, Source: SourceDANE})}, SourceDANE, DANE, Encrypt},
+		{"static encrypt under a default verify", []Policy{answer(Requirement{Level: Verify, Source: SourceDefault}),
+			answer(Requirement{Level: Encrypt, Source: SourceStatic})}, SourceDefault, Verify, Encrypt},
+		{"the default level is no local floor", []Policy{sts, answer(Requirement{Level: Encrypt, Source: SourceDefault})}, SourceMTASTS, Verify, None},
+		{"a testing-mode static entry is no floor", []Policy{sts, answer(Requirement{Level: Encrypt, Mode: Testing, Source: SourceStatic})}, SourceMTASTS, Verify, None},
+		{"a local winner carries its level in Level", []Policy{sts, answer(Requirement{Level: Secure, Source: SourceStatic})}, SourceStatic, Secure, None},
+		{"an override decides alone", []Policy{sts, answer(Requirement{Level: Encrypt, Source: SourceStatic}),
+			answer(Requirement{Level: May, Source: SourceOverride})}, SourceOverride, May, None},
+		{"nested combination passes its floor on", []Policy{sts, Combine(answer(Requirement{Level: Encrypt, Source: SourceDefault}),
+			answer(Requirement{Level: Encrypt, Source: SourceStatic}))}, SourceMTASTS, Verify, Encrypt},
+		{"nested floor under a published winner", []Policy{answer(Requirement{Level: DANE, TLSA: tlsa, Source: SourceDANE}),
+			Combine(sts, answer(Requirement{Level: Encrypt, Source: SourceStatic}))}, SourceDANE, DANE, Encrypt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Combine(tt.members...).Lookup(context.Background(), "d.example")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Source != tt.source || got.Level != tt.level || got.LocalFloor != tt.floor {
+				t.Errorf("got %s from %s, local floor %s; want %s from %s, local floor %s",
+					got.Level, got.Source, got.LocalFloor, tt.level, tt.source, tt.floor)
+			}
+		})
 	}
 }

@@ -184,6 +184,23 @@ type Requirement struct {
 	// DANE precedence only where DANE applies). The zero value, None, means
 	// DANE's own fallback (dane: may; dane-only: not used).
 	WithoutTLSA Level
+	// LocalFloor matters only when Source is not a local one (it is
+	// mta-sts, dane or default). It is the strictest level that the local
+	// administrator's own answers asked for in enforce mode (static table
+	// entries, a route's level, overrides, and the LocalFloor of nested
+	// combinations) and that the winning answer outranked, as Strictest
+	// and Standard compute it. The configured default level (Fixed, the
+	// table's "*" entry, Standard.Default) does not count: it is a
+	// blanket level, not a decision about this destination. When Source
+	// is static, route or override, Level itself is the local requirement
+	// and LocalFloor is None. A message carrying "TLS-Required: No" asks
+	// that recipient-side policies (MTA-STS, DANE) be ignored (RFC 8689);
+	// the Connector then relaxes it to max(May, LocalFloor), never below,
+	// so the header cannot undo what the administrator required. The
+	// zero value, None, means no local requirement below the winner:
+	// the header may relax the requirement to May. MinVersion, already
+	// the highest of all answers, still applies when TLS is required.
+	LocalFloor Level
 	// Source says where the decision came from.
 	Source Source
 	// Reason is a short human explanation ("static table entry .example.com

@@ -43,6 +43,12 @@ import (
 //   - Ties between equally strict answers go to DANE, then MTA-STS, then the
 //     static table, then the default, so that a published policy that is
 //     matched by a local entry is still reported as applied.
+//   - The static table's level survives in LocalFloor when a published
+//     policy or the default wins (also when a testing-mode policy is the
+//     result), as with Strictest: a "TLS-Required: No" message (RFC 8689)
+//     has recipient-side policies ignored but is never relaxed below the
+//     administrator's entry. The default level is no local floor; see
+//     Requirement.LocalFloor.
 //
 // Any member error other than ErrNoPolicy is returned (wrapped): the caller
 // must defer, never downgrade. The result's String explains the decision in
@@ -159,6 +165,8 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 			r.MXPatterns = slices.Clone(t.MXPatterns)
 			r.PolicyString = slices.Clone(t.PolicyString)
 			r.Floor = enforced.Level
+			// The enforced result's local part stays the local floor.
+			r.LocalFloor = localFloor(answers)
 			r.MinVersion = max(r.MinVersion, enforced.MinVersion)
 			r.Reason = fmt.Sprintf("%s; testing mode: checked and reported, not enforced; %s %s enforced meanwhile (%s)",
 				t.Reason, enforced.Source, enforced.Level, enforced.Reason)

@@ -162,3 +162,54 @@ func TestStandardDANEKeepsMTASTSForOtherHosts(t *testing.T) {
 		t.Errorf("testing policy kept: %+v", got)
 	}
 }
+
+// Standard carries the static table's level in LocalFloor whenever a
+// published policy or the default wins, including when a testing-mode
+// policy replaces the enforced result (see Requirement.LocalFloor).
+func TestStandardLocalFloor(t *testing.T) {
+	tlsa := []TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: bytes.Repeat([]byte{1}, 32)}}
+	daneRecords := answer(Requirement{Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "records"})
+	stsEnforce := answer(Requirement{Level: Verify, MXPatterns: []string{"mx.d.example"}, MXAuthenticated: true, Source: SourceMTASTS, Reason: "sts"})
+	stsTesting := answer(Requirement{Level: Verify, MXPatterns: []string{"mx.d.example"}, Mode: Testing, Source: SourceMTASTS, Reason: "sts testing"})
+	table := func(text string) Policy { return mustTable(t, text) }
+	tests := []struct {
+		name   string
+		s      Standard
+		source Source
+		level  Level
+		floor  Level
+	}{
+		{"static encrypt under mta-sts enforce", Standard{MTASTS: stsEnforce, Static: table("d.example encrypt\n"), Default: Fixed{Level: May}},
+			SourceMTASTS, Verify, Encrypt},
+		{"static may under mta-sts enforce", Standard{MTASTS: stsEnforce, Static: table("d.example may\n"), Default: Fixed{Level: May}},
+			SourceMTASTS, Verify, May},
+		{"no static entry", Standard{MTASTS: stsEnforce, Static: table("other.example encrypt\n"), Default: Fixed{Level: Encrypt}},
+			SourceMTASTS, Verify, None},
+		{"the table's * entry is a default, no floor", Standard{MTASTS: stsEnforce, Static: table("* encrypt\n"), Default: Fixed{Level: May}},
+			SourceMTASTS, Verify, None},
+		{"static verify ties mta-sts", Standard{MTASTS: stsEnforce, Static: table("d.example verify\n"), Default: Fixed{Level: May}},
+			SourceMTASTS, Verify, Verify},
+		{"static encrypt under DANE", Standard{DANE: daneRecords, MTASTS: stsEnforce, Static: table("d.example encrypt\n"), Default: Fixed{Level: May}},
+			SourceDANE, DANE, Encrypt},
+		{"static encrypt under a stricter default", Standard{Static: table("d.example encrypt\n"), Default: Fixed{Level: Verify}},
+			SourceDefault, Verify, Encrypt},
+		{"testing policy over a static floor", Standard{MTASTS: stsTesting, Static: table("d.example encrypt\n"), Default: Fixed{Level: May}},
+			SourceMTASTS, Verify, Encrypt},
+		{"static winner: Level is the local requirement", Standard{MTASTS: stsEnforce, Static: table("d.example secure\n"), Default: Fixed{Level: May}},
+			SourceStatic, Secure, None},
+		{"override decides alone", Standard{MTASTS: stsEnforce, Static: table("d.example may override=yes\n"), Default: Fixed{Level: May}},
+			SourceOverride, May, None},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.s.Lookup(context.Background(), "d.example")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Source != tt.source || got.Level != tt.level || got.LocalFloor != tt.floor {
+				t.Errorf("got %s from %s, local floor %s; want %s from %s, local floor %s",
+					got.Level, got.Source, got.LocalFloor, tt.level, tt.source, tt.floor)
+			}
+		})
+	}
+}

@@ -129,31 +129,68 @@ func (c *Connector) mxAllowed(ctx context.Context, st *groupState, host string) 
 	return true
 }
 
-// relaxed reports whether the message asks that TLS policy failures not
-// block delivery ("TLS-Required: No", RFC 8689 §5), does not itself
-// require TLS, and the requirement is one the header may relax (see
-// headerRelaxes).
-func (st *groupState) relaxed() bool { return headerRelaxes(st.req, st.env) }
+// relaxed reports whether the message's "TLS-Required: No" is honoured
+// for the group (see headerRelaxation): recipient-side policies, MTA-STS
+// "mx:" patterns and DANE per host, are then ignored, and the level is the
+// one headerRelaxation gives.
+func (st *groupState) relaxed() bool {
+	_, ok := headerRelaxation(st.req, st.env)
+	return ok
+}
 
-// headerRelaxes reports whether "TLS-Required: No" lowers req for env.
-// RFC 8689 §5 lets the header ask that recipient-side policies (MTA-STS,
-// DANE) be ignored; it does not let a message's author override what the
-// local administrator configured for the destination. So a static table
-// entry, a route's own level and an explicit override keep their level
-// (the header is written by whoever sends the message, and an on-path
-// attacker who strips STARTTLS would read what the administrator required
-// to be encrypted). Published policies and the configured default level
-// are relaxed, so that TLS-RPT reports (sent with the header, RFC 8460
-// §5.3) reach domains whose TLS is broken. REQUIRETLS wins over the header.
-func headerRelaxes(req policy.Requirement, env *Envelope) bool {
-	if !env.TLSRequiredNo || env.RequireTLS {
-		return false
-	}
+// localFloor returns what the local administrator configured for req's
+// destination: Level itself when the requirement comes from a static table
+// entry, a route's own level or an override (in enforce mode), and in any
+// case at least req.LocalFloor, the local level a published policy or the
+// default outranked in policy.Strictest or policy.Standard. The configured
+// default level is not counted (see policy.Requirement.LocalFloor).
+func localFloor(req policy.Requirement) policy.Level {
+	floor := req.LocalFloor
 	switch req.Source {
 	case policy.SourceStatic, policy.SourceRoute, policy.SourceOverride:
-		return false
+		if req.Mode == policy.Enforce {
+			floor = max(floor, req.Level)
+		}
 	}
-	return true
+	return floor
+}
+
+// headerRelaxation returns the level a message carrying "TLS-Required: No"
+// is delivered at, and whether the header is honoured at all.
+//
+// RFC 8689 (Abstract) lets the header ask that recipient-side policy
+// mechanisms such as MTA-STS and DANE be ignored when relaying a message
+// for which security is unimportant. It does not let a message's author override what the local
+// administrator configured for the destination: the header is written by
+// whoever sends the message, and an on-path attacker who strips STARTTLS
+// would read what the administrator required to be encrypted. So:
+//
+//   - REQUIRETLS wins over the header: not honoured.
+//   - With a local floor (localFloor) of None, May or Encrypt, the header
+//     is honoured: published policies are ignored and the level is
+//     max(May, floor), Encrypt meaning TLS without certificate checks and
+//     never plaintext. A requirement of None stays None (the header never
+//     raises). The configured default level is relaxed like a published
+//     policy, so that TLS-RPT reports (sent with the header, RFC 8460 §5.3)
+//     reach domains whose TLS is broken when only recipient-side policies
+//     (and the blanket default) demand TLS.
+//   - With a local floor of DANE, dane-only, Verify or Secure the
+//     requirement is kept whole: a local Verify or Secure already demands
+//     at least what the published policy does, and a local DANE level
+//     cannot be separated from the DNSSEC records the header would drop;
+//     erring strict, the header is not honoured.
+func headerRelaxation(req policy.Requirement, env *Envelope) (policy.Level, bool) {
+	if !env.TLSRequiredNo || env.RequireTLS {
+		return req.Level, false
+	}
+	floor := localFloor(req)
+	if floor >= policy.DANE {
+		return req.Level, false
+	}
+	if req.Level == policy.None {
+		return policy.None, true
+	}
+	return max(policy.May, floor), true
 }
 
 // daneApplies reports whether DANE, where a host has usable TLSA records,

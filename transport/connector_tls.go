@@ -252,17 +252,53 @@ type plan struct {
 // makePlan is the group's plan. perHost says that Connector.DANE will give
 // each host its own TLSA decision (see hostPlan); without it a requirement
 // carrying TLSA records cannot be verified host by host and fails closed.
+//
+// A message with "TLS-Required: No" (RFC 8689) gets the plan of the level
+// headerRelaxation gives: recipient-side policies are ignored, the local
+// administrator's floor is kept.
 func makePlan(req policy.Requirement, env *Envelope, perHost bool) (plan, error) {
+	if to, ok := headerRelaxation(req, env); ok {
+		return relaxedPlan(req, to), nil
+	}
+	p, err := levelPlan(req, perHost)
+	if err == nil && env.TLSRequiredNo && !env.RequireTLS {
+		// Not honoured: say so, with both levels, so that an operator sees
+		// why such a message was held to the full requirement.
+		note := fmt.Sprintf("TLS-Required: No header not applied: %s (%s) kept, local floor %s is dane or stricter (RFC 8689)",
+			req.Level, req.Source, localFloor(req))
+		if p.reason != "" {
+			note = p.reason + "; " + note
+		}
+		p.reason = note
+	}
+	return p, err
+}
+
+// relaxedPlan is the plan for a message whose "TLS-Required: No" is
+// honoured, at level to (None, May or Encrypt: see headerRelaxation). TLS
+// is attempted unless to is None; certificates are not checked; at Encrypt
+// plaintext is refused, and that is enforced even when req is in testing
+// mode, because it is the local administrator's requirement.
+func relaxedPlan(req policy.Requirement, to policy.Level) plan {
+	p := plan{enforce: true}
+	switch to {
+	case policy.None:
+	case policy.May:
+		p.tryTLS = true
+	default:
+		p.tryTLS, p.required = true, true
+	}
+	if req.Level != to {
+		p.reason = fmt.Sprintf("TLS-Required: No header relaxes %s (%s) to %s, local floor %s (RFC 8689: recipient-side policies ignored, the local requirement kept)",
+			req.Level, req.Source, to, localFloor(req))
+	}
+	return p
+}
+
+// levelPlan is the plan for req's level, without regard to the message.
+func levelPlan(req policy.Requirement, perHost bool) (plan, error) {
 	lvl := req.Level
 	p := plan{enforce: req.Mode == policy.Enforce}
-	if headerRelaxes(req, env) && lvl > policy.May {
-		// RFC 8689 §5: "TLS-Required: No" asks that TLS policy failures not
-		// block delivery. TLS is still attempted; certificates are not
-		// checked and plaintext is allowed. (REQUIRETLS wins over it, and
-		// local per-destination levels are kept: see headerRelaxes.)
-		p.reason = "TLS-Required: No header relaxes " + lvl.String() + " to may (RFC 8689 §5)"
-		lvl = policy.May
-	}
 	switch lvl {
 	case policy.None:
 		return p, nil
