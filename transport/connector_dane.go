@@ -112,7 +112,7 @@ func ipsOf(addrs []netip.Addr) []net.IP {
 
 // mxAllowed applies MTA-STS "mx:" patterns (RFC 8461 §4.1): in enforce
 // mode a host that matches none is not used; in testing mode it is used
-// and logged. "TLS-Required: No" (RFC 8689 §5) ignores the patterns.
+// and logged. "TLS-Required: No" (RFC 8689 §4.2.2) ignores the patterns.
 func (c *Connector) mxAllowed(ctx context.Context, st *groupState, host string) bool {
 	if len(st.req.MXPatterns) == 0 || matchMXPatterns(host, st.req.MXPatterns) {
 		return true
@@ -158,7 +158,7 @@ func localFloor(req policy.Requirement) policy.Level {
 // headerRelaxation returns the level a message carrying "TLS-Required: No"
 // is delivered at, and whether the header is honoured at all.
 //
-// RFC 8689 (Abstract) lets the header ask that recipient-side policy
+// RFC 8689 §4.2.2 lets the header ask that recipient-side policy
 // mechanisms such as MTA-STS and DANE be ignored when relaying a message
 // for which security is unimportant. It does not let a message's author override what the local
 // administrator configured for the destination: the header is written by
@@ -247,14 +247,14 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 		return p, nil
 	}
 	if st.relaxed() {
-		// RFC 8689 §5: recipient-side policies such as DANE are ignored.
+		// RFC 8689 §4.2.2: recipient-side policies such as DANE are ignored.
 		if len(t.addrs) == 0 && h.Err != nil {
 			return fail(localError(false, 4, 3, "", "address lookup for "+t.host+" failed", h.Err), FailureNone)
 		}
 		if len(h.TLSA) > 0 || h.Err != nil {
 			c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
 				slog.String("domain", st.req.Domain), slog.String("mx", t.host), slog.String("policy", policyAttr(st.req)),
-				slog.String("reason", "TLS-Required: No header: DANE not applied (RFC 8689 §5)"), slog.String("msgid", st.env.ID))
+				slog.String("reason", "TLS-Required: No header: DANE not applied (RFC 8689 §4.2.2)"), slog.String("msgid", st.env.ID))
 		}
 		return p, nil
 	}

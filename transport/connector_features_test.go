@@ -76,7 +76,7 @@ func TestREQUIRETLS(t *testing.T) {
 	t.Run("next hop lacks REQUIRETLS", func(t *testing.T) { refused(t, authVerify, withoutExt, true) })
 }
 
-// RFC 8689 §5: "TLS-Required: No" relaxes certificate checks.
+// RFC 8689 §4.2.2: "TLS-Required: No" relaxes certificate checks.
 func TestTLSRequiredNo(t *testing.T) {
 	srv := transporttest.NewWrongNameServer(t)
 	e := newEnv(t)

@@ -129,7 +129,7 @@ func TestDANERequiredGroupFailureRecordedForTLSRPT(t *testing.T) {
 }
 
 // "TLS-Required: No" is the sender's request to ignore recipient-side
-// policies (RFC 8689 §5: MTA-STS, DANE). It must not lower what the local
+// policies (RFC 8689 §4.2.2: MTA-STS, DANE). It must not lower what the local
 // administrator configured for the destination (a static table entry, a
 // route, an override): the header is written by whoever sends the message,
 // and an on-path attacker who strips STARTTLS would then read it.

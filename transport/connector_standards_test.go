@@ -403,7 +403,7 @@ func TestDANEThroughConnector(t *testing.T) {
 		w.tlsa(host, true, fakedns.TLSA(3, 1, 1, other)) // would not match
 		pol, d := dplus(w, false)
 		e := envelope("user@dane.example")
-		e.TLSRequiredNo = true // RFC 8689 §5
+		e.TLSRequiredNo = true // RFC 8689 §4.2.2
 		c := w.connector(pol, d, nil)
 		var logBuf bytes.Buffer
 		c.Logger = slogJSON(&logBuf)

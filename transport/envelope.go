@@ -23,7 +23,8 @@ type Envelope struct {
 	// RequireTLS is set by MAIL FROM:<…> REQUIRETLS (RFC 8689 §4.1).
 	RequireTLS bool
 	// TLSRequiredNo is set when the message carries "TLS-Required: No"
-	// (RFC 8689 §5): certificate checks are relaxed to opportunistic.
+	// (RFC 8689 §3, §4.2.2): recipient-side policies (MTA-STS, DANE) are
+	// ignored; the administrator's own levels still apply.
 	TLSRequiredNo bool
 	// SMTPUTF8 is set by MAIL FROM:<…> SMTPUTF8 (RFC 6531 §3.4).
 	SMTPUTF8 bool

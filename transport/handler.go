@@ -22,7 +22,7 @@ import (
 // and answered "451 4.3.0" with a generic text; its text never reaches the
 // client.
 //
-// env.TLSRequiredNo ("TLS-Required: No", RFC 8689 §5) is found by the
+// env.TLSRequiredNo ("TLS-Required: No", RFC 8689 §3) is found by the
 // Server in the header section as the Handler reads it: it is final once the
 // Handler has read past the header section, at the latest at io.EOF.
 //

@@ -40,7 +40,7 @@ func TestReceivedHeader(t *testing.T) {
 }
 
 // TestTLSRequiredHeader: "TLS-Required: No" in the header section sets
-// Envelope.TLSRequiredNo (RFC 8689 §5), unless MAIL carried REQUIRETLS; the
+// Envelope.TLSRequiredNo (RFC 8689 §3), unless MAIL carried REQUIRETLS; the
 // same text in the body does not.
 func TestTLSRequiredHeader(t *testing.T) {
 	for _, c := range []struct {

@@ -281,7 +281,7 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 }
 
 // bodyReader remembers how the message body ended, and watches the header
-// section go by for "TLS-Required: No" (RFC 8689 §5).
+// section go by for "TLS-Required: No" (RFC 8689 §3).
 type bodyReader struct {
 	r   io.Reader
 	err error
@@ -317,7 +317,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // scanHeader accumulates the header section; at its end (the empty line,
 // the end of the message or the size bound) it sets env.TLSRequiredNo if a
 // TLS-Required field says "No". The field is ignored when MAIL carried
-// REQUIRETLS (RFC 8689 §5: the parameter takes precedence), so the
+// REQUIRETLS (RFC 8689 §3: the parameter takes precedence), so the
 // Envelope never holds both.
 func (b *bodyReader) scanHeader(p []byte, end bool) {
 	b.hdr = append(b.hdr, p...)
@@ -338,7 +338,7 @@ func (b *bodyReader) scanHeader(p []byte, end bool) {
 }
 
 // tlsRequiredNo reports whether the header section h has a TLS-Required
-// field whose value is "No" (RFC 8689 §5.1; case-insensitive, may be folded).
+// field whose value is "No" (RFC 8689 §3; case-insensitive, may be folded).
 func tlsRequiredNo(h []byte) bool {
 	lines := strings.Split(string(h), "\r\n")
 	for i := 0; i < len(lines); i++ {

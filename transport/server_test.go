@@ -125,7 +125,7 @@ func TestDeliveryOverSTARTTLS(t *testing.T) {
 	d.expect("RCPT TO:<r2@example.net> NOTIFY=NEVER", "250 ")
 	d.expect("RCPT TO:<r3@example.net>", "250 ")
 	d.expect("DATA", "354 ")
-	d.send("Subject: hi\r\nTLS-Required: No\r\n\r\n..dot-stuffed\r\nbody\r\n.\r\n") // ignored: REQUIRETLS wins (RFC 8689 §5)
+	d.send("Subject: hi\r\nTLS-Required: No\r\n\r\n..dot-stuffed\r\nbody\r\n.\r\n") // ignored: REQUIRETLS wins (RFC 8689 §3)
 	final := d.read()
 	if !strings.HasPrefix(final, "250 2.0.0 Ok: queued as ") {
 		t.Fatalf("DATA reply %q", final)

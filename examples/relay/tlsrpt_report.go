@@ -100,7 +100,7 @@ func (r *reporter) send(ctx context.Context, rep *tlsrpt.Report) error {
 		}
 		env := &transport.Envelope{
 			From:          "",   // null reverse-path: a failed report must not bounce (no loops)
-			TLSRequiredNo: true, // the message says "TLS-Required: No" (RFC 8460 §5.3, RFC 8689 §5)
+			TLSRequiredNo: true, // the message says "TLS-Required: No" (RFC 8460 §5.3, RFC 8689 §3, §4.2.2)
 			ReceivedAt:    r.now(),
 		}
 		for _, a := range to {

@@ -46,7 +46,7 @@ type MailOptions struct {
 // gzip-compressed report as an application/tlsrpt+gzip attachment named per
 // §5.1; Subject "Report Domain: <domain> Submitter: <submitter> Report-ID:
 // <report-id>"; TLS-Report-Domain and TLS-Report-Submitter fields; and
-// "TLS-Required: No" (RFC 8689 §5) so that a TLS problem — the very thing
+// "TLS-Required: No" (RFC 8689 §3, §4.2.2) so that a TLS problem — the very thing
 // being reported — cannot stop the report.
 //
 // The message is not DKIM-signed; §5.3 requires the host to sign it.
