@@ -66,7 +66,14 @@ func TestPostfixRelayDeliversToTLSSmtpd(t *testing.T) {
 
 	// The smtpd session that queued qid: its lines from "connect from" to
 	// "disconnect from", by the smtpd PID that logged "qid: client=".
+	// The relay may keep the connection open a little after the 250, so
+	// wait for the session's disconnect line.
 	sess := smtpdSession(log, qid)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(sess, "disconnect from") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		log = pf.log()
+		sess = smtpdSession(log, qid)
+	}
 	if sess == "" {
 		t.Fatalf("no smtpd session for %s:\n%s", qid, log)
 	}
@@ -266,7 +273,12 @@ func TestPostfixRelaySmtpSinkEncryptBounces(t *testing.T) {
 		t.Errorf("%d attempt lines for user@sink.test, want 1 (bounce at once, no retry):\n%s", n, p.log.String())
 	}
 
-	time.Sleep(300 * time.Millisecond) // let smtp-sink flush its log
+	// smtp-sink's -v log reaches us through a pipe; wait for the EHLO.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(sink.output(), "EHLO relay.test") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // and for anything after it
 	out := sink.output()
 	if !strings.Contains(out, "EHLO relay.test") {
 		t.Fatalf("smtp-sink never saw the relay's EHLO; the test proves nothing:\n%s", out)
@@ -284,16 +296,22 @@ func TestPostfixRelaySmtpSinkEncryptBounces(t *testing.T) {
 	msg2 := "From: sender@localhost\r\nTo: user@sink-may.test\r\nSubject: may\r\n\r\nplain body " + tok2 + "\r\n"
 	c = relayClient(t, p, p.smtp)
 	relaySend(t, c, "", "", "sender@localhost", "user@sink-may.test", msg2)
-	deadline := time.Now().Add(30 * time.Second)
-	for len(sink.dumps(t)) == 0 && time.Now().Before(deadline) {
+	// smtp-sink creates the dump file before it has written the body:
+	// wait for the body, not the file.
+	dumped := func() bool {
+		files := sink.dumps(t)
+		if len(files) != 1 {
+			return false
+		}
+		b, _ := os.ReadFile(files[0])
+		return strings.Contains(string(b), tok2)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for !dumped() && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	files := sink.dumps(t)
-	if len(files) != 1 {
-		t.Fatalf("control: smtp-sink dumped %d messages, want 1\nsmtp-sink:\n%s\nrelay log:\n%s", len(files), sink.output(), p.log.String())
-	}
-	if b, _ := os.ReadFile(files[0]); !strings.Contains(string(b), tok2) {
-		t.Errorf("control: dump lacks the body:\n%s", b)
+	if files := sink.dumps(t); len(files) != 1 || !dumped() {
+		t.Fatalf("control: smtp-sink dumped %d messages, want 1 holding the body\nsmtp-sink:\n%s\nrelay log:\n%s", len(files), sink.output(), p.log.String())
 	}
 	if !strings.Contains(strings.ToUpper(sink.output()), "MAIL FROM:<SENDER@LOCALHOST>") {
 		t.Errorf("control: smtp-sink -v did not log the MAIL command:\n%s", sink.output())
