@@ -58,13 +58,13 @@ func (b *boundedBuffer) String() string {
 
 // startChild re-executes this program with -serve kind and waits for its
 // "listening ADDR" line.
-func startChild(ctx context.Context, cfg *config, kind, certFile, keyFile string) (*child, error) {
+func startChild(ctx context.Context, cfg *config, kind, certFile, keyFile string, extra ...string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "-serve", kind, "-cert", certFile, "-key", keyFile,
-		"-spool", cfg.spool, "-timeout", cfg.timeout.String())
+	cmd := exec.Command(exe, append([]string{"-serve", kind, "-cert", certFile, "-key", keyFile,
+		"-spool", cfg.spool, "-timeout", cfg.timeout.String()}, extra...)...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	c := &child{kind: kind, cmd: cmd, stderr: &boundedBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = c.stderr
@@ -118,6 +118,33 @@ func (c *child) kill() {
 	}
 }
 
+// count asks the child how many messages its handler has taken so far.
+func (c *child) count(ctx context.Context) (int64, error) {
+	if _, err := io.WriteString(c.stdin, "count\n"); err != nil {
+		return 0, fmt.Errorf("%s: %w", c.kind, err)
+	}
+	type res struct {
+		line string
+		err  error
+	}
+	rc := make(chan res, 1)
+	go func() { l, err := readLine(c.stdout); rc <- res{l, err} }()
+	var r res
+	select {
+	case r = <-rc:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(10 * time.Second):
+		return 0, fmt.Errorf("%s: no count within 10s", c.kind)
+	}
+	s, ok := strings.CutPrefix(r.line, "count ")
+	n, err := strconv.ParseInt(s, 10, 64)
+	if r.err != nil || !ok || err != nil {
+		return 0, fmt.Errorf("%s: bad count line %q (%v)", c.kind, r.line, r.err)
+	}
+	return n, nil
+}
+
 // stop closes the child's stdin, reads its "accepted N" line and waits for
 // it to exit; after 15 s it is killed.
 func (c *child) stop() (int64, error) {
@@ -163,9 +190,10 @@ func (c *child) stop() (int64, error) {
 
 // measurement is one target's run in one round.
 type measurement struct {
-	target  string
-	msgs    int
-	elapsed time.Duration
+	target   string
+	msgs     int
+	elapsed  time.Duration
+	accepted time.Duration // relay: until the last 250 (elapsed: until the sink had all)
 }
 
 func (m measurement) rate() float64 { return float64(m.msgs) / m.elapsed.Seconds() }
@@ -178,7 +206,7 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	}
 	defer os.RemoveAll(dir)
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := certstore.WriteSelfSigned(certFile, keyFile, []string{hostname}, 24*time.Hour); err != nil {
+	if err := certstore.WriteSelfSigned(certFile, keyFile, certNames, 24*time.Hour); err != nil {
 		return err
 	}
 	pem, err := os.ReadFile(certFile)
@@ -187,21 +215,58 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
-	// No ClientSessionCache: a full handshake on every connection.
-	clientTLS := &tls.Config{RootCAs: roots, ServerName: hostname}
+	// No ClientSessionCache: a full handshake on every connection. X25519
+	// only, the key exchange Postfix (OpenSSL 3.0) and Go share; Go would
+	// otherwise use its hybrid X25519MLKEM768 with Go servers only.
+	clientTLS := &tls.Config{RootCAs: roots, ServerName: hostname, CurvePreferences: []tls.CurveID{tls.X25519}}
+
+	targets := slices.Clone(cfg.targets)
+	if contains(targets, "postfix") {
+		if why := postfixUnavailable(); why != "" {
+			if cfg.requirePostfix {
+				return fmt.Errorf("postfix target: %s", why)
+			}
+			fmt.Fprintf(stdout, "skipping target postfix: %s (-require-postfix makes this an error)\n", why)
+			targets = slices.DeleteFunc(targets, func(t string) bool { return t == "postfix" })
+		}
+	}
 
 	children := map[string]*child{}
+	var pf *postfixServer
 	defer func() {
 		for _, c := range children {
 			c.kill()
 		}
-	}()
-	for _, t := range cfg.targets {
-		c, err := startChild(ctx, cfg, t, certFile, keyFile)
-		if err != nil {
-			return err
+		if pf != nil {
+			pf.stop()
 		}
-		children[t] = c
+	}()
+	addrs := map[string]string{}
+	for _, t := range targets {
+		switch t {
+		case "postfix":
+			if pf, err = startPostfix(ctx, dir, certFile, keyFile); err != nil {
+				return err
+			}
+			addrs[t] = pf.addr
+		case "relay":
+			sink, err := startChild(ctx, cfg, "sink", certFile, keyFile)
+			if err != nil {
+				return err
+			}
+			children["sink"] = sink
+			c, err := startChild(ctx, cfg, t, certFile, keyFile, "-sink", sink.addr)
+			if err != nil {
+				return err
+			}
+			children[t], addrs[t] = c, c.addr
+		default:
+			c, err := startChild(ctx, cfg, t, certFile, keyFile)
+			if err != nil {
+				return err
+			}
+			children[t], addrs[t] = c, c.addr
+		}
 	}
 
 	mode := "DATA"
@@ -210,38 +275,72 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	}
 	fmt.Fprintf(stdout, "smtpload %s %s %s/%s NumCPU=%d GOMAXPROCS=%d c=%d n=%d size=%d per-conn=%d mode=%s rounds=%d targets=%s spool=%s\n",
 		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
-		cfg.conc, cfg.n, cfg.size, cfg.perConn, mode, cfg.rounds, strings.Join(cfg.targets, ","), cfg.spool)
+		cfg.conc, cfg.n, cfg.size, cfg.perConn, mode, cfg.rounds, strings.Join(targets, ","), cfg.spool)
+	if pf != nil {
+		fmt.Fprintf(stdout, "postfix %s\n", pf.version)
+	}
 
 	body := makeBody(cfg.size)
 	byTarget := map[string][]measurement{}
 	for r := 0; r < cfg.rounds; r++ {
-		k := len(cfg.targets)
+		k := len(targets)
 		for i := 0; i < k; i++ {
-			t := cfg.targets[(r+i)%k] // ABC, BCA, CAB, ...
-			m, err := drive(ctx, cfg, children[t].addr, clientTLS, body)
+			t := targets[(r+i)%k] // ABC, BCA, CAB, ...
+			var m measurement
+			var err error
+			if t == "relay" {
+				m, err = driveRelay(ctx, cfg, addrs[t], clientTLS, body, children["sink"])
+			} else {
+				m, err = drive(ctx, cfg, addrs[t], clientTLS, body)
+			}
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", r+1, t, err)
 			}
 			m.target = t
 			byTarget[t] = append(byTarget[t], m)
-			fmt.Fprintf(stdout, "round %d %-7s %d msgs in %.3fs = %.1f msgs/s\n", r+1, t, m.msgs, m.elapsed.Seconds(), m.rate())
+			extra := ""
+			if t == "relay" {
+				extra = fmt.Sprintf(" (end to end; all accepted after %.3fs)", m.accepted.Seconds())
+			}
+			fmt.Fprintf(stdout, "round %d %-7s %d msgs in %.3fs = %.1f msgs/s%s\n", r+1, t, m.msgs, m.elapsed.Seconds(), m.rate(), extra)
 		}
 	}
 
-	// Every message the client saw accepted must have reached the handler.
-	for _, t := range cfg.targets {
-		n, err := children[t].stop()
+	// Every message the client saw accepted must have reached the handler
+	// (for relay: the relay's handler and then the sink; for postfix: the
+	// discard transport, as its log says).
+	want := int64(cfg.rounds * cfg.n)
+	for _, t := range append(slices.Clone(targets), "sink") {
+		if t == "postfix" {
+			n, err := pf.waitDelivered(ctx, want, 60*time.Second)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "accepted %-7s %d (250 replies; its log shows %d discarded)\n", t, want, n)
+			continue
+		}
+		c := children[t]
+		if c == nil {
+			continue
+		}
+		n, err := c.stop()
 		delete(children, t)
 		if err != nil {
 			return err
 		}
-		if want := int64(cfg.rounds * cfg.n); n != want {
+		if n != want {
 			return fmt.Errorf("%s: the server accepted %d messages, the client sent %d", t, n, want)
 		}
 		fmt.Fprintf(stdout, "accepted %-7s %d\n", t, n)
 	}
+	if pf != nil {
+		if err := pf.stop(); err != nil {
+			return err
+		}
+		pf = nil
+	}
 
-	for _, t := range cfg.targets {
+	for _, t := range targets {
 		var rates []float64
 		for _, m := range byTarget[t] {
 			rates = append(rates, m.rate())
@@ -249,15 +348,55 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		med, lo, hi := spread(rates)
 		fmt.Fprintf(stdout, "result %-7s msgs/s median %.1f min %.1f max %.1f\n", t, med, lo, hi)
 	}
-	for _, t := range cfg.targets[1:] {
+	ratio := func(a, b string) {
 		var ratios []float64
-		for i, m := range byTarget[t] {
-			ratios = append(ratios, m.rate()/byTarget["gosmtp"][i].rate())
+		for i, m := range byTarget[a] {
+			ratios = append(ratios, m.rate()/byTarget[b][i].rate())
 		}
 		med, lo, hi := spread(ratios)
-		fmt.Fprintf(stdout, "ratio %s/gosmtp median %.3f min %.3f max %.3f\n", t, med, lo, hi)
+		fmt.Fprintf(stdout, "ratio %s/%s median %.3f min %.3f max %.3f\n", a, b, med, lo, hi)
+	}
+	for _, t := range targets[1:] {
+		ratio(t, "gosmtp")
+	}
+	if contains(targets, "relay") && contains(targets, "postfix") {
+		ratio("relay", "postfix")
 	}
 	return nil
+}
+
+// driveRelay drives the relay target like drive, but the round ends when
+// the sink has received every message: the rate is end to end.
+func driveRelay(ctx context.Context, cfg *config, addr string, tlsCfg *tls.Config, body string, sink *child) (measurement, error) {
+	base, err := sink.count(ctx)
+	if err != nil {
+		return measurement{}, err
+	}
+	start := time.Now()
+	m, err := drive(ctx, cfg, addr, tlsCfg, body)
+	if err != nil {
+		return m, err
+	}
+	m.accepted = time.Since(start)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		n, err := sink.count(ctx)
+		if err != nil {
+			return m, err
+		}
+		if n-base == int64(cfg.n) {
+			break
+		}
+		if n-base > int64(cfg.n) {
+			return m, fmt.Errorf("the sink received %d messages, %d were sent", n-base, cfg.n)
+		}
+		if time.Now().After(deadline) {
+			return m, fmt.Errorf("the sink received %d of %d messages within 2 minutes of the last 250", n-base, cfg.n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	m.elapsed = time.Since(start)
+	return m, nil
 }
 
 // spread returns the median, minimum and maximum of v (not empty).
@@ -358,6 +497,7 @@ func session(ctx context.Context, addr string, tlsCfg *tls.Config, body string, 
 		if _, err := io.WriteString(w, line+"\r\n"); err != nil {
 			return err
 		}
+		quickAck(c)
 		return expect(code)
 	}
 	if err := expect("220"); err != nil {
@@ -398,6 +538,7 @@ func session(ctx context.Context, addr string, tlsCfg *tls.Config, body string, 
 		if err := bw.Flush(); err != nil {
 			return err
 		}
+		quickAck(c)
 		if err := expect("250"); err != nil {
 			return err
 		}

@@ -31,24 +31,31 @@ func TestLoadOneRound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	code := run(ctx, []string{"-n", "6", "-c", "2", "-per-conn", "2", "-size", "300", "-rounds", "1",
-		"-spool", t.TempDir(), "-timeout", "50s"}, &out, &errb)
+		"-targets", "gosmtp,mailtls,queue,relay", "-spool", t.TempDir(), "-timeout", "50s"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}
 	report := out.String()
 	t.Logf("report:\n%s", report)
-	for _, target := range []string{"gosmtp", "mailtls", "queue"} {
-		if !regexp.MustCompile(`(?m)^round 1 ` + target + ` +6 msgs in [0-9.]+s = [0-9.]+ msgs/s$`).MatchString(report) {
+	for _, target := range []string{"gosmtp", "mailtls", "queue", "relay"} {
+		if !regexp.MustCompile(`(?m)^round 1 ` + target + ` +6 msgs in [0-9.]+s = [0-9.]+ msgs/s`).MatchString(report) {
 			t.Errorf("no round line for %s", target)
 		}
 		if !regexp.MustCompile(`(?m)^accepted ` + target + ` +6$`).MatchString(report) {
 			t.Errorf("%s did not confirm 6 accepted messages", target)
 		}
 	}
-	re := regexp.MustCompile(`(?m)^ratio (mailtls|queue)/gosmtp median ([0-9.]+) min ([0-9.]+) max ([0-9.]+)$`)
+	// The relay's round ends when the sink has every message.
+	if !regexp.MustCompile(`(?m)^round 1 relay +6 msgs in [0-9.]+s = [0-9.]+ msgs/s \(end to end; all accepted after [0-9.]+s\)$`).MatchString(report) {
+		t.Errorf("relay round line is not end to end")
+	}
+	if !regexp.MustCompile(`(?m)^accepted sink +6$`).MatchString(report) {
+		t.Errorf("the sink did not confirm 6 delivered messages")
+	}
+	re := regexp.MustCompile(`(?m)^ratio (mailtls|queue|relay)/gosmtp median ([0-9.]+) min ([0-9.]+) max ([0-9.]+)$`)
 	ms := re.FindAllStringSubmatch(report, -1)
-	if len(ms) != 2 {
-		t.Fatalf("%d ratio lines, want 2", len(ms))
+	if len(ms) != 3 {
+		t.Fatalf("%d ratio lines, want 3", len(ms))
 	}
 	for _, m := range ms {
 		med, _ := strconv.ParseFloat(m[2], 64)
@@ -67,7 +74,7 @@ func TestLoadOneRound(t *testing.T) {
 // a target.
 func TestFlags(t *testing.T) {
 	for _, args := range [][]string{{"-c", "0"}, {"-n", "0"}, {"-size", "10"}, {"-per-conn", "0"},
-		{"-rounds", "0"}, {"-targets", "postfix"}, {"-serve", "x"}, {"extra"}} {
+		{"-rounds", "0"}, {"-targets", "exim"}, {"-serve", "x"}, {"-serve", "postfix"}, {"extra"}} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("%q accepted", args)
 		}
@@ -75,6 +82,33 @@ func TestFlags(t *testing.T) {
 	c, err := parseFlags([]string{"-targets", "queue"}, &bytes.Buffer{})
 	if err != nil || strings.Join(c.targets, ",") != "gosmtp,queue" {
 		t.Fatalf("targets %v, %v", c, err)
+	}
+	c, err = parseFlags(nil, &bytes.Buffer{})
+	if err != nil || strings.Join(c.targets, ",") != "gosmtp,mailtls,queue,relay,postfix" {
+		t.Fatalf("default targets %v, %v", c, err)
+	}
+}
+
+// TestPostfixUnavailable: without Postfix (or root) the postfix target is
+// skipped with a message, or refused with -require-postfix. Skipped where
+// Postfix can run (the full command then starts it; see README).
+func TestPostfixUnavailable(t *testing.T) {
+	why := postfixUnavailable()
+	if why == "" {
+		t.Skip("Postfix can run here")
+	}
+	var out, errb bytes.Buffer
+	args := []string{"-n", "2", "-c", "1", "-rounds", "1", "-targets", "postfix", "-spool", t.TempDir(), "-timeout", "30s"}
+	if code := run(context.Background(), args, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "skipping target postfix: "+why) || strings.Contains(out.String(), "result postfix") {
+		t.Errorf("report:\n%s", out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run(context.Background(), append(args, "-require-postfix"), &out, &errb); code != 1 || !strings.Contains(errb.String(), why) {
+		t.Errorf("-require-postfix: exit %d, stderr %q", code, errb.String())
 	}
 }
 

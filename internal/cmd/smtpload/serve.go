@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +24,29 @@ import (
 // hostname is the name every target announces and the certificate carries.
 const hostname = "mx.load.test"
 
+// sinkHost is the name the relay target's Connector gives its next hop, the
+// sink; the certificate carries it too, and sinkResolver maps it to the
+// sink's loopback address.
+const sinkHost = "sink.load.test"
+
+// certNames are the names in the one certificate all servers use.
+var certNames = []string{hostname, sinkHost}
+
+// sinkResolver answers address lookups for sinkHost with 127.0.0.1 and
+// nothing else, so that the relay target never resolves a real name.
+type sinkResolver struct{}
+
+func (sinkResolver) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
+	return nil, &net.DNSError{Err: "no MX in smtpload", Name: name, IsNotFound: true}
+}
+
+func (sinkResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
+	if host == sinkHost {
+		return []net.IPAddr{{IP: net.IPv4(127, 0, 0, 1)}}, nil
+	}
+	return nil, &net.DNSError{Err: "not the sink", Name: host, IsNotFound: true}
+}
+
 // serverTLS is the one TLS configuration all targets start from.
 func serverTLS(certFile, keyFile string) (*tls.Config, error) {
 	cert, err := certstore.LoadFiles(certFile, keyFile)
@@ -32,8 +57,9 @@ func serverTLS(certFile, keyFile string) (*tls.Config, error) {
 }
 
 // serveMain runs one target on a loopback port: it prints "listening ADDR",
-// serves until stdin reaches EOF (the parent closed it or died) or ctx ends,
-// then prints "accepted N" (messages its handler took) and returns.
+// answers each "count" line on stdin with "count N" (messages its handler
+// took so far), serves until stdin reaches EOF (the parent closed it or
+// died) or ctx ends, then prints "accepted N" and returns.
 func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writer) error {
 	tlsCfg, err := serverTLS(cfg.certFile, cfg.keyFile)
 	if err != nil {
@@ -47,7 +73,7 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 	var serve func() error
 	var shutdown func()
 	switch cfg.serve {
-	case "gosmtp":
+	case "gosmtp", "sink":
 		s := smtp.NewServer(bareBackend{&accepted})
 		s.Domain = hostname
 		s.TLSConfig = tlsCfg
@@ -70,7 +96,7 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 		}
 		serve = func() error { return s.Serve(l) }
 		shutdown = func() { s.Close() }
-	case "queue":
+	case "queue", "relay":
 		dir, err := os.MkdirTemp(cfg.spool, "smtpload-spool-")
 		if err != nil {
 			l.Close()
@@ -83,10 +109,35 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 			return err
 		}
 		defer store.Close()
+		var deliverer queue.Deliverer = queue.DeliverFunc(discardDelivery)
+		if cfg.serve == "relay" {
+			_, port, err := net.SplitHostPort(cfg.sink)
+			if err != nil {
+				l.Close()
+				return fmt.Errorf("relay: -sink %q: %w", cfg.sink, err)
+			}
+			roots := x509.NewCertPool()
+			pem, err := os.ReadFile(cfg.certFile)
+			if err != nil || !roots.AppendCertsFromPEM(pem) {
+				l.Close()
+				return fmt.Errorf("relay: reading the sink's certificate: %v", err)
+			}
+			// Nil Policy: Verify for every destination, against the
+			// sink's self-signed certificate as the only root.
+			conn := &transport.Connector{
+				Hostname: hostname,
+				Routes:   []transport.Route{{Domain: "*", NextHop: net.JoinHostPort(sinkHost, port)}},
+				Resolver: sinkResolver{},
+				RootCAs:  roots,
+				Pool:     transport.PoolConfig{MaxIdle: queue.DefaultConcurrency},
+			}
+			defer conn.Close()
+			deliverer = conn
+		}
 		q := &queue.Queue{
 			Store:     store,
 			Hostname:  hostname,
-			Deliverer: queue.DeliverFunc(discardDelivery),
+			Deliverer: deliverer,
 		}
 		qctx, qcancel := context.WithCancel(context.Background())
 		qdone := make(chan struct{})
@@ -109,15 +160,33 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 	go func() { errc <- serve() }()
 	fmt.Fprintf(stdout, "listening %s\n", l.Addr())
 
-	eof := make(chan struct{})
-	go func() { io.Copy(io.Discard, stdin); close(eof) }()
+	// Only this goroutine writes to stdout from here on.
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
 	var serr error
-	select {
-	case <-eof:
-	case <-ctx.Done():
-		serr = ctx.Err()
-	case err := <-errc:
-		serr = fmt.Errorf("%s: serve: %w", cfg.serve, err)
+wait:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				break wait
+			}
+			if l == "count" {
+				fmt.Fprintf(stdout, "count %d\n", accepted.Load())
+			}
+		case <-ctx.Done():
+			serr = ctx.Err()
+			break wait
+		case err := <-errc:
+			serr = fmt.Errorf("%s: serve: %w", cfg.serve, err)
+			break wait
+		}
 	}
 	shutdown()
 	fmt.Fprintf(stdout, "accepted %d\n", accepted.Load())
