@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/ndr"
 )
 
@@ -315,5 +316,36 @@ func TestPostfixRelaySmtpSinkEncryptBounces(t *testing.T) {
 	}
 	if !strings.Contains(strings.ToUpper(sink.output()), "MAIL FROM:<SENDER@LOCALHOST>") {
 		t.Errorf("control: smtp-sink -v did not log the MAIL command:\n%s", sink.output())
+	}
+}
+
+// TestPostfixRelayPostfixClientEncryptEnforced is the control of
+// TestPostfixRelayPostfixClientThroughRelay: the same Postfix client
+// configuration pointed at smtp-sink, which offers no STARTTLS, defers the
+// message ("TLS is required, but was not offered") and sends no MAIL, so
+// the TLS Postfix used towards the relay was required by
+// smtp_tls_security_level = encrypt, not merely opportunistic.
+func TestPostfixRelayPostfixClientEncryptEnforced(t *testing.T) {
+	sink := startSmtpSink(t)
+	ca := writeCAFile(t, testpki.MustCA("unused CA").CertPEM)
+	pfc := startPostfixClient(t, sink.addr, ca)
+	tok := token()
+	postfixSendmail(t, pfc, "pf-sender@example.test", "bob@local.test",
+		"From: pf-sender@example.test\nTo: bob@local.test\nSubject: control\nMessage-ID: <"+tok+"@pfclient.example.test>\n\nbody "+tok+"\n")
+	m, log := pfc.waitLogMatch(regexp.MustCompile(`[0-9A-F]+: to=<bob@local\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=deferred \((TLS is required, but was not offered[^)]*)\)`))
+	if m == nil {
+		t.Fatalf("Postfix did not defer for lack of STARTTLS:\n%s\nsmtp-sink:\n%s", log, sink.output())
+	}
+	t.Logf("Postfix: %s", m[0])
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(sink.output(), "EHLO pfclient.example.test") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	out := sink.output()
+	if !strings.Contains(out, "EHLO pfclient.example.test") {
+		t.Fatalf("smtp-sink never saw Postfix's EHLO:\n%s", out)
+	}
+	if strings.Contains(strings.ToUpper(out), "MAIL FROM") || strings.Contains(out, tok) || len(sink.dumps(t)) != 0 {
+		t.Errorf("Postfix sent the transaction in plaintext under encrypt:\n%s", out)
 	}
 }
