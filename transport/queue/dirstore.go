@@ -86,6 +86,10 @@ type DirStore struct {
 	lazy      uint64      // highest ticket of a Delete not yet synced
 	lazyTimer *time.Timer // pending sync for lazy, nil if none
 
+	// legacy is set when OpenDirStore found .eml files (the layout before
+	// .msg); only then do lookups of a missing ID.msg try ID.eml.
+	legacy bool
+
 	// deleteSyncDelay overrides DefaultDeleteSyncDelay (tests).
 	deleteSyncDelay time.Duration
 
@@ -166,6 +170,7 @@ func (s *DirStore) clean() error {
 			// Create) or was removed first (an interrupted Delete).
 			id := strings.TrimSuffix(name, bodySuffix)
 			orphan = !have[id+metaSuffix] && !have[id+msgSuffix]
+			s.legacy = s.legacy || !orphan
 		}
 		if orphan {
 			if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -320,10 +325,14 @@ func (s *DirStore) rename(from, to string) error {
 }
 
 // exists reports whether message id is in the store (ID.msg, or a legacy
-// ID.json with ID.eml).
+// ID.json with ID.eml, looked for only if the spool had legacy files when
+// it was opened).
 func (s *DirStore) exists(id string) bool {
 	if _, err := os.Lstat(s.path(id, msgSuffix)); err == nil {
 		return true
+	}
+	if !s.legacy {
+		return false
 	}
 	if _, err := os.Lstat(s.path(id, bodySuffix)); err == nil {
 		_, err := os.Lstat(s.path(id, metaSuffix))
@@ -339,7 +348,8 @@ func (s *DirStore) Create(ctx context.Context, m *Message, body io.Reader) error
 	if !validID(m.ID) {
 		return fmt.Errorf("%w: %q", ErrBadID, m.ID)
 	}
-	if s.exists(m.ID) {
+	// Link below refuses an existing ID.msg; a legacy message has none.
+	if s.legacy && s.exists(m.ID) {
 		return fmt.Errorf("%w: %s", ErrExists, m.ID)
 	}
 	// The record in ID.msg has no size: it is the rest of the file.
@@ -367,8 +377,12 @@ func (s *DirStore) Create(ctx context.Context, m *Message, body io.Reader) error
 			os.Remove(tmp)
 			return fmt.Errorf("%w: %s", ErrExists, m.ID)
 		}
-		// A file system without hard links: rename, after the check above
-		// (ids are unique or, for reports, created by one goroutine).
+		// A file system without hard links: rename, after a check (ids
+		// are unique or, for reports, created by one goroutine).
+		if s.exists(m.ID) {
+			os.Remove(tmp)
+			return fmt.Errorf("%w: %s", ErrExists, m.ID)
+		}
 		if err := os.Rename(tmp, final); err != nil {
 			os.Remove(tmp)
 			return fmt.Errorf("queue: renaming spool file: %w", err)
@@ -420,7 +434,7 @@ func (s *DirStore) Get(ctx context.Context, id string) (*Message, error) {
 // in ID.msg (0 for a legacy ID.eml).
 func (s *DirStore) load(id string) (*Message, int64, error) {
 	f, err := os.Open(s.path(id, msgSuffix))
-	legacy := errors.Is(err, fs.ErrNotExist)
+	legacy := errors.Is(err, fs.ErrNotExist) && s.legacy
 	if legacy {
 		f, err = os.Open(s.path(id, bodySuffix))
 	}
@@ -521,7 +535,7 @@ func (s *DirStore) Body(ctx context.Context, id string) (Body, error) {
 	}
 	name := s.path(id, msgSuffix)
 	f, err := os.Open(name)
-	legacy := errors.Is(err, fs.ErrNotExist)
+	legacy := errors.Is(err, fs.ErrNotExist) && s.legacy
 	if legacy {
 		f, err = os.Open(s.path(id, bodySuffix))
 	}
@@ -640,6 +654,9 @@ func (s *DirStore) Delete(ctx context.Context, id string) error {
 	s.step("remove", s.path(id, msgSuffix))
 	err := os.Remove(s.path(id, msgSuffix))
 	if errors.Is(err, fs.ErrNotExist) {
+		if !s.legacy {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
 		// Legacy layout: record first, so that a crash never leaves a
 		// record without its body.
 		if _, serr := os.Lstat(s.path(id, bodySuffix)); serr != nil {

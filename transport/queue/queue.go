@@ -561,10 +561,12 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		}
 	}
 	var err error
+	deleted := false
 	if m.Done() {
 		// Every recipient is final and no report is due: removing the
-		// message records the results as durably as an update would.
+		// message records the results (see Store.Delete for how durably).
 		err = q.Store.Delete(context.WithoutCancel(ctx), m.ID)
+		deleted = err == nil
 	} else {
 		err = q.Store.Update(context.WithoutCancel(ctx), m)
 	}
@@ -586,6 +588,11 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		if outs[k].state != "" {
 			q.logAttempt(m, m.Recipients[i], outs[k])
 		}
+	}
+	if deleted {
+		q.drop(e)
+		q.logger().Info("message done", "id", m.ID, "recipients", len(m.Recipients))
+		return
 	}
 	if err == nil {
 		q.finish(ctx, e)

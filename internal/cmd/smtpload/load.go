@@ -64,7 +64,7 @@ func startChild(ctx context.Context, cfg *config, kind, certFile, keyFile string
 		return nil, err
 	}
 	cmd := exec.Command(exe, append([]string{"-serve", kind, "-cert", certFile, "-key", keyFile,
-		"-spool", cfg.spool, "-timeout", cfg.timeout.String()}, extra...)...)
+		"-spool", cfg.spool, "-timeout", cfg.timeout.String(), "-cpuprofile", cfg.profileDir}, extra...)...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	c := &child{kind: kind, cmd: cmd, stderr: &boundedBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = c.stderr

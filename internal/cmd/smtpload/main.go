@@ -73,6 +73,8 @@
 //	              created (default the system temporary directory; put it
 //	              on the disk you want to measure)
 //	-timeout D    the whole run stops (and fails) after D (default 10m)
+//	-cpuprofile DIR  every Go child writes a CPU profile to DIR/KIND.pprof
+//	              (go tool pprof DIR/relay.pprof)
 //	-serve KIND   internal: run one child (used by the re-executed child)
 //
 // The command binds only 127.0.0.1 ports, sends at most rounds × targets ×
@@ -91,6 +93,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -116,6 +120,7 @@ type config struct {
 	certFile, keyFile              string // child only
 	sink                           string // relay child only
 	requirePostfix                 bool
+	profileDir                     string
 }
 
 // allTargets are the targets the command drives; serveKinds the children
@@ -142,6 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.certFile, "cert", "", "internal: certificate file (child)")
 	fs.StringVar(&c.keyFile, "key", "", "internal: key file (child)")
 	fs.StringVar(&c.sink, "sink", "", "internal: the sink's `addr` (relay child)")
+	fs.StringVar(&c.profileDir, "cpuprofile", "", "each Go child writes a CPU profile to `dir`/KIND.pprof")
 	fs.BoolVar(&c.requirePostfix, "require-postfix", false, "fail, instead of skipping the postfix target, when Postfix cannot be run")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -203,6 +209,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	if cfg.serve != "" {
+		if cfg.profileDir != "" {
+			f, perr := os.Create(filepath.Join(cfg.profileDir, cfg.serve+".pprof"))
+			if perr != nil {
+				fmt.Fprintln(stderr, "smtpload:", perr)
+				return 1
+			}
+			defer f.Close()
+			if perr := pprof.StartCPUProfile(f); perr != nil {
+				fmt.Fprintln(stderr, "smtpload:", perr)
+				return 1
+			}
+			defer pprof.StopCPUProfile()
+		}
 		err = serveMain(ctx, cfg, os.Stdin, stdout)
 	} else {
 		err = loadMain(ctx, cfg, stdout)
