@@ -8,10 +8,14 @@
 // # Implemented
 //
 //   - A spool directory store (DirStore) behind a small Store interface. A
-//     message is durable before Enqueue returns: body and metadata are each
-//     written to a temporary file, fsynced, renamed into place, and the
-//     directory is fsynced. Queue.ServeSMTP makes a Queue a
-//     transport.Handler, so the Server answers 250 only after that.
+//     message is durable before Enqueue returns: envelope record and body
+//     are written to one temporary file, which is fsynced and linked into
+//     place as ID.msg, and the directory is fsynced (one fsync shared by
+//     all Enqueues in flight: group commit). That is one file fsync and
+//     a share of one directory fsync per message. Queue.ServeSMTP makes a
+//     Queue a transport.Handler, so the Server answers 250 only after
+//     that. Deliveries start at once (Enqueue wakes the scheduler; no
+//     polling delay).
 //   - Per-recipient state (pending, deferred, delivered, relayed, failed)
 //     with attempt count, last error (reply code, RFC 3463 enhanced code,
 //     text, remote MTA, TLS-RPT failure type) and next attempt time. Partial
@@ -58,18 +62,32 @@
 //   - RFC 3461 "expanded" reports (the queue does no alias expansion),
 //     ETRN (RFC 1985), message priorities, per-destination rate limits and
 //     Postfix-style "dead destination" throttling.
-//   - Batching of state writes: every state change costs two fsyncs (the
-//     file, then the directory; concurrent directory fsyncs are shared).
-//     The whole queue is held in memory (one small record per message), and
-//     Run reads every record at start.
+//   - Batching of state writes: a state change that must be kept (a
+//     deferral, a report planned) costs an fsync of ID.json and a share of
+//     a directory fsync. A message delivered at its first attempt never
+//     writes one: it is deleted. There is no shared journal, so file
+//     creations and fsyncs are per message (see README "Performance" for
+//     what that costs against Postfix). The whole queue is held in memory
+//     (one small record per message), and Run reads every record at start.
 //
 // # Crashes, durability and duplicates
 //
 // A message whose Enqueue returned survives a crash at any later point:
-// every change of state is written to a new file, fsynced and renamed over
-// the old one before anything depends on it, and the message is removed
-// only once every recipient is final and every report about it is itself
-// durably queued. Report ids are planned in the same write as the result
+// ID.msg (record and body) was fsynced before it got its name and the
+// directory was fsynced before Enqueue returned; every later change of
+// state is written to a new file, fsynced and renamed over ID.json before
+// anything depends on it; and the message is removed only once every
+// recipient is final and every report about it is itself durably queued.
+//
+// Write order per message delivered at the first attempt: write
+// tmp-RANDOM (record, then body), fsync it, link it to ID.msg, unlink the
+// temporary name, fsync the directory (shared), then 250 to the client;
+// after the delivery, unlink ID.msg (and ID.json, if an update wrote one)
+// without waiting: the next directory fsync of any Create or Update covers
+// the removal, or a timer does after 50 ms (DefaultDeleteSyncDelay), or
+// Close. Before this layout a message cost two file fsyncs and two
+// directory fsyncs (body and record in separate files, an fsynced
+// deletion). Report ids are planned in the same write as the result
 // that calls for them (message id + ".r" + sequence number), so a crash
 // between queueing a report and recording that it was queued does not
 // produce a second report: on restart the report is found and not created
@@ -82,32 +100,44 @@
 // whose delivery succeeded just before a crash. This is the usual
 // at-least-once behaviour of MTAs (RFC 5321 §6.1 prefers a duplicate to a
 // loss); the window is the time between the remote's reply and the end of
-// the state write (one file write and two fsyncs). A delivery attempt
+// the state write (one file write and two fsyncs) or, for a message that
+// is finished and deleted, the removal itself. A crash of the machine
+// (power loss, kernel panic: not of the process, since the kernel keeps
+// what it was given) within about 50 ms after a deletion, before a
+// directory fsync covered it, can also bring the deleted message back
+// with its last durable record (the accepted one if no update was
+// written): every recipient still pending in that record is delivered
+// again, and a report whose id was planned again may be sent twice. No
+// accepted message can be lost that way; the duplicates are of the kind
+// counted below. A delivery attempt
 // interrupted by an orderly shutdown (Run's context ending) is not charged
 // as an attempt. The crash test (crash_test.go: a child process running the
 // queue is killed with SIGKILL ten times at random moments while it
 // accepts and delivers mail, then a last child drains the spool) counts
-// both. In five runs of 10 rounds on a 2-core machine (160 to 266 accepted
-// messages per run, three recipients each: two to deliver, one that fails
-// permanently and must come back as a failed DSN) no recipient was lost;
-// 1 to 11 deliveries (0.2% to 3% of the deliveries due) and 0 to 2
-// reports were duplicated, each across a kill (the test fails if one
-// process delivers a recipient or a report twice). A run of 30 rounds:
-// 539 messages, 1,617 recipients, 0 lost, 32 duplicate deliveries (3%),
-// 3 duplicate reports. The rate is high because every kill lands while
-// deliveries run back to back with a remote that answers in about 2 ms;
-// with real networks the window is a small part of each attempt.
-// TestCrashRecoverySMTP does the same with the real path out: the child
-// delivers with a transport.Connector over STARTTLS to a test SMTP server
-// living in the parent process, which counts what it accepted. Three runs
-// of 10 rounds (123 to 197 messages) and one of 30 rounds (378 messages,
-// 1,134 recipients): 0 lost; 7 to 36 duplicate deliveries (2% to 5%) and
-// 0 to 5 duplicate reports. Run both with (MAILTLS_CRASH_ROUNDS and
+// both. Each message has three recipients: two to deliver, one that fails
+// permanently and must come back as a failed DSN. With the one-file
+// layout, three runs of 10 rounds on a 2-core machine (252 to 280
+// accepted messages per run): no recipient lost; 0 to 1 duplicate
+// deliveries and no duplicate report, each across a kill (the test fails
+// if one process delivers a recipient or a report twice). A run of 30
+// rounds: 774 messages, 2,322 recipients, 0 lost, 5 duplicate deliveries
+// (0.3% of the 1,548 due), 1 duplicate report. (Before, with two files
+// and fsynced deletions: 1 to 11 duplicates per 10 rounds, 32 in 30.)
+// Every kill lands while deliveries run back to back with a remote that
+// answers in about 2 ms; with real networks the window is a small part of
+// each attempt. TestCrashRecoverySMTP does the same with the real path
+// out: the child delivers with a transport.Connector over STARTTLS to a
+// test SMTP server living in the parent process, which counts what it
+// accepted. Three runs of 10 rounds (243 to 254 messages): 0 lost; 2 to 5
+// duplicate deliveries (under 1%) and 0 to 1 duplicate report; 30 rounds
+// (700 messages, 2,100 recipients): 0 lost, 14 duplicate deliveries
+// (0.7%), 1 duplicate report. Run both with (MAILTLS_CRASH_ROUNDS and
 // MAILTLS_CRASH_MESSAGES scale them):
 //
 //	go test -run 'TestCrashRecovery' -v ./transport/queue/
 //
 // SIGKILL does not lose data the kernel already holds, so the crash test
-// checks ordering and recovery, not the fsync calls; those are checked
-// through DirStore's trace seam (TestEnqueueDurabilityOrder).
+// checks ordering and recovery, not the fsync calls (nor the deferred
+// directory fsync after a deletion); those are checked through DirStore's
+// trace seam (TestEnqueueDurabilityOrder, TestDirStoreDeleteSyncedByClose).
 package queue
