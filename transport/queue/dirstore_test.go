@@ -127,11 +127,19 @@ func TestEnqueueDurabilityOrder(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	st.smu.Lock()
-	if st.synced < st.lazy || st.lazyTimer != nil {
-		t.Errorf("deferred sync: synced %d, lazy %d, timer %v", st.synced, st.lazy, st.lazyTimer != nil)
+	// The trace names the step before it runs: wait for it to complete.
+	for {
+		st.smu.Lock()
+		synced, lazy, timer := st.synced, st.lazy, st.lazyTimer != nil
+		st.smu.Unlock()
+		if synced >= lazy && !timer {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deferred sync: synced %d, lazy %d, timer %v", synced, lazy, timer)
+		}
+		time.Sleep(time.Millisecond)
 	}
-	st.smu.Unlock()
 
 	// A Create after a Delete covers it: Close has nothing left to sync.
 	id2, err := q.Enqueue(context.Background(), &transport.Envelope{From: "a@example.org",
@@ -517,5 +525,76 @@ func TestDirStoreConcurrentCreates(t *testing.T) {
 	defer st.smu.Unlock()
 	if st.synced != st.requested || st.requested != 40 {
 		t.Errorf("synced %d of %d requested directory syncs", st.synced, st.requested)
+	}
+}
+
+// TestDeliveredMessageStoreSteps: a message delivered at its first attempt
+// costs, in the store, one file fsync and a directory fsync before Enqueue
+// returns, then two removals and no write at all; the removal is made
+// durable by the deferred directory fsync. The delivery starts as soon as
+// the message is queued: the poll interval here is an hour, so only
+// Enqueue's wake-up can start it.
+func TestDeliveredMessageStoreSteps(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.deleteSyncDelay = 10 * time.Millisecond
+	tl := &traceLog{}
+	st.trace = tl.add
+	fake := newFake(func(string, int) transport.RecipientResult { return ok() })
+	q := &Queue{Store: st, Deliverer: fake, PollInterval: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Let Run load the (empty) store and go to sleep first.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		q.mu.Lock()
+		running := q.running
+		q.mu.Unlock()
+		if running || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+
+	start := time.Now()
+	id, err := q.Enqueue(context.Background(), &transport.Envelope{From: "a@example.org",
+		Recipients: []transport.Recipient{{Address: "b@example.net"}}}, strings.NewReader(testMessage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for {
+		steps = append(steps, tl.take()...)
+		if len(steps) >= 7 || time.Since(start) > 5*time.Second {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	want := []string{
+		"write tmp", "fsync tmp", "rename " + id + msgSuffix, "fsyncdir " + filepath.Base(dir),
+		"remove " + id + msgSuffix, "remove " + id + metaSuffix,
+		"fsyncdir " + filepath.Base(dir),
+	}
+	if strings.Join(steps, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("store steps:\n%s\nwant:\n%s", strings.Join(steps, "\n"), strings.Join(want, "\n"))
+	}
+	if _, delivered := fake.counts("b@example.net"); delivered != 1 {
+		t.Fatalf("delivered %d times", delivered)
+	}
+	// Far below the poll interval: the wake-up started the delivery.
+	if elapsed > 2*time.Second {
+		t.Errorf("enqueue to durable removal took %v", elapsed)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if extra := tl.take(); len(extra) != 0 {
+		t.Errorf("store steps after the message was done: %v", extra)
 	}
 }
