@@ -81,7 +81,9 @@
 // n messages, and stops by itself: children exit when their standard
 // input closes (the parent ending, however it ends) and are killed by PID
 // if they do not; Postfix is stopped with postfix -c DIR stop and its
-// master killed by PID if it is still running 10 s later.
+// master killed by PID if it is still running 10 s later (on every exit
+// path but a SIGKILL of the load process itself, after which
+// "postfix -c /tmp/smtpload-*/postfix-* stop" ends the instance).
 package main
 
 import (
