@@ -130,7 +130,7 @@ type Message struct {
 	Recipients []*Recipient `json:"recipients"`
 
 	RequireTLS    bool   `json:"require_tls,omitempty"`     // RFC 8689 §4.1
-	TLSRequiredNo bool   `json:"tls_required_no,omitempty"` // RFC 8689 §5
+	TLSRequiredNo bool   `json:"tls_required_no,omitempty"` // RFC 8689 §3
 	SMTPUTF8      bool   `json:"smtputf8,omitempty"`        // RFC 6531
 	BodyType      string `json:"body_type,omitempty"`       // BODY= (RFC 6152)
 	Return        string `json:"ret,omitempty"`             // RET= (RFC 3461 §4.3)
