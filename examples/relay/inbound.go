@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -162,5 +165,106 @@ func (h *inbound) ServeSMTP(ctx context.Context, env *transport.Envelope, body i
 	}
 	h.log.Info("message stored", "id", env.ID, "from", env.From, "local", len(local), "queued", len(remote),
 		"queue_id", qid, "size", size, "tls", env.TLS.String(), "auth", env.AuthIdentity, "maildir", strings.Join(stored, " "))
+	// Only now, with every copy durable and nothing left that could make
+	// the client retry, are the local deliveries final.
+	h.reportDelivered(ctx, env, local, io.NewSectionReader(f, 0, size))
 	return nil
+}
+
+// reportDelivered sends the "delivered" delivery status notifications of a
+// local final delivery. This relay is the final-delivery MTA for its local
+// domains, so a recipient that asked NOTIFY=SUCCESS gets one
+// (RFC 3461 §5.2.3, §6.2): Action "delivered", Status 2.0.0 (RFC 3463
+// §3.1), Final-Recipient, Original-Recipient from ORCPT (RFC 3461 §4.2),
+// Original-Envelope-Id from ENVID (§4.4). The recipients of one message
+// share one report. The original is returned as headers only whatever RET
+// says, since this is not a failure report (RFC 3461 §4.3; ndr.Report
+// applies the rule). A null reverse-path never gets a report
+// (RFC 3461 §6.1, ndr.ShouldReport).
+//
+// The report is built here with ndr and handed to the outbound queue as a
+// new message with a null reverse-path (RFC 3461 §6.1), so it is durable
+// and goes out on the normal path: into the sender's Maildir if the sender
+// is local (the queue's deliverer), otherwise through the Connector under
+// the outbound TLS policy. Its null reverse-path means its own failure is
+// never reported (ndr.ShouldReport), only logged by the queue.
+//
+// A report that cannot be built or queued is logged and dropped: the
+// message is already delivered and its 250 must not be withheld
+// (RFC 3461 §6.2 makes the report the MTA's best effort, not a condition of
+// delivery).
+func (h *inbound) reportDelivered(ctx context.Context, env *transport.Envelope, local []transport.Recipient, original io.Reader) {
+	var rcpts []ndr.Recipient
+	now := time.Now()
+	for _, r := range local {
+		n, err := ndr.ParseNotify(strings.Join(r.Notify, ","))
+		if err != nil || !ndr.ShouldReport(n, ndr.ActionDelivered, env.From) {
+			continue
+		}
+		rr := ndr.Recipient{
+			OriginalRecipient: r.ORCPT,
+			FinalRecipient:    r.Address,
+			Action:            ndr.ActionDelivered,
+			Status:            ndr.StatusOK,
+			DiagnosticType:    "X-mailtls",
+			DiagnosticCode:    "delivered to Maildir",
+			LastAttemptDate:   now,
+			FinalLogID:        env.ID,
+		}
+		if !asciiOnly(r.Address) {
+			rr.FinalRecipient = "utf-8; " + r.Address
+		}
+		rcpts = append(rcpts, rr)
+	}
+	if len(rcpts) == 0 {
+		return
+	}
+	log := h.log.With("id", env.ID, "to", env.From, "recipients", len(rcpts))
+	if h.queue == nil {
+		log.Error("delivered report dropped: no outbound queue")
+		return
+	}
+	rep := &ndr.Report{
+		ReportingMTA:       h.cfg.Hostname,
+		OriginalEnvelopeID: env.EnvelopeID,
+		ReceivedFromMTA:    env.Helo,
+		ArrivalDate:        env.ReceivedAt,
+		Sender:             env.From,
+		Recipients:         rcpts,
+		Original:           original,
+		SMTPUTF8:           env.SMTPUTF8,
+		RequireTLS:         env.RequireTLS,
+		Language:           h.cfg.NDRLang,
+	}
+	if strings.EqualFold(env.Return, "FULL") {
+		rep.Return = ndr.ReturnFull // ndr still returns headers only: no failure
+	}
+	b, err := rep.Build()
+	if err != nil {
+		log.Error("delivered report dropped: cannot build it", "err", err)
+		return
+	}
+	dsn := &transport.Envelope{
+		ID:         env.ID + ".dsn",
+		From:       "", // RFC 3461 §6.1: reports go with a null reverse-path
+		Recipients: []transport.Recipient{{Address: env.From}},
+		SMTPUTF8:   env.SMTPUTF8 || !asciiOnly(env.From),
+		Helo:       h.cfg.Hostname,
+		ReceivedAt: now,
+	}
+	qid, err := h.queue.Enqueue(ctx, dsn, bytes.NewReader(b))
+	if err != nil {
+		log.Error("delivered report dropped: cannot queue it", "err", err)
+		return
+	}
+	log.Info("delivered report queued", "queue_id", qid)
+}
+
+func asciiOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
