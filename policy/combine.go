@@ -37,13 +37,133 @@ func (r Requirement) Strength() int {
 	return -1
 }
 
+// DiscoveryFailure is a published policy that could not be discovered, as
+// TLS-RPT reports it (RFC 8460 §4.3.2): the domain announced a policy (an
+// MTA-STS TXT record, RFC 8461 §3.1) but fetching or validating it failed.
+// It is plain data.
+type DiscoveryFailure struct {
+	// PolicyType is the TLS-RPT "policy-type" the failure is reported under
+	// (RFC 8460 §4.3): "sts" for MTA-STS.
+	PolicyType string
+	// ResultType is the RFC 8460 §4.3.2.2 "result-type":
+	// "sts-policy-fetch-error", "sts-policy-invalid" or
+	// "sts-webpki-invalid".
+	ResultType string
+	// Detail says what failed, in words, for TLS-RPT's
+	// "failure-reason-code" (RFC 8460 §4.3: "a TLS-related error code or
+	// error message"). It may be empty.
+	Detail string
+	// PolicyString and MXPatterns are the policy applied despite the
+	// failure: a valid cached MTA-STS policy kept because its refresh
+	// failed (RFC 8461 §5.1), its text line by line and its mx patterns,
+	// so that the failure is reported under the policy in use (RFC 8460
+	// §4.3 "policy-string", "mx-host"). Nil when no policy was applied.
+	PolicyString []string
+	MXPatterns   []string
+}
+
+// DiscoveryError is implemented by Lookup errors that say why a published
+// policy could not be used, such as *mtasts.NoPolicyError. Such an error
+// usually also matches ErrNoPolicy: the member abstains, and Strictest and
+// Standard carry the failure in Requirement.DiscoveryFailures. TLSRPTResult
+// returns the TLS-RPT policy type ("sts") and the RFC 8460 §4.3.2 result
+// type; an empty result type means there is nothing to report (the domain
+// publishes no policy, or withdrew it).
+type DiscoveryError interface {
+	error
+	TLSRPTResult() (policyType, resultType string)
+}
+
+// DiscoveryFailuresOf returns the discovery failures reported by the
+// errors in err's tree (errors.Unwrap, and the Unwrap() []error of joined
+// errors) that implement DiscoveryError with a non-empty result type, in
+// tree order. Detail is the error's text. The tree below a reporting error
+// is not searched further. Nil if there are none.
+func DiscoveryFailuresOf(err error) []DiscoveryFailure {
+	var out []DiscoveryFailure
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if de, ok := e.(DiscoveryError); ok {
+			if pt, rt := de.TLSRPTResult(); rt != "" {
+				out = appendFailures(out, DiscoveryFailure{PolicyType: pt, ResultType: rt, Detail: de.Error()})
+				return
+			}
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		case interface{ Unwrap() []error }:
+			for _, x := range u.Unwrap() {
+				walk(x)
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+// appendFailures appends to dst each of fs not already in it (copies, so
+// that results share no slices with answers).
+func appendFailures(dst []DiscoveryFailure, fs ...DiscoveryFailure) []DiscoveryFailure {
+	for _, f := range fs {
+		if slices.ContainsFunc(dst, func(d DiscoveryFailure) bool { return sameFailure(d, f) }) {
+			continue
+		}
+		f.PolicyString = slices.Clone(f.PolicyString)
+		f.MXPatterns = slices.Clone(f.MXPatterns)
+		dst = append(dst, f)
+	}
+	return dst
+}
+
+func sameFailure(a, b DiscoveryFailure) bool {
+	return a.PolicyType == b.PolicyType && a.ResultType == b.ResultType && a.Detail == b.Detail &&
+		slices.Equal(a.PolicyString, b.PolicyString) && slices.Equal(a.MXPatterns, b.MXPatterns)
+}
+
+// discoveryFailures collects the failures of the members that abstained
+// (their errors, in abstained) and of those that answered, without
+// duplicates.
+func discoveryFailures(abstained []error, answers []Requirement) []DiscoveryFailure {
+	var out []DiscoveryFailure
+	for _, err := range abstained {
+		out = appendFailures(out, DiscoveryFailuresOf(err)...)
+	}
+	for _, a := range answers {
+		out = appendFailures(out, a.DiscoveryFailures...)
+	}
+	return out
+}
+
+// abstainedError is Strictest's error when no member answered: it matches
+// ErrNoPolicy and wraps the members' errors, so that DiscoveryFailuresOf
+// finds the failures they report.
+type abstainedError struct {
+	domain  string
+	members []error
+}
+
+func (e *abstainedError) Error() string {
+	return fmt.Sprintf("%v: no member has a policy for %q", ErrNoPolicy, e.domain)
+}
+
+func (e *abstainedError) Unwrap() []error { return append([]error{ErrNoPolicy}, e.members...) }
+
 // Strictest is a Policy that asks each of its Policies, in order, and returns
 // the strictest requirement, so that no member can weaken another:
 //
 //   - A member whose error wraps ErrNoPolicy abstains. Any other error (and
 //     a cancelled ctx) is returned at once, wrapped: the destination's policy
 //     is unknown, and callers must defer, never downgrade. If every member
-//     abstains (or there are none) the error wraps ErrNoPolicy.
+//     abstains (or there are none) the error wraps ErrNoPolicy, and the
+//     members' errors, so that DiscoveryFailuresOf finds what they report.
+//   - Discovery failures (DiscoveryError) of abstaining members and the
+//     DiscoveryFailures of every answer, winning or not, are collected in
+//     the result's DiscoveryFailures (without duplicates): a broken MTA-STS
+//     policy host is reported (RFC 8460 §4.3.2.2) whoever decides.
 //   - Answers with Source SourceOverride (a static entry marked
 //     override=yes) win over all others, even when they are weaker: this is
 //     the only way to lower a requirement. If several overrides answer, the
@@ -107,6 +227,7 @@ func Combine(policies ...Policy) *Strictest {
 // Strictest.
 func (s *Strictest) Lookup(ctx context.Context, domain string) (Requirement, error) {
 	var answers []Requirement
+	var abstained []error
 	for i, p := range s.Policies {
 		if p == nil {
 			continue
@@ -116,6 +237,7 @@ func (s *Strictest) Lookup(ctx context.Context, domain string) (Requirement, err
 		}
 		r, err := p.Lookup(ctx, domain)
 		if errors.Is(err, ErrNoPolicy) {
+			abstained = append(abstained, err)
 			continue
 		}
 		if err != nil {
@@ -124,9 +246,10 @@ func (s *Strictest) Lookup(ctx context.Context, domain string) (Requirement, err
 		answers = append(answers, r)
 	}
 	if len(answers) == 0 {
-		return Requirement{}, fmt.Errorf("%w: no member has a policy for %q", ErrNoPolicy, domain)
+		return Requirement{}, &abstainedError{domain: domain, members: abstained}
 	}
 	r, lowered := merge(answers)
+	r.DiscoveryFailures = discoveryFailures(abstained, answers)
 	if over := r.Source == SourceOverride && len(answers) > 1; over && s.Logger != nil {
 		lvl := slog.LevelInfo
 		if lowered {

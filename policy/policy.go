@@ -201,6 +201,18 @@ type Requirement struct {
 	// the header may relax the requirement to May. MinVersion, already
 	// the highest of all answers, still applies when TLS is required.
 	LocalFloor Level
+	// DiscoveryFailures lists the published policies that the domain
+	// announces but that could not be discovered for this decision, for
+	// TLS-RPT (RFC 8460 §4.3.2.2: an MTA-STS TXT record whose policy could
+	// not be fetched, was invalid, or was served without a WebPKI-valid
+	// certificate). Delivery does not depend on them: a domain whose policy
+	// is unavailable is treated as having none (RFC 8461 §5), or its valid
+	// cached policy is used (RFC 8461 §5.1), and the decision is made by
+	// the other fields. Strictest and Standard collect them from every
+	// member (from answers and from the errors of members that abstain,
+	// see DiscoveryError); a Connector records one TLS-RPT failure per
+	// element. Nil means no failure to report.
+	DiscoveryFailures []DiscoveryFailure
 	// Source says where the decision came from.
 	Source Source
 	// Reason is a short human explanation ("static table entry .example.com

@@ -50,6 +50,14 @@ import (
 //     administrator's entry. The default level is no local floor; see
 //     Requirement.LocalFloor.
 //
+// Discovery failures are collected as Strictest does: when the domain
+// publishes an MTA-STS policy that cannot be fetched or is invalid (the
+// MTA-STS member abstains with a DiscoveryError), or a cached policy is
+// applied because its refresh failed, the result's DiscoveryFailures say
+// so, for TLS-RPT (RFC 8460 §4.3.2.2), and Reason names them. Delivery is
+// decided by the other answers as if the domain published no policy
+// (RFC 8461 §5).
+//
 // Any member error other than ErrNoPolicy is returned (wrapped): the caller
 // must defer, never downgrade. The result's String explains the decision in
 // one line, naming every answer and why it won or lost.
@@ -88,6 +96,7 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 		name string
 	}{{s.DANE, "dane"}, {s.MTASTS, "mta-sts"}, {s.Static, "static"}, {def, "default"}}
 	var answers []Requirement
+	var abstained []error
 	var notes []string
 	for _, m := range members {
 		if m.p == nil {
@@ -98,6 +107,7 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 		}
 		r, err := m.p.Lookup(ctx, domain)
 		if errors.Is(err, ErrNoPolicy) {
+			abstained = append(abstained, err)
 			continue
 		}
 		if err != nil {
@@ -111,7 +121,9 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 		answers = append(answers, r)
 	}
 	if len(answers) == 0 {
-		r := Requirement{Domain: domain, Level: Verify, Source: SourceDefault, Reason: "no policy answered: strict default"}
+		r := Requirement{Domain: domain, Level: Verify, Source: SourceDefault, Reason: "no policy answered: strict default",
+			DiscoveryFailures: discoveryFailures(abstained, nil)}
+		r.Reason += discoveryNotes(r.DiscoveryFailures)
 		return r, nil
 	}
 	if slices.ContainsFunc(answers, func(a Requirement) bool { return hasDANERecords(a) && a.Mode == Enforce }) {
@@ -175,7 +187,25 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 	for _, n := range notes {
 		r.Reason += "; " + n
 	}
+	// Every failure is kept, also those of answers that lost or yielded
+	// (a cached MTA-STS policy whose refresh failed, under DANE).
+	r.DiscoveryFailures = discoveryFailures(abstained, answers)
+	r.Reason += discoveryNotes(r.DiscoveryFailures)
 	return r, nil
+}
+
+// discoveryNotes explains fs for Reason: "; sts policy discovery failed:
+// sts-policy-fetch-error (reported)".
+func discoveryNotes(fs []DiscoveryFailure) string {
+	var s string
+	for _, f := range fs {
+		s += fmt.Sprintf("; %s policy discovery failed: %s", f.PolicyType, f.ResultType)
+		if len(f.PolicyString) > 0 {
+			s += ", cached policy kept"
+		}
+		s += " (reported)"
+	}
+	return s
 }
 
 // strictestTesting returns the strictest testing-mode answer that is not an

@@ -359,10 +359,18 @@ func anyDANEHost(req policy.Requirement, targets []target) bool {
 // mode) and attempts that failed for a TLS or DANE reason. Attempts that
 // never reached TLS (connection refused, a 4xx greeting) are not TLS
 // results. Fixed next hops are not reported: TLS-RPT is per recipient
-// policy domain.
+// policy domain. The error text goes to "failure-reason-code", which RFC
+// 8460 §4.3 defines as "a TLS-related error code or error message"
+// ("additional-information" is a URI).
+//
+// With the group's first attempt it also records the requirement's
+// discovery failures (recordDiscoveryFailures).
 func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemptResult, start time.Time) {
 	if c.TLSRPT == nil || st.g.hop != nil || st.g.domain == "" {
 		return
+	}
+	if len(st.req.DiscoveryFailures) > 0 && firstAttempt(st) {
+		c.recordDiscoveryFailures(ctx, st, start)
 	}
 	if ar.tls == nil && ar.failure == FailureNone {
 		return
@@ -398,15 +406,75 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 			r.SendingMTAIP = ar.local.String()
 		}
 		if ar.err != nil {
-			r.AdditionalInformation = truncate(ar.err.Error(), 200)
+			r.FailureReasonCode = truncate(ar.err.Error(), 200)
 		} else if ar.cause != nil {
-			r.AdditionalInformation = truncate(ar.cause.Error(), 200)
+			r.FailureReasonCode = truncate(ar.cause.Error(), 200)
 		}
 	}
+	c.recordResult(ctx, r)
+}
+
+func (c *Connector) recordResult(ctx context.Context, r tlsrpt.Result) {
 	if err := c.TLSRPT.Record(ctx, r); err != nil {
 		c.log().LogAttrs(ctx, slog.LevelWarn, "tls-rpt result not recorded",
 			slog.String("domain", r.PolicyDomain), slog.String("error", err.Error()))
 	}
+}
+
+// recordDiscoveryFailures records one TLS-RPT failure per element of the
+// requirement's DiscoveryFailures (RFC 8460 §4.3.2.2: the domain publishes
+// an MTA-STS policy that could not be fetched, was invalid or was served
+// without a WebPKI-valid certificate), under its policy type ("sts") and,
+// when a cached policy was applied instead, under that policy's
+// policy-string and mx-host, so that a report shows the failure next to
+// the sessions that used the policy. These failures concern the policy
+// host, not an SMTP session, so they carry no receiving MX or IP.
+//
+// They are recorded once per Deliver call and domain, with its first
+// delivery attempt, not once per MX session: the policy is discovered
+// once per delivery, and RFC 8460 §4.3 counts sessions by how they failed,
+// so one delivery that tried three MX hosts does not make three policy
+// fetch failures. (mox counts its recipient-domain policy failure the same
+// way.) Each session's own result is recorded besides, as usual: under the
+// policy that was applied (no-policy-found when the domain was delivered
+// to as if it published nothing, RFC 8461 §5).
+func (c *Connector) recordDiscoveryFailures(ctx context.Context, st *groupState, start time.Time) {
+	for _, f := range st.req.DiscoveryFailures {
+		if f.ResultType == "" {
+			continue
+		}
+		pt := tlsrpt.PolicyType(f.PolicyType)
+		if !pt.Valid() {
+			pt = tlsrpt.PolicySTS
+		}
+		r := tlsrpt.Result{
+			Time:              start,
+			PolicyDomain:      st.g.domain,
+			PolicyType:        pt,
+			PolicyString:      append([]string(nil), f.PolicyString...),
+			MXHost:            append([]string(nil), f.MXPatterns...),
+			ResultType:        tlsrpt.ResultType(f.ResultType),
+			FailureReasonCode: truncate(f.Detail, 200),
+		}
+		c.log().LogAttrs(ctx, slog.LevelInfo, "tls-rpt policy discovery failure",
+			slog.String("domain", r.PolicyDomain), slog.String("policy_type", string(r.PolicyType)),
+			slog.String("result", string(r.ResultType)), slog.String("detail", f.Detail), slog.String("msgid", st.env.ID))
+		c.recordResult(ctx, r)
+	}
+}
+
+// firstAttempt reports whether the attempt being recorded is the group's
+// first: logAttempt has just appended it to the Result, and no earlier
+// attempt of this Deliver call was for the same domain (there is one group
+// per recipient domain; fixed next hops are not reported).
+func firstAttempt(st *groupState) bool {
+	n := 0
+	for _, a := range st.res.Attempts {
+		if a.Domain == st.req.Domain {
+			n++
+		}
+	}
+	return n == 1
 }
 
 // The DANE policy failure types (RFC 8460 §4.3.2.1) as FailureType.

@@ -79,6 +79,16 @@ func (e *NoPolicyError) Unwrap() error { return e.Err }
 // opinion.
 func (e *NoPolicyError) Is(target error) bool { return target == policy.ErrNoPolicy }
 
+// TLSRPTResult implements policy.DiscoveryError, so that policy.Strictest
+// and policy.Standard report a published policy that could not be used
+// (RFC 8460 §4.3.2.2): policy type "sts" and TLSRPTResultType(e.Err), which
+// is "" (nothing to report) for no record, a DNS failure or mode none.
+func (e *NoPolicyError) TLSRPTResult() (policyType, resultType string) {
+	return "sts", TLSRPTResultType(e.Err)
+}
+
+var _ policy.DiscoveryError = (*NoPolicyError)(nil)
+
 // TLSRPTResultType returns the RFC 8460 §4.3.2.2 result type for a policy
 // discovery failure: "sts-webpki-invalid", "sts-policy-invalid",
 // "sts-policy-fetch-error", or "" when err is not such a failure (no record,
@@ -466,23 +476,38 @@ func (c *Client) rememberFailure(d, id string, err error) {
 // policy.SourceMTASTS, and a Reason "mta-sts id=<id> max_age=<seconds>
 // mode=<mode>".
 //
+// When the policy is a valid cached one kept because discovery of a new
+// one failed with a TLS-RPT result type (Entry.DiscoveryErr, RFC 8461
+// §5.1), DiscoveryFailures holds that failure with the cached policy's
+// text and patterns, and Reason says so, so that the failure is reported
+// (RFC 8460 §4.3.2.2) while the cached policy is applied.
+//
 // For mode none, or when no policy is available, it returns a zero
 // Requirement and a *NoPolicyError (errors.Is(err, policy.ErrNoPolicy)): the domain
-// publishes nothing that constrains delivery. Other errors are a cancelled
-// ctx or an invalid domain; callers must then defer.
+// publishes nothing that constrains delivery. Its TLSRPTResult names a
+// fetch, validation or WebPKI failure for TLS-RPT, also that of a failed
+// refresh of a cached mode none policy. Other errors are a cancelled ctx
+// or an invalid domain; callers must then defer.
 func (c *Client) Lookup(ctx context.Context, domain string) (policy.Requirement, error) {
 	e, err := c.Get(ctx, domain)
 	if err != nil {
 		return policy.Requirement{}, err
 	}
+	rt := TLSRPTResultType(e.DiscoveryErr)
 	if e.Policy.Mode == ModeNone {
-		return policy.Requirement{}, &NoPolicyError{Domain: e.Domain, Published: true, Err: ErrModeNone}
+		reason := ErrModeNone
+		if rt != "" {
+			// The domain published a new policy id that could not be
+			// fetched: still worth a report.
+			reason = fmt.Errorf("%w (cached; refresh failed: %w)", ErrModeNone, e.DiscoveryErr)
+		}
+		return policy.Requirement{}, &NoPolicyError{Domain: e.Domain, Published: true, Err: reason}
 	}
 	mode := policy.Enforce
 	if e.Policy.Mode == ModeTesting {
 		mode = policy.Testing
 	}
-	return policy.Requirement{
+	req := policy.Requirement{
 		Domain:          e.Domain,
 		Level:           policy.Verify,
 		MXPatterns:      append([]string(nil), e.Policy.MX...),
@@ -492,7 +517,18 @@ func (c *Client) Lookup(ctx context.Context, domain string) (policy.Requirement,
 		Source:          policy.SourceMTASTS,
 		PolicyString:    e.Lines(),
 		Reason:          fmt.Sprintf("mta-sts id=%s max_age=%d mode=%s", e.RecordID, e.Policy.MaxAge, e.Policy.Mode),
-	}, nil
+	}
+	if rt != "" {
+		req.DiscoveryFailures = []policy.DiscoveryFailure{{
+			PolicyType:   "sts",
+			ResultType:   rt,
+			Detail:       fmt.Sprintf("cached policy id=%s applied; refresh failed: %v", e.RecordID, e.DiscoveryErr),
+			PolicyString: e.Lines(),
+			MXPatterns:   append([]string(nil), e.Policy.MX...),
+		}}
+		req.Reason += " (cached; refresh failed: " + rt + ")"
+	}
+	return req, nil
 }
 
 // Refresh proactively refreshes cached policies before they expire
