@@ -25,16 +25,26 @@
 //   - TLSConfig: TLS 1.2 minimum (or 1.3 only), ECDHE+AEAD suites only for
 //     TLS 1.2, Go's default key exchanges kept (X25519MLKEM768, X25519,
 //     P-256), session tickets on, and a client certificate policy.
+//   - ACME (RFC 8555) through golang.org/x/crypto/acme/autocert:
+//     NewACMEManager builds an autocert.Manager restricted to given host
+//     names with a persistent cache, and Store.ACMETLSConfig (or Store.ACME
+//     for the GetCertificate function alone) serves its certificates for
+//     those names while clients that send no SNI, names outside the
+//     Manager's HostPolicy, and ACME failures get the Store's certificates.
+//     The mail ports keep the RFC 9325 configuration above, without ALPN, so
+//     the CA's http-01 (port 80) or tls-alpn-01 (RFC 8737, port 443)
+//     challenge must be served by the host application; see
+//     Store.ACMETLSConfig.
 //
 // The same certificates serve every mail port: port 25 with STARTTLS (RFC
 // 3207) and implicit-TLS submission on port 465 (RFC 8314, Section 3.3),
 // which is why the no-SNI default matters and why the configuration is
 // built in one place.
 //
-// Not done here: certificates are not obtained by ACME (RFC 8555) by this
-// package; use golang.org/x/crypto/acme/autocert and combine it with a Store
-// through Store.Fallback, which serves the Store's default
-// certificate to clients that send no SNI (autocert cannot). OCSP stapling
+// Not done here: ACME's dns-01 challenge, and so wildcard ACME
+// certificates, are not available (autocert does not do them), nor
+// certificates for IP addresses (RFC 8738); ACME certificates are not
+// listed by Expiring, since autocert renews them itself. OCSP stapling
 // (RFC 6066, Section 8) is not done, nor revocation checking of loaded
 // certificates, nor encrypted private keys, nor hardware keys: Validate,
 // and so every Source, accepts only *rsa.PrivateKey, *ecdsa.PrivateKey and

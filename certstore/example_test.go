@@ -9,6 +9,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -160,4 +161,37 @@ func ExampleStore_Fallback() {
 		log.Fatal(err)
 	}
 	cfg.NextProtos = append(cfg.NextProtos, "acme-tls/1") // tls-alpn-01 challenges
+}
+
+// An MX with ACME certificates for its host names and the Store's
+// certificate for clients that send no SNI (most MTAs). The CA validates on
+// port 80 (http-01), never on the mail ports. Compile-only: it would contact
+// Let's Encrypt.
+func ExampleStore_ACMETLSConfig() {
+	store, err := certstore.New(certstore.Source{CertFile: "fallback.pem", KeyFile: "fallback.key", Default: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	manager, err := certstore.NewACMEManager(certstore.ACMEOptions{
+		Hosts:     []string{"mx1.example.com", "mx2.example.com"},
+		CacheDir:  "/var/lib/mail/acme",
+		Email:     "postmaster@example.com",
+		AcceptTOS: true, // the operator agrees to the CA's terms
+	})
+	if err != nil {
+		log.Fatal(err) // says which option is unusable
+	}
+	// http-01 challenges (RFC 8555, Section 8.3); or serve tls-alpn-01 on
+	// port 443 with tls.Listen("tcp", ":443", manager.TLSConfig()).
+	go http.ListenAndServe(":80", manager.HTTPHandler(nil))
+
+	cfg, err := store.ACMETLSConfig(manager, certstore.TLSOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", ":465", cfg) // or use cfg for STARTTLS on port 25
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
 }
