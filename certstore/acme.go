@@ -132,10 +132,16 @@ func acmeConfigError(msg string) error {
 //     fails those handshakes. The Store's default is chosen rather than the
 //     last certificate ACME obtained because it is the one the operator
 //     named, it exists before the first issuance, and it does not change
-//     with the order of handshakes; and nothing is lost, since a client that
-//     checks the name must send it: MTA-STS (RFC 8461, Section 5) and DANE
-//     (RFC 7672, Section 8.1) both require SNI. To give no-SNI clients an
-//     ACME certificate anyway, make it the Store's default Source.
+//     with the order of handshakes (with several ACME names, "the last one"
+//     is arbitrary). Clients that verify names mostly send them (DANE
+//     requires SNI, RFC 7672, Section 8.1), but a verifying client without
+//     SNI checks the default against the MX name, so the default should be
+//     valid for the server's main MX name. To make an ACME certificate the
+//     default, point a Source at autocert's cache file for that name, which
+//     holds key and chain in one PEM file (Source{CertFile:
+//     filepath.Join(cacheDir, "mx.example.com"), Default: true}), and run
+//     Store.Watch so renewals are picked up; the file must exist (one
+//     issuance done) before the Store loads.
 //   - A name m.HostPolicy accepts gets its ACME certificate: from m's memory
 //     or Cache, or obtained from the CA during that handshake (which then
 //     waits, up to the five minutes autocert allows, for the first

@@ -461,3 +461,28 @@ func TestNewACMEManager(t *testing.T) {
 		t.Errorf("Client %+v, want HTTPClient set and the default directory", m.Client)
 	}
 }
+
+// TestACMECacheFileAsStoreSource checks the recipe on Store.ACME for giving
+// no-SNI clients the ACME certificate: autocert's cache file (key then
+// chain) loads as a combined-PEM Source.
+func TestACMECacheFileAsStoreSource(t *testing.T) {
+	f := newACMEFixture(t)
+	st, err := New(Source{Name: "acme", CertFile: filepath.Join(f.cacheDir, acmeHost), Default: true}, Source{Name: "other", Certificate: &f.other.TLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := st.ACMETLSConfig(f.manager, TLSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, cfg)
+	for _, sni := range []string{"", acmeHost} {
+		c, err := dial(t, srv.addr, insecureClient(sni))
+		if err != nil {
+			t.Fatalf("sni %q: %v", sni, err)
+		}
+		if got, want := peerSerial(c), serialOf(f.acmeLeaf); got != want {
+			t.Errorf("sni %q: serial %s, want the ACME certificate %s", sni, got, want)
+		}
+	}
+}
