@@ -147,20 +147,20 @@ func ExampleStore_ClientCertificate() {
 	}
 }
 
-// ACME certificates through golang.org/x/crypto/acme/autocert, with the
-// Store's default for clients that send no SNI.
+// Certificates from another source (here any GetCertificate function), with
+// the Store's default for clients that send no SNI and whenever the other
+// source fails.
 func ExampleStore_Fallback() {
 	store, err := certstore.New(certstore.Source{CertFile: "cert.pem", KeyFile: "key.pem"})
 	if err != nil {
 		log.Fatal(err)
 	}
-	// manager := &autocert.Manager{Prompt: autocert.AcceptTOS, HostPolicy: autocert.HostWhitelist("mx.example.com"), Cache: autocert.DirCache("acme")}
-	var acmeGetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error) // = manager.GetCertificate
-	cfg, err := certstore.ServerTLSConfig(store.Fallback(acmeGetCertificate), certstore.TLSOptions{})
+	var other func(*tls.ClientHelloInfo) (*tls.Certificate, error) // e.g. a vault-backed lookup
+	cfg, err := certstore.ServerTLSConfig(store.Fallback(other), certstore.TLSOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	cfg.NextProtos = append(cfg.NextProtos, "acme-tls/1") // tls-alpn-01 challenges
+	_ = cfg
 }
 
 // An MX with ACME certificates for its host names and the Store's

@@ -5,18 +5,16 @@ import (
 )
 
 // Fallback returns a tls.Config GetCertificate function that asks primary
-// first and the Store second. It is the adapter for ACME (RFC 8555) through
-// golang.org/x/crypto/acme/autocert, which this package does not import:
-//
-//	cfg, err := certstore.ServerTLSConfig(store.Fallback(manager.GetCertificate), certstore.TLSOptions{})
+// first and the Store second, for any other certificate source. For ACME
+// (RFC 8555) use Store.ACME or Store.ACMETLSConfig, which also keep
+// autocert's tls-alpn-01 challenge answers away from the Store.
 //
 // A client that sends no server name (RFC 6066, Section 3), as most MTAs
 // do, goes straight to the Store and gets its default certificate: autocert
 // alone fails those handshakes. A client for which primary returns an error
 // (a name outside autocert's HostPolicy, an ACME outage) also gets the
 // Store's choice, so a mail server never loses a STARTTLS client to an ACME
-// problem; the error is logged at debug level. For autocert's tls-alpn-01
-// challenge also add "acme-tls/1" to the Config's NextProtos.
+// problem; the error is logged at debug level.
 func (s *Store) Fallback(primary func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		if hello.ServerName == "" || primary == nil {
