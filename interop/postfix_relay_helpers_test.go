@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/mailtls/mailtls/internal/postfixlab"
 )
 
 // startPostfixClient runs a private Postfix instance (postfix -c DIR start)
@@ -33,99 +34,45 @@ func startPostfixClient(t *testing.T, relayAddr, caFile string) *postfixInstance
 	requireTool(t, "pickup") // /usr/lib/postfix/sbin/pickup
 	requireTool(t, "sendmail")
 	requireTool(t, "postdrop")
-	uid, _ := postfixUser(t)
+	postfixUser(t)
 
 	dir := postfixTempDir(t)
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	ca, err := os.ReadFile(caFile)
-	must(err)
-	must(os.WriteFile(filepath.Join(dir, "relay-ca.pem"), ca, 0o644))
-	must(os.Mkdir(filepath.Join(dir, "queue"), 0o755))
-	must(os.Mkdir(filepath.Join(dir, "data"), 0o700))
-	must(os.Chown(filepath.Join(dir, "data"), uid, -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "relay-ca.pem"), ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	host, port, err := net.SplitHostPort(relayAddr)
-	must(err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// No DNS anywhere: the relayhost is a bracketed IP literal (no MX or A
-	// lookup), myhostname is set, and there is no smtpd.
-	mainCF := fmt.Sprintf(`compatibility_level = 3.6
-queue_directory = %[1]s/queue
-data_directory = %[1]s/data
-mail_owner = postfix
-myhostname = pfclient.example.test
-mydomain = example.test
-myorigin = example.test
-mydestination =
-relay_domains =
-relayhost = [%[2]s]:%[3]s
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file_prefixes = %[1]s
-maillog_file = %[1]s/maillog
-smtp_tls_security_level = encrypt
-smtp_tls_CAfile = %[1]s/relay-ca.pem
-smtp_tls_loglevel = 1
-smtp_connect_timeout = 10s
-smtp_helo_timeout = 20s
-queue_run_delay = 5s
-minimal_backoff_time = 5s
-maximal_backoff_time = 10s
-`, dir, host, port)
-	masterCF := `pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-`
-	must(os.WriteFile(filepath.Join(dir, "main.cf"), []byte(mainCF), 0o644))
-	must(os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCF), 0o644))
-
-	p := &postfixInstance{dir: dir}
-	run := func(args ...string) (string, error) {
-		out, err := exec.Command(postfix, append([]string{"-c", dir}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	if out, err := run("check"); err != nil {
-		t.Fatalf("postfix check: %v\n%s\n%s", err, out, p.log())
-	}
-	if out, err := run("start"); err != nil {
-		t.Fatalf("postfix start: %v\n%s\n%s", err, out, p.log())
-	}
-	t.Cleanup(func() { postfixStop(t, p, run) })
-	// Started when the master has written its PID and pickup's trigger
-	// socket exists (postdrop wakes pickup through it).
-	deadline := time.Now().Add(15 * time.Second)
-	for !fileExists(filepath.Join(dir, "queue", "pid", "master.pid")) || !fileExists(filepath.Join(dir, "queue", "public", "pickup")) {
-		if time.Now().After(deadline) {
-			t.Fatalf("postfix client instance did not start:\n%s", p.log())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return p
+	// lookup), myhostname is set, and there is no smtpd. Start returns once
+	// the master has written its PID and pickup's trigger socket exists
+	// (postdrop wakes pickup through it).
+	inst := startPostfixLab(t, postfixlab.Config{
+		Dir:     dir,
+		Command: postfix,
+		Pickup:  true,
+		MainCF: map[string]string{
+			"myhostname":              "pfclient.example.test",
+			"mydomain":                "example.test",
+			"myorigin":                "example.test",
+			"relay_domains":           "",
+			"relayhost":               "[" + host + "]:" + port,
+			"smtp_tls_security_level": "encrypt",
+			"smtp_tls_CAfile":         dir + "/relay-ca.pem",
+			"smtp_tls_loglevel":       "1",
+			"smtp_connect_timeout":    "10s",
+			"smtp_helo_timeout":       "20s",
+			"queue_run_delay":         "5s",
+			"minimal_backoff_time":    "5s",
+			"maximal_backoff_time":    "10s",
+		},
+	})
+	return &postfixInstance{Instance: inst}
 }
 
 // postfixSendmail submits msg through the instance's sendmail(1) (and so
@@ -133,7 +80,7 @@ postlog   unix-dgram n - n - 1 postlogd
 func postfixSendmail(t *testing.T, p *postfixInstance, from, to, msg string) {
 	t.Helper()
 	bin := requireTool(t, "sendmail")
-	cmd := exec.Command(bin, "-C", p.dir, "-f", from, "--", to)
+	cmd := exec.Command(bin, "-C", p.Dir(), "-f", from, "--", to)
 	cmd.Stdin = strings.NewReader(msg)
 	done := make(chan struct{})
 	timer := time.AfterFunc(30*time.Second, func() {
@@ -149,20 +96,7 @@ func postfixSendmail(t *testing.T, p *postfixInstance, from, to, msg string) {
 	close(done)
 	timer.Stop()
 	if err != nil {
-		t.Fatalf("sendmail -C %s: %v\n%s\n%s", p.dir, err, out, p.log())
-	}
-}
-
-// waitLogMatch waits up to 30s until the Postfix log matches re and
-// returns the submatches (nil on timeout) and the log.
-func (p *postfixInstance) waitLogMatch(re *regexp.Regexp) ([]string, string) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		l := p.log()
-		if m := re.FindStringSubmatch(l); m != nil || time.Now().After(deadline) {
-			return m, l
-		}
-		time.Sleep(100 * time.Millisecond)
+		t.Fatalf("sendmail -C %s: %v\n%s\n%s", p.Dir(), err, out, p.log())
 	}
 }
 
