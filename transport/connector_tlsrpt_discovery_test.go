@@ -387,3 +387,32 @@ func TestTLSRPTReportShowsSTSFetchFailure(t *testing.T) {
 		t.Errorf("report JSON lacks the sts failure:\n%s", j)
 	}
 }
+
+// A cached policy in mode none whose domain announces a new id that cannot
+// be fetched: no policy applies (RFC 8461 §8.3), delivery proceeds at the
+// default level, and the fetch failure is still reported.
+func TestTLSRPTCachedModeNoneRefreshFailure(t *testing.T) {
+	w := newStdWorld(t)
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.sts.example", Cert: transporttest.GoodCert})
+	w.mx("sts.example", "mx.sts.example", "192.0.2.20", srv, false)
+	sts, h := w.stsPolicyHost("sts.example", true)
+	h.set(http.StatusOK, stsBody("none"))
+	c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
+	r := deliver(t, c, envelope("a@sts.example")).Recipients[0]
+	wantDelivered(t, r)
+	if r.Requirement.Source != policy.SourceDefault || r.Requirement.DiscoveryFailures != nil {
+		t.Fatalf("mode none: %s, failures %+v", r.Requirement, r.Requirement.DiscoveryFailures)
+	}
+	h.publish("2")
+	h.set(http.StatusServiceUnavailable, "")
+	r = deliver(t, c, envelope("b@sts.example")).Recipients[0]
+	wantDelivered(t, r)
+	if r.Requirement.Source != policy.SourceDefault || r.Requirement.Level != policy.May {
+		t.Errorf("decision %s, want the default may", r.Requirement)
+	}
+	disc, _ := splitResults(w.results())
+	if len(disc) != 1 || disc[0].ResultType != tlsrpt.ResultSTSPolicyFetchError || len(disc[0].PolicyString) != 0 ||
+		!strings.Contains(disc[0].FailureReasonCode, "503") {
+		t.Errorf("discovery failures %+v, want one fetch error without policy", disc)
+	}
+}
