@@ -96,7 +96,9 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 		name string
 	}{{s.DANE, "dane"}, {s.MTASTS, "mta-sts"}, {s.Static, "static"}, {def, "default"}}
 	var answers []Requirement
-	var abstained []error
+	// Discovery failures of every member, collected before any answer is
+	// set aside (an MTA-STS testing answer under DANE, say).
+	var failures []DiscoveryFailure
 	var notes []string
 	for _, m := range members {
 		if m.p == nil {
@@ -107,12 +109,13 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 		}
 		r, err := m.p.Lookup(ctx, domain)
 		if errors.Is(err, ErrNoPolicy) {
-			abstained = append(abstained, err)
+			failures = appendFailures(failures, DiscoveryFailuresOf(err)...)
 			continue
 		}
 		if err != nil {
 			return Requirement{}, fmt.Errorf("policy: %s lookup of %q: %w", m.name, domain, err)
 		}
+		failures = appendFailures(failures, r.DiscoveryFailures...)
 		if r.Source == SourceDANE && r.Level == May && len(r.TLSA) == 0 {
 			// DANE does not apply (no authenticated records): no opinion.
 			notes = append(notes, "dane does not apply: "+r.Reason)
@@ -122,7 +125,7 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 	}
 	if len(answers) == 0 {
 		r := Requirement{Domain: domain, Level: Verify, Source: SourceDefault, Reason: "no policy answered: strict default",
-			DiscoveryFailures: discoveryFailures(abstained, nil)}
+			DiscoveryFailures: failures}
 		r.Reason += discoveryNotes(r.DiscoveryFailures)
 		return r, nil
 	}
@@ -187,9 +190,10 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 	for _, n := range notes {
 		r.Reason += "; " + n
 	}
-	// Every failure is kept, also those of answers that lost or yielded
-	// (a cached MTA-STS policy whose refresh failed, under DANE).
-	r.DiscoveryFailures = discoveryFailures(abstained, answers)
+	// Every failure is kept, also those of answers that lost, yielded or
+	// were set aside (a cached MTA-STS policy whose refresh failed, under
+	// DANE).
+	r.DiscoveryFailures = failures
 	r.Reason += discoveryNotes(r.DiscoveryFailures)
 	return r, nil
 }

@@ -132,6 +132,28 @@ func TestStandardDiscoveryFailureWhoeverDecides(t *testing.T) {
 			t.Errorf("result aliases the member's answer: %+v", cached.DiscoveryFailures)
 		}
 	})
+	t.Run("DANE over a cached testing policy whose refresh failed", func(t *testing.T) {
+		// Standard sets a testing MTA-STS answer aside under DANE (RFC 8461
+		// §2); its failure must not go with it.
+		lines := []string{"version: STSv1", "mode: testing", "mx: mx.d.example", "max_age: 86400"}
+		cached := policy.Requirement{Domain: "d.example", Level: policy.Verify, Mode: policy.Testing, MXPatterns: []string{"mx.d.example"},
+			Source: policy.SourceMTASTS, PolicyString: lines,
+			DiscoveryFailures: []policy.DiscoveryFailure{{PolicyType: "sts", ResultType: "sts-policy-invalid", PolicyString: lines}}}
+		tlsa := []policy.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: bytes.Repeat([]byte{1}, 32)}}
+		s := &policy.Standard{
+			DANE:    answerWith(policy.Requirement{Domain: "d.example", Level: policy.DANE, TLSA: tlsa, Source: policy.SourceDANE}),
+			MTASTS:  answerWith(cached),
+			Default: policy.Fixed{Level: policy.May},
+		}
+		r, err := s.Lookup(context.Background(), "d.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Source != policy.SourceDANE || r.Mode != policy.Enforce || len(r.DiscoveryFailures) != 1 ||
+			r.DiscoveryFailures[0].ResultType != "sts-policy-invalid" {
+			t.Errorf("got %s, failures %+v", r, r.DiscoveryFailures)
+		}
+	})
 	t.Run("no failure leaves the field nil", func(t *testing.T) {
 		s := &policy.Standard{MTASTS: abstain(noPolicy(false, mtasts.ErrNoRecord)), Default: policy.Fixed{Level: policy.May}}
 		r, err := s.Lookup(context.Background(), "d.example")
