@@ -31,6 +31,7 @@ type child struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stdout *bufio.Reader
+	out    *os.File // read end of the child's stdout, closed once it is reaped
 	stderr *boundedBuffer
 	done   chan error
 }
@@ -71,14 +72,26 @@ func startChild(ctx context.Context, cfg *config, kind, certFile, keyFile string
 	if c.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
+	// An os.Pipe rather than cmd.StdoutPipe: Wait closes a StdoutPipe as
+	// soon as the child exits, which raced with reading its final
+	// "accepted N" line ("read |0: file already closed"). With our own pipe
+	// the line stays readable after the exit; c.out is closed once the
+	// child is reaped.
+	out, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	c.stdout = bufio.NewReader(out)
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	c.out, c.stdout = out, bufio.NewReader(out)
+	err = cmd.Start()
+	w.Close() // the child holds its own copy
+	if err != nil {
+		out.Close()
 		return nil, err
 	}
+	// Reap the child as soon as it exits; with our own pipe this does not
+	// cut short reading its output.
+	go func() { c.done <- cmd.Wait() }()
 	type res struct {
 		line string
 		err  error
@@ -100,7 +113,6 @@ func startChild(ctx context.Context, cfg *config, kind, certFile, keyFile string
 		c.kill()
 		return nil, fmt.Errorf("%s: no listening address within 30s\n%s", kind, c.stderr.String())
 	}
-	go func() { c.done <- cmd.Wait() }()
 	return c, nil
 }
 
@@ -108,14 +120,11 @@ func startChild(ctx context.Context, cfg *config, kind, certFile, keyFile string
 func (c *child) kill() {
 	c.cmd.Process.Kill()
 	c.stdin.Close()
-	if c.done != nil {
-		select {
-		case <-c.done:
-		case <-time.After(5 * time.Second):
-		}
-	} else {
-		c.cmd.Wait()
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
 	}
+	c.out.Close()
 }
 
 // count asks the child how many messages its handler has taken so far.
@@ -185,6 +194,7 @@ func (c *child) stop() (int64, error) {
 			r.err = fmt.Errorf("%s: did not exit within 15s; killed", c.kind)
 		}
 	}
+	c.out.Close()
 	return r.n, r.err
 }
 
