@@ -391,7 +391,10 @@ func (c *Connector) requirement(ctx context.Context, g *group) (policy.Requireme
 		Reason: "no policy configured: strict default"}
 	// The route's policy first, then the Connector's; a policy without an
 	// opinion (policy.ErrNoPolicy) passes to the next, and the last word is
-	// the strict default.
+	// the strict default. A policy that has no opinion because its
+	// discovery failed (an MTA-STS policy host that is down, say) still
+	// reports that failure for TLS-RPT (RFC 8460 §4.3.2.2).
+	var failures []policy.DiscoveryFailure
 	if r := g.route(c); r != nil && r.Policy != nil {
 		req, err := r.Policy.Lookup(ctx, key)
 		if err == nil {
@@ -403,13 +406,16 @@ func (c *Connector) requirement(ctx context.Context, g *group) (policy.Requireme
 		if !errors.Is(err, policy.ErrNoPolicy) {
 			return req, err
 		}
+		failures = policy.DiscoveryFailuresOf(err)
 	}
 	if c.Policy == nil {
+		strict.DiscoveryFailures = failures
 		return strict, nil
 	}
 	req, err := c.Policy.Lookup(ctx, key)
 	if errors.Is(err, policy.ErrNoPolicy) {
 		strict.Reason = "no policy entry for " + key + ": strict default"
+		strict.DiscoveryFailures = append(failures, policy.DiscoveryFailuresOf(err)...)
 		return strict, nil
 	}
 	if err != nil {

@@ -416,3 +416,29 @@ func TestTLSRPTCachedModeNoneRefreshFailure(t *testing.T) {
 		t.Errorf("discovery failures %+v, want one fetch error without policy", disc)
 	}
 }
+
+// A bare mtasts.Client as the Connector's only policy: its "no policy"
+// answer falls to the strict default, and the discovery failure behind that
+// answer is still recorded.
+func TestTLSRPTDiscoveryFailureBareClient(t *testing.T) {
+	w := newStdWorld(t)
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.sts.example", Cert: transporttest.GoodCert})
+	w.mx("sts.example", "mx.sts.example", "192.0.2.20", srv, false)
+	sts, h := w.stsPolicyHost("sts.example", true)
+	h.set(http.StatusNotFound, "")
+	c := w.connector(sts, nil, srv.RootCAs())
+
+	r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
+	wantDelivered(t, r)
+	if r.Requirement.Source != policy.SourceDefault || r.Requirement.Level != policy.Verify {
+		t.Errorf("decision %s, want the strict default verify", r.Requirement)
+	}
+	disc, sess := splitResults(w.results())
+	if len(disc) != 1 || disc[0].PolicyType != tlsrpt.PolicySTS || disc[0].ResultType != tlsrpt.ResultSTSPolicyFetchError ||
+		disc[0].PolicyDomain != "sts.example" {
+		t.Fatalf("discovery failures recorded: %+v, want one sts-policy-fetch-error for sts.example", disc)
+	}
+	if len(sess) != 1 || sess[0].ResultType != tlsrpt.ResultSuccess {
+		t.Errorf("session results %+v, want one success", sess)
+	}
+}
