@@ -11,24 +11,24 @@ package transport
 //	BenchmarkServer/DATA/1KiB/1perconn/gosmtp
 //	...
 //
-// The client (in the same process, on loopback) is a minimal lock-step SMTP
-// client: EHLO, STARTTLS, full TLS 1.3 handshake (no resumption), EHLO, then
-// n × (MAIL, RCPT, DATA or BDAT LAST), QUIT. Both servers' handlers read and
-// discard the body. Client CPU is included in both figures.
+// The client (in the same process, on loopback) is internal/smtpclient, a
+// minimal lock-step SMTP client: EHLO, STARTTLS, full TLS 1.3 handshake (no
+// resumption), EHLO, then n × (MAIL, RCPT, DATA or BDAT LAST), QUIT. Both
+// servers' handlers read and discard the body. Client CPU is included in both figures.
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
 	smtp "github.com/emersion/go-smtp"
+
+	"github.com/mailtls/mailtls/internal/smtpclient"
 )
 
 // bareBackend is the baseline: a go-smtp session that discards the body.
@@ -44,88 +44,25 @@ func (bareSession) Mail(string, *smtp.MailOptions) error { return nil }
 func (bareSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (bareSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
 
-func benchBody(size int) string {
-	line := strings.Repeat("abcdefghij", 7) + "012345\r\n" // 78 octets
-	var b strings.Builder
-	b.WriteString("Subject: benchmark\r\n\r\n")
-	for b.Len() < size {
-		b.WriteString(line)
-	}
-	return b.String()[:size-2] + "\r\n"
-}
+// benchBody is a message of exactly size octets, no line starting with '.'.
+func benchBody(size int) string { return smtpclient.Body("benchmark", size) }
 
-// benchClient sends msgs messages on one STARTTLS connection.
+// benchClient sends msgs messages on one STARTTLS connection with
+// smtpclient (no line of body starts with '.').
 func benchClient(addr string, cfg *tls.Config, body string, msgs int, bdat bool) error {
-	c, err := net.Dial("tcp", addr)
+	ctx := context.Background() // never done: no per-call cost
+	d := smtpclient.Dialer{TLSConfig: cfg, Hello: "bench.test"}
+	c, err := d.Dial(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	r := bufio.NewReader(c)
-	var w io.Writer = c
-	expect := func(code string) error {
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return err
-			}
-			if !strings.HasPrefix(l, code) {
-				return fmt.Errorf("got %q, want %s", l, code)
-			}
-			if len(l) > 3 && l[3] == ' ' {
-				return nil
-			}
-		}
-	}
-	cmd := func(line, code string) error {
-		if _, err := io.WriteString(w, line+"\r\n"); err != nil {
-			return err
-		}
-		return expect(code)
-	}
-	if err := expect("220"); err != nil {
-		return err
-	}
-	if err := cmd("EHLO bench.test", "250"); err != nil {
-		return err
-	}
-	if err := cmd("STARTTLS", "220"); err != nil {
-		return err
-	}
-	tc := tls.Client(c, cfg)
-	if err := tc.Handshake(); err != nil {
-		return err
-	}
-	r, w = bufio.NewReader(tc), tc
-	if err := cmd("EHLO bench.test", "250"); err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(tc, 32<<10)
-	for i := 0; i < msgs; i++ {
-		if err := cmd("MAIL FROM:<sender@bench.test>", "250"); err != nil {
-			return err
-		}
-		if err := cmd("RCPT TO:<rcpt@bench.test>", "250"); err != nil {
-			return err
-		}
-		if bdat {
-			fmt.Fprintf(bw, "BDAT %d LAST\r\n", len(body))
-			bw.WriteString(body)
-		} else {
-			if err := cmd("DATA", "354"); err != nil {
-				return err
-			}
-			bw.WriteString(body) // no line starts with '.'
-			bw.WriteString(".\r\n")
-		}
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-		if err := expect("250"); err != nil {
+	for range msgs {
+		if err := c.Send(ctx, "sender@bench.test", "rcpt@bench.test", body, bdat); err != nil {
 			return err
 		}
 	}
-	return cmd("QUIT", "221")
+	return c.Quit(ctx)
 }
 
 // benchServers starts transport.Server and a bare go-smtp server with the

@@ -2,7 +2,6 @@ package transport
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/internal/syncbuf"
 	"github.com/mailtls/mailtls/internal/testpki"
 )
 
@@ -35,24 +35,6 @@ func (p *srvPKI) serverConfig() *tls.Config {
 
 func (p *srvPKI) clientConfig() *tls.Config {
 	return &tls.Config{RootCAs: p.ca.Pool, ServerName: "mx.test"}
-}
-
-// logBuf is a concurrency-safe log sink for assertions on log lines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // waitFor polls cond for up to 5 seconds.
@@ -99,7 +81,7 @@ func (r *recorder) all() []delivery {
 type testServer struct {
 	*Server
 	addr string
-	log  *logBuf
+	log  *syncbuf.Buffer // concurrency-safe log sink for assertions on log lines
 	rec  *recorder
 	pki  *srvPKI
 	err  chan error
@@ -107,7 +89,7 @@ type testServer struct {
 
 func startServer(t testing.TB, s *Server, pki *srvPKI) *testServer {
 	t.Helper()
-	ts := &testServer{Server: s, log: &logBuf{}, pki: pki, err: make(chan error, 1)}
+	ts := &testServer{Server: s, log: &syncbuf.Buffer{}, pki: pki, err: make(chan error, 1)}
 	if s.Hostname == "" {
 		s.Hostname = "mx.test"
 	}

@@ -171,6 +171,24 @@ func (c *Client) Quit(ctx context.Context) error {
 	return c.cmdTo(c.tc, "QUIT", "221")
 }
 
+// Body returns a message of exactly size octets for Send: a Subject header,
+// an empty line and lines of up to 78 octets, all ending in CRLF, none
+// starting with '.'. size should be at least len(subject)+13, the header
+// and the empty line; a smaller size truncates the header.
+func Body(subject string, size int) string {
+	line := strings.Repeat("abcdefghij", 7) + "012345\r\n" // 78 octets
+	var b strings.Builder
+	b.WriteString("Subject: " + subject + "\r\n\r\n")
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	s := b.String()[:size-2]
+	if strings.HasSuffix(s, "\r") { // the cut split a CRLF: no bare CR
+		s = s[:len(s)-1] + "x"
+	}
+	return s + "\r\n"
+}
+
 // Close closes the TCP connection without QUIT.
 func (c *Client) Close() error { return c.raw.Close() }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-message"
 
+	"github.com/mailtls/mailtls/internal/syncbuf"
 	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
@@ -181,22 +182,7 @@ func permFail() transport.RecipientResult {
 }
 
 // logBuffer collects log output safely.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer = syncbuf.Buffer
 
 type harness struct {
 	t     *testing.T

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/certstore"
+	"github.com/mailtls/mailtls/internal/smtpclient"
 )
 
 // child is one target running in its own process.
@@ -423,15 +423,7 @@ func spread(v []float64) (med, lo, hi float64) {
 
 // makeBody returns a message of exactly size octets with CRLF lines, none
 // starting with '.'.
-func makeBody(size int) string {
-	line := strings.Repeat("abcdefghij", 7) + "012345\r\n" // 78 octets
-	var b strings.Builder
-	b.WriteString("Subject: smtpload\r\n\r\n")
-	for b.Len() < size {
-		b.WriteString(line)
-	}
-	return b.String()[:size-2] + "\r\n"
-}
+func makeBody(size int) string { return smtpclient.Body("smtpload", size) }
 
 // drive sends cfg.n messages to addr over cfg.conc concurrent connections
 // of up to cfg.perConn messages each, and times the whole.
@@ -476,84 +468,23 @@ func drive(ctx context.Context, cfg *config, addr string, tlsCfg *tls.Config, bo
 }
 
 // session is one client connection: EHLO, STARTTLS, EHLO, msgs × (MAIL,
-// RCPT, DATA or BDAT LAST), QUIT, in lock step. Every reply is checked.
+// RCPT, DATA or BDAT LAST), QUIT, in lock step. Every reply is checked; the
+// whole connection gets at most 2 minutes.
 func session(ctx context.Context, addr string, tlsCfg *tls.Config, body string, msgs int, bdat bool) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	d := smtpclient.Dialer{TLSConfig: tlsCfg, Hello: "load.test", AfterWrite: quickAck}
+	c, err := d.Dial(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	r := bufio.NewReader(c)
-	var w io.Writer = c
-	expect := func(code string) error {
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return err
-			}
-			if !strings.HasPrefix(l, code) {
-				return fmt.Errorf("got %q, want %s", strings.TrimSpace(l), code)
-			}
-			if len(l) > 3 && l[3] == ' ' {
-				return nil
-			}
-		}
-	}
-	cmd := func(line, code string) error {
-		if _, err := io.WriteString(w, line+"\r\n"); err != nil {
-			return err
-		}
-		quickAck(c)
-		return expect(code)
-	}
-	if err := expect("220"); err != nil {
-		return err
-	}
-	if err := cmd("EHLO load.test", "250"); err != nil {
-		return err
-	}
-	if err := cmd("STARTTLS", "220"); err != nil {
-		return err
-	}
-	tc := tls.Client(c, tlsCfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return err
-	}
-	r, w = bufio.NewReader(tc), tc
-	if err := cmd("EHLO load.test", "250"); err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(tc, 32<<10)
 	for range msgs {
-		if err := cmd("MAIL FROM:<sender@load.test>", "250"); err != nil {
-			return err
-		}
-		if err := cmd("RCPT TO:<rcpt@load.test>", "250"); err != nil {
-			return err
-		}
-		if bdat {
-			fmt.Fprintf(bw, "BDAT %d LAST\r\n", len(body))
-			bw.WriteString(body)
-		} else {
-			if err := cmd("DATA", "354"); err != nil {
-				return err
-			}
-			bw.WriteString(body)
-			bw.WriteString(".\r\n")
-		}
-		if err := bw.Flush(); err != nil {
-			return err
-		}
-		quickAck(c)
-		if err := expect("250"); err != nil {
+		if err := c.Send(ctx, "sender@load.test", "rcpt@load.test", body, bdat); err != nil {
 			return err
 		}
 	}
-	if err := cmd("QUIT", "221"); err != nil && !errors.Is(err, io.EOF) {
+	if err := c.Quit(ctx); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	return nil
