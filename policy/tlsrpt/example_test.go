@@ -1,12 +1,16 @@
 package tlsrpt_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
 )
 
@@ -73,4 +77,58 @@ func ExampleParseReport() {
 	}
 	fmt.Println(r.OrganizationName, r.PolicyDomain(), r.Policies[0].Summary.TotalSuccessfulSessionCount)
 	// Output: Company-X company-y.example 10
+}
+
+// RFC 8460 §5.3 asks the reporting organization to DKIM-sign report mail:
+// set MailOptions.DKIM and BuildMail signs the message, covering
+// TLS-Report-Domain and TLS-Report-Submitter. A receiver checks it with
+// dkim.Verify against the key published at selector._domainkey.domain.
+func ExampleBuildMail_dkim() {
+	// In production the key comes from a PEM file; a fixed seed keeps the
+	// example reproducible.
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey))
+
+	r, err := tlsrpt.ParseReport(strings.NewReader(`{
+	  "organization-name": "Sender Org",
+	  "date-range": {"start-datetime": "2026-11-27T00:00:00Z", "end-datetime": "2026-11-27T23:59:59Z"},
+	  "contact-info": "tlsrpt@sender.example",
+	  "report-id": "r1@sender.example",
+	  "policies": [{
+	    "policy": {"policy-type": "sts", "policy-domain": "example.com"},
+	    "summary": {"total-successful-session-count": 3, "total-failure-session-count": 0}
+	  }]
+	}`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	msg, err := tlsrpt.BuildMail(r, tlsrpt.MailOptions{
+		From: "noreply-tlsrpt@sender.example", To: []string{"tlsrpt@example.com"},
+		Submitter: "mail.sender.example",
+		DKIM:      &dkim.SignOptions{Domain: "sender.example", Selector: "tlsrpt", Signer: priv},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) {
+			if name != "tlsrpt._domainkey.sender.example" {
+				return nil, fmt.Errorf("no record at %s", name)
+			}
+			return []string{record}, nil
+		},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	v := verifs[0]
+	fmt.Println(v.Domain, v.Err)
+	fmt.Println(strings.Join(v.HeaderKeys, ":"))
+	// Output:
+	// sender.example <nil>
+	// From:To:Subject:Date:Message-ID:TLS-Report-Domain:TLS-Report-Submitter:TLS-Required:Auto-Submitted:MIME-Version:Content-Type
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-msgauth/dkim"
 )
 
 // Media types of RFC 8460 §6.
@@ -38,6 +39,30 @@ type MailOptions struct {
 	// MessageID is the Message-ID without angle brackets. Empty means a
 	// random one at Submitter.
 	MessageID string
+	// DKIM, if not nil, makes BuildMail sign the message (RFC 6376) with
+	// go-msgauth, as RFC 8460 §5.3 requires of the reporting
+	// organization. Its Domain, Selector and Signer must be set (otherwise
+	// BuildMail returns an error, never an unsigned message). If its
+	// HeaderKeys is nil, SignedHeaders are signed; if it is set, any of
+	// SignedHeaders it lacks are added, so that the signature always covers
+	// TLS-Report-Domain and TLS-Report-Submitter (§5.3). The options are
+	// copied, not modified. Nil (the zero value) means unsigned: the host
+	// must then sign the message itself before it leaves.
+	DKIM *dkim.SignOptions
+}
+
+// SignedHeaders are the header fields BuildMail's DKIM signature covers
+// (its "h=" tag, RFC 6376 §3.5): the originator and destination fields, the
+// report's identifying fields, the TLS-Report-Domain and
+// TLS-Report-Submitter fields RFC 8460 §5.3 asks the signature to cover,
+// and the MIME structure. It is a function so callers cannot change a
+// shared list.
+func SignedHeaders() []string {
+	return []string{
+		"From", "To", "Subject", "Date", "Message-ID",
+		"TLS-Report-Domain", "TLS-Report-Submitter", "TLS-Required",
+		"Auto-Submitted", "MIME-Version", "Content-Type",
+	}
 }
 
 // BuildMail returns the report message for "mailto:" destinations (RFC 8460
@@ -49,7 +74,10 @@ type MailOptions struct {
 // "TLS-Required: No" (RFC 8689 §3, §4.2.2) so that a TLS problem — the very thing
 // being reported — cannot stop the report.
 //
-// The message is not DKIM-signed; §5.3 requires the host to sign it.
+// With o.DKIM set the message is DKIM-signed (RFC 6376) and starts with the
+// DKIM-Signature field, whose "h=" tag lists SignedHeaders; the body hash
+// covers the whole MIME body, report attachment included. Without it the
+// message is unsigned, and §5.3 leaves signing to the host.
 func BuildMail(r *Report, o MailOptions) ([]byte, error) {
 	if o.From == "" || len(o.To) == 0 || o.Submitter == "" {
 		return nil, errors.New("tlsrpt: BuildMail needs From, To and Submitter")
@@ -148,7 +176,38 @@ func BuildMail(r *Report, o MailOptions) ([]byte, error) {
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	if o.DKIM == nil {
+		return buf.Bytes(), nil
+	}
+	return signMail(buf.Bytes(), o.DKIM)
+}
+
+// signMail DKIM-signs msg (RFC 6376 §5) with a copy of opts whose
+// HeaderKeys include SignedHeaders (RFC 8460 §5.3).
+func signMail(msg []byte, opts *dkim.SignOptions) ([]byte, error) {
+	if opts.Domain == "" || opts.Selector == "" || opts.Signer == nil {
+		return nil, errors.New("tlsrpt: DKIM signing needs Domain, Selector and Signer")
+	}
+	o := *opts
+	keys := append([]string(nil), o.HeaderKeys...)
+	for _, want := range SignedHeaders() {
+		found := false
+		for _, k := range keys {
+			if strings.EqualFold(k, want) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			keys = append(keys, want)
+		}
+	}
+	o.HeaderKeys = keys
+	var signed bytes.Buffer
+	if err := dkim.Sign(&signed, bytes.NewReader(msg), &o); err != nil {
+		return nil, fmt.Errorf("tlsrpt: DKIM signing: %w", err)
+	}
+	return signed.Bytes(), nil
 }
 
 // NewHTTPRequest builds the POST of the gzip-compressed report to an
