@@ -1,7 +1,12 @@
 package main
 
 import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,6 +56,11 @@ type Config struct {
 	TLSRPT        bool   // -tlsrpt: record RFC 8460 results under DataDir and send daily reports
 	TLSRPTOrg     string // -tlsrpt-org: organization-name of the reports
 	TLSRPTContact string // -tlsrpt-contact: contact-info of the reports
+
+	DKIMDomain   string        // -dkim-domain: d= of the DKIM signature on TLS-RPT report mail
+	DKIMSelector string        // -dkim-selector: s= of that signature
+	DKIMKeyFile  string        // -dkim-key: PEM private key file (RSA or Ed25519)
+	DKIMSigner   crypto.Signer // loaded from DKIMKeyFile by parseFlags; nil: reports unsigned
 
 	LogLevel string // -log-level debug|info|warn|error
 }
@@ -111,6 +121,9 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.BoolVar(&c.TLSRPT, "tlsrpt", false, "record TLS-RPT (RFC 8460) results under -data/tlsrpt and send daily reports to the domains that ask")
 	fs.StringVar(&c.TLSRPTOrg, "tlsrpt-org", "", "organization-name in TLS-RPT reports (default: -hostname)")
 	fs.StringVar(&c.TLSRPTContact, "tlsrpt-contact", "", "contact-info in TLS-RPT reports (default: postmaster@ -hostname)")
+	fs.StringVar(&c.DKIMDomain, "dkim-domain", "", "DKIM-sign TLS-RPT report mail (RFC 8460 §5.3, RFC 6376) for this signing `domain` (d=); needs -dkim-selector and -dkim-key")
+	fs.StringVar(&c.DKIMSelector, "dkim-selector", "", "DKIM `selector` (s=): the public key is published at selector._domainkey.domain")
+	fs.StringVar(&c.DKIMKeyFile, "dkim-key", "", "PEM private key `file` for DKIM signing: RSA (PKCS #1 or #8, at least 1024 bits) or Ed25519 (PKCS #8)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -255,6 +268,27 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	if c.TLSRPTContact == "" {
 		c.TLSRPTContact = "postmaster@" + c.Hostname
 	}
+	c.DKIMDomain = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(c.DKIMDomain), "."))
+	c.DKIMSelector = strings.TrimSpace(c.DKIMSelector)
+	switch set := c.DKIMDomain != "" || c.DKIMSelector != "" || c.DKIMKeyFile != ""; {
+	case !set:
+	case c.DKIMDomain == "" || c.DKIMSelector == "" || c.DKIMKeyFile == "":
+		bad("-dkim-domain, -dkim-selector and -dkim-key: give all three or none")
+	case !c.TLSRPT:
+		bad("-dkim-domain/-dkim-selector/-dkim-key sign TLS-RPT report mail and need -tlsrpt")
+	default:
+		if !isDKIMName(c.DKIMDomain) {
+			bad("-dkim-domain: %q is not a domain name", c.DKIMDomain)
+		}
+		if !isDKIMName(c.DKIMSelector) {
+			bad("-dkim-selector: %q is not a selector (dot-separated letters, digits, hyphens; RFC 6376 §3.1)", c.DKIMSelector)
+		}
+		k, err := loadDKIMKey(c.DKIMKeyFile)
+		if err != nil {
+			bad("-dkim-key: %v", err)
+		}
+		c.DKIMSigner = k
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -264,6 +298,62 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	return &c, nil
+}
+
+// isDKIMName accepts a domain name or selector: dot-separated labels of
+// letters, digits and inner hyphens (RFC 6376 §3.1, §3.5).
+func isDKIMName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// loadDKIMKey reads a PEM private key usable for DKIM (RFC 6376 §3.3, RFC
+// 8463): RSA of at least 1024 bits ("RSA PRIVATE KEY" or "PRIVATE KEY") or
+// Ed25519 ("PRIVATE KEY"). Other key types are refused with their name.
+func loadDKIMKey(file string) (crypto.Signer, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM block", file)
+	}
+	var key any
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("%s: PEM block %q: want \"PRIVATE KEY\" (PKCS #8) or \"RSA PRIVATE KEY\"", file, block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", file, err)
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < 1024 {
+			return nil, fmt.Errorf("%s: RSA key of %d bits; DKIM needs at least 1024 (RFC 8301 §3.2)", file, k.N.BitLen())
+		}
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	default:
+		return nil, fmt.Errorf("%s: %T keys cannot sign DKIM; use RSA or Ed25519", file, key)
+	}
 }
 
 // checkHostPort accepts host:port and [host]:port with a numeric port.

@@ -218,6 +218,7 @@ func (r *Relay) setupOutbound(mail *maildirs) error {
 			dir:    cfg.path("tlsrpt"),
 			from:   "noreply-tlsrpt@" + cfg.Hostname,
 			submit: cfg.Hostname,
+			dkim:   cfg.dkimOptions(),
 			queue:  r.queue,
 			log:    r.log.With("part", "tlsrpt"),
 			now:    time.Now,

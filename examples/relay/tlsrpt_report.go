@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
 	"github.com/mailtls/mailtls/transport"
 )
@@ -25,8 +26,9 @@ import (
 type reporter struct {
 	agg      *tlsrpt.Aggregator
 	dir      string
-	from     string // header From; the envelope uses the null reverse-path
-	submit   string // TLS-Report-Submitter
+	from     string            // header From; the envelope uses the null reverse-path
+	submit   string            // TLS-Report-Submitter
+	dkim     *dkim.SignOptions // -dkim-*: sign report mail (RFC 8460 §5.3); nil: unsigned
 	queue    enqueuer
 	resolver tlsrpt.TXTResolver // nil: the system resolver
 	http     *http.Client       // nil: http.DefaultClient (verifies certificates)
@@ -82,6 +84,16 @@ func (r *reporter) reportDay(ctx context.Context, day time.Time) error {
 	return os.WriteFile(r.markerPath(day), []byte(fmt.Sprintf("%d reports\n", len(reports))), 0o600)
 }
 
+// dkimOptions returns the DKIM signing options of -dkim-*, or nil if they
+// are not given. BuildMail copies them and adds the header fields RFC 8460
+// §5.3 wants signed.
+func (c *Config) dkimOptions() *dkim.SignOptions {
+	if c.DKIMSigner == nil {
+		return nil
+	}
+	return &dkim.SignOptions{Domain: c.DKIMDomain, Selector: c.DKIMSelector, Signer: c.DKIMSigner}
+}
+
 // send delivers one report to the destinations the policy domain publishes.
 func (r *reporter) send(ctx context.Context, rep *tlsrpt.Report) error {
 	domain := rep.PolicyDomain()
@@ -94,7 +106,7 @@ func (r *reporter) send(ctx context.Context, rep *tlsrpt.Report) error {
 		return err
 	}
 	if to := rec.MailtoAddresses(); len(to) > 0 {
-		msg, err := tlsrpt.BuildMail(rep, tlsrpt.MailOptions{From: r.from, To: to, Submitter: r.submit})
+		msg, err := tlsrpt.BuildMail(rep, tlsrpt.MailOptions{From: r.from, To: to, Submitter: r.submit, DKIM: r.dkim})
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/mailtls/mailtls/policy/tlsrpt"
+)
+
+// writePEM writes der as a PEM block of type typ and returns the file name.
+func writePEM(t *testing.T, typ string, der []byte) string {
+	t.Helper()
+	name := filepath.Join(t.TempDir(), "dkim.pem")
+	if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// With -tlsrpt and -dkim-*, the daily TLS-RPT report mail that lands in the
+// rua Maildir carries a DKIM signature (RFC 8460 §5.3) that go-msgauth
+// verifies against the public key, with h= covering TLS-Report-Domain and
+// TLS-Report-Submitter; the report in it is still readable. Both key types
+// the flag accepts are exercised.
+func TestTLSRPTReportDKIMSigned(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPub, err := x509.MarshalPKIXPublicKey(&rk.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, typ, record string
+		der               []byte
+	}{
+		{"ed25519-pkcs8", "PRIVATE KEY", "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub), edDER},
+		{"rsa-pkcs1", "RSA PRIVATE KEY", "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(rsaPub), x509.MarshalPKCS1PrivateKey(rk)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keyFile := writePEM(t, tc.typ, tc.der)
+			dns := &fakeDNS{txt: map[string][]string{
+				"_smtp._tls.rpt.example": {"v=TLSRPTv1; rua=mailto:tls-reports@localhost"},
+			}}
+			tr := startRelayWith(t, func(r *Relay) { r.reporter.resolver = dns },
+				"-tlsrpt", "-dkim-domain", "relay.test", "-dkim-selector", "tlsrpt", "-dkim-key", keyFile)
+
+			now := time.Now().UTC()
+			today := now.Truncate(24 * time.Hour)
+			if err := tr.tlsrpt.Record(t.Context(), tlsrpt.Result{Time: now, PolicyDomain: "rpt.example",
+				PolicyType: tlsrpt.PolicyNoPolicyFound, ResultType: tlsrpt.ResultSuccess}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.reporter.reportDay(t.Context(), today); err != nil {
+				t.Fatalf("reportDay: %v", err)
+			}
+			waitFor(t, "the TLS-RPT report mail", 30*time.Second, func() bool {
+				return len(maildirFiles(t, tr.cfg, "tls-reports@localhost", "new")) >= 1
+			})
+			files := maildirFiles(t, tr.cfg, "tls-reports@localhost", "new")
+			msg, err := os.ReadFile(files[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			vo := &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
+				if name != "tlsrpt._domainkey.relay.test" {
+					return nil, errors.New("no such record: " + name)
+				}
+				return []string{tc.record}, nil
+			}}
+			verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), vo)
+			if err != nil || len(verifs) != 1 {
+				t.Fatalf("verify: %v %v\n%.600s", verifs, err, msg)
+			}
+			v := verifs[0]
+			if v.Err != nil || v.Domain != "relay.test" {
+				t.Fatalf("signature in the Maildir copy does not verify: %+v", v)
+			}
+			h := strings.ToLower(":" + strings.Join(v.HeaderKeys, ":") + ":")
+			for _, want := range []string{"tls-report-domain", "tls-report-submitter", "from", "subject", "content-type"} {
+				if !strings.Contains(h, ":"+want+":") {
+					t.Errorf("h= %v lacks %s", v.HeaderKeys, want)
+				}
+			}
+			rep, err := tlsrpt.ParseReportMail(bytes.NewReader(msg))
+			if err != nil || rep.PolicyDomain() != "rpt.example" || rep.Policies[0].Summary.TotalSuccessfulSessionCount != 1 {
+				t.Fatalf("report in the signed mail: %+v %v", rep, err)
+			}
+
+			// The same bytes with the policy domain changed do not verify.
+			tampered := bytes.Replace(msg, []byte("TLS-Report-Domain: rpt.example"), []byte("TLS-Report-Domain: rpt.example.evil"), 1)
+			if bytes.Equal(tampered, msg) {
+				t.Fatal("TLS-Report-Domain field not found")
+			}
+			verifs, err = dkim.VerifyWithOptions(bytes.NewReader(tampered), vo)
+			if err != nil || len(verifs) != 1 || verifs[0].Err == nil {
+				t.Errorf("tampered report verified: %+v %v", verifs, err)
+			}
+		})
+	}
+}
+
+// Without -dkim-*, the report mail is not signed.
+func TestTLSRPTReportUnsignedByDefault(t *testing.T) {
+	dns := &fakeDNS{txt: map[string][]string{
+		"_smtp._tls.rpt.example": {"v=TLSRPTv1; rua=mailto:tls-reports@localhost"},
+	}}
+	tr := startRelayWith(t, func(r *Relay) { r.reporter.resolver = dns }, "-tlsrpt")
+	if tr.reporter.dkim != nil {
+		t.Fatal("reporter has DKIM options without -dkim-*")
+	}
+	now := time.Now().UTC()
+	if err := tr.tlsrpt.Record(t.Context(), tlsrpt.Result{Time: now, PolicyDomain: "rpt.example",
+		PolicyType: tlsrpt.PolicyNoPolicyFound, ResultType: tlsrpt.ResultSuccess}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.reporter.reportDay(t.Context(), now.Truncate(24*time.Hour)); err != nil {
+		t.Fatalf("reportDay: %v", err)
+	}
+	waitFor(t, "the TLS-RPT report mail", 30*time.Second, func() bool {
+		return len(maildirFiles(t, tr.cfg, "tls-reports@localhost", "new")) >= 1
+	})
+	msg, err := os.ReadFile(maildirFiles(t, tr.cfg, "tls-reports@localhost", "new")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(msg, []byte("TLS-Report-Domain: rpt.example")) {
+		t.Fatalf("not the report mail:\n%.400s", msg)
+	}
+	if bytes.Contains(bytes.ToLower(msg), []byte("dkim-signature:")) {
+		t.Error("report signed without -dkim-*")
+	}
+}
+
+// The -dkim-* flags are checked at start, with errors naming the flag.
+func TestDKIMFlagErrors(t *testing.T) {
+	_, edPriv, _ := ed25519.GenerateKey(rand.Reader)
+	edDER, _ := x509.MarshalPKCS8PrivateKey(edPriv)
+	good := writePEM(t, "PRIVATE KEY", edDER)
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecDER, _ := x509.MarshalPKCS8PrivateKey(ec)
+	notPEM := filepath.Join(t.TempDir(), "key.txt")
+	os.WriteFile(notPEM, []byte("not a key"), 0o600)
+
+	all := func(key string) []string {
+		return []string{"-tlsrpt", "-dkim-domain", "relay.test", "-dkim-selector", "s1", "-dkim-key", key}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-tlsrpt", "-dkim-domain", "relay.test"}, "give all three or none"},
+		{[]string{"-tlsrpt", "-dkim-selector", "s1", "-dkim-key", good}, "give all three or none"},
+		{[]string{"-dkim-domain", "relay.test", "-dkim-selector", "s1", "-dkim-key", good}, "need -tlsrpt"},
+		{all(filepath.Join(t.TempDir(), "missing.pem")), "-dkim-key:"},
+		{all(notPEM), "no PEM block"},
+		{all(writePEM(t, "CERTIFICATE", []byte{1, 2, 3})), `"CERTIFICATE"`},
+		{all(writePEM(t, "PRIVATE KEY", ecDER)), "cannot sign DKIM"},
+		{all(writePEM(t, "PRIVATE KEY", []byte{1, 2, 3})), "-dkim-key:"},
+		{[]string{"-tlsrpt", "-dkim-domain", "bad domain", "-dkim-selector", "s1", "-dkim-key", good}, "-dkim-domain:"},
+		{[]string{"-tlsrpt", "-dkim-domain", "relay.test", "-dkim-selector", "s;1", "-dkim-key", good}, "-dkim-selector:"},
+	} {
+		_, err := parseFlags(tc.args, &syncBuffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseFlags(%q) = %v, want an error mentioning %q", tc.args, err, tc.want)
+		}
+	}
+
+	cfg, err := parseFlags(all(good), &syncBuffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.dkimOptions()
+	if o == nil || o.Domain != "relay.test" || o.Selector != "s1" || !edPriv.Equal(o.Signer) {
+		t.Errorf("dkimOptions: %+v", o)
+	}
+	cfg, err = parseFlags([]string{"-tlsrpt"}, &syncBuffer{})
+	if err != nil || cfg.dkimOptions() != nil {
+		t.Errorf("without -dkim-*: %+v %v", cfg, err)
+	}
+}
