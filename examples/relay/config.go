@@ -57,7 +57,7 @@ type Config struct {
 	TLSRPTOrg     string // -tlsrpt-org: organization-name of the reports
 	TLSRPTContact string // -tlsrpt-contact: contact-info of the reports
 
-	DKIMDomain   string        // -dkim-domain: d= of the DKIM signature on TLS-RPT report mail
+	DKIMDomain   string        // -dkim-domain: d= of the DKIM signature on DSNs and TLS-RPT report mail
 	DKIMSelector string        // -dkim-selector: s= of that signature
 	DKIMKeyFile  string        // -dkim-key: PEM private key file (RSA or Ed25519)
 	DKIMSigner   crypto.Signer // loaded from DKIMKeyFile by parseFlags; nil: reports unsigned
@@ -121,7 +121,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.BoolVar(&c.TLSRPT, "tlsrpt", false, "record TLS-RPT (RFC 8460) results under -data/tlsrpt and send daily reports to the domains that ask")
 	fs.StringVar(&c.TLSRPTOrg, "tlsrpt-org", "", "organization-name in TLS-RPT reports (default: -hostname)")
 	fs.StringVar(&c.TLSRPTContact, "tlsrpt-contact", "", "contact-info in TLS-RPT reports (default: postmaster@ -hostname)")
-	fs.StringVar(&c.DKIMDomain, "dkim-domain", "", "DKIM-sign TLS-RPT report mail (RFC 8460 §5.3, RFC 6376) for this signing `domain` (d=); needs -dkim-selector and -dkim-key")
+	fs.StringVar(&c.DKIMDomain, "dkim-domain", "", "DKIM-sign the delivery status notifications and TLS-RPT report mail this relay originates (RFC 6376; RFC 8460 §5.3) for this signing `domain` (d=); needs -dkim-selector and -dkim-key")
 	fs.StringVar(&c.DKIMSelector, "dkim-selector", "", "DKIM `selector` (s=): the public key is published at selector._domainkey.domain")
 	fs.StringVar(&c.DKIMKeyFile, "dkim-key", "", "PEM private key `file` for DKIM signing: RSA (PKCS #1 or #8, at least 1024 bits) or Ed25519 (PKCS #8)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
@@ -274,8 +274,6 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	case !set:
 	case c.DKIMDomain == "" || c.DKIMSelector == "" || c.DKIMKeyFile == "":
 		bad("-dkim-domain, -dkim-selector and -dkim-key: give all three or none")
-	case !c.TLSRPT:
-		bad("-dkim-domain/-dkim-selector/-dkim-key sign TLS-RPT report mail and need -tlsrpt")
 	default:
 		if !isDKIMName(c.DKIMDomain) {
 			bad("-dkim-domain: %q is not a domain name", c.DKIMDomain)

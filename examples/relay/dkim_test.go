@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
+	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
 // writePEM writes der as a PEM block of type typ and returns the file name.
@@ -178,7 +180,6 @@ func TestDKIMFlagErrors(t *testing.T) {
 	}{
 		{[]string{"-tlsrpt", "-dkim-domain", "relay.test"}, "give all three or none"},
 		{[]string{"-tlsrpt", "-dkim-selector", "s1", "-dkim-key", good}, "give all three or none"},
-		{[]string{"-dkim-domain", "relay.test", "-dkim-selector", "s1", "-dkim-key", good}, "need -tlsrpt"},
 		{all(filepath.Join(t.TempDir(), "missing.pem")), "-dkim-key:"},
 		{all(notPEM), "no PEM block"},
 		{all(writePEM(t, "CERTIFICATE", []byte{1, 2, 3})), `"CERTIFICATE"`},
@@ -204,5 +205,56 @@ func TestDKIMFlagErrors(t *testing.T) {
 	cfg, err = parseFlags([]string{"-tlsrpt"}, &syncBuffer{})
 	if err != nil || cfg.dkimOptions() != nil {
 		t.Errorf("without -dkim-*: %+v %v", cfg, err)
+	}
+}
+
+// With -dkim-* (and no -tlsrpt) the relay's own delivery status
+// notifications are DKIM-signed: a bounce for a TLS failure reaches the
+// local sender signed for d=relay.test and verifies.
+func TestDSNDKIMSigned(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := writePEM(t, "PRIVATE KEY", der)
+	legacy := transporttest.NewPlainServer(t)
+	pol := writeFile(t, "tls_policy", "legacy.example encrypt on-failure=bounce\n")
+	users := writeUsers(t, "alice", "s3cret")
+	tr := startRelay(t, "-users", users, "-route", "legacy.example=127.0.0.1:"+fmt.Sprint(legacy.Port), "-policy", pol,
+		"-dkim-domain", "relay.test", "-dkim-selector", "dsn", "-dkim-key", keyFile)
+
+	c := tr.dialTLS(t, "submission")
+	if err := auth(c, "alice", "s3cret"); err != nil {
+		t.Fatalf("AUTH: %v", err)
+	}
+	if err := send(c, "alice@localhost", []string{"old@legacy.example"}, testBody); err != nil {
+		t.Fatalf("submission: %v", err)
+	}
+	waitFor(t, "the DSN in alice's Maildir", 30*time.Second, func() bool {
+		return len(maildirFiles(t, tr.cfg, "alice@localhost", "new")) == 1
+	})
+	raw, err := os.ReadFile(maildirFiles(t, tr.cfg, "alice@localhost", "new")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := contains(string(raw), "DKIM-Signature:", "Status: 5.7.4"); err != nil {
+		t.Fatal(err)
+	}
+	// The Maildir copy starts with the relay's Return-Path; DKIM ignores
+	// fields it did not sign.
+	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
+	opts := &dkim.VerifyOptions{LookupTXT: func(domain string) ([]string, error) {
+		if domain != "dsn._domainkey.relay.test" {
+			return nil, fmt.Errorf("unexpected key lookup %q", domain)
+		}
+		return []string{record}, nil
+	}}
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), opts)
+	if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "relay.test" {
+		t.Fatalf("DSN signature does not verify: %v %+v", err, vs)
 	}
 }

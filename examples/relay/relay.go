@@ -207,6 +207,7 @@ func (r *Relay) setupOutbound(mail *maildirs) error {
 		Deliverer: r.wrapDeliverer(&deliverer{cfg: cfg, mail: mail, conn: r.connector}),
 		Hostname:  cfg.Hostname,
 		Language:  cfg.NDRLang,
+		DKIM:      cfg.dkimOptions(), // nil without -dkim-*: unsigned
 		MaxAge:    cfg.MaxQueueAge,
 		Backoff:   cfg.RetrySchedule,
 		Logger:    r.log.With("part", "queue"),

@@ -18,18 +18,19 @@
 //     as bytes for the host's queue; for "https:" destinations
 //     [NewHTTPRequest] builds the POST (§5.4) without sending it.
 //
+// Report mail is DKIM-signed, as §5.3 asks, when MailOptions.DKIM is set
+// (the signature covers SignedHeaders, TLS-Report-Domain and
+// TLS-Report-Submitter among them).
+//
 // Receiving side: [ParseReport] reads a JSON report, gzip-compressed or not,
 // and [ParseReportMail] the report inside a report message, both bounded in
 // size.
 //
 // Not done here: sending anything (mail goes through the host's queue and
 // HTTPS POSTs through the host's HTTP client, which must verify the server
-// certificate); DKIM-signing report mail, which §5.3 requires — the host
-// signs the bytes BuildMail returns (e.g. with go-msgauth's dkim.Sign),
-// including the TLS-Report-Domain and TLS-Report-Submitter fields; retrying
-// and suppressing failed report deliveries (§5.4, §5.5); reporting on
-// results from other hosts of the same organisation (one Store per host,
-// merged by the host if wanted); internationalised domain names in U-label
-// form. The policy lookup itself (MTA-STS, DANE) belongs to policy/mtasts and
+// certificate); retrying and suppressing failed report deliveries (§5.4,
+// §5.5); reporting on results from other hosts of the same organisation
+// (one Store per host, merged by the host if wanted); internationalised
+// domain names in U-label form. The policy lookup itself (MTA-STS, DANE) belongs to policy/mtasts and
 // policy/dane; this package only records what they decided.
 package tlsrpt

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
+
 	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
@@ -86,6 +88,10 @@ type Queue struct {
 	// Language selects the human-readable part of reports: "en" or "ja".
 	// Empty means English.
 	Language string
+	// DKIM, when set, signs every report the queue builds (RFC 6376, through
+	// ndr.Report.DKIM); the options are not modified. Nil, the zero value,
+	// sends reports unsigned.
+	DKIM *dkim.SignOptions
 	// MaxAge is how long after arrival a message is retried; a recipient
 	// still deferred after that fails with a "failed" DSN. Zero means
 	// DefaultMaxAge.

@@ -40,6 +40,7 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 		RequireTLS:         m.RequireTLS,
 		Language:           q.Language,
 		Now:                q.now,
+		DKIM:               q.DKIM,
 	}
 	if strings.EqualFold(m.Return, "FULL") {
 		rep.Return = ndr.ReturnFull
