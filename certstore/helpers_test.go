@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/internal/syncbuf"
 	"github.com/mailtls/mailtls/internal/testpki"
 )
 
@@ -169,23 +170,8 @@ func insecureClient(sni string) *tls.Config {
 	return &tls.Config{ServerName: sni, InsecureSkipVerify: true}
 }
 
-// syncBuffer is a concurrency-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer = syncbuf.Buffer
 
 func newLogger(b *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))

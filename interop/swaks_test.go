@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -13,12 +12,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mailtls/mailtls/internal/syncbuf"
 )
 
 // relayProc is the examples/relay binary running as a child process on
@@ -31,22 +31,8 @@ type relayProc struct {
 	log                           *lockedBuffer
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is a goroutine-safe log sink.
+type lockedBuffer = syncbuf.Buffer
 
 // freePorts returns n loopback addresses whose ports were free a moment ago.
 func freePorts(t *testing.T, n int) []string {
