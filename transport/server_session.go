@@ -140,20 +140,8 @@ func (s *inSession) checkRecipient(rc RecipientChecker, r Recipient) error {
 		s.mu.Unlock()
 		return smtpErr(503, EnhancedCode{5, 5, 1}, "Bad sequence of commands")
 	}
-	env := &Envelope{
-		From:         *s.from,
-		Recipients:   append([]Recipient(nil), s.rcpts...),
-		RequireTLS:   s.mail.RequireTLS,
-		SMTPUTF8:     s.mail.UTF8,
-		Body:         string(s.mail.Body),
-		Size:         s.mail.Size,
-		Return:       string(s.mail.Return),
-		EnvelopeID:   s.mail.EnvelopeID,
-		ClientAddr:   s.ic.RemoteAddr(),
-		Helo:         s.helo,
-		AuthIdentity: s.authID,
-		TLS:          s.tls,
-	}
+	env := s.envelopeLocked()
+	env.Recipients = append([]Recipient(nil), s.rcpts...)
 	s.mu.Unlock()
 	err := rc.CheckRecipient(s.ic.ctx, env, r)
 	if err == nil {
@@ -165,6 +153,24 @@ func (s *inSession) checkRecipient(rc RecipientChecker, r Recipient) error {
 	}
 	s.srv.log.Error("smtp recipient check failed", "peer", s.ic.peer, "rcpt", r.Address, "error", err.Error())
 	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later")
+}
+
+// envelopeLocked builds the Envelope of the transaction so far, without
+// recipients, ID or arrival time; s.mu must be held and MAIL given.
+func (s *inSession) envelopeLocked() *Envelope {
+	return &Envelope{
+		From:         *s.from,
+		RequireTLS:   s.mail.RequireTLS,
+		SMTPUTF8:     s.mail.UTF8,
+		Body:         string(s.mail.Body),
+		Size:         s.mail.Size,
+		Return:       string(s.mail.Return),
+		EnvelopeID:   s.mail.EnvelopeID,
+		ClientAddr:   s.ic.RemoteAddr(),
+		Helo:         s.helo,
+		AuthIdentity: s.authID,
+		TLS:          s.tls,
+	}
 }
 
 // Reset discards the transaction (RSET, EHLO, end of DATA).
@@ -193,23 +199,9 @@ func (s *inSession) Data(r io.Reader) error {
 	defer s.ic.inData.Store(false)
 
 	srv := s.srv
-	env := &Envelope{
-		ID:           newMessageID(),
-		From:         *s.from,
-		Recipients:   s.rcpts,
-		RequireTLS:   s.mail.RequireTLS,
-		SMTPUTF8:     s.mail.UTF8,
-		Body:         string(s.mail.Body),
-		Size:         s.mail.Size,
-		Return:       string(s.mail.Return),
-		EnvelopeID:   s.mail.EnvelopeID,
-		ClientAddr:   s.ic.RemoteAddr(),
-		Helo:         s.helo,
-		AuthIdentity: s.authID,
-		TLS:          s.tls,
-		ReceivedAt:   srv.now(),
-	}
-	s.rcpts = nil // the envelope owns them now
+	env := s.envelopeLocked()
+	env.ID, env.ReceivedAt = newMessageID(), srv.now()
+	env.Recipients, s.rcpts = s.rcpts, nil // the envelope owns them now
 	s.mu.Unlock()
 
 	body := &bodyReader{r: r, env: env}
