@@ -256,10 +256,30 @@ func TestSubmissionRelayedThroughRouteWithVerifiedTLS(t *testing.T) {
 // no MAIL FROM crosses in plaintext, and the local sender finds a DSN with
 // status 5.7.4 in its Maildir.
 func TestTLSFailureBouncesToLocalSender(t *testing.T) {
+	dsn, legacy := bounceToAlice(t)
+	if err := contains(string(dsn), "Return-Path: <>", "multipart/report", "report-type=delivery-status",
+		"Final-Recipient: rfc822; old@legacy.example", "Action: failed", "Status: 5.7.4"); err != nil {
+		t.Fatal(err)
+	}
+	if wire := string(legacy.Wire()); strings.Contains(strings.ToUpper(wire), "MAIL FROM") || strings.Contains(wire, "Hello over TLS") {
+		t.Fatalf("plaintext server saw the transaction:\n%s", wire)
+	}
+	if len(legacy.Messages()) != 0 {
+		t.Fatal("plaintext server accepted a message")
+	}
+}
+
+// bounceToAlice starts a relay (with extra flags) routing legacy.example to
+// a plaintext-only server under "encrypt on-failure=bounce", submits a
+// message from alice@localhost to it, and returns the DSN that lands in
+// alice's Maildir and the legacy server.
+func bounceToAlice(t *testing.T, extra ...string) ([]byte, *transporttest.Server) {
+	t.Helper()
 	legacy := transporttest.NewPlainServer(t)
 	pol := writeFile(t, "tls_policy", "legacy.example encrypt on-failure=bounce\n")
 	users := writeUsers(t, "alice", "s3cret")
-	tr := startRelay(t, "-users", users, "-route", "legacy.example=127.0.0.1:"+fmt.Sprint(legacy.Port), "-policy", pol)
+	tr := startRelay(t, append([]string{"-users", users, "-route", "legacy.example=127.0.0.1:" + fmt.Sprint(legacy.Port),
+		"-policy", pol}, extra...)...)
 
 	c := tr.dialTLS(t, "submission")
 	if err := auth(c, "alice", "s3cret"); err != nil {
@@ -271,17 +291,11 @@ func TestTLSFailureBouncesToLocalSender(t *testing.T) {
 	waitFor(t, "the DSN in alice's Maildir", 30*time.Second, func() bool {
 		return len(maildirFiles(t, tr.cfg, "alice@localhost", "new")) == 1
 	})
-	dsn, _ := os.ReadFile(maildirFiles(t, tr.cfg, "alice@localhost", "new")[0])
-	if err := contains(string(dsn), "Return-Path: <>", "multipart/report", "report-type=delivery-status",
-		"Final-Recipient: rfc822; old@legacy.example", "Action: failed", "Status: 5.7.4"); err != nil {
+	dsn, err := os.ReadFile(maildirFiles(t, tr.cfg, "alice@localhost", "new")[0])
+	if err != nil {
 		t.Fatal(err)
 	}
-	if wire := string(legacy.Wire()); strings.Contains(strings.ToUpper(wire), "MAIL FROM") || strings.Contains(wire, "Hello over TLS") {
-		t.Fatalf("plaintext server saw the transaction:\n%s", wire)
-	}
-	if len(legacy.Messages()) != 0 {
-		t.Fatal("plaintext server accepted a message")
-	}
+	return dsn, legacy
 }
 
 // Flags are validated with errors that name the flag.
