@@ -65,3 +65,28 @@ var _ Handler = HandlerFunc(nil)
 type RecipientChecker interface {
 	CheckRecipient(ctx context.Context, env *Envelope, rcpt Recipient) error
 }
+
+// SenderChecker is an add-on interface for a Handler, like RecipientChecker:
+// a Handler that implements it is asked about the reverse-path when the
+// client sends MAIL (RFC 5321 §4.1.1.2), before any recipient or message
+// data is transferred, for example to bind the sender to the authenticated
+// login (Postfix's reject_sender_login_mismatch, see SenderLogins) or to
+// refuse mail early while the spool is short of space ("452 4.3.1", Postfix's
+// queue_minfree).
+//
+// The Server asks only after its own checks passed (TLS and AUTH required by
+// the listener, REQUIRETLS only under TLS). env is a copy made for this call:
+// From (the null reverse-path is ""), the MAIL parameters (Size, Body,
+// Return, EnvelopeID, RequireTLS, SMTPUTF8), AuthIdentity, ClientAddr, Helo
+// and TLS; it has no recipients, and ID, ReceivedAt and TLSRequiredNo are not
+// set.
+//
+// A nil error accepts the reverse-path (250). An error that is or wraps an
+// *Error with a 4xx or 5xx code is sent to the client as is (e.g. "553 5.7.1
+// <a@example.org>: Sender address rejected: not owned by user bob"); any
+// other error is logged and answered "451 4.3.0". A refused MAIL starts no
+// transaction. ctx is cancelled when the connection closes. Implementations
+// must be safe for concurrent use.
+type SenderChecker interface {
+	CheckSender(ctx context.Context, env *Envelope) error
+}

@@ -92,8 +92,8 @@ func (s *inSession) Mail(from string, opts *smtp.MailOptions) error {
 		return smtpErr(530, EnhancedCode{5, 7, 10}, "REQUIRETLS needs a TLS session; issue STARTTLS first")
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.srv.requiresAuth() && s.authID == "" {
+		s.mu.Unlock()
 		return smtpErr(530, EnhancedCode{5, 7, 0}, "Authentication required")
 	}
 	s.from = &from
@@ -103,9 +103,49 @@ func (s *inSession) Mail(from string, opts *smtp.MailOptions) error {
 		s.mail = *opts
 	}
 	s.rcpts = nil
+	sc, check := s.srv.Handler.(SenderChecker)
+	var env *Envelope
+	if check {
+		env = s.envelopeLocked()
+	}
+	s.mu.Unlock()
+	if check {
+		if err := s.checkSender(sc, env); err != nil {
+			s.mu.Lock()
+			s.from, s.mail = nil, smtp.MailOptions{}
+			s.mu.Unlock()
+			return err
+		}
+	}
 	s.ic.setInTx(true)
 	s.srv.log.Debug("smtp mail from", "peer", s.ic.peer, "from", from)
 	return nil
+}
+
+// checkSender asks the Handler's SenderChecker about the reverse-path in env
+// and maps its error to the MAIL reply.
+func (s *inSession) checkSender(sc SenderChecker, env *Envelope) error {
+	err := sc.CheckSender(s.ic.ctx, env)
+	if err == nil {
+		return nil
+	}
+	reply, refused := checkerReply(err)
+	if refused {
+		s.srv.log.Info("smtp sender refused by handler", "peer", s.ic.peer, "from", env.From, "auth", env.AuthIdentity, "reply", reply.Error())
+	} else {
+		s.srv.log.Error("smtp sender check failed", "peer", s.ic.peer, "from", env.From, "error", err.Error())
+	}
+	return reply
+}
+
+// checkerReply maps the error of a Handler's check (SenderChecker,
+// RecipientChecker) to the reply: an *Error with a 4xx or 5xx code as is
+// (refused), anything else "451 4.3.0" without its text.
+func checkerReply(err error) (reply *smtp.SMTPError, refused bool) {
+	if e, ok := AsError(err); ok && e.Code >= 400 && e.Code <= 599 {
+		return smtpErr(e.Code, e.EnhancedCode, e.Message), true
+	}
+	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later"), false
 }
 
 // Rcpt adds a recipient with its DSN parameters (RFC 3461 §4.1, §4.2),
