@@ -63,10 +63,8 @@ func (q *Queue) RetryNow(ctx context.Context, id string) error {
 // but its result is discarded. It returns an error wrapping ErrNotFound if
 // there is no such message.
 func (q *Queue) Remove(ctx context.Context, id string) error {
-	q.mu.Lock()
-	q.init()
-	e := q.entries[id]
-	q.mu.Unlock()
+	e, done := q.lookup(id)
+	defer done()
 	if e != nil {
 		e.persist.Lock()
 		defer e.persist.Unlock()
@@ -81,12 +79,28 @@ func (q *Queue) Remove(ctx context.Context, id string) error {
 	return nil
 }
 
-// modify applies f to message id, in memory and in the Store.
-func (q *Queue) modify(ctx context.Context, id string, f func(*Message)) error {
+// lookup returns the scheduler's entry for id, or nil if it has none. When
+// it returns nil, Run cannot be loading the Store until the caller calls
+// done, so a change the caller makes to the Store is either read by Run's
+// List or made before it, never overwritten by a copy Run listed earlier.
+// The caller must call done once it has finished with the Store.
+func (q *Queue) lookup(id string) (e *entry, done func()) {
+	q.loading.RLock()
 	q.mu.Lock()
 	q.init()
-	e := q.entries[id]
+	e = q.entries[id]
 	q.mu.Unlock()
+	if e != nil {
+		q.loading.RUnlock()
+		return e, func() {}
+	}
+	return nil, q.loading.RUnlock
+}
+
+// modify applies f to message id, in memory and in the Store.
+func (q *Queue) modify(ctx context.Context, id string, f func(*Message)) error {
+	e, done := q.lookup(id)
+	defer done()
 	if e == nil {
 		m, err := q.Store.Get(ctx, id)
 		if err != nil {

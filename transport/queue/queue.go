@@ -129,6 +129,11 @@ type Queue struct {
 	// it. Nil means time.Now.
 	Now func() time.Time
 
+	// loading is held for writing while Run loads the Store into entries,
+	// and for reading by the operator methods that change a message not in
+	// entries, so such a change is either in what Run lists or made to the
+	// entry Run registers, never lost in between.
+	loading  sync.RWMutex
 	mu       sync.Mutex
 	entries  map[string]*entry
 	heap     dueHeap             // entries with work due, by time
@@ -344,11 +349,13 @@ func (q *Queue) Run(ctx context.Context) error {
 		q.mu.Unlock()
 	}()
 
+	q.loading.Lock()
 	msgs, err := q.Store.List(ctx)
 	if errors.Is(err, ErrCorrupt) {
 		// One bad record must not keep the rest of the spool from going out.
 		q.logger().Error("spool records skipped", "err", err)
 	} else if err != nil {
+		q.loading.Unlock()
 		return err
 	}
 	q.mu.Lock()
@@ -359,6 +366,7 @@ func (q *Queue) Run(ctx context.Context) error {
 			q.refresh(e)
 		}
 	}
+	q.loading.Unlock()
 	var unfinished []*entry
 	for _, e := range q.entries {
 		if needsFinish(e.msg) {

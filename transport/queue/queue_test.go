@@ -806,3 +806,31 @@ func TestAdminWhileStopped(t *testing.T) {
 		t.Errorf("Get after Remove = %v", err)
 	}
 }
+
+// TestRetryNowWhileRunStarts: RetryNow called right after "go Run" on a
+// fresh Queue makes the message due at once. Run's load of the Store must
+// not replace the retried message with the copy it listed before RetryNow
+// wrote it (the fake clock never reaches the old NextAttempt).
+func TestRetryNowWhileRunStarts(t *testing.T) {
+	h := newHarness(t, func(string, int) transport.RecipientResult { return tempFail() })
+	h.run()
+	id := h.enqueue("alice@example.org", rcpt("bob@example.net"))
+	h.waitFor("first attempt", func() bool { a, _ := h.fake.counts("bob@example.net"); return a == 1 })
+	h.settle()
+	h.stop()
+
+	h.open() // a restarted process: the Queue knows nothing until Run loads
+	h.run()
+	if err := h.q.RetryNow(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for a, _ := h.fake.counts("bob@example.net"); a != 2; a, _ = h.fake.counts("bob@example.net") {
+		if time.Now().After(deadline) {
+			m, _ := h.q.Get(context.Background(), id)
+			t.Fatalf("RetryNow right after go Run: %d attempts after 3s, want 2; stored NextAttempt %v, now %v",
+				a, m.Recipients[0].NextAttempt, h.clock.Now())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
