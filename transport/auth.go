@@ -6,12 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"os"
 	"strings"
-	"sync"
-	"time"
 
 	sasl "github.com/emersion/go-sasl"
 	"golang.org/x/crypto/bcrypt"
@@ -155,88 +151,4 @@ func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
 	}
 	l.done = true
 	return nil, true, l.authenticate(*l.username, string(response))
-}
-
-// authLimiter counts failed AUTH attempts per client network (IPv4 /32,
-// IPv6 /64) in a fixed window.
-type authLimiter struct {
-	max    int
-	window time.Duration
-	mu     sync.Mutex
-	m      map[netip.Prefix]*authFailures
-}
-
-type authFailures struct {
-	start time.Time
-	n     int
-}
-
-// authLimiterMaxEntries bounds the table; expired entries are swept when it
-// is full, and a full table of live entries refuses new addresses' AUTH
-// (fail closed).
-const authLimiterMaxEntries = 100000
-
-func newAuthLimiter(max int, window time.Duration) *authLimiter {
-	return &authLimiter{max: max, window: window, m: make(map[netip.Prefix]*authFailures)}
-}
-
-func clientNet(a net.Addr) netip.Prefix {
-	var ip netip.Addr
-	switch v := a.(type) {
-	case *net.TCPAddr:
-		ip, _ = netip.AddrFromSlice(v.IP)
-	default:
-		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-			ip = ap.Addr()
-		}
-	}
-	ip = ip.Unmap()
-	bits := 32
-	if ip.Is6() {
-		bits = 64
-	}
-	p, _ := ip.Prefix(bits)
-	return p
-}
-
-// allow reports whether addr may attempt AUTH now.
-func (l *authLimiter) allow(addr net.Addr, now time.Time) bool {
-	k := clientNet(addr)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.m[k]
-	if !ok {
-		return len(l.m) < authLimiterMaxEntries || l.sweep(now)
-	}
-	if now.Sub(f.start) >= l.window {
-		delete(l.m, k)
-		return true
-	}
-	return f.n < l.max
-}
-
-// fail records a failed attempt from addr.
-func (l *authLimiter) fail(addr net.Addr, now time.Time) {
-	k := clientNet(addr)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.m[k]
-	if !ok || now.Sub(f.start) >= l.window {
-		if !ok && len(l.m) >= authLimiterMaxEntries && !l.sweep(now) {
-			return
-		}
-		f = &authFailures{start: now}
-		l.m[k] = f
-	}
-	f.n++
-}
-
-// sweep removes expired entries and reports whether there is room.
-func (l *authLimiter) sweep(now time.Time) bool {
-	for k, f := range l.m {
-		if now.Sub(f.start) >= l.window {
-			delete(l.m, k)
-		}
-	}
-	return len(l.m) < authLimiterMaxEntries
 }

@@ -85,34 +85,6 @@ func TestParseBcryptTableErrors(t *testing.T) {
 	}
 }
 
-func TestAuthLimiter(t *testing.T) {
-	l := newAuthLimiter(3, time.Minute)
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	a := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
-	other := &net.TCPAddr{IP: net.ParseIP("192.0.2.2"), Port: 1}
-	v6a := &net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}
-	v6b := &net.TCPAddr{IP: net.ParseIP("2001:db8::ffff:1"), Port: 1} // same /64
-	for i := 0; i < 3; i++ {
-		if !l.allow(a, now) {
-			t.Fatalf("attempt %d refused", i)
-		}
-		l.fail(a, now)
-		l.fail(v6a, now)
-	}
-	if l.allow(a, now.Add(30*time.Second)) {
-		t.Error("4th attempt within window allowed")
-	}
-	if !l.allow(other, now) {
-		t.Error("other address limited")
-	}
-	if l.allow(v6b, now) {
-		t.Error("same IPv6 /64 not limited")
-	}
-	if !l.allow(a, now.Add(time.Minute)) {
-		t.Error("still limited after the window")
-	}
-}
-
 // authServer starts a submission server with alice/wonderland and a
 // settable clock.
 func authServer(t *testing.T, kind ListenerKind, maxFailures int) (*testServer, func(time.Duration)) {

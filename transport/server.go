@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,9 @@ const (
 	DefaultMaxConnections      = 1000             //
 	DefaultAuthMaxFailures     = 5                //
 	DefaultAuthFailureWindow   = 15 * time.Minute //
+
+	DefaultAuthMaxNetworkFailures = 50               // per IPv4 /24, IPv6 /48
+	DefaultAuthQueueTimeout       = 10 * time.Second //
 )
 
 // ErrServerClosed is returned by Serve and ListenAndServe after Shutdown or
@@ -104,10 +108,31 @@ type Server struct {
 
 	// AuthMaxFailures is how many failed AUTH attempts a client address
 	// (IPv4 /32, IPv6 /64) may make within AuthFailureWindow; further AUTH
-	// commands get "454 4.7.0" until the window passes. Zero means 5.
+	// commands get "454 4.7.0" until the window passes (RFC 4954 §6 leaves
+	// the limit to the server; Postfix's anvil has
+	// smtpd_client_auth_rate_limit). An attempt counts from the moment the
+	// credentials arrive, before the password check runs, so parallel
+	// attempts cannot exceed the limit; a success or a temporary failure
+	// gives it back. The counts are kept in a bounded table that forgets the
+	// least recently failing addresses first, so a flood of addresses
+	// never locks a new one out. Zero means 5.
 	AuthMaxFailures int
-	// AuthFailureWindow is the rate-limit window. Zero means 15 minutes.
+	// AuthMaxNetworkFailures is the same limit for all the addresses of a
+	// client network together (IPv4 /24, IPv6 /48), which an attacker
+	// rotating addresses meets. Zero means 50.
+	AuthMaxNetworkFailures int
+	// AuthFailureWindow is the rate-limit window of both limits. Zero
+	// means 15 minutes.
 	AuthFailureWindow time.Duration
+	// AuthMaxConcurrent is how many password checks (Authenticator calls;
+	// a bcrypt comparison costs tens of milliseconds of CPU) may run at
+	// once. Zero means runtime.NumCPU().
+	AuthMaxConcurrent int
+	// AuthQueueTimeout is how long an AUTH waits for a free password-check
+	// slot; after it, or when the connection closes, the client gets "454
+	// 4.7.0 Temporary authentication failure" (RFC 4954 §6) and the attempt
+	// does not count against it. Zero means 10 seconds.
+	AuthQueueTimeout time.Duration
 
 	// MaxMessageBytes is the largest message accepted, advertised as SIZE
 	// (RFC 1870); larger ones get "552 5.3.4". Zero means 50 MiB; there is no
@@ -151,9 +176,13 @@ type Server struct {
 	engine   *smtp.Server
 	tlsBase  *tls.Config // Inbound applied; nil for plaintext-only
 	limiter  *authLimiter
-	log      *slog.Logger
-	baseCtx  context.Context
-	cancel   context.CancelFunc
+	// authTableSize, when positive, replaces the AUTH limiter's table
+	// bound (a test seam).
+	authTableSize int
+	authSlots     chan struct{} // AuthMaxConcurrent password-check slots
+	log           *slog.Logger
+	baseCtx       context.Context
+	cancel        context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[*inListener]struct{}
@@ -241,7 +270,11 @@ func (s *Server) setup() error {
 		cfg.GetConfigForClient = s.configForClient(cfg)
 		s.tlsBase = cfg
 	}
-	s.limiter = newAuthLimiter(orInt(s.AuthMaxFailures, DefaultAuthMaxFailures), orDuration(s.AuthFailureWindow, DefaultAuthFailureWindow))
+	s.limiter = newAuthLimiter(orInt(s.AuthMaxFailures, DefaultAuthMaxFailures),
+		orInt(s.AuthMaxNetworkFailures, DefaultAuthMaxNetworkFailures),
+		orDuration(s.AuthFailureWindow, DefaultAuthFailureWindow),
+		orInt(s.authTableSize, authLimiterMaxEntries))
+	s.authSlots = make(chan struct{}, orInt(s.AuthMaxConcurrent, runtime.NumCPU()))
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.listeners = make(map[*inListener]struct{})
 	s.conns = make(map[*inConn]struct{})

@@ -416,14 +416,16 @@ func (s *inSession) Auth(mech string) (sasl.Server, error) {
 		// (go-smtp's own check relies on the success path we replace.)
 		return nil, smtpErr(503, EnhancedCode{5, 5, 1}, "Already authenticated")
 	}
-	if !s.srv.limiter.allow(s.ic.RemoteAddr(), s.srv.now()) {
-		s.srv.log.Warn("smtp auth refused: too many failures", "peer", s.ic.peer)
-		return nil, smtpErr(454, EnhancedCode{4, 7, 0}, "Too many failed authentication attempts, try again later")
+	if s.srv.limiter.limited(s.ic.RemoteAddr(), s.srv.now()) {
+		return nil, s.authLimited()
 	}
 	switch strings.ToUpper(mech) {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && identity != username {
+				if _, ok := s.srv.limiter.begin(s.ic.RemoteAddr(), s.srv.now()); !ok {
+					return s.authLimited()
+				}
 				return s.authFailed(username, errors.New("authorization identity differs from authentication identity"))
 			}
 			return s.authenticate(username, password)
@@ -434,24 +436,52 @@ func (s *inSession) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
+// authenticate checks credentials: it counts the attempt against the
+// client (authLimiter.begin) before waiting for a password-check slot and
+// calling the Authenticator, then keeps the count for bad credentials and
+// gives it back otherwise.
 func (s *inSession) authenticate(username, password string) error {
+	att, ok := s.srv.limiter.begin(s.ic.RemoteAddr(), s.srv.now())
+	if !ok {
+		return s.authLimited()
+	}
 	ctx, cancel := context.WithTimeout(s.ic.ctx, time.Minute)
 	defer cancel()
-	err := s.srv.Authenticator.Authenticate(ctx, username, password)
+	done, err := s.srv.acquireAuthSlot(ctx)
+	if err != nil {
+		att.release()
+		s.srv.log.Warn("smtp auth refused: no password check slot free", "peer", s.ic.peer, "user", username, "error", err.Error())
+		return authTempFailure()
+	}
+	err = s.srv.Authenticator.Authenticate(ctx, username, password)
+	done()
 	switch {
 	case err == nil:
+		att.release()
 		s.mu.Lock()
 		s.authID = username
 		s.mu.Unlock()
 		s.srv.log.Info("smtp auth ok", "peer", s.ic.peer, "user", username)
 		return authSucceeded()
 	case errors.Is(err, ErrAuthFailed):
-		return s.authFailed(username, err)
+		return s.authFailed(username, err) // att stays counted
 	default:
+		att.release()
 		s.srv.log.Error("smtp auth backend failed", "peer", s.ic.peer, "user", username, "error", err.Error())
-		// RFC 4954 §6: temporary authentication failure.
-		return smtpErr(454, EnhancedCode{4, 7, 0}, "Temporary authentication failure")
+		return authTempFailure()
 	}
+}
+
+// authTempFailure is RFC 4954 §6 "454 4.7.0 Temporary authentication
+// failure".
+func authTempFailure() error {
+	return smtpErr(454, EnhancedCode{4, 7, 0}, "Temporary authentication failure")
+}
+
+// authLimited refuses AUTH from a client over its failure budget.
+func (s *inSession) authLimited() error {
+	s.srv.log.Warn("smtp auth refused: too many failures", "peer", s.ic.peer)
+	return smtpErr(454, EnhancedCode{4, 7, 0}, "Too many failed authentication attempts, try again later")
 }
 
 // authSucceeded is the reply to a successful AUTH, RFC 4954 §6 "235 2.7.0
@@ -467,8 +497,8 @@ func authSucceeded() error {
 	return smtpErr(235, EnhancedCode{2, 7, 0}, "Authentication successful")
 }
 
+// authFailed answers bad credentials, whose attempt stays counted.
 func (s *inSession) authFailed(username string, err error) error {
-	s.srv.limiter.fail(s.ic.RemoteAddr(), s.srv.now())
 	s.srv.log.Warn("smtp auth failed", "peer", s.ic.peer, "user", username, "error", err.Error())
 	return smtp.ErrAuthFailed // 535 5.7.8 (RFC 4954 §6)
 }
