@@ -7,6 +7,7 @@ import (
 	"mime"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // dateLayout is the RFC 5322 §3.3 date-time format used in headers and in
@@ -120,7 +121,7 @@ func (r *Report) build(buf *bytes.Buffer) error {
 		from = angle(from)
 	}
 	writeField(buf, "From", from)
-	writeField(buf, "To", angle(oneLine(r.Sender)))
+	writeField(buf, "To", angle(printableAddr(r.Sender)))
 	writeField(buf, "Subject", encodeWord(r.subject(lang)))
 	writeField(buf, "Date", date.Format(dateLayout))
 	writeField(buf, "Message-ID", msgID)
@@ -236,7 +237,7 @@ func validBoundary(b string) bool {
 func (r *Report) deliveryStatus() []byte {
 	var b bytes.Buffer
 	if r.OriginalEnvelopeID != "" {
-		writeField(&b, "Original-Envelope-Id", oneLine(r.OriginalEnvelopeID))
+		writeField(&b, "Original-Envelope-Id", printableAddr(r.OriginalEnvelopeID))
 	}
 	writeField(&b, "Reporting-MTA", typed("dns", r.ReportingMTA))
 	if r.ReceivedFromMTA != "" {
@@ -251,13 +252,14 @@ func (r *Report) deliveryStatus() []byte {
 			// RFC 3464 §2.3.1: address-type ";" generic-address; a
 			// value given without its type is an rfc822 address, as
 			// Parse reads it.
-			writeField(&b, "Original-Recipient", typed("rfc822", rc.OriginalRecipient))
+			writeField(&b, "Original-Recipient", typed("rfc822", printableAddr(rc.OriginalRecipient)))
 		}
+		final := strings.Trim(printableAddr(rc.FinalRecipient), "<>")
 		addrType := "rfc822"
-		if r.SMTPUTF8 || !isASCII([]byte(rc.FinalRecipient)) {
+		if r.SMTPUTF8 || !isASCII([]byte(final)) {
 			addrType = "utf-8" // RFC 6533 §3
 		}
-		writeField(&b, "Final-Recipient", typed(addrType, strings.Trim(oneLine(rc.FinalRecipient), "<>")))
+		writeField(&b, "Final-Recipient", typed(addrType, final))
 		writeField(&b, "Action", string(rc.Action))
 		writeField(&b, "Status", strings.TrimSpace(rc.Status))
 		if rc.RemoteMTA != "" {
@@ -270,7 +272,7 @@ func (r *Report) deliveryStatus() []byte {
 			}
 			var lines []string
 			for _, l := range strings.FieldsFunc(rc.DiagnosticCode, func(c rune) bool { return c == '\r' || c == '\n' }) {
-				if l = strings.TrimSpace(l); l != "" {
+				if l = oneLine(l); l != "" {
 					lines = append(lines, l)
 				}
 			}
@@ -346,16 +348,63 @@ func writeField(b *bytes.Buffer, name, value string) {
 	b.WriteString(line + "\r\n")
 }
 
-// oneLine replaces line breaks with spaces and trims, so that a value cannot
-// inject header fields.
+// oneLine makes caller text safe for one header field or line of the
+// report, and trims it: line breaks and tabs become spaces, so that a value
+// cannot inject header fields; every other control character (C0, DEL, C1
+// U+0080 to U+009F) and each byte of invalid UTF-8 becomes '?'.
+//
+// Replacing rather than encoding follows Postfix's printable(): text from
+// the envelope (addresses, ENVID, the client's HELO name) or from a remote
+// server reaches header fields and the human-readable part, where no
+// control character belongs (RFC 5322 §3.2.5 text without CTLs, RFC 6532
+// §3.2), and where RFC 3464 §2 defines no escape for one in an rfc822
+// address. A '?' keeps the report ASCII when the junk was, cannot be
+// mistaken for a delimiter (';', '\\' or '+' could), and the original bytes
+// stay in the queue's records and logs. The Server already refuses such
+// addresses (501 5.1.3, 501 5.1.7); this covers every other caller.
 func oneLine(s string) string {
-	s = strings.Map(func(c rune) rune {
-		if c == '\r' || c == '\n' {
-			return ' '
+	return strings.TrimSpace(printable(s, true))
+}
+
+// printableAddr is oneLine for an address or identifier: there, tabs and
+// line breaks are junk like any other control character and become '?'.
+func printableAddr(s string) string {
+	return strings.TrimSpace(printable(s, false))
+}
+
+// printable maps control characters and invalid UTF-8 to '?'; with
+// spaces, CR, LF and tab become ' ' instead.
+func printable(s string, spaces bool) string {
+	clean := utf8.ValidString(s)
+	for _, c := range s {
+		if !clean || isControl(c) {
+			clean = false
+			break
 		}
-		return c
-	}, s)
-	return strings.TrimSpace(s)
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		c, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case spaces && (c == '\r' || c == '\n' || c == '\t'):
+			b.WriteByte(' ')
+		case isControl(c) || (c == utf8.RuneError && n == 1):
+			b.WriteByte('?')
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// isControl reports a C0 control, DEL or a C1 control.
+func isControl(c rune) bool {
+	return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f)
 }
 
 // headerMsgID returns the first "<id>" in v, or v itself when it is one
@@ -469,7 +518,7 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 		para(t.success)
 	}
 	for _, rc := range r.Recipients {
-		addr := strings.Trim(oneLine(rc.FinalRecipient), "<>")
+		addr := strings.Trim(printableAddr(rc.FinalRecipient), "<>")
 		b.WriteString("<" + addr + ">: " + t.action[rc.Action] + "\r\n")
 		var why string
 		if rc.Reason != nil && rc.Action != ActionDelivered {
@@ -497,7 +546,7 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 			if typ := strings.TrimSpace(rc.DiagnosticType); typ != "" && !strings.EqualFold(typ, "smtp") {
 				label = t.localDiag
 			}
-			detail(label, strings.Join(strings.Fields(rc.DiagnosticCode), " "))
+			detail(label, strings.Join(strings.Fields(oneLine(rc.DiagnosticCode)), " "))
 		}
 		if !rc.LastAttemptDate.IsZero() {
 			detail(t.lastAttempt, rc.LastAttemptDate.Format(dateLayout))

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	sasl "github.com/emersion/go-sasl"
 	smtp "github.com/emersion/go-smtp"
@@ -83,6 +84,9 @@ func smtpErr(code int, ec EnhancedCode, msg string) *smtp.SMTPError {
 // plaintext filter already enforces, so that no path through go-smtp can
 // start a transaction the policy forbids.
 func (s *inSession) Mail(from string, opts *smtp.MailOptions) error {
+	if badAddressText(from) {
+		return smtpErr(501, EnhancedCode{5, 1, 7}, "Invalid character in sender address")
+	}
 	if s.tls == nil && s.srv.Inbound.RequireTLS() {
 		return smtpErr(530, EnhancedCode{5, 7, 0}, "Must issue a STARTTLS command first")
 	}
@@ -152,6 +156,9 @@ func checkerReply(err error) (reply *smtp.SMTPError, refused bool) {
 // after asking the Handler if it is a RecipientChecker. go-smtp has already
 // enforced MaxRecipients ("452 4.5.3").
 func (s *inSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if badAddressText(to) || (opts != nil && badAddressText(opts.OriginalRecipient)) {
+		return smtpErr(501, EnhancedCode{5, 1, 3}, "Invalid character in recipient address")
+	}
 	r := Recipient{Address: to}
 	if opts != nil {
 		for _, n := range opts.Notify {
@@ -170,6 +177,34 @@ func (s *inSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.rcpts = append(s.rcpts, r)
 	s.mu.Unlock()
 	return nil
+}
+
+// badAddressText reports whether an address (a reverse-path, forward-path
+// or decoded ORCPT value) holds what no mailbox may: invalid UTF-8, a C0
+// control (NUL, tab, CR, LF...), DEL, or a C1 control (U+0080 to U+009F).
+// RFC 5321 §4.1.2 allows none of them in a Mailbox (atext, qtextSMTP and
+// quoted-pairSMTP are printable ASCII); RFC 6531 §3.3 extends them only
+// with UTF-8 non-ASCII, which excludes the C1 controls (RFC 6532 §3.1,
+// RFC 5198 §2). go-smtp v0.25 refuses tab and space only in an unquoted
+// local part and lets the rest through, so that NUL, escapes and the like
+// would otherwise reach Return-Path, Delivered-To, Maildir names and DSNs.
+func badAddressText(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return true
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && n == 1) || r <= 0x9f {
+			return true // invalid UTF-8, or a C1 control
+		}
+		i += n
+	}
+	return false
 }
 
 // checkRecipient asks the Handler's RecipientChecker about r with a copy of
