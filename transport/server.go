@@ -142,8 +142,10 @@ type Server struct {
 	// "452 4.5.3" (RFC 5321 §4.5.3.1.10). Zero means 100.
 	MaxRecipients int
 	// MaxLineLength is the longest command or message line in octets,
-	// CRLF included; a longer line gets "500 5.4.0" and the connection is
-	// closed. Zero means 2000 (twice RFC 5321 §4.5.3.1.6).
+	// CRLF included. A longer command line gets "500 5.4.0" and the
+	// connection is closed; a longer line in DATA fails the message with
+	// the permanent "554 5.6.0" (RFC 5321 §4.5.3.1.6), then the connection
+	// is closed. Zero means 2000 (twice RFC 5321 §4.5.3.1.6).
 	MaxLineLength int
 
 	// CommandTimeout is how long the server waits for the next command

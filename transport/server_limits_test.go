@@ -276,3 +276,33 @@ func TestTooManyRefusals(t *testing.T) {
 		t.Error("connection left open")
 	}
 }
+
+// TestLongDataLine: a message line longer than MaxLineLength is a permanent
+// failure of the message (554 5.6.0), not "451 Message incomplete", so that
+// the client bounces it instead of retrying it for days; in plaintext and
+// under TLS, and nothing reaches the Handler.
+func TestLongDataLine(t *testing.T) {
+	for _, mode := range []string{"plaintext", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			ts := startServer(t, &Server{Inbound: policy.Inbound{InsecureAllowPlaintext: true}, MaxLineLength: 200}, newSrvPKI(t))
+			d := dial(t, ts.addr)
+			d.greet()
+			if mode == "tls" {
+				if err := d.startTLS(ts.pki.clientConfig()); err != nil {
+					t.Fatal(err)
+				}
+				d.expect("EHLO c.test", "250")
+			}
+			d.expect("MAIL FROM:<a@example.org>", "250 ")
+			d.expect("RCPT TO:<b@example.net>", "250 ")
+			d.expect("DATA", "354 ")
+			d.send("Subject: x\r\nX-Long: " + strings.Repeat("y", 300) + "\r\n\r\nbody\r\n.\r\n")
+			if got := d.read(); !strings.HasPrefix(got, "554 5.6.0 ") {
+				t.Fatalf("over-long line: %q, want 554 5.6.0", got)
+			}
+			if n := len(ts.rec.all()); n != 0 {
+				t.Errorf("%d messages accepted", n)
+			}
+		})
+	}
+}

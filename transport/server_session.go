@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -311,6 +312,19 @@ func (s *inSession) bodyFailure(env *Envelope, bodyErr, handlerErr error) error 
 	if errors.As(bodyErr, &se) {
 		s.srv.log.Info("smtp message refused", "id", env.ID, "peer", s.ic.peer, "reply", se.Error())
 		return se // ErrDataTooLarge: 552 5.3.4
+	}
+	if errors.Is(bodyErr, smtp.ErrTooLongLine) {
+		// A line over MaxLineLength will not get shorter on a retry: a
+		// permanent failure, so the client bounces the message instead of
+		// retrying it until it expires. RFC 5321 §4.5.3.1.6 bounds a text
+		// line; §4.5.3.1 says exceeding a limit is reported with a reply
+		// code, and 554 is the permanent failure §4.3.2 lists for the end
+		// of DATA; RFC 3463 X.6.0: something about the content made the
+		// message undeliverable. go-smtp then closes the connection
+		// ("500 5.4.0"): its line reader cannot resume after such a line.
+		limit := orInt(s.srv.MaxLineLength, DefaultMaxLineLength)
+		s.srv.log.Info("smtp message refused: line too long", "id", env.ID, "peer", s.ic.peer, "max", limit)
+		return smtpErr(554, EnhancedCode{5, 6, 0}, "Message has a line longer than "+strconv.Itoa(limit)+" octets (RFC 5321 section 4.5.3.1.6)")
 	}
 	s.srv.log.Info("smtp message incomplete", "id", env.ID, "peer", s.ic.peer, "error", bodyErr.Error())
 	if errors.Is(bodyErr, smtp.ErrDataReset) {
