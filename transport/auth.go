@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	sasl "github.com/emersion/go-sasl"
@@ -108,6 +110,12 @@ func LoadBcryptTable(path string) (*BcryptTable, error) {
 
 // Len returns the number of users.
 func (t *BcryptTable) Len() int { return len(t.users) }
+
+// Users returns the user names, sorted: for example to accept mail for
+// them as local recipients (Postfix's local_recipient_maps).
+func (t *BcryptTable) Users() []string {
+	return slices.Sorted(maps.Keys(t.users))
+}
 
 // Authenticate checks password against username's hash. Unknown users cost
 // the same bcrypt comparison as known ones, so timing does not reveal which

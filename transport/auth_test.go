@@ -44,6 +44,9 @@ func TestBcryptTable(t *testing.T) {
 	if tab.Len() != 2 {
 		t.Fatalf("Len %d", tab.Len())
 	}
+	if u := tab.Users(); len(u) != 2 || u[0] != "alice" || u[1] != "bob" {
+		t.Fatalf("Users %q, want [alice bob]", u)
+	}
 	if err := tab.Authenticate(ctx, "alice", "wonderland"); err != nil {
 		t.Errorf("good password: %v", err)
 	}

@@ -35,6 +35,7 @@ type Config struct {
 	RequireTLS        bool   // -require-tls: 530 before STARTTLS on the MX listener too
 	MinTLS            uint16 // -min-tls: inbound minimum version
 	UsersFile         string // -users: user:bcrypt-hash lines
+	RecipientsFile    string // -recipients: more local recipients, one a line
 
 	LocalDomains  []string       // -local-domains: delivered to Maildirs under DataDir
 	RelayNetworks []netip.Prefix // -relay-networks: clients allowed to relay without AUTH
@@ -103,6 +104,7 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.BoolVar(&c.RequireTLS, "require-tls", false, "refuse mail before STARTTLS on the -smtp listener too (530 5.7.0); submission always requires TLS")
 	fs.StringVar(&minTLS, "min-tls", "1.2", "lowest inbound TLS `version`: 1.2 or 1.3")
 	fs.StringVar(&c.UsersFile, "users", "", "`file` of user:bcrypt-hash lines for AUTH; without it every AUTH fails")
+	fs.StringVar(&c.RecipientsFile, "recipients", "", "`file` of local recipients besides the -users logins and postmaster, one a line: an address, or a bare name valid in every local domain; other local recipients get 550 5.1.1")
 	fs.StringVar(&localDomains, "local-domains", "localhost", "comma-separated `domains` delivered to Maildirs under -data/mail")
 	fs.StringVar(&relayNs, "relay-networks", "", "comma-separated `CIDRs` allowed to relay without AUTH (default none)")
 	fs.StringVar(&c.PolicyFile, "policy", "", "static TLS policy table `file` (Postfix smtp_tls_policy_maps syntax)")

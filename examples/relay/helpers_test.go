@@ -41,6 +41,11 @@ func startRelay(t *testing.T, args ...string) *testRelay {
 	return startRelayWith(t, nil, args...)
 }
 
+// testRecipients are the local recipients (bare names, so in every local
+// domain) of a test relay unless the test gives its own -recipients: the
+// names the tests mail to. Any other local recipient gets 550 5.1.1.
+const testRecipients = "user\nsender\nalice\nbob\ncarol\nother\ns1\ns2\ns3\ns4\ntls-reports\n"
+
 // startRelayWith is startRelay with a hook that adjusts the relay's seams
 // (resolvers, dialers, roots) after it is built and before it starts.
 func startRelayWith(t *testing.T, setup func(*Relay), args ...string) *testRelay {
@@ -48,6 +53,7 @@ func startRelayWith(t *testing.T, setup func(*Relay), args ...string) *testRelay
 	base := []string{
 		"-data", t.TempDir(), "-hostname", "relay.test",
 		"-smtp", "127.0.0.1:0", "-submission", "127.0.0.1:0", "-submissions", "127.0.0.1:0",
+		"-recipients", writeFile(t, "recipients", testRecipients),
 	}
 	logs := &syncBuffer{}
 	cfg, err := parseFlags(append(base, args...), logs)

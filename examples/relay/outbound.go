@@ -5,16 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/policy/mtasts"
 	"github.com/mailtls/mailtls/transport"
-	"github.com/mailtls/mailtls/transport/queue"
 )
 
 // outboundPolicy is the TLS policy of every outbound hop, one
@@ -178,67 +175,4 @@ func loadRoots(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("-outbound-ca: %s holds no PEM certificate", path)
 	}
 	return pool, nil
-}
-
-// deliverer is the queue's Deliverer: recipients in local domains (which
-// reach the queue as delivery status notifications to local senders) go to
-// their Maildir, all others through the Connector.
-type deliverer struct {
-	cfg  *Config
-	mail *maildirs
-	conn queue.Deliverer
-}
-
-func (d *deliverer) Deliver(ctx context.Context, env *transport.Envelope, body io.ReaderAt, size int64) (*transport.Result, error) {
-	res := &transport.Result{Recipients: make([]transport.RecipientResult, len(env.Recipients))}
-	var remoteIdx []int
-	for i, r := range env.Recipients {
-		res.Recipients[i].Recipient = r
-		if !d.cfg.isLocal(domainOf(r.Address)) {
-			remoteIdx = append(remoteIdx, i)
-			continue
-		}
-		rr := &res.Recipients[i]
-		rr.Time = time.Now()
-		if _, err := d.mail.deliver(r.Address, env.From, io.NewSectionReader(body, 0, size)); err != nil {
-			rr.Status = transport.Deferred
-			rr.Reply = &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "local delivery failed", Err: err}
-			continue
-		}
-		rr.Status = transport.Delivered
-		rr.Reply = &transport.Error{Code: 250, EnhancedCode: transport.EnhancedCode{2, 0, 0}, Message: "delivered to Maildir"}
-	}
-	if len(remoteIdx) == 0 {
-		return res, nil
-	}
-	sub := *env
-	sub.Recipients = make([]transport.Recipient, len(remoteIdx))
-	for j, i := range remoteIdx {
-		sub.Recipients[j] = env.Recipients[i]
-	}
-	r, err := d.conn.Deliver(ctx, &sub, body, size)
-	if err != nil {
-		if len(remoteIdx) == len(env.Recipients) {
-			return nil, err
-		}
-		e, ok := transport.AsError(err)
-		if !ok {
-			e = &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "delivery failed", Err: err}
-		}
-		for _, i := range remoteIdx {
-			res.Recipients[i].Status = transport.Deferred
-			if e.Code >= 500 {
-				res.Recipients[i].Status = transport.Failed
-			}
-			res.Recipients[i].Reply = e
-		}
-		return res, nil
-	}
-	for j, i := range remoteIdx {
-		if j < len(r.Recipients) {
-			res.Recipients[i] = r.Recipients[j]
-		}
-	}
-	res.Attempts = r.Attempts
-	return res, nil
 }

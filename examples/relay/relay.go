@@ -63,13 +63,13 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 			r.closeListeners()
 		}
 	}()
-	for _, d := range []string{cfg.DataDir, cfg.path("mail"), cfg.path("incoming")} {
+	for _, d := range []string{cfg.DataDir, cfg.path("mail")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("-data: %w", err)
 		}
 	}
-	// Scratch copies of messages that were being received when the
-	// process stopped were never acknowledged: the clients will resend.
+	// Scratch copies of messages that an earlier version was receiving
+	// when it stopped were never acknowledged: the clients will resend.
 	if old, _ := filepath.Glob(filepath.Join(cfg.path("incoming"), "in-*.eml")); len(old) > 0 {
 		for _, f := range old {
 			os.Remove(f)
@@ -90,12 +90,16 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 	} else {
 		log.Warn("no -users file: every AUTH fails, so submission ports accept no mail")
 	}
-	mail := &maildirs{root: cfg.path("mail"), hostname: cfg.Hostname}
-
-	if err := r.setupOutbound(mail); err != nil {
+	rcpts, err := localRecipients(cfg, auth)
+	if err != nil {
 		return nil, err
 	}
-	h := &inbound{cfg: cfg, mail: mail, queue: r.queue, spoolDir: cfg.path("incoming"), log: log}
+	local := &localDelivery{mail: &maildirs{root: cfg.path("mail"), hostname: cfg.Hostname}, rcpts: rcpts, log: log.With("part", "local")}
+
+	if err := r.setupOutbound(local); err != nil {
+		return nil, err
+	}
+	h := &inbound{cfg: cfg, rcpts: rcpts, queue: r.queue, log: log}
 
 	tlsCfg, err := r.certs.TLSConfig(certstore.TLSOptions{MinVersion: cfg.MinTLS})
 	if err != nil {
@@ -167,8 +171,9 @@ func (r *Relay) setupCertificates() error {
 	return nil
 }
 
-// setupOutbound builds the policy, the Connector and the queue.
-func (r *Relay) setupOutbound(mail *maildirs) error {
+// setupOutbound builds the policy, the Connector and the queue, which
+// hands local recipients to local.
+func (r *Relay) setupOutbound(local queue.Deliverer) error {
 	cfg := r.cfg
 	var table *policy.Table
 	if cfg.PolicyFile != "" {
@@ -204,13 +209,18 @@ func (r *Relay) setupOutbound(mail *maildirs) error {
 	}
 	r.queue = &queue.Queue{
 		Store:     store,
-		Deliverer: r.wrapDeliverer(&deliverer{cfg: cfg, mail: mail, conn: r.connector}),
+		Deliverer: r.wrapDeliverer(r.connector),
 		Hostname:  cfg.Hostname,
 		Language:  cfg.NDRLang,
 		DKIM:      cfg.dkimOptions(), // nil without -dkim-*: unsigned
 		MaxAge:    cfg.MaxQueueAge,
 		Backoff:   cfg.RetrySchedule,
 		Logger:    r.log.With("part", "queue"),
+
+		// Local domains: Maildirs, one result per recipient; "delivered"
+		// reports and the backscatter rule (queue.MayOriginate).
+		Local:       local,
+		LocalDomain: cfg.isLocalDomain,
 	}
 	if r.tlsrpt != nil {
 		r.reporter = &reporter{

@@ -38,7 +38,7 @@ func TestPlaintextAllowedByDefaultOnMX(t *testing.T) {
 	if err := send(c, "sender@example.org", []string{"user@localhost"}, testBody); err != nil {
 		t.Fatalf("plaintext delivery: %v", err)
 	}
-	files := maildirFiles(t, tr.cfg, "user@localhost", "new")
+	files := waitMaildir(t, tr, "user@localhost", 1)
 	if len(files) != 1 {
 		t.Fatalf("want 1 message in new/, got %v", files)
 	}
@@ -48,17 +48,17 @@ func TestPlaintextAllowedByDefaultOnMX(t *testing.T) {
 	}
 }
 
-// A message for a local domain received over STARTTLS is in new/ (and not
-// left in tmp/) when the 250 arrives, with a Received header recording the
-// TLS version and cipher, and the Return-Path of the envelope sender.
+// A message for a local domain received over STARTTLS reaches new/ (and is
+// not left in tmp/), with a Received header recording the TLS version and
+// cipher, and the Return-Path of the envelope sender.
 func TestLocalDeliveryToMaildirOverTLS(t *testing.T) {
 	tr := startRelay(t, "-require-tls")
 	c := tr.dialTLS(t, "smtp")
 	if err := send(c, "sender@example.org", []string{"User@LocalHost"}, testBody); err != nil {
 		t.Fatalf("delivery over STARTTLS: %v", err)
 	}
-	// No waiting: durability is promised by the 250.
-	files := maildirFiles(t, tr.cfg, "user@localhost", "new")
+	// The 250 promised durability (the queue); the Maildir copy follows.
+	files := waitMaildir(t, tr, "user@localhost", 1)
 	if len(files) != 1 {
 		t.Fatalf("want 1 message in new/, got %v", files)
 	}
@@ -147,12 +147,15 @@ func TestOpenRelayRefused(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatalf("local delivery: %v", err)
 	}
-	if n := len(maildirFiles(t, tr.cfg, "user@localhost", "new")); n != 1 {
+	if n := len(waitMaildir(t, tr, "user@localhost", 1)); n != 1 {
 		t.Fatalf("%d messages in user@localhost's Maildir, want 1", n)
 	}
-	msgs, qerr := tr.queue.List(t.Context())
-	if qerr != nil || len(msgs) != 0 {
-		t.Fatalf("queue after refused relay: %d messages, %v", len(msgs), qerr)
+	waitFor(t, "the queue to empty", 5*time.Second, func() bool {
+		msgs, qerr := tr.queue.List(t.Context())
+		return qerr == nil && len(msgs) == 0
+	})
+	if err := contains(tr.logs.String(), `msg="message stored"`, "local=1 remote=0"); err != nil {
+		t.Fatalf("refused recipients were queued: %v", err)
 	}
 	waitFor(t, "relay denied log", 5*time.Second, func() bool {
 		return strings.Count(tr.logs.String(), `msg="relay denied"`) == 3 && strings.Contains(tr.logs.String(), "stage=rcpt")
@@ -201,7 +204,7 @@ func TestSubmissionAuthOnlyUnderTLS(t *testing.T) {
 	if err := send(c, "alice@localhost", []string{"bob@localhost"}, testBody); err != nil {
 		t.Fatalf("authenticated local submission: %v", err)
 	}
-	files := maildirFiles(t, tr.cfg, "bob@localhost", "new")
+	files := waitMaildir(t, tr, "bob@localhost", 1)
 	if len(files) != 1 {
 		t.Fatalf("bob's new/: %v", files)
 	}

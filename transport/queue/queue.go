@@ -85,6 +85,21 @@ type Queue struct {
 	// reports success (RFC 3461 §5.2.1); only Relayed results (next hop
 	// without DSN, RFC 3461 §5.2.2) get a success report ("relayed") here.
 	FinalDelivery bool
+	// LocalDomain, when set, reports whether a domain (lower case) is one
+	// this MTA is the final destination for, as Postfix's mydestination.
+	// Recipients there are delivered by Local, if set, and count as final
+	// deliveries: one reported Delivered with NOTIFY=SUCCESS gets a
+	// "delivered" DSN (RFC 3461 §5.2.3), as with FinalDelivery. The
+	// sender's domain is checked against it by the backscatter rule
+	// (MayOriginate). Nil means no domain is local.
+	LocalDomain func(domain string) bool
+	// Local, when set, delivers the recipients whose domain LocalDomain
+	// reports as local (to mailboxes: Maildirs, a database), instead of
+	// Deliverer. Its results are per recipient, as Deliverer's: a mailbox
+	// that cannot be written is retried (Deferred) or bounced (Failed)
+	// alone, and the recipients delivered with it are never delivered
+	// again. Nil means Deliverer delivers local recipients too.
+	Local Deliverer
 	// Language selects the human-readable part of reports: "en" or "ja".
 	// Empty means English.
 	Language string
@@ -483,7 +498,7 @@ func (q *Queue) attempt(ctx context.Context, j job) {
 	}
 	env := envelope(m, j.idx)
 	actx, cancel := context.WithTimeout(ctx, orDefault(q.AttemptTimeout, DefaultAttemptTimeout))
-	res, derr := q.Deliverer.Deliver(actx, env, body, body.Size())
+	res, derr := q.delivererFor(j.domain).Deliver(actx, env, body, body.Size())
 	cancel()
 	body.Close()
 	if ctx.Err() != nil {
@@ -546,15 +561,12 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 				}
 			}
 		}
-		notify := parseNotify(r.Notify)
-		if r.State.Final() && r.FinalReport == "" &&
-			(r.State != Delivered || q.FinalDelivery) &&
-			ndr.ShouldReport(notify, actionOf(r.State), m.From) {
+		if r.State.Final() && r.FinalReport == "" && q.reportWanted(m, r, actionOf(r.State)) {
 			finals = append(finals, i)
 		}
 		if r.State == Deferred && r.DelayReport == "" && q.delayWarning() > 0 &&
 			now.Sub(m.ReceivedAt) >= q.delayWarning() &&
-			ndr.ShouldReport(notify, ndr.ActionDelayed, m.From) {
+			q.reportWanted(m, r, ndr.ActionDelayed) {
 			delays = append(delays, i)
 		}
 	}
