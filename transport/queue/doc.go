@@ -36,7 +36,8 @@
 //     one "delayed" DSN after Queue.DelayWarning (4 hours by default) if
 //     NOTIFY includes DELAY (or is absent); "relayed" when NOTIFY=SUCCESS
 //     and the next hop does not support DSN (§5.2.2), and "delivered" when
-//     Queue.FinalDelivery says the Deliverer is the last hop (§5.2.3).
+//     Queue.FinalDelivery says the Deliverer is the last hop, or the
+//     recipient is in a Queue.LocalDomain domain (§5.2.3).
 //     Recipients that reach the same outcome in one attempt share one
 //     report. Reports carry the TLS failure explained in words (ndr.Reason)
 //     and are queued as new messages with a null reverse-path to the
@@ -44,6 +45,18 @@
 //     fails is logged ("dropping undeliverable report") and dropped; a
 //     message with a null reverse-path never causes a report (RFC 3461
 //     §6.2, RFC 5321 §4.5.5). NOTIFY=NEVER suppresses all reports.
+//   - Backscatter rule (MayOriginate, one pure function): for a message
+//     received over SMTP without AUTH, a local recipient's "delivered" and
+//     "delayed" reports go only to a sender in a LocalDomain domain, so an
+//     anonymous client cannot make this MTA mail reports to a third party
+//     it names as the sender. Failure reports are always sent.
+//   - Local delivery (Queue.Local, Queue.LocalDomain): recipients in local
+//     domains are handed to a second Deliverer (mailboxes), one Deliver
+//     call per message and domain as for remote ones, with per-recipient
+//     results, retries and reports. A server can then enqueue every
+//     accepted message whole, local and remote recipients alike, and
+//     answer 250 once, as Postfix does: one mailbox that cannot be written
+//     fails neither the message nor the other recipients.
 //   - Restart: Run loads the store; OpenDirStore locks the directory
 //     (flock, so two relays cannot share a spool) and removes temporary
 //     files and half-created messages first.
