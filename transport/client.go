@@ -360,13 +360,13 @@ func (s *session) startTLS(ctx context.Context, timeout time.Duration, cfg *tls.
 	return nil, nil
 }
 
-// writeData streams body as the DATA content with dot-stuffing (RFC 5321
-// §4.5.2) and reads the final reply.
+// writeData streams body as the DATA content, line ends normalised and
+// dot-stuffed (see dataWriter), and reads the final reply.
 func (s *session) writeData(ctx context.Context, timeout time.Duration, body io.Reader) (*reply, error) {
 	if err := s.deadline(ctx, timeout); err != nil {
 		return nil, err
 	}
-	w := textproto.NewWriter(s.bw).DotWriter()
+	w := &dataWriter{w: s.bw}
 	if _, err := io.Copy(w, body); err != nil {
 		return nil, s.ctxErr(ctx, err)
 	}
@@ -377,6 +377,72 @@ func (s *session) writeData(ctx context.Context, timeout time.Duration, body io.
 	r, err := readReply(s.text)
 	return r, s.ctxErr(ctx, err)
 }
+
+// dataWriter writes a message as the content of DATA (RFC 5321 §4.1.1.4).
+// Every line end of the message, CRLF, a bare CR or a bare LF, is written
+// as CRLF (RFC 5321 §2.3.8: CR and LF only occur together as CRLF), as
+// Postfix does with smtp_forbid_bare_newline = normalize, and only then is
+// each line that starts with "." dot-stuffed (RFC 5321 §4.5.2). A bare CR
+// passed on as it is would let a line "\r.\r" reach a server that takes
+// it for the end of the data, or leave a "." line unstuffed for one that
+// does not. Close ends the last line if the message did not, and writes
+// the terminating ".". The writer is streaming: a CR at the end of one
+// Write and an LF at the start of the next are one CRLF.
+type dataWriter struct {
+	w *bufio.Writer
+	midLine bool // bytes of the current line have been written
+	cr      bool // a CR was read and its line end not yet written
+}
+
+func (d *dataWriter) Write(p []byte) (int, error) {
+	for i, c := range p {
+		if d.cr {
+			d.cr = false
+			if _, err := d.w.Write(crlf); err != nil {
+				return i, err
+			}
+			d.midLine = false
+			if c == '\n' {
+				continue // the LF of this CRLF
+			}
+		}
+		var err error
+		switch {
+		case c == '\r':
+			d.cr = true
+		case c == '\n':
+			_, err = d.w.Write(crlf)
+			d.midLine = false
+		default:
+			if c == '.' && !d.midLine {
+				err = d.w.WriteByte('.')
+			}
+			if err == nil {
+				err = d.w.WriteByte(c)
+			}
+			d.midLine = true
+		}
+		if err != nil {
+			return i, err
+		}
+	}
+	return len(p), nil
+}
+
+// Close ends the data with CRLF "." CRLF and flushes it.
+func (d *dataWriter) Close() error {
+	end := ".\r\n"
+	if d.cr || d.midLine {
+		end = "\r\n.\r\n"
+	}
+	d.cr, d.midLine = false, false
+	if _, err := d.w.WriteString(end); err != nil {
+		return err
+	}
+	return d.w.Flush()
+}
+
+var crlf = []byte("\r\n")
 
 // quit sends QUIT (best effort, short timeout) and closes the connection.
 func (s *session) quit() {

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"net/textproto"
 	"strings"
 	"testing"
@@ -132,4 +133,93 @@ func TestMatchMXPatterns(t *testing.T) {
 			t.Errorf("%s: %v", tc.host, got)
 		}
 	}
+}
+
+// referenceData is dataWriter's output computed on the whole message at
+// once: every CRLF, bare CR and bare LF becomes CRLF, the last line is
+// ended, lines starting with "." get one more, then "." CRLF.
+func referenceData(msg string) string {
+	msg = strings.ReplaceAll(msg, "\r\n", "\n")
+	msg = strings.ReplaceAll(msg, "\r", "\n")
+	if msg != "" && !strings.HasSuffix(msg, "\n") {
+		msg += "\n"
+	}
+	var b strings.Builder
+	for _, l := range strings.SplitAfter(msg, "\n") {
+		if l == "" {
+			continue
+		}
+		if l[0] == '.' {
+			b.WriteByte('.')
+		}
+		b.WriteString(strings.TrimSuffix(l, "\n") + "\r\n")
+	}
+	b.WriteString(".\r\n")
+	return b.String()
+}
+
+// writeChunked writes msg through a dataWriter in pieces whose lengths
+// come from cuts (each byte a length, 0 meaning 1), then closes it.
+func writeChunked(t *testing.T, msg string, cuts []byte) string {
+	t.Helper()
+	var out bytes.Buffer
+	bw := bufio.NewWriterSize(&out, 16)
+	w := &dataWriter{w: bw}
+	for i := 0; msg != ""; i++ {
+		n := len(msg)
+		if len(cuts) > 0 {
+			n = min(max(int(cuts[i%len(cuts)]), 1), len(msg))
+		}
+		if k, err := w.Write([]byte(msg[:n])); k != n || err != nil {
+			t.Fatalf("Write = %d, %v", k, err)
+		}
+		msg = msg[n:]
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// The DATA writer normalises line ends and dot-stuffs the same whatever the
+// sizes of the writes (a CR ending one write and an LF starting the next
+// are one CRLF).
+func TestDataWriterChunks(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ".\r\n"},
+		{"a", "a\r\n.\r\n"},
+		{"a\r\n", "a\r\n.\r\n"},
+		{"a\r.\rb\r\n", "a\r\n..\r\nb\r\n.\r\n"},
+		{".\rc", "..\r\nc\r\n.\r\n"},
+		{"\r\n.\r\n", "\r\n..\r\n.\r\n"},
+		{"x\r", "x\r\n.\r\n"},
+		{"x\r\r\n", "x\r\n\r\n.\r\n"},
+		{"x\n\r", "x\r\n\r\n.\r\n"},
+		{"..", "...\r\n.\r\n"},
+	}
+	for _, tt := range tests {
+		for _, cuts := range [][]byte{nil, {1}, {2}, {3, 1}} {
+			if got := writeChunked(t, tt.in, cuts); got != tt.want {
+				t.Errorf("%q in pieces %v: got %q, want %q", tt.in, cuts, got, tt.want)
+			}
+		}
+		if ref := referenceData(tt.in); ref != tt.want {
+			t.Errorf("reference(%q) = %q, want %q", tt.in, ref, tt.want)
+		}
+	}
+}
+
+// FuzzDataWriter compares the streaming DATA writer, fed in arbitrary
+// pieces, with referenceData on the whole message.
+func FuzzDataWriter(f *testing.F) {
+	f.Add("a\r.\rb\r\n", []byte{1})       // the bare CR around a dot
+	f.Add(".\rc\r\n", []byte{1, 2})       // dot CR at the start of a line
+	f.Add("x\r\ny", []byte{2})            // CRLF split between writes
+	f.Add("\r\r\n\n\r.", []byte{})        // every kind of line end
+	f.Add("..\r\n.\r\n.", []byte{3, 250}) // stuffing
+	f.Fuzz(func(t *testing.T, msg string, cuts []byte) {
+		if got, want := writeChunked(t, msg, cuts), referenceData(msg); got != want {
+			t.Fatalf("writer %q, reference %q", got, want)
+		}
+	})
 }

@@ -286,7 +286,9 @@ func (g *group) route(c *Connector) *Route {
 // (RFC 5321 §3.3). Hosts are tried in MX preference order (RFC 5321 §5.1)
 // until one completes the transaction or refuses it permanently. body is
 // read from offset 0 for size bytes on each attempt, so it may be a file;
-// it must hold the message with CRLF line endings and is dot-stuffed here.
+// it should hold the message with CRLF line endings: a bare CR or bare LF
+// is sent as CRLF (RFC 5321 §2.3.8; Postfix's smtp_forbid_bare_newline =
+// normalize), and lines are dot-stuffed here (RFC 5321 §4.5.2).
 //
 // The error is non-nil only for unusable arguments or configuration
 // (no Hostname, no recipients, a malformed route); network, policy and
