@@ -389,7 +389,7 @@ func (s *session) writeData(ctx context.Context, timeout time.Duration, body io.
 // the terminating ".". The writer is streaming: a CR at the end of one
 // Write and an LF at the start of the next are one CRLF.
 type dataWriter struct {
-	w *bufio.Writer
+	w       *bufio.Writer
 	midLine bool // bytes of the current line have been written
 	cr      bool // a CR was read and its line end not yet written
 }
