@@ -226,6 +226,18 @@ func Combine(policies ...Policy) *Strictest {
 // Lookup asks every member for domain and merges the answers as described on
 // Strictest.
 func (s *Strictest) Lookup(ctx context.Context, domain string) (Requirement, error) {
+	return s.lookup(ctx, domain, func(p Policy) (Requirement, error) { return p.Lookup(ctx, domain) })
+}
+
+// LookupLocal is Lookup with every member asked through LookupLocal (the
+// package function): the local configuration's answer, without published
+// policies. It implements LocalPolicy.
+func (s *Strictest) LookupLocal(ctx context.Context, domain string) (Requirement, error) {
+	return s.lookup(ctx, domain, func(p Policy) (Requirement, error) { return LookupLocal(ctx, p, domain) })
+}
+
+// lookup asks every member with ask and merges the answers.
+func (s *Strictest) lookup(ctx context.Context, domain string, ask func(Policy) (Requirement, error)) (Requirement, error) {
 	var answers []Requirement
 	var abstained []error
 	for i, p := range s.Policies {
@@ -235,7 +247,7 @@ func (s *Strictest) Lookup(ctx context.Context, domain string) (Requirement, err
 		if err := ctx.Err(); err != nil {
 			return Requirement{}, err
 		}
-		r, err := p.Lookup(ctx, domain)
+		r, err := ask(p)
 		if errors.Is(err, ErrNoPolicy) {
 			abstained = append(abstained, err)
 			continue

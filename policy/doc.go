@@ -41,6 +41,12 @@
 // enforced floor (Requirement.Floor) instead of being ignored.
 // Requirement.String explains the resulting decision in one line.
 //
+// Mail routed to a fixed next hop (a gateway, a smarthost) is held to
+// ForNextHop: the strictest of the next hop's own entry, the recipient
+// domain's entry and the route's level. Only local configuration is asked
+// for it (LocalPolicy, LookupLocal): published policies name a domain's
+// own MX hosts, not the administrator's next hop.
+//
 // # Not here
 //
 // Discovery of published policies lives in subpackages: mtasts (MTA-STS,

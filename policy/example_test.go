@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -53,29 +54,40 @@ func ExampleParseError() {
 	// line 1
 }
 
-// A Connector with a fixed next hop looks the next hop up first and falls
-// back to the recipient domain when the table has no entry for it.
+// Mail for partner.example routed to the fixed next hop
+// [mx.partner.example]:25 is held to the strictest of the next hop's own
+// entry, the recipient domain's entry and the route's level, as a
+// transport.Connector does: the domain's TLS 1.3 and bounce survive the
+// routing, and the next hop's secure match= names raise the level.
 func ExampleTable_LookupNextHop() {
-	table, err := policy.ParseTable(strings.NewReader("[relay.example.net]:587 secure match=example.net\n* encrypt\n"), "tls_policy")
+	table, err := policy.ParseTable(strings.NewReader(`
+[mx.partner.example]:25  secure  match=.partner.example
+partner.example          verify  protocols=>=TLSv1.3 on-failure=bounce
+*                        encrypt
+`), "tls_policy")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	ctx := context.Background()
-	for _, port := range []int{587, 25} {
-		req, err := table.LookupNextHop(ctx, "relay.example.net", port)
-		if errors.Is(err, policy.ErrNoPolicy) {
-			req, err = table.Lookup(ctx, "recipient.example")
-		}
-		if err != nil {
-			fmt.Println(err)
-			continue
-		}
-		fmt.Println(req)
+	hop, err := table.LookupNextHop(ctx, "mx.partner.example", 25)
+	if err != nil {
+		fmt.Println(err)
+		return
 	}
+	fmt.Println(hop)
+	domain, err := table.Lookup(ctx, "partner.example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(domain)
+	req := policy.ForNextHop(policy.NextHopAnswers{Key: "[mx.partner.example]:25", NextHop: &hop, Domain: &domain})
+	fmt.Println(req.Level, req.Source, tls.VersionName(req.MinVersion), req.OnFailure, req.Match)
 	// Output:
-	// relay.example.net: secure (static: tls_policy:1 entry [relay.example.net]:587), match=example.net, on failure defer
-	// recipient.example: encrypt (default: tls_policy:2 entry *), on failure defer
+	// mx.partner.example: secure (static: tls_policy:2 entry [mx.partner.example]:25), match=.partner.example, on failure defer
+	// partner.example: verify (static: tls_policy:3 entry partner.example), min TLS 1.3, on failure bounce
+	// secure static TLS 1.3 bounce [.partner.example]
 }
 
 // Strictest wins: the static table may raise the administrator's default

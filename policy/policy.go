@@ -279,19 +279,37 @@ func (f Func) Lookup(ctx context.Context, domain string) (Requirement, error) { 
 var _ Policy = Func(nil)
 
 // Fixed is a Policy that returns the same level for every domain, from
-// SourceDefault: the administrator's "use TLS for all outbound mail".
+// SourceDefault: the administrator's "use TLS for all outbound mail"
+// (Postfix's smtp_tls_security_level).
 //
-// Beware that the zero Fixed is level None, plaintext: unlike this module's
-// configuration structs it is not strict by default, because Level's zero
-// value is None. Always set Level.
+// The zero Fixed is strict, as this module's configuration structs are: a
+// zero Level is taken as Verify, the level a Connector without a Policy
+// applies, not as None, so that a Fixed built without a level (say
+// Fixed{OnFailure: Bounce}) never means plaintext. Plaintext to every
+// destination must be asked for with InsecurePlaintext.
 type Fixed struct {
-	// Level is returned for every domain. Zero is None.
+	// Level is returned for every domain. Zero (None) means Verify unless
+	// InsecurePlaintext is set.
 	Level Level
 	// OnFailure is returned for every domain. Zero is Defer.
 	OnFailure FailureAction
+	// InsecurePlaintext makes a zero Level mean None: no TLS at all, even
+	// where STARTTLS is offered. It has no effect on any other Level.
+	InsecurePlaintext bool
 }
 
 // Lookup returns f's level for domain.
 func (f Fixed) Lookup(_ context.Context, domain string) (Requirement, error) {
-	return Requirement{Domain: domain, Level: f.Level, OnFailure: f.OnFailure, Source: SourceDefault, Reason: "default level"}, nil
+	r := Requirement{Domain: domain, Level: f.Level, OnFailure: f.OnFailure, Source: SourceDefault, Reason: "default level"}
+	if f.Level == None && !f.InsecurePlaintext {
+		r.Level = Verify
+		r.Reason = "default level (Fixed without a Level: verify; InsecurePlaintext asks for none)"
+	}
+	return r, nil
+}
+
+// LookupLocal is Lookup: a fixed level is local configuration. It
+// implements LocalPolicy.
+func (f Fixed) LookupLocal(ctx context.Context, domain string) (Requirement, error) {
+	return f.Lookup(ctx, domain)
 }

@@ -198,6 +198,19 @@ func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, erro
 	return r, nil
 }
 
+// LookupLocal returns what the local members alone, Static and Default,
+// require of domain, composed as Lookup composes them (the default level
+// competes as a floor; ties go to the static table), without asking DANE
+// or MTA-STS. It implements LocalPolicy; the key may be a next hop,
+// "[host]:port", which published policies know nothing about.
+func (s *Standard) LookupLocal(ctx context.Context, domain string) (Requirement, error) {
+	def := s.Default
+	if def == nil {
+		def = Fixed{Level: Verify}
+	}
+	return (&Strictest{Policies: []Policy{s.Static, def}, Logger: s.Logger}).LookupLocal(ctx, domain)
+}
+
 // discoveryNotes explains fs for Reason: "; sts policy discovery failed:
 // sts-policy-fetch-error (reported)".
 func discoveryNotes(fs []DiscoveryFailure) string {

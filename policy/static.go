@@ -362,14 +362,24 @@ func (t *Table) Lookup(ctx context.Context, domain string) (Requirement, error) 
 	return Requirement{}, fmt.Errorf("%w: table %s has no entry for %q", ErrNoPolicy, t.name, d)
 }
 
+// LookupLocal is Lookup: a table is local configuration. It implements
+// LocalPolicy.
+func (t *Table) LookupLocal(ctx context.Context, domain string) (Requirement, error) {
+	return t.Lookup(ctx, domain)
+}
+
 // LookupNextHop returns the requirement for a fixed next hop (a route's
 // smarthost): the entry "[host]:port", else "[host]". Port 0 means 25. host
 // may be a name or an IP address, with or without brackets. The returned
 // Requirement's Domain is host; "nexthop" in match= stands for host.
 //
-// When neither key exists the error wraps ErrNoPolicy: the caller should
-// then look up the recipient domain with Lookup, as Postfix does when the
-// next hop has no policy.
+// When neither key exists the error wraps ErrNoPolicy.
+//
+// The entry for a next hop is not the whole requirement of mail sent to
+// it: a transport.Connector holds mail routed to a fixed next hop to the
+// strictest of this entry, the recipient domain's entry (Lookup, with its
+// parents and the * entry) and the route's own level, so that routing a
+// domain to a gateway never weakens the domain's entry (ForNextHop).
 func (t *Table) LookupNextHop(ctx context.Context, host string, port int) (Requirement, error) {
 	if err := ctx.Err(); err != nil {
 		return Requirement{}, err

@@ -108,11 +108,15 @@ type Connector struct {
 
 	// Policy gives the TLS requirement per destination. Nil means Verify
 	// for every destination (source "default"). A lookup error defers the
-	// recipients; it never downgrades.
+	// recipients; it never downgrades. For recipients routed to a fixed
+	// next hop it is asked for the next hop and for the recipient domain,
+	// and the strictest answer applies (see Route.Policy).
 	Policy policy.Policy
 
 	// Routes maps recipient domains to next hops; see Route. Recipients
-	// without a matching route go to their domain's MX hosts.
+	// without a matching route go to their domain's MX hosts. Recipients
+	// of several domains routed to one next hop share a transaction when
+	// their requirements are the same.
 	Routes []Route
 
 	// Resolver looks up MX and address records. Nil means
@@ -269,6 +273,10 @@ type group struct {
 	routeIdx int      // -1: no route
 	hop      *nextHop // fixed next hop, nil for MX
 	idx      []int    // indices into env.Recipients
+	// decided: req and reqErr are the group's policy lookup (splitHops).
+	decided bool
+	req     policy.Requirement
+	reqErr  error
 }
 
 func (g *group) route(c *Connector) *Route {
@@ -303,6 +311,7 @@ func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt
 	if err != nil {
 		return nil, err
 	}
+	groups = c.splitHops(ctx, env, groups)
 	res := &Result{Recipients: make([]RecipientResult, len(env.Recipients))}
 	for i, r := range env.Recipients {
 		res.Recipients[i].Recipient = r
@@ -383,12 +392,17 @@ func recipientDomain(addr string) string {
 	return strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
 }
 
-// requirement looks up the policy for the group.
+// requirement looks up the policy for the group: hopRequirement for a
+// fixed next hop; for MX delivery the route's policy, else the
+// Connector's, else the strict default.
 func (c *Connector) requirement(ctx context.Context, g *group) (policy.Requirement, error) {
-	key := g.domain
-	if g.hop != nil {
-		key = g.hop.key()
+	if g.decided {
+		return g.req, g.reqErr
 	}
+	if g.hop != nil {
+		return c.hopRequirement(ctx, g, g.domain)
+	}
+	key := g.domain
 	strict := policy.Requirement{Domain: key, Level: policy.Verify, Source: policy.SourceDefault,
 		Reason: "no policy configured: strict default"}
 	// The route's policy first, then the Connector's; a policy without an

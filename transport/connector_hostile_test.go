@@ -63,7 +63,9 @@ func TestMTASTSPatternsApplyToImplicitMX(t *testing.T) {
 func TestDANEOnlyFixedHopWithoutTLSALookupFailsClosed(t *testing.T) {
 	mitm := transporttest.NewUntrustedServer(t)
 	e := newEnv(t)
-	c := e.connector(fixed(policy.Verify), nil)
+	// The Connector's own default (may) is weaker than the route's level,
+	// which therefore decides (policy.ForNextHop: strictest wins).
+	c := e.connector(fixed(policy.May), nil)
 	c.DANE = &dane.Policy{Resolver: &dane.Resolver{Addr: "127.0.0.1:1", Timeout: time.Second}}
 	c.Routes = []transport.Route{{Domain: "partner.test", NextHop: mitm.Addr,
 		Policy: reqPolicy(policy.Requirement{Level: policy.DANEOnly, Source: policy.SourceStatic})}}
@@ -77,7 +79,7 @@ func TestDANEOnlyFixedHopWithoutTLSALookupFailsClosed(t *testing.T) {
 	}
 
 	plain := transporttest.NewPlainServer(t)
-	c2 := e.connector(fixed(policy.Verify), nil)
+	c2 := e.connector(fixed(policy.May), nil)
 	c2.DANE = c.DANE
 	c2.Routes = []transport.Route{{Domain: "partner.test", NextHop: plain.Addr,
 		Policy: reqPolicy(policy.Requirement{Level: policy.DANE, Source: policy.SourceDANE,

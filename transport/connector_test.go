@@ -99,7 +99,9 @@ func deliver(t *testing.T, c *transport.Connector, e *transport.Envelope) *trans
 	return res
 }
 
-func fixed(l policy.Level) policy.Policy { return policy.Fixed{Level: l} }
+func fixed(l policy.Level) policy.Policy {
+	return policy.Fixed{Level: l, InsecurePlaintext: l == policy.None}
+}
 
 // assertNoPlaintextTransaction fails if MAIL, RCPT or body bytes crossed wire.
 func assertNoPlaintextTransaction(t *testing.T, what string, wire []byte) {

@@ -1,9 +1,12 @@
 package transport
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -29,15 +32,27 @@ type Route struct {
 	// Empty means MX delivery.
 	NextHop string
 
-	// Policy decides the TLS required on this route. Nil means the
-	// Connector's Policy. Requirements returned by a route policy with
+	// Policy is the route's own TLS level. Requirements it returns with
 	// source "default" are reported with source "route".
 	//
-	// The lookup key is the recipient domain for MX routes and the next hop
-	// in Postfix's spelling "[host]:port" for fixed next hops, as with
-	// Postfix's smtp_tls_policy_maps. At level Secure a fixed next hop with
-	// no match names must present a certificate for the next-hop host (or
-	// a subdomain of it), Postfix's "nexthop:dot-nexthop".
+	// On an MX route (no NextHop) it is asked with the recipient domain
+	// and, when it answers, decides; nil or policy.ErrNoPolicy means the
+	// Connector's Policy.
+	//
+	// On a fixed next hop it is asked with the next hop in Postfix's
+	// spelling "[host]:port" (as smtp_tls_policy_maps is), and it does not
+	// decide alone: the requirement is the strictest of its answer, the
+	// Connector's Policy's entry for the next hop itself and that Policy's
+	// entry for the recipient domain (with its parent domains, the table's
+	// "*" entry or the default level), so that routing a domain to a
+	// gateway never weakens what was required for the domain. An entry
+	// with override=yes still wins over the others; Requirement.Source and
+	// Reason say which answer won. See policy.ForNextHop. The Connector's
+	// Policy is asked only for its local part (policy.LookupLocal): a
+	// recipient domain's MTA-STS policy or DANE records name its MX hosts,
+	// not this next hop. At level Secure a fixed next hop with no match
+	// names must present a certificate for the next-hop host (or a
+	// subdomain of it), Postfix's "nexthop:dot-nexthop".
 	Policy policy.Policy
 
 	// Auth holds smarthost credentials (RFC 4954, SASL PLAIN, RFC 4616).
@@ -169,4 +184,92 @@ func matchRoute(routes []Route, domain string) int {
 		}
 	}
 	return best
+}
+
+// hopRequirement is the requirement for the recipients of domain routed
+// to the fixed next hop g.hop (policy.ForNextHop): the strictest of the
+// Connector's Policy's local entry for the next hop ("[host]:port") and
+// for domain (its parents, "*", the default level), and the route's own
+// Policy's answer for the next hop. Published policies (MTA-STS, DANE
+// records of domain) are not asked: they name domain's MX hosts, not this
+// host. A lookup error other than policy.ErrNoPolicy is returned: the
+// caller defers, never downgrades.
+func (c *Connector) hopRequirement(ctx context.Context, g *group, domain string) (policy.Requirement, error) {
+	key := g.hop.key()
+	a := policy.NextHopAnswers{Key: key}
+	var failures []policy.DiscoveryFailure
+	ask := func(p policy.Policy, q string, local bool) (*policy.Requirement, error) {
+		var r policy.Requirement
+		var err error
+		if local {
+			r, err = policy.LookupLocal(ctx, p, q)
+		} else {
+			r, err = p.Lookup(ctx, q)
+		}
+		switch {
+		case err == nil:
+			return &r, nil
+		case errors.Is(err, policy.ErrNoPolicy):
+			failures = append(failures, policy.DiscoveryFailuresOf(err)...)
+			return nil, nil
+		}
+		return nil, err
+	}
+	var err error
+	if c.Policy != nil {
+		if a.NextHop, err = ask(c.Policy, key, true); err != nil {
+			return policy.Requirement{Domain: key}, err
+		}
+		if a.Domain, err = ask(c.Policy, domain, true); err != nil {
+			return policy.Requirement{Domain: key}, err
+		}
+	}
+	if r := g.route(c); r != nil && r.Policy != nil {
+		if a.Route, err = ask(r.Policy, key, false); err != nil {
+			return policy.Requirement{Domain: key}, err
+		}
+	}
+	req := policy.ForNextHop(a)
+	req.DiscoveryFailures = append(req.DiscoveryFailures, failures...)
+	return req, nil
+}
+
+// splitHops decides the requirement of every group of recipients routed
+// to a fixed next hop, per recipient domain (hopRequirement), and splits
+// the group where its domains' requirements differ, so that each
+// transaction is held to exactly its own recipients' requirement: one
+// message to a smarthost for a strict and a lax domain goes out as two
+// transactions. Recipients of domains whose lookup failed get a group of
+// their own, deferred by deliverGroup. MX groups are returned as they are.
+func (c *Connector) splitHops(ctx context.Context, env *Envelope, groups []*group) []*group {
+	var out []*group
+	for _, g := range groups {
+		if g.hop == nil {
+			out = append(out, g)
+			continue
+		}
+		var parts []*group
+		byDomain := map[string]*group{}
+		for _, i := range g.idx {
+			d := recipientDomain(env.Recipients[i].Address)
+			p := byDomain[d]
+			if p == nil {
+				req, err := c.hopRequirement(ctx, g, d)
+				for _, q := range parts {
+					if err == nil && q.reqErr == nil && reflect.DeepEqual(q.req, req) {
+						p = q
+						break
+					}
+				}
+				if p == nil {
+					p = &group{domain: d, routeIdx: g.routeIdx, hop: g.hop, decided: true, req: req, reqErr: err}
+					parts = append(parts, p)
+				}
+				byDomain[d] = p
+			}
+			p.idx = append(p.idx, i)
+		}
+		out = append(out, parts...)
+	}
+	return out
 }

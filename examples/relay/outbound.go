@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -46,7 +45,7 @@ type outboundPolicy struct {
 func newOutboundPolicy(cfg *Config, table *policy.Table, published []policy.Policy) *outboundPolicy {
 	p := &outboundPolicy{
 		table:     table,
-		def:       policy.Fixed{Level: cfg.DefaultTLS, OnFailure: cfg.OnTLSFailure},
+		def:       policy.Fixed{Level: cfg.DefaultTLS, OnFailure: cfg.OnTLSFailure, InsecurePlaintext: cfg.DefaultTLS == policy.None},
 		bounceAll: cfg.OnTLSFailure == policy.Bounce,
 	}
 	p.std = &policy.Standard{Default: policy.Func(p.defaultLevel)}
@@ -91,64 +90,42 @@ func (p *outboundPolicy) defaultLevel(ctx context.Context, key string) (policy.R
 }
 
 // Lookup implements policy.Policy for MX delivery (key is the recipient
-// domain). Fixed next hops have their own policy (forRoute).
+// domain). A next hop "[host]:port" is no domain to ask MTA-STS or DANE
+// about: it gets LookupLocal.
 func (p *outboundPolicy) Lookup(ctx context.Context, key string) (policy.Requirement, error) {
 	if strings.HasPrefix(key, "[") {
-		// Not reached through the Connector (route policies always
-		// answer), but a next hop is no domain to ask MTA-STS or DANE
-		// about.
-		return p.forRoute("").Lookup(ctx, key)
+		return p.LookupLocal(ctx, key)
 	}
-	req, err := p.std.Lookup(ctx, key)
+	return p.bounce(p.std.Lookup(ctx, key))
+}
+
+// LookupLocal implements policy.LocalPolicy: the table and -default-tls
+// alone. The Connector holds a fixed next hop (-route, -smarthost) to the
+// strictest of this for "[host]:port" and for the recipient domain
+// (policy.ForNextHop); published policies do not apply to it, and the
+// Connector still checks TLSA records for it with -dane-resolver when it
+// is reached on port 25 (Connector.DANE).
+func (p *outboundPolicy) LookupLocal(ctx context.Context, key string) (policy.Requirement, error) {
+	return p.bounce(p.std.LookupLocal(ctx, key))
+}
+
+// bounce applies -on-tls-failure=bounce.
+func (p *outboundPolicy) bounce(req policy.Requirement, err error) (policy.Requirement, error) {
 	if err == nil && p.bounceAll {
 		req.OnFailure = policy.Bounce
 	}
 	return req, err
 }
 
-// forRoute is the policy of a fixed next hop (-route, -smarthost): the table
-// entry for "[host]:port" or "[host]", else the entry for the route's domain
-// (as Postfix looks up the next-hop domain), else the -default-tls level.
-// The Connector looks a fixed next hop up by "[host]:port" only (route
-// policy, then its own Policy, with the same key), so the fallback to the
-// route's domain is done here. Published policies (MTA-STS, DANE records
-// as a Requirement) do not apply to an administrator's fixed next hop; the
-// Connector still checks TLSA records for it with -dane-resolver when it
-// is reached on port 25 (Connector.DANE).
-func (p *outboundPolicy) forRoute(domain string) policy.Policy {
-	return policy.Func(func(ctx context.Context, key string) (policy.Requirement, error) {
-		if p.table != nil {
-			keys := []string{key}
-			if d := strings.TrimPrefix(domain, "."); d != "" && d != "*" {
-				keys = append(keys, d)
-			}
-			for _, k := range keys {
-				req, err := p.table.Lookup(ctx, k)
-				if err == nil {
-					if p.bounceAll {
-						req.OnFailure = policy.Bounce
-					}
-					return req, nil
-				}
-				if !errors.Is(err, policy.ErrNoPolicy) {
-					return req, err
-				}
-			}
-		}
-		req, err := p.def.Lookup(ctx, key)
-		req.Reason = "-default-tls " + p.def.Level.String()
-		return req, err
-	})
-}
-
-// routes turns -route and -smarthost into transport routes.
-func buildRoutes(cfg *Config, pol *outboundPolicy) ([]transport.Route, error) {
+// buildRoutes turns -route and -smarthost into transport routes; their TLS
+// requirement is the Connector's (see outboundPolicy.LookupLocal).
+func buildRoutes(cfg *Config) ([]transport.Route, error) {
 	var out []transport.Route
 	for _, r := range cfg.Routes {
-		out = append(out, transport.Route{Domain: r.Domain, NextHop: r.NextHop, Policy: pol.forRoute(r.Domain)})
+		out = append(out, transport.Route{Domain: r.Domain, NextHop: r.NextHop})
 	}
 	if cfg.Smarthost != "" {
-		r := transport.Route{Domain: "*", NextHop: cfg.Smarthost, Policy: pol.forRoute("*")}
+		r := transport.Route{Domain: "*", NextHop: cfg.Smarthost}
 		if cfg.SmartUser != "" {
 			pw, err := os.ReadFile(cfg.SmartPWFile)
 			if err != nil {

@@ -188,7 +188,7 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 		return err
 	}
 	pol := newOutboundPolicy(cfg, table, published)
-	routes, err := buildRoutes(cfg, pol)
+	routes, err := buildRoutes(cfg)
 	if err != nil {
 		return err
 	}
