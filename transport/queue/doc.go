@@ -61,6 +61,11 @@
 //     (flock, so two relays cannot share a spool) and removes temporary
 //     files and half-created messages first.
 //   - Operator introspection: List, Get, Counts, RetryNow, Remove.
+//   - Early refusal on a full disk (Postfix's queue_minfree): Queue is a
+//     transport.SenderChecker that answers MAIL FROM with "452 4.3.1
+//     Insufficient system storage" while the Store (a SpaceReporter, as
+//     DirStore is) has less than Queue.MinFree plus the declared SIZE=
+//     free, before the client sends the message.
 //   - One log line per recipient per delivery attempt with the keys
 //     id, rcpt, next_hop, tls_version, cipher, verified, policy, result,
 //     attempt, reply, tls_failure and next_retry.

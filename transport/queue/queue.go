@@ -124,6 +124,12 @@ type Queue struct {
 	// Jitter spreads retries: each wait is multiplied by a random factor in
 	// [1-Jitter, 1+Jitter]. Zero means none; values are clamped to [0, 1].
 	Jitter float64
+	// MinFree is the space, in bytes, that must stay free in the Store for
+	// new mail to be accepted (Postfix's queue_minfree): while a Store that
+	// is a SpaceReporter has less than MinFree plus the client's MAIL SIZE=
+	// free, CheckSender answers MAIL with "452 4.3.1". Zero means
+	// DefaultMinFree; a negative value disables the check.
+	MinFree int64
 	// Concurrency bounds Deliver calls in flight. Zero means
 	// DefaultConcurrency.
 	Concurrency int
