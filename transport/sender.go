@@ -101,8 +101,8 @@ func ParseSenderLogins(name string, r io.Reader) (*SenderLogins, error) {
 			}
 		}
 		for _, login := range strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
-			if strings.ContainsFunc(login, isControl) {
-				return nil, fail("login %q: control character", login)
+			if badAddressText(login) {
+				return nil, fail("login %q: control character or invalid UTF-8", login)
 			}
 			m.owners[key] = append(m.owners[key], login)
 		}
@@ -176,14 +176,11 @@ func (m *SenderLogins) CheckSender(_ context.Context, env *Envelope) error {
 func foldSender(s string) string { return strings.ToLower(s) }
 
 // validSenderKey reports whether k is "local@domain" or "@domain" with a
-// non-empty domain, without angle brackets, white space or control
-// characters.
+// non-empty domain, without angle brackets, and with nothing the Server
+// refuses in a reverse-path (badAddressText).
 func validSenderKey(k string) bool {
 	at := strings.LastIndexByte(k, '@')
-	if at < 0 || at == len(k)-1 || strings.ContainsAny(k, "<>") || strings.ContainsFunc(k, isControl) {
-		return false
-	}
-	return true
+	return at >= 0 && at < len(k)-1 && !strings.ContainsAny(k, "<>") && !badAddressText(k)
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }

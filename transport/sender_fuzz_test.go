@@ -29,7 +29,7 @@ func FuzzParseSenderLogins(f *testing.F) {
 				t.Fatalf("key %q", key)
 			}
 			for _, l := range logins {
-				if l == "" || strings.ContainsFunc(l, func(r rune) bool { return r == ',' || unicode.IsSpace(r) || isControl(r) }) {
+				if l == "" || strings.ContainsFunc(l, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) || badAddressText(l) {
 					t.Fatalf("login %q of %q", l, key)
 				}
 				if !strings.HasPrefix(key, "@") && !m.Owns(l, key) {

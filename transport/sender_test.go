@@ -108,8 +108,9 @@ func TestParseSenderLoginsErrors(t *testing.T) {
 		{"<a@example.org> a\n", `senders line 1: "<a@example.org>": want an address or @domain`},
 		{"a@example.org a\n\nA@EXAMPLE.ORG b\n", `senders line 3: duplicate entry "A@EXAMPLE.ORG" (line 1)`},
 		{"  alice\n", "senders line 1: continuation line without an entry"},
-		{"a@example.org a\x7fb\n", `senders line 1: login "a\x7fb": control character`},
+		{"a@example.org a\x7fb\n", `senders line 1: login "a\x7fb": control character or invalid UTF-8`},
 		{"a\x01@example.org a\n", `senders line 1: "a\x01@example.org": want an address or @domain`},
+		{"a\xff@example.org a\n", `senders line 1: "a\xff@example.org": want an address or @domain`},
 		{"a@example.org " + strings.Repeat("x", 70000) + "\n", "senders line 1: bufio.Scanner: token too long"},
 	} {
 		_, err := ParseSenderLogins("senders", strings.NewReader(c.in))

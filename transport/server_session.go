@@ -135,22 +135,22 @@ func (s *inSession) checkSender(sc SenderChecker, env *Envelope) error {
 		return nil
 	}
 	reply, refused := checkerReply(err)
-	if refused {
-		s.srv.log.Info("smtp sender refused by handler", "peer", s.ic.peer, "from", env.From, "auth", env.AuthIdentity, "reply", reply.Error())
+	if refused != nil {
+		s.srv.log.Info("smtp sender refused by handler", "peer", s.ic.peer, "from", env.From, "auth", env.AuthIdentity, "reply", refused.Reply())
 	} else {
 		s.srv.log.Error("smtp sender check failed", "peer", s.ic.peer, "from", env.From, "error", err.Error())
 	}
 	return reply
 }
 
-// checkerReply maps the error of a Handler's check (SenderChecker,
-// RecipientChecker) to the reply: an *Error with a 4xx or 5xx code as is
-// (refused), anything else "451 4.3.0" without its text.
-func checkerReply(err error) (reply *smtp.SMTPError, refused bool) {
+// checkerReply maps an error of the Handler (ServeSMTP, CheckSender,
+// CheckRecipient) to the reply: an *Error with a 4xx or 5xx code as is
+// (and that *Error as refused), anything else "451 4.3.0" without its text.
+func checkerReply(err error) (reply *smtp.SMTPError, refused *Error) {
 	if e, ok := AsError(err); ok && e.Code >= 400 && e.Code <= 599 {
-		return smtpErr(e.Code, e.EnhancedCode, e.Message), true
+		return smtpErr(e.Code, e.EnhancedCode, e.Message), e
 	}
-	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later"), false
+	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later"), nil
 }
 
 // Rcpt adds a recipient with its DSN parameters (RFC 3461 §4.1, §4.2),
@@ -223,12 +223,13 @@ func (s *inSession) checkRecipient(rc RecipientChecker, r Recipient) error {
 	if err == nil {
 		return nil
 	}
-	if e, ok := AsError(err); ok && e.Code >= 400 && e.Code <= 599 {
-		s.srv.log.Info("smtp recipient refused by handler", "peer", s.ic.peer, "from", env.From, "rcpt", r.Address, "reply", e.Reply())
-		return smtpErr(e.Code, e.EnhancedCode, e.Message)
+	reply, refused := checkerReply(err)
+	if refused != nil {
+		s.srv.log.Info("smtp recipient refused by handler", "peer", s.ic.peer, "from", env.From, "rcpt", r.Address, "reply", refused.Reply())
+	} else {
+		s.srv.log.Error("smtp recipient check failed", "peer", s.ic.peer, "rcpt", r.Address, "error", err.Error())
 	}
-	s.srv.log.Error("smtp recipient check failed", "peer", s.ic.peer, "rcpt", r.Address, "error", err.Error())
-	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later")
+	return reply
 }
 
 // envelopeLocked builds the Envelope of the transaction so far, without
@@ -336,12 +337,13 @@ func (s *inSession) bodyFailure(env *Envelope, bodyErr, handlerErr error) error 
 // handlerFailure maps a Handler error to the reply: an *Error with a 4xx/5xx
 // code as is; anything else 451 4.3.0 without its text.
 func (s *inSession) handlerFailure(env *Envelope, err error) error {
-	if e, ok := AsError(err); ok && e.Code >= 400 && e.Code <= 599 {
-		s.srv.log.Info("smtp message refused by handler", "id", env.ID, "peer", s.ic.peer, "reply", e.Reply())
-		return smtpErr(e.Code, e.EnhancedCode, e.Message)
+	reply, refused := checkerReply(err)
+	if refused != nil {
+		s.srv.log.Info("smtp message refused by handler", "id", env.ID, "peer", s.ic.peer, "reply", refused.Reply())
+	} else {
+		s.srv.log.Error("smtp handler failed", "id", env.ID, "peer", s.ic.peer, "error", err.Error())
 	}
-	s.srv.log.Error("smtp handler failed", "id", env.ID, "peer", s.ic.peer, "error", err.Error())
-	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later")
+	return reply
 }
 
 // prefixReader yields prefix, then r. Unlike io.MultiReader it has no
