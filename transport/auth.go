@@ -1,13 +1,11 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 
@@ -57,35 +55,28 @@ type BcryptTable struct {
 // name or a hash bcrypt cannot read is an error.
 func ParseBcryptTable(name string, r io.Reader) (*BcryptTable, error) {
 	t := &BcryptTable{users: make(map[string][]byte)}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), 64*1024)
-	n := 0
 	cost := 0 // the dummy hash matches the table's highest cost
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
+	err := scanTable(name, r, func(_ int, _, line string) error {
 		user, hash, ok := strings.Cut(line, ":")
 		if !ok {
-			return nil, fmt.Errorf("transport: %s line %d: want user:bcrypt-hash", name, n)
+			return errors.New("want user:bcrypt-hash")
 		}
 		if user == "" {
-			return nil, fmt.Errorf("transport: %s line %d: empty user name", name, n)
+			return errors.New("empty user name")
 		}
 		if _, dup := t.users[user]; dup {
-			return nil, fmt.Errorf("transport: %s line %d: duplicate user %q", name, n, user)
+			return fmt.Errorf("duplicate user %q", user)
 		}
 		c, err := bcrypt.Cost([]byte(hash))
 		if err != nil {
-			return nil, fmt.Errorf("transport: %s line %d: user %q: not a bcrypt hash: %w", name, n, user, err)
+			return fmt.Errorf("user %q: not a bcrypt hash: %w", user, err)
 		}
 		cost = max(cost, c)
 		t.users[user] = []byte(hash)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("transport: %s line %d: %w", name, n+1, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if cost == 0 {
 		cost = bcrypt.DefaultCost
@@ -100,12 +91,7 @@ func ParseBcryptTable(name string, r io.Reader) (*BcryptTable, error) {
 
 // LoadBcryptTable reads the users file at path; see ParseBcryptTable.
 func LoadBcryptTable(path string) (*BcryptTable, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("transport: users file: %w", err)
-	}
-	defer f.Close()
-	return ParseBcryptTable(path, f)
+	return loadTable(path, "users file", ParseBcryptTable)
 }
 
 // Len returns the number of users.

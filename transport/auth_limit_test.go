@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -37,6 +38,28 @@ func tlsSessionFrom(t testing.TB, ts *testServer, ip string) *dialogue {
 	}
 	d.expect("EHLO c.test", "250")
 	return d
+}
+
+// sendAtOnce sends line(i) on every ds[i] at once and returns the replies
+// ("error: ..." for a connection that failed).
+func sendAtOnce(ds []*dialogue, line func(i int) string) []string {
+	var wg sync.WaitGroup
+	replies := make([]string, len(ds))
+	for i, d := range ds {
+		wg.Go(func() {
+			if _, err := io.WriteString(d.conn, line(i)+"\r\n"); err != nil {
+				replies[i] = "error: " + err.Error()
+				return
+			}
+			r, err := d.tryRead()
+			if err != nil {
+				r = "error: " + err.Error()
+			}
+			replies[i] = r
+		})
+	}
+	wg.Wait()
+	return replies
 }
 
 // countingAuth is an Authenticator that counts the calls reaching it and
@@ -100,19 +123,7 @@ func TestAuthParallelOneAddress(t *testing.T) {
 	for i := range ds {
 		ds[i] = tlsSessionFrom(t, ts, "127.0.0.1")
 	}
-	var wg sync.WaitGroup
-	replies := make([]string, parallel)
-	for i, d := range ds {
-		wg.Go(func() {
-			d.send("AUTH PLAIN " + b64("\x00alice\x00guess"+fmt.Sprint(i)) + "\r\n")
-			r, err := d.tryRead()
-			if err != nil {
-				r = "error: " + err.Error()
-			}
-			replies[i] = r
-		})
-	}
-	wg.Wait()
+	replies := sendAtOnce(ds, func(i int) string { return "AUTH PLAIN " + b64("\x00alice\x00guess"+fmt.Sprint(i)) })
 	var failed, limited int
 	for _, r := range replies {
 		switch {
@@ -332,19 +343,7 @@ func TestAuthConcurrencyBound(t *testing.T) {
 	for i := range ds {
 		ds[i] = tlsSessionFrom(t, ts, fmt.Sprintf("127.5.%d.1", i+1))
 	}
-	var wg sync.WaitGroup
-	replies := make([]string, clients)
-	for i, d := range ds {
-		wg.Go(func() {
-			d.send("AUTH PLAIN " + b64("\x00alice\x00wonderland") + "\r\n")
-			r, err := d.tryRead()
-			if err != nil {
-				r = "error: " + err.Error()
-			}
-			replies[i] = r
-		})
-	}
-	wg.Wait()
+	replies := sendAtOnce(ds, func(int) string { return "AUTH PLAIN " + b64("\x00alice\x00wonderland") })
 	var ok, busy int
 	for i, r := range replies {
 		switch {

@@ -1,12 +1,10 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"unicode"
@@ -62,24 +60,12 @@ type SenderLogins struct {
 func ParseSenderLogins(name string, r io.Reader) (*SenderLogins, error) {
 	m := &SenderLogins{owners: make(map[string][]string)}
 	lineOf := make(map[string]int) // key → line it was defined on
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), 64*1024)
-	n := 0
-	last := "" // key of the entry a continuation line extends
-	for sc.Scan() {
-		n++
-		raw := sc.Text()
-		line := strings.TrimSpace(raw)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		fail := func(format string, a ...any) error {
-			return fmt.Errorf("transport: %s line %d: "+format, append([]any{name, n}, a...)...)
-		}
+	last := ""                     // key of the entry a continuation line extends
+	err := scanTable(name, r, func(n int, raw, line string) error {
 		var key, rest string
 		if raw[0] == ' ' || raw[0] == '\t' {
 			if last == "" {
-				return nil, fail("continuation line without an entry")
+				return errors.New("continuation line without an entry")
 			}
 			key, rest = last, line
 		} else {
@@ -87,28 +73,28 @@ func ParseSenderLogins(name string, r io.Reader) (*SenderLogins, error) {
 			if i := strings.IndexAny(line, " \t"); i >= 0 {
 				k, rest = line[:i], line[i+1:]
 			}
-			key = foldSender(k)
 			if !validSenderKey(k) {
-				return nil, fail("%q: want an address or @domain", k)
+				return fmt.Errorf("%q: want an address or @domain", k)
 			}
+			key = foldSender(k)
 			if prev, dup := lineOf[key]; dup {
-				return nil, fail("duplicate entry %q (line %d)", k, prev)
+				return fmt.Errorf("duplicate entry %q (line %d)", k, prev)
 			}
-			lineOf[key] = n
-			last = key
+			lineOf[key], last = n, key
 			if strings.TrimSpace(rest) == "" {
-				return nil, fail("%s: no login", k)
+				return fmt.Errorf("%s: no login", k)
 			}
 		}
 		for _, login := range strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
 			if badAddressText(login) {
-				return nil, fail("login %q: control character or invalid UTF-8", login)
+				return fmt.Errorf("login %q: control character or invalid UTF-8", login)
 			}
 			m.owners[key] = append(m.owners[key], login)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("transport: %s line %d: %w", name, n+1, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -116,12 +102,7 @@ func ParseSenderLogins(name string, r io.Reader) (*SenderLogins, error) {
 // LoadSenderLogins reads the sender-login table at path; see
 // ParseSenderLogins.
 func LoadSenderLogins(path string) (*SenderLogins, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("transport: sender login table: %w", err)
-	}
-	defer f.Close()
-	return ParseSenderLogins(path, f)
+	return loadTable(path, "sender login table", ParseSenderLogins)
 }
 
 // Len returns the number of entries.

@@ -52,12 +52,7 @@ var _ SenderChecker = (*senderChecker)(nil)
 func TestSenderChecker(t *testing.T) {
 	h := &senderChecker{}
 	ts := startServer(t, &Server{Kind: KindSubmission, Handler: h, Authenticator: testTable(t)}, newSrvPKI(t))
-	d := dial(t, ts.addr)
-	d.greet()
-	if err := d.startTLS(ts.pki.clientConfig()); err != nil {
-		t.Fatal(err)
-	}
-	d.expect("EHLO c.test", "250")
+	d := tlsSessionFrom(t, ts, "127.0.0.1")
 	d.expect("MAIL FROM:<spoof@example.org>", "530 5.7.0 Authentication required")
 	h.mu.Lock()
 	n := len(h.calls)

@@ -134,23 +134,22 @@ func (s *inSession) checkSender(sc SenderChecker, env *Envelope) error {
 	if err == nil {
 		return nil
 	}
-	reply, refused := checkerReply(err)
-	if refused != nil {
-		s.srv.log.Info("smtp sender refused by handler", "peer", s.ic.peer, "from", env.From, "auth", env.AuthIdentity, "reply", refused.Reply())
-	} else {
-		s.srv.log.Error("smtp sender check failed", "peer", s.ic.peer, "from", env.From, "error", err.Error())
-	}
-	return reply
+	return s.handlerReply(err, "smtp sender refused by handler", "smtp sender check failed",
+		"peer", s.ic.peer, "from", env.From, "auth", env.AuthIdentity)
 }
 
-// checkerReply maps an error of the Handler (ServeSMTP, CheckSender,
-// CheckRecipient) to the reply: an *Error with a 4xx or 5xx code as is
-// (and that *Error as refused), anything else "451 4.3.0" without its text.
-func checkerReply(err error) (reply *smtp.SMTPError, refused *Error) {
+// handlerReply maps a non-nil error of the Handler (ServeSMTP, CheckSender,
+// CheckRecipient) to the reply and logs it with attrs: an *Error with a
+// 4xx or 5xx code is the reply as is (logged at INFO as refused), anything
+// else is logged at ERROR as failed and answered "451 4.3.0" without its
+// text.
+func (s *inSession) handlerReply(err error, refused, failed string, attrs ...any) error {
 	if e, ok := AsError(err); ok && e.Code >= 400 && e.Code <= 599 {
-		return smtpErr(e.Code, e.EnhancedCode, e.Message), e
+		s.srv.log.Info(refused, append(attrs, "reply", e.Reply())...)
+		return smtpErr(e.Code, e.EnhancedCode, e.Message)
 	}
-	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later"), nil
+	s.srv.log.Error(failed, append(attrs, "error", err.Error())...)
+	return smtpErr(451, EnhancedCode{4, 3, 0}, "Local error in processing, try again later")
 }
 
 // Rcpt adds a recipient with its DSN parameters (RFC 3461 §4.1, §4.2),
@@ -223,13 +222,8 @@ func (s *inSession) checkRecipient(rc RecipientChecker, r Recipient) error {
 	if err == nil {
 		return nil
 	}
-	reply, refused := checkerReply(err)
-	if refused != nil {
-		s.srv.log.Info("smtp recipient refused by handler", "peer", s.ic.peer, "from", env.From, "rcpt", r.Address, "reply", refused.Reply())
-	} else {
-		s.srv.log.Error("smtp recipient check failed", "peer", s.ic.peer, "rcpt", r.Address, "error", err.Error())
-	}
-	return reply
+	return s.handlerReply(err, "smtp recipient refused by handler", "smtp recipient check failed",
+		"peer", s.ic.peer, "from", env.From, "rcpt", r.Address)
 }
 
 // envelopeLocked builds the Envelope of the transaction so far, without
@@ -289,7 +283,7 @@ func (s *inSession) Data(r io.Reader) error {
 		return s.bodyFailure(env, body.err, err)
 	}
 	if err != nil {
-		return s.handlerFailure(env, err)
+		return s.handlerReply(err, "smtp message refused by handler", "smtp handler failed", "id", env.ID, "peer", s.ic.peer)
 	}
 	if !body.eof {
 		// The Handler returned without reading to EOF; make sure the
@@ -332,18 +326,6 @@ func (s *inSession) bodyFailure(env *Envelope, bodyErr, handlerErr error) error 
 		return bodyErr // BDAT transfer aborted by RSET; go-smtp writes nothing useful to a gone client
 	}
 	return smtpErr(451, EnhancedCode{4, 3, 0}, "Message incomplete, try again later")
-}
-
-// handlerFailure maps a Handler error to the reply: an *Error with a 4xx/5xx
-// code as is; anything else 451 4.3.0 without its text.
-func (s *inSession) handlerFailure(env *Envelope, err error) error {
-	reply, refused := checkerReply(err)
-	if refused != nil {
-		s.srv.log.Info("smtp message refused by handler", "id", env.ID, "peer", s.ic.peer, "reply", refused.Reply())
-	} else {
-		s.srv.log.Error("smtp handler failed", "id", env.ID, "peer", s.ic.peer, "error", err.Error())
-	}
-	return reply
 }
 
 // prefixReader yields prefix, then r. Unlike io.MultiReader it has no
