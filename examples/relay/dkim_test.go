@@ -211,6 +211,24 @@ func TestDKIMFlagErrors(t *testing.T) {
 // notifications are DKIM-signed: a bounce for a TLS failure reaches the
 // local sender signed for d=relay.test and verifies.
 func TestDSNDKIMSigned(t *testing.T) {
+	keyFile, opts := dsnDKIMKey(t)
+	raw, _ := bounceToAlice(t, "-dkim-domain", "relay.test", "-dkim-selector", "dsn", "-dkim-key", keyFile)
+	if err := contains(string(raw), "DKIM-Signature:", "Status: 5.7.4"); err != nil {
+		t.Fatal(err)
+	}
+	// The Maildir copy starts with the relay's Return-Path; DKIM ignores
+	// fields it did not sign.
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), opts)
+	if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "relay.test" {
+		t.Fatalf("DSN signature does not verify: %v %+v", err, vs)
+	}
+}
+
+// dsnDKIMKey writes a fresh Ed25519 key for -dkim-key and returns the file
+// with verify options that publish its public key as
+// dsn._domainkey.relay.test (and nothing else).
+func dsnDKIMKey(t *testing.T) (string, *dkim.VerifyOptions) {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -219,22 +237,11 @@ func TestDSNDKIMSigned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyFile := writePEM(t, "PRIVATE KEY", der)
-	raw, _ := bounceToAlice(t, "-dkim-domain", "relay.test", "-dkim-selector", "dsn", "-dkim-key", keyFile)
-	if err := contains(string(raw), "DKIM-Signature:", "Status: 5.7.4"); err != nil {
-		t.Fatal(err)
-	}
-	// The Maildir copy starts with the relay's Return-Path; DKIM ignores
-	// fields it did not sign.
 	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
-	opts := &dkim.VerifyOptions{LookupTXT: func(domain string) ([]string, error) {
+	return writePEM(t, "PRIVATE KEY", der), &dkim.VerifyOptions{LookupTXT: func(domain string) ([]string, error) {
 		if domain != "dsn._domainkey.relay.test" {
 			return nil, fmt.Errorf("unexpected key lookup %q", domain)
 		}
 		return []string{record}, nil
 	}}
-	vs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), opts)
-	if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "relay.test" {
-		t.Fatalf("DSN signature does not verify: %v %+v", err, vs)
-	}
 }

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,6 +93,40 @@ func TestLocalDeliveryPerRecipient(t *testing.T) {
 	}
 	if n := strings.Count(tr.logs.String(), "rcpt=bob@localhost"); n < 2 {
 		t.Errorf("bob was tried %d times, want retries", n)
+	}
+}
+
+// The same broken Maildir, repaired while the queue retries: bob then gets
+// his one copy, and alice and carol still have one each.
+func TestLocalDeliveryPerRecipientRepaired(t *testing.T) {
+	users := writeUsersN(t, "pw", "sender", "alice", "bob", "carol")
+	tr := startRelay(t, "-users", users, "-retry", "100ms")
+	broken := filepath.Join(tr.cfg.DataDir, "mail", "bob@localhost")
+	if err := os.WriteFile(broken, []byte("not a Maildir"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := tr.dial(t, "smtp")
+	if err := send(c, "sender@localhost", []string{"alice@localhost", "bob@localhost", "carol@localhost"}, testBody); err != nil {
+		t.Fatalf("DATA: %v, want 250", err)
+	}
+	waitFor(t, "two failed attempts for bob", 10*time.Second, func() bool {
+		return strings.Count(tr.logs.String(), `msg="maildir delivery failed"`) >= 2
+	})
+	if err := os.Remove(broken); err != nil {
+		t.Fatal(err)
+	}
+	waitMaildir(t, tr, "bob@localhost", 1)
+	waitFor(t, "the queue to empty", 5*time.Second, func() bool {
+		msgs, err := tr.queue.List(t.Context())
+		return err == nil && len(msgs) == 0
+	})
+	for _, a := range []string{"alice@localhost", "bob@localhost", "carol@localhost"} {
+		if got := maildirFiles(t, tr.cfg, a, "new"); len(got) != 1 {
+			t.Errorf("%s has %d copies, want exactly 1", a, len(got))
+		}
+	}
+	if got := maildirFiles(t, tr.cfg, "sender@localhost", "new"); len(got) != 0 {
+		t.Errorf("sender got %d reports; nothing failed for good", len(got))
 	}
 }
 
@@ -210,15 +240,7 @@ func TestMaildirNamesDistinct(t *testing.T) {
 // is DKIM-signed like every other report the relay originates, and the
 // signature in the sender's Maildir copy verifies.
 func TestLocalDeliveredDSNDKIMSigned(t *testing.T) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := writePEM(t, "PRIVATE KEY", der)
+	keyFile, opts := dsnDKIMKey(t)
 	users := writeUsersN(t, "pw", "sender", "user")
 	tr := startRelay(t, "-users", users, "-dkim-domain", "relay.test", "-dkim-selector", "dsn", "-dkim-key", keyFile)
 	c := tr.dial(t, "smtp")
@@ -228,13 +250,6 @@ func TestLocalDeliveredDSNDKIMSigned(t *testing.T) {
 	if reps[0].Recipients[0].Action != ndr.ActionDelivered {
 		t.Fatalf("not a delivered report: %+v", reps[0].Recipients)
 	}
-	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
-	opts := &dkim.VerifyOptions{LookupTXT: func(domain string) ([]string, error) {
-		if domain != "dsn._domainkey.relay.test" {
-			return nil, fmt.Errorf("unexpected key lookup %q", domain)
-		}
-		return []string{record}, nil
-	}}
 	vs, err := dkim.VerifyWithOptions(strings.NewReader(raws[0]), opts)
 	if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "relay.test" {
 		t.Fatalf("delivered report not signed or not verifying: %v %+v\n%.600s", err, vs, raws[0])

@@ -84,6 +84,8 @@ type Queue struct {
 	// hop took the message and the NOTIFY parameter with it, and that hop
 	// reports success (RFC 3461 §5.2.1); only Relayed results (next hop
 	// without DSN, RFC 3461 §5.2.2) get a success report ("relayed") here.
+	// Success and delay reports about final deliveries obey the
+	// backscatter rule (MayOriginate).
 	FinalDelivery bool
 	// LocalDomain, when set, reports whether a domain (lower case) is one
 	// this MTA is the final destination for, as Postfix's mydestination.
