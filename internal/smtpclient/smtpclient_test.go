@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	sasl "github.com/emersion/go-sasl"
 	smtp "github.com/emersion/go-smtp"
 
 	"github.com/mailtls/mailtls/internal/smtpclient"
@@ -24,10 +25,13 @@ type received struct{ from, to, body string }
 type backend struct {
 	mu     sync.Mutex
 	msgs   []received
-	reject string // a recipient refused with 550
+	reject string   // a recipient refused with 550
+	auths  []string // "authzid/user/password from peer-ip" per AUTH PLAIN
 }
 
-func (b *backend) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{b: b}, nil }
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &session{b: b, peer: c.Conn().RemoteAddr().(*net.TCPAddr).IP.String()}, nil
+}
 
 func (b *backend) got() []received {
 	b.mu.Lock()
@@ -37,7 +41,23 @@ func (b *backend) got() []received {
 
 type session struct {
 	b        *backend
+	peer     string
 	from, to string
+}
+
+// AuthMechanisms and Auth make session a smtp.AuthSession: PLAIN succeeds
+// for the password "right" and fails (535) otherwise.
+func (s *session) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *session) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(authzid, user, password string) error {
+		s.b.mu.Lock()
+		s.b.auths = append(s.b.auths, authzid+"/"+user+"/"+password+" from "+s.peer)
+		s.b.mu.Unlock()
+		if password != "right" {
+			return smtp.ErrAuthFailed // 535 5.7.8
+		}
+		return nil
+	}), nil
 }
 
 func (s *session) Reset()        {}
@@ -130,6 +150,38 @@ func TestSendDATAAndBDAT(t *testing.T) {
 	// EHLO, STARTTLS, EHLO; MAIL, RCPT, DATA, body; MAIL, RCPT, BDAT; QUIT.
 	if writes != 11 {
 		t.Errorf("AfterWrite called %d times, want 11", writes)
+	}
+}
+
+// AuthPlain sends authzid, user and password; a refusal is a *ReplyError
+// with the server's 535, and the session goes on. LocalAddr is the address
+// the server sees.
+func TestAuthPlainAndLocalAddr(t *testing.T) {
+	be := &backend{}
+	addr, cfg := serve(t, be, true)
+	ctx := context.Background()
+	d := &smtpclient.Dialer{TLSConfig: cfg, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 7)}}
+	c, err := d.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.AuthPlain(ctx, "", "alice", "wrong")
+	var re *smtpclient.ReplyError
+	if !errors.As(err, &re) || re.Command != "AUTH PLAIN" || !strings.HasPrefix(re.Line, "535") {
+		t.Fatalf("AuthPlain with a wrong password = %v, want a *ReplyError with 535", err)
+	}
+	if err := c.AuthPlain(ctx, "boss", "alice", "right"); err != nil {
+		t.Fatalf("AuthPlain with the right password = %v", err)
+	}
+	if err := c.Send(ctx, "alice@client.test", "b@mx.test", "Subject: x\r\n\r\nx\r\n", false); err != nil {
+		t.Fatal(err)
+	}
+	be.mu.Lock()
+	got := strings.Join(be.auths, "; ")
+	be.mu.Unlock()
+	if want := "/alice/wrong from 127.0.0.7; boss/alice/right from 127.0.0.7"; got != want {
+		t.Errorf("server saw %q, want %q", got, want)
 	}
 }
 
