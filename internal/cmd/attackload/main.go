@@ -33,11 +33,14 @@
 //	           587, all opened first, then AUTH PLAIN alice with wrong
 //	           passwords sent on all at once: 535 means the password was
 //	           checked (bcrypt ran), 454 that the limiter refused first
-//	slowloris  up to -slow-conns connections from one address (127.30.0.1)
-//	           to 25, each kept alive by one byte of a never-ending command
-//	           line every -slow-every (jittered); held for -slow-time while
-//	           the normal client runs; reports how many the relay admitted,
-//	           what the rest got, and how long the admitted ones lived
+//	slowloris  -slow-conns connection slots to 25 from one address
+//	           (127.30.0.1; -slow-addrs spreads them over more), each kept
+//	           alive by one byte of a never-ending command line every
+//	           -slow-every (jittered); a connection the relay ends is opened
+//	           again at once, a refused one after -slow-every. Held for
+//	           -slow-time once every slot has tried, while the normal client
+//	           runs; reports how many the relay admitted, what the rest got,
+//	           and how long the admitted ones lived
 //	flood      the bcrypt flood: -flood-rate AUTH PLAIN attempts per second
 //	           on 587 for -flood-time, alice with wrong passwords (a bcrypt
 //	           comparison each), every attempt from a new /24 (127.40.0.1,
@@ -72,6 +75,7 @@
 //	-parallel-n N      parallel AUTH connections from one address (default 200)
 //	-slow-conns N      slowloris connections (default 1000, the relay's
 //	                   default per-listener cap)
+//	-slow-addrs N      addresses the slowloris comes from (default 1)
 //	-slow-every D      one byte per connection every D (default 3s)
 //	-slow-time D       how long the connections are held (default 120s)
 //	-flood-rate R      bcrypt flood attempts per second (default 23)
@@ -123,6 +127,7 @@ type config struct {
 	parallelN int
 
 	slowConns int
+	slowAddrs int
 	slowEvery time.Duration
 	slowTime  time.Duration
 
@@ -154,6 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.fillTime, "fill-time", 240*time.Second, "AUTH table fill time limit")
 	fs.IntVar(&c.parallelN, "parallel-n", 200, "parallel AUTH connections from one address")
 	fs.IntVar(&c.slowConns, "slow-conns", 1000, "slowloris connections from one address")
+	fs.IntVar(&c.slowAddrs, "slow-addrs", 1, "slowloris: addresses the connections come from")
 	fs.DurationVar(&c.slowEvery, "slow-every", 3*time.Second, "slowloris: one byte per connection every")
 	fs.DurationVar(&c.slowTime, "slow-time", 120*time.Second, "slowloris: how long the connections are held")
 	fs.Float64Var(&c.floodRate, "flood-rate", 23, "bcrypt flood attempts per second")
@@ -182,6 +188,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-parallel-n must be 1..10000")
 	case c.slowConns < 1 || c.slowConns > 10000:
 		return nil, errors.New("-slow-conns must be 1..10000")
+	case c.slowAddrs < 1 || c.slowAddrs > c.slowConns:
+		return nil, errors.New("-slow-addrs must be 1..-slow-conns")
 	case c.slowEvery <= 0:
 		return nil, errors.New("-slow-every must be positive")
 	case !(c.floodRate > 0 && c.floodRate <= 1000):

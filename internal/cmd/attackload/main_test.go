@@ -65,8 +65,8 @@ func TestTinyRun(t *testing.T) {
 	if m := regexp.MustCompile(`(?m)^  AUTH replies \(all sent at once, answered within [0-9.]+s\): (.*)$`).FindStringSubmatch(report); m == nil || authReplies(m[1]) != 6 {
 		t.Errorf("parallel AUTH replies do not account for 6 attempts: %q", m)
 	}
-	if !regexp.MustCompile(`(?m)^  connections from 127\.30\.0\.1 to 25: 4 of 4 admitted`).MatchString(report) {
-		t.Errorf("slowloris: not every connection admitted")
+	if !regexp.MustCompile(`(?m)^  slowloris from one address \(127\.30\.0\.1\) to 25, 4 slots, one byte per 200ms each: 4 open at the end of [0-9]+s, at most 4 at once; 4 admitted in all; refused: none$`).MatchString(report) {
+		t.Errorf("slowloris: not every connection admitted and held")
 	}
 	if !regexp.MustCompile(`(?m)^  flood: \d+ AUTH attempts in [0-9.]+s`).MatchString(report) {
 		t.Errorf("no flood line")
@@ -118,6 +118,14 @@ func TestFillAddr(t *testing.T) {
 	for n, k := range nets {
 		if k != fillPerNet {
 			t.Fatalf("%s has %d fill addresses", n, k)
+		}
+	}
+	for _, c := range []struct {
+		j, n int
+		want string
+	}{{0, 1, "127.30.0.1"}, {999, 1, "127.30.0.1"}, {251, 1000, "127.30.1.2"}, {21, 20, "127.30.0.2"}} {
+		if got := slowAddr(c.j, c.n).IP.String(); got != c.want {
+			t.Errorf("slowAddr(%d, %d) = %s, want %s", c.j, c.n, got, c.want)
 		}
 	}
 }

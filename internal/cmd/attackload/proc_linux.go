@@ -57,3 +57,13 @@ func procRSS(pid int) (int64, bool) {
 	}
 	return 0, false
 }
+
+// loadAvg returns the system's 1, 5 and 15 minute load averages from
+// /proc/loadavg (proc(5)), or "unknown".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}

@@ -15,3 +15,6 @@ func procCPU(int) (time.Duration, bool) { return 0, false }
 
 // procRSS is unknown outside Linux.
 func procRSS(int) (int64, bool) { return 0, false }
+
+// loadAvg is unknown outside Linux.
+func loadAvg() string { return "unknown" }

@@ -70,7 +70,7 @@ func runScenario(ctx context.Context, cfg *config, fx *fixture, c *client, name 
 			os.RemoveAll(r.dataDir)
 		}
 	}()
-	fmt.Fprintf(out, "scenario %s: relay pid %d, 25=%s 587=%s, data %s\n", name, r.cmd.Process.Pid, r.smtp, r.submission, r.dataDir)
+	fmt.Fprintf(out, "scenario %s: relay pid %d, 25=%s 587=%s, data %s; load average %s\n", name, r.cmd.Process.Pid, r.smtp, r.submission, r.dataDir, loadAvg())
 	res := &result{name: name}
 	res.base = measure(ctx, c, r, cfg.baseline, cfg.gap, nil)
 	if ctx.Err() != nil {
@@ -80,6 +80,7 @@ func runScenario(ctx context.Context, cfg *config, fx *fixture, c *client, name 
 	if err != nil {
 		return nil, err
 	}
+	res.notes = append(res.notes, "load average after the attack: "+loadAvg())
 	if !r.alive() {
 		return nil, fmt.Errorf("the relay exited during the attack (%v); its log:\n%s", r.waitErr, r.logTail())
 	}

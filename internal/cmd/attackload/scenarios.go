@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -179,90 +180,132 @@ func parallelAttack(ctx context.Context, cfg *config, c *client, r *relayProc, _
 type slowConn struct {
 	conn   net.Conn
 	opened time.Time
-	closed chan struct{} // closed when the server ends the connection
-	lived  time.Duration // until the server ended it
-	last   string        // the server's last line before it did
+	closed chan struct{} // closed when the connection has ended
+	lived  time.Duration // until it ended
+	last   string        // the server's last line before it ended
 }
 
-// slowlorisAttack opens up to cfg.slowConns connections from one address
-// to the MX listener, trickles one byte of an endless command line on
-// each every cfg.slowEvery, and holds them for cfg.slowTime.
-func slowlorisAttack(ctx context.Context, cfg *config, c *client, r *relayProc, out io.Writer) (*phase, []string, error) {
-	from := loopback(30, 0, 1)
-	var refused counts
-	var mu sync.Mutex
-	var held []*slowConn
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	defer func() {
-		close(stop)
-		mu.Lock()
-		for _, s := range held {
-			s.conn.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	}()
+// slowAddr is the address of slowloris slot j with n addresses: 127.30.0.1
+// on, 250 per /24.
+func slowAddr(j, n int) *net.TCPAddr {
+	k := j % n
+	return loopback(30+byte(k/(fillPerNet*256)), byte(k/fillPerNet%256), byte(k%fillPerNet+1))
+}
 
-	openStart := time.Now()
-	sem := make(chan struct{}, 50)
-	var owg sync.WaitGroup
-	for range cfg.slowConns {
-		sem <- struct{}{}
-		owg.Go(func() {
-			defer func() { <-sem }()
-			s, why := slowOpen(ctx, from, r.smtp)
-			if s == nil {
-				refused.add(why)
-				return
+// slowlorisAttack keeps up to cfg.slowConns connections to the MX listener
+// open from cfg.slowAddrs addresses, each trickling one byte of an endless
+// command line every cfg.slowEvery, for cfg.slowTime after every slot has
+// made its first attempt. A connection the relay ends is opened again at
+// once, a refused one after cfg.slowEvery, as a determined attacker would.
+func slowlorisAttack(ctx context.Context, cfg *config, c *client, r *relayProc, out io.Writer) (*phase, []string, error) {
+	var refused, lasts counts
+	var open, peak, admitted atomic.Int64
+	var lmu sync.Mutex
+	var lived []time.Duration
+	stop := make(chan struct{})
+	sleep := func(d time.Duration) bool {
+		select {
+		case <-stop:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	jitter := func() time.Duration { return time.Duration(float64(cfg.slowEvery) * (0.5 + rand.Float64())) }
+	sem := make(chan struct{}, 50) // connections being opened at once
+	var wg, firstTry sync.WaitGroup
+	firstTry.Add(cfg.slowConns)
+	start := time.Now()
+	for j := range cfg.slowConns {
+		from := slowAddr(j, cfg.slowAddrs)
+		wg.Go(func() {
+			first := true
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sem <- struct{}{}
+				s, why := slowOpen(ctx, from, r.smtp)
+				<-sem
+				if first {
+					firstTry.Done()
+					first = false
+				}
+				if s == nil {
+					refused.add(why)
+					if !sleep(jitter()) {
+						return
+					}
+					continue
+				}
+				admitted.Add(1)
+				n := open.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				s.trickle(cfg.slowEvery, stop)
+				open.Add(-1)
+				select {
+				case <-stop:
+					s.conn.Close()
+					return
+				default:
+				}
+				// The relay ended it (trickle saw the end, or a write
+				// failed and the reader is about to see it).
+				select {
+				case <-s.closed:
+				case <-time.After(5 * time.Second):
+					s.conn.Close()
+					<-s.closed
+				}
+				s.conn.Close()
+				lmu.Lock()
+				lived = append(lived, s.lived)
+				lmu.Unlock()
+				lasts.add(s.last)
+				if !sleep(100 * time.Millisecond) {
+					return
+				}
 			}
-			mu.Lock()
-			held = append(held, s)
-			mu.Unlock()
-			wg.Go(func() { s.trickle(cfg.slowEvery, stop) })
 		})
 	}
-	owg.Wait()
-	opened := len(held)
-	fmt.Fprintf(out, "  slowloris: %d of %d connections admitted in %.1fs; holding them %s\n", opened, cfg.slowConns, time.Since(openStart).Seconds(), cfg.slowTime)
-
-	holdStart := time.Now()
+	firstTry.Wait()
+	fmt.Fprintf(out, "  slowloris: %d of %d connections admitted at the first try in %.1fs; holding for %s\n", admitted.Load(), cfg.slowConns,
+		time.Since(start).Seconds(), cfg.slowTime)
 	p, _ := during(ctx, c, r, cfg.gap, func() error {
-		select {
-		case <-ctx.Done():
-		case <-time.After(cfg.slowTime):
-		}
+		sleep(cfg.slowTime)
 		return nil
 	})
-	held1 := time.Since(holdStart)
-
-	var ended []time.Duration
-	lasts := map[string]int{}
-	mu.Lock()
-	for _, s := range held {
-		select {
-		case <-s.closed:
-			ended = append(ended, s.lived)
-			lasts[s.last]++
-		default:
-		}
-	}
-	mu.Unlock()
+	atEnd := open.Load()
+	close(stop)
+	wg.Wait()
+	addrs := slowFrom(cfg.slowAddrs)
 	notes := []string{
-		fmt.Sprintf("connections from %s to 25: %d of %d admitted (220); the rest: %s", from.IP, opened, cfg.slowConns, refused.String()),
-		fmt.Sprintf("still open after %.0fs of trickling one byte per %s each: %d of %d", held1.Seconds(), cfg.slowEvery, opened-len(ended), opened),
+		fmt.Sprintf("slowloris from %s to 25, %d slots, one byte per %s each: %d open at the end of %.0fs, at most %d at once; %d admitted in all; refused: %s",
+			addrs, cfg.slowConns, cfg.slowEvery, atEnd, time.Since(start).Seconds(), peak.Load(), admitted.Load(), refused.String()),
 	}
-	if len(ended) > 0 {
-		s := &series{ok: ended}
+	if len(lived) > 0 {
+		s := &series{ok: lived}
 		p50, _, hi, _ := s.stats()
-		lo := hi
-		for _, d := range ended {
-			lo = min(lo, d)
-		}
-		notes = append(notes, fmt.Sprintf("ended by the relay: %d, after %.1fs (first) / %.1fs (median) / %.1fs (last); its last words: %s",
-			len(ended), lo.Seconds(), p50.Seconds(), hi.Seconds(), tally(lasts)))
+		lo := slices.Min(lived)
+		notes = append(notes, fmt.Sprintf("ended by the relay: %d, after %.1fs (first) / %.1fs (median) / %.1fs (longest); its last words: %s",
+			len(lived), lo.Seconds(), p50.Seconds(), hi.Seconds(), lasts.String()))
+	} else {
+		notes = append(notes, "ended by the relay: none")
 	}
 	return p, notes, ctx.Err()
+}
+
+// slowFrom describes the slowloris addresses.
+func slowFrom(n int) string {
+	if n == 1 {
+		return "one address (127.30.0.1)"
+	}
+	return fmt.Sprintf("%d addresses (127.30.0.1 to %s)", n, slowAddr(n-1, n).IP)
 }
 
 // slowOpen connects from one address and reads the greeting; it returns the
@@ -287,8 +330,8 @@ func slowOpen(ctx context.Context, from *net.TCPAddr, addr string) (*slowConn, s
 	conn.SetReadDeadline(time.Time{})
 	s := &slowConn{conn: conn, opened: time.Now(), closed: make(chan struct{})}
 	go func() {
-		// Whatever the server says before it closes; the last line is
-		// its reason.
+		// Whatever the server says before the connection ends; the last
+		// line is its reason.
 		for {
 			l, err := br.ReadString('\n')
 			if l = strings.TrimSpace(l); l != "" {
