@@ -119,8 +119,24 @@ type Connector struct {
 	// their requirements are the same.
 	Routes []Route
 
-	// Resolver looks up MX and address records. Nil means
-	// net.DefaultResolver.
+	// DNS is the one resolver for every DNS lookup of a delivery: MX and
+	// address records (RFC 5321 §5.1), TLSA records and the DNSSEC-aware MX
+	// and address lookups of DANE (RFC 7672 §2.2, when DANE is set and
+	// DANE.Resolver is nil), and, handed to Policy.Lookup in the context
+	// (policy.WithResolver), the lookups of the policies that have no
+	// resolver of their own: the MTA-STS TXT record and the policy host's
+	// address of an mtasts.Client (RFC 8461 §3.1, §3.3), and a
+	// dane.Policy's queries. Point it at a validating resolver on this host
+	// (DANE believes the AD bit only on loopback, see dane.Trust) to have
+	// every lookup answered by it. Resolver, DANE.Resolver and the
+	// mtasts.Client's own Resolver, when set, take precedence for their
+	// lookups (test seams). Nil: Resolver, else the system resolver, for MX
+	// and addresses; each policy its own resolver.
+	DNS *dane.Resolver
+
+	// Resolver looks up the MX and address records that DANE does not
+	// (all of them when DANE is nil). Nil means DNS, else
+	// net.DefaultResolver. go-mockdns's *mockdns.Resolver fits, for tests.
 	Resolver Resolver
 
 	// Dialer opens connections. Nil means a net.Dialer with
@@ -150,7 +166,8 @@ type Connector struct {
 	SessionCache tls.ClientSessionCache
 
 	// DANE, when set, makes delivery DANE-aware (RFC 7672): MX hosts and
-	// their addresses are resolved through its DNSSEC-aware resolver (the
+	// their addresses are resolved through its DNSSEC-aware resolver
+	// (DANE.Resolver, or DNS when that is nil) (the
 	// authenticated MX set counts for REQUIRETLS, RFC 8689 §4.2.1), and
 	// each host is checked against its own TLSA records, with SNI set to
 	// its TLSA base domain (RFC 7672 §8.1). Hosts with usable records need
@@ -243,7 +260,49 @@ func (c *Connector) resolver() Resolver {
 	if c.Resolver != nil {
 		return c.Resolver
 	}
+	if c.DNS != nil {
+		return dnsResolver{c.DNS}
+	}
 	return net.DefaultResolver
+}
+
+// lookupContext prepares ctx for the lookups of one Deliver call: a fresh
+// dane.Memo, so that the policy lookup and the Connector's own lookups
+// send each DNS query once, and DNS as the delivery's resolver for the
+// Policy's members (policy.WithResolver).
+func (c *Connector) lookupContext(ctx context.Context) context.Context {
+	ctx = dane.WithMemo(ctx, &dane.Memo{})
+	if c.DNS != nil {
+		ctx = policy.WithResolver(ctx, c.DNS)
+	}
+	return ctx
+}
+
+// dnsResolver serves the Connector's MX and address lookups from a
+// dane.Resolver (Connector.DNS), with net.Resolver's conventions.
+type dnsResolver struct{ r *dane.Resolver }
+
+func (d dnsResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	res, err := d.r.LookupMX(ctx, name)
+	if err != nil {
+		return nil, &net.DNSError{Err: err.Error(), Name: name, IsTemporary: true, UnwrapErr: err}
+	}
+	switch {
+	case res.Null:
+		return []*net.MX{{Host: ".", Pref: 0}}, nil
+	case res.NXDomain || res.Implicit:
+		// The Connector applies the implicit MX rule itself.
+		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+	}
+	out := make([]*net.MX, len(res.Hosts))
+	for i, h := range res.Hosts {
+		out[i] = &net.MX{Host: h.Host + ".", Pref: h.Pref}
+	}
+	return out, nil
+}
+
+func (d dnsResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	return d.r.LookupIPAddr(ctx, host)
 }
 
 func (c *Connector) dialer() Dialer {
@@ -307,6 +366,7 @@ func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt
 		return nil, err
 	}
 	c.init()
+	ctx = c.lookupContext(ctx)
 	groups, err := c.groups(env)
 	if err != nil {
 		return nil, err
@@ -390,6 +450,15 @@ func recipientDomain(addr string) string {
 		return ""
 	}
 	return strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
+}
+
+// policyKey names the group in logs and results when its policy lookup
+// failed: the recipient domain, else the fixed next hop as "[host]:port".
+func (g *group) policyKey() string {
+	if g.domain == "" && g.hop != nil {
+		return g.hop.key()
+	}
+	return g.domain
 }
 
 // requirement looks up the policy for the group: hopRequirement for a
@@ -488,8 +557,9 @@ type groupState struct {
 	plan      plan // for the host being tried (hostPlan)
 	res       *Result
 	dest      *dane.Destination // the DNSSEC-aware MX lookup, nil without Connector.DANE
-	// mxMismatch: a host outside the MTA-STS patterns was used (testing).
-	mxMismatch bool
+	// refused are the MX hosts an enforced MTA-STS policy's patterns
+	// refused (mxAllowed), reported when no host is left (RFC 8460 §4.3).
+	refused []string
 }
 
 func (st *groupState) finish(idx int, status Status, reply *Error, mta RemoteMTA, ti *TLSInfo, ft FailureType, now time.Time) {
@@ -526,10 +596,19 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	req, err := c.requirement(ctx, g)
 	st.req = req
 	if err != nil {
+		st.req = fillDomain(req, g.policyKey())
 		e := localError(false, 4, 3, "", "TLS policy lookup failed; deferring rather than downgrading",
 			fmt.Errorf("%w: %w", ErrPolicyLookup, err))
-		st.finishAll(pending, e, RemoteMTA{}, nil, FailureNone, c.now())
-		c.logGroupFailure(ctx, st, e, FailureNone)
+		// A failed DNSSEC lookup of DANE's (bogus data, SERVFAIL) is a
+		// TLS-RPT dnssec-invalid failure (RFC 8460 §4.3.2.1), for the MX
+		// host it concerns when known.
+		ft := FailureType(dane.ResultType(err))
+		var mta RemoteMTA
+		if he := (*dane.HostError)(nil); errors.As(err, &he) {
+			mta.Host = he.Host
+		}
+		st.finishAll(pending, e, mta, nil, ft, c.now())
+		c.logAttempt(ctx, st, &attemptResult{err: e, failure: ft, mta: mta}, c.now(), 0)
 		return
 	}
 	st.groupPlan, err = makePlan(req, env, c.DANE != nil)
@@ -555,8 +634,14 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	targets, terr := c.targets(ctx, st)
 	if terr != nil {
 		ft := FailureType(dane.ResultType(terr))
-		st.finishAll(pending, terr, RemoteMTA{}, nil, ft, c.now())
-		c.logGroupFailure(ctx, st, terr, ft)
+		ar := &attemptResult{err: terr, failure: ft}
+		if errors.Is(terr, ErrNoMX) && len(st.refused) > 0 {
+			// Every MX host was refused by the enforced MTA-STS policy:
+			// policy validation failed (RFC 8461 §4.1, §5).
+			ar.failure, ar.refused = FailureValidation, st.refused
+		}
+		st.finishAll(pending, terr, RemoteMTA{}, nil, ar.failure, c.now())
+		c.logAttempt(ctx, st, ar, c.now(), 0)
 		return
 	}
 	if env.RequireTLS {
@@ -645,6 +730,9 @@ type target struct {
 	addrs    []net.IP   // with resolved: the addresses (DNSSEC-aware lookup)
 	resolved bool       // addrs is the answer; false: resolve with Resolver
 	dane     *dane.Host // the host's DANE decision; nil without Connector.DANE
+	// mxMismatch: the host matches none of the MTA-STS patterns and is
+	// used because the policy is in testing mode (RFC 8461 §5).
+	mxMismatch bool
 }
 
 // sni is the name sent in SNI: the TLSA base domain under DANE (RFC 7672
@@ -699,20 +787,22 @@ func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Err
 		// It is the selected MX host and must match the MTA-STS patterns
 		// like any other (RFC 8461 §5): an attacker who forges "no MX"
 		// must not steer delivery to a host the policy does not name.
-		if !c.mxAllowed(ctx, st, domain) {
+		use, mismatch := c.mxAllowed(ctx, st, domain)
+		if !use {
 			return nil, tlsErrorSubject(st.req, 4, 4, "implicit MX "+domain+" does not match the policy's mx patterns",
 				fmt.Errorf("%w: policy allows %v", ErrNoMX, st.req.MXPatterns))
 		}
-		return []target{{host: domain, port: c.port()}}, nil
+		return []target{{host: domain, port: c.port(), mxMismatch: mismatch}}, nil
 	}
 	sortMX(hosts, c.shuffle())
 	var out []target
 	for _, mx := range hosts {
 		h := strings.ToLower(strings.TrimSuffix(mx.Host, "."))
-		if !c.mxAllowed(ctx, st, h) {
+		use, mismatch := c.mxAllowed(ctx, st, h)
+		if !use {
 			continue
 		}
-		out = append(out, target{host: h, port: c.port()})
+		out = append(out, target{host: h, port: c.port(), mxMismatch: mismatch})
 	}
 	if len(out) == 0 {
 		return nil, tlsErrorSubject(st.req, 4, 4, "no MX host of "+domain+" matches the policy's mx patterns",

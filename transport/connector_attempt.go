@@ -29,6 +29,12 @@ type attemptResult struct {
 	dane    *dane.Host // the host's DANE decision, when DANE applied to the attempt
 	local   net.IP     // our address on the connection, if one was made
 	code    int        // the last reply code of a completed transaction, for the log
+	// mxMismatch: the host was used outside the MTA-STS patterns (testing
+	// mode); refused: the hosts an enforced policy's patterns refused, when
+	// none was left to try. Both are policy validation failures for
+	// TLS-RPT (recordTLSRPT).
+	mxMismatch bool
+	refused    []string
 }
 
 // attempt runs one connection (new or pooled) and one transaction.
@@ -37,7 +43,7 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 	mta := RemoteMTA{Host: t.host, IP: ip, Port: t.port}
 	s, ar := c.connect(ctx, st, t, ip)
 	if ar != nil {
-		ar.pending, ar.mta = pending, mta
+		ar.pending, ar.mta, ar.mxMismatch = pending, mta, t.mxMismatch
 		if st.plan.kind == checkDANE {
 			ar.dane = st.plan.dane
 		}
@@ -45,7 +51,7 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 		return ar
 	}
 	ar = c.transact(ctx, st, s, pending)
-	ar.mta = mta
+	ar.mta, ar.mxMismatch = mta, t.mxMismatch
 	ar.tls = s.tlsInfo()
 	ar.failure = s.failure
 	ar.cause = s.failErr

@@ -74,10 +74,14 @@ func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, 
 		// A host that DANE checks is not subject to MTA-STS patterns (RFC
 		// 8461 §2: DANE takes precedence where it applies).
 		byDANE := h.Err == nil && len(h.TLSA) > 0 && daneApplies(st.req) && !st.relaxed()
-		if !byDANE && !c.mxAllowed(ctx, st, h.Name) {
-			continue
+		mismatch := false
+		if !byDANE {
+			var use bool
+			if use, mismatch = c.mxAllowed(ctx, st, h.Name); !use {
+				continue
+			}
 		}
-		out = append(out, target{host: h.Name, port: c.port(), addrs: ipsOf(h.Addrs), resolved: true, dane: h})
+		out = append(out, target{host: h.Name, port: c.port(), addrs: ipsOf(h.Addrs), resolved: true, dane: h, mxMismatch: mismatch})
 	}
 	if len(out) == 0 {
 		return nil, tlsErrorSubject(st.req, 4, 4, "no MX host of "+domain+" matches the policy's mx patterns",
@@ -110,23 +114,26 @@ func ipsOf(addrs []netip.Addr) []net.IP {
 	return out
 }
 
-// mxAllowed applies MTA-STS "mx:" patterns (RFC 8461 §4.1): in enforce
-// mode a host that matches none is not used; in testing mode it is used
-// and logged. "TLS-Required: No" (RFC 8689 §4.2.2) ignores the patterns.
-func (c *Connector) mxAllowed(ctx context.Context, st *groupState, host string) bool {
+// mxAllowed applies MTA-STS "mx:" patterns (RFC 8461 §4.1) and says
+// whether host may be used and whether it failed the match: in enforce
+// mode a host that matches none is not used (and remembered in
+// st.refused); in testing mode it is used, logged, and its session
+// reported as a failure (mismatch true). "TLS-Required: No" (RFC 8689
+// §4.2.2) ignores the patterns.
+func (c *Connector) mxAllowed(ctx context.Context, st *groupState, host string) (use, mismatch bool) {
 	if len(st.req.MXPatterns) == 0 || matchMXPatterns(host, st.req.MXPatterns) {
-		return true
+		return true, false
 	}
 	if st.relaxed() {
-		return true
+		return true, false
 	}
 	if st.req.Mode == policy.Enforce {
-		return false
+		st.refused = append(st.refused, host)
+		return false, false
 	}
 	c.log().LogAttrs(ctx, slog.LevelWarn, "mx not allowed by policy (testing mode, used anyway)",
 		slog.String("domain", st.req.Domain), slog.String("mx", host), slog.String("policy", policyAttr(st.req)))
-	st.mxMismatch = true
-	return true
+	return true, true
 }
 
 // relaxed reports whether the message's "TLS-Required: No" is honoured
@@ -372,6 +379,10 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 	if len(st.req.DiscoveryFailures) > 0 && firstAttempt(st) {
 		c.recordDiscoveryFailures(ctx, st, start)
 	}
+	if len(ar.refused) > 0 {
+		c.recordMXRefused(ctx, st, ar.refused, start)
+		return
+	}
 	if ar.tls == nil && ar.failure == FailureNone {
 		return
 	}
@@ -397,7 +408,25 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 		r.PolicyString = append([]string(nil), st.req.PolicyString...)
 		r.MXHost = append([]string(nil), st.req.MXPatterns...)
 	}
-	if ar.failure != FailureNone {
+	if ar.mxMismatch && r.PolicyType == tlsrpt.PolicySTS {
+		// MTA-STS testing mode: the session used an MX host outside the
+		// policy's patterns. MX host validation is part of policy
+		// validation (RFC 8461 §4.1, §5); it fails before the certificate
+		// is looked at (§4.2), so it is the session's result, with any TLS
+		// failure named after it.
+		reason := mxMismatchReason(ar.mta.Host)
+		if ar.failure != FailureNone {
+			reason += "; also " + string(ar.failure)
+		}
+		r.ResultType = tlsrpt.ResultValidationFailure
+		r.FailureReasonCode = reason
+		if ar.mta.IP != nil {
+			r.ReceivingIP = ar.mta.IP.String()
+		}
+		if ar.local != nil {
+			r.SendingMTAIP = ar.local.String()
+		}
+	} else if ar.failure != FailureNone {
 		r.ResultType = tlsrpt.ResultType(ar.failure)
 		if ar.mta.IP != nil {
 			r.ReceivingIP = ar.mta.IP.String()
@@ -412,6 +441,35 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 		}
 	}
 	c.recordResult(ctx, r)
+}
+
+// mxMismatchReason is the failure-reason-code of a session (or refusal)
+// whose MX host matches none of the MTA-STS policy's mx patterns. RFC 8460
+// §4.3 has no result type for it: it is a "validation-failure" (§4.3.1, "a
+// general failure for a reason not matched by a category above";
+// certificate-host-mismatch is about the certificate, which may be valid
+// for the MX host), and this code says which validation failed.
+func mxMismatchReason(host string) string {
+	return "mtasts-policy-mx-mismatch: " + host + " matches none of the policy's mx patterns"
+}
+
+// recordMXRefused records one TLS-RPT validation-failure per MX host that
+// an enforced MTA-STS policy refused (RFC 8461 §4.1, §5), when no MX host
+// was left to deliver to, so that the domain learns from its reports that
+// its policy blocks its mail. No session took place: there is no IP.
+func (c *Connector) recordMXRefused(ctx context.Context, st *groupState, hosts []string, start time.Time) {
+	for _, h := range hosts {
+		c.recordResult(ctx, tlsrpt.Result{
+			Time:                start,
+			PolicyDomain:        st.g.domain,
+			PolicyType:          tlsrpt.PolicySTS,
+			PolicyString:        append([]string(nil), st.req.PolicyString...),
+			MXHost:              append([]string(nil), st.req.MXPatterns...),
+			ResultType:          tlsrpt.ResultValidationFailure,
+			ReceivingMXHostname: h,
+			FailureReasonCode:   mxMismatchReason(h),
+		})
+	}
 }
 
 func (c *Connector) recordResult(ctx context.Context, r tlsrpt.Result) {

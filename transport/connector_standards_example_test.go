@@ -16,17 +16,23 @@ import (
 // TLS-RPT result per attempt (RFC 8460). The same *dane.Policy goes into
 // the composition (to decide and explain) and into the Connector (to
 // resolve MX hosts with DNSSEC and check each host against its own TLSA
-// records). Run sts.Run(ctx) in the background for proactive refresh, and
-// a tlsrpt.Aggregator once a day over the store.
+// records). One resolver, Connector.DNS, answers every lookup: MX,
+// addresses, TLSA, and the MTA-STS record and policy host (the Policy's
+// members have no resolver of their own, so they use the Connector's; the
+// MTA-STS client's Resolver is set too, for its background refresh). Run
+// sts.Run(ctx) in the background for proactive refresh, and a
+// tlsrpt.Aggregator once a day over the store.
 func ExampleConnector_standards() {
 	table, err := policy.ParseTable(strings.NewReader("partner.example secure match=partner.example\n"), "tls_policy")
 	if err != nil {
 		panic(err)
 	}
-	danePolicy := &dane.Policy{Resolver: &dane.Resolver{Addr: "127.0.0.1:53"}}
-	sts := &mtasts.Client{Cache: &mtasts.DirCache{Dir: "/var/lib/relay/mta-sts"}}
+	dns := &dane.Resolver{Addr: "127.0.0.1:53"}
+	danePolicy := &dane.Policy{}
+	sts := &mtasts.Client{Resolver: dns, Cache: &mtasts.DirCache{Dir: "/var/lib/relay/mta-sts"}}
 	c := &transport.Connector{
 		Hostname: "mail.example.org",
+		DNS:      dns,
 		Policy: &policy.Standard{
 			Static:  table,
 			MTASTS:  sts,

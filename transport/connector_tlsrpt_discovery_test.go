@@ -286,8 +286,12 @@ func TestTLSRPTCachedPolicyRefreshFailure(t *testing.T) {
 			t.Errorf("discovery failure %+v", f)
 		}
 	}
-	if len(sess) != 2 {
-		t.Fatalf("session results %+v, want the two successes", sess)
+	// Two successes, and the refusal of the only MX host, which the
+	// domain learns about as a validation-failure (RFC 8461 §4.1).
+	mism := slices.IndexFunc(sess, func(r tlsrpt.Result) bool { return !r.Success() })
+	if len(sess) != 3 || mism < 0 || slices.ContainsFunc(sess[mism+1:], func(r tlsrpt.Result) bool { return !r.Success() }) ||
+		sess[mism].ResultType != tlsrpt.ResultValidationFailure || sess[mism].ReceivingMXHostname != "mx.elsewhere.example" {
+		t.Fatalf("session results %+v, want two successes and one validation-failure for mx.elsewhere.example", sess)
 	}
 
 	agg := &tlsrpt.Aggregator{Store: w.store, OrganizationName: "Sender Org", ContactInfo: "tlsrpt@sender.example",
@@ -321,11 +325,14 @@ func TestTLSRPTCachedPolicyRefreshFailure(t *testing.T) {
 		!slices.Equal([]string(p.Policy.MXHost), []string{"mx.sts.example"}) {
 		t.Errorf("policy %+v", p.Policy)
 	}
-	if p.Summary.TotalSuccessfulSessionCount != 2 || p.Summary.TotalFailureSessionCount != 2 {
-		t.Errorf("summary %+v, want 2 successes and 2 failures", p.Summary)
+	if p.Summary.TotalSuccessfulSessionCount != 2 || p.Summary.TotalFailureSessionCount != 3 {
+		t.Errorf("summary %+v, want 2 successes and 3 failures", p.Summary)
 	}
-	if len(p.FailureDetails) != 1 || p.FailureDetails[0].ResultType != tlsrpt.ResultSTSPolicyFetchError ||
-		p.FailureDetails[0].FailedSessionCount != 2 || p.FailureDetails[0].ReceivingMXHostname != "" {
+	fetch := slices.IndexFunc(p.FailureDetails, func(d tlsrpt.FailureDetails) bool { return d.ResultType == tlsrpt.ResultSTSPolicyFetchError })
+	mismatch := slices.IndexFunc(p.FailureDetails, func(d tlsrpt.FailureDetails) bool { return d.ResultType == tlsrpt.ResultValidationFailure })
+	if len(p.FailureDetails) != 2 || fetch < 0 || mismatch < 0 ||
+		p.FailureDetails[fetch].FailedSessionCount != 2 || p.FailureDetails[fetch].ReceivingMXHostname != "" ||
+		p.FailureDetails[mismatch].FailedSessionCount != 1 || p.FailureDetails[mismatch].ReceivingMXHostname != "mx.elsewhere.example" {
 		t.Errorf("failure details %+v", p.FailureDetails)
 	}
 }

@@ -53,7 +53,8 @@ type Config struct {
 	RetrySchedule []time.Duration      // -retry: comma-separated backoff schedule
 
 	MTASTS        bool   // -mta-sts: RFC 8461 with a cache under DataDir
-	DANEResolver  string // -dane-resolver host:port: RFC 7672 through this validating resolver
+	Resolver      string // -resolver host:port: the one DNS server of outbound delivery; "": the system's
+	DANEResolver  string // -dane-resolver host:port: -resolver, and RFC 7672 DANE through it
 	TLSRPT        bool   // -tlsrpt: record RFC 8460 results under DataDir and send daily reports
 	TLSRPTOrg     string // -tlsrpt-org: organization-name of the reports
 	TLSRPTContact string // -tlsrpt-contact: contact-info of the reports
@@ -119,7 +120,8 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&retry, "retry", "", "comma-separated retry `schedule` (e.g. 1m,5m,30m); empty: the queue's default")
 	fs.StringVar(&c.NDRLang, "ndr-lang", "en", "`language` of the human part of DSNs: en or ja")
 	fs.BoolVar(&c.MTASTS, "mta-sts", false, "honour MTA-STS (RFC 8461), policy cache under -data/mta-sts")
-	fs.StringVar(&c.DANEResolver, "dane-resolver", "", "enable DANE (RFC 7672) through this DNSSEC-validating resolver `host:port` (trusted only on loopback)")
+	fs.StringVar(&c.Resolver, "resolver", "", "send every DNS query of outbound delivery (MX, addresses, TLSA, MTA-STS record and policy host, TLS-RPT record) to this resolver `host:port`; empty: the system's")
+	fs.StringVar(&c.DANEResolver, "dane-resolver", "", "-resolver `host:port` that also enables DANE (RFC 7672): a DNSSEC-validating resolver, trusted only on loopback")
 	fs.BoolVar(&c.TLSRPT, "tlsrpt", false, "record TLS-RPT (RFC 8460) results under -data/tlsrpt and send daily reports to the domains that ask")
 	fs.StringVar(&c.TLSRPTOrg, "tlsrpt-org", "", "organization-name in TLS-RPT reports (default: -hostname)")
 	fs.StringVar(&c.TLSRPTContact, "tlsrpt-contact", "", "contact-info in TLS-RPT reports (default: postmaster@ -hostname)")
@@ -259,10 +261,19 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	default:
 		bad("-ndr-lang: %q: want en or ja", c.NDRLang)
 	}
-	if c.DANEResolver != "" {
-		if err := checkHostPort(c.DANEResolver); err != nil {
-			bad("-dane-resolver: %v", err)
+	if c.Resolver != "" {
+		if err := checkHostPort(c.Resolver); err != nil {
+			bad("-resolver: %v", err)
 		}
+	}
+	switch {
+	case c.DANEResolver == "":
+	case checkHostPort(c.DANEResolver) != nil:
+		bad("-dane-resolver: %v", checkHostPort(c.DANEResolver))
+	case c.Resolver != "" && c.Resolver != c.DANEResolver:
+		bad("-dane-resolver %s and -resolver %s: one resolver answers every lookup; give the same address or only -dane-resolver", c.DANEResolver, c.Resolver)
+	default:
+		c.Resolver = c.DANEResolver
 	}
 	if c.TLSRPTOrg == "" {
 		c.TLSRPTOrg = c.Hostname

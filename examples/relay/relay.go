@@ -31,6 +31,7 @@ type Relay struct {
 	queue     *queue.Queue
 	connector *transport.Connector
 	mtasts    *mtasts.Client    // -mta-sts; nil if off
+	dns       *dane.Resolver    // -resolver (or -dane-resolver); nil: the system's
 	dane      *dane.Policy      // -dane-resolver; nil if off
 	tlsrpt    *tlsrpt.FileStore // -tlsrpt; nil if off
 	reporter  *reporter         // -tlsrpt daily reports; nil if off
@@ -234,6 +235,7 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 			log:    r.log.With("part", "tlsrpt"),
 			now:    time.Now,
 		}
+		r.reporter.resolver = r.txtResolver() // -resolver
 	}
 	return nil
 }

@@ -13,10 +13,14 @@ import (
 // publishedPolicies creates the parts the standards flags enable and returns
 // the lookups of the policies destinations publish themselves:
 //
+//   - -resolver: the one resolver (r.dns) every lookup goes to: the
+//     Connector's (Connector.DNS: MX, addresses, TLSA), the MTA-STS
+//     client's (the TXT record and the policy host, also when refreshing
+//     in the background) and the TLS-RPT reporter's;
 //   - -mta-sts: an MTA-STS client (RFC 8461) with its cache under
 //     -data/mta-sts, so that policies survive restarts;
-//   - -dane-resolver: a DANE policy (RFC 7672) through a DNSSEC-validating
-//     resolver whose AD bit is believed only on loopback;
+//   - -dane-resolver: -resolver, plus a DANE policy (RFC 7672) through
+//     that resolver, whose AD bit is believed only on loopback;
 //   - -tlsrpt: the TLS-RPT result store (RFC 8460) under -data/tlsrpt.
 //
 // newOutboundPolicy composes the lookups with the static table and
@@ -25,20 +29,25 @@ import (
 // against its own TLSA records and records one result per attempt.
 func (r *Relay) publishedPolicies() ([]policy.Policy, error) {
 	var out []policy.Policy
+	if r.cfg.Resolver != "" {
+		r.dns = &dane.Resolver{Addr: r.cfg.Resolver, Logger: r.log.With("part", "dns")}
+	}
 	if r.cfg.MTASTS {
 		r.mtasts = &mtasts.Client{
 			Cache:  &mtasts.DirCache{Dir: r.cfg.path("mta-sts")},
 			Logger: r.log.With("part", "mta-sts"),
 		}
+		if r.dns != nil { // not a typed nil in the interface
+			r.mtasts.Resolver = r.dns
+		}
 		out = append(out, r.mtasts)
 	}
 	if r.cfg.DANEResolver != "" {
-		res := &dane.Resolver{Addr: r.cfg.DANEResolver, Logger: r.log.With("part", "dane")}
-		if !res.Trusted() {
+		if !r.dns.Trusted() {
 			r.log.Warn("the -dane-resolver is not on loopback: its AD bit is not trusted, so DANE never applies (RFC 7672 §1.3)",
 				"resolver", r.cfg.DANEResolver)
 		}
-		r.dane = &dane.Policy{Resolver: res, Logger: r.log.With("part", "dane")}
+		r.dane = &dane.Policy{Resolver: r.dns, Logger: r.log.With("part", "dane")}
 		out = append(out, r.dane)
 	}
 	if r.cfg.TLSRPT {
@@ -58,6 +67,9 @@ func (r *Relay) wireStandards() {
 	if r.connector == nil {
 		return
 	}
+	if r.dns != nil {
+		r.connector.DNS = r.dns
+	}
 	if r.dane != nil {
 		r.connector.DANE = r.dane
 	}
@@ -67,6 +79,15 @@ func (r *Relay) wireStandards() {
 	if p, ok := r.connector.Policy.(*outboundPolicy); ok && p.std.Logger == nil {
 		p.std.Logger = r.log.With("part", "policy")
 	}
+}
+
+// txtResolver is the TLS-RPT reporter's resolver for "_smtp._tls" records
+// (RFC 8460 §3): -resolver, else nil (the system's).
+func (r *Relay) txtResolver() tlsrpt.TXTResolver {
+	if r.dns == nil { // not a typed nil in the interface
+		return nil
+	}
+	return r.dns
 }
 
 // runPublished runs background maintenance of the published-policy caches

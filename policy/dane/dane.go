@@ -48,8 +48,11 @@ var ErrDANERequired = errors.New("dane: dane-only: no usable DNSSEC-authenticate
 // 127.0.0.1:53. A Policy is safe for concurrent use; do not modify it after
 // first use.
 type Policy struct {
-	// Resolver is the DNSSEC-aware resolver. Nil means the zero Resolver
-	// (DefaultResolverAddr, trusted because it is loopback).
+	// Resolver is the DNSSEC-aware resolver. Nil means the resolver of the
+	// delivery in progress when a Connector passed one in the context
+	// (transport.Connector.DNS, see policy.WithResolver) and it is a
+	// *Resolver, else the zero Resolver (DefaultResolverAddr, trusted
+	// because it is loopback).
 	Resolver *Resolver
 	// Port is the SMTP port whose TLSA records are looked up
 	// ("_25._tcp.<host>"). Zero means 25.
@@ -66,11 +69,16 @@ type Policy struct {
 
 var _ policy.Policy = (*Policy)(nil)
 
-func (p *Policy) resolver() *Resolver {
-	if p.Resolver == nil {
-		return &Resolver{}
+// resolver is Resolver, else the delivery's resolver in ctx when it is a
+// *Resolver (policy.WithResolver), else the zero Resolver.
+func (p *Policy) resolver(ctx context.Context) *Resolver {
+	if p.Resolver != nil {
+		return p.Resolver
 	}
-	return p.Resolver
+	if r, ok := policy.ResolverFrom(ctx).(*Resolver); ok && r != nil {
+		return r
+	}
+	return &Resolver{}
 }
 
 func (p *Policy) logger() *slog.Logger {
@@ -194,6 +202,22 @@ func (h *Host) ClientConfig(base *tls.Config, now func() time.Time) (*tls.Config
 	return c, nil
 }
 
+// HostError is the failure of the lookups of one MX host (RFC 7672 §2.2):
+// Policy.Lookup returns it when the lookups of every MX host failed, so
+// that the caller can name the host in its logs and TLS-RPT results
+// ("receiving-mx-hostname", RFC 8460 §4.3). It wraps the lookup error
+// (ErrLookupFailed).
+type HostError struct {
+	Host string // the MX host name, lower case, no trailing dot
+	Err  error
+}
+
+// Error names the host and the failure.
+func (e *HostError) Error() string { return "dane: MX host " + e.Host + ": " + e.Err.Error() }
+
+// Unwrap returns the lookup error.
+func (e *HostError) Unwrap() error { return e.Err }
+
 // Destination is the DANE view of a next-hop domain: its MX hosts in
 // preference order, each with its own decision.
 type Destination struct {
@@ -225,7 +249,7 @@ type Destination struct {
 // ErrLookupFailed): defer. Failures of a single host are in Host.Err.
 func (p *Policy) LookupMX(ctx context.Context, domain string) (*Destination, error) {
 	start := time.Now()
-	mx, err := p.resolver().LookupMX(ctx, domain)
+	mx, err := p.resolver(ctx).LookupMX(ctx, domain)
 	if err != nil {
 		p.logger().Info("dane: mx lookup failed", "domain", domain, "err", err)
 		return nil, err
@@ -262,7 +286,7 @@ func (p *Policy) lookupHost(ctx context.Context, name string, mxSecure bool, nex
 		p.logger().Info("dane: host", "mx", h.Name, "level", h.Level.String(), "tlsa", len(h.TLSA),
 			"unusable", h.Unusable, "reason", h.Reason, "err", h.Err)
 	}()
-	r := p.resolver()
+	r := p.resolver(ctx)
 	addrs, err := r.LookupAddrs(ctx, name)
 	if err != nil {
 		h.Level, h.Reason, h.Err = p.level(), "address lookup failed", err
@@ -344,7 +368,8 @@ func appendName(l []string, n string) []string {
 // and static tables (DANE takes precedence when authenticated TLSA exist).
 //
 //   - MX lookup failure: the error (defer).
-//   - Every host failed its lookups: the first host's error (defer).
+//   - Every host failed its lookups: a *HostError naming the first host,
+//     wrapping its error (defer).
 //   - Some host has usable records: Level DANE (DANEOnly when Mandatory),
 //     TLSA = the usable records of the most preferred such host.
 //   - Otherwise, "dane": Encrypt when some host has only unusable records,
@@ -359,10 +384,10 @@ func appendName(l []string, n string) []string {
 // DANEOnly failure.
 func (p *Policy) Lookup(ctx context.Context, domain string) (policy.Requirement, error) {
 	req := policy.Requirement{Domain: strings.ToLower(trimDot(domain)), Source: policy.SourceDANE}
-	if !p.resolver().Trusted() {
-		p.logger().Warn("dane: resolver not trusted for DNSSEC, DANE does not apply", "resolver", p.resolver().addr(),
-			"trust", p.resolver().Trust.String(), "domain", req.Domain)
-		req.Level, req.Reason = p.noDANE(), fmt.Sprintf("resolver %s not trusted for DNSSEC (AD ignored)", p.resolver().addr())
+	if res := p.resolver(ctx); !res.Trusted() {
+		p.logger().Warn("dane: resolver not trusted for DNSSEC, DANE does not apply", "resolver", res.addr(),
+			"trust", res.Trust.String(), "domain", req.Domain)
+		req.Level, req.Reason = p.noDANE(), fmt.Sprintf("resolver %s not trusted for DNSSEC (AD ignored)", res.addr())
 		return req, nil
 	}
 	d, err := p.LookupMX(ctx, domain)
@@ -371,6 +396,7 @@ func (p *Policy) Lookup(ctx context.Context, domain string) (policy.Requirement,
 	}
 	req.MXAuthenticated = d.MXAuthentic
 	var firstErr error
+	var firstHost string
 	failed, unusableOnly := 0, false
 	for i := range d.Hosts {
 		h := &d.Hosts[i]
@@ -378,7 +404,7 @@ func (p *Policy) Lookup(ctx context.Context, domain string) (policy.Requirement,
 		case h.Err != nil && errors.Is(h.Err, ErrLookupFailed):
 			failed++
 			if firstErr == nil {
-				firstErr = h.Err
+				firstErr, firstHost = h.Err, h.Name
 			}
 		case len(h.TLSA) > 0:
 			req.Level, req.TLSA = p.level(), append([]policy.TLSA(nil), h.TLSA...)
@@ -389,7 +415,7 @@ func (p *Policy) Lookup(ctx context.Context, domain string) (policy.Requirement,
 		}
 	}
 	if len(d.Hosts) > 0 && failed == len(d.Hosts) {
-		return policy.Requirement{}, firstErr
+		return policy.Requirement{}, &HostError{Host: firstHost, Err: firstErr}
 	}
 	switch {
 	case !d.MXAuthentic:

@@ -57,6 +57,12 @@
 // for composition with MTA-STS and static tables. ResultType maps errors to
 // TLS-RPT result types (RFC 8460 §4.3).
 //
+// A Resolver also answers the lookups that need no DNSSEC, with
+// net.Resolver's conventions (LookupTXT, LookupIPAddr: it is a
+// policy.Resolver), so that one validating resolver can serve every lookup
+// of a delivery: give it to transport.Connector.DNS, and leave the
+// Resolver of the Policy and of an mtasts.Client nil to have them use it.
+//
 // # Not supported
 //
 //   - In-process DNSSEC validation: the AD bit of a trusted validating
@@ -75,5 +81,8 @@
 //   - PKIX-TA and PKIX-EE usages (unusable for SMTP by RFC 7672 §3.1.3), and
 //     DANE for protocols other than SMTP (SRV-based DANE, RFC 7673).
 //   - Certificate revocation checking (RFC 7672 §3.1 does not require it).
-//   - Caching: every call queries the resolver, which caches.
+//   - Caching across delivery attempts: every attempt queries the
+//     resolver, which caches. Within one attempt a Memo (WithMemo, which a
+//     transport.Connector sets up for each Deliver call) sends each query
+//     once, however many lookups need its answer.
 package dane

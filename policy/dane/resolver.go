@@ -180,7 +180,18 @@ const maxCNAMEs = 8
 // error wrapping ErrLookupFailed for SERVFAIL, other error RCODEs, network
 // failures and answers that do not match the question; NXDOMAIN and NODATA
 // are returned as an Answer without records.
+//
+// Under a context carrying a Memo (WithMemo), a query already answered
+// under that Memo is not sent again; see Memo.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+	if m := memoFrom(ctx); m != nil {
+		k := memoKey{addr: r.addr(), trusted: r.Trusted(), name: strings.ToLower(dns.Fqdn(name)), qtype: qtype}
+		return m.do(ctx, k, func() (*Answer, error) { return r.query(ctx, name, qtype) })
+	}
+	return r.query(ctx, name, qtype)
+}
+
+func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*Answer, error) {
 	fqdn := strings.ToLower(dns.Fqdn(name))
 	tname := dns.TypeToString[qtype]
 	fail := func(rcode int, err error) (*Answer, error) {
@@ -422,3 +433,77 @@ func (r *Resolver) LookupTLSA(ctx context.Context, host string, port uint16) (*T
 }
 
 func trimDot(s string) string { return strings.TrimSuffix(s, ".") }
+
+// LookupTXT returns the TXT records of name, each record's strings joined,
+// as net.Resolver.LookupTXT does, so that a Resolver can serve the lookups
+// that need no DNSSEC (the MTA-STS record, RFC 8461 §3.1; the TLS-RPT
+// record, RFC 8460 §3) from the same validating resolver: it satisfies
+// policy.Resolver. A name without TXT records (NXDOMAIN or NODATA) is a
+// *net.DNSError with IsNotFound set; a failed lookup is a *net.DNSError
+// that unwraps to the *LookupError (and so to ErrLookupFailed).
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	a, err := r.Query(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, r.netError(name, err)
+	}
+	var out []string
+	for _, rr := range a.Records {
+		if t, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(t.Txt, ""))
+		}
+	}
+	if len(out) == 0 {
+		return nil, r.notFound(name)
+	}
+	return out, nil
+}
+
+// LookupIPAddr returns the IPv4 and IPv6 addresses of host, as
+// net.Resolver.LookupIPAddr does: an IP literal is returned as it is, and
+// the addresses of whichever of the A and AAAA queries succeeded are
+// returned, an error only when both failed. A host without addresses is a
+// *net.DNSError with IsNotFound set. Whether the answers were authentic is
+// not reported; LookupAddrs says so (DANE needs it, RFC 7672 §2.2.2).
+func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []net.IPAddr{{IP: net.IP(ip.AsSlice()), Zone: ip.Zone()}}, nil
+	}
+	var out []net.IPAddr
+	var firstErr error
+	failed := 0
+	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		a, err := r.Query(ctx, host, qt)
+		if err != nil {
+			failed++
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		for _, rr := range a.Records {
+			switch v := rr.(type) {
+			case *dns.A:
+				out = append(out, net.IPAddr{IP: v.A})
+			case *dns.AAAA:
+				out = append(out, net.IPAddr{IP: v.AAAA})
+			}
+		}
+	}
+	switch {
+	case len(out) > 0:
+		return out, nil
+	case failed > 0:
+		return nil, r.netError(host, firstErr)
+	}
+	return nil, r.notFound(host)
+}
+
+func (r *Resolver) notFound(name string) error {
+	return &net.DNSError{Err: "no such host", Name: name, Server: r.addr(), IsNotFound: true}
+}
+
+func (r *Resolver) netError(name string, err error) error {
+	var le *LookupError
+	timeout := errors.As(err, &le) && le.Rcode < 0 && errors.Is(err, context.DeadlineExceeded)
+	return &net.DNSError{Err: err.Error(), Name: name, Server: r.addr(), IsTimeout: timeout, IsTemporary: true, UnwrapErr: err}
+}

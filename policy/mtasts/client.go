@@ -125,8 +125,15 @@ type TXTResolver interface {
 // concurrent use. Concurrent lookups of the same uncached domain may each
 // fetch the policy.
 type Client struct {
-	// Resolver looks up "_mta-sts.<domain>" TXT records. Nil means
-	// net.DefaultResolver.
+	// Resolver looks up "_mta-sts.<domain>" TXT records and, when it also
+	// has LookupIPAddr (it is a policy.Resolver, as *net.Resolver,
+	// go-mockdns's Resolver and *dane.Resolver are) and DialContext is nil,
+	// the address of the policy host, so that one resolver answers every
+	// lookup of discovery. Nil means the resolver of the delivery in
+	// progress when a Connector passed one in the context
+	// (transport.Connector.DNS, see policy.WithResolver), else
+	// net.DefaultResolver. Refresh and Run have no delivery in progress:
+	// set Resolver for them to use the same resolver.
 	Resolver TXTResolver
 	// HTTPClient fetches policies. Nil means a client built from RootCAs and
 	// DialContext that verifies the certificate against the WebPKI, uses no
@@ -137,8 +144,11 @@ type Client struct {
 	// RootCAs are the trust anchors for policy hosts when HTTPClient is nil.
 	// Nil means the host's root CA set (the WebPKI).
 	RootCAs *x509.CertPool
-	// DialContext dials policy hosts when HTTPClient is nil. Nil means a
-	// net.Dialer. Tests map "mta-sts.<domain>:443" to a loopback server.
+	// DialContext dials policy hosts by name ("mta-sts.<domain>:443") when
+	// HTTPClient is nil, resolving them itself. Nil means a net.Dialer that
+	// connects to the addresses the resolver (see Resolver) gives for the
+	// policy host, trying them in order. Tests map
+	// "mta-sts.<domain>:443" to a loopback server.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Cache holds policies across lookups. Nil means a MemoryCache private to
 	// this Client. Use a *DirCache to survive restarts.
@@ -191,7 +201,7 @@ func (c *Client) init() {
 		}
 		dial := c.DialContext
 		if dial == nil {
-			dial = (&net.Dialer{Timeout: 30 * time.Second}).DialContext
+			dial = c.dialPolicyHost
 		}
 		tr := &http.Transport{
 			DialContext: dial,
@@ -205,6 +215,60 @@ func (c *Client) init() {
 		}
 		c.http = &http.Client{Transport: tr, CheckRedirect: refuseRedirect}
 	})
+}
+
+// txtResolver is Resolver, else the delivery's resolver in ctx
+// (policy.WithResolver), else nil (net.DefaultResolver).
+func (c *Client) txtResolver(ctx context.Context) TXTResolver {
+	if c.Resolver != nil {
+		return c.Resolver
+	}
+	if r := policy.ResolverFrom(ctx); r != nil {
+		return r
+	}
+	return nil
+}
+
+// addrResolver is the resolver for the policy host's address: Resolver if
+// it can look up addresses, else the delivery's resolver in ctx, else nil
+// (the system's).
+func (c *Client) addrResolver(ctx context.Context) policy.Resolver {
+	if c.Resolver != nil {
+		r, _ := c.Resolver.(policy.Resolver)
+		return r
+	}
+	return policy.ResolverFrom(ctx)
+}
+
+// dialPolicyHost dials addr ("mta-sts.<domain>:443"), resolving its host
+// through addrResolver, so that the policy host is looked up by the same
+// resolver as the TXT record (RFC 8461 §3.3 fetch).
+func (c *Client) dialPolicyHost(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 30 * time.Second}
+	r := c.addrResolver(ctx)
+	host, port, err := net.SplitHostPort(addr)
+	if r == nil || err != nil || net.ParseIP(host) != nil {
+		return d.DialContext(ctx, network, addr)
+	}
+	ips, err := r.LookupIPAddr(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, ip := range ips {
+		conn, err := d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	return nil, errors.Join(errs...)
 }
 
 // refuseRedirect stops at the first response: RFC 8461 §3.3, "HTTP 3xx
@@ -254,8 +318,8 @@ func (c *Client) LookupRecord(ctx context.Context, domain string) (*Record, erro
 	if err != nil {
 		return nil, err
 	}
-	// A nil Resolver stays nil here, which Lookup takes as net.DefaultResolver.
-	txt, err := recordFormat().Lookup(ctx, c.Resolver, "_mta-sts."+d+".")
+	// A nil resolver stays nil here, which Lookup takes as net.DefaultResolver.
+	txt, err := recordFormat().Lookup(ctx, c.txtResolver(ctx), "_mta-sts."+d+".")
 	if err != nil {
 		return nil, err
 	}
@@ -373,7 +437,9 @@ func (c *Client) Get(ctx context.Context, domain string) (*Entry, error) {
 		if haveCached {
 			return useCached(err)
 		}
-		log.Debug("mta-sts no policy", "result", errString(err))
+		// Info, not Debug: "no MTA-STS" decides how the domain is
+		// delivered to (RFC 8461 §5), so an operator sees it.
+		log.Info("mta-sts no policy", "result", errString(err))
 		return nil, &NoPolicyError{Domain: d, Err: err}
 	}
 	if haveCached && cached.RecordID == rec.ID {
