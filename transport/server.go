@@ -49,16 +49,19 @@ func (k ListenerKind) String() string {
 
 // Defaults for the zero values of Server's limits.
 const (
-	DefaultMaxMessageBytes     = 50 << 20         // 50 MiB
-	DefaultMaxRecipients       = 100              // RFC 5321 §4.5.3.1.8 minimum
-	DefaultMaxLineLength       = 2000             // RFC 5321 §4.5.3.1.6, doubled as go-smtp does
-	DefaultCommandTimeout      = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
-	DefaultReadTimeout         = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
-	DefaultWriteTimeout        = time.Minute      //
-	DefaultTLSHandshakeTimeout = 30 * time.Second //
-	DefaultMaxConnections      = 1000             //
-	DefaultAuthMaxFailures     = 5                //
-	DefaultAuthFailureWindow   = 15 * time.Minute //
+	DefaultMaxMessageBytes         = 50 << 20         // 50 MiB
+	DefaultMaxRecipients           = 100              // RFC 5321 §4.5.3.1.8 minimum
+	DefaultMaxLineLength           = 2000             // RFC 5321 §4.5.3.1.6, doubled as go-smtp does
+	DefaultCommandTimeout          = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
+	DefaultReadTimeout             = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
+	DefaultWriteTimeout            = time.Minute      //
+	DefaultTLSHandshakeTimeout     = 30 * time.Second //
+	DefaultMaxConnections          = 1000             //
+	DefaultMaxConnectionsPerClient = 50               // Postfix smtpd_client_connection_count_limit
+	DefaultDataTimeout             = 10 * time.Minute
+	DefaultStressTimeout           = 10 * time.Second // Postfix stress mode smtpd_timeout
+	DefaultAuthMaxFailures         = 5                //
+	DefaultAuthFailureWindow       = 15 * time.Minute //
 
 	DefaultAuthMaxNetworkFailures = 50               // per IPv4 /24, IPv6 /48
 	DefaultAuthQueueTimeout       = 10 * time.Second //
@@ -148,12 +151,24 @@ type Server struct {
 	// is closed. Zero means 2000 (twice RFC 5321 §4.5.3.1.6).
 	MaxLineLength int
 
-	// CommandTimeout is how long the server waits for the next command
-	// (RFC 5321 §4.5.3.2.7). Zero means 5 minutes.
+	// CommandTimeout is how long a client has to send a complete command
+	// line, counted from the server's previous reply (or the greeting):
+	// RFC 5321 §4.5.3.2.7's server timeout, applied as Postfix's
+	// smtpd_timeout with smtpd_per_record_deadline=yes, so that bytes
+	// trickling in do not extend it. Zero means 5 minutes.
 	CommandTimeout time.Duration
 	// ReadTimeout is how long a read of message data (DATA or BDAT) may
 	// wait with no byte arriving. Zero means 5 minutes.
 	ReadTimeout time.Duration
+	// DataTimeout bounds a whole message transfer: from the start of DATA
+	// (or the first BDAT chunk) to the end of the data, however steadily
+	// bytes arrive; the client then gets "421 4.4.2" and the connection is
+	// closed, and nothing is accepted. Postfix bounds only each record
+	// (smtpd_per_record_deadline); Exchange bounds a whole connection
+	// (ConnectionTimeout, 10 minutes). Zero means 10 minutes, enough for
+	// the default MaxMessageBytes at about 0.7 Mbit/s; raise it with
+	// MaxMessageBytes for slow links.
+	DataTimeout time.Duration
 	// WriteTimeout bounds each write to the client. Zero means 1 minute.
 	WriteTimeout time.Duration
 	// TLSHandshakeTimeout bounds the whole TLS handshake, after STARTTLS or
@@ -164,6 +179,21 @@ type Server struct {
 	// "421 4.7.0" and closed (for KindSubmissions, closed without a reply,
 	// since no TLS session exists to carry it). Zero means 1000.
 	MaxConnections int
+	// MaxConnectionsPerClient caps the concurrent connections from one
+	// client address (IPv4 /32, IPv6 /64), as Postfix's
+	// smtpd_client_connection_count_limit does; one more is answered "421
+	// 4.7.0 ... Too many connections from your address" and closed (for
+	// KindSubmissions, closed without a reply). The table holds only
+	// addresses with live connections. Zero means 50.
+	MaxConnectionsPerClient int
+	// StressTimeout replaces CommandTimeout, ReadTimeout, WriteTimeout and
+	// TLSHandshakeTimeout, when they are longer, while the listener holds
+	// at least 80% of MaxConnections: Postfix's stress mode
+	// (smtpd_timeout=${stress?{10}:{300}}s). Connections already waiting
+	// are cut short too, so that slow or idle clients give their slots to
+	// new ones. Zero means 10 seconds; a negative value turns stress mode
+	// off.
+	StressTimeout time.Duration
 
 	// Logger receives one line per TLS handshake (keys peer, tls_version,
 	// cipher, bits, verified, result, error) and per message. Nil discards.
@@ -189,6 +219,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[*inListener]struct{}
 	conns     map[*inConn]struct{}
+	perClient map[[16]byte]int // live connections per clientKey
 	active    atomic.Int64
 	closing   atomic.Bool
 	connsDone chan struct{} // closed when conns becomes empty while closing
@@ -280,6 +311,7 @@ func (s *Server) setup() error {
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.listeners = make(map[*inListener]struct{})
 	s.conns = make(map[*inConn]struct{})
+	s.perClient = make(map[[16]byte]int)
 
 	e := smtp.NewServer(&inBackend{srv: s})
 	e.Domain = s.hostname()
@@ -423,14 +455,74 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) addConn(c *inConn) bool {
+// addConn registers an accepted connection; it is refused when the server
+// is closing or its client address already holds MaxConnectionsPerClient.
+func (s *Server) addConn(c *inConn) connRefusal {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
-		return false
+		return refusedClosing
 	}
+	if s.perClient[c.client] >= orInt(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient) {
+		return refusedPerClient
+	}
+	s.perClient[c.client]++
 	s.conns[c] = struct{}{}
-	return true
+	return admitted
+}
+
+type connRefusal int
+
+const (
+	admitted connRefusal = iota
+	refusedClosing
+	refusedPerClient
+)
+
+// stressed reports whether the listener holds at least 80% of
+// MaxConnections (Postfix's stress mode; see StressTimeout).
+func (s *Server) stressed() bool {
+	max := int64(orInt(s.MaxConnections, DefaultMaxConnections))
+	return s.StressTimeout >= 0 && s.active.Load()*5 >= max*4
+}
+
+// stressTimeout is StressTimeout with its default, or 0 when stress mode
+// is off.
+func (s *Server) stressTimeout() time.Duration {
+	if s.StressTimeout < 0 {
+		return 0
+	}
+	return orDuration(s.StressTimeout, DefaultStressTimeout)
+}
+
+// underStress returns d, or StressTimeout when the listener is stressed
+// and that is shorter.
+func (s *Server) underStress(d time.Duration) time.Duration {
+	if st := s.stressTimeout(); st > 0 && st < d && s.stressed() {
+		return st
+	}
+	return d
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	return s.underStress(orDuration(s.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout))
+}
+
+// enterStress, called when an accepted connection brings the listener to
+// its stress threshold, cuts the deadlines of reads already waiting to
+// StressTimeout (new reads get it from underStress).
+func (s *Server) enterStress() {
+	t := time.Now().Add(s.stressTimeout())
+	s.mu.Lock()
+	conns := make([]*inConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.log.Warn("smtp listener under stress: timeouts shortened", "active", s.active.Load(), "timeout", s.stressTimeout().String())
+	for _, c := range conns {
+		c.capReadDeadline(t)
+	}
 }
 
 func (s *Server) removeConn(c *inConn) {
@@ -440,6 +532,11 @@ func (s *Server) removeConn(c *inConn) {
 		return
 	}
 	delete(s.conns, c)
+	if n := s.perClient[c.client] - 1; n > 0 {
+		s.perClient[c.client] = n
+	} else {
+		delete(s.perClient, c.client)
+	}
 	s.active.Add(-1)
 	if len(s.conns) == 0 && s.connsDone != nil {
 		select {
@@ -487,6 +584,7 @@ func (l *inListener) acceptLoop() {
 	s := l.srv
 	maxConns := int64(orInt(s.MaxConnections, DefaultMaxConnections))
 	var delay time.Duration
+	stressed := false // as of the last accepted connection
 	for {
 		raw, err := l.inner.Accept()
 		if err != nil {
@@ -508,14 +606,31 @@ func (l *inListener) acceptLoop() {
 		if s.active.Add(1) > maxConns {
 			s.active.Add(-1)
 			s.log.Warn("smtp connection refused: too many connections", "peer", raw.RemoteAddr().String(), "max", maxConns)
-			go s.refuseBusy(raw)
+			go s.refuseBusy(raw, "Too many connections, try again later")
 			continue
 		}
 		c := newInConn(s, raw)
-		if !s.addConn(c) {
+		switch s.addConn(c) {
+		case refusedClosing:
 			s.active.Add(-1)
+			c.stop()
 			raw.Close()
 			continue
+		case refusedPerClient:
+			s.active.Add(-1)
+			c.stop()
+			s.log.Warn("smtp connection refused: too many connections from one client", "peer", c.peer,
+				"max", orInt(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient))
+			go s.refuseBusy(raw, "Too many connections from your address, try again later")
+			continue
+		}
+		if s.stressed() {
+			if !stressed {
+				stressed = true
+				go s.enterStress()
+			}
+		} else {
+			stressed = false
 		}
 		if s.Kind == KindSubmissions {
 			go l.prepare(c) // the handshake must not hold up Accept
@@ -529,15 +644,17 @@ func (l *inListener) acceptLoop() {
 	}
 }
 
-// refuseBusy answers a connection over the cap (RFC 5321 §3.8 allows 421 as
-// the greeting) and closes it.
-func (s *Server) refuseBusy(raw net.Conn) {
+// refuseBusy answers a connection over a cap with "421 4.7.0" and text
+// (RFC 5321 §3.8 allows 421 as the greeting) and closes it; on an
+// implicit-TLS listener it just closes, since no TLS session exists to carry
+// a reply.
+func (s *Server) refuseBusy(raw net.Conn, text string) {
 	defer raw.Close()
 	if s.Kind == KindSubmissions {
 		return
 	}
 	raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(raw, "421 4.7.0 "+s.hostname()+" Too many connections, try again later\r\n")
+	io.WriteString(raw, "421 4.7.0 "+s.hostname()+" "+text+"\r\n")
 }
 
 // prepare performs the implicit TLS handshake for KindSubmissions, then hands

@@ -25,19 +25,24 @@ import (
 //   - discards every byte the client pipelined after STARTTLS before the
 //     handshake starts (RFC 3207 §4.2 / CVE-2011-0411 class);
 //   - bounds the handshake with TLSHandshakeTimeout and records why it failed;
-//   - sets a fresh deadline on every read and write (command, data and write
-//     timeouts), where go-smtp sets one per command;
+//   - owns the read and write deadlines: a command line must be complete
+//     within CommandTimeout of the previous reply, a DATA or BDAT transfer
+//     within DataTimeout of its start and each of its reads within
+//     ReadTimeout, so that bytes trickling in (plaintext or TLS records)
+//     extend neither; under stress (see Server.StressTimeout) all are
+//     shortened, also for reads already waiting;
 //   - lets Shutdown close connections that are between transactions.
 //
 // Reads and writes come from go-smtp's connection goroutine only (the BDAT
 // session goroutine never touches the connection); mu guards the fields other
 // goroutines (Shutdown, Close, the TLS callbacks' logger) read.
 type inConn struct {
-	srv  *Server
-	raw  net.Conn
-	peer string
-	ctx  context.Context
-	stop context.CancelFunc
+	srv    *Server
+	raw    net.Conn
+	peer   string
+	client [16]byte // clientKey(raw.RemoteAddr()), for Server.perClient
+	ctx    context.Context
+	stop   context.CancelFunc
 
 	// Plaintext command filter state (connection goroutine only).
 	br        *bufio.Reader
@@ -56,7 +61,16 @@ type inConn struct {
 	wCode     []byte
 	lastReply int
 
-	lastRDeadline time.Time
+	// Read deadlines. cmdStart is when the command being read may first
+	// have been sent (the previous reply; connection goroutine only);
+	// replied is set by every write since. dmu orders the raw read
+	// deadline (rdeadline) between the connection goroutine, Shutdown and
+	// the stress kick.
+	cmdStart  time.Time
+	replied   atomic.Bool
+	dataSince atomic.Int64 // UnixNano when DATA/BDAT began; 0 outside
+	dmu       sync.Mutex
+	rdeadline time.Time
 
 	// Held-back writes (see bufferWrite); wmu also orders the TLS
 	// close_notify a concurrent Close may write.
@@ -65,8 +79,9 @@ type inConn struct {
 	werr          error
 	lastWDeadline time.Time
 
-	inData atomic.Bool // a DATA/BDAT transfer is in progress (set by inSession)
-	kicked atomic.Bool // beginShutdown moved the read deadline behind our back
+	inData  atomic.Bool              // a DATA/BDAT transfer is in progress (set by inSession)
+	tlsConn atomic.Pointer[tls.Conn] // the TLS connection over this one, once a session knows it
+	muted   atomic.Bool              // drop writes: timeoutReply sent the last reply
 
 	mu         sync.Mutex
 	phase      connPhase
@@ -106,6 +121,7 @@ func newInConn(s *Server, raw net.Conn) *inConn {
 		srv:      s,
 		raw:      raw,
 		peer:     raw.RemoteAddr().String(),
+		client:   clientKey(raw.RemoteAddr()),
 		ctx:      ctx,
 		stop:     cancel,
 		wAtStart: true,
@@ -195,16 +211,42 @@ func (c *inConn) Read(p []byte) (int, error) {
 }
 
 func (c *inConn) readTLS(p []byte) (int, error) {
-	if c.inData.Load() {
-		c.readIn(c.dataTimeout())
-	} else {
-		c.readIn(c.commandTimeout())
-		if c.idleShutdown() {
-			// go-smtp answers a timeout with "421 4.4.2" and closes.
-			return 0, errShutdownIdle
-		}
+	c.armRead()
+	inData := c.inData.Load()
+	if !inData && c.idleShutdown() {
+		// go-smtp answers a timeout with "421 4.4.2" and closes.
+		return 0, errShutdownIdle
 	}
-	return c.rawRead(p)
+	n, err := c.rawRead(p)
+	var ne net.Error
+	if err != nil && !inData && errors.As(err, &ne) && ne.Timeout() {
+		c.timeoutReply()
+	}
+	return n, err
+}
+
+// timeoutReply answers a command deadline that passed under TLS. go-smtp's
+// line reader hands a partial line to the engine as a complete command
+// (bufio.Reader.ReadLine drops the error that ends it), so a client cut off
+// in the middle of "MAIL FROM:<..." would get that command's "501" before
+// go-smtp's "421", and may bounce the message. So the "421 4.4.2" (RFC 5321
+// §4.5.3.2.7: the server closes on timeout) is written here, through the
+// session's TLS connection, and whatever go-smtp writes after it is
+// dropped. Without a known TLS connection (between the STARTTLS handshake
+// and the next EHLO) go-smtp replies itself.
+func (c *inConn) timeoutReply() {
+	tc := c.tlsConn.Load()
+	if tc == nil {
+		return
+	}
+	text := " Timeout exceeded, closing connection"
+	code := "421 4.4.2 "
+	if c.shutdown.Load() {
+		code, text = "421 4.3.2 ", " Service shutting down"
+	}
+	tc.Write([]byte(code + c.srv.hostname() + text + "\r\n"))
+	c.flush()
+	c.muted.Store(true)
 }
 
 // rawRead reads from the network. Errors are sticky: after a timeout or
@@ -266,6 +308,10 @@ const maxWriteBuffer = 16 << 10
 // next command, so coalescing them changes only the packetisation. Write
 // errors surface at the flush, as the read error go-smtp then acts on.
 func (c *inConn) bufferWrite(p []byte) (int, error) {
+	if c.muted.Load() {
+		return len(p), nil // see timeoutReply
+	}
+	c.replied.Store(true)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
@@ -312,10 +358,65 @@ func (c *inConn) flushLocked() error {
 // later than the one in force by less than slack (an eighth of the timeout,
 // at most a second) is left alone.
 func (c *inConn) setReadDeadline(t time.Time, timeout time.Duration) {
-	if c.kicked.Swap(false) || t.Before(c.lastRDeadline) || t.Sub(c.lastRDeadline) > deadlineSlack(timeout) {
-		c.lastRDeadline = t
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if st := c.srv.stressTimeout(); st > 0 && c.srv.stressed() {
+		t = minTime(t, time.Now().Add(st))
+	}
+	if t.Before(c.rdeadline) || t.Sub(c.rdeadline) > deadlineSlack(timeout) {
+		c.rdeadline = t
 		c.raw.SetReadDeadline(t)
 	}
+}
+
+// capReadDeadline brings the read deadline forward to t if it is later,
+// also for a read already waiting (Shutdown, stress mode).
+func (c *inConn) capReadDeadline(t time.Time) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.rdeadline.IsZero() || t.Before(c.rdeadline) {
+		c.rdeadline = t
+		c.raw.SetReadDeadline(t)
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// armRead sets the read deadline for the read about to happen outside the
+// TLS handshake. In DATA or BDAT it is ReadTimeout from now, but no later
+// than DataTimeout from the start of the transfer; otherwise a command is
+// being read, and the deadline is CommandTimeout from the previous reply
+// (or the start of the connection), however the bytes of the line, or the
+// TLS records carrying them, trickle in: reading never moves it
+// (Postfix's smtpd_per_record_deadline).
+func (c *inConn) armRead() {
+	now := time.Now()
+	if since := c.dataSince.Load(); since != 0 {
+		rt := c.dataTimeout()
+		c.setReadDeadline(minTime(now.Add(rt), time.Unix(0, since).Add(c.dataDeadline())), rt)
+		return
+	}
+	if c.replied.Swap(false) || c.cmdStart.IsZero() {
+		c.cmdStart = now
+	}
+	ct := c.commandTimeout()
+	c.setReadDeadline(c.cmdStart.Add(ct), ct)
+}
+
+// beginData and endData bracket a DATA or BDAT transfer (inSession.Data).
+func (c *inConn) beginData() {
+	c.dataSince.Store(time.Now().UnixNano())
+	c.inData.Store(true)
+}
+
+func (c *inConn) endData() {
+	c.inData.Store(false)
+	c.dataSince.Store(0)
 }
 
 func (c *inConn) setWriteDeadline(t time.Time, timeout time.Duration) {
@@ -327,18 +428,20 @@ func (c *inConn) setWriteDeadline(t time.Time, timeout time.Duration) {
 
 func deadlineSlack(timeout time.Duration) time.Duration { return min(timeout/8, time.Second) }
 
-// readIn and writeIn set inactivity deadlines from now.
-func (c *inConn) readIn(d time.Duration)  { c.setReadDeadline(time.Now().Add(d), d) }
+// writeIn sets the write deadline d from now.
 func (c *inConn) writeIn(d time.Duration) { c.setWriteDeadline(time.Now().Add(d), d) }
 
 func (c *inConn) commandTimeout() time.Duration {
-	return orDuration(c.srv.CommandTimeout, DefaultCommandTimeout)
+	return c.srv.underStress(orDuration(c.srv.CommandTimeout, DefaultCommandTimeout))
 }
 func (c *inConn) dataTimeout() time.Duration {
-	return orDuration(c.srv.ReadTimeout, DefaultReadTimeout)
+	return c.srv.underStress(orDuration(c.srv.ReadTimeout, DefaultReadTimeout))
 }
 func (c *inConn) writeTimeout() time.Duration {
-	return orDuration(c.srv.WriteTimeout, DefaultWriteTimeout)
+	return c.srv.underStress(orDuration(c.srv.WriteTimeout, DefaultWriteTimeout))
+}
+func (c *inConn) dataDeadline() time.Duration {
+	return orDuration(c.srv.DataTimeout, DefaultDataTimeout)
 }
 
 // trackReply follows the reply codes go-smtp writes in plaintext: lastReply
@@ -376,7 +479,7 @@ func (c *inConn) beginStartTLS() {
 	c.br = nil
 	c.mu.Lock()
 	c.phase = phaseHandshake
-	c.hsDeadline = time.Now().Add(orDuration(c.srv.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout))
+	c.hsDeadline = time.Now().Add(c.srv.handshakeTimeout())
 	c.hs = handshakeRecord{started: time.Now()}
 	c.mu.Unlock()
 }
@@ -415,8 +518,7 @@ func (c *inConn) beginShutdown() {
 	idle := !c.inTx.Load() && !c.inData.Load() && c.phase != phaseHandshake
 	c.mu.Unlock()
 	if idle {
-		c.kicked.Store(true)
-		c.raw.SetReadDeadline(time.Now())
+		c.capReadDeadline(time.Now())
 	}
 }
 
@@ -445,7 +547,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 		}
 		switch c.mode {
 		case modeChunk:
-			c.readIn(c.dataTimeout())
+			c.armRead()
 			if int64(len(p)) > c.chunkLeft {
 				p = p[:c.chunkLeft]
 			}
@@ -456,7 +558,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 			}
 			return n, err
 		case modeData:
-			c.readIn(c.dataTimeout())
+			c.armRead()
 			if c.br.Buffered() == 0 {
 				if _, err := c.br.Peek(1); err != nil {
 					return 0, err
@@ -479,7 +581,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 			continue
 		}
 		if c.midLine {
-			c.readIn(c.commandTimeout())
+			c.armRead()
 			line, err := c.br.ReadSlice('\n')
 			c.midLine = err == bufio.ErrBufferFull
 			if len(line) > 0 {
@@ -493,7 +595,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 			c.eof = true
 			return 0, io.EOF
 		}
-		c.readIn(c.commandTimeout())
+		c.armRead()
 		line, err := c.br.ReadSlice('\n')
 		full := err == nil
 		if err != nil && err != bufio.ErrBufferFull {
@@ -504,6 +606,13 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 					c.eof = true
 					return 0, io.EOF
 				}
+				return 0, err
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of time in the middle of a line (CommandTimeout
+				// counts from the previous reply): go-smtp answers
+				// "421 4.4.2" and closes; the partial line is no command.
 				return 0, err
 			}
 			// The peer closed after a partial line: hand it over; go-smtp
@@ -691,7 +800,7 @@ func scanDot(state *int, b []byte) (int, bool) {
 // implicitHandshake performs the RFC 8314 §3.3 handshake of KindSubmissions
 // before go-smtp sends its greeting, bounded by TLSHandshakeTimeout.
 func (c *inConn) implicitHandshake() (*tls.Conn, error) {
-	d := orDuration(c.srv.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
+	d := c.srv.handshakeTimeout()
 	c.mu.Lock()
 	c.phase = phaseHandshake
 	c.hsDeadline = time.Now().Add(d)
@@ -708,6 +817,7 @@ func (c *inConn) implicitHandshake() (*tls.Conn, error) {
 	c.phase = phaseTLS
 	c.tlsUp.Store(true)
 	c.mu.Unlock()
+	c.tlsConn.Store(tc)
 	c.logHandshakeSuccess()
 	return tc, nil
 }
@@ -748,4 +858,11 @@ func rewritePostmaster(line []byte, hostname string) ([]byte, bool) {
 	out = append(out, '>')
 	out = append(out, line[i+len(pm):]...)
 	return out, true
+}
+
+// clientKey is the per-client connection table's key for a: the IPv4
+// address, or the IPv6 /64 (the AUTH limiter's host key).
+func clientKey(a net.Addr) [16]byte {
+	host, _ := clientKeys(a)
+	return host
 }

@@ -31,6 +31,9 @@ func (b *inBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		return nil, errors.New("transport: connection not accepted by this Server")
 	}
 	ic.setGreeted()
+	if tc, ok := c.Conn().(*tls.Conn); ok {
+		ic.tlsConn.Store(tc)
+	}
 	cs, ok := c.TLSConnectionState()
 	s := &inSession{srv: b.srv, conn: c, ic: ic, tls: ic.tlsInfo(cs, ok)}
 	if s.tls != nil {
@@ -266,8 +269,8 @@ func (s *inSession) Data(r io.Reader) error {
 		s.mu.Unlock()
 		return smtpErr(503, EnhancedCode{5, 5, 1}, "Bad sequence of commands")
 	}
-	s.ic.inData.Store(true)
-	defer s.ic.inData.Store(false)
+	s.ic.beginData()
+	defer s.ic.endData()
 
 	srv := s.srv
 	env := s.envelopeLocked()
