@@ -78,7 +78,7 @@ var ErrServerClosed = errors.New("transport: server closed")
 //
 // The protocol engine is github.com/emersion/go-smtp; Server closes its
 // gaps (commands before STARTTLS, AUTH and REQUIRETLS in plaintext, the
-// handshake timeout, per-read timeouts, the connection cap, draining
+// handshake timeout, per-record deadlines, the connection caps, draining
 // shutdown) by wrapping each connection and session. A Server must not be
 // modified after Serve is first called; it serves one ListenerKind, so use
 // one Server per kind (port).
