@@ -16,7 +16,10 @@
 //     HELO, STARTTLS, NOOP, RSET and QUIT before it (§4).
 //   - RFC 8314, implicit TLS for submission (KindSubmissions, port 465).
 //   - RFC 4954 AUTH with the PLAIN (RFC 4616) and LOGIN mechanisms, only
-//     under TLS, checked by an Authenticator, with per-address rate limiting.
+//     under TLS, checked by an Authenticator: failures limited per client
+//     address and per client network in a bounded table that evicts,
+//     counted before the password check; concurrent password checks
+//     bounded, with a queue that times out as "454 4.7.0".
 //   - RFC 8689 REQUIRETLS: the MAIL parameter is offered and accepted only
 //     under TLS and recorded in Envelope.RequireTLS; a "TLS-Required: No"
 //     header field sets Envelope.TLSRequiredNo. Honouring them on the next
@@ -38,7 +41,9 @@
 // other than PLAIN and LOGIN (CRAM-MD5, SCRAM, EXTERNAL, XOAUTH2).
 //
 // A Handler receives each accepted message; one that also implements
-// RecipientChecker is asked about each recipient at RCPT.
+// SenderChecker is asked about the reverse-path at MAIL (SenderLogins binds
+// it to the AUTH login), and one that implements RecipientChecker about
+// each recipient at RCPT.
 //
 // # Connector
 //
