@@ -112,13 +112,14 @@ type Server struct {
 	// AuthMaxFailures is how many failed AUTH attempts a client address
 	// (IPv4 /32, IPv6 /64) may make within AuthFailureWindow; further AUTH
 	// commands get "454 4.7.0" until the window passes (RFC 4954 §6 leaves
-	// the limit to the server; Postfix's anvil has
-	// smtpd_client_auth_rate_limit). An attempt counts from the moment the
-	// credentials arrive, before the password check runs, so parallel
-	// attempts cannot exceed the limit; a success or a temporary failure
-	// gives it back. The counts are kept in a bounded table that forgets the
-	// least recently failing addresses first, so a flood of addresses
-	// never locks a new one out. Zero means 5.
+	// the limit to the server; Postfix's nearest is anvil's
+	// smtpd_client_auth_rate_limit, which counts every AUTH). An attempt
+	// counts from the moment the credentials arrive, before the password
+	// check runs, so parallel attempts cannot exceed the limit (an address
+	// has at most this many checks in progress); a success or a temporary
+	// failure gives it back. The counts are kept in a bounded table that
+	// forgets the least recently counted addresses first, so a flood of
+	// addresses never locks a new one out. Zero means 5.
 	AuthMaxFailures int
 	// AuthMaxNetworkFailures is the same limit for all the addresses of a
 	// client network together (IPv4 /24, IPv6 /48), which an attacker
