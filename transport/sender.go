@@ -62,41 +62,89 @@ func ParseSenderLogins(name string, r io.Reader) (*SenderLogins, error) {
 	lineOf := make(map[string]int) // key → line it was defined on
 	last := ""                     // key of the entry a continuation line extends
 	err := scanTable(name, r, func(n int, raw, line string) error {
-		var key, rest string
 		if raw[0] == ' ' || raw[0] == '\t' {
 			if last == "" {
 				return errors.New("continuation line without an entry")
 			}
-			key, rest = last, line
-		} else {
-			k := line
-			if i := strings.IndexAny(line, " \t"); i >= 0 {
-				k, rest = line[:i], line[i+1:]
+			logins := splitLogins(line)
+			if err := checkLogins(logins); err != nil {
+				return err
 			}
-			if !validSenderKey(k) {
-				return fmt.Errorf("%q: want an address or @domain", k)
-			}
-			key = foldSender(k)
-			if prev, dup := lineOf[key]; dup {
-				return fmt.Errorf("duplicate entry %q (line %d)", k, prev)
-			}
-			lineOf[key], last = n, key
-			if strings.TrimSpace(rest) == "" {
-				return fmt.Errorf("%s: no login", k)
-			}
+			m.owners[last] = append(m.owners[last], logins...)
+			return nil
 		}
-		for _, login := range strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
-			if badAddressText(login) {
-				return fmt.Errorf("login %q: control character or invalid UTF-8", login)
-			}
-			m.owners[key] = append(m.owners[key], login)
+		sender, rest := line, ""
+		if i := strings.IndexAny(line, " \t"); i >= 0 {
+			sender, rest = line[:i], line[i+1:]
 		}
+		if prev, dup := lineOf[foldSender(sender)]; dup {
+			return fmt.Errorf("duplicate entry %q (line %d)", sender, prev)
+		}
+		key, err := m.add(sender, splitLogins(rest))
+		if err != nil {
+			return err
+		}
+		lineOf[key], last = n, key
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// SenderLogin is one entry of a SenderLogins table: the logins that may use
+// Sender, an address or "@domain", as the reverse-path.
+type SenderLogin struct {
+	Sender string
+	Logins []string
+}
+
+// NewSenderLogins builds a table from entries, with the checks of
+// ParseSenderLogins: Sender must be an address or "@domain" listed once
+// (case-insensitively), with at least one login; logins hold no comma,
+// white space or control character.
+func NewSenderLogins(entries ...SenderLogin) (*SenderLogins, error) {
+	m := &SenderLogins{owners: make(map[string][]string, len(entries))}
+	for i, e := range entries {
+		if _, err := m.add(e.Sender, slices.Clone(e.Logins)); err != nil {
+			return nil, fmt.Errorf("transport: sender logins entry %d: %w", i+1, err)
+		}
+	}
+	return m, nil
+}
+
+// add checks and adds a new entry and returns its key.
+func (m *SenderLogins) add(sender string, logins []string) (string, error) {
+	if !validSenderKey(sender) {
+		return "", fmt.Errorf("%q: want an address or @domain", sender)
+	}
+	key := foldSender(sender)
+	if _, dup := m.owners[key]; dup {
+		return "", fmt.Errorf("duplicate entry %q", sender)
+	}
+	if len(logins) == 0 {
+		return "", fmt.Errorf("%s: no login", sender)
+	}
+	if err := checkLogins(logins); err != nil {
+		return "", err
+	}
+	m.owners[key] = logins
+	return key, nil
+}
+
+// splitLogins splits a login list at commas and white space.
+func splitLogins(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+}
+
+func checkLogins(logins []string) error {
+	for _, l := range logins {
+		if l == "" || strings.ContainsFunc(l, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) || badAddressText(l) {
+			return fmt.Errorf("login %q: empty, or a comma, white space, control character or invalid UTF-8", l)
+		}
+	}
+	return nil
 }
 
 // LoadSenderLogins reads the sender-login table at path; see

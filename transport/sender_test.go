@@ -108,7 +108,7 @@ func TestParseSenderLoginsErrors(t *testing.T) {
 		{"<a@example.org> a\n", `senders line 1: "<a@example.org>": want an address or @domain`},
 		{"a@example.org a\n\nA@EXAMPLE.ORG b\n", `senders line 3: duplicate entry "A@EXAMPLE.ORG" (line 1)`},
 		{"  alice\n", "senders line 1: continuation line without an entry"},
-		{"a@example.org a\x7fb\n", `senders line 1: login "a\x7fb": control character or invalid UTF-8`},
+		{"a@example.org a\x7fb\n", `senders line 1: login "a\x7fb": empty, or a comma`},
 		{"a\x01@example.org a\n", `senders line 1: "a\x01@example.org": want an address or @domain`},
 		{"a\xff@example.org a\n", `senders line 1: "a\xff@example.org": want an address or @domain`},
 		{"a@example.org " + strings.Repeat("x", 70000) + "\n", "senders line 1: bufio.Scanner: token too long"},
@@ -132,6 +132,35 @@ func TestParseSenderLoginsErrors(t *testing.T) {
 	m, err := LoadSenderLogins(writeFile(t, dir, "ok", testSenderLogins))
 	if err != nil || m.Len() != 6 {
 		t.Errorf("LoadSenderLogins: %v, %v entries", err, m)
+	}
+}
+
+// TestNewSenderLogins: a table built from entries decides as a parsed one,
+// with the same checks.
+func TestNewSenderLogins(t *testing.T) {
+	m, err := NewSenderLogins(
+		SenderLogin{Sender: "Alice@Example.org", Logins: []string{"alice"}},
+		SenderLogin{Sender: "@example.net", Logins: []string{"carol", "dave"}},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Owns("alice", "alice@example.org") || !m.Owns("dave", "x@example.net") || m.Owns("alice", "x@example.net") || m.Len() != 2 {
+		t.Errorf("decisions of %+v", m.owners)
+	}
+	for _, c := range []struct {
+		entries []SenderLogin
+		want    string
+	}{
+		{[]SenderLogin{{Sender: "alice", Logins: []string{"a"}}}, `entry 1: "alice": want an address or @domain`},
+		{[]SenderLogin{{Sender: "a@x", Logins: []string{"a"}}, {Sender: "A@X", Logins: []string{"b"}}}, `entry 2: duplicate entry "A@X"`},
+		{[]SenderLogin{{Sender: "a@x"}}, "entry 1: a@x: no login"},
+		{[]SenderLogin{{Sender: "a@x", Logins: []string{"a b"}}}, `entry 1: login "a b": empty, or a comma`},
+		{[]SenderLogin{{Sender: "a@x", Logins: []string{""}}}, `entry 1: login "": empty`},
+	} {
+		if _, err := NewSenderLogins(c.entries...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.entries, err, c.want)
+		}
 	}
 }
 
