@@ -60,3 +60,20 @@ sales@example.org     alice, bob
 	// bob                as <>: true
 	// 553 5.7.1 <alice@example.org>: Sender address rejected: not owned by user bob
 }
+
+// ExampleNewSenderLogins builds the table in code, for example from a user
+// database: each login may send as its address in two local domains.
+func ExampleNewSenderLogins() {
+	var entries []transport.SenderLogin
+	for _, login := range []string{"alice", "bob"} {
+		for _, domain := range []string{"example.org", "example.net"} {
+			entries = append(entries, transport.SenderLogin{Sender: login + "@" + domain, Logins: []string{login}})
+		}
+	}
+	logins, err := transport.NewSenderLogins(entries...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(logins.Owns("bob", "bob@example.net"), logins.Owns("bob", "alice@example.net"))
+	// Output: true false
+}
