@@ -145,49 +145,48 @@ func TestDANEQueriesOncePerDelivery(t *testing.T) {
 	}
 }
 
-// An MTA-STS policy in testing mode whose mx patterns do not match the MX:
-// the mail is delivered (RFC 8461 §5: testing mode does not enforce), but
-// the session failed policy validation (§4.1 is part of it), so TLS-RPT
-// records a failure, not a success.
-func TestMTASTSTestingMXMismatchReported(t *testing.T) {
-	w := newStdWorld(t)
-	srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.elsewhere.example", Cert: transporttest.GoodCert})
-	w.mx("sts.example", "mx.elsewhere.example", "192.0.2.20", srv, false)
-	sts := w.stsHost("sts.example", stsBody("testing", "mx.sts.example"))
-	c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
-	r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
-	wantDelivered(t, r)
-	if r.TLS == nil || !r.TLS.Verified {
-		t.Fatalf("TLS %+v: the certificate is valid for the MX, so only the MX mismatch can fail", r.TLS)
-	}
-	rep := w.wantOneResult(tlsrpt.PolicySTS, tlsrpt.ResultValidationFailure)
-	if rep.ReceivingMXHostname != "mx.elsewhere.example" || rep.ReceivingIP != "192.0.2.20" ||
-		!strings.Contains(rep.FailureReasonCode, "mx-mismatch") ||
-		!slices.Equal(rep.MXHost, []string{"mx.sts.example"}) || !slices.Contains(rep.PolicyString, "mode: testing") {
-		t.Errorf("result %+v", rep)
-	}
-}
-
-// An enforced MTA-STS policy that matches none of the MX hosts: nothing is
-// dialled, the recipient is deferred, and TLS-RPT records one
-// validation-failure per refused MX host, so that the domain learns that
-// its policy blocks its mail.
-func TestMTASTSEnforceMXMismatchReported(t *testing.T) {
-	w := newStdWorld(t)
-	srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.elsewhere.example", Cert: transporttest.GoodCert})
-	w.mx("sts.example", "mx.elsewhere.example", "192.0.2.20", srv, false)
-	sts := w.stsHost("sts.example", stsBody("enforce", "mx.sts.example"))
-	c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
-	r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
-	if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrNoMX) {
-		t.Fatalf("got %v %v, want deferred with ErrNoMX", r.Status, r.Reply)
-	}
-	if d := w.dialer.Dialed(); len(d) != 0 {
-		t.Errorf("dialled %v", d)
-	}
-	rep := w.onlyResult(tlsrpt.PolicySTS, tlsrpt.ResultValidationFailure)
-	if rep.ReceivingMXHostname != "mx.elsewhere.example" || rep.PolicyDomain != "sts.example" ||
-		!strings.Contains(rep.FailureReasonCode, "mx-mismatch") || !slices.Equal(rep.MXHost, []string{"mx.sts.example"}) {
-		t.Errorf("result %+v", rep)
+// An MTA-STS policy whose mx patterns do not match the MX (RFC 8461 §4.1).
+// In testing mode the mail is delivered (§5: testing mode does not
+// enforce), but the session failed policy validation, so TLS-RPT records a
+// failure, not a success. In enforce mode nothing is dialled, the
+// recipient is deferred, and TLS-RPT records one validation-failure per
+// refused MX host, so that the domain learns that its policy blocks its
+// mail.
+func TestMTASTSMXMismatchReported(t *testing.T) {
+	for _, mode := range []string{"testing", "enforce"} {
+		t.Run(mode, func(t *testing.T) {
+			w := newStdWorld(t)
+			srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.elsewhere.example", Cert: transporttest.GoodCert})
+			w.mx("sts.example", "mx.elsewhere.example", "192.0.2.20", srv, false)
+			sts := w.stsHost("sts.example", stsBody(mode, "mx.sts.example"))
+			c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
+			r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
+			if r.Requirement.Source != policy.SourceMTASTS || r.Requirement.Level != policy.Verify {
+				t.Errorf("decision %s, want mta-sts verify", r.Requirement)
+			}
+			rep := w.onlyResult(tlsrpt.PolicySTS, tlsrpt.ResultValidationFailure)
+			if rep.PolicyDomain != "sts.example" || rep.ReceivingMXHostname != "mx.elsewhere.example" ||
+				!strings.Contains(rep.FailureReasonCode, "mtasts-policy-mx-mismatch") ||
+				!slices.Equal(rep.MXHost, []string{"mx.sts.example"}) || !slices.Contains(rep.PolicyString, "mode: "+mode) {
+				t.Errorf("result %+v", rep)
+			}
+			if mode == "testing" {
+				wantDelivered(t, r)
+				if r.TLS == nil || !r.TLS.Verified {
+					t.Fatalf("TLS %+v: the certificate is valid for the MX, so only the MX mismatch can fail", r.TLS)
+				}
+				if rep.ReceivingIP != "192.0.2.20" || rep.SendingMTAIP != "127.0.0.1" {
+					t.Errorf("session addresses in %+v", rep)
+				}
+				return
+			}
+			if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrNoMX) || r.TLSFailure != transport.FailureValidation {
+				t.Fatalf("got %v %v (%q), want deferred with ErrNoMX and validation-failure", r.Status, r.Reply, r.TLSFailure)
+			}
+			if d := w.dialer.Dialed(); len(d) != 0 {
+				t.Errorf("dialled %v", d)
+			}
+			undelivered(t, srv)
+		})
 	}
 }

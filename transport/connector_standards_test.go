@@ -167,24 +167,7 @@ func stsBody(mode string, mx ...string) string {
 }
 
 func TestMTASTSEnforceThroughConnector(t *testing.T) {
-	t.Run("MX not matching the policy is not used", func(t *testing.T) {
-		w := newStdWorld(t)
-		srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.elsewhere.example", Cert: transporttest.GoodCert})
-		w.mx("sts.example", "mx.elsewhere.example", "192.0.2.20", srv, false)
-		sts := w.stsHost("sts.example", stsBody("enforce", "mx.sts.example"))
-		c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
-		r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
-		if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrNoMX) {
-			t.Fatalf("got %v %v, want deferred with ErrNoMX", r.Status, r.Reply)
-		}
-		if r.Requirement.Source != policy.SourceMTASTS || r.Requirement.Level != policy.Verify {
-			t.Errorf("decision %s, want mta-sts verify", r.Requirement)
-		}
-		if d := w.dialer.Dialed(); len(d) != 0 {
-			t.Errorf("dialled %v", d)
-		}
-		undelivered(t, srv)
-	})
+	// An MX not matching the policy: TestMTASTSMXMismatchReported.
 	t.Run("invalid certificate", func(t *testing.T) {
 		w := newStdWorld(t)
 		srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.sts.example", Cert: transporttest.WrongNameCert})
