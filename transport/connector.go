@@ -95,15 +95,20 @@ type PoolConfig struct {
 // implemented: BDAT/BINARYMIME (RFC 3030), PIPELINING (commands are sent
 // one at a time), 8-bit to 7-bit downgrade, LMTP.
 //
-// The zero value is not usable: Hostname must be set. Every other zero
-// field is safe and strict: a nil Policy requires Verify everywhere.
+// Every zero field is safe and strict: a nil Policy requires Verify
+// everywhere, and an empty Hostname is this host's name when it is fully
+// qualified (else Validate and Deliver refuse to run). Call Validate once
+// at start (transport/queue's Queue.Run does).
 // A Connector is safe for concurrent use; it must not be copied or modified
 // after first use. Close releases pooled connections.
 type Connector struct {
 	// Hostname is the name sent in EHLO (RFC 5321 §4.1.1.1), before and
-	// after STARTTLS, and must be this host's public name. An IP address is
-	// sent as an address literal (RFC 5321 §4.1.3). Required; "localhost"
-	// is refused because real MTAs reject or penalise it.
+	// after STARTTLS, and must be this host's public, fully-qualified name.
+	// An IP address is sent as an address literal (RFC 5321 §4.1.3).
+	// "localhost" and names without a dot are refused, because real MTAs
+	// reject or penalise them. Empty means this host's name (os.Hostname)
+	// if it is fully qualified, as for Server.Hostname (Postfix's
+	// myhostname); if it is not, Validate and Deliver fail with ErrConfig.
 	Hostname string
 
 	// Policy gives the TLS requirement per destination. Nil means Verify
@@ -204,9 +209,10 @@ type Connector struct {
 	// means math/rand/v2.Shuffle. Tests set it to a no-op for determinism.
 	Shuffle func(n int, swap func(i, j int))
 
-	once  sync.Once
-	cache tls.ClientSessionCache
-	pool  *connPool
+	once   sync.Once
+	cache  tls.ClientSessionCache
+	pool   *connPool
+	osName string // os.Hostname, for an empty Hostname
 }
 
 // Close closes idle pooled connections (with QUIT) and stops pooling.
@@ -224,6 +230,9 @@ func (c *Connector) init() {
 			c.cache = tls.NewLRUClientSessionCache(128)
 		}
 		c.pool = &connPool{m: make(map[string][]*pooledConn)}
+		if strings.TrimSpace(c.Hostname) == "" {
+			c.osName = osHostname()
+		}
 	})
 }
 
@@ -232,7 +241,7 @@ func (c *Connector) sessionCache() tls.ClientSessionCache { c.init(); return c.c
 // ehloName is Hostname, or an address literal (RFC 5321 §4.1.3) when
 // Hostname is an IP address.
 func (c *Connector) ehloName() string {
-	h := strings.TrimSpace(c.Hostname)
+	h := c.hostname()
 	if ip := net.ParseIP(strings.Trim(h, "[]")); ip != nil {
 		if ip.To4() != nil {
 			return "[" + ip.String() + "]"
@@ -358,7 +367,7 @@ func (g *group) route(c *Connector) *Route {
 // normalize), and lines are dot-stuffed here (RFC 5321 §4.5.2).
 //
 // The error is non-nil only for unusable arguments or configuration
-// (no Hostname, no recipients, a malformed route); network, policy and
+// (no recipients; any error of Validate, wrapping ErrConfig); network, policy and
 // remote failures are reported per recipient in the Result. Cancelling ctx
 // aborts the attempt in progress; unfinished recipients are deferred.
 func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt, size int64) (*Result, error) {
@@ -383,14 +392,10 @@ func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt
 }
 
 func (c *Connector) validate(env *Envelope, body io.ReaderAt, size int64) error {
-	h := strings.TrimSpace(c.Hostname)
+	if err := c.Validate(); err != nil {
+		return err
+	}
 	switch {
-	case h == "":
-		return errors.New("transport: Connector.Hostname is required (the EHLO name, RFC 5321 §4.1.1.1)")
-	case strings.EqualFold(h, "localhost") || strings.HasPrefix(strings.ToLower(h), "localhost."):
-		return errors.New("transport: Connector.Hostname must be this host's public name, not localhost")
-	case strings.ContainsAny(h, " \r\n\t"):
-		return fmt.Errorf("transport: Connector.Hostname %q is not a host name", h)
 	case env == nil:
 		return errors.New("transport: nil Envelope")
 	case len(env.Recipients) == 0:
@@ -399,15 +404,6 @@ func (c *Connector) validate(env *Envelope, body io.ReaderAt, size int64) error 
 		return errors.New("transport: no message body")
 	case strings.ContainsAny(env.From, "\r\n<> "):
 		return fmt.Errorf("transport: malformed reverse-path %q", env.From)
-	}
-	for _, r := range c.Routes {
-		if r.NextHop != "" {
-			if _, err := parseNextHop(r.NextHop); err != nil {
-				return err
-			}
-		} else if r.ImplicitTLS {
-			return fmt.Errorf("transport: route %q: ImplicitTLS needs a NextHop (MX hosts use STARTTLS on port 25)", r.Domain)
-		}
 	}
 	return nil
 }

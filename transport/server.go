@@ -84,7 +84,12 @@ var ErrServerClosed = errors.New("transport: server closed")
 // one Server per kind (port).
 type Server struct {
 	// Hostname is announced in the greeting, EHLO reply and Received header
-	// (RFC 5321 §4.1.3). Empty means "localhost".
+	// (RFC 5321 §4.1.3, §4.4). Empty means this host's name (os.Hostname)
+	// when it is a fully-qualified domain name, the name a Connector
+	// without Hostname sends in EHLO (Postfix's myhostname); otherwise
+	// "localhost", which a Connector refuses (Connector.Validate) but a
+	// listener may announce: only the greeting and trace headers carry
+	// it, and a test or internal listener needs no public name.
 	Hostname string
 
 	// Kind is the listener kind. The zero value is KindMX.
@@ -225,13 +230,22 @@ type Server struct {
 	closing   atomic.Bool
 	connsDone chan struct{} // closed when conns becomes empty while closing
 	closeOnce sync.Once
+
+	defaultNameOnce sync.Once
+	defaultName     string // for an empty Hostname
 }
 
 func (s *Server) hostname() string {
-	if s.Hostname == "" {
-		return "localhost"
+	if s.Hostname != "" {
+		return s.Hostname
 	}
-	return s.Hostname
+	s.defaultNameOnce.Do(func() {
+		s.defaultName = hostnameDefault(osHostname())
+		if s.defaultName == "" {
+			s.defaultName = "localhost"
+		}
+	})
+	return s.defaultName
 }
 
 func (s *Server) now() time.Time {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -96,5 +97,41 @@ func TestWithConnector(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// A Connector that cannot deliver anything (no usable Hostname, a route
+// without a domain) keeps Run from starting, with the configuration
+// error, instead of deferring every message until it expires. The same
+// holds for Local.
+func TestRunValidatesDeliverer(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		deliverer  *transport.Connector
+		local      bool
+		wantSubstr string
+	}{
+		{"localhost", &transport.Connector{Hostname: "localhost"}, false, "localhost"},
+		{"empty route domain", &transport.Connector{Hostname: "relay.example.org", Routes: []transport.Route{{NextHop: "[smarthost.example]:587"}}}, false, "Domain is empty"},
+		{"local deliverer", &transport.Connector{Hostname: "mail"}, true, "fully qualified"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.q.Deliverer = tc.deliverer
+			if tc.local {
+				h.q.Deliverer = h.fake
+				h.q.Local = tc.deliverer
+			}
+			id := h.enqueue("sender@example.org", transport.Recipient{Address: "rcpt@example.test"})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := h.q.Run(ctx)
+			if !errors.Is(err, transport.ErrConfig) || !strings.Contains(err.Error(), tc.wantSubstr) {
+				t.Fatalf("Run = %v, want a transport.ErrConfig saying %q", err, tc.wantSubstr)
+			}
+			if _, err := h.store.Get(context.Background(), id); err != nil {
+				t.Errorf("message gone after the refused start: %v", err)
+			}
+		})
 	}
 }

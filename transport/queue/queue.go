@@ -353,10 +353,20 @@ func (q *Queue) add(m *Message) {
 // resumed, and finishes any report whose creation a crash interrupted
 // before it starts delivering. Records the Store cannot read (ErrCorrupt)
 // are logged and skipped. It returns early with an error only if the
-// Store cannot be listed at all, or ErrRunning if Run is already running.
+// Store cannot be listed at all, ErrRunning if Run is already running, or
+// the error of Deliverer's or Local's Validate method, if they have one
+// (transport.Connector.Validate): a configuration that cannot deliver
+// anything is refused at start, not found by deferring every message.
 func (q *Queue) Run(ctx context.Context) error {
 	if q.Store == nil || q.Deliverer == nil {
 		return errors.New("queue: Store and Deliverer are required")
+	}
+	for _, d := range []Deliverer{q.Deliverer, q.Local} {
+		if v, ok := d.(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return fmt.Errorf("queue: not starting: %w", err)
+			}
+		}
 	}
 	q.mu.Lock()
 	q.init()
