@@ -142,7 +142,7 @@ func (h *inbound) ServeSMTP(ctx context.Context, env *transport.Envelope, body i
 	if err != nil {
 		return fmt.Errorf("queueing: %w", err) // the Server answers 451 (or 552) itself
 	}
-	h.log.Info("message stored", "id", env.ID, "queue_id", qid, "from", env.From, "local", local,
-		"remote", len(env.Recipients)-local, "tls", env.TLS.String(), "auth", env.AuthIdentity)
+	h.log.Info("message stored", "id", env.ID, "from", env.From, "local", local, "remote", len(env.Recipients)-local,
+		"queue_id", qid, "tls", env.TLS.String(), "auth", env.AuthIdentity)
 	return nil
 }

@@ -262,7 +262,9 @@ func TestLocalDeliveredDSNDKIMSigned(t *testing.T) {
 // The same request from a local sender, and from an authenticated client
 // with a foreign sender, is still honoured.
 func TestNoSuccessBackscatter(t *testing.T) {
-	users := writeUsersN(t, "pw", "alice", "user")
+	// The submitting user's login is its (foreign) address, so a check
+	// binding MAIL FROM to the login lets it through.
+	users := writeUsersN(t, "pw", "alice@remote.example", "user")
 	tr := startRelay(t, "-users", users, "-route", "remote.example=127.0.0.1:9")
 	success := []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure}
 
@@ -275,7 +277,7 @@ func TestNoSuccessBackscatter(t *testing.T) {
 	sendDSN(t, c, "alice@localhost", nil, []dsnRcpt{{addr: "user@localhost", notify: success}}, dsnBody)
 	waitDSNs(t, tr, "alice@localhost", 1)
 	s := tr.dialTLS(t, "submission")
-	if err := auth(s, "alice", "pw"); err != nil {
+	if err := auth(s, "alice@remote.example", "pw"); err != nil {
 		t.Fatal(err)
 	}
 	sendDSN(t, s, "alice@remote.example", nil, []dsnRcpt{{addr: "user@localhost", notify: success}}, dsnBody)
