@@ -11,6 +11,10 @@
 // only for authenticated clients and -relay-networks. When a TLS
 // requirement cannot be met the sender gets a DSN (RFC 3464).
 //
+// Signals: SIGHUP reloads the certificate (the files are also polled,
+// -cert-watch); SIGTERM and SIGINT stop accepting connections, let the
+// transactions in progress finish for up to -drain-timeout, and exit 0.
+//
 // Run "go run ./examples/relay -h" for the flags.
 package main
 
@@ -25,7 +29,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+	// Without a handler SIGHUP would end the process at once, with no
+	// draining; it asks for a certificate reload instead.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	if err := run(ctx, os.Args[1:], os.Stderr, hup); err != nil {
 		fmt.Fprintln(os.Stderr, "relay:", err)
 		os.Exit(1)
 	}

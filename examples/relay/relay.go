@@ -101,6 +101,20 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	h := &inbound{cfg: cfg, rcpts: rcpts, queue: r.queue, log: log}
+	// The submission listeners bind MAIL FROM to the login
+	// (-sender-login-check, -sender-logins); the MX listener does not.
+	var submission transport.Handler = h
+	if cfg.SenderLoginCheck {
+		var users []string
+		if t, ok := auth.(*transport.BcryptTable); ok {
+			users = t.Users()
+		}
+		logins, err := senderLogins(cfg, users)
+		if err != nil {
+			return nil, err
+		}
+		submission = submissionHandler{inbound: h, logins: logins}
+	}
 
 	tlsCfg, err := r.certs.TLSConfig(certstore.TLSOptions{MinVersion: cfg.MinTLS})
 	if err != nil {
@@ -117,12 +131,16 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 		if spec.addr == "" {
 			continue
 		}
+		handler := submission
+		if spec.kind == transport.KindMX {
+			handler = h
+		}
 		srv := &transport.Server{
 			Hostname:      cfg.Hostname,
 			Kind:          spec.kind,
 			TLSConfig:     tlsCfg,
 			Inbound:       policy.Inbound{MinVersion: cfg.MinTLS},
-			Handler:       h,
+			Handler:       handler,
 			Authenticator: auth,
 			Logger:        log.With("listener", spec.name),
 		}
@@ -216,6 +234,7 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 		DKIM:      cfg.dkimOptions(), // nil without -dkim-*: unsigned
 		MaxAge:    cfg.MaxQueueAge,
 		Backoff:   cfg.RetrySchedule,
+		MinFree:   cfg.QueueMinFree, // 452 4.3.1 at MAIL below it (queue_minfree)
 		Logger:    r.log.With("part", "queue"),
 
 		// Local domains: Maildirs, one result per recipient; "delivered"
@@ -256,6 +275,7 @@ func (r *Relay) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.runCancel = cancel
 	for _, l := range r.servers {
+		r.log.Info("listening", "listener", l.name, "addr", l.l.Addr().String())
 		r.wg.Add(1)
 		go func(l *listener) {
 			defer r.wg.Done()
@@ -263,6 +283,10 @@ func (r *Relay) Start() {
 				r.errc <- fmt.Errorf("%s listener: %w", l.name, err)
 			}
 		}(l)
+	}
+	if r.cfg.CertWatch > 0 {
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); r.certs.Watch(ctx, r.cfg.CertWatch) }()
 	}
 	r.runPublished(ctx)
 	if r.reporter != nil {
@@ -277,6 +301,11 @@ func (r *Relay) Start() {
 		}
 	}()
 }
+
+// ReloadCertificates reads the certificate files again (SIGHUP) and serves
+// them on new handshakes; if they do not load, the previous certificates
+// stay in service and the error says why (certstore.Store.Reload).
+func (r *Relay) ReloadCertificates() error { return r.certs.Reload() }
 
 // Errors reports a listener or the queue stopping on its own.
 func (r *Relay) Errors() <-chan error { return r.errc }

@@ -6,16 +6,15 @@ import (
 	"flag"
 	"io"
 	"log/slog"
-	"time"
+	"os"
 )
 
-// shutdownGrace bounds the draining shutdown after SIGINT/SIGTERM.
-const shutdownGrace = 30 * time.Second
-
 // run is the whole program: parse args, build the relay, serve until ctx
-// is cancelled (a signal) or a part fails, then shut down draining. Logs go
-// to logOut as slog text.
-func run(ctx context.Context, args []string, logOut io.Writer) error {
+// is cancelled (SIGTERM, SIGINT) or a part fails, then shut down draining
+// for up to -drain-timeout. Each value received on reload (SIGHUP) reloads
+// the certificates; a failed reload keeps the previous ones in service.
+// Logs go to logOut as slog text.
+func run(ctx context.Context, args []string, logOut io.Writer, reload <-chan os.Signal) error {
 	cfg, err := parseFlags(args, logOut)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -30,13 +29,23 @@ func run(ctx context.Context, args []string, logOut io.Writer) error {
 	}
 	r.Start()
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "grace", shutdownGrace)
-	case runErr = <-r.Errors():
-		log.Error("stopping after a failure", "error", runErr)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
+			break wait
+		case runErr = <-r.Errors():
+			log.Error("stopping after a failure", "error", runErr)
+			break wait
+		case sig := <-reload:
+			log.Info("reloading certificates", "signal", sig)
+			if err := r.ReloadCertificates(); err != nil {
+				log.Error("certificate reload failed; the previous certificates stay in service", "error", err)
+			}
+		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
 	if err := r.Shutdown(sctx); err != nil {
 		log.Warn("shutdown", "error", err)
