@@ -93,23 +93,21 @@ func senderLogins(cfg *Config, logins []string) (*transport.SenderLogins, error)
 	if h := strings.ToLower(cfg.Hostname); !slices.Contains(domains, h) {
 		domains = append(domains, h)
 	}
-	owners := map[string][]string{} // folded address → logins
-	var keys []string
+	var entries []transport.SenderLogin
+	index := map[string]int{} // folded address → entry
 	for _, l := range logins {
-		if strings.ContainsAny(l, "@ \t\r\n,#") {
+		if strings.ContainsAny(l, "@ \t\r\n,") {
 			continue // an address owns itself; other forms cannot be a local part
 		}
 		for _, d := range domains {
 			k := strings.ToLower(l + "@" + d)
-			if owners[k] == nil {
-				keys = append(keys, k)
+			if i, ok := index[k]; ok {
+				entries[i].Logins = append(entries[i].Logins, l)
+				continue
 			}
-			owners[k] = append(owners[k], l)
+			index[k] = len(entries)
+			entries = append(entries, transport.SenderLogin{Sender: k, Logins: []string{l}})
 		}
 	}
-	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s %s\n", k, strings.Join(owners[k], ","))
-	}
-	return transport.ParseSenderLogins("default sender logins", strings.NewReader(b.String()))
+	return transport.NewSenderLogins(entries...)
 }
