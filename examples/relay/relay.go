@@ -144,6 +144,7 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 			Authenticator: auth,
 			Logger:        log.With("listener", spec.name),
 		}
+		cfg.Limits.apply(srv)
 		// RFC 3207 §4: a public MX must not require STARTTLS; -require-tls
 		// opts in (the submission ports always require TLS and AUTH).
 		if spec.kind == transport.KindMX && !cfg.RequireTLS {
@@ -234,7 +235,7 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 		DKIM:      cfg.dkimOptions(), // nil without -dkim-*: unsigned
 		MaxAge:    cfg.MaxQueueAge,
 		Backoff:   cfg.RetrySchedule,
-		MinFree:   cfg.QueueMinFree, // 452 4.3.1 at MAIL below it (queue_minfree)
+		MinFree:   cfg.minFree(), // 452 4.3.1 at MAIL below it (queue_minfree)
 		Logger:    r.log.With("part", "queue"),
 
 		// Local domains: Maildirs, one result per recipient; "delivered"

@@ -28,12 +28,9 @@ func (h *inbound) CheckSender(ctx context.Context, env *transport.Envelope) erro
 			return err
 		}
 	}
-	minFree := h.cfg.QueueMinFree
+	minFree := h.cfg.minFree()
 	if minFree < 0 {
 		return nil
-	}
-	if minFree == 0 {
-		minFree = queue.DefaultMinFree
 	}
 	root := h.cfg.path("mail")
 	free, err := queue.DiskFree(root)
