@@ -4,12 +4,14 @@
 // With no flags it creates a self-signed certificate under ./relay-data and
 // listens on 127.0.0.1:2525 (MX style, STARTTLS offered, RFC 3207),
 // 127.0.0.1:2587 (submission, STARTTLS then AUTH required, RFC 6409) and
-// 127.0.0.1:2465 (submission over implicit TLS, RFC 8314). Mail for
-// -local-domains is stored in Maildirs under -data/mail, durably before the
-// 250 reply; everything else is queued under -data/queue and relayed under
-// the outbound TLS policy (-policy, -default-tls, -route, -smarthost),
-// only for authenticated clients and -relay-networks. When a TLS
-// requirement cannot be met the sender gets a DSN (RFC 3464).
+// 127.0.0.1:2465 (submission over implicit TLS, RFC 8314). Every accepted
+// message is queued under -data/queue, durably before the 250 reply. Mail
+// for the local recipients (-users logins, -recipients, postmaster) of
+// -local-domains is then written to Maildirs under -data/mail, one result
+// per recipient; everything else is relayed under the outbound TLS policy
+// (-policy, -default-tls, -route, -smarthost), only for authenticated
+// clients and -relay-networks. When a TLS requirement cannot be met the
+// sender gets a DSN (RFC 3464).
 //
 // Signals: SIGHUP reloads the certificate (the files are also polled,
 // -cert-watch); SIGTERM and SIGINT stop accepting connections, let the
