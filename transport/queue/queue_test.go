@@ -777,17 +777,25 @@ func TestBusyDomainDoesNotBlockOthers(t *testing.T) {
 	<-done
 }
 
-// TestAdminWhileStopped: RetryNow and Remove work on the store when Run is
-// not running (an operator tool with the relay stopped).
-func TestAdminWhileStopped(t *testing.T) {
+// deferredThenReopened queues a message to bob@example.net whose first
+// attempt is deferred (retry 10 minutes later on the harness's clock),
+// stops Run, and opens a fresh Queue on the same spool, not running.
+func deferredThenReopened(t *testing.T) (*harness, string) {
+	t.Helper()
 	h := newHarness(t, func(string, int) transport.RecipientResult { return tempFail() })
 	h.run()
 	id := h.enqueue("alice@example.org", rcpt("bob@example.net"))
 	h.waitFor("first attempt", func() bool { a, _ := h.fake.counts("bob@example.net"); return a == 1 })
 	h.settle()
 	h.stop()
+	h.open()
+	return h, id
+}
 
-	h.open() // a fresh Queue on the same spool, as a separate tool would
+// TestAdminWhileStopped: RetryNow and Remove work on the store when Run is
+// not running (an operator tool with the relay stopped).
+func TestAdminWhileStopped(t *testing.T) {
+	h, id := deferredThenReopened(t) // as a separate tool would
 	ctx := context.Background()
 	if err := h.q.RetryNow(ctx, id); err != nil {
 		t.Fatal(err)
@@ -812,14 +820,7 @@ func TestAdminWhileStopped(t *testing.T) {
 // not replace the retried message with the copy it listed before RetryNow
 // wrote it (the fake clock never reaches the old NextAttempt).
 func TestRetryNowWhileRunStarts(t *testing.T) {
-	h := newHarness(t, func(string, int) transport.RecipientResult { return tempFail() })
-	h.run()
-	id := h.enqueue("alice@example.org", rcpt("bob@example.net"))
-	h.waitFor("first attempt", func() bool { a, _ := h.fake.counts("bob@example.net"); return a == 1 })
-	h.settle()
-	h.stop()
-
-	h.open() // a restarted process: the Queue knows nothing until Run loads
+	h, id := deferredThenReopened(t) // a restarted process: the Queue knows nothing until Run loads
 	h.run()
 	if err := h.q.RetryNow(context.Background(), id); err != nil {
 		t.Fatal(err)

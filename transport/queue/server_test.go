@@ -63,18 +63,8 @@ func TestServerHandler(t *testing.T) {
 	defer func() { close(release); cancel(); <-done }()
 
 	send := func() error {
-		conn, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := smtp.NewClientStartTLS(conn, &tls.Config{RootCAs: ca.Pool, ServerName: "mx.relay.test"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dialStartTLS(t, l.Addr().String(), ca.Pool)
 		defer c.Close()
-		if err := c.Hello("client.test"); err != nil {
-			return err
-		}
 		if err := c.Mail("alice@example.org", &smtp.MailOptions{EnvelopeID: "abc123"}); err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -144,18 +145,8 @@ func TestMinFreeAtMail(t *testing.T) {
 		return l.Addr().String()
 	}
 	mail := func(addr string) error {
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := smtp.NewClientStartTLS(conn, &tls.Config{RootCAs: ca.Pool, ServerName: "mx.relay.test"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dialStartTLS(t, addr, ca.Pool)
 		defer c.Close()
-		if err := c.Hello("client.test"); err != nil {
-			t.Fatal(err)
-		}
 		return c.Mail("alice@example.org", &smtp.MailOptions{Size: 1000})
 	}
 
@@ -173,4 +164,23 @@ func TestMinFreeAtMail(t *testing.T) {
 	if err := mail(serve(off)); err != nil {
 		t.Fatalf("MAIL with the check off: %v", err)
 	}
+}
+
+// dialStartTLS connects to the test server mx.relay.test at addr, starts
+// TLS trusting pool, and says EHLO client.test.
+func dialStartTLS(t *testing.T, addr string, pool *x509.CertPool) *smtp.Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := smtp.NewClientStartTLS(conn, &tls.Config{RootCAs: pool, ServerName: "mx.relay.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Hello("client.test"); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c
 }
