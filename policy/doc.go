@@ -53,5 +53,8 @@
 // RFC 8461) and dane (RFC 7672); their lookups plug into Strictest as
 // members. Strictest ranks answers by Requirement.Strength, with one rule of
 // precedence between published policies: where DANE applies (TLSA records
-// exist), MTA-STS answers do not compete (RFC 8461 §2).
+// exist), MTA-STS answers do not compete (RFC 8461 §2). Resolver is the DNS
+// both kinds of discovery can share: a transport.Connector hands its one
+// resolver to the lookups it makes through the context (WithResolver), and
+// members without a resolver of their own use it.
 package policy

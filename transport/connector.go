@@ -91,9 +91,11 @@ type PoolConfig struct {
 // next hops (RFC 8314 §3); TLS failures named with TLS-RPT result types
 // (RFC 8460 §4.3); DANE per MX host (RFC 7672, with the DANE field);
 // TLS-RPT results per attempt (RFC 8460 §4.3, with the TLSRPT field); MTA-STS
-// testing mode checked and reported, not enforced (RFC 8461 §5). Not
-// implemented: BDAT/BINARYMIME (RFC 3030), PIPELINING (commands are sent
-// one at a time), 8-bit to 7-bit downgrade, LMTP.
+// testing mode checked and reported, not enforced (RFC 8461 §5), with an MX
+// outside its patterns reported as a validation failure; one resolver for
+// every DNS lookup of a delivery (the DNS field), each query sent once per
+// Deliver call. Not implemented: BDAT/BINARYMIME (RFC 3030), PIPELINING
+// (commands are sent one at a time), 8-bit to 7-bit downgrade, LMTP.
 //
 // Every zero field is safe and strict: a nil Policy requires Verify
 // everywhere, and an empty Hostname is this host's name when it is fully
