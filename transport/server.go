@@ -168,8 +168,8 @@ type Server struct {
 	ReadTimeout time.Duration
 	// DataTimeout bounds a whole message transfer: from the start of DATA
 	// (or the first BDAT chunk) to the end of the data, however steadily
-	// bytes arrive; the client then gets "421 4.4.2" and the connection is
-	// closed, and nothing is accepted. Postfix bounds only each record
+	// bytes arrive; past it nothing is accepted, the client gets "451
+	// 4.3.0" or "421 4.4.2" and the connection is closed. Postfix bounds only each record
 	// (smtpd_per_record_deadline); Exchange bounds a whole connection
 	// (ConnectionTimeout, 10 minutes). Zero means 10 minutes, enough for
 	// the default MaxMessageBytes at about 0.7 Mbit/s; raise it with

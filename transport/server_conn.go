@@ -2,7 +2,6 @@ package transport
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -31,7 +30,10 @@ import (
 //     ReadTimeout, so that bytes trickling in (plaintext or TLS records)
 //     extend neither; under stress (see Server.StressTimeout) all are
 //     shortened, also for reads already waiting;
-//   - lets Shutdown close connections that are between transactions.
+//   - lets Shutdown close connections that are between transactions;
+//   - with bodyReader, ends DATA after a bare CR where RFC 5321 does and
+//     go-smtp does not (server_dot.go): dotScan in the plaintext filter,
+//     errDataYield and errDataEnd under TLS.
 //
 // Reads and writes come from go-smtp's connection goroutine only (the BDAT
 // session goroutine never touches the connection); mu guards the fields other
@@ -50,7 +52,7 @@ type inConn struct {
 	mode      plainMode
 	chunkLeft int64
 	midLine   bool
-	dotState  int
+	dot       dotScan
 	lastCmd   string // verb of the last command handed to go-smtp
 	rejects   int
 	eof       bool  // return io.EOF from now on
@@ -82,6 +84,16 @@ type inConn struct {
 	inData  atomic.Bool              // a DATA/BDAT transfer is in progress (set by inSession)
 	tlsConn atomic.Pointer[tls.Conn] // the TLS connection over this one, once a session knows it
 	muted   atomic.Bool              // drop writes: timeoutReply sent the last reply
+
+	// End-of-data repair (server_dot.go, bodyReader.readRepaired). While
+	// dotYield is set, a read of the network first returns errDataYield
+	// unless checked says bodyReader has seen every byte read so far;
+	// dataEnded fails reads from the repaired end of data until go-smtp
+	// writes its reply; lostAfterData then closes the connection.
+	dotYield      atomic.Bool
+	checked       atomic.Bool
+	dataEnded     atomic.Bool
+	lostAfterData atomic.Bool
 
 	mu         sync.Mutex
 	phase      connPhase
@@ -185,6 +197,17 @@ func (c *inConn) Read(p []byte) (int, error) {
 	if c.eof {
 		return 0, io.EOF
 	}
+	if c.dataEnded.Load() {
+		return 0, errDataEnd
+	}
+	if c.dotYield.Load() && !c.checked.Swap(false) {
+		return 0, errDataYield
+	}
+	if c.lostAfterData.Swap(false) {
+		c.closeWith("421 4.5.0 " + c.srv.hostname() + " Commands sent after the end of data were lost, closing connection")
+		c.eof = true
+		return 0, io.EOF
+	}
 	if c.tlsUp.Load() {
 		return c.readTLS(p)
 	}
@@ -235,18 +258,42 @@ func (c *inConn) readTLS(p []byte) (int, error) {
 // dropped. Without a known TLS connection (between the STARTTLS handshake
 // and the next EHLO) go-smtp replies itself.
 func (c *inConn) timeoutReply() {
-	tc := c.tlsConn.Load()
-	if tc == nil {
-		return
-	}
 	text := " Timeout exceeded, closing connection"
 	code := "421 4.4.2 "
 	if c.shutdown.Load() {
 		code, text = "421 4.3.2 ", " Service shutting down"
 	}
-	tc.Write([]byte(code + c.srv.hostname() + text + "\r\n"))
+	c.closeWith(code + c.srv.hostname() + text)
+}
+
+// closeWith writes a last reply line under TLS, through the session's TLS
+// connection (a no-op if none is known), and drops go-smtp's later writes.
+func (c *inConn) closeWith(line string) {
+	tc := c.tlsConn.Load()
+	if tc == nil {
+		return
+	}
+	tc.Write([]byte(line + "\r\n"))
 	c.flush()
 	c.muted.Store(true)
+}
+
+// beginDotRepair and endDotRepair bracket a repaired DATA (inSession.Data).
+func (c *inConn) beginDotRepair() {
+	c.checked.Store(true) // nothing of the message read yet
+	c.dotYield.Store(true)
+}
+
+func (c *inConn) endDotRepair() { c.dotYield.Store(false) }
+
+// endOfData is called by bodyReader at an end of data go-smtp missed. lost
+// says go-smtp may have read bytes after it (only possible under TLS: in
+// plaintext the filter's dotScan hands it none).
+func (c *inConn) endOfData(lost bool) {
+	c.dataEnded.Store(true)
+	if lost && c.tlsUp.Load() {
+		c.lostAfterData.Store(true)
+	}
 }
 
 // rawRead reads from the network. Errors are sticky: after a timeout or
@@ -268,6 +315,7 @@ type rawReader struct{ c *inConn }
 func (r rawReader) Read(p []byte) (int, error) { return r.c.rawRead(p) }
 
 func (c *inConn) Write(p []byte) (int, error) {
+	c.dataEnded.Store(false) // go-smtp's reply to a repaired DATA
 	if c.tlsUp.Load() {
 		return c.bufferWrite(p)
 	}
@@ -565,7 +613,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 				}
 			}
 			buf, _ := c.br.Peek(min(len(p), c.br.Buffered()))
-			n, done := scanDot(&c.dotState, buf)
+			n, done := c.dot.scan(buf)
 			copy(p, buf[:n])
 			c.br.Discard(n)
 			if done {
@@ -577,7 +625,7 @@ func (c *inConn) readPlain(p []byte) (int, error) {
 		if c.lastCmd == "DATA" && c.lastReply == 354 {
 			c.lastCmd = ""
 			c.mode = modeData
-			c.dotState = 0
+			c.dot = dotScan{}
 			continue
 		}
 		if c.midLine {
@@ -736,65 +784,6 @@ func bdatSize(arg string) (int64, bool) {
 		return 0, false
 	}
 	return int64(n), true
-}
-
-// Dot-unstuffing states, mirroring go-smtp's dataReader (data.go) so the
-// filter ends DATA exactly where go-smtp does.
-const (
-	dotBeginLine = iota
-	dotDot
-	dotDotCR
-	dotCR
-	dotData
-)
-
-// scanDot advances the DATA end-of-message state machine over b and returns
-// how many bytes belong to the message (up to and including the final
-// ".\r\n") and whether the end was reached.
-func scanDot(state *int, b []byte) (int, bool) {
-	st := *state
-	for i := 0; i < len(b); i++ {
-		ch := b[i]
-		switch st {
-		case dotBeginLine:
-			switch ch {
-			case '.':
-				st = dotDot
-			case '\r':
-				st = dotCR
-			default:
-				st = dotData
-			}
-		case dotDot:
-			if ch == '\r' {
-				st = dotDotCR
-			} else {
-				st = dotData
-			}
-		case dotDotCR:
-			if ch == '\n' {
-				*state = dotBeginLine
-				return i + 1, true
-			}
-			st = dotData
-		case dotCR:
-			if ch == '\n' {
-				st = dotBeginLine
-			} else {
-				st = dotData
-			}
-		case dotData:
-			if ch == '\r' {
-				st = dotCR
-			} else if j := bytes.IndexByte(b[i+1:], '\r'); j < 0 {
-				i = len(b) - 1
-			} else {
-				i += j // next iteration looks at the '\r'
-			}
-		}
-	}
-	*state = st
-	return len(b), false
 }
 
 // implicitHandshake performs the RFC 8314 §3.3 handshake of KindSubmissions

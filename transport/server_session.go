@@ -279,22 +279,29 @@ func (s *inSession) Data(r io.Reader) error {
 	s.mu.Unlock()
 
 	body := &bodyReader{r: r, env: env}
+	if isDotStuffed(r) {
+		// DATA (not BDAT): repair go-smtp's end of data (server_dot.go).
+		body.fix, body.ic = &dotRepair{}, s.ic
+		s.ic.beginDotRepair()
+		defer s.ic.endDotRepair()
+	}
 	hdr := receivedHeader(srv.hostname(), env, s.tlsComment)
 	err := srv.Handler.ServeSMTP(s.ic.ctx, env, &prefixReader{prefix: hdr, r: body})
+	if body.err == nil && !body.eof {
+		// The Handler returned without reading to EOF: read on, through
+		// the repair, to the end of the data, so that the message was
+		// complete before saying so, and so that go-smtp's own drain
+		// does not miss an end of data after a bare CR.
+		if _, derr := io.Copy(io.Discard, body); derr != nil && err == nil {
+			srv.log.Error("smtp handler accepted a message whose body then failed", "id", env.ID, "peer", s.ic.peer, "error", derr.Error())
+		}
+	}
 	if body.err != nil && !errors.Is(body.err, io.EOF) {
 		// The message is incomplete, whatever the Handler said.
 		return s.bodyFailure(env, body.err, err)
 	}
 	if err != nil {
 		return s.handlerReply(err, "smtp message refused by handler", "smtp handler failed", "id", env.ID, "peer", s.ic.peer)
-	}
-	if !body.eof {
-		// The Handler returned without reading to EOF; make sure the
-		// message was complete before saying so.
-		if _, derr := io.Copy(io.Discard, body); derr != nil {
-			srv.log.Error("smtp handler accepted a message whose body then failed", "id", env.ID, "peer", s.ic.peer, "error", derr.Error())
-			return s.bodyFailure(env, derr, nil)
-		}
 	}
 	if srv.log.Enabled(context.Background(), slog.LevelInfo) {
 		srv.log.Info("smtp message accepted", "id", env.ID, "peer", s.ic.peer, "from", env.From,
@@ -348,12 +355,18 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 	return p.r.Read(b)
 }
 
-// bodyReader remembers how the message body ended, and watches the header
-// section go by for "TLS-Required: No" (RFC 8689 §3).
+// bodyReader remembers how the message body ended, watches the header
+// section go by for "TLS-Required: No" (RFC 8689 §3), and for DATA repairs
+// go-smtp's end of data (fix, see server_dot.go).
 type bodyReader struct {
 	r   io.Reader
 	err error
 	eof bool
+
+	fix  *dotRepair // nil for BDAT
+	ic   *inConn
+	rerr error   // how go-smtp's output (or the repair) ended
+	tiny [3]byte // for a one-byte p: [0] != 0 if [1] is pending; [1:] the buffer
 
 	env     *Envelope
 	hdr     []byte // header section so far, while scanning
@@ -370,7 +383,13 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	n, err := b.r.Read(p)
+	var n int
+	var err error
+	if b.fix != nil {
+		n, err = b.readRepaired(p)
+	} else {
+		n, err = b.r.Read(p)
+	}
 	if !b.hdrDone {
 		b.scanHeader(p[:n], err != nil)
 	}
@@ -380,6 +399,69 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// readRepaired reads go-smtp's DATA output through the repair, in place in
+// p. Reading go-smtp's data reader, it lets inConn interrupt it with
+// errDataYield before every read of the network, so that it sees every
+// byte the client sent before the server waits for more: an end of data
+// go-smtp missed is found before the server would wait for bytes the client
+// will not send. There it returns io.EOF and has inConn fail go-smtp's next
+// reads until the reply is written, which ends go-smtp's own drain.
+func (b *bodyReader) readRepaired(p []byte) (int, error) {
+	if b.tiny[0] > 0 { // a byte that did not fit a one-byte p
+		p[0], b.tiny[0] = b.tiny[1], 0
+		return 1, nil
+	}
+	for b.rerr == nil && len(p) > 0 {
+		buf := p
+		if len(p) < 2 {
+			buf = b.tiny[1:] // room for a held CR and one byte
+		}
+		h := b.fix.held()
+		n, err := b.r.Read(buf[h:])
+		yielded := errors.Is(err, errDataYield)
+		if yielded {
+			err = nil
+		}
+		m, end, used := b.fix.repairInPlace(buf, h, n)
+		if end {
+			// Under TLS, go-smtp may have read bytes after the end of
+			// data (commands pipelined after it): those after it in
+			// buf, and, when it did not stop for errDataYield, any it
+			// still buffers, which one more read tells.
+			b.ic.dataEnded.Store(true)
+			lost := used < n
+			if !lost && !yielded {
+				var probe [1]byte
+				k, _ := b.r.Read(probe[:])
+				lost = k > 0
+			}
+			b.ic.endOfData(lost)
+			err = io.EOF
+		}
+		if yielded {
+			b.ic.checked.Store(true)
+		}
+		b.rerr = err
+		if m > 0 && len(p) < 2 {
+			p[0] = buf[0]
+			if m == 2 {
+				b.tiny[0], b.tiny[1] = 1, buf[1]
+			}
+			m = 1
+		}
+		if m > 0 || err != nil {
+			if b.tiny[0] > 0 && err != nil {
+				return m, nil // the error comes after the pending byte
+			}
+			return m, err
+		}
+	}
+	if b.tiny[0] > 0 {
+		return 0, nil
+	}
+	return 0, b.rerr
 }
 
 // scanHeader accumulates the header section; at its end (the empty line,
