@@ -147,6 +147,9 @@ func TestLookupLocal(t *testing.T) {
 	if r, err := LookupLocal(ctx, std, "[gw.example]:25"); err != nil || r.Level != Secure || asked != 0 {
 		t.Errorf("Standard local next hop = %v, %v", r, err)
 	}
+	if r, err := std.Lookup(ctx, "[gw.example]:25"); err != nil || r.Level != Secure || asked != 0 {
+		t.Errorf("Standard.Lookup of a next hop = %v, %v (MTA-STS asked %d times)", r, err, asked)
+	}
 	if r, err := LookupLocal(ctx, &Standard{}, "x.example"); err != nil || r.Level != Verify || r.Source != SourceDefault {
 		t.Errorf("zero Standard local = %v, %v", r, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 )
 
 // Standard is the composition of published and local policies that an MTA
@@ -85,8 +86,12 @@ type Standard struct {
 var _ Policy = (*Standard)(nil)
 
 // Lookup composes the members' answers for domain as described on
-// Standard.
+// Standard. A next hop "[host]:port" is no domain to ask DANE or MTA-STS
+// about: it gets LookupLocal.
 func (s *Standard) Lookup(ctx context.Context, domain string) (Requirement, error) {
+	if strings.HasPrefix(domain, "[") {
+		return s.LookupLocal(ctx, domain)
+	}
 	def := s.Default
 	if def == nil {
 		def = Fixed{Level: Verify}
