@@ -95,6 +95,8 @@ type inConn struct {
 	dataEnded     atomic.Bool
 	lostAfterData atomic.Bool
 
+	linger atomic.Bool // read the client out before closing (lingerRead)
+
 	mu         sync.Mutex
 	phase      connPhase
 	hsDeadline time.Time
@@ -185,9 +187,32 @@ func (c *inConn) Close() error {
 	}
 	c.stop()
 	c.flush() // a final reply (221, 421) or TLS alert
+	if c.linger.Load() {
+		c.lingerRead()
+	}
 	err := c.raw.Close()
 	c.srv.removeConn(c)
 	return err
+}
+
+// maxLinger bounds lingerRead.
+const maxLinger = 30 * time.Second
+
+// lingerRead, before the close of a connection whose client may still be
+// sending a message the server stopped reading (a line over MaxLineLength:
+// go-smtp cannot read on), sends FIN after the final replies and reads and
+// discards what the client sends, until it closes, for at most maxLinger
+// (or the stress timeout) and MaxMessageBytes. A client that reads replies
+// only once it has sent the whole message thus gets the "554" for it,
+// instead of a reset in the middle of its write that it would take for a
+// temporary failure. Server.Close ends it at once (forceClose).
+func (c *inConn) lingerRead() {
+	if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.raw.SetReadDeadline(time.Now().Add(c.srv.underStress(maxLinger)))
+	n, _ := io.CopyN(io.Discard, c.raw, c.srv.maxMessageBytes())
+	c.srv.log.Debug("smtp discarded the rest of a refused message before closing", "peer", c.peer, "bytes", n)
 }
 
 func (c *inConn) Read(p []byte) (int, error) {

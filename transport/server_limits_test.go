@@ -280,7 +280,9 @@ func TestTooManyRefusals(t *testing.T) {
 // TestLongDataLine: a message line longer than MaxLineLength is a permanent
 // failure of the message (554 5.6.0), not "451 Message incomplete", so that
 // the client bounces it instead of retrying it for days; in plaintext and
-// under TLS, and nothing reaches the Handler.
+// under TLS, and nothing reaches the Handler. A client that sends the whole
+// message (7 MB here, far more than socket buffers hold) before reading
+// gets to send it all and then reads the 554.
 func TestLongDataLine(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
@@ -296,7 +298,10 @@ func TestLongDataLine(t *testing.T) {
 			d.expect("MAIL FROM:<a@example.org>", "250 ")
 			d.expect("RCPT TO:<b@example.net>", "250 ")
 			d.expect("DATA", "354 ")
-			d.send("Subject: x\r\nX-Long: " + strings.Repeat("y", 300) + "\r\n\r\nbody\r\n.\r\n")
+			msg := "Subject: x\r\nX-Long: " + strings.Repeat("y", 300) + "\r\n\r\n" + strings.Repeat(strings.Repeat("z", 68)+"\r\n", 100000) + ".\r\n"
+			if _, err := io.WriteString(d.conn, msg); err != nil {
+				t.Fatalf("sending the %d-byte message: %v", len(msg), err)
+			}
 			if got := d.read(); !strings.HasPrefix(got, "554 5.6.0 ") {
 				t.Fatalf("over-long line: %q, want 554 5.6.0", got)
 			}

@@ -326,7 +326,9 @@ func (s *inSession) bodyFailure(env *Envelope, bodyErr, handlerErr error) error 
 		// code, and 554 is the permanent failure §4.3.2 lists for the end
 		// of DATA; RFC 3463 X.6.0: something about the content made the
 		// message undeliverable. go-smtp then closes the connection
-		// ("500 5.4.0"): its line reader cannot resume after such a line.
+		// ("500 5.4.0"): its line reader cannot resume after such a line;
+		// inConn.lingerRead lets a client still sending read the reply.
+		s.ic.linger.Store(true)
 		limit := orInt(s.srv.MaxLineLength, DefaultMaxLineLength)
 		s.srv.log.Info("smtp message refused: line too long", "id", env.ID, "peer", s.ic.peer, "max", limit)
 		return smtpErr(554, EnhancedCode{5, 6, 0}, "Message has a line longer than "+strconv.Itoa(limit)+" octets (RFC 5321 section 4.5.3.1.6)")
