@@ -46,14 +46,7 @@ func TestAddressControlCharacters(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
 			ts := startServer(t, &Server{Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
-			d := dial(t, ts.addr)
-			d.greet()
-			if mode == "tls" {
-				if err := d.startTLS(ts.pki.clientConfig()); err != nil {
-					t.Fatal(err)
-				}
-				d.expect("EHLO c.test", "250")
-			}
+			d := modeDialogue(t, ts, mode)
 			for _, c := range mail {
 				if got := d.cmd("MAIL FROM:" + c.arg); !strings.HasPrefix(got, "501 5.1.7 ") {
 					t.Errorf("MAIL %s %q: %q, want 501 5.1.7", c.name, c.arg, got)

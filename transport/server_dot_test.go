@@ -33,24 +33,6 @@ func bodyAfterReceived(t *testing.T, body string) string {
 	return body[i+2:]
 }
 
-// dataDialogue connects, in plaintext or under STARTTLS, and sends MAIL,
-// RCPT and DATA.
-func dataDialogue(t *testing.T, ts *testServer, mode string) *dialogue {
-	t.Helper()
-	d := dial(t, ts.addr)
-	d.greet()
-	if mode == "tls" {
-		if err := d.startTLS(ts.pki.clientConfig()); err != nil {
-			t.Fatal(err)
-		}
-		d.expect("EHLO c.test", "250")
-	}
-	d.expect("MAIL FROM:<a@example.org>", "250 ")
-	d.expect("RCPT TO:<b@example.net>", "250 ")
-	d.expect("DATA", "354 ")
-	return d
-}
-
 // TestDataEndAfterBareCR: a line ending in a bare CR followed by CRLF "."
 // CRLF ends the message, and a dot-stuffed line after such a line is
 // un-stuffed (RFC 5321 §4.5.2), with the exact bytes, in plaintext and

@@ -221,6 +221,31 @@ func (d *dialogue) greet() string {
 	return d.expect("EHLO client.test", "250")
 }
 
+// modeDialogue connects to ts and sends EHLO, in "plaintext" or, for
+// mode "tls", under STARTTLS (then EHLO again).
+func modeDialogue(t testing.TB, ts *testServer, mode string) *dialogue {
+	t.Helper()
+	d := dial(t, ts.addr)
+	d.greet()
+	if mode == "tls" {
+		if err := d.startTLS(ts.pki.clientConfig()); err != nil {
+			t.Fatal(err)
+		}
+		d.expect("EHLO c.test", "250")
+	}
+	return d
+}
+
+// dataDialogue is modeDialogue, then MAIL, RCPT and DATA up to the 354.
+func dataDialogue(t testing.TB, ts *testServer, mode string) *dialogue {
+	t.Helper()
+	d := modeDialogue(t, ts, mode)
+	d.expect("MAIL FROM:<a@example.org>", "250 ")
+	d.expect("RCPT TO:<b@example.net>", "250 ")
+	d.expect("DATA", "354 ")
+	return d
+}
+
 // sendMessage runs MAIL, RCPT, DATA and returns DATA's final reply.
 func (d *dialogue) sendMessage(from, to, body string) string {
 	d.t.Helper()

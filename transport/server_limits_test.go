@@ -287,17 +287,7 @@ func TestLongDataLine(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
 			ts := startServer(t, &Server{Inbound: policy.Inbound{InsecureAllowPlaintext: true}, MaxLineLength: 200}, newSrvPKI(t))
-			d := dial(t, ts.addr)
-			d.greet()
-			if mode == "tls" {
-				if err := d.startTLS(ts.pki.clientConfig()); err != nil {
-					t.Fatal(err)
-				}
-				d.expect("EHLO c.test", "250")
-			}
-			d.expect("MAIL FROM:<a@example.org>", "250 ")
-			d.expect("RCPT TO:<b@example.net>", "250 ")
-			d.expect("DATA", "354 ")
+			d := dataDialogue(t, ts, mode)
 			msg := "Subject: x\r\nX-Long: " + strings.Repeat("y", 300) + "\r\n\r\n" + strings.Repeat(strings.Repeat("z", 68)+"\r\n", 100000) + ".\r\n"
 			if _, err := io.WriteString(d.conn, msg); err != nil {
 				t.Fatalf("sending the %d-byte message: %v", len(msg), err)

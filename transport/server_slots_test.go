@@ -99,14 +99,7 @@ func TestCommandDeadlineTrickle(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
 			ts := startServer(t, &Server{CommandTimeout: 400 * time.Millisecond, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
-			d := dial(t, ts.addr)
-			d.greet()
-			if mode == "tls" {
-				if err := d.startTLS(ts.pki.clientConfig()); err != nil {
-					t.Fatal(err)
-				}
-				d.expect("EHLO c.test", "250")
-			}
+			d := modeDialogue(t, ts, mode)
 			start := time.Now()
 			line := "MAIL FROM:<" + strings.Repeat("a", 80) + "@example.org>\r\n" // about 2 s at 20 ms a byte
 			done := make(chan bool, 1)
@@ -133,17 +126,7 @@ func TestDataDeadlineTrickle(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ts := startServer(t, &Server{DataTimeout: 500 * time.Millisecond, ReadTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second,
 				Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
-			d := dial(t, ts.addr)
-			d.greet()
-			if mode == "tls" {
-				if err := d.startTLS(ts.pki.clientConfig()); err != nil {
-					t.Fatal(err)
-				}
-				d.expect("EHLO c.test", "250")
-			}
-			d.expect("MAIL FROM:<a@example.org>", "250 ")
-			d.expect("RCPT TO:<b@example.net>", "250 ")
-			d.expect("DATA", "354 ")
+			d := dataDialogue(t, ts, mode)
 			start := time.Now()
 			done := make(chan bool, 1)
 			go func() {
