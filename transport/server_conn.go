@@ -71,6 +71,7 @@ type inConn struct {
 	cmdStart  time.Time
 	replied   atomic.Bool
 	dataSince atomic.Int64 // UnixNano when DATA/BDAT began; 0 outside
+	dataDone  atomic.Bool  // Data returned; the transfer ends with the reply
 	dmu       sync.Mutex
 	rdeadline time.Time
 
@@ -340,7 +341,7 @@ type rawReader struct{ c *inConn }
 func (r rawReader) Read(p []byte) (int, error) { return r.c.rawRead(p) }
 
 func (c *inConn) Write(p []byte) (int, error) {
-	c.dataEnded.Store(false) // go-smtp's reply to a repaired DATA
+	c.replying()
 	if c.tlsUp.Load() {
 		return c.bufferWrite(p)
 	}
@@ -487,9 +488,29 @@ func (c *inConn) beginData() {
 	c.inData.Store(true)
 }
 
-func (c *inConn) endData() {
+// A DATA transfer (untilReply) ends with go-smtp's reply, not with Data:
+// after Data returns go-smtp still drains the data reader (a message over
+// the size limit), and those reads are still the transfer's, under its
+// deadlines. A BDAT transfer ends when Data returns: its Data runs in a
+// goroutine of its own, which may return after go-smtp has replied (to an
+// RSET that aborted it, say).
+func (c *inConn) endData(untilReply bool) {
+	if untilReply {
+		c.dataDone.Store(true)
+		return
+	}
 	c.inData.Store(false)
 	c.dataSince.Store(0)
+}
+
+// replying is called on each write: a reply after Data returned ends the
+// transfer.
+func (c *inConn) replying() {
+	c.dataEnded.Store(false) // go-smtp's reply to a repaired DATA
+	if c.dataDone.Swap(false) {
+		c.inData.Store(false)
+		c.dataSince.Store(0)
+	}
 }
 
 func (c *inConn) setWriteDeadline(t time.Time, timeout time.Duration) {

@@ -35,8 +35,8 @@ import (
 //
 // Limits: go-smtp's loss of the CR in a non-conforming ".\rX" line cannot
 // be undone from its output. A message over MaxMessageBytes is drained by
-// go-smtp alone, so its 552 waits for go-smtp's own end of data, or for
-// DataTimeout. Under TLS, commands pipelined after such an end of data
+// go-smtp alone (its data reader stops at the limit), so after such an end
+// of data its 552 waits for ReadTimeout (or DataTimeout) to pass. Under TLS, commands pipelined after such an end of data
 // were read by go-smtp as data: the Server accepts the message, then
 // closes the connection with "421 4.5.0" (bodyReader, inConn.endOfData).
 

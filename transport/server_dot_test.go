@@ -371,3 +371,27 @@ func TestDataEndOneByteReads(t *testing.T) {
 		})
 	}
 }
+
+// TestDataEndTooLargeAfterBareCR: the documented limit. A message over
+// MaxMessageBytes is drained by go-smtp alone, which misses an end of data
+// after a bare CR; the client still gets its 552 once ReadTimeout passes,
+// and the connection then closes.
+func TestDataEndTooLargeAfterBareCR(t *testing.T) {
+	for _, mode := range []string{"plaintext", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			ts := startServer(t, &Server{MaxMessageBytes: 100, ReadTimeout: 300 * time.Millisecond, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+			d := dataDialogue(t, ts, mode)
+			start := time.Now()
+			d.send(strings.Repeat("x", 200) + "\r\ntext\r\r\n.\r\n")
+			if got := d.read(); !strings.HasPrefix(got, "552 5.3.4 ") {
+				t.Fatalf("end of data: %q", got)
+			}
+			if el := time.Since(start); el > 3*time.Second {
+				t.Errorf("552 after %v", el)
+			}
+			if got, err := d.tryRead(); err == nil && !strings.HasPrefix(got, "421 ") {
+				t.Errorf("after the 552: %q", got)
+			}
+		})
+	}
+}

@@ -269,8 +269,9 @@ func (s *inSession) Data(r io.Reader) error {
 		s.mu.Unlock()
 		return smtpErr(503, EnhancedCode{5, 5, 1}, "Bad sequence of commands")
 	}
+	dotStuffed := isDotStuffed(r) // DATA, not BDAT
 	s.ic.beginData()
-	defer s.ic.endData()
+	defer s.ic.endData(dotStuffed)
 
 	srv := s.srv
 	env := s.envelopeLocked()
@@ -279,8 +280,8 @@ func (s *inSession) Data(r io.Reader) error {
 	s.mu.Unlock()
 
 	body := &bodyReader{r: r, env: env}
-	if isDotStuffed(r) {
-		// DATA (not BDAT): repair go-smtp's end of data (server_dot.go).
+	if dotStuffed {
+		// Repair go-smtp's end of data (server_dot.go).
 		body.fix, body.ic = &dotRepair{}, s.ic
 		s.ic.beginDotRepair()
 		defer s.ic.endDotRepair()
