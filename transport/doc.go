@@ -11,6 +11,14 @@
 //     timeouts) and the Received trace header of §4.4. The reserved
 //     "postmaster" without a domain (§4.5.1) is accepted as
 //     postmaster@Hostname on plaintext sessions only (see Weaknesses).
+//     Addresses holding control characters or invalid UTF-8 are refused
+//     (501 5.1.7, 501 5.1.3). DATA ends at CRLF "." CRLF also after a line
+//     that ends in a bare CR (§4.5.2), which go-smtp alone misses.
+//   - Limits against a hostile client, after Postfix: connections per
+//     client address (smtpd_client_connection_count_limit), a deadline for
+//     a whole command line and for a whole DATA or BDAT transfer that
+//     trickling bytes cannot extend (smtpd_per_record_deadline), and
+//     shorter timeouts near the connection cap (stress mode).
 //   - RFC 3207, STARTTLS: commands pipelined after STARTTLS are discarded
 //     and the pre-TLS state forgotten (§4.2); with TLS required, only EHLO,
 //     HELO, STARTTLS, NOOP, RSET and QUIT before it (§4).
@@ -65,5 +73,11 @@
 //
 // Under TLS the Server's command filter sees only ciphertext: go-smtp reads
 // the decrypted commands itself, so a bare "RCPT TO:<postmaster>" inside a
-// TLS session still gets go-smtp's "501 5.5.2" reply.
+// TLS session still gets go-smtp's "501 5.5.2" reply. For the same reason,
+// commands pipelined in the same TLS record after an end of data that
+// follows a bare CR have been read by go-smtp as message data: the message
+// is accepted, then the connection is closed with "421 4.5.0". And a
+// command line cut off by its deadline under TLS is still executed by
+// go-smtp as far as it came (its reply is not sent: the client gets "421
+// 4.4.2" and the connection closes).
 package transport
