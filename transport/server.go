@@ -169,11 +169,11 @@ type Server struct {
 	// DataTimeout bounds a whole message transfer: from the start of DATA
 	// (or the first BDAT chunk) to the end of the data, however steadily
 	// bytes arrive; past it nothing is accepted, the client gets "451
-	// 4.3.0" or "421 4.4.2" and the connection is closed. Postfix bounds only each record
-	// (smtpd_per_record_deadline); Exchange bounds a whole connection
-	// (ConnectionTimeout, 10 minutes). Zero means 10 minutes, enough for
-	// the default MaxMessageBytes at about 0.7 Mbit/s; raise it with
-	// MaxMessageBytes for slow links.
+	// 4.3.0" or "421 4.4.2" and the connection is closed. Postfix bounds
+	// only each record (smtpd_per_record_deadline); Exchange bounds a
+	// whole connection (ConnectionTimeout, 10 minutes). Zero means 10
+	// minutes, enough for the default MaxMessageBytes at about 0.7 Mbit/s;
+	// raise it with MaxMessageBytes for slow links.
 	DataTimeout time.Duration
 	// WriteTimeout bounds each write to the client. Zero means 1 minute.
 	WriteTimeout time.Duration
