@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 )
 
 // Operator introspection. These methods read and change the Store, so they
@@ -28,7 +31,9 @@ func (q *Queue) Get(ctx context.Context, id string) (*Message, error) {
 }
 
 // Counts returns how many recipients of queued messages are in each state;
-// every State is present in the map. Unreadable records are not counted
+// every State is present in the map, and Held, under which the pending and
+// deferred recipients of held messages are counted (not under their own
+// state). Unreadable records are not counted
 // and are reported as by List. Delivered, relayed and failed
 // recipients are counted only while their message is still queued (some
 // other recipient pending, or a report still to be queued).
@@ -42,7 +47,8 @@ func (q *Queue) Counts(ctx context.Context) (map[State]int, error) {
 
 // RetryNow makes every pending or deferred recipient of message id due now
 // (Postfix's "postqueue -i"). It does not reset attempts or the message's
-// age. It returns an error wrapping ErrNotFound if there is no such message.
+// age, and does not release a held message (see Release). It returns an
+// error wrapping ErrNotFound if there is no such message.
 func (q *Queue) RetryNow(ctx context.Context, id string) error {
 	now := q.now()
 	err := q.modify(ctx, id, func(m *Message) {
@@ -54,6 +60,88 @@ func (q *Queue) RetryNow(ctx context.Context, id string) error {
 	})
 	if err == nil {
 		q.signal()
+	}
+	return err
+}
+
+// RetryDomain makes due now the pending and deferred recipients whose
+// domain is domain (compared without case and trailing dot), in every
+// message (Postfix's "postqueue -s site"). It returns how many messages
+// it changed; held messages are changed but stay held.
+func (q *Queue) RetryDomain(ctx context.Context, domain string) (int, error) {
+	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
+	return q.retryWhere(ctx, func(addr string) bool { return domainOf(addr) == domain })
+}
+
+// RetryAll makes every pending and deferred recipient due now (Postfix's
+// "postqueue -f"). It returns how many messages it changed; held messages
+// are changed but stay held.
+func (q *Queue) RetryAll(ctx context.Context) (int, error) {
+	return q.retryWhere(ctx, func(string) bool { return true })
+}
+
+func (q *Queue) retryWhere(ctx context.Context, match func(addr string) bool) (int, error) {
+	msgs, err := q.Store.List(ctx)
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return 0, err
+	}
+	now := q.now()
+	n := 0
+	for _, m := range msgs {
+		if !slices.ContainsFunc(m.Recipients, func(r *Recipient) bool { return !r.State.Final() && match(r.Address) }) {
+			continue
+		}
+		err := q.modify(ctx, m.ID, func(m *Message) {
+			for _, r := range m.Recipients {
+				if !r.State.Final() && match(r.Address) {
+					r.NextAttempt = now
+				}
+			}
+		})
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue // delivered or removed since the listing
+		case err != nil:
+			return n, err
+		}
+		n++
+	}
+	if n > 0 {
+		q.signal()
+	}
+	return n, nil
+}
+
+// Hold stops delivery attempts for message id until Release (Postfix's
+// "postsuper -h"): the mark is stored in the message's record, so it
+// survives restarts. An attempt already in flight is not interrupted, and
+// its result is recorded. Reports already planned are still queued, and
+// the message still expires by MaxAge at its first attempt after Release.
+// Holding a held message changes nothing. It returns an error wrapping
+// ErrNotFound if there is no such message.
+func (q *Queue) Hold(ctx context.Context, id string) error {
+	now := q.now()
+	err := q.modify(ctx, id, func(m *Message) {
+		if !m.Held {
+			m.Held, m.HeldAt = true, now
+		}
+	})
+	if err == nil {
+		q.logger().Info("message held by operator", "id", id)
+	}
+	return err
+}
+
+// Release undoes Hold (Postfix's "postsuper -H"): the recipients are
+// attempted again at their NextAttempt, at once if it has passed. It
+// returns an error wrapping ErrNotFound if there is no such message.
+func (q *Queue) Release(ctx context.Context, id string) error {
+	err := q.modify(ctx, id, func(m *Message) {
+		m.Held, m.HeldAt = false, time.Time{}
+	})
+	if err == nil {
+		q.signal()
+		q.logger().Info("message released by operator", "id", id)
 	}
 	return err
 }

@@ -60,7 +60,10 @@
 //   - Restart: Run loads the store; OpenDirStore locks the directory
 //     (flock, so two relays cannot share a spool) and removes temporary
 //     files and half-created messages first.
-//   - Operator introspection: List, Get, Counts, RetryNow, Remove.
+//   - Operator control: List, Get, Counts, RetryNow, RetryDomain,
+//     RetryAll, Remove, and Hold and Release (a held message is not
+//     attempted; the mark is in its record, so it survives restarts).
+//     Package admin serves them on a Unix socket to a running Queue.
 //   - Early refusal on a full disk (Postfix's queue_minfree): Queue is a
 //     transport.SenderChecker that answers MAIL FROM with "452 4.3.1
 //     Insufficient system storage" while the Store (a SpaceReporter, as

@@ -561,6 +561,7 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		if o.remoteMTA != "" {
 			r.RemoteMTA = o.remoteMTA
 		}
+		r.TLS, r.Policy = o.tls, o.policy
 		r.State = o.state
 		switch o.state {
 		case Delivered, Relayed:
@@ -809,15 +810,21 @@ func nextReport(m *Message) (id string, delay bool) {
 	return "", false
 }
 
-// counts is used by Counts and tests: recipients per state.
+// countStates is used by Counts and tests: recipients per state, with
+// the waiting recipients of held messages under Held.
 func countStates(msgs []*Message) map[State]int {
-	c := make(map[State]int, len(allStates))
+	c := make(map[State]int, len(allStates)+1)
 	for _, s := range allStates {
 		c[s] = 0
 	}
+	c[Held] = 0
 	for _, m := range msgs {
 		for _, r := range m.Recipients {
-			c[r.State]++
+			if m.Held && !r.State.Final() {
+				c[Held]++
+			} else {
+				c[r.State]++
+			}
 		}
 	}
 	return c

@@ -68,7 +68,7 @@ func (h *dueHeap) Pop() any {
 
 // computeDue returns when e next needs the scheduler: a finish job (reports
 // to queue, a state to write, a message to remove) or a recipient that is
-// neither final, in flight, nor parked.
+// neither final, in flight, nor parked, of a message that is not held.
 func computeDue(e *entry) time.Time {
 	var due time.Time
 	consider := func(t time.Time) {
@@ -83,7 +83,7 @@ func computeDue(e *entry) time.Time {
 		consider(e.retryAt)
 	}
 	for i, r := range e.msg.Recipients {
-		if r.State.Final() || e.inflight[i] || e.blocked[domainOf(r.Address)] {
+		if e.msg.Held || r.State.Final() || e.inflight[i] || e.blocked[domainOf(r.Address)] {
 			continue
 		}
 		consider(r.NextAttempt)
@@ -185,7 +185,7 @@ func (q *Queue) dispatch(ctx context.Context, wg *sync.WaitGroup) time.Time {
 		}
 		groups := make(map[string][]int)
 		for i, r := range e.msg.Recipients {
-			if r.State.Final() || e.inflight[i] || r.NextAttempt.After(now) {
+			if e.msg.Held || r.State.Final() || e.inflight[i] || r.NextAttempt.After(now) {
 				continue
 			}
 			d := domainOf(r.Address)

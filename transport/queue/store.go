@@ -100,7 +100,12 @@ const (
 	Failed State = "failed"
 )
 
-// States in the order Counts reports them.
+// Held is not a recipient's state: Counts reports under it the recipients
+// that are neither final nor being waited for, because their message is
+// held (Queue.Hold). It is never stored in a record.
+const Held State = "held"
+
+// States a recipient's record may hold.
 var allStates = [...]State{Pending, Deferred, Delivered, Relayed, Failed}
 
 // Final reports whether no further delivery attempt will be made.
@@ -156,6 +161,13 @@ type Message struct {
 	// ID + ".r" + sequence number, so planning and creating a report is
 	// idempotent across crashes.
 	ReportSeq int `json:"report_seq,omitempty"`
+
+	// Held is set by Queue.Hold: no delivery attempt is made for the
+	// message until Queue.Release (Postfix's hold queue, "postsuper -h").
+	// Records written without it are not held.
+	Held bool `json:"held,omitempty"`
+	// HeldAt is when the message was held; zero when it is not.
+	HeldAt time.Time `json:"held_at,omitzero"`
 }
 
 // Recipient is one forward-path and its delivery state.
@@ -180,6 +192,13 @@ type Recipient struct {
 	RemoteMTA string `json:"remote_mta,omitempty"`
 	// Expired is set when the recipient failed because MaxAge passed.
 	Expired bool `json:"expired,omitempty"`
+	// TLS describes the TLS session of the last attempt's connection to
+	// the next hop; nil if it had none (plaintext, or no connection made).
+	TLS *transport.TLSInfo `json:"tls,omitempty"`
+	// Policy is the TLS requirement applied at the last attempt, as
+	// "source:level" (policy.Source and policy.Level: "mta-sts:verify",
+	// "static:encrypt"); empty if no requirement was looked up.
+	Policy string `json:"policy,omitempty"`
 
 	// FinalReport is the id of the DSN planned for the final state ("" if
 	// none is due); FinalReportDone is set once it is in the queue or was
@@ -261,6 +280,10 @@ func (m *Message) Clone() *Message {
 		if r.LastError != nil {
 			le := *r.LastError
 			rc.LastError = &le
+		}
+		if r.TLS != nil {
+			t := *r.TLS
+			rc.TLS = &t
 		}
 		c.Recipients[i] = &rc
 	}
