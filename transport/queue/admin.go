@@ -42,7 +42,7 @@ func (q *Queue) Counts(ctx context.Context) (map[State]int, error) {
 	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return nil, err
 	}
-	return countStates(msgs), err
+	return CountStates(msgs), err
 }
 
 // RetryNow makes every pending or deferred recipient of message id due now

@@ -810,9 +810,10 @@ func nextReport(m *Message) (id string, delay bool) {
 	return "", false
 }
 
-// countStates is used by Counts and tests: recipients per state, with
-// the waiting recipients of held messages under Held.
-func countStates(msgs []*Message) map[State]int {
+// CountStates counts the recipients of msgs by state as Counts does: every
+// State and Held are present, and the pending and deferred recipients of
+// held messages are counted under Held.
+func CountStates(msgs []*Message) map[State]int {
 	c := make(map[State]int, len(allStates)+1)
 	for _, s := range allStates {
 		c[s] = 0
