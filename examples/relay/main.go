@@ -17,6 +17,9 @@
 // -cert-watch); SIGTERM and SIGINT stop accepting connections, let the
 // transactions in progress finish for up to -drain-timeout, and exit 0.
 //
+// "relay queue list|show|retry|remove|hold|release" operates the queue of
+// the relay running on -data, through its admin socket -data/admin.sock.
+//
 // Run "go run ./examples/relay -h" for the flags.
 package main
 
@@ -31,6 +34,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "queue" {
+		code := queueMain(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	// Without a handler SIGHUP would end the process at once, with no
 	// draining; it asks for a certificate reload instead.
 	hup := make(chan os.Signal, 1)

@@ -36,6 +36,7 @@ type Relay struct {
 	tlsrpt    *tlsrpt.FileStore // -tlsrpt; nil if off
 	reporter  *reporter         // -tlsrpt daily reports; nil if off
 	extras    []func() error    // closers of optional parts
+	admin     net.Listener      // -data/admin.sock, for "relay queue"
 
 	runCancel context.CancelFunc
 	wg        sync.WaitGroup
@@ -155,6 +156,9 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 			return nil, fmt.Errorf("-%s: %w", spec.name, err)
 		}
 		r.servers = append(r.servers, &listener{name: spec.name, srv: srv, l: l})
+	}
+	if err := r.setupAdmin(); err != nil {
+		return nil, err
 	}
 	ok = true
 	return r, nil
@@ -294,6 +298,7 @@ func (r *Relay) Start() {
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.reporter.run(ctx) }()
 	}
+	r.serveAdmin(ctx)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()

@@ -1,0 +1,415 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/queue"
+	"github.com/mailtls/mailtls/transport/queue/admin"
+)
+
+// The admin socket: the running relay serves its queue on -data/admin.sock
+// (mode 0600, in the 0700 data directory) and "relay queue" talks to it, so
+// the tool never edits spool files under a live process.
+
+const adminSocketName = "admin.sock"
+
+// setupAdmin opens the admin socket; newRelay calls it last, once nothing
+// else can fail.
+func (r *Relay) setupAdmin() error {
+	l, err := admin.Listen(r.cfg.path(adminSocketName))
+	if err != nil {
+		return fmt.Errorf("-data: %w", err)
+	}
+	r.admin = l
+	return nil
+}
+
+// serveAdmin serves the admin socket until ctx is done (Shutdown); the
+// listener is closed then, which removes the socket file.
+func (r *Relay) serveAdmin(ctx context.Context) {
+	if r.admin == nil {
+		return
+	}
+	srv := &admin.Server{Queue: r.queue, Logger: r.log.With("part", "admin")}
+	r.wg.Go(func() {
+		if err := srv.Serve(ctx, r.admin); err != nil && !errors.Is(err, context.Canceled) {
+			r.errc <- fmt.Errorf("admin socket: %w", err)
+		}
+	})
+}
+
+const queueUsage = `usage: relay queue [-data DIR] [-json] COMMAND
+commands:
+  list                      every queued message, one line per recipient
+  show ID                   the envelope and every recipient's state, last TLS
+                            result, policy and next attempt
+  retry ID | -domain D | -all
+                            make waiting recipients due now
+  remove ID                 delete a message without a report
+  hold ID                   stop delivery attempts until release
+  release ID                let a held message be attempted again
+Flags may come before or after the command.
+`
+
+// queueMain runs "relay queue ARGS" against the relay running on -data and
+// returns the exit status: 0 done, 1 failed, 2 usage.
+func queueMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("relay queue", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, queueUsage)
+		fs.PrintDefaults()
+	}
+	// "relay-data" is the relay's own -data default.
+	dataDir := fs.String("data", "relay-data", "the running relay's data `directory`")
+	asJSON := fs.Bool("json", false, "print JSON for scripts instead of a table")
+	domain := fs.String("domain", "", "retry: the recipients at this `domain`")
+	all := fs.Bool("all", false, "retry: every waiting recipient")
+	timeout := fs.Duration("timeout", admin.DefaultTimeout, "give up after this `duration`")
+	// Flags may follow the command and the id.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "relay queue: "+format+"\n", a...)
+		fs.Usage()
+		return 2
+	}
+	if len(pos) == 0 {
+		return usage("no command")
+	}
+	req := &admin.Request{Command: admin.Command(pos[0])}
+	switch req.Command {
+	case admin.List:
+		if len(pos) != 1 {
+			return usage("list takes no argument")
+		}
+	case admin.Show, admin.Remove, admin.Hold, admin.Release:
+		if len(pos) != 2 {
+			return usage("%s takes one queue id", req.Command)
+		}
+		req.ID = pos[1]
+	case admin.Retry:
+		if len(pos) == 2 {
+			req.ID = pos[1]
+		}
+		req.Domain, req.All = *domain, *all
+		if n := len(pos) - 1 + btoi(*domain != "") + btoi(*all); n != 1 {
+			return usage("retry takes one of ID, -domain D or -all")
+		}
+	default:
+		return usage("unknown command %q", pos[0])
+	}
+	if req.Command != admin.Retry && (*domain != "" || *all) {
+		return usage("-domain and -all go with retry")
+	}
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "relay queue:", err)
+		return 1
+	}
+	c := &admin.Client{Path: filepath.Join(dir, adminSocketName), Timeout: *timeout}
+	resp, err := c.Do(ctx, req)
+	if err != nil {
+		var ae *admin.Error
+		if !errors.As(err, &ae) {
+			err = fmt.Errorf("%w (is the relay running with -data %s?)", err, dir)
+		}
+		fmt.Fprintln(stderr, "relay queue:", clean(err.Error()))
+		return 1
+	}
+	if resp.Warning != "" {
+		fmt.Fprintln(stderr, "relay queue: warning:", clean(resp.Warning))
+	}
+	if *asJSON {
+		err = printQueueJSON(stdout, req, resp)
+	} else {
+		err = printQueueTable(stdout, req, resp)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "relay queue:", err)
+		return 1
+	}
+	return 0
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// queueListing is the JSON of "relay queue -json list".
+type queueListing struct {
+	Messages []*queue.Message    `json:"messages"`
+	Counts   map[queue.State]int `json:"counts"`
+	Warning  string              `json:"warning,omitempty"`
+	Time     time.Time           `json:"time"`
+}
+
+// queueChange is the JSON of retry, remove, hold and release.
+type queueChange struct {
+	Command admin.Command `json:"command"`
+	ID      string        `json:"id,omitempty"`
+	Domain  string        `json:"domain,omitempty"`
+	All     bool          `json:"all,omitempty"`
+	Changed int           `json:"changed"`
+}
+
+func printQueueJSON(w io.Writer, req *admin.Request, resp *admin.Response) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	switch req.Command {
+	case admin.List:
+		msgs := resp.Messages
+		if msgs == nil {
+			msgs = []*queue.Message{}
+		}
+		return enc.Encode(queueListing{Messages: msgs, Counts: resp.Counts, Warning: resp.Warning, Time: resp.Time})
+	case admin.Show:
+		return enc.Encode(resp.Message)
+	}
+	return enc.Encode(queueChange{Command: req.Command, ID: req.ID, Domain: req.Domain, All: req.All, Changed: resp.Changed})
+}
+
+func printQueueTable(w io.Writer, req *admin.Request, resp *admin.Response) error {
+	now := resp.Time
+	switch req.Command {
+	case admin.List:
+		return printList(w, resp.Messages, resp.Counts, now)
+	case admin.Show:
+		return printShow(w, resp.Message, now)
+	case admin.Retry:
+		_, err := fmt.Fprintf(w, "%d message(s) due now\n", resp.Changed)
+		return err
+	}
+	past := map[admin.Command]string{admin.Remove: "removed", admin.Hold: "held", admin.Release: "released"}
+	_, err := fmt.Fprintf(w, "%s %s\n", req.ID, past[req.Command])
+	return err
+}
+
+// printList prints one line per recipient, the message's columns on its
+// first recipient only, then the counts.
+func printList(w io.Writer, msgs []*queue.Message, counts map[queue.State]int, now time.Time) error {
+	if len(msgs) == 0 {
+		_, err := fmt.Fprintln(w, "The queue is empty.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAGE\tSIZE\tFROM\tRECIPIENT\tSTATE\tTRIES\tNEXT ATTEMPT\tLAST ERROR")
+	rcpts := 0
+	for _, m := range msgs {
+		for i, r := range m.Recipients {
+			id, age, size, from := "", "", "", ""
+			if i == 0 {
+				id, age, size, from = m.ID, roundDur(now.Sub(m.ReceivedAt)), strconv.FormatInt(m.Size, 10), "<"+m.From+">"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, age, size, clean(from), clean(r.Address),
+				stateOf(m, r), r.Attempts, nextAttempt(m, r, now), clean(ellipsis(r.LastError.Reply(), 60)))
+			rcpts++
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var parts []string
+	for _, s := range []queue.State{queue.Pending, queue.Deferred, queue.Held, queue.Delivered, queue.Relayed, queue.Failed} {
+		if counts[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[s], s))
+		}
+	}
+	_, err := fmt.Fprintf(w, "%d message(s), %d recipient(s): %s\n", len(msgs), rcpts, strings.Join(parts, ", "))
+	return err
+}
+
+// printShow prints the envelope, then each recipient's state, last TLS
+// result, policy and next attempt.
+func printShow(w io.Writer, m *queue.Message, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, clean(v)) }
+	line("id", m.ID)
+	line("received", fmt.Sprintf("%s (%s ago)", stamp(m.ReceivedAt), roundDur(now.Sub(m.ReceivedAt))))
+	var via []string
+	if m.ClientAddr != "" {
+		via = append(via, "client "+m.ClientAddr)
+	}
+	if m.Helo != "" {
+		via = append(via, "helo "+m.Helo)
+	}
+	if m.AuthIdentity != "" {
+		via = append(via, "auth "+m.AuthIdentity)
+	}
+	via = append(via, tlsText(m.ReceivedTLS))
+	if m.ReceivedID != "" {
+		via = append(via, "smtp id "+m.ReceivedID)
+	}
+	line("via", strings.Join(via, ", "))
+	line("from", "<"+m.From+">")
+	line("size", fmt.Sprintf("%d bytes", m.Size))
+	var opts []string
+	if m.RequireTLS {
+		opts = append(opts, "REQUIRETLS")
+	}
+	if m.TLSRequiredNo {
+		opts = append(opts, "TLS-Required: No")
+	}
+	if m.SMTPUTF8 {
+		opts = append(opts, "SMTPUTF8")
+	}
+	if m.BodyType != "" {
+		opts = append(opts, "BODY="+m.BodyType)
+	}
+	if m.Return != "" {
+		opts = append(opts, "RET="+m.Return)
+	}
+	if m.EnvelopeID != "" {
+		opts = append(opts, "ENVID="+m.EnvelopeID)
+	}
+	if m.Report {
+		opts = append(opts, "delivery status report")
+	}
+	if len(opts) == 0 {
+		opts = append(opts, "none")
+	}
+	line("options", strings.Join(opts, ", "))
+	if m.Held {
+		line("held", fmt.Sprintf("since %s: not attempted until \"relay queue release %s\"", stamp(m.HeldAt), m.ID))
+	} else {
+		line("held", "no")
+	}
+	for _, r := range m.Recipients {
+		fmt.Fprintf(tw, "\t\n")
+		line("recipient", "<"+r.Address+">")
+		state := fmt.Sprintf("%s, %d attempt(s)", stateOf(m, r), r.Attempts)
+		if !r.LastAttempt.IsZero() {
+			state += ", last " + stamp(r.LastAttempt)
+		}
+		if r.Expired {
+			state += ", expired"
+		}
+		line("  state", state)
+		line("  next attempt", nextAttempt(m, r, now))
+		if r.RemoteMTA != "" {
+			line("  remote mta", r.RemoteMTA)
+		}
+		if r.LastError != nil {
+			by := "reply"
+			if r.LastError.Local {
+				by = "found by this relay"
+			}
+			line("  last error", r.LastError.Reply()+" ("+by+")")
+		}
+		if r.Attempts > 0 {
+			t := tlsText(r.TLS)
+			if r.TLS != nil && r.TLS.PeerSubject != "" {
+				t += ", peer " + r.TLS.PeerSubject
+			}
+			line("  last tls", t)
+			if r.LastError != nil && r.LastError.TLSFailure != "" {
+				line("  tls failure", r.LastError.TLSFailure+" (RFC 8460)")
+			}
+			p := r.Policy
+			if p == "" {
+				p = "none looked up"
+			}
+			line("  policy", p+" (source:level)")
+		}
+		if r.ORCPT != "" {
+			line("  orcpt", r.ORCPT)
+		}
+		if len(r.Notify) > 0 {
+			line("  notify", strings.Join(r.Notify, ","))
+		}
+	}
+	return tw.Flush()
+}
+
+// stateOf is a recipient's state as operators see it: a waiting recipient
+// of a held message is "held".
+func stateOf(m *queue.Message, r *queue.Recipient) string {
+	if m.Held && !r.State.Final() {
+		return string(queue.Held) + " (" + string(r.State) + ")"
+	}
+	return string(r.State)
+}
+
+func nextAttempt(m *queue.Message, r *queue.Recipient, now time.Time) string {
+	switch {
+	case r.State.Final():
+		return "-"
+	case m.Held:
+		return "held"
+	case !r.NextAttempt.After(now):
+		return "now"
+	}
+	return "in " + roundDur(r.NextAttempt.Sub(now))
+}
+
+// tlsText summarizes a TLS session: "TLSv1.3 TLS_AES_128_GCM_SHA256,
+// verified" or "none".
+func tlsText(t *transport.TLSInfo) string {
+	if t == nil {
+		return "none"
+	}
+	v := "not verified"
+	if t.Verified {
+		v = "verified"
+	}
+	return t.VersionName() + " " + t.CipherName() + ", " + v
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// roundDur renders d to the second without zero tails: "4m59s", "1h",
+// "2h5m", "0s".
+func roundDur(d time.Duration) string {
+	s := max(d, 0).Round(time.Second).String()
+	if strings.Contains(s, "m") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.Contains(s, "h") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func ellipsis(s string, n int) string {
+	if len([]rune(s)) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+// clean keeps what the spool holds from remote servers and clients (reply
+// texts, names) from sending control sequences to the operator's
+// terminal: a string with a non-printable character is printed quoted.
+func clean(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) < 0 {
+		return s
+	}
+	return strconv.QuoteToGraphic(s)
+}
