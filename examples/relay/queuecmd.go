@@ -249,8 +249,8 @@ func printList(w io.Writer, msgs []*queue.Message, counts map[queue.State]int, n
 // printShow prints the envelope, then each recipient's state, last TLS
 // result, policy and next attempt.
 func printShow(w io.Writer, m *queue.Message, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, clean(v)) }
+	var b strings.Builder
+	line := func(k, v string) { fmt.Fprintf(&b, "%-16s%s\n", k+":", clean(v)) }
 	line("id", m.ID)
 	line("received", fmt.Sprintf("%s (%s ago)", stamp(m.ReceivedAt), roundDur(now.Sub(m.ReceivedAt))))
 	var via []string
@@ -263,7 +263,14 @@ func printShow(w io.Writer, m *queue.Message, now time.Time) error {
 	if m.AuthIdentity != "" {
 		via = append(via, "auth "+m.AuthIdentity)
 	}
-	via = append(via, tlsText(m.ReceivedTLS))
+	if t := m.ReceivedTLS; t != nil {
+		via = append(via, t.VersionName()+" "+t.CipherName())
+		if t.Verified {
+			via = append(via, "client certificate verified")
+		}
+	} else {
+		via = append(via, "no TLS")
+	}
 	if m.ReceivedID != "" {
 		via = append(via, "smtp id "+m.ReceivedID)
 	}
@@ -302,7 +309,7 @@ func printShow(w io.Writer, m *queue.Message, now time.Time) error {
 		line("held", "no")
 	}
 	for _, r := range m.Recipients {
-		fmt.Fprintf(tw, "\t\n")
+		b.WriteString("\n")
 		line("recipient", "<"+r.Address+">")
 		state := fmt.Sprintf("%s, %d attempt(s)", stateOf(m, r), r.Attempts)
 		if !r.LastAttempt.IsZero() {
@@ -345,7 +352,8 @@ func printShow(w io.Writer, m *queue.Message, now time.Time) error {
 			line("  notify", strings.Join(r.Notify, ","))
 		}
 	}
-	return tw.Flush()
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // stateOf is a recipient's state as operators see it: a waiting recipient
@@ -369,11 +377,11 @@ func nextAttempt(m *queue.Message, r *queue.Recipient, now time.Time) string {
 	return "in " + roundDur(r.NextAttempt.Sub(now))
 }
 
-// tlsText summarizes a TLS session: "TLSv1.3 TLS_AES_128_GCM_SHA256,
-// verified" or "none".
+// tlsText summarizes the TLS session of an attempt: "TLSv1.3
+// TLS_AES_128_GCM_SHA256, verified", or "none".
 func tlsText(t *transport.TLSInfo) string {
 	if t == nil {
-		return "none"
+		return "none (plaintext, or no session established)"
 	}
 	v := "not verified"
 	if t.Verified {
