@@ -341,6 +341,11 @@ type rawReader struct{ c *inConn }
 func (r rawReader) Read(p []byte) (int, error) { return r.c.rawRead(p) }
 
 func (c *inConn) Write(p []byte) (int, error) {
+	if c.tlsUp.Load() && isTLS13KeyUpdate(p) {
+		// crypto/tls answering a client's KeyUpdate: no SMTP reply, so
+		// neither the command clock nor the transfer may restart on it.
+		return c.holdWrite(p)
+	}
 	c.replying()
 	if c.tlsUp.Load() {
 		return c.bufferWrite(p)
@@ -386,6 +391,30 @@ func (c *inConn) bufferWrite(p []byte) (int, error) {
 		return len(p), nil // see timeoutReply
 	}
 	c.replied.Store(true)
+	return c.holdWrite(p)
+}
+
+// tls13KeyUpdateRecord is the length of the TLS 1.3 record (RFC 8446 §5.2)
+// crypto/tls writes to answer a KeyUpdate with update_requested (§4.6.3):
+// a 5-byte header, then the 5-byte handshake message, its 1-byte inner
+// content type and a 16-byte AEAD tag (every TLS 1.3 cipher suite's).
+const tls13KeyUpdateRecord = 5 + 4 + 1 + 1 + 16
+
+// isTLS13KeyUpdate reports whether p, one record written by crypto/tls
+// after the handshake, is its KeyUpdate: an application_data record (the
+// outer type of every TLS 1.3 record) with 5 bytes of plaintext. No SMTP
+// reply is that short (a code, an enhanced code and text), so a client
+// that asks for key updates while it trickles a command cannot pass the
+// server's answers off as replies (armRead) and extend CommandTimeout.
+func isTLS13KeyUpdate(p []byte) bool {
+	return len(p) == tls13KeyUpdateRecord && p[0] == 23 && p[3] == 0 && int(p[4]) == tls13KeyUpdateRecord-5
+}
+
+// holdWrite is bufferWrite for bytes that are no reply.
+func (c *inConn) holdWrite(p []byte) (int, error) {
+	if c.muted.Load() {
+		return len(p), nil
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
