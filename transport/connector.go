@@ -388,7 +388,7 @@ func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt
 		res.Recipients[i].Recipient = r
 	}
 	for _, g := range groups {
-		c.deliverGroup(ctx, env, body, size, g, res)
+		c.deliverGroup(ctx, env, body, size, g, res, nil)
 	}
 	return res, nil
 }
@@ -558,6 +558,9 @@ type groupState struct {
 	// refused are the MX hosts an enforced MTA-STS policy's patterns
 	// refused (mxAllowed), reported when no host is left (RFC 8460 §4.3).
 	refused []string
+	// probe, when set, makes this a check (Connector.Check): every host is
+	// examined up to MAIL FROM and no MAIL is sent (see checkProbe).
+	probe *checkProbe
 }
 
 func (st *groupState) finish(idx int, status Status, reply *Error, mta RemoteMTA, ti *TLSInfo, ft FailureType, now time.Time) {
@@ -577,8 +580,11 @@ func (st *groupState) finishAll(idx []int, e *Error, mta RemoteMTA, ti *TLSInfo,
 	}
 }
 
-func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.ReaderAt, size int64, g *group, res *Result) {
-	st := &groupState{env: env, body: body, size: size, g: g, route: g.route(c), res: res}
+// deliverGroup delivers one group; with probe set it checks it instead
+// (Connector.Check): the same lookups, plans and sessions, ending each
+// session with QUIT where delivery would send MAIL FROM.
+func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.ReaderAt, size int64, g *group, res *Result, probe *checkProbe) {
+	st := &groupState{env: env, body: body, size: size, g: g, route: g.route(c), res: res, probe: probe}
 	var pending []int
 	for _, i := range g.idx {
 		if recipientDomain(env.Recipients[i].Address) == "" || strings.ContainsAny(env.Recipients[i].Address, "\r\n<> ") {
@@ -624,10 +630,10 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	if st.plan.reason != "" {
 		c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
 			slog.String("domain", req.Domain), slog.String("policy", policyAttr(req)),
-			slog.String("reason", st.plan.reason), slog.String("msgid", env.ID))
+			slog.String("reason", st.plan.reason), slog.String("queue_id", env.ID))
 	}
 	c.log().LogAttrs(ctx, slog.LevelDebug, "tls policy", slog.String("domain", req.Domain),
-		slog.String("decision", req.String()), slog.String("msgid", env.ID))
+		slog.String("decision", req.String()), slog.String("queue_id", env.ID))
 
 	targets, terr := c.targets(ctx, st)
 	if terr != nil {
@@ -642,6 +648,7 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		c.logAttempt(ctx, st, ar, c.now(), 0)
 		return
 	}
+	st.probe.targets(st, targets)
 	if env.RequireTLS {
 		if err := checkRequireTLS(req, st.mxAuthenticated(), g.hop != nil, anyDANEHost(req, targets)); err != nil {
 			e := &Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
@@ -658,6 +665,7 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	tries := 0
 outer:
 	for _, t := range targets {
+		st.probe.host(t)
 		hp, far := c.hostPlan(ctx, st, t)
 		if far == nil && env.RequireTLS && hp.kind == checkNone {
 			// RFC 8689 §4.2.1: this host's certificate would not be verified.
@@ -700,7 +708,7 @@ outer:
 				temp = ar
 			}
 			pending = ar.pending
-			if len(pending) == 0 || !ar.retry {
+			if st.probe == nil && (len(pending) == 0 || !ar.retry) {
 				break outer
 			}
 		}
@@ -731,6 +739,8 @@ type target struct {
 	// mxMismatch: the host matches none of the MTA-STS patterns and is
 	// used because the policy is in testing mode (RFC 8461 §5).
 	mxMismatch bool
+	pref       uint16 // MX preference, for Check's report
+	implicit   bool   // the domain itself, for want of MX records (RFC 5321 §5.1)
 }
 
 // sni is the name sent in SNI: the TLSA base domain under DANE (RFC 7672
@@ -790,7 +800,7 @@ func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Err
 			return nil, tlsErrorSubject(st.req, 4, 4, "implicit MX "+domain+" does not match the policy's mx patterns",
 				fmt.Errorf("%w: policy allows %v", ErrNoMX, st.req.MXPatterns))
 		}
-		return []target{{host: domain, port: c.port(), mxMismatch: mismatch}}, nil
+		return []target{{host: domain, port: c.port(), mxMismatch: mismatch, implicit: true}}, nil
 	}
 	sortMX(hosts, c.shuffle())
 	var out []target
@@ -800,7 +810,7 @@ func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Err
 		if !use {
 			continue
 		}
-		out = append(out, target{host: h, port: c.port(), mxMismatch: mismatch})
+		out = append(out, target{host: h, port: c.port(), mxMismatch: mismatch, pref: mx.Pref})
 	}
 	if len(out) == 0 {
 		return nil, tlsErrorSubject(st.req, 4, 4, "no MX host of "+domain+" matches the policy's mx patterns",

@@ -50,7 +50,11 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 		c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
 		return ar
 	}
-	ar = c.transact(ctx, st, s, pending)
+	if st.probe != nil {
+		ar = c.probeSession(st, s, pending)
+	} else {
+		ar = c.transact(ctx, st, s, pending)
+	}
 	ar.mta, ar.mxMismatch = mta, t.mxMismatch
 	ar.tls = s.tlsInfo()
 	ar.failure = s.failure
@@ -60,7 +64,7 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 		ar.dane = st.plan.dane
 	}
 	c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
-	if ar.retry || ar.err != nil && ar.err.Err != nil && isNetErr(ar.err.Err) {
+	if st.probe != nil || ar.retry || ar.err != nil && ar.err.Err != nil && isNetErr(ar.err.Err) {
 		s.close()
 	} else {
 		c.release(st, t, s)
@@ -102,7 +106,9 @@ func (s *session) tlsInfo() *TLSInfo {
 func (c *Connector) connect(ctx context.Context, st *groupState, t target, ip net.IP) (*session, *attemptResult) {
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
 	key := c.poolKey(st, t, addr)
-	if s := c.pool.get(key); s != nil {
+	if st.probe != nil {
+		// A check examines a fresh session, and leaves none behind.
+	} else if s := c.pool.get(key); s != nil {
 		s.bind(ctx)
 		r, err := s.cmd(ctx, c.Timeouts.command(), "RSET")
 		if err == nil && r.Code == 250 {
@@ -175,6 +181,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	if err != nil {
 		return fail(s, localError(false, 4, 2, "CONNECT", "no greeting from "+t.host, err), true, FailureNone)
 	}
+	st.probe.greeting(r)
 	if r.Code != 220 {
 		// A 4xx or 5xx greeting: try the next host (Postfix's
 		// smtp_skip_5xx_greeting).
@@ -185,6 +192,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	if err := s.ehlo(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
 		return fail(s, asReplyError(err, "EHLO", "EHLO failed"), true, FailureNone)
 	}
+	st.probe.ehlo(s.ext, s.tls != nil)
 	if tryTLS {
 		if !s.has("STARTTLS") {
 			if st.plan.required {
@@ -205,6 +213,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 					return fail(s, tlsError(st.req, 5, "STARTTLS", "TLS with "+t.host+" failed", cause), true, ft)
 				}
 				s.close()
+				st.probe.fallback(cause)
 				c.log().LogAttrs(ctx, slog.LevelInfo, "TLS handshake failed; retrying in plaintext as the policy allows",
 					slog.String("domain", st.req.Domain), slog.String("mx", t.host), slog.String("policy", policyAttr(st.req)),
 					slog.String("error", cause.Error()))
@@ -229,6 +238,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 				if err := s.ehlo(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
 					return fail(s, asReplyError(err, "EHLO", "EHLO after STARTTLS failed"), true, FailureNone)
 				}
+				st.probe.ehlo(s.ext, true)
 			}
 		}
 	}
@@ -250,7 +260,11 @@ func (c *Connector) newCheck(st *groupState, t target) *tlsCheck {
 		roots:   c.RootCAs,
 		now:     c.now(),
 		enforce: st.plan.enforce && st.plan.required,
+		// A check sees a full handshake: the certificate chain, not a
+		// resumed session's.
+		noResume: st.probe != nil,
 	}
+	st.probe.handshake(v)
 	if st.plan.required || st.plan.kind != checkNone {
 		// In testing mode (not enforced) a low version is recorded.
 		v.minVersion = st.req.EffectiveMinVersion()
@@ -524,32 +538,47 @@ func utf8AddrXtext(s string) string {
 }
 
 // logAttempt writes the one line per delivery attempt (DESIGN.md
-// conventions): domain, mx, ip, tls_version, cipher, verified, policy,
-// result, code.
+// conventions), with the same keys whether the attempt succeeded or not:
+// queue_id (the Envelope's ID, which transport/queue sets to its queue
+// id), rcpt_domain (the recipient domain; domain is the policy domain,
+// "[host]:port" for a fixed next hop), mx, ip, tls_version ("none" for
+// plaintext), cipher ("" for plaintext), verified, policy_level,
+// policy_source, policy ("level/source"), outcome (see attemptOutcome),
+// result, code, and enhanced, error and tls_failure when there are any.
 func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptResult, start time.Time, d time.Duration) {
 	st.res.Attempts = append(st.res.Attempts, Attempt{
 		Domain: st.req.Domain, RemoteMTA: ar.mta, SourceIP: ar.local, TLS: ar.tls, Err: errOrNil(ar.err),
 		TLSFailure: ar.failure, DANE: ar.dane != nil, Start: start, Duration: d,
 	})
-	c.recordTLSRPT(ctx, st, ar, start)
+	msg := "delivery attempt"
+	if st.probe != nil {
+		// A check (Connector.Check) is not a delivery: nothing for TLS-RPT.
+		msg = "check attempt"
+	} else {
+		c.recordTLSRPT(ctx, st, ar, start)
+	}
 	attrs := []slog.Attr{
+		slog.String("queue_id", st.env.ID),
+		slog.String("rcpt_domain", st.g.domain),
 		slog.String("domain", st.req.Domain),
 		slog.String("mx", ar.mta.Host),
 		slog.String("ip", ipString(ar.mta.IP)),
+		slog.String("policy_level", st.req.Level.String()),
+		slog.String("policy_source", string(st.req.Source)),
 		slog.String("policy", policyAttr(st.req)),
-		slog.String("msgid", st.env.ID),
 		slog.Duration("duration", d),
 	}
 	if ar.tls != nil {
 		attrs = append(attrs, slog.String("tls_version", ar.tls.VersionName()), slog.String("cipher", ar.tls.CipherName()),
 			slog.Bool("verified", ar.tls.Verified), slog.Bool("resumed", ar.tls.Resumed))
 	} else {
-		attrs = append(attrs, slog.String("tls_version", "none"), slog.Bool("verified", false))
+		attrs = append(attrs, slog.String("tls_version", "none"), slog.String("cipher", ""), slog.Bool("verified", false))
 	}
 	if ar.failure != FailureNone {
 		attrs = append(attrs, slog.String("tls_failure", string(ar.failure)))
 	}
 	level := slog.LevelInfo
+	attrs = append(attrs, slog.String("outcome", attemptOutcome(st, ar)))
 	if ar.err != nil {
 		level = slog.LevelWarn
 		attrs = append(attrs, slog.String("result", "attempt failed"), slog.Int("code", ar.err.Code),
@@ -557,7 +586,39 @@ func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptR
 	} else {
 		attrs = append(attrs, slog.String("result", resultSummary(st)), slog.Int("code", ar.code))
 	}
-	c.log().LogAttrs(ctx, level, "delivery attempt", attrs...)
+	c.log().LogAttrs(ctx, level, msg, attrs...)
+	st.probe.attempt(c, st, ar)
+}
+
+// attemptOutcome names an attempt's outcome with Postfix's status words:
+// "sent" (every recipient of the transaction delivered or relayed),
+// "deferred" (a temporary failure: the next host or a later retry
+// follows), "bounced" (a permanent failure), or "mixed" (the transaction
+// ended with recipients in different states; result counts them).
+func attemptOutcome(st *groupState, ar *attemptResult) string {
+	if ar.err != nil {
+		if ar.err.Temporary() {
+			return "deferred"
+		}
+		return "bounced"
+	}
+	seen := map[string]bool{}
+	for _, i := range st.g.idx {
+		switch st.res.Recipients[i].Status {
+		case Delivered, Relayed:
+			seen["sent"] = true
+		case Failed:
+			seen["bounced"] = true
+		default:
+			seen["deferred"] = true
+		}
+	}
+	if len(seen) == 1 {
+		for k := range seen {
+			return k
+		}
+	}
+	return "mixed"
 }
 
 func errOrNil(e *Error) error {

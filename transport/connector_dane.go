@@ -81,7 +81,8 @@ func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, 
 				continue
 			}
 		}
-		out = append(out, target{host: h.Name, port: c.port(), addrs: ipsOf(h.Addrs), resolved: true, dane: h, mxMismatch: mismatch})
+		out = append(out, target{host: h.Name, port: c.port(), addrs: ipsOf(h.Addrs), resolved: true, dane: h, mxMismatch: mismatch,
+			pref: h.Pref, implicit: dest.Implicit})
 	}
 	if len(out) == 0 {
 		return nil, tlsErrorSubject(st.req, 4, 4, "no MX host of "+domain+" matches the policy's mx patterns",
@@ -261,7 +262,7 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 		if len(h.TLSA) > 0 || h.Err != nil {
 			c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
 				slog.String("domain", st.req.Domain), slog.String("mx", t.host), slog.String("policy", policyAttr(st.req)),
-				slog.String("reason", "TLS-Required: No header: DANE not applied (RFC 8689 §4.2.2)"), slog.String("msgid", st.env.ID))
+				slog.String("reason", "TLS-Required: No header: DANE not applied (RFC 8689 §4.2.2)"), slog.String("queue_id", st.env.ID))
 		}
 		return p, nil
 	}
@@ -516,7 +517,7 @@ func (c *Connector) recordDiscoveryFailures(ctx context.Context, st *groupState,
 		}
 		c.log().LogAttrs(ctx, slog.LevelInfo, "tls-rpt policy discovery failure",
 			slog.String("domain", r.PolicyDomain), slog.String("policy_type", string(r.PolicyType)),
-			slog.String("result", string(r.ResultType)), slog.String("detail", f.Detail), slog.String("msgid", st.env.ID))
+			slog.String("result", string(r.ResultType)), slog.String("detail", f.Detail), slog.String("queue_id", st.env.ID))
 		c.recordResult(ctx, r)
 	}
 }

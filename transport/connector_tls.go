@@ -48,12 +48,17 @@ type tlsCheck struct {
 	// (MTA-STS testing mode, RFC 8461 §5).
 	enforce bool
 
+	// noResume: no session resumption (Connector.Check examines the chain).
+	noResume bool
+
 	verified bool
 	failure  FailureType
-	err      error // the classified failure, also when not enforced
+	err      error                // the classified failure, also when not enforced
+	state    *tls.ConnectionState // what the check saw, also when it failed
 }
 
 func (v *tlsCheck) verifyConnection(cs tls.ConnectionState) error {
+	v.state = &cs
 	if err := v.check(cs); err != nil {
 		v.err = err
 		if v.enforce {
@@ -196,6 +201,9 @@ func (c *Connector) tlsConfig(v *tlsCheck, serverName string, r *Route) *tls.Con
 		} else if r.ClientCertificate != nil {
 			cfg.Certificates = []tls.Certificate{*r.ClientCertificate}
 		}
+	}
+	if v.noResume {
+		cfg.ClientSessionCache = nil
 	}
 	return cfg
 }

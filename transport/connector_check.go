@@ -1,0 +1,515 @@
+package transport
+
+// This file holds Connector.Check: a delivery that stops where MAIL FROM
+// would be sent. It runs deliverGroup itself with a checkProbe, so that
+// the routing, the policy lookup, the MX lookup, the plan per host and the
+// TLS checks are the ones delivery uses and cannot disagree with it; the
+// probe only watches (its methods are called from hooks in deliverGroup,
+// dialSession and logAttempt, and do nothing when the probe is nil).
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/policy/dane"
+)
+
+// Verdict is what delivery to a destination would do now.
+type Verdict string
+
+// Verdicts, with the meanings of the RFC 3464 §2.3.3 Action field.
+const (
+	// VerdictDeliver: a host met the requirement and was ready for MAIL
+	// FROM: the message would be sent.
+	VerdictDeliver Verdict = "deliver"
+	// VerdictDefer: the message would stay queued and be retried (a 4xx
+	// outcome, "delayed").
+	VerdictDefer Verdict = "defer"
+	// VerdictBounce: the message would be returned to its sender with a
+	// DSN now (a 5xx outcome, "failed").
+	VerdictBounce Verdict = "bounce"
+)
+
+// CheckReport explains what delivery to one domain would do, and why
+// (Connector.Check). Its JSON form is stable for scripts.
+type CheckReport struct {
+	// Domain is the recipient domain checked.
+	Domain string `json:"domain"`
+	// Time is when the check started.
+	Time time.Time `json:"time"`
+	// NextHop is the fixed next hop "[host]:port" of the Route that
+	// applies; empty for MX delivery.
+	NextHop string `json:"next_hop,omitempty"`
+	// MX is the outcome of the MX lookup (RFC 5321 §5.1, RFC 7505).
+	MX CheckMX `json:"mx"`
+	// Policy is the TLS requirement that applies, and where it came from.
+	Policy CheckPolicy `json:"policy"`
+	// RequireTLS says whether a message carrying REQUIRETLS (RFC 8689)
+	// could be sent to this destination at all.
+	RequireTLS CheckRequireTLS `json:"requiretls"`
+	// Hosts are the hosts examined, in the order delivery tries them.
+	Hosts []CheckHost `json:"hosts"`
+	// Outcome is what delivery would do: the result a message to this
+	// domain would get, with the DSN status it would carry.
+	Outcome CheckOutcome `json:"outcome"`
+}
+
+// CheckMX is the MX lookup of a check.
+type CheckMX struct {
+	// Hosts are the MX hosts in the order delivery tries them (after
+	// MTA-STS "mx:" patterns in enforce mode removed those they refuse).
+	Hosts []string `json:"hosts"`
+	// Null: the domain publishes a null MX (RFC 7505): it accepts no mail.
+	Null bool `json:"null_mx,omitempty"`
+	// Implicit: no MX records: the domain itself is the mail exchanger
+	// (RFC 5321 §5.1).
+	Implicit bool `json:"implicit_mx,omitempty"`
+	// DNSSEC: the MX RRset was DNSSEC-validated (only known with
+	// Connector.DANE, RFC 7672 §2.2).
+	DNSSEC bool `json:"dnssec"`
+	// Refused lists the MX hosts that an enforced MTA-STS policy's "mx:"
+	// patterns exclude (RFC 8461 §4.1).
+	Refused []string `json:"refused_by_policy,omitempty"`
+}
+
+// CheckPolicy is the requirement of a check, in words. Requirement holds
+// it as the Connector applies it.
+type CheckPolicy struct {
+	Level     string        `json:"level"`
+	Source    policy.Source `json:"source"`
+	Reason    string        `json:"reason,omitempty"`
+	Mode      string        `json:"mode"`
+	OnFailure string        `json:"on_failure"`
+	// MinTLS is the lowest TLS version accepted where TLS is required.
+	MinTLS     string   `json:"min_tls"`
+	MXPatterns []string `json:"mx_patterns,omitempty"`
+	Match      []string `json:"match,omitempty"`
+	// Adjusted says why the Connector plans differently from Level (a
+	// testing-mode policy, DANE without records), if it does.
+	Adjusted string `json:"adjusted,omitempty"`
+	// DiscoveryFailures are published policies that could not be
+	// discovered (RFC 8460 §4.3.2.2), as "result-type: detail".
+	DiscoveryFailures []string `json:"discovery_failures,omitempty"`
+	// Requirement is the full decision.
+	Requirement policy.Requirement `json:"-"`
+}
+
+// CheckRequireTLS is the group-level REQUIRETLS condition (RFC 8689
+// §4.2.1); each host must also verify and advertise REQUIRETLS
+// (CheckHost.RequireTLS).
+type CheckRequireTLS struct {
+	Possible bool   `json:"possible"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// CheckHost is one host examined by a check.
+type CheckHost struct {
+	Host       string `json:"host"`
+	Preference int    `json:"preference"`
+	IP         string `json:"ip,omitempty"`
+	Port       int    `json:"port"`
+	// Requires is what the plan for this host demands, in words
+	// ("tls, verify: PKIX chain and MX host name").
+	Requires string `json:"requires"`
+	// TLSRequired: plaintext is refused on this host.
+	TLSRequired bool `json:"tls_required"`
+	// Reason says why the plan for this host differs from the policy's
+	// level (DANE records, testing mode), if it does.
+	Reason string `json:"reason,omitempty"`
+	// MXPatternMismatch: the host matches none of a testing-mode MTA-STS
+	// policy's patterns and would be used anyway (RFC 8461 §5).
+	MXPatternMismatch bool       `json:"mx_pattern_mismatch,omitempty"`
+	DANE              *CheckDANE `json:"dane,omitempty"`
+	// Greeting is the first line of the server's 220 greeting.
+	Greeting string `json:"greeting,omitempty"`
+	// STARTTLS: the server offered STARTTLS (RFC 3207).
+	STARTTLS bool `json:"starttls_offered"`
+	// PlaintextFallback, when set, says why the handshake failed and the
+	// session was retried in plaintext, as the policy allows.
+	PlaintextFallback string `json:"plaintext_fallback,omitempty"`
+	// Extensions are the EHLO keywords of the session delivery would use
+	// (after STARTTLS when TLS was negotiated), with their parameters.
+	Extensions []string `json:"extensions,omitempty"`
+	// RequireTLS: the session is verified TLS and the server advertises
+	// REQUIRETLS (RFC 8689 §4.2.1).
+	RequireTLS bool      `json:"requiretls"`
+	TLS        *CheckTLS `json:"tls,omitempty"`
+	// Outcome is what delivery through this host would do.
+	Outcome CheckOutcome `json:"outcome"`
+}
+
+// CheckDANE is a host's DANE decision (RFC 7672 §2.2).
+type CheckDANE struct {
+	// TLSA are the usable DNSSEC-validated records, in presentation form.
+	TLSA []string `json:"tlsa,omitempty"`
+	// Unusable counts authenticated records that are not usable.
+	Unusable int `json:"unusable,omitempty"`
+	// DNSSEC: the host's addresses were DNSSEC-validated.
+	DNSSEC bool   `json:"dnssec"`
+	Level  string `json:"level"`
+	Reason string `json:"reason,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// CheckTLS is the handshake a check saw (also when the certificate was
+// then refused).
+type CheckTLS struct {
+	Version    string `json:"version"`
+	Cipher     string `json:"cipher"`
+	ServerName string `json:"server_name,omitempty"`
+	// Verified: the certificate passed the check the plan asks for.
+	Verified bool `json:"verified"`
+	// Failure names a refused certificate or version in TLS-RPT terms.
+	Failure FailureType `json:"failure,omitempty"`
+	// Chain is the certificate chain as the server sent it, leaf first.
+	Chain []CheckCert `json:"chain"`
+	// Levels is the chain checked against each level, whatever the plan.
+	Levels []CheckLevel `json:"levels"`
+}
+
+// CheckCert is one certificate of a chain.
+type CheckCert struct {
+	Subject   string    `json:"subject"`
+	Issuer    string    `json:"issuer"`
+	DNSNames  []string  `json:"dns_names,omitempty"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+}
+
+// CheckLevel is the verdict of one level's certificate and version check
+// (Postfix's encrypt, verify, secure; RFC 7672 DANE when the host has
+// usable TLSA records) on the handshake.
+type CheckLevel struct {
+	Level   string      `json:"level"`
+	OK      bool        `json:"ok"`
+	Failure FailureType `json:"failure,omitempty"`
+	Error   string      `json:"error,omitempty"`
+}
+
+// CheckOutcome is what delivery would do, with the reply and the RFC 3463
+// status a DSN would carry.
+type CheckOutcome struct {
+	Verdict Verdict `json:"verdict"`
+	// Code and Status are the SMTP reply code and enhanced status code
+	// (250 2.0.0 when a host was ready for MAIL FROM).
+	Code    int    `json:"code"`
+	Status  string `json:"status"`
+	Message string `json:"message,omitempty"`
+	// TLSFailure names the TLS failure in TLS-RPT terms (RFC 8460 §4.3).
+	TLSFailure FailureType `json:"tls_failure,omitempty"`
+	// Host is the host the outcome concerns, if one.
+	Host string `json:"host,omitempty"`
+}
+
+// Check does everything a delivery to domain would do up to MAIL FROM, and
+// sends no MAIL: the route and the policy lookup (MTA-STS, DANE, the
+// static table, through Policy and DANE as Deliver asks them), the MX
+// lookup (RFC 5321 §5.1, null MX RFC 7505), and for each host the plan,
+// the connection, EHLO, STARTTLS (RFC 3207), the handshake and the
+// certificate check, and QUIT (RFC 5321 §4.1.1.10) where delivery would
+// send MAIL FROM. Unlike delivery it goes on to the next hosts after one
+// that would take the message (up to MaxAddresses addresses in all), and
+// it neither uses nor fills the connection pool or the TLS session cache,
+// and records nothing for TLS-RPT. Route credentials are sent, as
+// delivery sends them (only over verified TLS).
+//
+// The report's Outcome is the one Deliver would give a message with one
+// recipient at domain, without REQUIRETLS. The error is non-nil only for
+// a malformed domain or a Connector that fails Validate.
+func (c *Connector) Check(ctx context.Context, domain string) (*CheckReport, error) {
+	domain = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(domain), "."))
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	rcpt := "postmaster@" + domain
+	if domain == "" || recipientDomain(rcpt) != domain || !validHost(domain) || net.ParseIP(domain) != nil {
+		return nil, fmt.Errorf("transport: %q is not a domain name", domain)
+	}
+	c.init()
+	ctx = c.lookupContext(ctx)
+	env := &Envelope{ID: "check", Recipients: []Recipient{{Address: rcpt}}}
+	groups, err := c.groups(env)
+	if err != nil {
+		return nil, err
+	}
+	groups = c.splitHops(ctx, env, groups)
+	rep := &CheckReport{Domain: domain, Time: c.now(), Hosts: []CheckHost{}, MX: CheckMX{Hosts: []string{}}}
+	res := &Result{Recipients: []RecipientResult{{Recipient: env.Recipients[0]}}}
+	for _, g := range groups {
+		if g.hop != nil {
+			rep.NextHop = g.hop.key()
+		}
+		c.deliverGroup(ctx, env, nil, 0, g, res, &checkProbe{rep: rep})
+	}
+	rr := res.Recipients[0]
+	rep.Policy.fill(rr.Requirement)
+	rep.Outcome = outcomeOf(statusVerdict(rr.Status), rr.Reply, rr.TLSFailure, rr.RemoteMTA.Host)
+	if rr.Reply != nil && errors.Is(rr.Reply, ErrNullMX) {
+		rep.MX.Null = true
+	}
+	if rep.MX.Refused != nil && len(rep.Hosts) == 0 {
+		rep.MX.Hosts = []string{}
+	}
+	return rep, nil
+}
+
+func (p *CheckPolicy) fill(req policy.Requirement) {
+	p.Requirement = req
+	p.Level = req.Level.String()
+	p.Source = req.Source
+	p.Reason = req.Reason
+	p.Mode = req.Mode.String()
+	p.OnFailure = req.OnFailure.String()
+	p.MinTLS = tls.VersionName(req.EffectiveMinVersion())
+	p.MXPatterns = req.MXPatterns
+	p.Match = req.Match
+	for _, f := range req.DiscoveryFailures {
+		p.DiscoveryFailures = append(p.DiscoveryFailures, strings.TrimSpace(f.ResultType+": "+f.Detail))
+	}
+}
+
+func statusVerdict(s Status) Verdict {
+	switch s {
+	case Delivered, Relayed:
+		return VerdictDeliver
+	case Failed:
+		return VerdictBounce
+	}
+	return VerdictDefer
+}
+
+func outcomeOf(v Verdict, e *Error, ft FailureType, host string) CheckOutcome {
+	o := CheckOutcome{Verdict: v, TLSFailure: ft, Host: host}
+	if e != nil {
+		o.Code, o.Status, o.Message = e.Code, e.EnhancedCode.String(), e.Message
+		if e.Err != nil && e.Code >= 400 {
+			o.Message += ": " + e.Err.Error()
+		}
+	} else if v == VerdictDefer {
+		o.Code, o.Status = 451, "4.0.0"
+	}
+	return o
+}
+
+// checkProbe watches one group's delivery for Check. Its methods are
+// called from the delivery code and are no-ops on a nil probe.
+type checkProbe struct {
+	rep *CheckReport
+	// The host being tried and what its session showed so far.
+	t        *target
+	greet    string
+	ext      map[string]string
+	starttls bool
+	check    *tlsCheck
+	plain    string // why the session fell back to plaintext
+}
+
+// probeSession ends a session that is ready for MAIL FROM with QUIT and
+// finishes the pending recipients as a delivery would finish them had
+// the transaction succeeded.
+func (c *Connector) probeSession(st *groupState, s *session, pending []int) *attemptResult {
+	ti := s.tlsInfo()
+	s.quit()
+	e := &Error{Code: 250, EnhancedCode: EnhancedCode{2, 0, 0}, Message: "ready for MAIL FROM (not sent: check)"}
+	st.finishAll(pending, e, s.mta, ti, s.failure, c.now())
+	return &attemptResult{code: 250, retry: true}
+}
+
+func (p *checkProbe) host(t target) {
+	if p == nil {
+		return
+	}
+	*p = checkProbe{rep: p.rep, t: &t}
+}
+
+func (p *checkProbe) greeting(r *reply) {
+	if p == nil || r == nil || len(r.Lines) == 0 {
+		return
+	}
+	p.greet = clip(r.Lines[0], 200)
+}
+
+func (p *checkProbe) ehlo(ext map[string]string, overTLS bool) {
+	if p == nil {
+		return
+	}
+	p.ext = ext
+	if !overTLS {
+		_, p.starttls = ext["STARTTLS"]
+	}
+}
+
+func (p *checkProbe) handshake(v *tlsCheck) {
+	if p != nil {
+		p.check = v
+	}
+}
+
+func (p *checkProbe) fallback(cause error) {
+	if p != nil {
+		p.plain = clip(cause.Error(), 300)
+	}
+}
+
+// targets records the hosts delivery will try and the group-level
+// REQUIRETLS condition.
+func (p *checkProbe) targets(st *groupState, ts []target) {
+	if p == nil {
+		return
+	}
+	for _, t := range ts {
+		p.rep.MX.Hosts = append(p.rep.MX.Hosts, t.host)
+		p.rep.MX.Implicit = p.rep.MX.Implicit || t.implicit
+	}
+	p.rep.MX.DNSSEC = st.dest != nil && st.dest.MXAuthentic
+	p.rep.MX.Refused = st.refused
+	p.rep.Policy.Adjusted = st.groupPlan.reason
+	err := checkRequireTLS(st.req, st.mxAuthenticated(), st.g.hop != nil, anyDANEHost(st.req, ts))
+	p.rep.RequireTLS = CheckRequireTLS{Possible: err == nil}
+	if err != nil {
+		p.rep.RequireTLS.Reason = err.Error()
+	}
+}
+
+// attempt records one attempt of the host being tried (logAttempt calls
+// it for every attempt, and for failures decided before any host).
+func (p *checkProbe) attempt(c *Connector, st *groupState, ar *attemptResult) {
+	if p == nil {
+		return
+	}
+	if p.t == nil {
+		// A failure before any host: the outcome says it; record the
+		// hosts an enforced MTA-STS policy refused.
+		if len(ar.refused) > 0 {
+			p.rep.MX.Refused = ar.refused
+		}
+		return
+	}
+	t := p.t
+	h := CheckHost{Host: t.host, Preference: int(t.pref), Port: t.port, IP: ipString(ar.mta.IP),
+		MXPatternMismatch: t.mxMismatch, Greeting: p.greet, STARTTLS: p.starttls, PlaintextFallback: p.plain}
+	pl := st.plan
+	h.TLSRequired, h.Reason = pl.required, pl.reason
+	h.Requires = planWords(pl)
+	if d := t.dane; d != nil {
+		cd := &CheckDANE{Unusable: d.Unusable, DNSSEC: d.AddrsAuthentic, Level: d.Level.String(), Reason: d.Reason}
+		for _, r := range d.TLSA {
+			cd.TLSA = append(cd.TLSA, dane.FormatTLSA(r))
+		}
+		if d.Err != nil {
+			cd.Error = d.Err.Error()
+		}
+		h.DANE = cd
+	}
+	for k, v := range p.ext {
+		h.Extensions = append(h.Extensions, strings.TrimSpace(k+" "+clip(v, 100)))
+	}
+	slices.Sort(h.Extensions)
+	if p.check != nil && p.check.state != nil {
+		h.TLS = c.checkTLS(st, *t, p.check)
+	}
+	_, hasRT := p.ext["REQUIRETLS"]
+	h.RequireTLS = hasRT && ar.tls != nil && ar.tls.Verified
+	v := VerdictDeliver
+	if ar.err != nil {
+		v = statusVerdict(statusFor(ar.err))
+	}
+	h.Outcome = outcomeOf(v, ar.err, ar.failure, t.host)
+	if ar.err == nil {
+		h.Outcome.Code, h.Outcome.Status, h.Outcome.Message = 250, "2.0.0", "ready for MAIL FROM (not sent: check)"
+	}
+	p.rep.Hosts = append(p.rep.Hosts, h)
+	// A next address of the same host starts clean.
+	*p = checkProbe{rep: p.rep, t: p.t}
+}
+
+// planWords says what a plan demands.
+func planWords(pl plan) string {
+	var w string
+	switch {
+	case !pl.tryTLS:
+		return "plaintext (no STARTTLS)"
+	case pl.required:
+		w = "tls required"
+	default:
+		w = "tls if offered, plaintext allowed"
+	}
+	switch pl.kind {
+	case checkVerify:
+		w += "; verify: PKIX chain and MX host name"
+	case checkSecure:
+		w += "; secure: PKIX chain and next-hop domain"
+	case checkDANE:
+		w += "; dane: certificate matches the host's TLSA records"
+	default:
+		w += "; certificate not checked"
+	}
+	if !pl.enforce && pl.kind != checkNone {
+		w += " (testing: reported, not enforced)"
+	}
+	return w
+}
+
+// checkTLS describes the handshake v saw and checks it against every
+// level, with the same check delivery applies at that level.
+func (c *Connector) checkTLS(st *groupState, t target, v *tlsCheck) *CheckTLS {
+	cs := *v.state
+	out := &CheckTLS{
+		Version: tls.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite), ServerName: cs.ServerName,
+		Verified: v.err == nil && v.verified, Failure: v.failure, Chain: []CheckCert{},
+	}
+	if v.err != nil && v.failure == FailureNone {
+		out.Failure = FailureValidation
+	}
+	for _, crt := range cs.PeerCertificates {
+		out.Chain = append(out.Chain, certOf(crt))
+	}
+	minV := st.req.EffectiveMinVersion()
+	levels := []struct {
+		name string
+		v    tlsCheck
+	}{
+		{"encrypt", tlsCheck{kind: checkNone, minVersion: minV}},
+		{"verify", tlsCheck{kind: checkVerify, mxHost: t.host, roots: c.RootCAs, now: v.now, minVersion: minV}},
+		{"secure", tlsCheck{kind: checkSecure, match: c.matchNames(st), roots: c.RootCAs, now: v.now, minVersion: minV}},
+	}
+	if t.dane != nil && len(t.dane.TLSA) > 0 {
+		levels = append(levels, struct {
+			name string
+			v    tlsCheck
+		}{"dane", tlsCheck{kind: checkDANE, dane: t.dane, now: v.now, minVersion: minV}})
+	}
+	for _, l := range levels {
+		lc := l.v
+		cl := CheckLevel{Level: l.name, OK: true}
+		if err := lc.check(cs); err != nil {
+			cl.OK, cl.Failure, cl.Error = false, lc.failure, clip(err.Error(), 300)
+		}
+		out.Levels = append(out.Levels, cl)
+	}
+	return out
+}
+
+func certOf(c *x509.Certificate) CheckCert {
+	return CheckCert{Subject: c.Subject.String(), Issuer: c.Issuer.String(), DNSNames: c.DNSNames,
+		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC()}
+}
+
+// clip keeps at most n bytes of s, valid UTF-8, without control
+// characters, so that what a remote server says cannot forge lines in a
+// report.
+func clip(s string, n int) string {
+	s = printable(strings.ToValidUTF8(s, "?"))
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "")
+	}
+	return s
+}
