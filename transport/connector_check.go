@@ -9,7 +9,6 @@ package transport
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -268,7 +267,7 @@ func (p *CheckPolicy) fill(req policy.Requirement) {
 	p.Reason = req.Reason
 	p.Mode = req.Mode.String()
 	p.OnFailure = req.OnFailure.String()
-	p.MinTLS = tls.VersionName(req.EffectiveMinVersion())
+	p.MinTLS = (&TLSInfo{Version: req.EffectiveMinVersion()}).VersionName()
 	p.MXPatterns = req.MXPatterns
 	p.Match = req.Match
 	for _, f := range req.DiscoveryFailures {
@@ -462,8 +461,9 @@ func planWords(pl plan) string {
 // level, with the same check delivery applies at that level.
 func (c *Connector) checkTLS(st *groupState, t target, v *tlsCheck) *CheckTLS {
 	cs := *v.state
+	ti := NewTLSInfo(cs, false) // the names the delivery log uses
 	out := &CheckTLS{
-		Version: tls.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite), ServerName: cs.ServerName,
+		Version: ti.VersionName(), Cipher: ti.CipherName(), ServerName: cs.ServerName,
 		Verified: v.err == nil && v.verified, Failure: v.failure, Chain: []CheckCert{},
 	}
 	if v.err != nil && v.failure == FailureNone {

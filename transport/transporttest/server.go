@@ -140,6 +140,7 @@ type Server struct {
 	mu       sync.Mutex
 	wire     bytes.Buffer
 	messages []*Message
+	mails    []string
 	helos    []string
 	conns    int
 	resumed  int
@@ -312,6 +313,15 @@ func (s *Server) Messages() []*Message {
 	return append([]*Message(nil), s.messages...)
 }
 
+// Mails returns the reverse-path of every MAIL command the server
+// accepted, in plaintext or over TLS, whether or not a message followed
+// (RFC 5321 §4.1.1.2): empty when no client began a transaction.
+func (s *Server) Mails() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.mails...)
+}
+
 // EHLONames returns the EHLO/HELO names the server was greeted with, one
 // per session (a new session starts after STARTTLS).
 func (s *Server) EHLONames() []string {
@@ -372,6 +382,9 @@ func (s *session) Reset()        { s.msg = nil }
 func (s *session) Logout() error { return nil }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.srv.mu.Lock()
+	s.srv.mails = append(s.srv.mails, from)
+	s.srv.mu.Unlock()
 	m := &Message{TLS: s.tls}
 	env := &m.Envelope
 	env.From = from

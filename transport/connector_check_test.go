@@ -1,0 +1,355 @@
+package transport_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailtls/mailtls/internal/fakedns"
+	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/transporttest"
+)
+
+func check(t *testing.T, c *transport.Connector, domain string) *transport.CheckReport {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := c.Check(ctx, domain)
+	if err != nil {
+		t.Fatalf("Check(%s): %v", domain, err)
+	}
+	return rep
+}
+
+func wantOutcome(t *testing.T, what string, o transport.CheckOutcome, v transport.Verdict, code int, status string, ft transport.FailureType) {
+	t.Helper()
+	if o.Verdict != v || o.Code != code || o.Status != status || o.TLSFailure != ft {
+		t.Errorf("%s: outcome %s %d %s %q (%s), want %s %d %s %q", what, o.Verdict, o.Code, o.Status, o.TLSFailure, o.Message,
+			v, code, status, ft)
+	}
+}
+
+// noMail asserts that a fixture saw no MAIL command, in plaintext or
+// over TLS, and accepted no message.
+func noMail(t *testing.T, srv *transporttest.Server) {
+	t.Helper()
+	if m := srv.Mails(); len(m) != 0 {
+		t.Errorf("server saw MAIL FROM %q during a check", m)
+	}
+	undelivered(t, srv)
+	if transporttest.Contains(srv.Wire(), "MAIL FROM") {
+		t.Errorf("MAIL FROM on the wire:\n%s", srv.Wire())
+	}
+}
+
+func oneHost(t *testing.T, rep *transport.CheckReport) transport.CheckHost {
+	t.Helper()
+	if len(rep.Hosts) != 1 {
+		t.Fatalf("hosts %+v, want one", rep.Hosts)
+	}
+	return rep.Hosts[0]
+}
+
+// level returns the verdict of the named level on h's handshake.
+func level(t *testing.T, h transport.CheckHost, name string) transport.CheckLevel {
+	t.Helper()
+	if h.TLS == nil {
+		t.Fatalf("%s: no TLS recorded", h.Host)
+	}
+	for _, l := range h.TLS.Levels {
+		if l.Level == name {
+			return l
+		}
+	}
+	t.Fatalf("%s: no %s level in %+v", h.Host, name, h.TLS.Levels)
+	return transport.CheckLevel{}
+}
+
+func TestCheckTLSHost(t *testing.T) {
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, RequireTLS: true})
+	e := newEnv(t)
+	e.single(srv.Addr)
+	rep := check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	h := oneHost(t, rep)
+	wantOutcome(t, h.Host, h.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	if h.Host != "mx.example.test" || h.IP != "192.0.2.10" || h.Port != 25 || h.Preference != 10 || !h.STARTTLS || !h.TLSRequired {
+		t.Errorf("host %+v", h)
+	}
+	if h.TLS == nil || !h.TLS.Verified || h.TLS.Version != "TLSv1.3" || !strings.HasPrefix(h.TLS.Cipher, "TLS_") ||
+		h.TLS.ServerName != "mx.example.test" || len(h.TLS.Chain) != 1 || !slices.Equal(h.TLS.Chain[0].DNSNames, []string{"mx.example.test"}) {
+		t.Fatalf("TLS %+v", h.TLS)
+	}
+	for _, l := range []string{"encrypt", "verify", "secure"} {
+		if lv := level(t, h, l); !lv.OK {
+			t.Errorf("level %s: %+v", l, lv)
+		}
+	}
+	if !h.RequireTLS || !slices.Contains(h.Extensions, "REQUIRETLS") {
+		t.Errorf("REQUIRETLS %v, extensions %q", h.RequireTLS, h.Extensions)
+	}
+	if p := rep.Policy; p.Level != "verify" || p.Source != policy.SourceDefault || p.Mode != "enforce" || p.OnFailure != "defer" {
+		t.Errorf("policy %+v", p)
+	}
+	if rep.RequireTLS.Possible {
+		t.Errorf("REQUIRETLS possible without an authenticated MX set: %+v", rep.RequireTLS)
+	}
+	if !slices.Equal(rep.MX.Hosts, []string{"mx.example.test"}) || rep.MX.Null || rep.MX.Implicit {
+		t.Errorf("MX %+v", rep.MX)
+	}
+	noMail(t, srv)
+	if n := len(srv.EHLONames()); n != 2 {
+		t.Errorf("EHLO %d times, want 2 (before and after STARTTLS)", n)
+	}
+}
+
+func TestCheckPlaintextHost(t *testing.T) {
+	srv := transporttest.NewPlainServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	rep := check(t, e.connector(fixed(policy.Encrypt), srv), "example.test")
+	wantOutcome(t, "encrypt", rep.Outcome, transport.VerdictDefer, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+	h := oneHost(t, rep)
+	if h.STARTTLS || h.TLS != nil || !h.TLSRequired {
+		t.Errorf("host %+v", h)
+	}
+	wantOutcome(t, h.Host, h.Outcome, transport.VerdictDefer, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+
+	rep = check(t, e.connector(fixed(policy.May), srv), "example.test")
+	wantOutcome(t, "may", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	if h := oneHost(t, rep); h.TLS != nil || h.TLSRequired || h.Greeting == "" {
+		t.Errorf("may: host %+v", h)
+	}
+	noMail(t, srv)
+	if !transporttest.Contains(srv.Wire(), "QUIT") {
+		t.Errorf("no QUIT:\n%s", srv.Wire())
+	}
+}
+
+func TestCheckStrippingProxy(t *testing.T) {
+	srv := transporttest.NewTLSServer(t)
+	proxy := transporttest.NewStrippingProxy(t, srv.Addr)
+	e := newEnv(t)
+	e.single(proxy.Addr)
+	rep := check(t, e.connector(policy.Fixed{Level: policy.Verify, OnFailure: policy.Bounce}, srv), "example.test")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictBounce, 554, "5.7.4", transport.FailureSTARTTLSNotSupported)
+	if h := oneHost(t, rep); h.STARTTLS || h.TLS != nil {
+		t.Errorf("host %+v", h)
+	}
+	if p := rep.Policy; p.OnFailure != "bounce" {
+		t.Errorf("policy %+v", p)
+	}
+	noMail(t, srv)
+	if b := proxy.ClientBytes(); transporttest.Contains(b, "MAIL FROM") || !transporttest.Contains(b, "EHLO "+clientName) {
+		t.Errorf("through the proxy:\n%s", b)
+	}
+}
+
+func TestCheckExpiredCertificate(t *testing.T) {
+	srv := transporttest.NewExpiredServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	rep := check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDefer, 451, "4.7.5", transport.FailureCertificateExpired)
+	h := oneHost(t, rep)
+	if h.TLS == nil || h.TLS.Verified || h.TLS.Failure != transport.FailureCertificateExpired || len(h.TLS.Chain) != 1 ||
+		!h.TLS.Chain[0].NotAfter.Before(time.Now()) {
+		t.Fatalf("TLS %+v", h.TLS)
+	}
+	if l := level(t, h, "encrypt"); !l.OK {
+		t.Errorf("encrypt: %+v", l)
+	}
+	for _, name := range []string{"verify", "secure"} {
+		if l := level(t, h, name); l.OK || l.Failure != transport.FailureCertificateExpired {
+			t.Errorf("%s: %+v", name, l)
+		}
+	}
+	noMail(t, srv)
+}
+
+func TestCheckDANEMismatch(t *testing.T) {
+	const host = "mx.dane.example"
+	w := newStdWorld(t)
+	srv := daneServer(t, host, nil, false)
+	w.mx("dane.example", host, "192.0.2.30", srv, true)
+	other := make([]byte, 32)
+	rand.Read(other)
+	w.tlsa(host, true, fakedns.TLSA(3, 1, 1, other))
+	d := w.danePolicy(false)
+	c := w.connector(&policy.Standard{DANE: d, Default: policy.Fixed{Level: policy.May}}, d, srv.RootCAs())
+	rep := check(t, c, "dane.example")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDefer, 451, "4.7.5", transport.FailureValidation)
+	if p := rep.Policy; p.Level != "dane" || p.Source != policy.SourceDANE {
+		t.Errorf("policy %+v", p)
+	}
+	if !rep.MX.DNSSEC {
+		t.Errorf("MX %+v, want DNSSEC-validated", rep.MX)
+	}
+	h := oneHost(t, rep)
+	if h.DANE == nil || len(h.DANE.TLSA) != 1 || !strings.HasPrefix(h.DANE.TLSA[0], "3 1 1 ") || !h.DANE.DNSSEC {
+		t.Errorf("DANE %+v", h.DANE)
+	}
+	if l := level(t, h, "dane"); l.OK || l.Failure != transport.FailureValidation {
+		t.Errorf("dane level %+v", l)
+	}
+	if l := level(t, h, "verify"); !l.OK { // PKIX-valid: DANE must not fall back to it
+		t.Errorf("verify level %+v", l)
+	}
+	noMail(t, srv)
+	if rs := w.results(); len(rs) != 0 {
+		t.Errorf("a check recorded TLS-RPT results: %+v", rs)
+	}
+}
+
+func TestCheckMTASTSEnforceMXMismatch(t *testing.T) {
+	w := newStdWorld(t)
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.elsewhere.example", Cert: transporttest.GoodCert})
+	w.mx("sts.example", "mx.elsewhere.example", "192.0.2.20", srv, false)
+	sts := w.stsHost("sts.example", stsBody("enforce", "mx.sts.example"))
+	c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
+	rep := check(t, c, "sts.example")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDefer, 451, "4.4.4", transport.FailureValidation)
+	if p := rep.Policy; p.Source != policy.SourceMTASTS || p.Mode != "enforce" || !slices.Equal(p.MXPatterns, []string{"mx.sts.example"}) {
+		t.Errorf("policy %+v", p)
+	}
+	if !slices.Equal(rep.MX.Refused, []string{"mx.elsewhere.example"}) || len(rep.Hosts) != 0 {
+		t.Errorf("MX %+v hosts %+v", rep.MX, rep.Hosts)
+	}
+	if n := srv.Connections(); n != 0 {
+		t.Errorf("%d connections to a host the policy refuses", n)
+	}
+	if rs := w.results(); len(rs) != 0 {
+		t.Errorf("a check recorded TLS-RPT results: %+v", rs)
+	}
+}
+
+func TestCheckNullAndImplicitMX(t *testing.T) {
+	e := newEnv(t)
+	e.mx("nomail.test", "")
+	z := e.zones["nomail.test."]
+	z.MX[0].Pref = 0
+	e.zones["nomail.test."] = z
+	rep := check(t, e.connector(fixed(policy.May), nil), "nomail.test")
+	wantOutcome(t, "null MX", rep.Outcome, transport.VerdictBounce, 556, "5.1.10", "")
+	if !rep.MX.Null || len(rep.Hosts) != 0 {
+		t.Errorf("null MX: %+v", rep.MX)
+	}
+
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, Hostname: "example.test"})
+	e.host("example.test", "192.0.2.7", srv.Addr)
+	rep = check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	wantOutcome(t, "implicit MX", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	if !rep.MX.Implicit || !slices.Equal(rep.MX.Hosts, []string{"example.test"}) {
+		t.Errorf("implicit MX: %+v", rep.MX)
+	}
+	noMail(t, srv)
+
+	if _, err := e.connector(nil, nil).Check(context.Background(), "bad domain"); err == nil {
+		t.Error("Check accepted a malformed domain")
+	}
+}
+
+// TestCheckEveryMX: a check examines every MX host, also after one that
+// would take the message, and its outcome is delivery's (the first host
+// that would take it).
+func TestCheckEveryMX(t *testing.T) {
+	good := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, Hostname: "mx2.example.test"})
+	plain := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx1.example.test"})
+	e := newEnv(t)
+	e.mx("example.test", "mx1.example.test", "mx2.example.test")
+	e.host("mx1.example.test", "192.0.2.1", plain.Addr)
+	e.host("mx2.example.test", "192.0.2.2", good.Addr)
+	rep := check(t, e.connector(fixed(policy.Verify), good), "example.test")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	if rep.Outcome.Host != "mx2.example.test" || len(rep.Hosts) != 2 {
+		t.Fatalf("outcome %+v hosts %+v", rep.Outcome, rep.Hosts)
+	}
+	wantOutcome(t, "mx1", rep.Hosts[0].Outcome, transport.VerdictDefer, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, "mx2", rep.Hosts[1].Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+
+	// The good host first: the plaintext one is still examined.
+	e = newEnv(t)
+	e.mx("example.test", "mx2.example.test", "mx1.example.test")
+	e.host("mx1.example.test", "192.0.2.1", plain.Addr)
+	e.host("mx2.example.test", "192.0.2.2", good.Addr)
+	c := e.connector(fixed(policy.Verify), good)
+	c.Pool = transport.PoolConfig{MaxIdle: 2}
+	rep = check(t, c, "example.test")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	if rep.Outcome.Host != "mx2.example.test" || len(rep.Hosts) != 2 || rep.Hosts[1].Host != "mx1.example.test" {
+		t.Fatalf("outcome %+v hosts %+v", rep.Outcome, rep.Hosts)
+	}
+	if plain.Connections() != 2 {
+		t.Errorf("plaintext host: %d connections, want 2 (one per check)", plain.Connections())
+	}
+	// A check leaves no pooled connection behind: a delivery opens its own.
+	deliver(t, c, envelope("user@example.test"))
+	if n := good.Connections(); n != 3 {
+		t.Errorf("good host: %d connections, want 3 (two checks, one delivery)", n)
+	}
+	noMail(t, plain)
+}
+
+func TestCheckRoute(t *testing.T) {
+	srv := transporttest.NewTLSServer(t)
+	e := newEnv(t)
+	c := e.connector(fixed(policy.Encrypt), srv)
+	c.Routes = []transport.Route{{Domain: "partner.example", NextHop: srv.Addr}}
+	rep := check(t, c, "partner.example")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	if rep.NextHop != "[127.0.0.1]:"+strconv.Itoa(srv.Port) || len(rep.Hosts) != 1 || rep.Hosts[0].Host != "127.0.0.1" {
+		t.Errorf("next hop %q hosts %+v", rep.NextHop, rep.Hosts)
+	}
+	h := rep.Hosts[0]
+	if h.TLS == nil || h.TLS.Verified || !level(t, h, "encrypt").OK || level(t, h, "verify").OK {
+		t.Errorf("TLS %+v", h.TLS)
+	}
+	noMail(t, srv)
+}
+
+// TestCheckReportJSON: the JSON form has the documented keys.
+func TestCheckReportJSON(t *testing.T) {
+	srv := transporttest.NewExpiredServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	rep := check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Domain string `json:"domain"`
+		Policy struct {
+			Level, Source string
+		} `json:"policy"`
+		Hosts []struct {
+			Host string `json:"host"`
+			TLS  struct {
+				Version string `json:"version"`
+				Levels  []struct {
+					Level   string `json:"level"`
+					OK      bool   `json:"ok"`
+					Failure string `json:"failure"`
+				} `json:"levels"`
+			} `json:"tls"`
+		} `json:"hosts"`
+		Outcome struct {
+			Verdict, Status string
+			TLSFailure      string `json:"tls_failure"`
+		} `json:"outcome"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Domain != "example.test" || m.Policy.Level != "verify" || m.Outcome.Verdict != "defer" || m.Outcome.Status != "4.7.5" ||
+		m.Outcome.TLSFailure != "certificate-expired" || len(m.Hosts) != 1 || m.Hosts[0].TLS.Version == "" ||
+		len(m.Hosts[0].TLS.Levels) != 3 || m.Hosts[0].TLS.Levels[1].Failure != "certificate-expired" {
+		t.Errorf("JSON:\n%s", b)
+	}
+}
