@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -510,6 +511,151 @@ func clip(s string, n int) string {
 	s = printable(strings.ToValidUTF8(s, "?"))
 	if len(s) > n {
 		s = strings.ToValidUTF8(s[:n], "")
+	}
+	return s
+}
+
+// WriteText renders the report for people, in the spirit of Postfix's
+// posttls-finger: the policy and why, the MX hosts, then per host the
+// plan, the session and each level's verdict on its certificate, and
+// last what delivery would do, with the DSN status (RFC 3464 §2.3.4).
+func (r *CheckReport) WriteText(w io.Writer) error {
+	b := &strings.Builder{}
+	line := func(format string, a ...any) { fmt.Fprintf(b, format+"\n", a...) }
+	p := r.Policy
+	line("check %s at %s", r.Domain, r.Time.UTC().Format(time.RFC3339))
+	pol := fmt.Sprintf("%s (%s", p.Level, p.Source)
+	if p.Reason != "" {
+		pol += ": " + p.Reason
+	}
+	line("  policy:     %s), %s, on failure %s, min %s", pol, p.Mode, p.OnFailure, p.MinTLS)
+	if len(p.MXPatterns) > 0 {
+		line("  mx patterns: %s", strings.Join(p.MXPatterns, " "))
+	}
+	if len(p.Match) > 0 {
+		line("  match:      %s", strings.Join(p.Match, ":"))
+	}
+	if p.Adjusted != "" {
+		line("  adjusted:   %s", p.Adjusted)
+	}
+	for _, f := range p.DiscoveryFailures {
+		line("  discovery:  %s", f)
+	}
+	switch {
+	case r.NextHop != "":
+		line("  route:      fixed next hop %s", r.NextHop)
+	case r.MX.Null:
+		line("  mx:         null MX (RFC 7505): the domain accepts no mail")
+	default:
+		mx := strings.Join(r.MX.Hosts, ", ")
+		if r.MX.Implicit {
+			mx += " (implicit MX: no MX records)"
+		}
+		if mx == "" {
+			mx = "none usable"
+		}
+		line("  mx:         %s; DNSSEC %s", mx, yesNo(r.MX.DNSSEC))
+	}
+	if len(r.MX.Refused) > 0 {
+		line("  refused:    %s (not in the MTA-STS mx patterns)", strings.Join(r.MX.Refused, ", "))
+	}
+	rt := "possible"
+	if !r.RequireTLS.Possible {
+		rt = "not possible"
+		if r.RequireTLS.Reason != "" {
+			rt += ": " + r.RequireTLS.Reason
+		}
+	}
+	line("  requiretls: %s", rt)
+	for _, h := range r.Hosts {
+		line("")
+		line("%s [%s]:%d preference %d", h.Host, h.IP, h.Port, h.Preference)
+		line("  requires:   %s", h.Requires)
+		if h.Reason != "" {
+			line("  because:    %s", h.Reason)
+		}
+		if h.MXPatternMismatch {
+			line("  mx pattern: no match (testing mode: used anyway)")
+		}
+		if d := h.DANE; d != nil {
+			tlsa := strings.Join(d.TLSA, "; ")
+			if tlsa == "" {
+				tlsa = "no usable TLSA records"
+			}
+			line("  dane:       %s (%s; addresses DNSSEC %s)", tlsa, d.Level, yesNo(d.DNSSEC))
+			if d.Reason != "" {
+				line("              %s", d.Reason)
+			}
+			if d.Error != "" {
+				line("              error: %s", d.Error)
+			}
+		}
+		if h.Greeting != "" {
+			line("  greeting:   %s", h.Greeting)
+			line("  starttls:   %s", map[bool]string{true: "offered", false: "not offered"}[h.STARTTLS])
+		}
+		if h.PlaintextFallback != "" {
+			line("  fallback:   plaintext after a failed handshake: %s", h.PlaintextFallback)
+		}
+		if t := h.TLS; t != nil {
+			v := "not verified"
+			if t.Verified {
+				v = "verified"
+			}
+			if t.Failure != FailureNone {
+				v += " (" + string(t.Failure) + ")"
+			}
+			line("  tls:        %s %s, SNI %s, %s", t.Version, t.Cipher, orNone(t.ServerName), v)
+			for i, c := range t.Chain {
+				line("  cert %d:     %s [%s] issuer %s, valid %s to %s", i, c.Subject, strings.Join(c.DNSNames, " "), c.Issuer,
+					c.NotBefore.Format("2006-01-02"), c.NotAfter.Format("2006-01-02"))
+			}
+			var ls []string
+			for _, l := range t.Levels {
+				s := l.Level + " ok"
+				if !l.OK {
+					s = l.Level + " FAILS (" + string(l.Failure) + ")"
+				}
+				ls = append(ls, s)
+			}
+			line("  levels:     %s", strings.Join(ls, ", "))
+		}
+		if len(h.Extensions) > 0 {
+			line("  extensions: %s", strings.Join(h.Extensions, ", "))
+		}
+		if h.Greeting != "" {
+			line("  requiretls: %s", map[bool]string{true: "advertised over verified TLS", false: "no"}[h.RequireTLS])
+		}
+		line("  result:     %s", h.Outcome.text())
+	}
+	line("")
+	line("verdict: %s", r.Outcome.text())
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (o CheckOutcome) text() string {
+	s := string(o.Verdict)
+	if o.Verdict == VerdictDeliver && o.Host != "" {
+		s += " via " + o.Host
+	}
+	s += fmt.Sprintf(": %d %s %s", o.Code, o.Status, o.Message)
+	if o.TLSFailure != FailureNone {
+		s += " [" + string(o.TLSFailure) + "]"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
 	}
 	return s
 }

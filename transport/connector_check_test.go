@@ -353,3 +353,31 @@ func TestCheckReportJSON(t *testing.T) {
 		t.Errorf("JSON:\n%s", b)
 	}
 }
+
+// TestCheckReportText: the text form names the policy, the host, each
+// level's verdict and the outcome with its DSN status.
+func TestCheckReportText(t *testing.T) {
+	srv := transporttest.NewExpiredServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	rep := check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	var b strings.Builder
+	if err := rep.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"check example.test at ",
+		"policy:     verify (default: default level), enforce, on failure defer, min TLSv1.2",
+		"mx.example.test [192.0.2.10]:25 preference 10",
+		"requires:   tls required; verify: PKIX chain and MX host name",
+		"starttls:   offered",
+		"levels:     encrypt ok, verify FAILS (certificate-expired), secure FAILS (certificate-expired)",
+		"verdict: defer: 451 4.7.5 ",
+		"[certificate-expired]",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text lacks %q:\n%s", want, out)
+		}
+	}
+}
