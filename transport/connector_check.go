@@ -446,7 +446,7 @@ func planWords(pl plan) string {
 	case checkVerify:
 		w += "; verify: PKIX chain and MX host name"
 	case checkSecure:
-		w += "; secure: PKIX chain and next-hop domain"
+		w += "; secure: PKIX chain and the match names (default: the next-hop domain)"
 	case checkDANE:
 		w += "; dane: certificate matches the host's TLSA records"
 	default:

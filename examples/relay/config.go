@@ -71,7 +71,8 @@ type Config struct {
 	DrainTimeout     time.Duration // -drain-timeout: how long SIGTERM/SIGINT waits for transactions in progress
 	Limits           serverLimits  // -max-*, -*-timeout, -auth-*: every listener's limits (limits.go)
 
-	LogLevel string // -log-level debug|info|warn|error
+	LogLevel  string // -log-level debug|info|warn|error
+	LogFormat string // -log-format text|json
 }
 
 // RouteFlag is one -route domain=host:port.
@@ -90,7 +91,18 @@ func (r *repeated) Set(s string) error { *r = append(*r, s); return nil }
 // Config. Errors name the flag and the offending value. Usage text goes to
 // out when -h is given.
 func parseFlags(args []string, out io.Writer) (*Config, error) {
-	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	c, rest, err := parseCommandFlags("relay", args, out, nil)
+	if err == nil && len(rest) > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (all settings are flags)", rest[0])
+	}
+	return c, err
+}
+
+// parseCommandFlags is parseFlags for a subcommand (name is "relay check"):
+// extra registers the subcommand's own flags, and the arguments that are
+// not flags are returned, in order; flags may come before and after them.
+func parseCommandFlags(name string, args []string, out io.Writer, extra func(*flag.FlagSet)) (*Config, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
 	host, _ := os.Hostname()
 	if host == "" || strings.EqualFold(host, "localhost") {
@@ -142,11 +154,19 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long to wait for transactions in progress to end before closing their connections")
 	registerLimits(fs, &c.Limits)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text (slog key=value) or json (one JSON object a line)")
+	if extra != nil {
+		extra(fs)
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (all settings are flags)", fs.Arg(0))
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest, args = append(rest, fs.Arg(0)), fs.Args()[1:]
 	}
 
 	var errs []error
@@ -328,10 +348,15 @@ func parseFlags(args []string, out io.Writer) (*Config, error) {
 	default:
 		bad("-log-level: %q: want debug, info, warn or error", c.LogLevel)
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("-log-format: %q: want text or json", c.LogFormat)
 	}
-	return &c, nil
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	return &c, rest, nil
 }
 
 // isDKIMName accepts a domain name or selector: dot-separated labels of

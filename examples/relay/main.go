@@ -19,6 +19,8 @@
 //
 // "relay queue list|show|retry|remove|hold|release" operates the queue of
 // the relay running on -data, through its admin socket -data/admin.sock.
+// "relay check DOMAIN" explains, without sending mail, what the relay
+// would do with mail for DOMAIN under its flags (see checkcmd.go).
 //
 // Run "go run ./examples/relay -h" for the flags.
 package main
@@ -36,6 +38,11 @@ func main() {
 	defer stop()
 	if len(os.Args) > 1 && os.Args[1] == "queue" {
 		code := queueMain(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		code := runCheck(ctx, os.Args[2:], os.Stdout, os.Stderr, nil)
 		stop()
 		os.Exit(code)
 	}

@@ -199,33 +199,8 @@ func (r *Relay) setupCertificates() error {
 // hands local recipients to local.
 func (r *Relay) setupOutbound(local queue.Deliverer) error {
 	cfg := r.cfg
-	var table *policy.Table
-	if cfg.PolicyFile != "" {
-		t, err := policy.LoadTable(cfg.PolicyFile)
-		if err != nil {
-			return fmt.Errorf("-policy: %w", err)
-		}
-		table = t
-	}
-	published, err := r.publishedPolicies()
-	if err != nil {
+	if err := r.setupConnector(); err != nil {
 		return err
-	}
-	pol := newOutboundPolicy(cfg, table, published)
-	routes, err := buildRoutes(cfg)
-	if err != nil {
-		return err
-	}
-	roots, err := loadRoots(cfg.OutboundCA)
-	if err != nil {
-		return err
-	}
-	r.connector = &transport.Connector{
-		Hostname: cfg.Hostname,
-		Policy:   pol,
-		Routes:   routes,
-		RootCAs:  roots,
-		Logger:   r.log.With("part", "connector"),
 	}
 	store, err := queue.OpenDirStore(cfg.path("queue"))
 	if err != nil {
@@ -261,6 +236,45 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 		}
 		r.reporter.resolver = r.txtResolver() // -resolver
 	}
+	return nil
+}
+
+// setupConnector builds the outbound policy (-policy, -default-tls,
+// -on-tls-failure, -mta-sts, -dane-resolver), the routes (-route,
+// -smarthost), the roots (-outbound-ca) and the Connector delivery uses,
+// wired for the standards flags (wireStandards). "relay check" asks the
+// same Connector, so that it answers what this relay's delivery would do.
+func (r *Relay) setupConnector() error {
+	cfg := r.cfg
+	var table *policy.Table
+	if cfg.PolicyFile != "" {
+		t, err := policy.LoadTable(cfg.PolicyFile)
+		if err != nil {
+			return fmt.Errorf("-policy: %w", err)
+		}
+		table = t
+	}
+	published, err := r.publishedPolicies()
+	if err != nil {
+		return err
+	}
+	pol := newOutboundPolicy(cfg, table, published)
+	routes, err := buildRoutes(cfg)
+	if err != nil {
+		return err
+	}
+	roots, err := loadRoots(cfg.OutboundCA)
+	if err != nil {
+		return err
+	}
+	r.connector = &transport.Connector{
+		Hostname: cfg.Hostname,
+		Policy:   pol,
+		Routes:   routes,
+		RootCAs:  roots,
+		Logger:   r.log.With("part", "connector"),
+	}
+	r.wireStandards()
 	return nil
 }
 

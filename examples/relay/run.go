@@ -13,7 +13,7 @@ import (
 // is cancelled (SIGTERM, SIGINT) or a part fails, then shut down draining
 // for up to -drain-timeout. Each value received on reload (SIGHUP) reloads
 // the certificates; a failed reload keeps the previous ones in service.
-// Logs go to logOut as slog text.
+// Logs go to logOut as slog text, or JSON with -log-format json.
 func run(ctx context.Context, args []string, logOut io.Writer, reload <-chan os.Signal) error {
 	cfg, err := parseFlags(args, logOut)
 	if err != nil {
@@ -54,8 +54,14 @@ wait:
 	return runErr
 }
 
+// newLogger is the relay's logger: -log-level, and -log-format's slog
+// handler (JSON for log collectors, text for people).
 func newLogger(cfg *Config, out io.Writer) *slog.Logger {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(cfg.LogLevel))
-	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: lvl}))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
 }

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/mailtls/mailtls/internal/fakedns"
+	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/transporttest"
+)
+
+// relayCheck runs "relay check ARGS" and returns the exit status, stdout
+// and stderr.
+func relayCheck(t *testing.T, setup func(*transport.Connector), args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	base := []string{"-data", t.TempDir(), "-hostname", "relay.test"}
+	code := runCheck(ctx, append(base, args...), &out, &errOut, setup)
+	return code, out.String(), errOut.String()
+}
+
+func noMAIL(t *testing.T, srv *transporttest.Server) {
+	t.Helper()
+	if m := srv.Mails(); len(m) != 0 || len(srv.Messages()) != 0 {
+		t.Errorf("server saw MAIL %q during relay check", m)
+	}
+	if srv.Connections() == 0 {
+		t.Error("relay check never connected: the test proves nothing")
+	}
+}
+
+// relay check answers with the relay's own flags: a -route to a partner
+// gateway under the -policy table's "secure" entry, verified with
+// -outbound-ca, would deliver; the text names the table entry.
+func TestCheckCommandRoute(t *testing.T) {
+	partner := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, RequireTLS: true})
+	ca := writeFile(t, "ca.pem", string(partner.CA.CertPEM))
+	pol := writeFile(t, "tls_policy", fmt.Sprintf("[127.0.0.1]:%d secure match=%s\n", partner.Port, partner.Hostname))
+	code, out, errOut := relayCheck(t, nil, "-route", fmt.Sprintf("partner.example=127.0.0.1:%d", partner.Port),
+		"-policy", pol, "-outbound-ca", ca, "-log-level", "warn", "partner.example")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if err := contains(out, "check partner.example", "policy:     secure (static", fmt.Sprintf("route:      fixed next hop [127.0.0.1]:%d", partner.Port),
+		"levels:     encrypt ok, verify FAILS (certificate-host-mismatch), secure ok", "verdict: deliver via 127.0.0.1: 250 2.0.0"); err != nil {
+		t.Errorf("%v\n%s", err, out)
+	}
+	noMAIL(t, partner)
+}
+
+// -json, also after the domain; a plaintext-only next hop under
+// -default-tls encrypt is deferred with 4.7.4 (exit status 2), and with
+// -on-tls-failure bounce bounced with 5.7.4 (exit status 3).
+func TestCheckCommandJSON(t *testing.T) {
+	plain := transporttest.NewPlainServer(t)
+	route := fmt.Sprintf("legacy.example=127.0.0.1:%d", plain.Port)
+	for _, tc := range []struct {
+		args            []string
+		code            int
+		verdict, status string
+	}{
+		{nil, 2, "defer", "4.7.4"},
+		{[]string{"-on-tls-failure", "bounce"}, 3, "bounce", "5.7.4"},
+	} {
+		args := append([]string{"-route", route, "-default-tls", "encrypt"}, tc.args...)
+		code, out, errOut := relayCheck(t, nil, append(args, "legacy.example", "-json")...)
+		if code != tc.code {
+			t.Fatalf("%q: exit %d, want %d\n%s\n%s", tc.args, code, tc.code, out, errOut)
+		}
+		var rep transport.CheckReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, out)
+		}
+		if rep.Domain != "legacy.example" || string(rep.Outcome.Verdict) != tc.verdict || rep.Outcome.Status != tc.status ||
+			rep.Outcome.TLSFailure != transport.FailureSTARTTLSNotSupported || rep.Policy.Level != "encrypt" || len(rep.Hosts) != 1 || rep.Hosts[0].STARTTLS {
+			t.Errorf("%q: report %+v", tc.args, rep)
+		}
+	}
+	noMAIL(t, plain)
+}
+
+// The MX path: -resolver answers the MX and address lookups; the MX host's
+// certificate has expired, so -default-tls verify defers it (4.7.5).
+func TestCheckCommandMX(t *testing.T) {
+	mx := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.one.example", Cert: transporttest.ExpiredCert})
+	ns := fakedns.Start(t, map[string]fakedns.Zone{
+		"one.example":    {RRs: []dns.RR{fakedns.MX(10, "mx.one.example")}},
+		"mx.one.example": {RRs: []dns.RR{fakedns.A("192.0.2.60")}},
+	})
+	ca := writeFile(t, "ca.pem", string(mx.CA.CertPEM))
+	dialer := &transporttest.Dialer{Map: map[string]string{"192.0.2.60:25": mx.Addr}}
+	code, out, errOut := relayCheck(t, func(c *transport.Connector) { c.Dialer = dialer },
+		"-resolver", ns.Addr, "-outbound-ca", ca, "-log-format", "json", "one.example")
+	if code != 2 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if err := contains(out, "mx:         mx.one.example; DNSSEC no", "mx.one.example [192.0.2.60]:25 preference 10",
+		"verify FAILS (certificate-expired)", "verdict: defer: 451 4.7.5"); err != nil {
+		t.Errorf("%v\n%s", err, out)
+	}
+	if ns.Count("", "one.example", dns.TypeMX) == 0 {
+		t.Error("the MX was not looked up at -resolver")
+	}
+	// The Connector's line for the attempt, in -log-format json.
+	var line map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(errOut), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("-log-format json wrote a line that is not JSON: %v: %q", err, l)
+		}
+		if m["msg"] == "check attempt" {
+			line = m
+		}
+	}
+	if line == nil || line["mx"] != "mx.one.example" || line["tls_failure"] != "certificate-expired" || line["outcome"] != "deferred" {
+		t.Errorf("check attempt line %v in:\n%s", line, errOut)
+	}
+	noMAIL(t, mx)
+}
+
+func TestCheckCommandUsage(t *testing.T) {
+	for _, args := range [][]string{nil, {"a.example", "b.example"}, {"not a domain"}} {
+		code, _, errOut := relayCheck(t, nil, args...)
+		if code != 1 || !strings.Contains(errOut, "relay check") {
+			t.Errorf("%q: exit %d, stderr %q", args, code, errOut)
+		}
+	}
+}
+
+// -log-format selects slog's JSON or text handler; anything else is
+// refused by name.
+func TestLogFormatFlag(t *testing.T) {
+	for _, tc := range []struct {
+		format string
+		json   bool
+	}{{"", false}, {"text", false}, {"json", true}} {
+		args := []string{"-data", t.TempDir(), "-hostname", "relay.test"}
+		if tc.format != "" {
+			args = append(args, "-log-format", tc.format)
+		}
+		cfg, err := parseFlags(args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%q: %v", tc.format, err)
+		}
+		var buf bytes.Buffer
+		newLogger(cfg, &buf).Info("delivery attempt", "queue_id", "q1", "verified", true)
+		var m map[string]any
+		isJSON := json.Unmarshal(buf.Bytes(), &m) == nil
+		if isJSON != tc.json {
+			t.Errorf("%q: line %q, want JSON %v", tc.format, buf.String(), tc.json)
+		}
+		if tc.json && (m["msg"] != "delivery attempt" || m["queue_id"] != "q1" || m["verified"] != true) {
+			t.Errorf("%q: line %v", tc.format, m)
+		}
+		if !tc.json && !strings.Contains(buf.String(), `msg="delivery attempt" queue_id=q1 verified=true`) {
+			t.Errorf("%q: line %q", tc.format, buf.String())
+		}
+	}
+	if _, err := parseFlags([]string{"-data", t.TempDir(), "-hostname", "relay.test", "-log-format", "xml"}, &bytes.Buffer{}); err == nil ||
+		!strings.Contains(err.Error(), "-log-format") {
+		t.Errorf("-log-format xml: err = %v", err)
+	}
+}
