@@ -213,7 +213,7 @@ func (s *Server) acquireAuthSlot(ctx context.Context) (func(), error) {
 		return release, nil
 	default:
 	}
-	t := time.NewTimer(orDuration(s.AuthQueueTimeout, DefaultAuthQueueTimeout))
+	t := time.NewTimer(s.authQueueTimeout)
 	defer t.Stop()
 	select {
 	case s.authSlots <- struct{}{}:

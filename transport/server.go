@@ -142,6 +142,16 @@ type Server struct {
 	// 4.7.0 Temporary authentication failure" (RFC 4954 §6) and the attempt
 	// does not count against it. Zero means 10 seconds.
 	AuthQueueTimeout time.Duration
+	// AuthLimitsFrom, when set, makes this Server share the AUTH limits of
+	// that Server instead of keeping its own: its failure counts per address
+	// and network (AuthMaxFailures, AuthMaxNetworkFailures,
+	// AuthFailureWindow) and its password-check slots (AuthMaxConcurrent,
+	// AuthQueueTimeout), whose values then apply here too and this Server's
+	// own Auth* fields are ignored. Give every listener of one host the same
+	// one (587, 465, and 25 when it offers AUTH): an attacker can use every
+	// port, and bcrypt's CPU is the machine's, not a listener's. That Server
+	// must not itself have AuthLimitsFrom set.
+	AuthLimitsFrom *Server
 
 	// MaxMessageBytes is the largest message accepted, advertised as SIZE
 	// (RFC 1870); larger ones get "552 5.3.4". Zero means 50 MiB; there is no
@@ -218,9 +228,12 @@ type Server struct {
 	// bound (a test seam).
 	authTableSize int
 	authSlots     chan struct{} // AuthMaxConcurrent password-check slots
-	log           *slog.Logger
-	baseCtx       context.Context
-	cancel        context.CancelFunc
+	// authQueueTimeout is AuthQueueTimeout with its default, or
+	// AuthLimitsFrom's.
+	authQueueTimeout time.Duration
+	log              *slog.Logger
+	baseCtx          context.Context
+	cancel           context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[*inListener]struct{}
@@ -318,11 +331,9 @@ func (s *Server) setup() error {
 		cfg.GetConfigForClient = s.configForClient(cfg)
 		s.tlsBase = cfg
 	}
-	s.limiter = newAuthLimiter(orInt(s.AuthMaxFailures, DefaultAuthMaxFailures),
-		orInt(s.AuthMaxNetworkFailures, DefaultAuthMaxNetworkFailures),
-		orDuration(s.AuthFailureWindow, DefaultAuthFailureWindow),
-		orInt(s.authTableSize, authLimiterMaxEntries))
-	s.authSlots = make(chan struct{}, orInt(s.AuthMaxConcurrent, runtime.NumCPU()))
+	if err := s.setupAuthLimits(); err != nil {
+		return err
+	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.listeners = make(map[*inListener]struct{})
 	s.conns = make(map[*inConn]struct{})
@@ -698,3 +709,25 @@ func (p slogPrintfer) Printf(format string, v ...any) {
 	p.l.Debug("smtp engine: " + fmt.Sprintf(format, v...))
 }
 func (p slogPrintfer) Println(v ...any) { p.l.Debug("smtp engine: " + fmt.Sprintln(v...)) }
+
+// setupAuthLimits builds the Server's AUTH failure table and password-check
+// slots, or takes AuthLimitsFrom's.
+func (s *Server) setupAuthLimits() error {
+	if from := s.AuthLimitsFrom; from != nil {
+		if from == s || from.AuthLimitsFrom != nil {
+			return errors.New("transport: Server.AuthLimitsFrom must name a Server without AuthLimitsFrom")
+		}
+		if err := from.init(); err != nil {
+			return fmt.Errorf("transport: Server.AuthLimitsFrom: %w", err)
+		}
+		s.limiter, s.authSlots, s.authQueueTimeout = from.limiter, from.authSlots, from.authQueueTimeout
+		return nil
+	}
+	s.limiter = newAuthLimiter(orInt(s.AuthMaxFailures, DefaultAuthMaxFailures),
+		orInt(s.AuthMaxNetworkFailures, DefaultAuthMaxNetworkFailures),
+		orDuration(s.AuthFailureWindow, DefaultAuthFailureWindow),
+		orInt(s.authTableSize, authLimiterMaxEntries))
+	s.authSlots = make(chan struct{}, orInt(s.AuthMaxConcurrent, runtime.NumCPU()))
+	s.authQueueTimeout = orDuration(s.AuthQueueTimeout, DefaultAuthQueueTimeout)
+	return nil
+}

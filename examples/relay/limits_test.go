@@ -29,6 +29,11 @@ func TestLimitFlags(t *testing.T) {
 			t.Errorf("%s: limits %+v, want %+v", l.name, got, limitsOf(&want))
 		}
 	}
+	for _, l := range tr.servers[1:] {
+		if l.srv.AuthLimitsFrom != tr.servers[0].srv {
+			t.Errorf("%s keeps its own AUTH limits; want those of %s (one failure table and one set of password-check slots)", l.name, tr.servers[0].name)
+		}
+	}
 	if got, want := tr.queue.MinFree, int64(1500000); got != want {
 		t.Errorf("queue MinFree = %d, want 1.5 × -max-message-size = %d", got, want)
 	}

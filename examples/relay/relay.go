@@ -146,6 +146,12 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 			Logger:        log.With("listener", spec.name),
 		}
 		cfg.Limits.apply(srv)
+		// One AUTH failure table and one set of password-check slots for
+		// every listener: an attacker can use every port, and bcrypt's CPU
+		// is the machine's.
+		if len(r.servers) > 0 {
+			srv.AuthLimitsFrom = r.servers[0].srv
+		}
 		// RFC 3207 §4: a public MX must not require STARTTLS; -require-tls
 		// opts in (the submission ports always require TLS and AUTH).
 		if spec.kind == transport.KindMX && !cfg.RequireTLS {
