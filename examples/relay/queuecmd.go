@@ -26,14 +26,17 @@ import (
 const adminSocketName = "admin.sock"
 
 // setupAdmin opens the admin socket; newRelay calls it last, once nothing
-// else can fail.
-func (r *Relay) setupAdmin() error {
-	l, err := admin.Listen(r.cfg.path(adminSocketName))
+// else can fail. Without the socket the relay still serves mail: a -data
+// path too long for a Unix socket (about 100 bytes) or a file in the way
+// is logged, and "relay queue" cannot reach this relay.
+func (r *Relay) setupAdmin() {
+	path := r.cfg.path(adminSocketName)
+	l, err := admin.Listen(path)
 	if err != nil {
-		return fmt.Errorf("-data: %w", err)
+		r.log.Error("no admin socket: \"relay queue\" cannot reach this relay", "path", path, "error", err)
+		return
 	}
 	r.admin = l
-	return nil
 }
 
 // serveAdmin serves the admin socket until ctx is done (Shutdown); the

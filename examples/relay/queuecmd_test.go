@@ -263,3 +263,21 @@ func TestQueueCommandUsage(t *testing.T) {
 		t.Errorf("no relay: exit %d %q", code, errOut.String())
 	}
 }
+
+// A -data path too long for a Unix socket (sun_path holds 108 bytes on
+// Linux) costs the admin socket, not the mail service: the relay starts
+// and logs why "relay queue" cannot reach it.
+func TestAdminSocketPathTooLong(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 120))
+	tr := startRelay(t, "-data", dir)
+	if _, err := os.Lstat(filepath.Join(dir, "admin.sock")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("admin socket: %v", err)
+	}
+	if err := contains(tr.logs.String(), "no admin socket"); err != nil {
+		t.Fatal(err)
+	}
+	c := tr.dial(t, "smtp")
+	if err := c.Noop(); err != nil {
+		t.Fatalf("relay not serving: %v", err)
+	}
+}

@@ -163,9 +163,7 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 		}
 		r.servers = append(r.servers, &listener{name: spec.name, srv: srv, l: l})
 	}
-	if err := r.setupAdmin(); err != nil {
-		return nil, err
-	}
+	r.setupAdmin()
 	ok = true
 	return r, nil
 }

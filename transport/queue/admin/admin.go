@@ -146,6 +146,8 @@ type Error struct {
 	Message string
 }
 
+// Error renders the code and the server's text.
+// Error renders the code and the server's text.
 func (e *Error) Error() string { return "admin: " + string(e.Code) + ": " + e.Message }
 
 // Is reports whether target is the sentinel of e's Code.
