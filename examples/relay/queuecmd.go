@@ -256,16 +256,7 @@ func printShow(w io.Writer, m *queue.Message, now time.Time) error {
 	line := func(k, v string) { fmt.Fprintf(&b, "%-16s%s\n", k+":", clean(v)) }
 	line("id", m.ID)
 	line("received", fmt.Sprintf("%s (%s ago)", stamp(m.ReceivedAt), roundDur(now.Sub(m.ReceivedAt))))
-	var via []string
-	if m.ClientAddr != "" {
-		via = append(via, "client "+m.ClientAddr)
-	}
-	if m.Helo != "" {
-		via = append(via, "helo "+m.Helo)
-	}
-	if m.AuthIdentity != "" {
-		via = append(via, "auth "+m.AuthIdentity)
-	}
+	via := labelled("client ", m.ClientAddr, "helo ", m.Helo, "auth ", m.AuthIdentity)
 	if t := m.ReceivedTLS; t != nil {
 		via = append(via, t.VersionName()+" "+t.CipherName())
 		if t.Verified {
@@ -274,34 +265,20 @@ func printShow(w io.Writer, m *queue.Message, now time.Time) error {
 	} else {
 		via = append(via, "no TLS")
 	}
-	if m.ReceivedID != "" {
-		via = append(via, "smtp id "+m.ReceivedID)
-	}
+	via = append(via, labelled("smtp id ", m.ReceivedID)...)
 	line("via", strings.Join(via, ", "))
 	line("from", "<"+m.From+">")
 	line("size", fmt.Sprintf("%d bytes", m.Size))
 	var opts []string
-	if m.RequireTLS {
-		opts = append(opts, "REQUIRETLS")
+	for _, o := range []struct {
+		on   bool
+		name string
+	}{{m.RequireTLS, "REQUIRETLS"}, {m.TLSRequiredNo, "TLS-Required: No"}, {m.SMTPUTF8, "SMTPUTF8"}, {m.Report, "delivery status report"}} {
+		if o.on {
+			opts = append(opts, o.name)
+		}
 	}
-	if m.TLSRequiredNo {
-		opts = append(opts, "TLS-Required: No")
-	}
-	if m.SMTPUTF8 {
-		opts = append(opts, "SMTPUTF8")
-	}
-	if m.BodyType != "" {
-		opts = append(opts, "BODY="+m.BodyType)
-	}
-	if m.Return != "" {
-		opts = append(opts, "RET="+m.Return)
-	}
-	if m.EnvelopeID != "" {
-		opts = append(opts, "ENVID="+m.EnvelopeID)
-	}
-	if m.Report {
-		opts = append(opts, "delivery status report")
-	}
+	opts = append(opts, labelled("BODY=", m.BodyType, "RET=", m.Return, "ENVID=", m.EnvelopeID)...)
 	if len(opts) == 0 {
 		opts = append(opts, "none")
 	}
@@ -357,6 +334,18 @@ func printShow(w io.Writer, m *queue.Message, now time.Time) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// labelled returns label+value for each pair of kv whose value is not
+// empty.
+func labelled(kv ...string) []string {
+	var out []string
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			out = append(out, kv[i]+kv[i+1])
+		}
+	}
+	return out
 }
 
 // stateOf is a recipient's state as operators see it: a waiting recipient
