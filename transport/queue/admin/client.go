@@ -42,13 +42,16 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	if _, err := conn.Write(append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("admin: sending request: %w", err)
-	}
+	// A server that refuses the connection (busy) answers and closes
+	// without reading: its answer is read even if the write failed.
+	_, werr := conn.Write(append(b, '\n'))
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(conn, MaxResponse)).Decode(&resp); err != nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
+		}
+		if werr != nil {
+			return nil, fmt.Errorf("admin: sending request: %w", werr)
 		}
 		return nil, fmt.Errorf("admin: reading response: %w", err)
 	}
