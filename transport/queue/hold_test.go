@@ -3,6 +3,9 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -184,4 +187,42 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// A spool written before holds existed (a record with no "held", "tls" or
+// "policy" keys, as the previous version wrote it, deferred past its next
+// attempt) is read as not held and delivered.
+func TestRecordWithoutHoldIsDelivered(t *testing.T) {
+	h := newHarness(t, func(string, int) transport.RecipientResult { return ok() })
+	rec := `{
+	"id": "66100a0b0c0d0-0123456789ab",
+	"from": "alice@example.org",
+	"recipients": [
+		{
+			"address": "bob@example.net",
+			"state": "deferred",
+			"attempts": 1,
+			"last_attempt": "2026-11-27T08:50:00Z",
+			"next_attempt": "2026-11-27T08:55:00Z",
+			"last_error": {"code": 451, "enhanced_code": "4.3.0", "message": "try again later"}
+		}
+	],
+	"received_at": "2026-11-27T08:45:00Z",
+	"size": ` + fmt.Sprint(len(testMessage)) + `
+}
+`
+	file := msgMagic + fmt.Sprint(len(rec)) + "\n" + rec + testMessage
+	if err := os.WriteFile(filepath.Join(h.dir, "66100a0b0c0d0-0123456789ab"+msgSuffix), []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.open()
+	m, err := h.q.Get(context.Background(), "66100a0b0c0d0-0123456789ab")
+	if err != nil || m.Held || m.Recipients[0].TLS != nil || m.Recipients[0].Policy != "" {
+		t.Fatalf("old record: %+v, %v", m, err)
+	}
+	h.run()
+	h.waitFor("delivery of the old record", func() bool { return h.queued() == 0 })
+	if a, d := h.fake.counts("bob@example.net"); a != 1 || d != 1 {
+		t.Fatalf("attempts %d deliveries %d", a, d)
+	}
 }
