@@ -203,6 +203,11 @@ type Connector struct {
 	// Logger receives one line per delivery attempt. Nil discards.
 	Logger *slog.Logger
 
+	// Observer, when set, receives one event per recipient result and one
+	// per connection attempt that met a TLS failure (see Observer), for
+	// metrics. Nil, the zero value, observes nothing at no cost.
+	Observer Observer
+
 	// Now returns the current time, for certificate validity and result
 	// timestamps. Nil means time.Now.
 	Now func() time.Time
@@ -388,7 +393,12 @@ func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt
 		res.Recipients[i].Recipient = r
 	}
 	for _, g := range groups {
+		start, attempts := time.Now(), len(res.Attempts)
 		c.deliverGroup(ctx, env, body, size, g, res, nil)
+		if c.Observer != nil {
+			c.observeGroup(g, res, time.Since(start))
+			c.observeAttempts(res.Attempts[attempts:])
+		}
 	}
 	return res, nil
 }

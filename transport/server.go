@@ -215,6 +215,11 @@ type Server struct {
 	// cipher, bits, verified, result, error) and per message. Nil discards.
 	Logger *slog.Logger
 
+	// Observer, when set, receives one event per connection, AUTH
+	// exchange and refusal (see Observer), for metrics. Nil, the zero
+	// value, observes nothing at no cost.
+	Observer Observer
+
 	// Now is the clock for Received headers and AUTH rate limiting. Nil
 	// means time.Now.
 	Now func() time.Time
@@ -632,6 +637,7 @@ func (l *inListener) acceptLoop() {
 		if s.active.Add(1) > maxConns {
 			s.active.Add(-1)
 			s.log.Warn("smtp connection refused: too many connections", "peer", raw.RemoteAddr().String(), "max", maxConns)
+			s.observeRefusedConn(RefusalConnectionLimit)
 			go s.refuseBusy(raw, "Too many connections, try again later")
 			continue
 		}
@@ -647,6 +653,7 @@ func (l *inListener) acceptLoop() {
 			c.stop()
 			s.log.Warn("smtp connection refused: too many connections from one client", "peer", c.peer,
 				"max", orInt(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient))
+			s.observeRefusedConn(RefusalClientLimit)
 			go s.refuseBusy(raw, "Too many connections from your address, try again later")
 			continue
 		}

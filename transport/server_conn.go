@@ -98,6 +98,9 @@ type inConn struct {
 
 	linger atomic.Bool // read the client out before closing (lingerRead)
 
+	started  time.Time    // when the connection was accepted (Observer)
+	accepted atomic.Int64 // messages accepted (Observer)
+
 	mu         sync.Mutex
 	phase      connPhase
 	hsDeadline time.Time
@@ -140,6 +143,7 @@ func newInConn(s *Server, raw net.Conn) *inConn {
 		ctx:      ctx,
 		stop:     cancel,
 		wAtStart: true,
+		started:  time.Now(),
 	}
 	if s.Kind == KindSubmissions {
 		c.phase = phaseTLS // set to phaseHandshake by implicitHandshake
@@ -193,6 +197,7 @@ func (c *inConn) Close() error {
 	}
 	err := c.raw.Close()
 	c.srv.removeConn(c)
+	c.observeSession()
 	return err
 }
 
@@ -797,6 +802,7 @@ func (c *inConn) filter(verb string) string {
 	}
 	if verb == "AUTH" {
 		// RFC 4954 §4 and §6: mechanisms that send passwords need TLS.
+		c.srv.observeRefusal(RefusalPlaintextAuth)
 		return "538 5.7.11 Encryption required for requested authentication mechanism"
 	}
 	if verb == "STARTTLS" && c.srv.tlsBase != nil {
@@ -810,6 +816,7 @@ func (c *inConn) filter(verb string) string {
 		return ""
 	}
 	if c.srv.Inbound.RequireTLS() && !allowedBeforeTLS[verb] {
+		c.srv.observeRefusal(RefusalNoSTARTTLS)
 		return "530 5.7.0 Must issue a STARTTLS command first"
 	}
 	return ""

@@ -92,11 +92,13 @@ func (s *inSession) Mail(from string, opts *smtp.MailOptions) error {
 		return smtpErr(501, EnhancedCode{5, 1, 7}, "Invalid character in sender address")
 	}
 	if s.tls == nil && s.srv.Inbound.RequireTLS() {
+		s.srv.observeRefusal(RefusalNoSTARTTLS)
 		return smtpErr(530, EnhancedCode{5, 7, 0}, "Must issue a STARTTLS command first")
 	}
 	if opts != nil && opts.RequireTLS && s.tls == nil {
 		// RFC 8689 §4.1: REQUIRETLS is offered only in a TLS session; a
 		// message demanding TLS must not be accepted over plaintext.
+		s.srv.observeRefusal(RefusalRequireTLSPlaintext)
 		return smtpErr(530, EnhancedCode{5, 7, 10}, "REQUIRETLS needs a TLS session; issue STARTTLS first")
 	}
 	s.mu.Lock()
@@ -308,6 +310,7 @@ func (s *inSession) Data(r io.Reader) error {
 		srv.log.Info("smtp message accepted", "id", env.ID, "peer", s.ic.peer, "from", env.From,
 			"rcpts", len(env.Recipients), "tls", env.TLS.String(), "auth", env.AuthIdentity, "requiretls", env.RequireTLS)
 	}
+	s.ic.accepted.Add(1)
 	// A 250 "error" is how a go-smtp Session chooses its success text; it
 	// names the queue id as Postfix does ("250 2.0.0 Ok: queued as ...").
 	return smtpErr(250, EnhancedCode{2, 0, 0}, "Ok: queued as "+env.ID)
@@ -523,6 +526,7 @@ func (s *inSession) AuthMechanisms() []string {
 // for a client address over its failure budget.
 func (s *inSession) Auth(mech string) (sasl.Server, error) {
 	if s.tls == nil {
+		s.srv.observeRefusal(RefusalPlaintextAuth)
 		return nil, smtpErr(538, EnhancedCode{5, 7, 11}, "Encryption required for requested authentication mechanism")
 	}
 	if s.srv.Authenticator == nil {
@@ -572,6 +576,7 @@ func (s *inSession) authenticate(username, password string) error {
 	if err != nil {
 		att.release()
 		s.srv.log.Warn("smtp auth refused: no password check slot free", "peer", s.ic.peer, "user", username, "error", err.Error())
+		s.srv.observeAuth(AuthTempFailed)
 		return authTempFailure()
 	}
 	err = s.srv.Authenticator.Authenticate(ctx, username, password)
@@ -583,12 +588,14 @@ func (s *inSession) authenticate(username, password string) error {
 		s.authID = username
 		s.mu.Unlock()
 		s.srv.log.Info("smtp auth ok", "peer", s.ic.peer, "user", username)
+		s.srv.observeAuth(AuthSucceeded)
 		return authSucceeded()
 	case errors.Is(err, ErrAuthFailed):
 		return s.authFailed(username, err) // att stays counted
 	default:
 		att.release()
 		s.srv.log.Error("smtp auth backend failed", "peer", s.ic.peer, "user", username, "error", err.Error())
+		s.srv.observeAuth(AuthTempFailed)
 		return authTempFailure()
 	}
 }
@@ -602,6 +609,7 @@ func authTempFailure() error {
 // authLimited refuses AUTH from a client over its failure budget.
 func (s *inSession) authLimited() error {
 	s.srv.log.Warn("smtp auth refused: too many failures", "peer", s.ic.peer)
+	s.srv.observeRefusal(RefusalAuthRateLimit)
 	return smtpErr(454, EnhancedCode{4, 7, 0}, "Too many failed authentication attempts, try again later")
 }
 
@@ -621,6 +629,7 @@ func authSucceeded() error {
 // authFailed answers bad credentials, whose attempt stays counted.
 func (s *inSession) authFailed(username string, err error) error {
 	s.srv.log.Warn("smtp auth failed", "peer", s.ic.peer, "user", username, "error", err.Error())
+	s.srv.observeAuth(AuthFailed)
 	return smtp.ErrAuthFailed // 535 5.7.8 (RFC 4954 §6)
 }
 

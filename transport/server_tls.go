@@ -135,24 +135,31 @@ func checkHello(hello *tls.ClientHelloInfo, cfg *tls.Config) error {
 		for _, v := range hello.SupportedVersions {
 			names = append(names, tls.VersionName(v))
 		}
-		return fmt.Errorf("client offers only %s; minimum is %s (RFC 8996, RFC 9325 §3.1.1)",
-			strings.Join(names, ", "), tls.VersionName(cfg.MinVersion))
+		return &weakTLSError{fmt.Errorf("client offers only %s; minimum is %s (RFC 8996, RFC 9325 §3.1.1)",
+			strings.Join(names, ", "), tls.VersionName(cfg.MinVersion))}
 	}
 	if maxOffered < tls.VersionTLS13 && maxOffered != 0 {
 		if !slices.ContainsFunc(hello.CipherSuites, func(id uint16) bool { return slices.Contains(cfg.CipherSuites, id) }) {
-			return fmt.Errorf("no cipher suite in common: client offers %d suites, none allowed by the inbound policy (%d-bit floor, AEAD ECDHE)",
-				len(hello.CipherSuites), CipherBits(cfg.CipherSuites[0]))
+			return &weakTLSError{fmt.Errorf("no cipher suite in common: client offers %d suites, none allowed by the inbound policy (%d-bit floor, AEAD ECDHE)",
+				len(hello.CipherSuites), CipherBits(cfg.CipherSuites[0]))}
 		}
 	}
 	return nil
 }
+
+// weakTLSError marks a handshake refused because the client's TLS is below
+// the inbound policy's version or cipher floor (RefusalWeakTLS).
+type weakTLSError struct{ err error }
+
+func (e *weakTLSError) Error() string { return e.err.Error() }
+func (e *weakTLSError) Unwrap() error { return e.err }
 
 // verifyInbound enforces the cipher floor and the client certificate mode on
 // a completed handshake and reports whether the client certificate verified.
 func (s *Server) verifyInbound(cs tls.ConnectionState) (bool, error) {
 	floor := s.Inbound.EffectiveMinCipherBits()
 	if b := CipherBits(cs.CipherSuite); b < floor {
-		return false, fmt.Errorf("cipher %s has %d-bit keys, below the %d-bit minimum", tls.CipherSuiteName(cs.CipherSuite), b, floor)
+		return false, &weakTLSError{fmt.Errorf("cipher %s has %d-bit keys, below the %d-bit minimum", tls.CipherSuiteName(cs.CipherSuite), b, floor)}
 	}
 	mode := s.Inbound.ClientCertificates
 	if len(cs.PeerCertificates) == 0 {
@@ -192,6 +199,7 @@ type handshakeRecord struct {
 	state    *tls.ConnectionState
 	verified bool
 	logged   bool
+	failed   bool // the handshake failed (Observer)
 }
 
 func (c *inConn) recordReason(err error) {
@@ -260,8 +268,12 @@ func (c *inConn) logHandshakeFailure(err error) {
 		return
 	}
 	c.hs.logged = true
+	c.hs.failed = true
 	hs := c.hs
 	c.mu.Unlock()
+	if _, weak := errors.AsType[*weakTLSError](hs.reason); weak {
+		c.srv.observeRefusal(RefusalWeakTLS)
+	}
 	reason := hs.reason
 	if reason == nil {
 		reason = err

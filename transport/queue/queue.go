@@ -148,6 +148,10 @@ type Queue struct {
 	// Logger receives one line per delivery attempt and per recipient, and
 	// the queue's errors. Nil discards.
 	Logger *slog.Logger
+	// Observer, when set, receives an event per report queued (see
+	// Observer), for metrics; the depth is read with Depth. Nil, the zero
+	// value, observes nothing at no cost.
+	Observer Observer
 	// Now returns the current time; retries, expiry and report dates use
 	// it. Nil means time.Now.
 	Now func() time.Time

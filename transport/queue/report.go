@@ -81,6 +81,7 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 		}
 		return nil, fmt.Errorf("queue: queueing report %s: %w", id, err)
 	}
+	q.observeReport(rep)
 	actions := make([]string, len(rep.Recipients))
 	for i, r := range rep.Recipients {
 		actions[i] = string(r.Action) + " " + r.FinalRecipient
