@@ -397,7 +397,7 @@ func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt
 		c.deliverGroup(ctx, env, body, size, g, res, nil)
 		if c.Observer != nil {
 			c.observeGroup(g, res, time.Since(start))
-			c.observeAttempts(res.Attempts[attempts:])
+			c.observeAttempts(g, res, res.Attempts[attempts:])
 		}
 	}
 	return res, nil

@@ -218,7 +218,9 @@ type DeliveryEvent struct {
 // MTA-STS testing mode would have failed, for a TLS reason, named with the
 // result types of TLS-RPT (RFC 8460 §4.3.2).
 type TLSFailureEvent struct {
-	// Domain is the policy domain (the recipient domain), in lower case.
+	// Domain is the recipients' domain, in lower case; for a fixed next
+	// hop shared by several domains, the policy domain of the attempt
+	// (Attempt.Domain, which may name the hop, "[host]:port").
 	Domain string
 	Type   FailureType
 	// DANE says whether the host was checked against its TLSA records.
@@ -293,15 +295,35 @@ func (c *Connector) observeGroup(g *group, res *Result, d time.Duration) {
 	}
 }
 
-// observeAttempts reports the TLS failures of attempts.
-func (c *Connector) observeAttempts(attempts []Attempt) {
+// observeAttempts reports the TLS failures of attempts, made for group g.
+func (c *Connector) observeAttempts(g *group, res *Result, attempts []Attempt) {
 	o := c.Observer
 	if o == nil {
 		return
 	}
 	for i := range attempts {
-		if a := &attempts[i]; a.TLSFailure != FailureNone {
-			o.ObserveTLSFailure(TLSFailureEvent{Domain: a.Domain, Type: a.TLSFailure, DANE: a.DANE})
+		a := &attempts[i]
+		if a.TLSFailure == FailureNone {
+			continue
 		}
+		o.ObserveTLSFailure(TLSFailureEvent{Domain: groupDomain(g, res, a.Domain), Type: a.TLSFailure, DANE: a.DANE})
 	}
+}
+
+// groupDomain returns the recipient domain of every recipient in g, or
+// def when they have several (a fixed next hop shared by domains with the
+// same requirement; the attempt's policy domain then names the hop).
+func groupDomain(g *group, res *Result, def string) string {
+	d := ""
+	for k, i := range g.idx {
+		rd := recipientDomain(res.Recipients[i].Recipient.Address)
+		if k > 0 && rd != d {
+			return def
+		}
+		d = rd
+	}
+	if d == "" {
+		return def
+	}
+	return d
 }

@@ -73,6 +73,8 @@ type Config struct {
 
 	LogLevel  string // -log-level debug|info|warn|error
 	LogFormat string // -log-format text|json
+
+	MetricsAddr string // -metrics: Prometheus /metrics and /healthz (metrics.go); "" disables it
 }
 
 // RouteFlag is one -route domain=host:port.
@@ -155,6 +157,7 @@ func parseCommandFlags(name string, args []string, out io.Writer, extra func(*fl
 	registerLimits(fs, &c.Limits)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text (slog key=value) or json (one JSON object a line)")
+	registerMetricsFlag(fs, &c.MetricsAddr)
 	if extra != nil {
 		extra(fs)
 	}

@@ -37,6 +37,9 @@ type Relay struct {
 	reporter  *reporter         // -tlsrpt daily reports; nil if off
 	extras    []func() error    // closers of optional parts
 	admin     net.Listener      // -data/admin.sock, for "relay queue"
+	metrics   *metricsServer    // -metrics; nil if off
+	health    health            // what /healthz reports
+	table     *policy.Table     // -policy; nil without it
 
 	runCancel context.CancelFunc
 	wg        sync.WaitGroup
@@ -163,6 +166,9 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 		}
 		r.servers = append(r.servers, &listener{name: spec.name, srv: srv, l: l})
 	}
+	if err := r.setupMetrics(); err != nil {
+		return nil, err
+	}
 	r.setupAdmin()
 	ok = true
 	return r, nil
@@ -258,6 +264,7 @@ func (r *Relay) setupConnector() error {
 		}
 		table = t
 	}
+	r.table = table
 	published, err := r.publishedPolicies()
 	if err != nil {
 		return err
@@ -302,6 +309,8 @@ func (r *Relay) Start() {
 		r.wg.Add(1)
 		go func(l *listener) {
 			defer r.wg.Done()
+			r.health.listeners.Add(1)
+			defer r.health.listeners.Add(-1)
 			if err := l.srv.Serve(l.l); err != nil && !errors.Is(err, transport.ErrServerClosed) {
 				r.errc <- fmt.Errorf("%s listener: %w", l.name, err)
 			}
@@ -312,6 +321,7 @@ func (r *Relay) Start() {
 		go func() { defer r.wg.Done(); r.certs.Watch(ctx, r.cfg.CertWatch) }()
 	}
 	r.runPublished(ctx)
+	r.startMetrics()
 	if r.reporter != nil {
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.reporter.run(ctx) }()
@@ -320,6 +330,8 @@ func (r *Relay) Start() {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		r.health.queue.Store(true)
+		defer r.health.queue.Store(false)
 		if err := r.queue.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			r.errc <- fmt.Errorf("queue: %w", err)
 		}
@@ -371,6 +383,9 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 func (r *Relay) closeListeners() {
 	for _, l := range r.servers {
 		l.l.Close()
+	}
+	if r.metrics != nil {
+		r.metrics.l.Close()
 	}
 }
 
