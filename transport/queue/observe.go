@@ -65,9 +65,10 @@ next:
 
 // Depth is a snapshot of the queue for monitoring.
 type Depth struct {
-	// Recipients counts the recipients of queued messages in each State
-	// (every State is present). As with Counts, final states are counted
-	// only while their message is still queued.
+	// Recipients counts the recipients of queued messages in each State,
+	// as Counts does: every State and Held are present, the waiting
+	// recipients of held messages count under Held, and final states are
+	// counted only while their message is still queued.
 	Recipients map[State]int
 	// Messages is the number of queued messages.
 	Messages int
@@ -82,24 +83,20 @@ type Depth struct {
 // pass over the queued messages under the scheduler's lock. Before Run has
 // loaded the Store, messages left from an earlier run are not counted.
 func (q *Queue) Depth() Depth {
-	d := Depth{Recipients: make(map[State]int, len(allStates))}
-	for _, s := range allStates {
-		d.Recipients[s] = 0
-	}
+	var d Depth
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	msgs := make([]*Message, 0, len(q.entries))
 	for _, e := range q.entries {
 		if e.gone {
 			continue
 		}
-		m := e.msg
-		d.Messages++
-		if d.Oldest.IsZero() || m.ReceivedAt.Before(d.Oldest) {
-			d.Oldest = m.ReceivedAt
-		}
-		for _, r := range m.Recipients {
-			d.Recipients[r.State]++
+		msgs = append(msgs, e.msg)
+		if d.Oldest.IsZero() || e.msg.ReceivedAt.Before(d.Oldest) {
+			d.Oldest = e.msg.ReceivedAt
 		}
 	}
+	d.Recipients = CountStates(msgs)
+	q.mu.Unlock()
+	d.Messages = len(msgs)
 	return d
 }

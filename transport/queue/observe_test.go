@@ -58,13 +58,13 @@ func TestQueueObserverReports(t *testing.T) {
 func TestQueueDepth(t *testing.T) {
 	h := newHarness(t, func(string, int) transport.RecipientResult { return tempFail() })
 	empty := h.q.Depth()
-	if empty.Messages != 0 || !empty.Oldest.IsZero() || len(empty.Recipients) != len(allStates) {
+	if empty.Messages != 0 || !empty.Oldest.IsZero() || len(empty.Recipients) != len(allStates)+1 {
 		t.Fatalf("empty queue depth = %+v", empty)
 	}
 	first := h.clock.Now()
 	h.enqueue("alice@example.org", rcpt("bob@example.net"), rcpt("carol@example.net"))
 	h.clock.Advance(time.Minute)
-	h.enqueue("alice@example.org", rcpt("dave@example.net"))
+	held := h.enqueue("alice@example.org", rcpt("dave@example.net"))
 	d := h.q.Depth()
 	if d.Messages != 2 || !d.Oldest.Equal(first) || d.Recipients[Pending] != 3 || d.Recipients[Deferred] != 0 {
 		t.Errorf("depth before Run = %+v, want 2 messages, 3 pending, oldest %v", d, first)
@@ -75,5 +75,12 @@ func TestQueueDepth(t *testing.T) {
 	d = h.q.Depth()
 	if d.Messages != 2 || !d.Oldest.Equal(first) || d.Recipients[Pending] != 0 || d.Recipients[Deferred] != 3 {
 		t.Errorf("depth after attempts = %+v, want 3 deferred", d)
+	}
+	if err := h.q.Hold(t.Context(), held); err != nil {
+		t.Fatal(err)
+	}
+	d = h.q.Depth()
+	if d.Messages != 2 || d.Recipients[Deferred] != 2 || d.Recipients[Held] != 1 {
+		t.Errorf("depth with one message held = %+v, want 2 deferred, 1 held", d)
 	}
 }
