@@ -40,6 +40,8 @@ type outcome struct {
 	nextHop    string // host[ip]:port, for logs
 	tls        *transport.TLSInfo
 	policy     string // policy source and level, for logs
+	level      string // policy level, for logs
+	source     string // policy source, for logs
 	tlsFailure string
 }
 
@@ -78,6 +80,7 @@ func outcomes(env *transport.Envelope, res *transport.Result, err error) []outco
 		}
 		if rr.Requirement.Source != "" {
 			o.policy = string(rr.Requirement.Source) + ":" + rr.Requirement.Level.String()
+			o.level, o.source = rr.Requirement.Level.String(), string(rr.Requirement.Source)
 		}
 		switch rr.Status {
 		case transport.Delivered:

@@ -648,16 +648,22 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 	}
 }
 
+// logAttempt writes the queue's line for one recipient after an attempt,
+// with the keys of the Connector's line for the same attempt (queue_id,
+// rcpt_domain, mx, tls_version, cipher, verified, policy_level,
+// policy_source) and the recipient's state as result; id and policy are
+// kept for existing log searches.
 func (q *Queue) logAttempt(m *Message, r *Recipient, o outcome) {
 	attrs := []any{
-		"id", m.ID, "rcpt", r.Address, "next_hop", o.nextHop,
+		"id", m.ID, "queue_id", m.ID, "rcpt", r.Address, "rcpt_domain", domainOf(r.Address), "mx", o.remoteMTA, "next_hop", o.nextHop,
 	}
 	if o.tls != nil {
 		attrs = append(attrs, "tls_version", o.tls.VersionName(), "cipher", o.tls.CipherName(), "verified", o.tls.Verified)
 	} else {
-		attrs = append(attrs, "tls_version", "none")
+		attrs = append(attrs, "tls_version", "none", "cipher", "", "verified", false)
 	}
-	attrs = append(attrs, "policy", o.policy, "result", string(r.State), "attempt", r.Attempts)
+	attrs = append(attrs, "policy", o.policy, "policy_level", o.level, "policy_source", o.source,
+		"result", string(r.State), "attempt", r.Attempts)
 	if r.LastError != nil {
 		attrs = append(attrs, "reply", r.LastError.Reply())
 		if r.LastError.TLSFailure != "" {
