@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/mailtls/mailtls/transport"
 )
@@ -20,7 +21,7 @@ const (
 	checkBounce  = 3 // the message would be bounced (5xx)
 )
 
-const checkUsage = `usage: relay check [relay flags] [-json] DOMAIN
+const checkUsage = `usage: relay check [relay flags] [-json] [-timeout 2m] DOMAIN
 
 Explains what this relay would do with mail for DOMAIN, with the same
 flags as the relay (-policy, -default-tls, -on-tls-failure, -route,
@@ -41,9 +42,13 @@ Exit status: 0 deliver, 2 defer, 3 bounce, 1 error.
 // go to errOut with -log-level and -log-format. setup, if not nil, adjusts
 // the Connector before use (a test seam). It returns the exit status.
 func runCheck(ctx context.Context, args []string, out, errOut io.Writer, setup func(*transport.Connector)) int {
-	var asJSON bool
+	var (
+		asJSON  bool
+		timeout time.Duration
+	)
 	cfg, rest, err := parseCommandFlags("relay check", args, errOut, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+		fs.DurationVar(&timeout, "timeout", 2*time.Minute, "give up on the check after this `duration` (hosts not reached by then are reported deferred)")
 		fs.Usage = func() {
 			fmt.Fprint(fs.Output(), checkUsage, "\nFlags:\n")
 			fs.PrintDefaults()
@@ -68,6 +73,8 @@ func runCheck(ctx context.Context, args []string, out, errOut io.Writer, setup f
 	if setup != nil {
 		setup(r.connector)
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	rep, err := r.connector.Check(ctx, rest[0])
 	if err != nil {
 		fmt.Fprintln(errOut, "relay check:", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +169,33 @@ func TestLogFormatFlag(t *testing.T) {
 	if _, err := parseFlags([]string{"-data", t.TempDir(), "-hostname", "relay.test", "-log-format", "xml"}, &bytes.Buffer{}); err == nil ||
 		!strings.Contains(err.Error(), "-log-format") {
 		t.Errorf("-log-format xml: err = %v", err)
+	}
+}
+
+// -timeout bounds the whole check: a next hop that accepts and never
+// greets is reported deferred when it expires, long before the 5-minute
+// greeting timeout of RFC 5321 §4.5.3.2.1.
+func TestCheckCommandTimeout(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // silent until the test ends
+		}
+	}()
+	start := time.Now()
+	code, out, errOut := relayCheck(t, nil, "-route", "silent.example="+l.Addr().String(), "-timeout", "300ms", "silent.example")
+	if code != 2 || time.Since(start) > 10*time.Second {
+		t.Fatalf("exit %d after %v\n%s\n%s", code, time.Since(start), out, errOut)
+	}
+	if err := contains(out, "verdict: defer: 451 4.4.2 no greeting from 127.0.0.1"); err != nil {
+		t.Errorf("%v\n%s", err, out)
 	}
 }
