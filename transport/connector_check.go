@@ -83,11 +83,16 @@ type CheckMX struct {
 // CheckPolicy is the requirement of a check, in words. Requirement holds
 // it as the Connector applies it.
 type CheckPolicy struct {
-	Level     string        `json:"level"`
-	Source    policy.Source `json:"source"`
-	Reason    string        `json:"reason,omitempty"`
-	Mode      string        `json:"mode"`
-	OnFailure string        `json:"on_failure"`
+	// Level is the Postfix level name ("verify", "dane-only").
+	Level string `json:"level"`
+	// Source and Reason say where the decision came from (the table entry,
+	// the MTA-STS policy, the DANE records, the default).
+	Source policy.Source `json:"source"`
+	Reason string        `json:"reason,omitempty"`
+	// Mode is "enforce" or "testing" (RFC 8461 §5).
+	Mode string `json:"mode"`
+	// OnFailure is "defer" or "bounce": what an unmet requirement does.
+	OnFailure string `json:"on_failure"`
 	// MinTLS is the lowest TLS version accepted where TLS is required.
 	MinTLS     string   `json:"min_tls"`
 	MXPatterns []string `json:"mx_patterns,omitempty"`
@@ -112,6 +117,8 @@ type CheckRequireTLS struct {
 
 // CheckHost is one host examined by a check.
 type CheckHost struct {
+	// Host is the MX host (or fixed next hop), Preference its MX
+	// preference (RFC 5321 §5.1), IP and Port the address dialled.
 	Host       string `json:"host"`
 	Preference int    `json:"preference"`
 	IP         string `json:"ip,omitempty"`
@@ -153,17 +160,24 @@ type CheckDANE struct {
 	// Unusable counts authenticated records that are not usable.
 	Unusable int `json:"unusable,omitempty"`
 	// DNSSEC: the host's addresses were DNSSEC-validated.
-	DNSSEC bool   `json:"dnssec"`
+	DNSSEC bool `json:"dnssec"`
+	// Level is the host's DANE level (dane, dane-only: verify against the
+	// records; encrypt: only unusable records; may: none), Reason why.
 	Level  string `json:"level"`
 	Reason string `json:"reason,omitempty"`
-	Error  string `json:"error,omitempty"`
+	// Error is why the host is not used (a failed lookup, dane-only
+	// without usable records).
+	Error string `json:"error,omitempty"`
 }
 
 // CheckTLS is the handshake a check saw (also when the certificate was
 // then refused).
 type CheckTLS struct {
-	Version    string `json:"version"`
-	Cipher     string `json:"cipher"`
+	// Version and Cipher are named as in the delivery log ("TLSv1.3").
+	Version string `json:"version"`
+	Cipher  string `json:"cipher"`
+	// ServerName is the SNI sent: the host name, or the TLSA base domain
+	// under DANE (RFC 7672 §8.1); empty for an IP address (RFC 6066 §3).
 	ServerName string `json:"server_name,omitempty"`
 	// Verified: the certificate passed the check the plan asks for.
 	Verified bool `json:"verified"`
@@ -188,8 +202,11 @@ type CheckCert struct {
 // (Postfix's encrypt, verify, secure; RFC 7672 DANE when the host has
 // usable TLSA records) on the handshake.
 type CheckLevel struct {
-	Level   string      `json:"level"`
-	OK      bool        `json:"ok"`
+	// Level is "encrypt", "verify", "secure" or "dane".
+	Level string `json:"level"`
+	// OK: the handshake would pass this level's check.
+	OK bool `json:"ok"`
+	// Failure and Error say why not, Failure in TLS-RPT terms.
 	Failure FailureType `json:"failure,omitempty"`
 	Error   string      `json:"error,omitempty"`
 }
@@ -197,11 +214,13 @@ type CheckLevel struct {
 // CheckOutcome is what delivery would do, with the reply and the RFC 3463
 // status a DSN would carry.
 type CheckOutcome struct {
+	// Verdict is deliver, defer or bounce.
 	Verdict Verdict `json:"verdict"`
 	// Code and Status are the SMTP reply code and enhanced status code
 	// (250 2.0.0 when a host was ready for MAIL FROM).
-	Code    int    `json:"code"`
-	Status  string `json:"status"`
+	Code   int    `json:"code"`
+	Status string `json:"status"`
+	// Message is the reply text with its cause.
 	Message string `json:"message,omitempty"`
 	// TLSFailure names the TLS failure in TLS-RPT terms (RFC 8460 §4.3).
 	TLSFailure FailureType `json:"tls_failure,omitempty"`
@@ -255,9 +274,6 @@ func (c *Connector) Check(ctx context.Context, domain string) (*CheckReport, err
 	if rr.Reply != nil && errors.Is(rr.Reply, ErrNullMX) {
 		rep.MX.Null = true
 	}
-	if rep.MX.Refused != nil && len(rep.Hosts) == 0 {
-		rep.MX.Hosts = []string{}
-	}
 	return rep, nil
 }
 
@@ -293,6 +309,7 @@ func outcomeOf(v Verdict, e *Error, ft FailureType, host string) CheckOutcome {
 		if e.Err != nil && e.Code >= 400 {
 			o.Message += ": " + e.Err.Error()
 		}
+		o.Message = clip(o.Message, 1000)
 	} else if v == VerdictDefer {
 		o.Code, o.Status = 451, "4.0.0"
 	}
@@ -405,8 +422,9 @@ func (p *checkProbe) attempt(c *Connector, st *groupState, ar *attemptResult) {
 			cd.TLSA = append(cd.TLSA, dane.FormatTLSA(r))
 		}
 		if d.Err != nil {
-			cd.Error = d.Err.Error()
+			cd.Error = clip(d.Err.Error(), 500)
 		}
+		cd.Reason = clip(cd.Reason, 500)
 		h.DANE = cd
 	}
 	for k, v := range p.ext {
@@ -500,8 +518,16 @@ func (c *Connector) checkTLS(st *groupState, t target, v *tlsCheck) *CheckTLS {
 }
 
 func certOf(c *x509.Certificate) CheckCert {
-	return CheckCert{Subject: c.Subject.String(), Issuer: c.Issuer.String(), DNSNames: c.DNSNames,
+	cc := CheckCert{Subject: clip(c.Subject.String(), 300), Issuer: clip(c.Issuer.String(), 300),
 		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC()}
+	for i, n := range c.DNSNames {
+		if i == 20 {
+			cc.DNSNames = append(cc.DNSNames, fmt.Sprintf("(%d more)", len(c.DNSNames)-i))
+			break
+		}
+		cc.DNSNames = append(cc.DNSNames, clip(n, 253))
+	}
+	return cc
 }
 
 // clip keeps at most n bytes of s, valid UTF-8, without control

@@ -1,9 +1,12 @@
 package transport_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -379,5 +382,59 @@ func TestCheckReportText(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("text lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestCheckHostileServerText: what a server says (greeting, EHLO
+// parameters) reaches the report without control characters, so that a
+// hostile MX cannot forge lines or terminal escapes in an operator's
+// report.
+func TestCheckHostileServerText(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "220 evil.example \x1b[2J\rverdict: deliver ESMTP\r\n")
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch strings.ToUpper(strings.Fields(line)[0]) {
+			case "EHLO":
+				io.WriteString(c, "250-evil.example\r\n250-X-EVIL \x1b]0;pwn\x07\x08\x08\r\n250 SIZE 10\r\n")
+			case "QUIT":
+				io.WriteString(c, "221 bye\r\n")
+				return
+			default:
+				io.WriteString(c, "502 no\r\n")
+			}
+		}
+	}()
+	e := newEnv(t)
+	e.single(l.Addr().String())
+	rep := check(t, e.connector(fixed(policy.May), nil), "example.test")
+	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	var b strings.Builder
+	rep.WriteText(&b)
+	j, _ := json.Marshal(rep)
+	if i := strings.IndexFunc(b.String(), func(r rune) bool { return r < ' ' && r != '\n' || r == 0x7f }); i >= 0 {
+		t.Errorf("text report has control character %q at %d:\n%q", b.String()[i], i, b.String())
+	}
+	for _, esc := range []string{`\u001b`, `\u0007`, `\u0008`, `\r`} {
+		if strings.Contains(string(j), esc) {
+			t.Errorf("JSON report has %s:\n%s", esc, j)
+		}
+	}
+	if h := oneHost(t, rep); !strings.Contains(h.Greeting, "evil.example") || !slices.Contains(h.Extensions, "X-EVIL ?]0;pwn???") {
+		t.Errorf("greeting %q extensions %q", h.Greeting, h.Extensions)
 	}
 }

@@ -65,6 +65,14 @@
 // (RFC 1870); AUTH PLAIN over TLS only (RFC 4954, RFC 4616); one TLS-RPT
 // result per attempt (RFC 8460 §4.3, Connector.TLSRPT).
 //
+// Connector.Check runs a delivery to a domain up to MAIL FROM and sends no
+// MAIL: its CheckReport says, per MX host, what the policy requires and
+// why, what the session and certificate showed, and whether a message
+// would be delivered, deferred or bounced, with the DSN status.
+// Connector.Logger gets one line per delivery attempt ("delivery
+// attempt": queue_id, rcpt_domain, mx, tls_version, cipher, verified,
+// policy_level, policy_source, outcome).
+//
 // Not implemented on the Connector: PIPELINING (RFC 2920; commands are sent
 // one at a time), BDAT and BINARYMIME (RFC 3030), 8-bit to 7-bit downgrade
 // (RFC 6152 §3), LMTP (RFC 2033).

@@ -7,7 +7,8 @@
 //
 // Every fixture listens on 127.0.0.1 only and records what it was sent:
 // the raw bytes read from the wire (so a test can assert that no MAIL FROM,
-// RCPT or body byte crossed it in plaintext) and the messages it accepted.
+// RCPT or body byte crossed it in plaintext), every MAIL command (also
+// over TLS, Server.Mails) and the messages it accepted.
 //
 // The servers are built on github.com/emersion/go-smtp's server, not on
 // transport.Server, so that they stay independent of the code under test.
