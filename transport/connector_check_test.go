@@ -51,6 +51,15 @@ func noMail(t *testing.T, srv *transporttest.Server) {
 	}
 }
 
+// checkSingle checks example.test, whose one MX host is served by srv,
+// under pol, with srv's CA as the roots.
+func checkSingle(t *testing.T, srv *transporttest.Server, pol policy.Policy) *transport.CheckReport {
+	t.Helper()
+	e := newEnv(t)
+	e.single(srv.Addr)
+	return check(t, e.connector(pol, srv), "example.test")
+}
+
 func oneHost(t *testing.T, rep *transport.CheckReport) transport.CheckHost {
 	t.Helper()
 	if len(rep.Hosts) != 1 {
@@ -76,9 +85,7 @@ func level(t *testing.T, h transport.CheckHost, name string) transport.CheckLeve
 
 func TestCheckTLSHost(t *testing.T) {
 	srv := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, RequireTLS: true})
-	e := newEnv(t)
-	e.single(srv.Addr)
-	rep := check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	rep := checkSingle(t, srv, fixed(policy.Verify))
 	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
 	h := oneHost(t, rep)
 	wantOutcome(t, h.Host, h.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
@@ -114,9 +121,7 @@ func TestCheckTLSHost(t *testing.T) {
 
 func TestCheckPlaintextHost(t *testing.T) {
 	srv := transporttest.NewPlainServer(t)
-	e := newEnv(t)
-	e.single(srv.Addr)
-	rep := check(t, e.connector(fixed(policy.Encrypt), srv), "example.test")
+	rep := checkSingle(t, srv, fixed(policy.Encrypt))
 	wantOutcome(t, "encrypt", rep.Outcome, transport.VerdictDefer, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
 	h := oneHost(t, rep)
 	if h.STARTTLS || h.TLS != nil || !h.TLSRequired {
@@ -124,7 +129,7 @@ func TestCheckPlaintextHost(t *testing.T) {
 	}
 	wantOutcome(t, h.Host, h.Outcome, transport.VerdictDefer, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
 
-	rep = check(t, e.connector(fixed(policy.May), srv), "example.test")
+	rep = checkSingle(t, srv, fixed(policy.May))
 	wantOutcome(t, "may", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
 	if h := oneHost(t, rep); h.TLS != nil || h.TLSRequired || h.Greeting == "" {
 		t.Errorf("may: host %+v", h)
@@ -156,9 +161,7 @@ func TestCheckStrippingProxy(t *testing.T) {
 
 func TestCheckExpiredCertificate(t *testing.T) {
 	srv := transporttest.NewExpiredServer(t)
-	e := newEnv(t)
-	e.single(srv.Addr)
-	rep := check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	rep := checkSingle(t, srv, fixed(policy.Verify))
 	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDefer, 451, "4.7.5", transport.FailureCertificateExpired)
 	h := oneHost(t, rep)
 	if h.TLS == nil || h.TLS.Verified || h.TLS.Failure != transport.FailureCertificateExpired || len(h.TLS.Chain) != 1 ||
@@ -319,9 +322,7 @@ func TestCheckRoute(t *testing.T) {
 // TestCheckReportJSON: the JSON form has the documented keys.
 func TestCheckReportJSON(t *testing.T) {
 	srv := transporttest.NewExpiredServer(t)
-	e := newEnv(t)
-	e.single(srv.Addr)
-	rep := check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	rep := checkSingle(t, srv, fixed(policy.Verify))
 	b, err := json.Marshal(rep)
 	if err != nil {
 		t.Fatal(err)
@@ -361,9 +362,7 @@ func TestCheckReportJSON(t *testing.T) {
 // level's verdict and the outcome with its DSN status.
 func TestCheckReportText(t *testing.T) {
 	srv := transporttest.NewExpiredServer(t)
-	e := newEnv(t)
-	e.single(srv.Addr)
-	rep := check(t, e.connector(fixed(policy.Verify), srv), "example.test")
+	rep := checkSingle(t, srv, fixed(policy.Verify))
 	var b strings.Builder
 	if err := rep.WriteText(&b); err != nil {
 		t.Fatal(err)

@@ -27,6 +27,20 @@ func attemptLines(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	return out
 }
 
+// oneAttemptLine delivers env with c logging JSON and returns its one
+// "delivery attempt" line.
+func oneAttemptLine(t *testing.T, c *transport.Connector, env *transport.Envelope) map[string]any {
+	t.Helper()
+	var buf bytes.Buffer
+	c.Logger = slogJSON(&buf)
+	deliver(t, c, env)
+	lines := attemptLines(t, &buf)
+	if len(lines) != 1 {
+		t.Fatalf("%d attempt lines, want 1:\n%s", len(lines), buf.String())
+	}
+	return lines[0]
+}
+
 // wantFields asserts that line has each key with the given value (a
 // string, bool or float64 as encoding/json decodes them); a nil value
 // only requires the key.
@@ -54,20 +68,14 @@ func TestAttemptLogLineFields(t *testing.T) {
 		srv := transporttest.NewTLSServer(t)
 		e := newEnv(t)
 		e.single(srv.Addr)
-		var buf bytes.Buffer
 		c := e.connector(fixed(policy.Verify), srv)
-		c.Logger = slogJSON(&buf)
-		deliver(t, c, envelope("user@example.test"))
-		lines := attemptLines(t, &buf)
-		if len(lines) != 1 {
-			t.Fatalf("%d attempt lines, want 1:\n%s", len(lines), buf.String())
-		}
-		wantFields(t, lines[0], map[string]any{
+		line := oneAttemptLine(t, c, envelope("user@example.test"))
+		wantFields(t, line, map[string]any{
 			"queue_id": "test-1", "rcpt_domain": "example.test", "mx": "mx.example.test", "ip": "192.0.2.10",
 			"tls_version": "TLSv1.3", "cipher": nil, "verified": true,
 			"policy_level": "verify", "policy_source": "default", "outcome": "sent", "code": float64(250),
 		})
-		if c, _ := lines[0]["cipher"].(string); !strings.HasPrefix(c, "TLS_") {
+		if c, _ := line["cipher"].(string); !strings.HasPrefix(c, "TLS_") {
 			t.Errorf("cipher = %q", c)
 		}
 	})
@@ -75,15 +83,9 @@ func TestAttemptLogLineFields(t *testing.T) {
 		srv := transporttest.NewPlainServer(t)
 		e := newEnv(t)
 		e.single(srv.Addr)
-		var buf bytes.Buffer
 		c := e.connector(fixed(policy.Encrypt), srv)
-		c.Logger = slogJSON(&buf)
-		deliver(t, c, envelope("user@example.test"))
-		lines := attemptLines(t, &buf)
-		if len(lines) != 1 {
-			t.Fatalf("%d attempt lines, want 1:\n%s", len(lines), buf.String())
-		}
-		wantFields(t, lines[0], map[string]any{
+		line := oneAttemptLine(t, c, envelope("user@example.test"))
+		wantFields(t, line, map[string]any{
 			"queue_id": "test-1", "rcpt_domain": "example.test", "mx": "mx.example.test",
 			"tls_version": "none", "cipher": "", "verified": false,
 			"policy_level": "encrypt", "policy_source": "default", "outcome": "deferred",
@@ -93,16 +95,10 @@ func TestAttemptLogLineFields(t *testing.T) {
 	t.Run("fixed next hop names the recipient domain", func(t *testing.T) {
 		srv := transporttest.NewTLSServer(t)
 		e := newEnv(t)
-		var buf bytes.Buffer
 		c := e.connector(fixed(policy.Encrypt), srv)
 		c.Routes = []transport.Route{{Domain: "partner.example", NextHop: srv.Addr}}
-		c.Logger = slogJSON(&buf)
-		deliver(t, c, envelope("user@partner.example"))
-		lines := attemptLines(t, &buf)
-		if len(lines) != 1 {
-			t.Fatalf("%d attempt lines, want 1:\n%s", len(lines), buf.String())
-		}
-		wantFields(t, lines[0], map[string]any{
+		line := oneAttemptLine(t, c, envelope("user@partner.example"))
+		wantFields(t, line, map[string]any{
 			"queue_id": "test-1", "rcpt_domain": "partner.example", "mx": "127.0.0.1",
 			"verified": false, "policy_level": "encrypt", "outcome": "sent",
 		})
