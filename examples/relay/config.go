@@ -65,7 +65,7 @@ type Config struct {
 	DKIMSigner   crypto.Signer // loaded from DKIMKeyFile by parseFlags; nil: reports unsigned
 
 	QueueMinFree     int64         // -queue-minfree: bytes kept free in the spool and Maildir root (452 4.3.1 at MAIL); 0: 1.5 × -max-message-size; <0: off
-	SenderLoginCheck bool          // -sender-login-check: bind MAIL FROM to the login on the submission listeners
+	SenderLoginCheck bool          // -sender-login-check: bind MAIL FROM to the login of an authenticated client
 	SenderLoginsFile string        // -sender-logins: who may send as which address; empty: login@local domains
 	CertWatch        time.Duration // -cert-watch: how often the certificate files are checked for changes; 0: only on SIGHUP
 	DrainTimeout     time.Duration // -drain-timeout: how long SIGTERM/SIGINT waits for transactions in progress
@@ -150,7 +150,7 @@ func parseCommandFlags(name string, args []string, out io.Writer, extra func(*fl
 	fs.StringVar(&c.DKIMSelector, "dkim-selector", "", "DKIM `selector` (s=): the public key is published at selector._domainkey.domain")
 	fs.StringVar(&c.DKIMKeyFile, "dkim-key", "", "PEM private key `file` for DKIM signing: RSA (PKCS #1 or #8, at least 1024 bits) or Ed25519 (PKCS #8)")
 	fs.Int64Var(&c.QueueMinFree, "queue-minfree", 0, "`bytes` that must stay free in the queue's spool and the Maildir root, plus the client's SIZE=, or MAIL gets 452 4.3.1 (Postfix queue_minfree); 0: 1.5 × -max-message-size; negative: no check")
-	fs.BoolVar(&c.SenderLoginCheck, "sender-login-check", true, "on the submission listeners, refuse (553 5.7.1) a MAIL FROM the authenticated user does not own (Postfix reject_sender_login_mismatch); false: any sender")
+	fs.BoolVar(&c.SenderLoginCheck, "sender-login-check", true, "refuse (553 5.7.1) a MAIL FROM the authenticated user does not own, on every listener (Postfix reject_sender_login_mismatch); false: any sender")
 	fs.StringVar(&c.SenderLoginsFile, "sender-logins", "", "`file` of \"address-or-@domain login[,login...]\" lines saying who may send as what (Postfix smtpd_sender_login_maps); empty: a login \"alice\" may send as alice@ each local domain, a login that is an address as itself")
 	fs.DurationVar(&c.CertWatch, "cert-watch", time.Minute, "how often to check -cert/-key (or the self-signed pair) for changes and reload them; 0: only on SIGHUP")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long to wait for transactions in progress to end before closing their connections")

@@ -105,8 +105,10 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	h := &inbound{cfg: cfg, rcpts: rcpts, queue: r.queue, log: log}
-	// The submission listeners bind MAIL FROM to the login
-	// (-sender-login-check, -sender-logins); the MX listener does not.
+	// Every listener binds the MAIL FROM of an authenticated client to its
+	// login (-sender-login-check, -sender-logins): the MX listener offers
+	// AUTH too, and would otherwise let a user send as anyone. Mail from
+	// unauthenticated clients is not bound.
 	var submission transport.Handler = h
 	if cfg.SenderLoginCheck {
 		var users []string
@@ -136,9 +138,6 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 			continue
 		}
 		handler := submission
-		if spec.kind == transport.KindMX {
-			handler = h
-		}
 		srv := &transport.Server{
 			Hostname:      cfg.Hostname,
 			Kind:          spec.kind,

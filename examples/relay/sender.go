@@ -46,13 +46,14 @@ func (h *inbound) CheckSender(ctx context.Context, env *transport.Envelope) erro
 	return nil
 }
 
-// submissionHandler is the Handler of the submission listeners (-submission,
-// -submissions): the inbound Handler, plus the binding of the reverse-path
-// to the login (Postfix's reject_sender_login_mismatch with
+// submissionHandler is the Handler of every listener (the MX listener
+// offers AUTH too): the inbound Handler, plus the binding of the
+// reverse-path to the login (Postfix's reject_sender_login_mismatch with
 // smtpd_sender_login_maps): an authenticated user gets "553 5.7.1 ...
 // Sender address rejected: not owned by user" for an address it does not
-// own. -sender-login-check=false serves these listeners with the plain
-// inbound Handler instead.
+// own; a client that did not authenticate is not bound.
+// -sender-login-check=false serves the listeners with the plain inbound
+// Handler instead.
 type submissionHandler struct {
 	*inbound
 	logins *transport.SenderLogins

@@ -76,6 +76,31 @@ func TestSenderLoginCheck(t *testing.T) {
 	}
 }
 
+// TestSenderLoginCheckMXAuth: the MX listener offers AUTH too (the limits
+// are shared); a user who logs in there is bound to the login as on the
+// submission listeners, or the check would be bypassed by submitting on
+// port 25. Unauthenticated mail on the MX listener is not bound.
+func TestSenderLoginCheckMXAuth(t *testing.T) {
+	users := writeUsersN(t, "pw", "alice", "bob")
+	tr := startRelay(t, "-users", users, "-local-domains", "example.org")
+	c := tr.dialTLS(t, "smtp")
+	if err := auth(c, "alice", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Mail("bob@example.org", nil)
+	if code, ec := smtpCode(t, err); code != 553 || ec != "5.7.1" {
+		t.Errorf("MX listener, logged in as alice, MAIL FROM bob@example.org: %v, want 553 5.7.1", err)
+	}
+	c.Reset()
+	if err := send(c, "alice@example.org", []string{"bob@example.org"}, testBody); err != nil {
+		t.Errorf("MX listener, alice as herself: %v", err)
+	}
+	c = tr.dialTLS(t, "smtp")
+	if err := send(c, "bob@example.org", []string{"alice@example.org"}, testBody); err != nil {
+		t.Errorf("MX listener, no AUTH: %v", err)
+	}
+}
+
 func TestSenderLoginsDefault(t *testing.T) {
 	cfg := &Config{Hostname: "Relay.Test", LocalDomains: []string{"example.org", "relay.test"}}
 	m, err := senderLogins(cfg, []string{"alice", "Alice", "carol@elsewhere.example", "we ird"})
