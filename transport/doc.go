@@ -77,6 +77,16 @@
 // one at a time), BDAT and BINARYMIME (RFC 3030), 8-bit to 7-bit downgrade
 // (RFC 6152 §3), LMTP (RFC 2033).
 //
+// # Metrics
+//
+// Server.Observer and Connector.Observer receive typed events (Observer):
+// each inbound connection's end with its listener kind, TLS version and
+// outcome, AUTH outcomes, refusals by RefusalReason, each recipient's
+// delivery result with its TLS version and policy level and source, and
+// each TLS failure by its RFC 8460 §4.3 result type. The package depends on
+// no metrics system; package transport/prommetrics adapts the events to
+// Prometheus.
+//
 // # Weaknesses
 //
 // Under TLS the Server's command filter sees only ciphertext: go-smtp reads

@@ -82,8 +82,13 @@ var sessionOutcomeNames = [...]string{"no-mail", "accepted", "tls-failed", "refu
 
 // String returns "no-mail", "accepted", "tls-failed" or "refused".
 func (o SessionOutcome) String() string {
-	if o >= 0 && int(o) < len(sessionOutcomeNames) {
-		return sessionOutcomeNames[o]
+	return enumName(o, sessionOutcomeNames[:])
+}
+
+// enumName returns names[v], or "unknown" out of range.
+func enumName[T ~int](v T, names []string) string {
+	if v >= 0 && int(v) < len(names) {
+		return names[v]
 	}
 	return "unknown"
 }
@@ -121,10 +126,7 @@ var authOutcomeNames = [...]string{"success", "failure", "temporary-failure"}
 
 // String returns "success", "failure" or "temporary-failure".
 func (o AuthOutcome) String() string {
-	if o >= 0 && int(o) < len(authOutcomeNames) {
-		return authOutcomeNames[o]
-	}
-	return "unknown"
+	return enumName(o, authOutcomeNames[:])
 }
 
 // AuthEvent describes one AUTH exchange.
@@ -170,10 +172,7 @@ var refusalNames = [...]string{"no-starttls", "weak-tls", "plaintext-auth", "req
 // "requiretls-plaintext", "connection-limit", "client-limit" or
 // "auth-rate-limit".
 func (r RefusalReason) String() string {
-	if r >= 0 && int(r) < len(refusalNames) {
-		return refusalNames[r]
-	}
-	return "unknown"
+	return enumName(r, refusalNames[:])
 }
 
 // RefusalReasons lists every RefusalReason, in order.

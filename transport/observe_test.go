@@ -26,35 +26,22 @@ type RecordingObserver struct {
 	evs ObservedEvents
 }
 
-func (r *RecordingObserver) ObserveSession(e SessionEvent) {
+// record appends e to the list l of r's events.
+func record[E any](r *RecordingObserver, l *[]E, e E) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.evs.Sessions = append(r.evs.Sessions, e)
+	*l = append(*l, e)
 }
 
-func (r *RecordingObserver) ObserveAuth(e AuthEvent) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs.Auths = append(r.evs.Auths, e)
-}
+func (r *RecordingObserver) ObserveSession(e SessionEvent) { record(r, &r.evs.Sessions, e) }
 
-func (r *RecordingObserver) ObserveRefusal(e RefusalEvent) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs.Refusals = append(r.evs.Refusals, e)
-}
+func (r *RecordingObserver) ObserveAuth(e AuthEvent) { record(r, &r.evs.Auths, e) }
 
-func (r *RecordingObserver) ObserveDelivery(e DeliveryEvent) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs.Deliveries = append(r.evs.Deliveries, e)
-}
+func (r *RecordingObserver) ObserveRefusal(e RefusalEvent) { record(r, &r.evs.Refusals, e) }
 
-func (r *RecordingObserver) ObserveTLSFailure(e TLSFailureEvent) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs.TLSFailures = append(r.evs.TLSFailures, e)
-}
+func (r *RecordingObserver) ObserveDelivery(e DeliveryEvent) { record(r, &r.evs.Deliveries, e) }
+
+func (r *RecordingObserver) ObserveTLSFailure(e TLSFailureEvent) { record(r, &r.evs.TLSFailures, e) }
 
 // Snapshot returns copies of the events received so far, durations zeroed
 // so that they compare with ==.

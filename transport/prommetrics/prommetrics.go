@@ -6,9 +6,10 @@
 // Prometheus do not link its client library. Use it as:
 //
 //	m := prommetrics.New(prommetrics.Options{Domains: prommetrics.TableDomains(table), Queue: q})
-//	prometheus.MustRegister(m)
 //	server.Observer, connector.Observer, q.Observer = m, m, m
-//	http.Handle("/metrics", promhttp.Handler())
+//	reg := prometheus.NewRegistry()
+//	reg.MustRegister(m)
+//	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 //
 // # Metrics
 //

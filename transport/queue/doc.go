@@ -69,6 +69,10 @@
 //     Insufficient system storage" while the Store (a SpaceReporter, as
 //     DirStore is) has less than Queue.MinFree plus the declared SIZE=
 //     free, before the client sends the message.
+//   - Metrics: Queue.Observer receives an event per report queued, by
+//     RFC 3464 action (Observer); Depth counts the queued recipients by
+//     state and names the oldest message from memory, cheaply enough for
+//     every metrics scrape (transport/prommetrics serves both).
 //   - One log line per recipient per delivery attempt with the keys
 //     id, rcpt, next_hop, tls_version, cipher, verified, policy, result,
 //     attempt, reply, tls_failure and next_retry.
