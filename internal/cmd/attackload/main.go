@@ -34,13 +34,15 @@
 //	           passwords sent on all at once: 535 means the password was
 //	           checked (bcrypt ran), 454 that the limiter refused first
 //	slowloris  -slow-conns connection slots to 25 from one address
-//	           (127.30.0.1; -slow-addrs spreads them over more), each kept
-//	           alive by one byte of a never-ending command line every
-//	           -slow-every (jittered); a connection the relay ends is opened
-//	           again at once, a refused one after -slow-every. Held for
-//	           -slow-time once every slot has tried, while the normal client
-//	           runs; reports how many the relay admitted, what the rest got,
-//	           and how long the admitted ones lived
+//	           (127.30.0.1; -slow-addrs spreads them over more), plaintext,
+//	           each kept alive by one byte every -slow-every (jittered) of,
+//	           by -slow-mode: a message body after DATA that never ends
+//	           (data), a command line that never ends (line), or "NOOP"
+//	           commands (noop). A connection the relay ends is opened again
+//	           at once, a refused one after -slow-every. Held for -slow-time
+//	           once every slot has tried, while the normal client runs;
+//	           reports how many the relay admitted, what the rest got, and
+//	           how long the ones it ended lived
 //	flood      the bcrypt flood: -flood-rate AUTH PLAIN attempts per second
 //	           on 587 for -flood-time, alice with wrong passwords (a bcrypt
 //	           comparison each), every attempt from a new /24 (127.40.0.1,
@@ -71,18 +73,24 @@
 //	-gap D             pause between one port's normal sessions (default 100ms)
 //	-fill-n N          AUTH table fill attempts (default 101000)
 //	-fill-c N          fill attempts at a time (default 32)
-//	-fill-time D       the fill stops after D (default 240s)
+//	-fill-time D       the fill stops after D (default 450s)
 //	-parallel-n N      parallel AUTH connections from one address (default 200)
 //	-slow-conns N      slowloris connections (default 1000, the relay's
 //	                   default per-listener cap)
 //	-slow-addrs N      addresses the slowloris comes from (default 1)
+//	-slow-mode M       data, line or noop (default data)
 //	-slow-every D      one byte per connection every D (default 3s)
-//	-slow-time D       how long the connections are held (default 120s)
+//	-slow-time D       how long the connections are held (default 630s:
+//	                   past the relay's default 10-minute whole-DATA
+//	                   deadline, so that it shows)
 //	-flood-rate R      bcrypt flood attempts per second (default 23)
 //	-flood-time D      bcrypt flood duration (default 30s)
 //	-dir DIR           parent of the relays' data directories (default the
 //	                   system temporary directory); -keep keeps them
 //	-timeout D         the whole run stops after D (default 20m)
+//
+// With the defaults a run takes about 20 minutes on two cores, most of it
+// the fill (101,000 TLS handshakes) and the slowloris hold.
 //
 // Everything happens on loopback. Every scenario is bounded in count and
 // time and stops by itself; the tool ends only the relay processes it
@@ -128,6 +136,7 @@ type config struct {
 
 	slowConns int
 	slowAddrs int
+	slowMode  string
 	slowEvery time.Duration
 	slowTime  time.Duration
 
@@ -156,12 +165,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.gap, "gap", 100*time.Millisecond, "pause between one port's normal sessions")
 	fs.IntVar(&c.fillN, "fill-n", 101000, "AUTH table fill attempts")
 	fs.IntVar(&c.fillC, "fill-c", 32, "AUTH table fill attempts at a time")
-	fs.DurationVar(&c.fillTime, "fill-time", 240*time.Second, "AUTH table fill time limit")
+	fs.DurationVar(&c.fillTime, "fill-time", 450*time.Second, "AUTH table fill time limit")
 	fs.IntVar(&c.parallelN, "parallel-n", 200, "parallel AUTH connections from one address")
 	fs.IntVar(&c.slowConns, "slow-conns", 1000, "slowloris connections from one address")
 	fs.IntVar(&c.slowAddrs, "slow-addrs", 1, "slowloris: addresses the connections come from")
+	fs.StringVar(&c.slowMode, "slow-mode", "data", "slowloris: what is trickled: line, noop or data")
 	fs.DurationVar(&c.slowEvery, "slow-every", 3*time.Second, "slowloris: one byte per connection every")
-	fs.DurationVar(&c.slowTime, "slow-time", 120*time.Second, "slowloris: how long the connections are held")
+	fs.DurationVar(&c.slowTime, "slow-time", 630*time.Second, "slowloris: how long the connections are held")
 	fs.Float64Var(&c.floodRate, "flood-rate", 23, "bcrypt flood attempts per second")
 	fs.DurationVar(&c.floodTime, "flood-time", 30*time.Second, "bcrypt flood duration")
 	fs.StringVar(&c.dir, "dir", os.TempDir(), "parent `dir` of the relays' data directories")
@@ -190,6 +200,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-slow-conns must be 1..10000")
 	case c.slowAddrs < 1 || c.slowAddrs > c.slowConns:
 		return nil, errors.New("-slow-addrs must be 1..-slow-conns")
+	case slowModes[c.slowMode].byteAt == nil:
+		return nil, fmt.Errorf("-slow-mode: unknown mode %q (want line, noop or data)", c.slowMode)
 	case c.slowEvery <= 0:
 		return nil, errors.New("-slow-every must be positive")
 	case !(c.floodRate > 0 && c.floodRate <= 1000):

@@ -65,7 +65,7 @@ func TestTinyRun(t *testing.T) {
 	if m := regexp.MustCompile(`(?m)^  AUTH replies \(all sent at once, answered within [0-9.]+s\): (.*)$`).FindStringSubmatch(report); m == nil || authReplies(m[1]) != 6 {
 		t.Errorf("parallel AUTH replies do not account for 6 attempts: %q", m)
 	}
-	if !regexp.MustCompile(`(?m)^  slowloris from one address \(127\.30\.0\.1\) to 25, 4 slots, one byte per 200ms each: 4 open at the end of [0-9]+s, at most 4 at once; 4 admitted in all; refused: none$`).MatchString(report) {
+	if !regexp.MustCompile(`(?m)^  slowloris \(data\) from one address \(127\.30\.0\.1\) to 25, 4 slots, one byte per 200ms each: 4 open at the end of [0-9]+s, at most 4 at once; 4 admitted in all; refused: none$`).MatchString(report) {
 		t.Errorf("slowloris: not every connection admitted and held")
 	}
 	if !regexp.MustCompile(`(?m)^  flood: \d+ AUTH attempts in [0-9.]+s`).MatchString(report) {

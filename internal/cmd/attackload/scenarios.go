@@ -182,7 +182,15 @@ type slowConn struct {
 	opened time.Time
 	closed chan struct{} // closed when the connection has ended
 	lived  time.Duration // until it ended
-	last   string        // the server's last line before it ended
+
+	mu   sync.Mutex
+	last string // the server's last line so far
+}
+
+func (s *slowConn) lastLine() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
 }
 
 // slowAddr is the address of slowloris slot j with n addresses: 127.30.0.1
@@ -198,7 +206,7 @@ func slowAddr(j, n int) *net.TCPAddr {
 // made its first attempt. A connection the relay ends is opened again at
 // once, a refused one after cfg.slowEvery, as a determined attacker would.
 func slowlorisAttack(ctx context.Context, cfg *config, c *client, r *relayProc, out io.Writer) (*phase, []string, error) {
-	var refused, lasts counts
+	var refused, lasts, stillOpen counts
 	var open, peak, admitted atomic.Int64
 	var lmu sync.Mutex
 	var lived []time.Duration
@@ -229,7 +237,7 @@ func slowlorisAttack(ctx context.Context, cfg *config, c *client, r *relayProc, 
 				default:
 				}
 				sem <- struct{}{}
-				s, why := slowOpen(ctx, from, r.smtp)
+				s, why := slowOpen(ctx, from, r.smtp, slowModes[cfg.slowMode].prefix)
 				<-sem
 				if first {
 					firstTry.Done()
@@ -246,10 +254,11 @@ func slowlorisAttack(ctx context.Context, cfg *config, c *client, r *relayProc, 
 				n := open.Add(1)
 				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 				}
-				s.trickle(cfg.slowEvery, stop)
+				s.trickle(cfg.slowMode, cfg.slowEvery, stop)
 				open.Add(-1)
 				select {
 				case <-stop:
+					stillOpen.add(s.lastLine())
 					s.conn.Close()
 					return
 				default:
@@ -266,7 +275,7 @@ func slowlorisAttack(ctx context.Context, cfg *config, c *client, r *relayProc, 
 				lmu.Lock()
 				lived = append(lived, s.lived)
 				lmu.Unlock()
-				lasts.add(s.last)
+				lasts.add(s.lastLine())
 				if !sleep(100 * time.Millisecond) {
 					return
 				}
@@ -285,8 +294,11 @@ func slowlorisAttack(ctx context.Context, cfg *config, c *client, r *relayProc, 
 	wg.Wait()
 	addrs := slowFrom(cfg.slowAddrs)
 	notes := []string{
-		fmt.Sprintf("slowloris from %s to 25, %d slots, one byte per %s each: %d open at the end of %.0fs, at most %d at once; %d admitted in all; refused: %s",
-			addrs, cfg.slowConns, cfg.slowEvery, atEnd, time.Since(start).Seconds(), peak.Load(), admitted.Load(), refused.String()),
+		fmt.Sprintf("slowloris (%s) from %s to 25, %d slots, one byte per %s each: %d open at the end of %.0fs, at most %d at once; %d admitted in all; refused: %s",
+			cfg.slowMode, addrs, cfg.slowConns, cfg.slowEvery, atEnd, time.Since(start).Seconds(), peak.Load(), admitted.Load(), refused.String()),
+	}
+	if atEnd > 0 {
+		notes = append(notes, "the relay's last reply on those still open: "+stillOpen.String())
 	}
 	if len(lived) > 0 {
 		s := &series{ok: lived}
@@ -308,9 +320,10 @@ func slowFrom(n int) string {
 	return fmt.Sprintf("%d addresses (127.30.0.1 to %s)", n, slowAddr(n-1, n).IP)
 }
 
-// slowOpen connects from one address and reads the greeting; it returns the
-// connection if the relay greeted with 220, else nil and what happened.
-func slowOpen(ctx context.Context, from *net.TCPAddr, addr string) (*slowConn, string) {
+// slowOpen connects from one address, reads the greeting and writes
+// prefix; it returns the connection if the relay greeted with 220, else nil
+// and what happened.
+func slowOpen(ctx context.Context, from *net.TCPAddr, addr, prefix string) (*slowConn, string) {
 	d := net.Dialer{LocalAddr: from, Timeout: 10 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -328,19 +341,25 @@ func slowOpen(ctx context.Context, from *net.TCPAddr, addr string) (*slowConn, s
 		return nil, "greeting: " + cut(strings.TrimSpace(l))
 	}
 	conn.SetReadDeadline(time.Time{})
-	s := &slowConn{conn: conn, opened: time.Now(), closed: make(chan struct{})}
+	if _, err := io.WriteString(conn, prefix); err != nil {
+		conn.Close()
+		return nil, "commands: " + outcome(err)
+	}
+	s := &slowConn{conn: conn, opened: time.Now(), closed: make(chan struct{}), last: cut(strings.TrimSpace(l))}
 	go func() {
 		// Whatever the server says before the connection ends; the last
 		// line is its reason.
 		for {
 			l, err := br.ReadString('\n')
+			s.mu.Lock()
 			if l = strings.TrimSpace(l); l != "" {
 				s.last = cut(l)
 			}
+			if err != nil && s.last == "" {
+				s.last = "(closed without a reply)"
+			}
+			s.mu.Unlock()
 			if err != nil {
-				if s.last == "" {
-					s.last = "(closed without a reply)"
-				}
 				s.lived = time.Since(s.opened)
 				close(s.closed)
 				return
@@ -350,17 +369,38 @@ func slowOpen(ctx context.Context, from *net.TCPAddr, addr string) (*slowConn, s
 	return s, ""
 }
 
-// trickle writes "NOOP " and then one 'x' at a time, never the end of the
-// line, one byte per every (jittered ±50%), until stop or the server ends
-// the connection.
-func (s *slowConn) trickle(every time.Duration, stop <-chan struct{}) {
-	line := "NOOP "
-	for i := 0; ; i++ {
-		b := byte('x')
-		if i < len(line) {
-			b = line[i]
+// slowModes are what a slowloris connection trickles, one byte at a time:
+//
+//	line  "NOOP " and then 'x' for ever: one command line that never ends
+//	noop  "NOOP\r\n" over and over: complete commands, each taking
+//	      6 × -slow-every
+//	data  after EHLO, MAIL, RCPT to the user and DATA (sent at once), a
+//	      message body that never ends
+var slowModes = map[string]struct {
+	prefix string
+	byteAt func(i int) byte
+}{
+	"line": {"", func(i int) byte {
+		if i < 5 {
+			return "NOOP "[i]
 		}
-		if _, err := s.conn.Write([]byte{b}); err != nil {
+		return 'x'
+	}},
+	"noop": {"", func(i int) byte { return "NOOP\r\n"[i%6] }},
+	"data": {"EHLO slow.load.test\r\nMAIL FROM:<slow@slow.load.test>\r\nRCPT TO:<" + address + ">\r\nDATA\r\n", func(i int) byte {
+		if i%72 >= 70 {
+			return "\r\n"[i%72-70]
+		}
+		return 'x'
+	}},
+}
+
+// trickle writes one byte of mode's pattern every every (jittered ±50%),
+// until stop or the connection ends.
+func (s *slowConn) trickle(mode string, every time.Duration, stop <-chan struct{}) {
+	byteAt := slowModes[mode].byteAt
+	for i := 0; ; i++ {
+		if _, err := s.conn.Write([]byte{byteAt(i)}); err != nil {
 			return
 		}
 		wait := time.Duration(float64(every) * (0.5 + rand.Float64()))
