@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -435,5 +436,44 @@ func TestCheckHostileServerText(t *testing.T) {
 	}
 	if h := oneHost(t, rep); !strings.Contains(h.Greeting, "evil.example") || !slices.Contains(h.Extensions, "X-EVIL ?]0;pwn???") {
 		t.Errorf("greeting %q extensions %q", h.Greeting, h.Extensions)
+	}
+}
+
+// countingObserver counts the Connector's delivery and TLS failure events.
+type countingObserver struct {
+	transport.NopObserver
+	mu                  sync.Mutex
+	deliveries, failure int
+}
+
+func (o *countingObserver) ObserveDelivery(transport.DeliveryEvent) {
+	o.mu.Lock()
+	o.deliveries++
+	o.mu.Unlock()
+}
+
+func (o *countingObserver) ObserveTLSFailure(transport.TLSFailureEvent) {
+	o.mu.Lock()
+	o.failure++
+	o.mu.Unlock()
+}
+
+// TestCheckIsNotADelivery: a check moves no delivery or TLS failure
+// counter of the Connector's Observer (metrics count mail, not checks);
+// the same Connector's delivery does.
+func TestCheckIsNotADelivery(t *testing.T) {
+	srv := transporttest.NewExpiredServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	obs := &countingObserver{}
+	c := e.connector(fixed(policy.Verify), srv)
+	c.Observer = obs
+	check(t, c, "example.test")
+	if obs.deliveries != 0 || obs.failure != 0 {
+		t.Errorf("a check was observed: %d deliveries, %d TLS failures", obs.deliveries, obs.failure)
+	}
+	deliver(t, c, envelope("user@example.test"))
+	if obs.deliveries != 1 || obs.failure != 1 {
+		t.Errorf("a delivery was observed as %d deliveries, %d TLS failures; want 1, 1", obs.deliveries, obs.failure)
 	}
 }
