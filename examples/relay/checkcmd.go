@@ -63,6 +63,10 @@ func runCheck(ctx context.Context, args []string, out, errOut io.Writer, setup f
 	case len(rest) != 1:
 		fmt.Fprint(errOut, checkUsage)
 		return checkError
+	case cfg.isLocalDomain(rest[0]):
+		// The queue hands these to the Maildirs, never to the Connector.
+		fmt.Fprintf(errOut, "relay check: %s is a local domain (-local-domains, -hostname): its mail goes to Maildirs under -data/mail, not over SMTP\n", rest[0])
+		return checkError
 	}
 	r := &Relay{cfg: cfg, log: newLogger(cfg, errOut)}
 	if err := r.setupConnector(); err != nil {

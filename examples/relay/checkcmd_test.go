@@ -129,7 +129,7 @@ func TestCheckCommandMX(t *testing.T) {
 }
 
 func TestCheckCommandUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"a.example", "b.example"}, {"not a domain"}} {
+	for _, args := range [][]string{nil, {"a.example", "b.example"}, {"not a domain"}, {"localhost"}, {"-local-domains", "corp.example", "CORP.example."}} {
 		code, _, errOut := relayCheck(t, nil, args...)
 		if code != 1 || !strings.Contains(errOut, "relay check") {
 			t.Errorf("%q: exit %d, stderr %q", args, code, errOut)
