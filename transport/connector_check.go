@@ -97,6 +97,10 @@ type CheckPolicy struct {
 	MinTLS     string   `json:"min_tls"`
 	MXPatterns []string `json:"mx_patterns,omitempty"`
 	Match      []string `json:"match,omitempty"`
+	// Published is the MTA-STS policy that was fetched (or cached) and
+	// applied, one line per element (RFC 8461 §3.2; TLS-RPT's
+	// policy-string, RFC 8460 §4.3).
+	Published []string `json:"published,omitempty"`
 	// Adjusted says why the Connector plans differently from Level (a
 	// testing-mode policy, DANE without records), if it does.
 	Adjusted string `json:"adjusted,omitempty"`
@@ -287,6 +291,9 @@ func (p *CheckPolicy) fill(req policy.Requirement) {
 	p.MinTLS = (&TLSInfo{Version: req.EffectiveMinVersion()}).VersionName()
 	p.MXPatterns = req.MXPatterns
 	p.Match = req.Match
+	for _, l := range req.PolicyString {
+		p.Published = append(p.Published, clip(l, 300))
+	}
 	for _, f := range req.DiscoveryFailures {
 		p.DiscoveryFailures = append(p.DiscoveryFailures, strings.TrimSpace(f.ResultType+": "+f.Detail))
 	}
@@ -555,6 +562,9 @@ func (r *CheckReport) WriteText(w io.Writer) error {
 		pol += ": " + p.Reason
 	}
 	line("  policy:     %s), %s, on failure %s, min %s", pol, p.Mode, p.OnFailure, p.MinTLS)
+	if len(p.Published) > 0 {
+		line("  published:  %s", strings.Join(p.Published, "; "))
+	}
 	if len(p.MXPatterns) > 0 {
 		line("  mx patterns: %s", strings.Join(p.MXPatterns, " "))
 	}

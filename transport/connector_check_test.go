@@ -222,7 +222,8 @@ func TestCheckMTASTSEnforceMXMismatch(t *testing.T) {
 	c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
 	rep := check(t, c, "sts.example")
 	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDefer, 451, "4.4.4", transport.FailureValidation)
-	if p := rep.Policy; p.Source != policy.SourceMTASTS || p.Mode != "enforce" || !slices.Equal(p.MXPatterns, []string{"mx.sts.example"}) {
+	if p := rep.Policy; p.Source != policy.SourceMTASTS || p.Mode != "enforce" || !slices.Equal(p.MXPatterns, []string{"mx.sts.example"}) ||
+		!slices.Contains(p.Published, "mode: enforce") {
 		t.Errorf("policy %+v", p)
 	}
 	if !slices.Equal(rep.MX.Refused, []string{"mx.elsewhere.example"}) || len(rep.Hosts) != 0 {
