@@ -295,7 +295,7 @@ func (p *CheckPolicy) fill(req policy.Requirement) {
 		p.Published = append(p.Published, clip(l, 300))
 	}
 	for _, f := range req.DiscoveryFailures {
-		p.DiscoveryFailures = append(p.DiscoveryFailures, strings.TrimSpace(f.ResultType+": "+f.Detail))
+		p.DiscoveryFailures = append(p.DiscoveryFailures, clip(strings.TrimSpace(f.ResultType+": "+f.Detail), 500))
 	}
 }
 
