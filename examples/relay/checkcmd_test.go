@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailtls/mailtls/internal/fakedns"
+	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
@@ -198,4 +199,65 @@ func TestCheckCommandTimeout(t *testing.T) {
 	if err := contains(out, "verdict: defer: 451 4.4.2 no greeting from 127.0.0.1"); err != nil {
 		t.Errorf("%v\n%s", err, out)
 	}
+}
+
+// With -dane-resolver the check is DANE-aware as delivery is: the MX set
+// and the host's TLSA records are DNSSEC-validated. Under -default-tls may
+// DANE decides: a record that does not match the certificate defers
+// (4.7.5), the matching one delivers, and a REQUIRETLS message could go
+// (authenticated MX set, DANE-verified TLS, REQUIRETLS advertised). Under
+// -default-tls verify the relay's own level outranks DANE (as an explicit
+// verify does in Postfix): the report says so, and the mismatching record
+// does not stop delivery.
+func TestCheckCommandDANE(t *testing.T) {
+	mx := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx.dane.example", Cert: transporttest.GoodCert, RequireTLS: true})
+	ca := writeFile(t, "ca.pem", string(mx.CA.CertPEM))
+	good, err := dane.Association(mx.Certificate.Leaf, dane.SelectorSPKI, dane.MatchSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, level     string
+		data            []byte
+		code            int
+		verdict         transport.Verdict
+		status, source  string
+		daneOK, hostRTL bool
+	}{
+		{"mismatch", "may", make([]byte, 32), checkDefer, transport.VerdictDefer, "4.7.5", "dane", false, false},
+		{"match", "may", good, checkDeliver, transport.VerdictDeliver, "2.0.0", "dane", true, true},
+		{"verify outranks dane", "verify", make([]byte, 32), checkDeliver, transport.VerdictDeliver, "2.0.0", "default", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := fakedns.Start(t, map[string]fakedns.Zone{
+				"dane.example":              {AD: true, RRs: []dns.RR{fakedns.MX(10, "mx.dane.example")}},
+				"mx.dane.example":           {AD: true, RRs: []dns.RR{fakedns.A("192.0.2.40")}},
+				"_25._tcp.mx.dane.example.": {AD: true, RRs: []dns.RR{fakedns.TLSA(3, 1, 1, tc.data)}},
+			})
+			dialer := &transporttest.Dialer{Map: map[string]string{"192.0.2.40:25": mx.Addr}}
+			code, out, errOut := relayCheck(t, func(c *transport.Connector) { c.Dialer = dialer },
+				"-dane-resolver", ns.Addr, "-outbound-ca", ca, "-default-tls", tc.level, "-log-level", "error", "dane.example", "-json")
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s\n%s", code, tc.code, out, errOut)
+			}
+			var rep transport.CheckReport
+			if err := json.Unmarshal([]byte(out), &rep); err != nil {
+				t.Fatalf("not JSON: %v\n%s", err, out)
+			}
+			if rep.Outcome.Verdict != tc.verdict || rep.Outcome.Status != tc.status || string(rep.Policy.Source) != tc.source || !rep.MX.DNSSEC ||
+				len(rep.Hosts) != 1 || rep.Hosts[0].DANE == nil || len(rep.Hosts[0].DANE.TLSA) != 1 || rep.Hosts[0].TLS == nil {
+				t.Fatalf("report %+v", rep)
+			}
+			h := rep.Hosts[0]
+			for _, l := range h.TLS.Levels {
+				if want := l.Level != "dane" || tc.daneOK; l.OK != want {
+					t.Errorf("level %s ok=%v, want %v (%s)", l.Level, l.OK, want, l.Error)
+				}
+			}
+			if !rep.RequireTLS.Possible || h.RequireTLS != tc.hostRTL {
+				t.Errorf("REQUIRETLS: group %+v host %v, want possible and host %v", rep.RequireTLS, h.RequireTLS, tc.hostRTL)
+			}
+		})
+	}
+	noMAIL(t, mx)
 }
