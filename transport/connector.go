@@ -393,7 +393,11 @@ func (c *Connector) Deliver(ctx context.Context, env *Envelope, body io.ReaderAt
 		res.Recipients[i].Recipient = r
 	}
 	for _, g := range groups {
-		start, attempts := time.Now(), len(res.Attempts)
+		var start time.Time
+		attempts := len(res.Attempts)
+		if c.Observer != nil {
+			start = time.Now()
+		}
 		c.deliverGroup(ctx, env, body, size, g, res, nil)
 		if c.Observer != nil {
 			c.observeGroup(g, res, time.Since(start))

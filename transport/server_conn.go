@@ -143,7 +143,9 @@ func newInConn(s *Server, raw net.Conn) *inConn {
 		ctx:      ctx,
 		stop:     cancel,
 		wAtStart: true,
-		started:  time.Now(),
+	}
+	if s.Observer != nil {
+		c.started = time.Now()
 	}
 	if s.Kind == KindSubmissions {
 		c.phase = phaseTLS // set to phaseHandshake by implicitHandshake
