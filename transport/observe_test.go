@@ -149,6 +149,20 @@ func TestServerObserver(t *testing.T) {
 			session:  SessionEvent{Kind: KindMX, Outcome: SessionTLSFailed},
 		},
 		{
+			name: "weak TLS on the implicit-TLS port",
+			srv:  func() *Server { return &Server{Kind: KindSubmissions, Authenticator: testTable(t)} },
+			run: func(t *testing.T, ts *testServer) {
+				cfg := pki.clientConfig()
+				cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+				if c, err := tls.Dial("tcp", ts.addr, cfg); err == nil {
+					c.Close()
+					t.Fatal("TLS 1.1 client accepted")
+				}
+			},
+			refusals: []RefusalEvent{{KindSubmissions, RefusalWeakTLS}},
+			session:  SessionEvent{Kind: KindSubmissions, Outcome: SessionTLSFailed},
+		},
+		{
 			name: "AUTH failure then success on submission",
 			srv:  func() *Server { return &Server{Kind: KindSubmission, Authenticator: testTable(t)} },
 			run: func(t *testing.T, ts *testServer) {
