@@ -30,14 +30,25 @@
 //     CVE-2011-0411 STARTTLS injection closed) and Connector (MX resolution,
 //     STARTTLS verified per level, a classified result per recipient with the
 //     TLS used and its policy source; the body never reaches the socket when
-//     the policy is not met).
+//     the policy is not met). Server limits assume a hostile client: AUTH
+//     failures counted per address and network in bounded tables that evict,
+//     a bound on concurrent password checks shared by listeners, a
+//     per-client connection cap, deadlines that trickled bytes cannot extend,
+//     and SenderLogins binding MAIL FROM to the login. Connector.Check
+//     explains what a delivery to a domain would do, up to MAIL FROM, and an
+//     Observer receives typed events for metrics.
 //   - transport/transporttest: fixtures for applications' own tests, as
 //     net/http/httptest: TLS and plaintext-only servers, servers with wrong,
 //     expired or untrusted certificates, STARTTLS-stripping proxies.
 //   - transport/queue: the durable spool between them. Mail is on disk
 //     (fsynced, renamed, directory fsynced) before the Server answers 250;
 //     retries with backoff until a maximum age; failed, delayed, delivered
-//     and relayed DSNs as NOTIFY asks, sent with a null reverse-path.
+//     and relayed DSNs as NOTIFY asks, sent with a null reverse-path; hold
+//     and release; 452 4.3.1 at MAIL when the spool is short of space.
+//   - transport/queue/admin: a Unix-socket protocol for operating a running
+//     Queue (list, show, retry, remove, hold, release).
+//   - transport/prommetrics: a Prometheus adapter for the Observer events,
+//     in its own package so that programs without it don't link it.
 //   - ndr: RFC 3464/6522/6533 reports, built (English and Japanese human
 //     part, DKIM-signed on request) and parsed (ours and other MTAs').
 //
