@@ -155,7 +155,8 @@ const (
 	// RefusalRequireTLSPlaintext: MAIL FROM with REQUIRETLS in a plaintext
 	// session, "530 5.7.10" (RFC 8689 §4.1).
 	RefusalRequireTLSPlaintext
-	// RefusalConnectionLimit: a connection over MaxConnections, "421 4.7.0".
+	// RefusalConnectionLimit: a connection over MaxConnections, "421 4.7.0",
+	// or one closed to admit it (see Server.MaxConnections).
 	RefusalConnectionLimit
 	// RefusalClientLimit: a connection over MaxConnectionsPerClient, "421
 	// 4.7.0" (Postfix's smtpd_client_connection_count_limit).

@@ -191,9 +191,28 @@ type Server struct {
 	// on connect for KindSubmissions. Zero means 30 seconds.
 	TLSHandshakeTimeout time.Duration
 
-	// MaxConnections caps concurrent connections; one more is answered
-	// "421 4.7.0" and closed (for KindSubmissions, closed without a reply,
-	// since no TLS session exists to carry it). Zero means 1000.
+	// MaxConnections caps concurrent connections. A listener at the cap
+	// admits a new connection by closing the one that has made the least
+	// progress, which is answered "421 4.7.0 ... Server busy, closing idle
+	// connection" (RFC 5321 §3.8; one in a TLS handshake, or between
+	// STARTTLS and the next EHLO, is closed without a reply). Only a
+	// connection waiting for its client qualifies, never one whose command
+	// the server is working on; of those, in this order: one whose last
+	// reply is at least a second old, outside a transaction, then in one
+	// (after MAIL); a DATA or BDAT transfer that has received nothing for
+	// five seconds; one whose client has not yet said EHLO or HELO, however
+	// new. Within each, the one that has waited longest goes first. Bytes
+	// trickled into a command line are thus no progress, while a client
+	// that has said EHLO and sends each command within a second of the
+	// previous reply, or a transfer that is progressing, is never closed
+	// for a newcomer. When no connection qualifies, the newcomer is
+	// answered "421 4.7.0 ... Too many connections" and closed (for
+	// KindSubmissions, closed without a reply, since no TLS session exists
+	// to carry it); one over MaxConnectionsPerClient is refused and closes
+	// no one. Postfix has no equivalent: connections over its process
+	// limit (default_process_limit) wait in the kernel's listen queue, and
+	// only stress mode (see StressTimeout) frees processes sooner. Zero
+	// means 1000.
 	MaxConnections int
 	// MaxConnectionsPerClient caps the concurrent connections from one
 	// client address (IPv4 /32, IPv6 /64), as Postfix's
@@ -248,6 +267,9 @@ type Server struct {
 	closing   atomic.Bool
 	connsDone chan struct{} // closed when conns becomes empty while closing
 	closeOnce sync.Once
+	// evictConns and evictSnaps are evictionVictimLocked's reused buffers.
+	evictConns []*inConn
+	evictSnaps []connSnapshot
 
 	defaultNameOnce sync.Once
 	defaultName     string // for an empty Hostname
@@ -486,20 +508,31 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// addConn registers an accepted connection; it is refused when the server
-// is closing or its client address already holds MaxConnectionsPerClient.
-func (s *Server) addConn(c *inConn) connRefusal {
+// addConn registers an accepted connection. It is refused when the server
+// is closing or its client address already holds MaxConnectionsPerClient;
+// at MaxConnections, it takes the slot of the connection evictionVictim
+// picks, which it returns for the caller to evict, or is refused when there
+// is none.
+func (s *Server) addConn(c *inConn) (connRefusal, *inConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
-		return refusedClosing
+		return refusedClosing, nil
 	}
 	if s.perClient[c.client] >= orInt(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient) {
-		return refusedPerClient
+		return refusedPerClient, nil
+	}
+	var victim *inConn
+	if s.active.Load() >= int64(orInt(s.MaxConnections, DefaultMaxConnections)) {
+		if victim = s.evictionVictimLocked(time.Now()); victim == nil {
+			return refusedBusy, nil
+		}
+		s.releaseLocked(victim)
 	}
 	s.perClient[c.client]++
 	s.conns[c] = struct{}{}
-	return admitted
+	s.active.Add(1)
+	return admitted, victim
 }
 
 type connRefusal int
@@ -508,6 +541,7 @@ const (
 	admitted connRefusal = iota
 	refusedClosing
 	refusedPerClient
+	refusedBusy
 )
 
 // stressed reports whether the listener holds at least 80% of
@@ -563,12 +597,7 @@ func (s *Server) removeConn(c *inConn) {
 		return
 	}
 	delete(s.conns, c)
-	if n := s.perClient[c.client] - 1; n > 0 {
-		s.perClient[c.client] = n
-	} else {
-		delete(s.perClient, c.client)
-	}
-	s.active.Add(-1)
+	s.releaseLocked(c)
 	if len(s.conns) == 0 && s.connsDone != nil {
 		select {
 		case <-s.connsDone:
@@ -634,28 +663,32 @@ func (l *inListener) acceptLoop() {
 			return
 		}
 		delay = 0
-		if s.active.Add(1) > maxConns {
-			s.active.Add(-1)
-			s.log.Warn("smtp connection refused: too many connections", "peer", raw.RemoteAddr().String(), "max", maxConns)
-			s.observeRefusedConn(RefusalConnectionLimit)
-			go s.refuseBusy(raw, "Too many connections, try again later")
-			continue
-		}
 		c := newInConn(s, raw)
-		switch s.addConn(c) {
+		res, victim := s.addConn(c)
+		switch res {
 		case refusedClosing:
-			s.active.Add(-1)
 			c.stop()
 			raw.Close()
 			continue
 		case refusedPerClient:
-			s.active.Add(-1)
 			c.stop()
 			s.log.Warn("smtp connection refused: too many connections from one client", "peer", c.peer,
 				"max", orInt(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient))
 			s.observeRefusedConn(RefusalClientLimit)
 			go s.refuseBusy(raw, "Too many connections from your address, try again later")
 			continue
+		case refusedBusy:
+			c.stop()
+			s.log.Warn("smtp connection refused: too many connections, none idle", "peer", c.peer, "max", maxConns)
+			s.observeRefusedConn(RefusalConnectionLimit)
+			go s.refuseBusy(raw, "Too many connections, try again later")
+			continue
+		}
+		if victim != nil {
+			victim.evict()
+			s.observeRefusal(RefusalConnectionLimit)
+			s.log.Info("smtp connection closed for a new one: too many connections", "peer", victim.peer,
+				"for", c.peer, "max", maxConns)
 		}
 		if s.stressed() {
 			if !stressed {

@@ -31,6 +31,8 @@ import (
 //     extend neither; under stress (see Server.StressTimeout) all are
 //     shortened, also for reads already waiting;
 //   - lets Shutdown close connections that are between transactions;
+//   - ends itself when the listener evicts it for a newcomer
+//     (server_evict.go), and tells evictionVictim whose turn it is;
 //   - with bodyReader, ends DATA after a bare CR where RFC 5321 does and
 //     go-smtp does not (server_dot.go): dotScan in the plaintext filter,
 //     errDataYield and errDataEnd under TLS.
@@ -101,6 +103,16 @@ type inConn struct {
 	started  time.Time    // when the connection was accepted (Observer)
 	accepted atomic.Int64 // messages accepted (Observer)
 
+	// Eviction (server_evict.go). ioWait counts the network reads and
+	// writes in progress: while there is one, it is the client's turn.
+	// released is guarded by srv.mu.
+	ioWait    atomic.Int32
+	repliedAt atomic.Int64 // UnixNano of the last reply, or of the accept
+	recvAt    atomic.Int64 // UnixNano of the last bytes received
+	spoke     atomic.Bool  // EHLO or HELO accepted (setGreeted), never reset
+	evicted   atomic.Bool
+	released  bool // no longer counted in srv.active and srv.perClient
+
 	mu         sync.Mutex
 	phase      connPhase
 	hsDeadline time.Time
@@ -147,6 +159,7 @@ func newInConn(s *Server, raw net.Conn) *inConn {
 	if s.Observer != nil {
 		c.started = time.Now()
 	}
+	c.repliedAt.Store(time.Now().UnixNano())
 	if s.Kind == KindSubmissions {
 		c.phase = phaseTLS // set to phaseHandshake by implicitHandshake
 	} else {
@@ -224,11 +237,22 @@ func (c *inConn) lingerRead() {
 }
 
 func (c *inConn) Read(p []byte) (int, error) {
+	n, err := c.read(p)
+	if err != nil && c.evicted.Load() {
+		return 0, c.evictedEOF()
+	}
+	return n, err
+}
+
+func (c *inConn) read(p []byte) (int, error) {
 	if err := c.flush(); err != nil {
 		return 0, err
 	}
 	if c.eof {
 		return 0, io.EOF
+	}
+	if c.evicted.Load() {
+		return 0, errEvicted
 	}
 	if c.dataEnded.Load() {
 		return 0, errDataEnd
@@ -291,6 +315,10 @@ func (c *inConn) readTLS(p []byte) (int, error) {
 // dropped. Without a known TLS connection (between the STARTTLS handshake
 // and the next EHLO) go-smtp replies itself.
 func (c *inConn) timeoutReply() {
+	if c.evicted.Load() {
+		c.evictedEOF()
+		return
+	}
 	text := " Timeout exceeded, closing connection"
 	code := "421 4.4.2 "
 	if c.shutdown.Load() {
@@ -336,8 +364,16 @@ func (c *inConn) rawRead(p []byte) (int, error) {
 	if c.readErr != nil {
 		return 0, c.readErr
 	}
+	c.ioWait.Add(1)
 	n, err := c.raw.Read(p)
+	c.ioWait.Add(-1)
+	if n > 0 {
+		c.recvAt.Store(time.Now().UnixNano())
+	}
 	if err != nil {
+		if c.evicted.Load() {
+			err = errEvicted
+		}
 		c.readErr = err
 	}
 	return n, err
@@ -398,6 +434,7 @@ func (c *inConn) bufferWrite(p []byte) (int, error) {
 		return len(p), nil // see timeoutReply
 	}
 	c.replied.Store(true)
+	c.repliedAt.Store(time.Now().UnixNano())
 	return c.holdWrite(p)
 }
 
@@ -432,8 +469,7 @@ func (c *inConn) holdWrite(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) > maxWriteBuffer {
-			c.writeIn(c.writeTimeout())
-			n, err := c.raw.Write(p)
+			n, err := c.rawWrite(p)
 			if err != nil {
 				c.werr = err
 			}
@@ -455,13 +491,20 @@ func (c *inConn) flushLocked() error {
 	if len(c.wbuf) == 0 || c.werr != nil {
 		return c.werr
 	}
-	c.writeIn(c.writeTimeout())
-	_, err := c.raw.Write(c.wbuf)
+	_, err := c.rawWrite(c.wbuf)
 	c.wbuf = c.wbuf[:0]
 	if err != nil {
 		c.werr = err
 	}
 	return err
+}
+
+// rawWrite writes p to the network under WriteTimeout (wmu held).
+func (c *inConn) rawWrite(p []byte) (int, error) {
+	c.writeIn(c.writeTimeout())
+	c.ioWait.Add(1)
+	defer c.ioWait.Add(-1)
+	return c.raw.Write(p)
 }
 
 // setReadDeadline avoids re-arming the timer on every small read: a deadline
@@ -472,6 +515,9 @@ func (c *inConn) setReadDeadline(t time.Time, timeout time.Duration) {
 	defer c.dmu.Unlock()
 	if st := c.srv.stressTimeout(); st > 0 && c.srv.stressed() {
 		t = minTime(t, time.Now().Add(st))
+	}
+	if c.evicted.Load() {
+		t = time.Now() // see evict
 	}
 	if t.Before(c.rdeadline) || t.Sub(c.rdeadline) > deadlineSlack(timeout) {
 		c.rdeadline = t
@@ -568,6 +614,9 @@ func (c *inConn) dataTimeout() time.Duration {
 	return c.srv.underStress(orDuration(c.srv.ReadTimeout, DefaultReadTimeout))
 }
 func (c *inConn) writeTimeout() time.Duration {
+	if c.evicted.Load() {
+		return evictWriteTimeout
+	}
 	return c.srv.underStress(orDuration(c.srv.WriteTimeout, DefaultWriteTimeout))
 }
 func (c *inConn) dataDeadline() time.Duration {
@@ -636,6 +685,7 @@ func (c *inConn) setGreeted() {
 	c.mu.Lock()
 	c.greeted = true
 	c.mu.Unlock()
+	c.spoke.Store(true)
 }
 
 func (c *inConn) setInTx(v bool) { c.inTx.Store(v) }

@@ -123,13 +123,14 @@ func TestDataReadTimeout(t *testing.T) {
 	}
 }
 
-// TestMaxConnections: the connection over the cap gets 421 4.7.0 and is
-// closed; once one closes, a new one is served.
+// TestMaxConnections: the connection over the cap, when every connection
+// is making progress (their clients had a reply to EHLO just now), gets 421
+// 4.7.0 and is closed; once one closes, a new one is served.
 func TestMaxConnections(t *testing.T) {
 	ts := startServer(t, &Server{MaxConnections: 2}, newSrvPKI(t))
 	d1, d2 := dial(t, ts.addr), dial(t, ts.addr)
-	d1.read()
-	d2.read()
+	d1.greet()
+	d2.greet()
 	d3 := dial(t, ts.addr)
 	if got := d3.read(); !strings.HasPrefix(got, "421 4.7.0 ") {
 		t.Fatalf("3rd connection: %q", got)

@@ -1,0 +1,191 @@
+package transport
+
+import (
+	"io"
+	"time"
+)
+
+// A listener at MaxConnections admits a new connection by closing the one
+// that has made the least progress (see Server.MaxConnections): the table
+// of connections is bounded, and evicts rather than refuses.
+
+const (
+	// evictGrace is how long after the server's last reply a connection
+	// whose client has said EHLO or HELO is still making progress: a client
+	// that sends its next command within it is never closed for a newcomer.
+	evictGrace = time.Second
+	// evictDataStall is how long a DATA or BDAT transfer must have received
+	// nothing before it may be closed for a newcomer.
+	evictDataStall = 5 * time.Second
+	// evictWriteTimeout bounds the writes of a connection being closed for
+	// a newcomer (its last reply), so that a client that does not read
+	// cannot keep its socket open long after its slot was given away.
+	evictWriteTimeout = time.Second
+)
+
+// connSnapshot is what the choice of a connection to close for a newcomer
+// knows of one connection.
+type connSnapshot struct {
+	// waiting: the server is reading from or writing to the client, so it
+	// is the client's turn. A connection that is neither is the server's
+	// turn (it works on a command: a password check, the Handler, a TLS
+	// handshake step, the greeting not yet sent) and is never closed.
+	waiting   bool
+	spoke     bool      // EHLO or HELO was accepted on this connection
+	inTx      bool      // MAIL accepted, transaction not yet ended
+	inData    bool      // a DATA or BDAT transfer, until its reply
+	lastReply time.Time // the server's last reply, or the accept
+	lastRecv  time.Time // the last bytes received
+}
+
+// evictClass orders the connections that may be closed for a newcomer:
+// a higher class goes first.
+type evictClass int
+
+const (
+	notEvictable     evictClass = iota
+	evictUnproven               // its client has not said EHLO yet, last reply recent
+	evictStalledData            // nothing received in DATA for evictDataStall
+	evictInTx                   // in a transaction, last reply evictGrace old
+	evictIdle                   // outside a transaction, last reply evictGrace old
+)
+
+// class returns s's evictClass at now and the time from which it has made
+// no progress: its last reply, or in DATA its last received bytes.
+func (s connSnapshot) class(now time.Time) (evictClass, time.Time) {
+	switch {
+	case !s.waiting:
+		return notEvictable, time.Time{}
+	case s.inData:
+		if now.Sub(s.lastRecv) < evictDataStall {
+			return notEvictable, time.Time{}
+		}
+		return evictStalledData, s.lastRecv
+	case now.Sub(s.lastReply) >= evictGrace && s.inTx:
+		return evictInTx, s.lastReply
+	case now.Sub(s.lastReply) >= evictGrace:
+		return evictIdle, s.lastReply
+	case !s.spoke:
+		return evictUnproven, s.lastReply
+	}
+	return notEvictable, time.Time{}
+}
+
+// evictionVictim returns the index in snaps of the connection to close so
+// that a newcomer can be admitted, or -1 when every connection is making
+// progress. Only connections whose client's turn it is qualify, and of
+// those, in this order:
+//
+//  1. outside a transaction, whose last reply is at least evictGrace old
+//     (bytes trickled into a command line are no progress);
+//  2. the same in a transaction (after MAIL, before DATA);
+//  3. a DATA or BDAT transfer that has received nothing for
+//     evictDataStall;
+//  4. a connection whose client has not yet said EHLO or HELO, however
+//     recent its last reply (the greeting): a newcomer has proved nothing
+//     more, and sparing these would let an attacker who reconnects at once
+//     keep every slot fresh and the listener shut.
+//
+// Within each, the one that has made no progress for longest goes first;
+// on a tie, the first in snaps. A client that has said EHLO and sends each
+// command within evictGrace of the previous reply, or a transfer that is
+// progressing, is never chosen.
+func evictionVictim(snaps []connSnapshot, now time.Time) int {
+	best, bestClass, bestSince := -1, notEvictable, time.Time{}
+	for i, s := range snaps {
+		cl, since := s.class(now)
+		if cl > bestClass || (cl != notEvictable && cl == bestClass && since.Before(bestSince)) {
+			best, bestClass, bestSince = i, cl, since
+		}
+	}
+	return best
+}
+
+// snapshot reads c's state for evictionVictim.
+func (c *inConn) snapshot() connSnapshot {
+	return connSnapshot{
+		waiting:   c.ioWait.Load() > 0,
+		spoke:     c.spoke.Load(),
+		inTx:      c.inTx.Load(),
+		inData:    c.inData.Load(),
+		lastReply: time.Unix(0, c.repliedAt.Load()),
+		lastRecv:  time.Unix(0, c.recvAt.Load()),
+	}
+}
+
+// evictionVictimLocked picks the connection to close for a newcomer among
+// those still counted (s.mu held), or nil. It runs only at the cap, in time
+// linear in the number of connections.
+func (s *Server) evictionVictimLocked(now time.Time) *inConn {
+	s.evictConns, s.evictSnaps = s.evictConns[:0], s.evictSnaps[:0]
+	for c := range s.conns {
+		if c.released {
+			continue
+		}
+		s.evictConns = append(s.evictConns, c)
+		s.evictSnaps = append(s.evictSnaps, c.snapshot())
+	}
+	i := evictionVictim(s.evictSnaps, now)
+	var victim *inConn
+	if i >= 0 {
+		victim = s.evictConns[i]
+	}
+	clear(s.evictConns) // hold no closed connection
+	return victim
+}
+
+// releaseLocked stops counting c in the listener's caps (s.mu held): when
+// it closes, or when it is evicted and its slot goes to a newcomer at once.
+func (s *Server) releaseLocked(c *inConn) {
+	if c.released {
+		return
+	}
+	c.released = true
+	if n := s.perClient[c.client] - 1; n > 0 {
+		s.perClient[c.client] = n
+	} else {
+		delete(s.perClient, c.client)
+	}
+	s.active.Add(-1)
+}
+
+// evict makes c end itself: a read it is waiting in returns now, the next
+// one does not start, and its last reply gets evictWriteTimeout.
+func (c *inConn) evict() {
+	c.evicted.Store(true)
+	c.raw.SetWriteDeadline(time.Now().Add(evictWriteTimeout))
+	c.capReadDeadline(time.Now())
+}
+
+// errEvicted is the read error of an evicted connection. It is a timeout,
+// so that the plaintext filter and readTLS treat it as one (a partial
+// command line is never handed to go-smtp); Read turns it into io.EOF once
+// the last reply is written.
+var errEvicted = &evictedError{}
+
+type evictedError struct{}
+
+func (*evictedError) Error() string   { return "transport: connection evicted for a new one" }
+func (*evictedError) Timeout() bool   { return true }
+func (*evictedError) Temporary() bool { return true }
+
+// evictedEOF ends an evicted connection from its own goroutine: it writes
+// "421 4.7.0 ... Server busy, closing idle connection" where a reply can be
+// carried (in plaintext, or through the session's TLS connection; RFC 5321
+// §3.8), drops whatever go-smtp writes after it, and returns io.EOF, which
+// go-smtp takes for the client's close.
+func (c *inConn) evictedEOF() error {
+	if c.eof {
+		return io.EOF
+	}
+	c.eof = true
+	line := "421 4.7.0 " + c.srv.hostname() + " Server busy, closing idle connection"
+	switch {
+	case c.tlsUp.Load():
+		c.closeWith(line)
+	case c.getPhase() == phasePlain:
+		c.reply(line)
+	}
+	c.muted.Store(true)
+	return io.EOF
+}
