@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 // evictedReply is what a connection closed for a newcomer is told.
@@ -362,12 +364,49 @@ func TestEvictionSubmissions(t *testing.T) {
 	if b, err := io.ReadAll(silent.conn); len(b) != 0 || err != nil {
 		t.Fatalf("connection without a handshake: read %q, %v; want a close without a reply", b, err)
 	}
+	waitFor(t, "the handshake failure logged", func() bool {
+		return strings.Contains(ts.log.String(), `error="transport: connection evicted for a new one"`)
+	})
 	second := dialTLS(t, ts.addr, pki.clientConfig())
 	if got := second.read(); !strings.HasPrefix(got, "220 ") {
 		t.Fatalf("second newcomer: %q", got)
 	}
 	if got, _ := idle.tryRead(); got != evictedReply {
 		t.Fatalf("idle TLS session: %q, want %q", got, evictedReply)
+	}
+}
+
+// TestEvictionStalledData: with no other connection to close, a DATA
+// transfer that has received nothing for evictDataStall is closed for a
+// newcomer with the 421, in plaintext and under TLS, and its message is not
+// accepted.
+func TestEvictionStalledData(t *testing.T) {
+	type run struct {
+		mode string
+		ts   *testServer
+		d    *dialogue
+	}
+	var runs []run
+	for _, mode := range []string{"plaintext", "tls"} {
+		ts := startServer(t, &Server{MaxConnections: 1, StressTimeout: -1, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+		d := dataDialogue(t, ts, mode)
+		d.send("Subject: x\r\n\r\npartial line")
+		runs = append(runs, run{mode, ts, d})
+	}
+	time.Sleep(evictDataStall + 300*time.Millisecond) // both at once
+	for _, r := range runs {
+		if got := dialFrom(t, "127.0.0.2", r.ts.addr).read(); !strings.HasPrefix(got, "220 ") {
+			t.Errorf("%s: newcomer: %q", r.mode, got)
+		}
+		if got, _ := r.d.tryRead(); got != evictedReply {
+			t.Errorf("%s: stalled transfer got %q, want %q", r.mode, got, evictedReply)
+		}
+		if _, err := r.d.tryRead(); err == nil {
+			t.Errorf("%s: stalled transfer not closed", r.mode)
+		}
+		if n := len(r.ts.rec.all()); n != 0 {
+			t.Errorf("%s: %d messages accepted", r.mode, n)
+		}
 	}
 }
 

@@ -285,7 +285,9 @@ func (c *inConn) logHandshakeFailure(err error) {
 		reason = errors.New("handshake failed (no further detail from the TLS stack)")
 	}
 	var ne net.Error
-	if errors.As(reason, &ne) && ne.Timeout() {
+	if c.evicted.Load() {
+		reason = errEvicted // whatever the TLS stack made of the close
+	} else if errors.As(reason, &ne) && ne.Timeout() {
 		reason = fmt.Errorf("handshake timed out after %s: %w", orDuration(c.srv.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout), reason)
 	}
 	attrs := []any{"peer", c.peer, "kind", c.srv.Kind.String(), "result", "failed", "error", reason.Error(), "duration", time.Since(hs.started)}
