@@ -60,6 +60,7 @@ const (
 	DefaultMaxConnectionsPerClient = 50               // Postfix smtpd_client_connection_count_limit
 	DefaultDataTimeout             = 10 * time.Minute
 	DefaultStressTimeout           = 10 * time.Second // Postfix stress mode smtpd_timeout
+	DefaultMinDataRate             = 500              // bytes/s under stress; Postfix smtpd_min_data_rate
 	DefaultAuthMaxFailures         = 5                //
 	DefaultAuthFailureWindow       = 15 * time.Minute //
 
@@ -229,6 +230,16 @@ type Server struct {
 	// new ones. Zero means 10 seconds; a negative value turns stress mode
 	// off.
 	StressTimeout time.Duration
+	// MinDataRate is, under stress, the slowest average rate in bytes per
+	// second at which a DATA or BDAT transfer may arrive once its first
+	// StressTimeout has passed: the transfer must end by its start plus
+	// StressTimeout plus one second per MinDataRate bytes received, so
+	// that clients trickling message data cannot hold slots that each read
+	// alone never times out (Postfix's smtpd_min_data_rate, which applies
+	// with smtpd_per_request_deadline in stress mode). The count is of
+	// bytes on the wire, TLS records included. Zero means 500; a negative
+	// value turns the rule off.
+	MinDataRate int
 
 	// Logger receives one line per TLS handshake (keys peer, tls_version,
 	// cipher, bits, verified, result, error) and per message. Nil discards.

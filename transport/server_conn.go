@@ -73,6 +73,7 @@ type inConn struct {
 	cmdStart  time.Time
 	replied   atomic.Bool
 	dataSince atomic.Int64 // UnixNano when DATA/BDAT began; 0 outside
+	dataBytes atomic.Int64 // bytes read from the wire since dataSince
 	dataDone  atomic.Bool  // Data returned; the transfer ends with the reply
 	dmu       sync.Mutex
 	rdeadline time.Time
@@ -376,7 +377,23 @@ func (c *inConn) rawRead(p []byte) (int, error) {
 		}
 		c.readErr = err
 	}
+	if c.dataSince.Load() != 0 {
+		c.dataBytes.Add(int64(n))
+	}
 	return n, err
+}
+
+// dataReadDeadline is the deadline of a read of message data: readTimeout
+// from now, the whole transfer's dataTimeout from its start, and, under
+// stress (stress > 0), start + stress + received/minRate (Server.MinDataRate;
+// 0 means DefaultMinDataRate, negative none).
+func dataReadDeadline(now, start time.Time, readTimeout, dataTimeout, stress time.Duration, minRate int, received int64) time.Time {
+	d := minTime(now.Add(readTimeout), start.Add(dataTimeout))
+	if stress > 0 && minRate >= 0 {
+		rate := int64(orInt(minRate, DefaultMinDataRate))
+		d = minTime(d, start.Add(stress+time.Duration(received)*time.Second/time.Duration(rate)))
+	}
+	return d
 }
 
 type rawReader struct{ c *inConn }
@@ -554,7 +571,11 @@ func (c *inConn) armRead() {
 	now := time.Now()
 	if since := c.dataSince.Load(); since != 0 {
 		rt := c.dataTimeout()
-		c.setReadDeadline(minTime(now.Add(rt), time.Unix(0, since).Add(c.dataDeadline())), rt)
+		var stress time.Duration
+		if c.srv.stressed() {
+			stress = c.srv.stressTimeout()
+		}
+		c.setReadDeadline(dataReadDeadline(now, time.Unix(0, since), rt, c.dataDeadline(), stress, c.srv.MinDataRate, c.dataBytes.Load()), rt)
 		return
 	}
 	if c.replied.Swap(false) || c.cmdStart.IsZero() {
@@ -566,6 +587,7 @@ func (c *inConn) armRead() {
 
 // beginData and endData bracket a DATA or BDAT transfer (inSession.Data).
 func (c *inConn) beginData() {
+	c.dataBytes.Store(0)
 	c.dataSince.Store(time.Now().UnixNano())
 	c.inData.Store(true)
 }
