@@ -33,10 +33,11 @@
 //     the policy is not met). Server limits assume a hostile client: AUTH
 //     failures counted per address and network in bounded tables that evict,
 //     a bound on concurrent password checks shared by listeners, a
-//     per-client connection cap, deadlines that trickled bytes cannot extend,
-//     and SenderLogins binding MAIL FROM to the login. Connector.Check
-//     explains what a delivery to a domain would do, up to MAIL FROM, and an
-//     Observer receives typed events for metrics.
+//     per-client connection cap, a connection cap at which a newcomer takes
+//     the slot of the least progressing connection, deadlines that trickled
+//     bytes cannot extend, and SenderLogins binding MAIL FROM to the login.
+//     Connector.Check explains what a delivery to a domain would do, up to
+//     MAIL FROM, and an Observer receives typed events for metrics.
 //   - transport/transporttest: fixtures for applications' own tests, as
 //     net/http/httptest: TLS and plaintext-only servers, servers with wrong,
 //     expired or untrusted certificates, STARTTLS-stripping proxies.

@@ -18,7 +18,9 @@
 //     client address (smtpd_client_connection_count_limit), a deadline for
 //     a whole command line and for a whole DATA or BDAT transfer that
 //     trickling bytes cannot extend (smtpd_per_record_deadline), and
-//     shorter timeouts near the connection cap (stress mode).
+//     shorter timeouts near the connection cap (stress mode). At the cap,
+//     a newcomer takes the slot of the connection that has made the least
+//     progress, which Postfix does not do (Server.MaxConnections).
 //   - RFC 3207, STARTTLS: commands pipelined after STARTTLS are discarded
 //     and the pre-TLS state forgotten (§4.2); with TLS required, only EHLO,
 //     HELO, STARTTLS, NOOP, RSET and QUIT before it (§4).

@@ -200,13 +200,14 @@ type Server struct {
 	// connection waiting for its client qualifies, never one whose command
 	// the server is working on; of those, in this order: one whose last
 	// reply is at least a second old, outside a transaction, then in one
-	// (after MAIL); a DATA or BDAT transfer that has received nothing for
-	// five seconds; one whose client has not yet said EHLO or HELO, however
+	// (after MAIL); a DATA or BDAT transfer that, a second of grace aside,
+	// has received less than MinDataRate on average, or nothing for five
+	// seconds; one whose client has not yet said EHLO or HELO, however
 	// new. Within each, the one that has waited longest goes first. Bytes
 	// trickled into a command line are thus no progress, while a client
 	// that has said EHLO and sends each command within a second of the
-	// previous reply, or a transfer that is progressing, is never closed
-	// for a newcomer. When no connection qualifies, the newcomer is
+	// previous reply, or a transfer that keeps to that rate, is never
+	// closed for a newcomer. When no connection qualifies, the newcomer is
 	// answered "421 4.7.0 ... Too many connections" and closed (for
 	// KindSubmissions, closed without a reply, since no TLS session exists
 	// to carry it); one over MaxConnectionsPerClient is refused and closes
@@ -237,8 +238,9 @@ type Server struct {
 	// that clients trickling message data cannot hold slots that each read
 	// alone never times out (Postfix's smtpd_min_data_rate, which applies
 	// with smtpd_per_request_deadline in stress mode). The count is of
-	// bytes on the wire, TLS records included. Zero means 500; a negative
-	// value turns the rule off.
+	// bytes on the wire, TLS records included. The same rate decides which
+	// transfers are progressing when a newcomer needs a slot (see
+	// MaxConnections). Zero means 500; a negative value turns the rule off.
 	MinDataRate int
 
 	// Logger receives one line per TLS handshake (keys peer, tls_version,

@@ -36,6 +36,8 @@ type connSnapshot struct {
 	inData    bool      // a DATA or BDAT transfer, until its reply
 	lastReply time.Time // the server's last reply, or the accept
 	lastRecv  time.Time // the last bytes received
+	dataSince time.Time // in DATA: when the transfer began
+	dataBytes int64     // in DATA: bytes received since dataSince
 }
 
 // evictClass orders the connections that may be closed for a newcomer:
@@ -43,24 +45,32 @@ type connSnapshot struct {
 type evictClass int
 
 const (
-	notEvictable     evictClass = iota
-	evictUnproven               // its client has not said EHLO yet, last reply recent
-	evictStalledData            // nothing received in DATA for evictDataStall
-	evictInTx                   // in a transaction, last reply evictGrace old
-	evictIdle                   // outside a transaction, last reply evictGrace old
+	notEvictable  evictClass = iota
+	evictUnproven            // its client has not said EHLO yet, last reply recent
+	evictSlowData            // DATA behind the minimum rate, or stalled
+	evictInTx                // in a transaction, last reply evictGrace old
+	evictIdle                // outside a transaction, last reply evictGrace old
 )
 
 // class returns s's evictClass at now and the time from which it has made
-// no progress: its last reply, or in DATA its last received bytes.
-func (s connSnapshot) class(now time.Time) (evictClass, time.Time) {
+// no progress: its last reply or, in DATA, the end of its credit at
+// minRate bytes a second (none when minRate <= 0) or its last received
+// bytes, whichever is earlier.
+func (s connSnapshot) class(now time.Time, minRate int) (evictClass, time.Time) {
 	switch {
 	case !s.waiting:
 		return notEvictable, time.Time{}
 	case s.inData:
-		if now.Sub(s.lastRecv) < evictDataStall {
+		since, behind := s.lastRecv, now.Sub(s.lastRecv) >= evictDataStall
+		if minRate > 0 {
+			// credit: until when the bytes received pay for the transfer.
+			credit := s.dataSince.Add(evictGrace + time.Duration(float64(s.dataBytes)*float64(time.Second)/float64(minRate)))
+			since, behind = minTime(credit, since), behind || !credit.After(now)
+		}
+		if !behind {
 			return notEvictable, time.Time{}
 		}
-		return evictStalledData, s.lastRecv
+		return evictSlowData, since
 	case now.Sub(s.lastReply) >= evictGrace && s.inTx:
 		return evictInTx, s.lastReply
 	case now.Sub(s.lastReply) >= evictGrace:
@@ -79,21 +89,23 @@ func (s connSnapshot) class(now time.Time) (evictClass, time.Time) {
 //  1. outside a transaction, whose last reply is at least evictGrace old
 //     (bytes trickled into a command line are no progress);
 //  2. the same in a transaction (after MAIL, before DATA);
-//  3. a DATA or BDAT transfer that has received nothing for
-//     evictDataStall;
+//  3. a DATA or BDAT transfer that, evictGrace aside, has received less
+//     than minRate bytes a second on average (Server.MinDataRate; no such
+//     rule when minRate <= 0), or nothing for evictDataStall;
 //  4. a connection whose client has not yet said EHLO or HELO, however
 //     recent its last reply (the greeting): a newcomer has proved nothing
 //     more, and sparing these would let an attacker who reconnects at once
 //     keep every slot fresh and the listener shut.
 //
-// Within each, the one that has made no progress for longest goes first;
-// on a tie, the first in snaps. A client that has said EHLO and sends each
-// command within evictGrace of the previous reply, or a transfer that is
-// progressing, is never chosen.
-func evictionVictim(snaps []connSnapshot, now time.Time) int {
+// Within each, the one that has made no progress for longest goes first
+// (for a transfer, the one furthest behind); on a tie, the first in snaps.
+// A client that has said EHLO and sends each command within evictGrace of
+// the previous reply, or a transfer that keeps to minRate, is never
+// chosen.
+func evictionVictim(snaps []connSnapshot, now time.Time, minRate int) int {
 	best, bestClass, bestSince := -1, notEvictable, time.Time{}
 	for i, s := range snaps {
-		cl, since := s.class(now)
+		cl, since := s.class(now, minRate)
 		if cl > bestClass || (cl != notEvictable && cl == bestClass && since.Before(bestSince)) {
 			best, bestClass, bestSince = i, cl, since
 		}
@@ -103,7 +115,7 @@ func evictionVictim(snaps []connSnapshot, now time.Time) int {
 
 // snapshot reads c's state for evictionVictim.
 func (c *inConn) snapshot() connSnapshot {
-	return connSnapshot{
+	s := connSnapshot{
 		waiting:   c.ioWait.Load() > 0,
 		spoke:     c.spoke.Load(),
 		inTx:      c.inTx.Load(),
@@ -111,6 +123,13 @@ func (c *inConn) snapshot() connSnapshot {
 		lastReply: time.Unix(0, c.repliedAt.Load()),
 		lastRecv:  time.Unix(0, c.recvAt.Load()),
 	}
+	if since := c.dataSince.Load(); s.inData && since != 0 {
+		s.dataSince = time.Unix(0, since)
+		s.dataBytes = c.dataBytes.Load()
+	} else if s.inData {
+		s.dataSince = s.lastReply
+	}
+	return s
 }
 
 // evictionVictimLocked picks the connection to close for a newcomer among
@@ -125,7 +144,11 @@ func (s *Server) evictionVictimLocked(now time.Time) *inConn {
 		s.evictConns = append(s.evictConns, c)
 		s.evictSnaps = append(s.evictSnaps, c.snapshot())
 	}
-	i := evictionVictim(s.evictSnaps, now)
+	rate := s.MinDataRate
+	if rate == 0 {
+		rate = DefaultMinDataRate
+	}
+	i := evictionVictim(s.evictSnaps, now, rate)
 	var victim *inConn
 	if i >= 0 {
 		victim = s.evictConns[i]

@@ -290,7 +290,8 @@ func TestEvictionSparesTransfers(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			if _, err := fmt.Fprintf(data.conn, "line %d\r\n", i); err != nil {
+			// About 20 KiB/s: a transfer that is progressing.
+			if _, err := fmt.Fprintf(data.conn, "line %d %s\r\n", i, strings.Repeat("x", 1000)); err != nil {
 				sent <- err
 				return
 			}
@@ -377,9 +378,9 @@ func TestEvictionSubmissions(t *testing.T) {
 }
 
 // TestEvictionStalledData: with no other connection to close, a DATA
-// transfer that has received nothing for evictDataStall is closed for a
-// newcomer with the 421, in plaintext and under TLS, and its message is not
-// accepted.
+// transfer that has received nothing for evictDataStall, or one trickled a
+// byte every 100 ms (below DefaultMinDataRate), is closed for a newcomer with
+// the 421, in plaintext and under TLS, and its message is not accepted.
 func TestEvictionStalledData(t *testing.T) {
 	type run struct {
 		mode string
@@ -387,10 +388,26 @@ func TestEvictionStalledData(t *testing.T) {
 		d    *dialogue
 	}
 	var runs []run
-	for _, mode := range []string{"plaintext", "tls"} {
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, mode := range []string{"plaintext", "tls", "tls trickle"} {
 		ts := startServer(t, &Server{MaxConnections: 1, StressTimeout: -1, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
-		d := dataDialogue(t, ts, mode)
+		d := dataDialogue(t, ts, strings.Fields(mode)[0])
 		d.send("Subject: x\r\n\r\npartial line")
+		if strings.HasSuffix(mode, "trickle") {
+			go func(c net.Conn) {
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					if _, err := c.Write([]byte("x")); err != nil {
+						return
+					}
+				}
+			}(d.conn)
+		}
 		runs = append(runs, run{mode, ts, d})
 	}
 	time.Sleep(evictDataStall + 300*time.Millisecond) // both at once
@@ -428,9 +445,12 @@ func TestEvictionVictim(t *testing.T) {
 		s.inTx = true
 		return s
 	}
-	data := func(received time.Duration) connSnapshot {
-		return connSnapshot{waiting: true, spoke: true, inTx: true, inData: true, lastReply: ago(time.Hour), lastRecv: ago(received)}
+	// transfer began began ago, has received bytes, the last received ago.
+	transfer := func(began time.Duration, bytes int64, received time.Duration) connSnapshot {
+		return connSnapshot{waiting: true, spoke: true, inTx: true, inData: true, lastReply: ago(began), lastRecv: ago(received),
+			dataSince: ago(began), dataBytes: bytes}
 	}
+	data := func(received time.Duration) connSnapshot { return transfer(time.Minute, 1<<30, received) } // fast until received
 	busy := func(s connSnapshot) connSnapshot { s.waiting = false; return s }
 	for _, c := range []struct {
 		name  string
@@ -450,6 +470,13 @@ func TestEvictionVictim(t *testing.T) {
 		{"stalled transfer after a transaction", []connSnapshot{data(time.Minute), tx(2 * time.Second)}, 1},
 		{"stalled transfer when nothing else", []connSnapshot{idle(0), data(evictDataStall), busy(idle(time.Hour))}, 1},
 		{"longest stalled transfer", []connSnapshot{data(6 * time.Second), data(8 * time.Second), data(7 * time.Second)}, 1},
+		{"transfer just begun", []connSnapshot{transfer(evictGrace-time.Millisecond, 0, evictGrace-time.Millisecond)}, -1},
+		{"transfer above the minimum rate", []connSnapshot{transfer(10*time.Second, 10*DefaultMinDataRate, 0)}, -1},
+		{"transfer trickled below the minimum rate", []connSnapshot{idle(0), transfer(10*time.Second, 30, 100*time.Millisecond)}, 1},
+		{"transfer just at the minimum rate", []connSnapshot{transfer(2*time.Second, DefaultMinDataRate, 0)}, 0},
+		{"transfer a byte over the minimum rate", []connSnapshot{transfer(2*time.Second, DefaultMinDataRate+1, 0)}, -1},
+		{"transfer furthest behind", []connSnapshot{transfer(10*time.Second, 1000, 0), transfer(10*time.Second, 100, 0), transfer(20*time.Second, 7000, 0)}, 1},
+		{"trickled transfer after a transaction", []connSnapshot{transfer(time.Hour, 10, 0), tx(2 * time.Second)}, 1},
 		{"no EHLO yet: evictable when fresh", []connSnapshot{idle(0), unproven(10 * time.Millisecond)}, 1},
 		{"no EHLO yet: oldest first", []connSnapshot{unproven(time.Millisecond), unproven(300 * time.Millisecond), unproven(0)}, 1},
 		{"no EHLO yet: after a stalled transfer", []connSnapshot{unproven(500 * time.Millisecond), data(evictDataStall)}, 1},
@@ -458,8 +485,16 @@ func TestEvictionVictim(t *testing.T) {
 		{"server's turn is spared however old", []connSnapshot{busy(idle(time.Hour)), idle(2 * time.Second)}, 1},
 		{"tie: the first", []connSnapshot{idle(3 * time.Second), idle(3 * time.Second)}, 0},
 	} {
-		if got := evictionVictim(c.snaps, now); got != c.want {
+		if got := evictionVictim(c.snaps, now, DefaultMinDataRate); got != c.want {
 			t.Errorf("%s: evictionVictim = %d, want %d", c.name, got, c.want)
 		}
+	}
+	// MinDataRate < 0: only a stalled transfer is behind.
+	trickled := transfer(10*time.Second, 30, 100*time.Millisecond)
+	if got := evictionVictim([]connSnapshot{trickled}, now, -1); got != -1 {
+		t.Errorf("trickled transfer without a minimum rate: evictionVictim = %d, want -1", got)
+	}
+	if got := evictionVictim([]connSnapshot{trickled, data(evictDataStall)}, now, -1); got != 1 {
+		t.Errorf("stalled transfer without a minimum rate: evictionVictim = %d, want 1", got)
 	}
 }

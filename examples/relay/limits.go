@@ -31,7 +31,7 @@ type serverLimits struct {
 func registerLimits(fs *flag.FlagSet, l *serverLimits) {
 	fs.Int64Var(&l.MaxMessageBytes, "max-message-size", transport.DefaultMaxMessageBytes, "largest message in `bytes`, advertised as SIZE; larger ones get 552 5.3.4 (Postfix message_size_limit)")
 	fs.IntVar(&l.MaxRecipients, "max-recipients", transport.DefaultMaxRecipients, "most RCPT per message; more get 452 4.5.3 (Postfix smtpd_recipient_limit)")
-	fs.IntVar(&l.MaxConnections, "max-connections", transport.DefaultMaxConnections, "concurrent connections per listener; one more gets 421 4.7.0")
+	fs.IntVar(&l.MaxConnections, "max-connections", transport.DefaultMaxConnections, "concurrent connections per listener; at the cap a new one takes the slot of the one making the least progress")
 	fs.IntVar(&l.MaxConnectionsPerClient, "max-connections-per-client", transport.DefaultMaxConnectionsPerClient, "concurrent connections per client address (IPv4, IPv6 /64) per listener; one more gets 421 4.7.0 (Postfix smtpd_client_connection_count_limit)")
 	fs.DurationVar(&l.CommandTimeout, "command-timeout", transport.DefaultCommandTimeout, "time for a whole command line, from the previous reply, however slowly its bytes arrive (Postfix smtpd_timeout with smtpd_per_record_deadline)")
 	fs.DurationVar(&l.DataTimeout, "data-timeout", transport.DefaultDataTimeout, "time for a whole DATA or BDAT transfer; then 421 4.4.2 and nothing is accepted")
