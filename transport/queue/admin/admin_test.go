@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -387,5 +388,44 @@ func TestListen(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep" {
 		t.Error("regular file changed")
+	}
+}
+
+// flakyListener fails its first Accepts with EMFILE, as a process out of
+// file descriptors does (an SMTP connection flood can cause it).
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// A temporary Accept failure (EMFILE) does not stop the server: it
+// accepts again after a pause, as net/http does; only a closed listener
+// or ctx ends Serve.
+func TestAcceptTemporaryError(t *testing.T) {
+	f := start(t, &Server{})
+	path := filepath.Join(t.TempDir(), "flaky.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: l}
+	fl.fails.Store(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&Server{Queue: f.q}).Serve(ctx, fl) }()
+	c := &Client{Path: path, Timeout: 10 * time.Second}
+	if _, err := c.List(context.Background()); err != nil {
+		t.Errorf("list after temporary accept errors: %v", err)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Serve returned %v, want context.Canceled", err)
 	}
 }

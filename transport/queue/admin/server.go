@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mailtls/mailtls/transport/queue"
@@ -100,15 +101,30 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
+	var pause time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if temporaryAccept(err) {
+				// Out of file descriptors, or a connection aborted before
+				// its accept: pause and accept again (as net/http does);
+				// the socket stays usable once the cause passes.
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				s.logger().Warn("admin socket: accept failed; retrying", "err", err, "pause", pause)
+				select {
+				case <-time.After(pause):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				continue
+			}
 			l.Close()
 			return fmt.Errorf("admin: %w", err)
 		}
+		pause = 0
 		select {
 		case sem <- struct{}{}:
 		default:
@@ -150,6 +166,14 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, timeout time.Duratio
 			return
 		}
 	}
+}
+
+// temporaryAccept reports whether an Accept error passes by itself: the
+// process or the system out of file descriptors, or a connection reset
+// before it was accepted.
+func temporaryAccept(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED)
 }
 
 func writeResponse(c net.Conn, r *Response) error {
