@@ -24,10 +24,11 @@ var ErrInUse = errors.New("admin: socket in use")
 
 // Listen creates the Unix socket path with mode 0600. A socket file left
 // by a process that died is replaced; a live socket (ErrInUse) and any
-// other kind of file are refused. Put the socket in a directory only the
-// owner can enter (the relay uses its 0700 data directory): the mode is
-// set just after the socket is bound. Closing the listener removes the
-// socket file.
+// other kind of file are refused. On Linux the socket file is created
+// with mode 0600, whatever the umask; elsewhere the mode is set just
+// after the bind. Put the socket in a directory only the owner can enter
+// (the relay uses its 0700 data directory), so that nobody else can
+// replace it. Closing the listener removes the socket file.
 func Listen(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
@@ -41,16 +42,24 @@ func Listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("admin: removing stale socket: %w", err)
 		}
 	}
-	l, err := net.Listen("unix", path)
+	// The socket file takes its mode from the socket's, less the umask
+	// (Linux): made 0600 before bind, it is never reachable by others,
+	// not even before the chmod below, which makes sure elsewhere.
+	lc := net.ListenConfig{Control: ownerOnly}
+	l, err := lc.Listen(context.Background(), "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := chmod(path, 0o600); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	return l, nil
 }
+
+// chmod is os.Chmod; a test replaces it to see the mode the socket had
+// before it.
+var chmod = os.Chmod
 
 // Server answers Requests for one Queue. Set its fields before Serve.
 type Server struct {
