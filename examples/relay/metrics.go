@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mailtls/mailtls/transport/prommetrics"
+	"github.com/mailtls/mailtls/transport/queue"
 )
 
 // registerMetricsFlag defines -metrics.
@@ -23,8 +24,8 @@ func registerMetricsFlag(fs *flag.FlagSet, addr *string) {
 		"no authentication, so keep it on loopback or a management network; empty: off")
 }
 
-// health is what /healthz reports: every listener serving and the queue
-// running.
+// health is what /healthz reports besides the spool's free space
+// (spoolShort): every listener serving and the queue running.
 type health struct {
 	listeners atomic.Int64 // listeners whose Serve is running
 	queue     atomic.Bool  // queue.Run is running
@@ -91,9 +92,9 @@ func (r *Relay) MetricsAddr() string {
 	return r.metrics.l.Addr().String()
 }
 
-// serveHealth answers 200 "ok" while every listener serves and the queue
-// runs, else 503 with what is down.
-func (r *Relay) serveHealth(w http.ResponseWriter, _ *http.Request) {
+// serveHealth answers 200 "ok" while every listener serves, the queue
+// runs and its spool has room for mail, else 503 with what is down.
+func (r *Relay) serveHealth(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	var down []string
@@ -103,6 +104,9 @@ func (r *Relay) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	if !r.health.queue.Load() {
 		down = append(down, "queue: not running")
 	}
+	if d := r.spoolShort(req.Context()); d != "" {
+		down = append(down, d)
+	}
 	if len(down) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		for _, d := range down {
@@ -111,4 +115,30 @@ func (r *Relay) serveHealth(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+// spoolShort says why MAIL is refused with 452 4.3.1 for want of spool
+// space (queue.CheckFreeSpace under -queue-minfree), or "" if it is not
+// or the store cannot tell.
+func (r *Relay) spoolShort(ctx context.Context) string {
+	q := r.queue
+	if q == nil || q.MinFree < 0 {
+		return ""
+	}
+	sr, ok := q.Store.(queue.SpaceReporter)
+	if !ok {
+		return ""
+	}
+	free, err := sr.FreeSpace(ctx)
+	if err != nil {
+		return ""
+	}
+	minFree := q.MinFree
+	if minFree == 0 {
+		minFree = queue.DefaultMinFree
+	}
+	if queue.CheckFreeSpace(free, minFree, 0) == nil {
+		return ""
+	}
+	return fmt.Sprintf("queue: %d bytes free, below -queue-minfree %d: MAIL is refused with 452 4.3.1", free, minFree)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/mailtls/mailtls/transport/queue"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
@@ -201,5 +203,33 @@ func TestHealthz(t *testing.T) {
 	r.health.queue.Store(true)
 	if code, body := get(); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("all running: %d %q", code, body)
+	}
+}
+
+// lowSpace is a spool that reports free bytes (queue.SpaceReporter).
+type lowSpace struct {
+	queue.Store
+	free int64
+}
+
+func (s lowSpace) FreeSpace(context.Context) (int64, error) { return s.free, nil }
+
+// TestHealthzSpoolShortOfSpace: while the spool has less than -min-free
+// left, every MAIL gets "452 4.3.1", so /healthz is 503 and says why.
+func TestHealthzSpoolShortOfSpace(t *testing.T) {
+	r := &Relay{servers: []*listener{{name: "smtp"}}, queue: &queue.Queue{Store: lowSpace{free: 1000}, MinFree: 5000}}
+	r.health.listeners.Add(1)
+	r.health.queue.Store(true)
+	get := func() (int, string) {
+		w := httptest.NewRecorder()
+		r.serveHealth(w, httptest.NewRequest("GET", "/healthz", nil))
+		return w.Code, w.Body.String()
+	}
+	if code, body := get(); code != http.StatusServiceUnavailable || body != "queue: 1000 bytes free, below -queue-minfree 5000: MAIL is refused with 452 4.3.1\n" {
+		t.Errorf("spool short of space: %d %q", code, body)
+	}
+	r.queue.Store = lowSpace{free: 5000}
+	if code, body := get(); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("spool with room: %d %q", code, body)
 	}
 }
