@@ -184,15 +184,18 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	}
 }
 
+// healthz asks r's /healthz handler and returns the status and body.
+func healthz(r *Relay) (int, string) {
+	w := httptest.NewRecorder()
+	r.serveHealth(w, httptest.NewRequest("GET", "/healthz", nil))
+	return w.Code, w.Body.String()
+}
+
 // TestHealthz: /healthz is 503, naming what is down, until every listener
 // serves and the queue runs.
 func TestHealthz(t *testing.T) {
 	r := &Relay{servers: []*listener{{name: "smtp"}, {name: "submission"}}}
-	get := func() (int, string) {
-		w := httptest.NewRecorder()
-		r.serveHealth(w, httptest.NewRequest("GET", "/healthz", nil))
-		return w.Code, w.Body.String()
-	}
+	get := func() (int, string) { return healthz(r) }
 	if code, body := get(); code != http.StatusServiceUnavailable || body != "listeners: 0 of 2 serving\nqueue: not running\n" {
 		t.Errorf("nothing running: %d %q", code, body)
 	}
@@ -220,11 +223,7 @@ func TestHealthzSpoolShortOfSpace(t *testing.T) {
 	r := &Relay{servers: []*listener{{name: "smtp"}}, queue: &queue.Queue{Store: lowSpace{free: 1000}, MinFree: 5000}}
 	r.health.listeners.Add(1)
 	r.health.queue.Store(true)
-	get := func() (int, string) {
-		w := httptest.NewRecorder()
-		r.serveHealth(w, httptest.NewRequest("GET", "/healthz", nil))
-		return w.Code, w.Body.String()
-	}
+	get := func() (int, string) { return healthz(r) }
 	if code, body := get(); code != http.StatusServiceUnavailable || body != "queue: 1000 bytes free, below -queue-minfree 5000: MAIL is refused with 452 4.3.1\n" {
 		t.Errorf("spool short of space: %d %q", code, body)
 	}
