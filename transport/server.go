@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"sync"
@@ -61,6 +62,7 @@ const (
 	DefaultDataTimeout             = 10 * time.Minute
 	DefaultStressTimeout           = 10 * time.Second // Postfix stress mode smtpd_timeout
 	DefaultMinDataRate             = 500              // bytes/s under stress; Postfix smtpd_min_data_rate
+	DefaultMaxJunkCommands         = 100              // Postfix smtpd_junk_command_limit
 	DefaultAuthMaxFailures         = 5                //
 	DefaultAuthFailureWindow       = 15 * time.Minute //
 
@@ -242,6 +244,17 @@ type Server struct {
 	// transfers are progressing when a newcomer needs a slot (see
 	// MaxConnections). Zero means 500; a negative value turns the rule off.
 	MinDataRate int
+	// MaxJunkCommands is how many commands a connection may send that do
+	// not advance a transaction (everything but an accepted MAIL, RCPT,
+	// DATA/BDAT or AUTH: NOOP, RSET, VRFY, HELP, EHLO again, refused
+	// commands) before it is answered "421 4.7.0 Error: too many junk
+	// commands" and closed; under stress a tenth of it. It ends sessions
+	// that keep a slot busy, and safe from eviction (see MaxConnections), by
+	// answering commands without ever sending mail. Postfix's
+	// smtpd_junk_command_limit (100; 1 under stress) with
+	// smtpd_hard_error_limit. Zero means 100; a negative value turns the
+	// limit off.
+	MaxJunkCommands int
 
 	// Logger receives one line per TLS handshake (keys peer, tls_version,
 	// cipher, bits, verified, result, error) and per message. Nil discards.
@@ -783,4 +796,17 @@ func (s *Server) setupAuthLimits() error {
 	s.authSlots = make(chan struct{}, orInt(s.AuthMaxConcurrent, runtime.NumCPU()))
 	s.authQueueTimeout = orDuration(s.AuthQueueTimeout, DefaultAuthQueueTimeout)
 	return nil
+}
+
+// junkLimit is MaxJunkCommands with its default, a tenth of it under
+// stress, or no limit when it is negative.
+func (s *Server) junkLimit() int {
+	if s.MaxJunkCommands < 0 {
+		return math.MaxInt
+	}
+	n := orInt(s.MaxJunkCommands, DefaultMaxJunkCommands)
+	if s.stressTimeout() > 0 && s.stressed() {
+		n = max(n/10, 1)
+	}
+	return n
 }

@@ -74,7 +74,11 @@ type inConn struct {
 	replied   atomic.Bool
 	dataSince atomic.Int64 // UnixNano when DATA/BDAT began; 0 outside
 	dataBytes atomic.Int64 // bytes read from the wire since dataSince
-	dataDone  atomic.Bool  // Data returned; the transfer ends with the reply
+	// junk counts the replies to commands that did not advance a
+	// transaction (see Server.MaxJunkCommands): each reply adds one, an
+	// accepted MAIL, RCPT, DATA/BDAT or AUTH takes its own back.
+	junk      atomic.Int64
+	dataDone  atomic.Bool // Data returned; the transfer ends with the reply
 	dmu       sync.Mutex
 	rdeadline time.Time
 
@@ -261,6 +265,17 @@ func (c *inConn) read(p []byte) (int, error) {
 	if c.dotYield.Load() && !c.checked.Swap(false) {
 		return 0, errDataYield
 	}
+	if c.junk.Load() > int64(c.srv.junkLimit()) {
+		c.srv.log.Warn("smtp connection closed: too many junk commands", "peer", c.peer, "commands", c.junk.Load())
+		line := "421 4.7.0 " + c.srv.hostname() + " Error: too many junk commands, closing connection"
+		if c.tlsUp.Load() {
+			c.closeWith(line)
+		} else {
+			c.reply(line)
+		}
+		c.eof = true
+		return 0, io.EOF
+	}
 	if c.lostAfterData.Swap(false) {
 		c.closeWith("421 4.5.0 " + c.srv.hostname() + " Commands sent after the end of data were lost, closing connection")
 		c.eof = true
@@ -339,6 +354,10 @@ func (c *inConn) closeWith(line string) {
 	c.flush()
 	c.muted.Store(true)
 }
+
+// useful takes back the junk count of the reply to an accepted MAIL, RCPT,
+// DATA/BDAT or AUTH (see Server.MaxJunkCommands).
+func (c *inConn) useful() { c.junk.Add(-1) }
 
 // beginDotRepair and endDotRepair bracket a repaired DATA (inSession.Data).
 func (c *inConn) beginDotRepair() {
@@ -578,7 +597,10 @@ func (c *inConn) armRead() {
 		c.setReadDeadline(dataReadDeadline(now, time.Unix(0, since), rt, c.dataDeadline(), stress, c.srv.MinDataRate, c.dataBytes.Load()), rt)
 		return
 	}
-	if c.replied.Swap(false) || c.cmdStart.IsZero() {
+	if c.replied.Swap(false) {
+		c.cmdStart = now
+		c.junk.Add(1)
+	} else if c.cmdStart.IsZero() {
 		c.cmdStart = now
 	}
 	ct := c.commandTimeout()

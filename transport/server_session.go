@@ -128,6 +128,7 @@ func (s *inSession) Mail(from string, opts *smtp.MailOptions) error {
 		}
 	}
 	s.ic.setInTx(true)
+	s.ic.useful()
 	s.srv.log.Debug("smtp mail from", "peer", s.ic.peer, "from", from)
 	return nil
 }
@@ -181,6 +182,7 @@ func (s *inSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.mu.Lock()
 	s.rcpts = append(s.rcpts, r)
 	s.mu.Unlock()
+	s.ic.useful()
 	return nil
 }
 
@@ -311,6 +313,7 @@ func (s *inSession) Data(r io.Reader) error {
 			"rcpts", len(env.Recipients), "tls", env.TLS.String(), "auth", env.AuthIdentity, "requiretls", env.RequireTLS)
 	}
 	s.ic.accepted.Add(1)
+	s.ic.useful()
 	// A 250 "error" is how a go-smtp Session chooses its success text; it
 	// names the queue id as Postfix does ("250 2.0.0 Ok: queued as ...").
 	return smtpErr(250, EnhancedCode{2, 0, 0}, "Ok: queued as "+env.ID)
@@ -589,6 +592,7 @@ func (s *inSession) authenticate(username, password string) error {
 		s.mu.Unlock()
 		s.srv.log.Info("smtp auth ok", "peer", s.ic.peer, "user", username)
 		s.srv.observeAuth(AuthSucceeded)
+		s.ic.useful()
 		return authSucceeded()
 	case errors.Is(err, ErrAuthFailed):
 		return s.authFailed(username, err) // att stays counted

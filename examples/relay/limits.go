@@ -20,6 +20,7 @@ type serverLimits struct {
 	DataTimeout             time.Duration // -data-timeout: a whole DATA/BDAT transfer
 	StressTimeout           time.Duration // -stress-timeout (stress mode smtpd_timeout); <= 0: off
 	MinDataRate             int           // -min-data-rate under stress (smtpd_min_data_rate); <= 0: off
+	MaxJunkCommands         int           // -max-junk-commands (smtpd_junk_command_limit); <= 0: off
 	AuthMaxFailures         int           // -auth-max-failures per address (smtpd_client_auth_rate_limit)
 	AuthMaxNetworkFailures  int           // -auth-max-network-failures per /24 or /48
 	AuthFailureWindow       time.Duration // -auth-failure-window (anvil_rate_time_unit)
@@ -37,6 +38,7 @@ func registerLimits(fs *flag.FlagSet, l *serverLimits) {
 	fs.DurationVar(&l.DataTimeout, "data-timeout", transport.DefaultDataTimeout, "time for a whole DATA or BDAT transfer; then 421 4.4.2 and nothing is accepted")
 	fs.DurationVar(&l.StressTimeout, "stress-timeout", transport.DefaultStressTimeout, "timeouts while a listener holds 80% of -max-connections (Postfix stress mode); 0 or negative: no stress mode")
 	fs.IntVar(&l.MinDataRate, "min-data-rate", transport.DefaultMinDataRate, "under stress, the slowest average `bytes/s` of a DATA or BDAT transfer after its first -stress-timeout; slower ones are ended with 421 4.4.2 (Postfix smtpd_min_data_rate); 0 or negative: off")
+	fs.IntVar(&l.MaxJunkCommands, "max-junk-commands", transport.DefaultMaxJunkCommands, "commands a connection may send that advance no transaction (NOOP, RSET, VRFY, refused commands; a tenth under stress) before 421 4.7.0 (Postfix smtpd_junk_command_limit); 0 or negative: off")
 	fs.IntVar(&l.AuthMaxFailures, "auth-max-failures", transport.DefaultAuthMaxFailures, "failed AUTH attempts per client address (IPv4, IPv6 /64) within -auth-failure-window before 454 4.7.0 (Postfix smtpd_client_auth_rate_limit)")
 	fs.IntVar(&l.AuthMaxNetworkFailures, "auth-max-network-failures", transport.DefaultAuthMaxNetworkFailures, "the same limit for a client network (IPv4 /24, IPv6 /48)")
 	fs.DurationVar(&l.AuthFailureWindow, "auth-failure-window", transport.DefaultAuthFailureWindow, "window of the AUTH failure limits (Postfix anvil_rate_time_unit)")
@@ -85,6 +87,10 @@ func (l *serverLimits) apply(srv *transport.Server) {
 	srv.MinDataRate = l.MinDataRate
 	if l.MinDataRate <= 0 {
 		srv.MinDataRate = -1 // off
+	}
+	srv.MaxJunkCommands = l.MaxJunkCommands
+	if l.MaxJunkCommands <= 0 {
+		srv.MaxJunkCommands = -1 // off
 	}
 	srv.AuthMaxFailures = l.AuthMaxFailures
 	srv.AuthMaxNetworkFailures = l.AuthMaxNetworkFailures

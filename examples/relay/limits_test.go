@@ -15,14 +15,14 @@ import (
 func TestLimitFlags(t *testing.T) {
 	tr := startRelay(t, "-max-message-size", "1000000", "-max-recipients", "7", "-max-connections", "90",
 		"-max-connections-per-client", "3", "-command-timeout", "40s", "-data-timeout", "2m",
-		"-stress-timeout", "0", "-min-data-rate", "2000", "-auth-max-failures", "4", "-auth-max-network-failures", "20",
+		"-stress-timeout", "0", "-min-data-rate", "2000", "-max-junk-commands", "30", "-auth-max-failures", "4", "-auth-max-network-failures", "20",
 		"-auth-failure-window", "5m", "-auth-max-concurrent", "2", "-auth-queue-timeout", "3s")
 	if len(tr.servers) != 3 {
 		t.Fatalf("%d listeners", len(tr.servers))
 	}
 	want := transport.Server{MaxMessageBytes: 1000000, MaxRecipients: 7, MaxConnections: 90,
 		MaxConnectionsPerClient: 3, CommandTimeout: 40 * time.Second, DataTimeout: 2 * time.Minute,
-		StressTimeout: -1, MinDataRate: 2000, AuthMaxFailures: 4, AuthMaxNetworkFailures: 20, AuthFailureWindow: 5 * time.Minute,
+		StressTimeout: -1, MinDataRate: 2000, MaxJunkCommands: 30, AuthMaxFailures: 4, AuthMaxNetworkFailures: 20, AuthFailureWindow: 5 * time.Minute,
 		AuthMaxConcurrent: 2, AuthQueueTimeout: 3 * time.Second}
 	for _, l := range tr.servers {
 		if got := limitsOf(l.srv); got != limitsOf(&want) {
@@ -42,7 +42,7 @@ func TestLimitFlags(t *testing.T) {
 	def := transport.Server{MaxMessageBytes: transport.DefaultMaxMessageBytes, MaxRecipients: transport.DefaultMaxRecipients,
 		MaxConnections: transport.DefaultMaxConnections, MaxConnectionsPerClient: transport.DefaultMaxConnectionsPerClient,
 		CommandTimeout: transport.DefaultCommandTimeout, DataTimeout: transport.DefaultDataTimeout,
-		StressTimeout: transport.DefaultStressTimeout, MinDataRate: transport.DefaultMinDataRate, AuthMaxFailures: transport.DefaultAuthMaxFailures,
+		StressTimeout: transport.DefaultStressTimeout, MinDataRate: transport.DefaultMinDataRate, MaxJunkCommands: transport.DefaultMaxJunkCommands, AuthMaxFailures: transport.DefaultAuthMaxFailures,
 		AuthMaxNetworkFailures: transport.DefaultAuthMaxNetworkFailures, AuthFailureWindow: transport.DefaultAuthFailureWindow,
 		AuthQueueTimeout: transport.DefaultAuthQueueTimeout}
 	for _, l := range tr.servers {
@@ -61,13 +61,13 @@ func TestLimitFlags(t *testing.T) {
 type limits struct {
 	maxMsg                                       int64
 	rcpts, conns, perClient, authFail, authNet   int
-	authConc, minRate                            int
+	authConc, minRate, junk                      int
 	cmd, data, stress, authWindow, authQueueWait time.Duration
 }
 
 func limitsOf(s *transport.Server) limits {
 	return limits{s.MaxMessageBytes, s.MaxRecipients, s.MaxConnections, s.MaxConnectionsPerClient,
-		s.AuthMaxFailures, s.AuthMaxNetworkFailures, s.AuthMaxConcurrent, s.MinDataRate,
+		s.AuthMaxFailures, s.AuthMaxNetworkFailures, s.AuthMaxConcurrent, s.MinDataRate, s.MaxJunkCommands,
 		s.CommandTimeout, s.DataTimeout, s.StressTimeout, s.AuthFailureWindow, s.AuthQueueTimeout}
 }
 
