@@ -238,8 +238,11 @@ func FuzzPlaintextRequireTLS(f *testing.F) {
 			calls.Add(1)
 			return nil
 		}),
-		Authenticator:       AuthenticatorFunc(func(context.Context, string, string) error { return nil }),
-		CommandTimeout:      2 * time.Second,
+		Authenticator: AuthenticatorFunc(func(context.Context, string, string) error { return nil }),
+		// Short timeouts keep each execution short: an input that leaves
+		// the server waiting (a BDAT chunk never sent) costs one of them,
+		// and the fuzzer runs it many times while minimizing.
+		CommandTimeout:      300 * time.Millisecond,
 		TLSHandshakeTimeout: 200 * time.Millisecond,
 		Inbound:             policy.Inbound{},
 	}
@@ -255,11 +258,11 @@ func FuzzPlaintextRequireTLS(f *testing.F) {
 			t.Fatal("server not accepting")
 		}
 		go func() {
-			client.SetWriteDeadline(time.Now().Add(3 * time.Second))
+			client.SetWriteDeadline(time.Now().Add(time.Second))
 			client.Write(in)
 			client.Write([]byte("\r\nQUIT\r\n"))
 		}()
-		client.SetReadDeadline(time.Now().Add(3 * time.Second))
+		client.SetReadDeadline(time.Now().Add(time.Second))
 		r := bufio.NewReader(client)
 		for {
 			line, err := r.ReadString('\n')
