@@ -149,6 +149,22 @@ func (d *dotRepair) held() int {
 // longer than the input, and h leaves room for it.
 func (d *dotRepair) repairInPlace(buf []byte, h, n int) (m int, end bool, used int) {
 	for i := h; i < h+n; i++ {
+		if d.inLine() {
+			// Inside a line in both readings only a CR changes the
+			// state: move the bytes up to it at once.
+			j := bytes.IndexByte(buf[i:h+n], '\r')
+			if j < 0 {
+				j = h + n - i
+			}
+			if j > 0 {
+				if m != i {
+					copy(buf[m:], buf[i:i+j])
+				}
+				m += j
+				i += j - 1
+				continue
+			}
+		}
 		c := buf[i]
 		switch d.step(c) {
 		case keep:
