@@ -590,35 +590,24 @@ func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptR
 	st.probe.attempt(c, st, ar)
 }
 
-// attemptOutcome names an attempt's outcome with Postfix's status words:
-// "sent" (every recipient of the transaction delivered or relayed),
-// "deferred" (a temporary failure: the next host or a later retry
-// follows), "bounced" (a permanent failure), or "mixed" (the transaction
-// ended with recipients in different states; result counts them).
+// attemptOutcome names an attempt's outcome with the recipients' Status
+// words: the status every recipient of the transaction has ("delivered",
+// "relayed", "deferred", "failed"; an error before the transaction is its
+// reply's status), or "mixed" when they differ (result counts them).
 func attemptOutcome(st *groupState, ar *attemptResult) string {
 	if ar.err != nil {
-		if ar.err.Temporary() {
-			return "deferred"
-		}
-		return "bounced"
+		return statusFor(ar.err).String()
 	}
-	seen := map[string]bool{}
-	for _, i := range st.g.idx {
-		switch st.res.Recipients[i].Status {
-		case Delivered, Relayed:
-			seen["sent"] = true
-		case Failed:
-			seen["bounced"] = true
-		default:
-			seen["deferred"] = true
+	var first Status
+	for n, i := range st.g.idx {
+		s := st.res.Recipients[i].Status
+		if n == 0 {
+			first = s
+		} else if s != first {
+			return "mixed"
 		}
 	}
-	if len(seen) == 1 {
-		for k := range seen {
-			return k
-		}
-	}
-	return "mixed"
+	return first.String()
 }
 
 func errOrNil(e *Error) error {

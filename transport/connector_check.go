@@ -22,22 +22,6 @@ import (
 	"github.com/mailtls/mailtls/policy/dane"
 )
 
-// Verdict is what delivery to a destination would do now.
-type Verdict string
-
-// Verdicts, with the meanings of the RFC 3464 §2.3.3 Action field.
-const (
-	// VerdictDeliver: a host met the requirement and was ready for MAIL
-	// FROM: the message would be sent.
-	VerdictDeliver Verdict = "deliver"
-	// VerdictDefer: the message would stay queued and be retried (a 4xx
-	// outcome, "delayed").
-	VerdictDefer Verdict = "defer"
-	// VerdictBounce: the message would be returned to its sender with a
-	// DSN now (a 5xx outcome, "failed").
-	VerdictBounce Verdict = "bounce"
-)
-
 // CheckReport explains what delivery to one domain would do, and why
 // (Connector.Check). Its JSON form is stable for scripts.
 type CheckReport struct {
@@ -218,8 +202,11 @@ type CheckLevel struct {
 // CheckOutcome is what delivery would do, with the reply and the RFC 3463
 // status a DSN would carry.
 type CheckOutcome struct {
-	// Verdict is deliver, defer or bounce.
-	Verdict Verdict `json:"verdict"`
+	// Result is what delivery would do, in the delivery's own terms:
+	// Delivered (a host met the requirement and was ready for MAIL FROM),
+	// Deferred (the message would stay queued and be retried) or Failed
+	// (it would be returned to its sender with a DSN now).
+	Result Status `json:"result"`
 	// Code and Status are the SMTP reply code and enhanced status code
 	// (250 2.0.0 when a host was ready for MAIL FROM).
 	Code   int    `json:"code"`
@@ -274,7 +261,7 @@ func (c *Connector) Check(ctx context.Context, domain string) (*CheckReport, err
 	}
 	rr := res.Recipients[0]
 	rep.Policy.fill(rr.Requirement)
-	rep.Outcome = outcomeOf(statusVerdict(rr.Status), rr.Reply, rr.TLSFailure, rr.RemoteMTA.Host)
+	rep.Outcome = outcomeOf(rr.Status, rr.Reply, rr.TLSFailure, rr.RemoteMTA.Host)
 	if rr.Reply != nil && errors.Is(rr.Reply, ErrNullMX) {
 		rep.MX.Null = true
 	}
@@ -299,25 +286,15 @@ func (p *CheckPolicy) fill(req policy.Requirement) {
 	}
 }
 
-func statusVerdict(s Status) Verdict {
-	switch s {
-	case Delivered, Relayed:
-		return VerdictDeliver
-	case Failed:
-		return VerdictBounce
-	}
-	return VerdictDefer
-}
-
-func outcomeOf(v Verdict, e *Error, ft FailureType, host string) CheckOutcome {
-	o := CheckOutcome{Verdict: v, TLSFailure: ft, Host: host}
+func outcomeOf(v Status, e *Error, ft FailureType, host string) CheckOutcome {
+	o := CheckOutcome{Result: v, TLSFailure: ft, Host: host}
 	if e != nil {
 		o.Code, o.Status, o.Message = e.Code, e.EnhancedCode.String(), e.Message
 		if e.Err != nil && e.Code >= 400 {
 			o.Message += ": " + e.Err.Error()
 		}
 		o.Message = clip(o.Message, 1000)
-	} else if v == VerdictDefer {
+	} else if v == Deferred {
 		o.Code, o.Status = 451, "4.0.0"
 	}
 	return o
@@ -443,9 +420,9 @@ func (p *checkProbe) attempt(c *Connector, st *groupState, ar *attemptResult) {
 	}
 	_, hasRT := p.ext["REQUIRETLS"]
 	h.RequireTLS = hasRT && ar.tls != nil && ar.tls.Verified
-	v := VerdictDeliver
+	v := Delivered
 	if ar.err != nil {
-		v = statusVerdict(statusFor(ar.err))
+		v = statusFor(ar.err)
 	}
 	h.Outcome = outcomeOf(v, ar.err, ar.failure, t.host)
 	if ar.err == nil {
@@ -671,8 +648,8 @@ func (r *CheckReport) WriteText(w io.Writer) error {
 }
 
 func (o CheckOutcome) text() string {
-	s := string(o.Verdict)
-	if o.Verdict == VerdictDeliver && o.Host != "" {
+	s := o.Result.String()
+	if o.Result == Delivered && o.Host != "" {
 		s += " via " + o.Host
 	}
 	s += fmt.Sprintf(": %d %s %s", o.Code, o.Status, o.Message)

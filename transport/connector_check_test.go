@@ -31,10 +31,10 @@ func check(t *testing.T, c *transport.Connector, domain string) *transport.Check
 	return rep
 }
 
-func wantOutcome(t *testing.T, what string, o transport.CheckOutcome, v transport.Verdict, code int, status string, ft transport.FailureType) {
+func wantOutcome(t *testing.T, what string, o transport.CheckOutcome, v transport.Status, code int, status string, ft transport.FailureType) {
 	t.Helper()
-	if o.Verdict != v || o.Code != code || o.Status != status || o.TLSFailure != ft {
-		t.Errorf("%s: outcome %s %d %s %q (%s), want %s %d %s %q", what, o.Verdict, o.Code, o.Status, o.TLSFailure, o.Message,
+	if o.Result != v || o.Code != code || o.Status != status || o.TLSFailure != ft {
+		t.Errorf("%s: outcome %s %d %s %q (%s), want %s %d %s %q", what, o.Result, o.Code, o.Status, o.TLSFailure, o.Message,
 			v, code, status, ft)
 	}
 }
@@ -87,9 +87,9 @@ func level(t *testing.T, h transport.CheckHost, name string) transport.CheckLeve
 func TestCheckTLSHost(t *testing.T) {
 	srv := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, RequireTLS: true})
 	rep := checkSingle(t, srv, fixed(policy.Verify))
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, "overall", rep.Outcome, transport.Delivered, 250, "2.0.0", "")
 	h := oneHost(t, rep)
-	wantOutcome(t, h.Host, h.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, h.Host, h.Outcome, transport.Delivered, 250, "2.0.0", "")
 	if h.Host != "mx.example.test" || h.IP != "192.0.2.10" || h.Port != 25 || h.Preference != 10 || !h.STARTTLS || !h.TLSRequired {
 		t.Errorf("host %+v", h)
 	}
@@ -123,15 +123,15 @@ func TestCheckTLSHost(t *testing.T) {
 func TestCheckPlaintextHost(t *testing.T) {
 	srv := transporttest.NewPlainServer(t)
 	rep := checkSingle(t, srv, fixed(policy.Encrypt))
-	wantOutcome(t, "encrypt", rep.Outcome, transport.VerdictDefer, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, "encrypt", rep.Outcome, transport.Deferred, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
 	h := oneHost(t, rep)
 	if h.STARTTLS || h.TLS != nil || !h.TLSRequired {
 		t.Errorf("host %+v", h)
 	}
-	wantOutcome(t, h.Host, h.Outcome, transport.VerdictDefer, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, h.Host, h.Outcome, transport.Deferred, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
 
 	rep = checkSingle(t, srv, fixed(policy.May))
-	wantOutcome(t, "may", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, "may", rep.Outcome, transport.Delivered, 250, "2.0.0", "")
 	if h := oneHost(t, rep); h.TLS != nil || h.TLSRequired || h.Greeting == "" {
 		t.Errorf("may: host %+v", h)
 	}
@@ -147,7 +147,7 @@ func TestCheckStrippingProxy(t *testing.T) {
 	e := newEnv(t)
 	e.single(proxy.Addr)
 	rep := check(t, e.connector(policy.Fixed{Level: policy.Verify, OnFailure: policy.Bounce}, srv), "example.test")
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictBounce, 554, "5.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, "overall", rep.Outcome, transport.Failed, 554, "5.7.4", transport.FailureSTARTTLSNotSupported)
 	if h := oneHost(t, rep); h.STARTTLS || h.TLS != nil {
 		t.Errorf("host %+v", h)
 	}
@@ -163,7 +163,7 @@ func TestCheckStrippingProxy(t *testing.T) {
 func TestCheckExpiredCertificate(t *testing.T) {
 	srv := transporttest.NewExpiredServer(t)
 	rep := checkSingle(t, srv, fixed(policy.Verify))
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDefer, 451, "4.7.5", transport.FailureCertificateExpired)
+	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.7.5", transport.FailureCertificateExpired)
 	h := oneHost(t, rep)
 	if h.TLS == nil || h.TLS.Verified || h.TLS.Failure != transport.FailureCertificateExpired || len(h.TLS.Chain) != 1 ||
 		!h.TLS.Chain[0].NotAfter.Before(time.Now()) {
@@ -191,7 +191,7 @@ func TestCheckDANEMismatch(t *testing.T) {
 	d := w.danePolicy(false)
 	c := w.connector(&policy.Standard{DANE: d, Default: policy.Fixed{Level: policy.May}}, d, srv.RootCAs())
 	rep := check(t, c, "dane.example")
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDefer, 451, "4.7.5", transport.FailureValidation)
+	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.7.5", transport.FailureValidation)
 	if p := rep.Policy; p.Level != "dane" || p.Source != policy.SourceDANE {
 		t.Errorf("policy %+v", p)
 	}
@@ -221,7 +221,7 @@ func TestCheckMTASTSEnforceMXMismatch(t *testing.T) {
 	sts := w.stsHost("sts.example", stsBody("enforce", "mx.sts.example"))
 	c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
 	rep := check(t, c, "sts.example")
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDefer, 451, "4.4.4", transport.FailureValidation)
+	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.4.4", transport.FailureValidation)
 	if p := rep.Policy; p.Source != policy.SourceMTASTS || p.Mode != "enforce" || !slices.Equal(p.MXPatterns, []string{"mx.sts.example"}) ||
 		!slices.Contains(p.Published, "mode: enforce") {
 		t.Errorf("policy %+v", p)
@@ -244,7 +244,7 @@ func TestCheckNullAndImplicitMX(t *testing.T) {
 	z.MX[0].Pref = 0
 	e.zones["nomail.test."] = z
 	rep := check(t, e.connector(fixed(policy.May), nil), "nomail.test")
-	wantOutcome(t, "null MX", rep.Outcome, transport.VerdictBounce, 556, "5.1.10", "")
+	wantOutcome(t, "null MX", rep.Outcome, transport.Failed, 556, "5.1.10", "")
 	if !rep.MX.Null || len(rep.Hosts) != 0 {
 		t.Errorf("null MX: %+v", rep.MX)
 	}
@@ -252,7 +252,7 @@ func TestCheckNullAndImplicitMX(t *testing.T) {
 	srv := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert, Hostname: "example.test"})
 	e.host("example.test", "192.0.2.7", srv.Addr)
 	rep = check(t, e.connector(fixed(policy.Verify), srv), "example.test")
-	wantOutcome(t, "implicit MX", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, "implicit MX", rep.Outcome, transport.Delivered, 250, "2.0.0", "")
 	if !rep.MX.Implicit || !slices.Equal(rep.MX.Hosts, []string{"example.test"}) {
 		t.Errorf("implicit MX: %+v", rep.MX)
 	}
@@ -274,12 +274,12 @@ func TestCheckEveryMX(t *testing.T) {
 	e.host("mx1.example.test", "192.0.2.1", plain.Addr)
 	e.host("mx2.example.test", "192.0.2.2", good.Addr)
 	rep := check(t, e.connector(fixed(policy.Verify), good), "example.test")
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, "overall", rep.Outcome, transport.Delivered, 250, "2.0.0", "")
 	if rep.Outcome.Host != "mx2.example.test" || len(rep.Hosts) != 2 {
 		t.Fatalf("outcome %+v hosts %+v", rep.Outcome, rep.Hosts)
 	}
-	wantOutcome(t, "mx1", rep.Hosts[0].Outcome, transport.VerdictDefer, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
-	wantOutcome(t, "mx2", rep.Hosts[1].Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, "mx1", rep.Hosts[0].Outcome, transport.Deferred, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, "mx2", rep.Hosts[1].Outcome, transport.Delivered, 250, "2.0.0", "")
 
 	// The good host first: the plaintext one is still examined.
 	e = newEnv(t)
@@ -289,7 +289,7 @@ func TestCheckEveryMX(t *testing.T) {
 	c := e.connector(fixed(policy.Verify), good)
 	c.Pool = transport.PoolConfig{MaxIdle: 2}
 	rep = check(t, c, "example.test")
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, "overall", rep.Outcome, transport.Delivered, 250, "2.0.0", "")
 	if rep.Outcome.Host != "mx2.example.test" || len(rep.Hosts) != 2 || rep.Hosts[1].Host != "mx1.example.test" {
 		t.Fatalf("outcome %+v hosts %+v", rep.Outcome, rep.Hosts)
 	}
@@ -310,7 +310,7 @@ func TestCheckRoute(t *testing.T) {
 	c := e.connector(fixed(policy.Encrypt), srv)
 	c.Routes = []transport.Route{{Domain: "partner.example", NextHop: srv.Addr}}
 	rep := check(t, c, "partner.example")
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, "overall", rep.Outcome, transport.Delivered, 250, "2.0.0", "")
 	if rep.NextHop != "[127.0.0.1]:"+strconv.Itoa(srv.Port) || len(rep.Hosts) != 1 || rep.Hosts[0].Host != "127.0.0.1" {
 		t.Errorf("next hop %q hosts %+v", rep.NextHop, rep.Hosts)
 	}
@@ -346,14 +346,14 @@ func TestCheckReportJSON(t *testing.T) {
 			} `json:"tls"`
 		} `json:"hosts"`
 		Outcome struct {
-			Verdict, Status string
-			TLSFailure      string `json:"tls_failure"`
+			Result, Status string
+			TLSFailure     string `json:"tls_failure"`
 		} `json:"outcome"`
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.Domain != "example.test" || m.Policy.Level != "verify" || m.Outcome.Verdict != "defer" || m.Outcome.Status != "4.7.5" ||
+	if m.Domain != "example.test" || m.Policy.Level != "verify" || m.Outcome.Result != "deferred" || m.Outcome.Status != "4.7.5" ||
 		m.Outcome.TLSFailure != "certificate-expired" || len(m.Hosts) != 1 || m.Hosts[0].TLS.Version == "" ||
 		len(m.Hosts[0].TLS.Levels) != 3 || m.Hosts[0].TLS.Levels[1].Failure != "certificate-expired" {
 		t.Errorf("JSON:\n%s", b)
@@ -377,7 +377,7 @@ func TestCheckReportText(t *testing.T) {
 		"requires:   tls required; verify: PKIX chain and MX host name",
 		"starttls:   offered",
 		"levels:     encrypt ok, verify FAILS (certificate-expired), secure FAILS (certificate-expired)",
-		"verdict: defer: 451 4.7.5 ",
+		"verdict: deferred: 451 4.7.5 ",
 		"[certificate-expired]",
 	} {
 		if !strings.Contains(out, want) {
@@ -423,7 +423,7 @@ func TestCheckHostileServerText(t *testing.T) {
 	e := newEnv(t)
 	e.single(l.Addr().String())
 	rep := check(t, e.connector(fixed(policy.May), nil), "example.test")
-	wantOutcome(t, "overall", rep.Outcome, transport.VerdictDeliver, 250, "2.0.0", "")
+	wantOutcome(t, "overall", rep.Outcome, transport.Delivered, 250, "2.0.0", "")
 	var b strings.Builder
 	rep.WriteText(&b)
 	j, _ := json.Marshal(rep)

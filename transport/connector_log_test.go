@@ -73,7 +73,7 @@ func TestAttemptLogLineFields(t *testing.T) {
 		wantFields(t, line, map[string]any{
 			"queue_id": "test-1", "rcpt_domain": "example.test", "mx": "mx.example.test", "ip": "192.0.2.10",
 			"tls_version": "TLSv1.3", "cipher": nil, "verified": true,
-			"policy_level": "verify", "policy_source": "default", "outcome": "sent", "code": float64(250),
+			"policy_level": "verify", "policy_source": "default", "outcome": "delivered", "code": float64(250),
 		})
 		if c, _ := line["cipher"].(string); !strings.HasPrefix(c, "TLS_") {
 			t.Errorf("cipher = %q", c)
@@ -100,7 +100,7 @@ func TestAttemptLogLineFields(t *testing.T) {
 		line := oneAttemptLine(t, c, envelope("user@partner.example"))
 		wantFields(t, line, map[string]any{
 			"queue_id": "test-1", "rcpt_domain": "partner.example", "mx": "127.0.0.1",
-			"verified": false, "policy_level": "encrypt", "outcome": "sent",
+			"verified": false, "policy_level": "encrypt", "outcome": "delivered",
 		})
 	})
 }

@@ -41,6 +41,21 @@ func (s Status) String() string {
 	return "deferred"
 }
 
+// MarshalText returns String's word, so that JSON reports (CheckReport) and
+// logs name a Status as the DSN Action field does.
+func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads String's word.
+func (s *Status) UnmarshalText(b []byte) error {
+	for _, v := range []Status{Deferred, Delivered, Relayed, Failed} {
+		if v.String() == string(b) {
+			*s = v
+			return nil
+		}
+	}
+	return fmt.Errorf("transport: unknown status %q", b)
+}
+
 // Final reports whether the status ends delivery for that recipient.
 func (s Status) Final() bool { return s != Deferred }
 

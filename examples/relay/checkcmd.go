@@ -32,7 +32,7 @@ STARTTLS, the handshake, the certificate chain and each level's verdict
 on it, REQUIRETLS), then QUIT. No MAIL is sent. The verdict says whether
 a message would be delivered, deferred or bounced, with the DSN status.
 
-Exit status: 0 deliver, 2 defer, 3 bounce, 1 error.
+Exit status: 0 delivered, 2 deferred, 3 failed (bounced), 1 error.
 `
 
 // runCheck is "relay check": it builds the relay's Connector from args
@@ -95,10 +95,10 @@ func runCheck(ctx context.Context, args []string, out, errOut io.Writer, setup f
 		fmt.Fprintln(errOut, "relay check:", err)
 		return checkError
 	}
-	switch rep.Outcome.Verdict {
-	case transport.VerdictDeliver:
+	switch rep.Outcome.Result {
+	case transport.Delivered, transport.Relayed:
 		return checkDeliver
-	case transport.VerdictBounce:
+	case transport.Failed:
 		return checkBounce
 	}
 	return checkDefer

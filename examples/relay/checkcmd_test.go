@@ -53,7 +53,7 @@ func TestCheckCommandRoute(t *testing.T) {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 	}
 	if err := contains(out, "check partner.example", "policy:     secure (static", fmt.Sprintf("route:      fixed next hop [127.0.0.1]:%d", partner.Port),
-		"levels:     encrypt ok, verify FAILS (certificate-host-mismatch), secure ok", "verdict: deliver via 127.0.0.1: 250 2.0.0"); err != nil {
+		"levels:     encrypt ok, verify FAILS (certificate-host-mismatch), secure ok", "verdict: delivered via 127.0.0.1: 250 2.0.0"); err != nil {
 		t.Errorf("%v\n%s", err, out)
 	}
 	noMAIL(t, partner)
@@ -70,8 +70,8 @@ func TestCheckCommandJSON(t *testing.T) {
 		code            int
 		verdict, status string
 	}{
-		{nil, 2, "defer", "4.7.4"},
-		{[]string{"-on-tls-failure", "bounce"}, 3, "bounce", "5.7.4"},
+		{nil, 2, "deferred", "4.7.4"},
+		{[]string{"-on-tls-failure", "bounce"}, 3, "failed", "5.7.4"},
 	} {
 		args := append([]string{"-route", route, "-default-tls", "encrypt"}, tc.args...)
 		code, out, errOut := relayCheck(t, nil, append(args, "legacy.example", "-json")...)
@@ -82,7 +82,7 @@ func TestCheckCommandJSON(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("not JSON: %v\n%s", err, out)
 		}
-		if rep.Domain != "legacy.example" || string(rep.Outcome.Verdict) != tc.verdict || rep.Outcome.Status != tc.status ||
+		if rep.Domain != "legacy.example" || rep.Outcome.Result.String() != tc.verdict || rep.Outcome.Status != tc.status ||
 			rep.Outcome.TLSFailure != transport.FailureSTARTTLSNotSupported || rep.Policy.Level != "encrypt" || len(rep.Hosts) != 1 || rep.Hosts[0].STARTTLS {
 			t.Errorf("%q: report %+v", tc.args, rep)
 		}
@@ -106,7 +106,7 @@ func TestCheckCommandMX(t *testing.T) {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 	}
 	if err := contains(out, "mx:         mx.one.example; DNSSEC no", "mx.one.example [192.0.2.60]:25 preference 10",
-		"verify FAILS (certificate-expired)", "verdict: defer: 451 4.7.5"); err != nil {
+		"verify FAILS (certificate-expired)", "verdict: deferred: 451 4.7.5"); err != nil {
 		t.Errorf("%v\n%s", err, out)
 	}
 	if ns.Count("", "one.example", dns.TypeMX) == 0 {
@@ -196,7 +196,7 @@ func TestCheckCommandTimeout(t *testing.T) {
 	if code != 2 || time.Since(start) > 10*time.Second {
 		t.Fatalf("exit %d after %v\n%s\n%s", code, time.Since(start), out, errOut)
 	}
-	if err := contains(out, "verdict: defer: 451 4.4.2 no greeting from 127.0.0.1"); err != nil {
+	if err := contains(out, "verdict: deferred: 451 4.4.2 no greeting from 127.0.0.1"); err != nil {
 		t.Errorf("%v\n%s", err, out)
 	}
 }
@@ -220,13 +220,13 @@ func TestCheckCommandDANE(t *testing.T) {
 		name, level     string
 		data            []byte
 		code            int
-		verdict         transport.Verdict
+		verdict         transport.Status
 		status, source  string
 		daneOK, hostRTL bool
 	}{
-		{"mismatch", "may", make([]byte, 32), checkDefer, transport.VerdictDefer, "4.7.5", "dane", false, false},
-		{"match", "may", good, checkDeliver, transport.VerdictDeliver, "2.0.0", "dane", true, true},
-		{"verify outranks dane", "verify", make([]byte, 32), checkDeliver, transport.VerdictDeliver, "2.0.0", "default", false, true},
+		{"mismatch", "may", make([]byte, 32), checkDefer, transport.Deferred, "4.7.5", "dane", false, false},
+		{"match", "may", good, checkDeliver, transport.Delivered, "2.0.0", "dane", true, true},
+		{"verify outranks dane", "verify", make([]byte, 32), checkDeliver, transport.Delivered, "2.0.0", "default", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := fakedns.Start(t, map[string]fakedns.Zone{
@@ -244,7 +244,7 @@ func TestCheckCommandDANE(t *testing.T) {
 			if err := json.Unmarshal([]byte(out), &rep); err != nil {
 				t.Fatalf("not JSON: %v\n%s", err, out)
 			}
-			if rep.Outcome.Verdict != tc.verdict || rep.Outcome.Status != tc.status || string(rep.Policy.Source) != tc.source || !rep.MX.DNSSEC ||
+			if rep.Outcome.Result != tc.verdict || rep.Outcome.Status != tc.status || string(rep.Policy.Source) != tc.source || !rep.MX.DNSSEC ||
 				len(rep.Hosts) != 1 || rep.Hosts[0].DANE == nil || len(rep.Hosts[0].DANE.TLSA) != 1 || rep.Hosts[0].TLS == nil {
 				t.Fatalf("report %+v", rep)
 			}

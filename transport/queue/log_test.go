@@ -94,7 +94,7 @@ func TestAttemptLogLinesJSON(t *testing.T) {
 	if c, _ := rcpts["partner.test"]["cipher"].(string); !strings.HasPrefix(c, "TLS_") {
 		t.Errorf("partner cipher %q", c)
 	}
-	for d, o := range map[string]string{"partner.test": "sent", "legacy.test": "deferred"} {
+	for d, o := range map[string]string{"partner.test": "delivered", "legacy.test": "deferred"} {
 		if conns[d]["outcome"] != o {
 			t.Errorf("%s connector outcome %v, want %s", d, conns[d]["outcome"], o)
 		}
