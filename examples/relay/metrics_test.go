@@ -151,11 +151,11 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 
 	want := map[string]float64{
 		`mailtls_smtp_sessions_total{listener="submission",outcome="no-mail",tls_version="none"}`:                                                1,
-		`mailtls_smtp_sessions_total{listener="submission",outcome="accepted",tls_version="1.3"}`:                                                1,
+		`mailtls_smtp_sessions_total{listener="submission",outcome="accepted",tls_version="TLSv1.3"}`:                                                1,
 		`mailtls_smtp_refusals_total{listener="submission",reason="no-starttls"}`:                                                                1,
 		`mailtls_smtp_auth_total{listener="submission",result="failure"}`:                                                                        1,
 		`mailtls_smtp_auth_total{listener="submission",result="success"}`:                                                                        1,
-		`mailtls_deliveries_total{domain="partner.example",level="secure",source="static",status="delivered",tls_version="1.3",verified="true"}`: 1,
+		`mailtls_deliveries_total{domain="partner.example",level="secure",source="static",status="delivered",tls_version="TLSv1.3",verified="true"}`: 1,
 		`mailtls_deliveries_total{domain="legacy.example",level="encrypt",source="static",status="failed",tls_version="none",verified="false"}`:  1,
 		`mailtls_delivery_duration_seconds_count{status="delivered"}`:                                                                            1,
 		`mailtls_delivery_duration_seconds_count{status="failed"}`:                                                                               1,

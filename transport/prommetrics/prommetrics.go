@@ -32,8 +32,8 @@
 // transport.Status (status), policy.Level (level), policy.Source (source,
 // "none" when empty), the RFC 8460 §4.3 result types of
 // transport.FailureType (result_type), ndr.Action (action, RFC 3464
-// §2.3.3) and queue.State (state). tls_version is "1.0" to "1.3", or
-// "none" without TLS.
+// §2.3.3) and queue.State (state). tls_version is "TLSv1" to "TLSv1.3"
+// (as in the logs), or "none" without TLS.
 //
 // # Bounded labels
 //
@@ -48,8 +48,8 @@
 package prommetrics
 
 import (
-	"crypto/tls"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -240,19 +240,14 @@ func (m *Metrics) domain(d string) string {
 }
 
 // TLSVersionLabel returns the tls_version label value of a TLS version:
-// "1.0" to "1.3", "none" for 0, "other" for anything else.
+// the name logs and Received headers use (transport.TLSInfo.VersionName,
+// "TLSv1.2"), "none" for 0, "other" for a version it has no name for.
 func TLSVersionLabel(v uint16) string {
-	switch v {
-	case 0:
+	if v == 0 {
 		return "none"
-	case tls.VersionTLS10:
-		return "1.0"
-	case tls.VersionTLS11:
-		return "1.1"
-	case tls.VersionTLS12:
-		return "1.2"
-	case tls.VersionTLS13:
-		return "1.3"
+	}
+	if name := (&transport.TLSInfo{Version: v}).VersionName(); strings.HasPrefix(name, "TLS") {
+		return name
 	}
 	return "other"
 }

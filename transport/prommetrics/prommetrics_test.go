@@ -66,7 +66,7 @@ func TestMapping(t *testing.T) {
 	}{
 		{"session", func(m *Metrics) {
 			m.ObserveSession(transport.SessionEvent{Kind: transport.KindSubmission, TLSVersion: tls.VersionTLS13, Outcome: transport.SessionAccepted, Messages: 2})
-		}, map[string]float64{`mailtls_smtp_sessions_total{listener="submission",outcome="accepted",tls_version="1.3"}`: 1}},
+		}, map[string]float64{`mailtls_smtp_sessions_total{listener="submission",outcome="accepted",tls_version="TLSv1.3"}`: 1}},
 		{"plaintext session refused", func(m *Metrics) {
 			m.ObserveSession(transport.SessionEvent{Kind: transport.KindMX, Outcome: transport.SessionRefused})
 		}, map[string]float64{`mailtls_smtp_sessions_total{listener="mx",outcome="refused",tls_version="none"}`: 1}},
@@ -95,7 +95,7 @@ func TestMapping(t *testing.T) {
 			m.ObserveDelivery(transport.DeliveryEvent{Domain: "partner.example", Status: transport.Delivered, TLSVersion: tls.VersionTLS12,
 				Verified: true, Level: policy.Secure, Source: policy.SourceStatic, Duration: 1500 * time.Millisecond})
 		}, map[string]float64{
-			`mailtls_deliveries_total{domain="partner.example",level="secure",source="static",status="delivered",tls_version="1.2",verified="true"}`: 1,
+			`mailtls_deliveries_total{domain="partner.example",level="secure",source="static",status="delivered",tls_version="TLSv1.2",verified="true"}`: 1,
 			`mailtls_delivery_duration_seconds_count{status="delivered"}`:                                                                            1,
 			`mailtls_delivery_duration_seconds_sum{status="delivered"}`:                                                                              1.5,
 		}},
@@ -181,8 +181,8 @@ func TestTableDomains(t *testing.T) {
 }
 
 func TestTLSVersionLabel(t *testing.T) {
-	for v, want := range map[uint16]string{0: "none", tls.VersionTLS10: "1.0", tls.VersionTLS11: "1.1",
-		tls.VersionTLS12: "1.2", tls.VersionTLS13: "1.3", 0x7f1c: "other"} {
+	for v, want := range map[uint16]string{0: "none", tls.VersionTLS10: "TLSv1", tls.VersionTLS11: "TLSv1.1",
+		tls.VersionTLS12: "TLSv1.2", tls.VersionTLS13: "TLSv1.3", 0x7f1c: "other"} {
 		if got := TLSVersionLabel(v); got != want {
 			t.Errorf("TLSVersionLabel(%#x) = %q, want %q", v, got, want)
 		}
