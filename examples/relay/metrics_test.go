@@ -150,17 +150,17 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	})
 
 	want := map[string]float64{
-		`mailtls_smtp_sessions_total{listener="submission",outcome="no-mail",tls_version="none"}`:                                                1,
+		`mailtls_smtp_sessions_total{listener="submission",outcome="no-mail",tls_version="none"}`:                                                    1,
 		`mailtls_smtp_sessions_total{listener="submission",outcome="accepted",tls_version="TLSv1.3"}`:                                                1,
-		`mailtls_smtp_refusals_total{listener="submission",reason="no-starttls"}`:                                                                1,
-		`mailtls_smtp_auth_total{listener="submission",result="failure"}`:                                                                        1,
-		`mailtls_smtp_auth_total{listener="submission",result="success"}`:                                                                        1,
+		`mailtls_smtp_refusals_total{listener="submission",reason="no-starttls"}`:                                                                    1,
+		`mailtls_smtp_auth_total{listener="submission",result="failure"}`:                                                                            1,
+		`mailtls_smtp_auth_total{listener="submission",result="success"}`:                                                                            1,
 		`mailtls_deliveries_total{domain="partner.example",level="secure",source="static",status="delivered",tls_version="TLSv1.3",verified="true"}`: 1,
-		`mailtls_deliveries_total{domain="legacy.example",level="encrypt",source="static",status="failed",tls_version="none",verified="false"}`:  1,
-		`mailtls_delivery_duration_seconds_count{status="delivered"}`:                                                                            1,
-		`mailtls_delivery_duration_seconds_count{status="failed"}`:                                                                               1,
-		`mailtls_tls_failures_total{domain="legacy.example",result_type="starttls-not-supported"}`:                                               1,
-		`mailtls_dsn_total{action="failed"}`:                                                                                                     1,
+		`mailtls_deliveries_total{domain="legacy.example",level="encrypt",source="static",status="failed",tls_version="none",verified="false"}`:      1,
+		`mailtls_delivery_duration_seconds_count{status="delivered"}`:                                                                                1,
+		`mailtls_delivery_duration_seconds_count{status="failed"}`:                                                                                   1,
+		`mailtls_tls_failures_total{domain="legacy.example",result_type="starttls-not-supported"}`:                                                   1,
+		`mailtls_dsn_total{action="failed"}`:                                                                                                         1,
 	}
 	var after map[string]float64
 	deadline := time.Now().Add(10 * time.Second)

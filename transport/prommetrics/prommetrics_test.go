@@ -96,8 +96,8 @@ func TestMapping(t *testing.T) {
 				Verified: true, Level: policy.Secure, Source: policy.SourceStatic, Duration: 1500 * time.Millisecond})
 		}, map[string]float64{
 			`mailtls_deliveries_total{domain="partner.example",level="secure",source="static",status="delivered",tls_version="TLSv1.2",verified="true"}`: 1,
-			`mailtls_delivery_duration_seconds_count{status="delivered"}`:                                                                            1,
-			`mailtls_delivery_duration_seconds_sum{status="delivered"}`:                                                                              1.5,
+			`mailtls_delivery_duration_seconds_count{status="delivered"}`:                                                                                1,
+			`mailtls_delivery_duration_seconds_sum{status="delivered"}`:                                                                                  1.5,
 		}},
 		{"delivery to any other domain", func(m *Metrics) {
 			m.ObserveDelivery(transport.DeliveryEvent{Domain: "sub.partner.example", Status: transport.Deferred, Level: policy.Verify,
