@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/internal/postfixlab"
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
 // postfixFreePort returns a loopback address whose port was free a moment
@@ -68,8 +68,8 @@ func postfixTempDir(t *testing.T) string {
 // postfixInstance is a private Postfix instance started for one test.
 type postfixInstance struct {
 	*postfixlab.Instance
-	addr string      // smtpd's address, "" for a client instance
-	ca   *testpki.CA // issuer of smtpd's certificate, nil for a client instance
+	addr string            // smtpd's address, "" for a client instance
+	ca   *transporttest.CA // issuer of smtpd's certificate, nil for a client instance
 }
 
 func (p *postfixInstance) log() string {
@@ -127,8 +127,8 @@ func startPostfix(t *testing.T) *postfixInstance {
 	postfixUser(t)
 
 	dir := postfixTempDir(t)
-	ca := testpki.MustCA("interop CA")
-	leaf := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.test"}})
+	ca := transporttest.MustCA("interop CA")
+	leaf := ca.MustIssue(transporttest.LeafOptions{DNSNames: []string{"mx.example.test"}})
 	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), leaf.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/ndr"
+	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
 // The tests below drive the built examples/relay binary (startRelayProc)
@@ -327,7 +327,7 @@ func TestPostfixRelaySmtpSinkEncryptBounces(t *testing.T) {
 // smtp_tls_security_level = encrypt, not merely opportunistic.
 func TestPostfixRelayPostfixClientEncryptEnforced(t *testing.T) {
 	sink := startSmtpSink(t)
-	ca := writeCAFile(t, testpki.MustCA("unused CA").CertPEM)
+	ca := writeCAFile(t, transporttest.MustCA("unused CA").CertPEM)
 	pfc := startPostfixClient(t, sink.addr, ca)
 	tok := token()
 	postfixSendmail(t, pfc, "pf-sender@example.test", "bob@local.test",

@@ -12,7 +12,6 @@ import (
 
 	"github.com/foxcpp/go-mockdns"
 
-	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/transporttest"
@@ -83,7 +82,7 @@ func TestPostfixSmtpSinkEncryptRefused(t *testing.T) {
 		r.TLSFailure != transport.FailureSTARTTLSNotSupported {
 		t.Fatalf("got %v %v %q, want deferred 4.7.4 starttls-not-supported", r.Status, r.Reply, r.TLSFailure)
 	}
-	wire := proxy.ClientBytes()
+	wire := proxy.Seen()
 	if !transporttest.Contains(wire, "EHLO "+postfixClientName) {
 		t.Fatalf("proxy saw no EHLO; the test proves nothing:\n%s", wire)
 	}
@@ -105,7 +104,7 @@ func TestPostfixSmtpSinkEncryptRefused(t *testing.T) {
 	if res.Recipients[0].Status != transport.Delivered {
 		t.Fatalf("may: %v %v\nsmtp-sink:\n%s", res.Recipients[0].Status, res.Recipients[0].Reply, sink.output())
 	}
-	if !transporttest.Contains(proxy.ClientBytes(), "MAIL FROM", postfixBodyMarker) {
+	if !transporttest.Contains(proxy.Seen(), "MAIL FROM", postfixBodyMarker) {
 		t.Errorf("control: proxy did not record the plaintext transaction")
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -122,7 +121,7 @@ func TestPostfixSmtpSinkEncryptRefused(t *testing.T) {
 }
 
 // postfixConnector delivers user@example.test to addr through fake DNS.
-func postfixConnector(t *testing.T, addr string, pol policy.Policy, ca *testpki.CA) *transport.Connector {
+func postfixConnector(t *testing.T, addr string, pol policy.Policy, ca *transporttest.CA) *transport.Connector {
 	c := &transport.Connector{
 		Hostname: postfixClientName,
 		Policy:   pol,
@@ -163,7 +162,7 @@ func TestPostfixBehindStrippingProxy(t *testing.T) {
 	if r.Status != transport.Deferred || r.Reply.EnhancedCode.String() != "4.7.4" || r.TLSFailure != transport.FailureSTARTTLSNotSupported {
 		t.Fatalf("got %v %v %q", r.Status, r.Reply, r.TLSFailure)
 	}
-	if w := proxy.ClientBytes(); !transporttest.Contains(w, "EHLO "+postfixClientName) ||
+	if w := proxy.Seen(); !transporttest.Contains(w, "EHLO "+postfixClientName) ||
 		transporttest.Contains(w, "MAIL FROM", "RCPT TO", postfixBodyMarker) {
 		t.Errorf("proxy saw:\n%s", w)
 	}

@@ -47,8 +47,8 @@ func noMail(t *testing.T, srv *transporttest.Server) {
 		t.Errorf("server saw MAIL FROM %q during a check", m)
 	}
 	undelivered(t, srv)
-	if transporttest.Contains(srv.Wire(), "MAIL FROM") {
-		t.Errorf("MAIL FROM on the wire:\n%s", srv.Wire())
+	if transporttest.Contains(srv.Seen(), "MAIL FROM") {
+		t.Errorf("MAIL FROM on the wire:\n%s", srv.Seen())
 	}
 }
 
@@ -136,8 +136,8 @@ func TestCheckPlaintextHost(t *testing.T) {
 		t.Errorf("may: host %+v", h)
 	}
 	noMail(t, srv)
-	if !transporttest.Contains(srv.Wire(), "QUIT") {
-		t.Errorf("no QUIT:\n%s", srv.Wire())
+	if !transporttest.Contains(srv.Seen(), "QUIT") {
+		t.Errorf("no QUIT:\n%s", srv.Seen())
 	}
 }
 
@@ -155,7 +155,7 @@ func TestCheckStrippingProxy(t *testing.T) {
 		t.Errorf("policy %+v", p)
 	}
 	noMail(t, srv)
-	if b := proxy.ClientBytes(); transporttest.Contains(b, "MAIL FROM") || !transporttest.Contains(b, "EHLO "+clientName) {
+	if b := proxy.Seen(); transporttest.Contains(b, "MAIL FROM") || !transporttest.Contains(b, "EHLO "+clientName) {
 		t.Errorf("through the proxy:\n%s", b)
 	}
 }

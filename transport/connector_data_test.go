@@ -51,7 +51,7 @@ func TestConnectorDataNormalisesBareCRLF(t *testing.T) {
 			}
 			wantDelivered(t, res.Recipients[0])
 			want := "DATA\r\n" + tt.wire + ".\r\nQUIT"
-			if w := srv.Wire(); !bytes.Contains(w, []byte(want)) {
+			if w := srv.Seen(); !bytes.Contains(w, []byte(want)) {
 				i := bytes.Index(w, []byte("DATA\r\n"))
 				t.Errorf("wire after DATA = %q, want %q", w[max(i, 0):], want)
 			}

@@ -134,7 +134,7 @@ func TestDSNParametersAndRelayed(t *testing.T) {
 	if res.Recipients[0].Status != transport.Relayed || res.Recipients[1].Status != transport.Delivered {
 		t.Errorf("without DSN: %v, %v; want relayed, delivered", res.Recipients[0].Status, res.Recipients[1].Status)
 	}
-	if w := plain.Wire(); transporttest.Contains(w, "NOTIFY=") {
+	if w := plain.Seen(); transporttest.Contains(w, "NOTIFY=") {
 		t.Errorf("NOTIFY sent to a server without DSN")
 	}
 }
@@ -189,7 +189,7 @@ func TestSmarthostRouteWithAuth(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].Envelope.AuthIdentity != "app" || len(msgs[0].Envelope.Recipients) != 2 {
 		t.Fatalf("relay got %+v", msgs)
 	}
-	if transporttest.Contains(relay.Wire(), "AUTH PLAIN") {
+	if transporttest.Contains(relay.Seen(), "AUTH PLAIN") {
 		t.Errorf("AUTH in plaintext")
 	}
 
@@ -201,8 +201,8 @@ func TestSmarthostRouteWithAuth(t *testing.T) {
 	if r := res.Recipients[0]; r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrAuthWithoutTLS) {
 		t.Errorf("auth without TLS: %v %v", r.Status, r.Reply)
 	}
-	if transporttest.Contains(plainRelay.Wire(), "AUTH", "czNjcmV0", "MAIL FROM") {
-		t.Errorf("credentials or transaction sent in plaintext:\n%s", plainRelay.Wire())
+	if transporttest.Contains(plainRelay.Seen(), "AUTH", "czNjcmV0", "MAIL FROM") {
+		t.Errorf("credentials or transaction sent in plaintext:\n%s", plainRelay.Seen())
 	}
 }
 
@@ -397,8 +397,8 @@ func TestImplicitTLSRoute(t *testing.T) {
 		}
 	}
 	for _, srv := range []*transporttest.Server{good, expired} {
-		if transporttest.Contains(srv.Wire(), "EHLO", "MAIL FROM") {
-			t.Errorf("plaintext on an implicit TLS connection:\n%q", srv.Wire())
+		if transporttest.Contains(srv.Seen(), "EHLO", "MAIL FROM") {
+			t.Errorf("plaintext on an implicit TLS connection:\n%q", srv.Seen())
 		}
 	}
 	if len(good.Messages()) != 2 || len(expired.Messages()) != 1 {

@@ -88,8 +88,8 @@ func TestDANEOnlyFixedHopWithoutTLSALookupFailsClosed(t *testing.T) {
 	if r := res.Recipients[0]; r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrDANE) {
 		t.Errorf("dane with TLSA on a hop DANE does not check: %v %v, want fail closed", r.Status, r.Reply)
 	}
-	if transporttest.Contains(plain.Wire(), "MAIL FROM", "RCPT TO", bodyMarker) {
-		t.Errorf("transaction sent in plaintext although TLSA records exist:\n%s", plain.Wire())
+	if transporttest.Contains(plain.Seen(), "MAIL FROM", "RCPT TO", bodyMarker) {
+		t.Errorf("transaction sent in plaintext although TLSA records exist:\n%s", plain.Seen())
 	}
 }
 
@@ -148,7 +148,7 @@ func TestTLSRequiredNoKeepsLocalPolicy(t *testing.T) {
 			t.Errorf("%s encrypt + TLS-Required: No: %v %v, want STARTTLS still required", src, r.Status, r.Reply)
 		}
 	}
-	assertNoPlaintextTransaction(t, "plaintext server", plain.Wire())
+	assertNoPlaintextTransaction(t, "plaintext server", plain.Seen())
 	// A published (recipient-side) policy is relaxed as the RFC asks.
 	env := envelope("user@example.test")
 	env.TLSRequiredNo = true

@@ -74,7 +74,7 @@ func TestNextHopKeepsDomainEntry(t *testing.T) {
 	if n := len(srv.Messages()); n != 0 || rcpts.Load() != 0 {
 		t.Errorf("TLS 1.2 next hop saw %d RCPT and %d messages", rcpts.Load(), n)
 	}
-	assertNoPlaintextTransaction(t, "next hop", srv.Wire())
+	assertNoPlaintextTransaction(t, "next hop", srv.Seen())
 }
 
 // The table's "*" entry covers routed domains that have no entry of their

@@ -13,7 +13,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailtls/mailtls/internal/fakedns"
-	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/policy/mtasts"
@@ -44,8 +43,8 @@ func listenLoopback443(t *testing.T) (net.Listener, string) {
 // per name at the fake server; the policy fetched through it applies.
 func TestConnectorDNSCoversMTASTS(t *testing.T) {
 	l, policyIP := listenLoopback443(t)
-	ca := testpki.MustCA("policy host CA")
-	leaf := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mta-sts.one.example"}})
+	ca := transporttest.MustCA("policy host CA")
+	leaf := ca.MustIssue(transporttest.LeafOptions{DNSNames: []string{"mta-sts.one.example"}})
 	https := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain")
 		fmt.Fprint(rw, stsBody("enforce", "mx.one.example"))

@@ -24,7 +24,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailtls/mailtls/internal/fakedns"
-	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/policy/mtasts"
@@ -131,8 +130,8 @@ func undelivered(t *testing.T, srv *transporttest.Server) {
 // returns a Client that finds it through w's DNS.
 func (w *stdWorld) stsHost(domain, body string) *mtasts.Client {
 	w.t.Helper()
-	ca := testpki.MustCA("policy host CA")
-	leaf := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mta-sts." + domain}})
+	ca := transporttest.MustCA("policy host CA")
+	leaf := ca.MustIssue(transporttest.LeafOptions{DNSNames: []string{"mta-sts." + domain}})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/.well-known/mta-sts.txt" {
 			http.NotFound(rw, r)
@@ -210,14 +209,14 @@ func TestMTASTSEnforceThroughConnector(t *testing.T) {
 		r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
 		wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
 		undelivered(t, srv)
-		assertNoPlaintextTransaction(t, "plaintext server", srv.Wire())
+		assertNoPlaintextTransaction(t, "plaintext server", srv.Seen())
 		w.wantOneResult(tlsrpt.PolicySTS, tlsrpt.ResultSTARTTLSNotSupported)
 	})
 }
 
 // daneServer starts a STARTTLS server for host with a certificate from ca
 // (nil: its own CA).
-func daneServer(t *testing.T, host string, ca *testpki.CA, requireTLS bool) *transporttest.Server {
+func daneServer(t *testing.T, host string, ca *transporttest.CA, requireTLS bool) *transporttest.Server {
 	return transporttest.NewServer(t, transporttest.ServerConfig{Hostname: host, Cert: transporttest.GoodCert, CA: ca, RequireTLS: requireTLS})
 }
 
@@ -261,8 +260,8 @@ func TestDANEThroughConnector(t *testing.T) {
 	})
 	t.Run("DANE-TA match", func(t *testing.T) {
 		w := newStdWorld(t)
-		root := testpki.MustCA("dane root")
-		inter := root.MustIssue(testpki.LeafOptions{CommonName: "dane intermediate", IsCA: true})
+		root := transporttest.MustCA("dane root")
+		inter := root.MustIssue(transporttest.LeafOptions{CommonName: "dane intermediate", IsCA: true})
 		ica, err := inter.AsCA()
 		if err != nil {
 			t.Fatal(err)
@@ -375,7 +374,7 @@ func TestDANEThroughConnector(t *testing.T) {
 		pol, d := dplus(w, false)
 		r := deliver(t, w.connector(pol, d, nil), envelope("user@dane.example")).Recipients[0]
 		wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
-		assertNoPlaintextTransaction(t, "plaintext server", srv.Wire())
+		assertNoPlaintextTransaction(t, "plaintext server", srv.Seen())
 	})
 	t.Run("TLS-Required: No ignores DANE", func(t *testing.T) {
 		w := newStdWorld(t)
@@ -468,7 +467,7 @@ func TestDANEAndMTASTSMixedHosts(t *testing.T) {
 			}
 			undelivered(t, srv)
 			if tc.second == transporttest.NoTLS {
-				assertNoPlaintextTransaction(t, "mx2", srv.Wire())
+				assertNoPlaintextTransaction(t, "mx2", srv.Seen())
 			}
 		})
 	}

@@ -209,7 +209,7 @@ func TestPlaintextOnlyServer(t *testing.T) {
 			if n := len(srv.Messages()); n != 0 {
 				t.Errorf("server accepted %d messages", n)
 			}
-			assertNoPlaintextTransaction(t, "plaintext server", srv.Wire())
+			assertNoPlaintextTransaction(t, "plaintext server", srv.Seen())
 		})
 	}
 	t.Run("may", func(t *testing.T) {
@@ -249,7 +249,7 @@ func TestCertificateFailures(t *testing.T) {
 			if n := len(srv.Messages()); n != 0 {
 				t.Fatalf("server accepted %d messages under verify/secure", n)
 			}
-			assertNoPlaintextTransaction(t, "server", srv.Wire())
+			assertNoPlaintextTransaction(t, "server", srv.Seen())
 			// Encrypt does not check the certificate but says so.
 			res := deliver(t, e.connector(fixed(policy.Encrypt), srv), envelope("user@example.test"))
 			r := res.Recipients[0]
@@ -328,8 +328,8 @@ func TestSTARTTLSDowngradeProxies(t *testing.T) {
 					wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered,
 						transport.FailureSTARTTLSNotSupported)
 				}
-				assertNoPlaintextTransaction(t, "proxy", proxy.ClientBytes())
-				if m.name == "starttls-error" && !transporttest.Contains(proxy.ClientBytes(), "STARTTLS") {
+				assertNoPlaintextTransaction(t, "proxy", proxy.Seen())
+				if m.name == "starttls-error" && !transporttest.Contains(proxy.Seen(), "STARTTLS") {
 					t.Errorf("client never tried STARTTLS through the error proxy")
 				}
 				if len(srv.Messages()) != 0 {
@@ -349,8 +349,8 @@ func TestSTARTTLSDowngradeProxies(t *testing.T) {
 			if res.Recipients[0].TLS != nil {
 				t.Errorf("TLS reported through a downgrading proxy")
 			}
-			if !transporttest.Contains(proxy.ClientBytes(), "MAIL FROM:<sender@example.org>", bodyMarker) {
-				t.Errorf("proxy did not record the plaintext transaction:\n%s", proxy.ClientBytes())
+			if !transporttest.Contains(proxy.Seen(), "MAIL FROM:<sender@example.org>", bodyMarker) {
+				t.Errorf("proxy did not record the plaintext transaction:\n%s", proxy.Seen())
 			}
 		})
 	}
@@ -372,7 +372,7 @@ func TestMinimumTLSVersion(t *testing.T) {
 	if len(srv.Messages()) != 0 {
 		t.Fatal("message delivered over TLS 1.2 to a TLS 1.3 requirement")
 	}
-	assertNoPlaintextTransaction(t, "server", srv.Wire())
+	assertNoPlaintextTransaction(t, "server", srv.Seen())
 	res := deliver(t, e.connector(need(tls.VersionTLS12, policy.Verify), srv), envelope("user@example.test"))
 	wantDelivered(t, res.Recipients[0])
 	if res.Recipients[0].TLS.Version != tls.VersionTLS12 {

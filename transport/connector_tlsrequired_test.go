@@ -68,7 +68,7 @@ func TestTLSRequiredNoKeepsStaticEncryptUnderMTASTS(t *testing.T) {
 			res := deliver(t, c, env)
 			r := res.Recipients[0]
 			wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
-			assertNoPlaintextTransaction(t, "stripping proxy", proxy.ClientBytes())
+			assertNoPlaintextTransaction(t, "stripping proxy", proxy.Seen())
 			if len(srv.Messages()) != 0 {
 				t.Errorf("upstream received a message")
 			}
@@ -104,7 +104,7 @@ func TestTLSRequiredNoRelaxesPublishedPolicyAboveLocalMay(t *testing.T) {
 				// Control: no header, MTA-STS enforce holds.
 				r := deliver(t, c, envelope("user@example.test")).Recipients[0]
 				wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
-				assertNoPlaintextTransaction(t, "stripping proxy", proxy.ClientBytes())
+				assertNoPlaintextTransaction(t, "stripping proxy", proxy.Seen())
 
 				var logBuf bytes.Buffer
 				c.Logger = slogJSON(&logBuf)
@@ -115,7 +115,7 @@ func TestTLSRequiredNoRelaxesPublishedPolicyAboveLocalMay(t *testing.T) {
 				if r.TLS != nil {
 					t.Errorf("TLS %+v through a stripping proxy", r.TLS)
 				}
-				if !transporttest.Contains(proxy.ClientBytes(), bodyMarker) || len(srv.Messages()) != 1 {
+				if !transporttest.Contains(proxy.Seen(), bodyMarker) || len(srv.Messages()) != 1 {
 					t.Errorf("message did not cross the proxy (%d upstream)", len(srv.Messages()))
 				}
 				if r.Requirement.Source != policy.SourceMTASTS || r.Requirement.LocalFloor > policy.May {
@@ -167,7 +167,7 @@ func TestTLSRequiredNoKeepsStaticEncryptUnderMTASTSTesting(t *testing.T) {
 	env.TLSRequiredNo = true
 	r := deliver(t, e.connector(pol, srv), env).Recipients[0]
 	wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
-	assertNoPlaintextTransaction(t, "stripping proxy", proxy.ClientBytes())
+	assertNoPlaintextTransaction(t, "stripping proxy", proxy.Seen())
 	if len(srv.Messages()) != 0 {
 		t.Errorf("upstream received a message")
 	}
@@ -196,7 +196,7 @@ func TestTLSRequiredNoKeepsStaticEncryptUnderDANE(t *testing.T) {
 	res := deliver(t, w.connector(pol, d, nil), env)
 	r := res.Recipients[0]
 	wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
-	assertNoPlaintextTransaction(t, "stripping proxy", proxy.ClientBytes())
+	assertNoPlaintextTransaction(t, "stripping proxy", proxy.Seen())
 	undelivered(t, srv)
 	if q := r.Requirement; q.Source != policy.SourceDANE || q.LocalFloor != policy.Encrypt {
 		t.Errorf("requirement %s (local floor %s), want dane over a local encrypt", q, q.LocalFloor)

@@ -27,7 +27,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailtls/mailtls/internal/fakedns"
-	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/mtasts"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
@@ -63,8 +62,8 @@ func (h *stsCtl) publish(id string) {
 func (w *stdWorld) stsPolicyHost(domain string, trusted bool) (*mtasts.Client, *stsCtl) {
 	w.t.Helper()
 	h := &stsCtl{w: w, domain: domain, status: http.StatusOK}
-	ca := testpki.MustCA("policy host CA")
-	leaf := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mta-sts." + domain}})
+	ca := transporttest.MustCA("policy host CA")
+	leaf := ca.MustIssue(transporttest.LeafOptions{DNSNames: []string{"mta-sts." + domain}})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		status, body := h.status, h.body

@@ -13,17 +13,17 @@ import (
 
 	smtp "github.com/emersion/go-smtp"
 
-	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
 // ExampleServer stands up an MX-style listener that requires STARTTLS
 // (the zero policy.Inbound), sends it one message over STARTTLS and shows
 // what the Handler received.
 func ExampleServer() {
-	ca := testpki.MustCA("example CA")
-	cert := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example"}})
+	ca := transporttest.MustCA("example CA")
+	cert := ca.MustIssue(transporttest.LeafOptions{DNSNames: []string{"mx.example"}})
 
 	received := make(chan string, 1)
 	srv := &transport.Server{
@@ -105,8 +105,8 @@ func (noRelay) CheckRecipient(_ context.Context, env *transport.Envelope, rcpt t
 // ExampleRecipientChecker refuses relaying at RCPT, before the client sends
 // any of the message (RFC 5321 §3.6.2).
 func ExampleRecipientChecker() {
-	ca := testpki.MustCA("example CA")
-	cert := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example"}})
+	ca := transporttest.MustCA("example CA")
+	cert := ca.MustIssue(transporttest.LeafOptions{DNSNames: []string{"mx.example"}})
 	srv := &transport.Server{
 		Hostname:  "mx.example",
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert.TLS}},

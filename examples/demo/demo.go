@@ -184,7 +184,7 @@ func runDemo(ctx context.Context, out, logOut io.Writer) error {
 			return fmt.Errorf("demo did not finish in %s (results %d, DSN %v): %w", demoTimeout, len(o.results), o.dsn != nil, ctx.Err())
 		}
 	}
-	o.legacyWire = string(legacy.Wire())
+	o.legacyWire = string(legacy.Seen())
 	o.partnerGot = partner.Messages()
 	return report(out, o)
 }

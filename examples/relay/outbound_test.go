@@ -73,8 +73,8 @@ func TestRouteTablePolicyAndLocalDiagnostic(t *testing.T) {
 	if strings.Contains(string(raw), "Server reply") || strings.Contains(string(raw), "smtp; ") {
 		t.Fatalf("the DSN presents the relay's finding as a server reply:\n%s", raw)
 	}
-	if !transporttest.Contains(legacy.Wire(), "EHLO relay.test") || transporttest.Contains(legacy.Wire(), "MAIL FROM") {
-		t.Fatalf("wire seen by the plaintext server:\n%s", legacy.Wire())
+	if !transporttest.Contains(legacy.Seen(), "EHLO relay.test") || transporttest.Contains(legacy.Seen(), "MAIL FROM") {
+		t.Fatalf("wire seen by the plaintext server:\n%s", legacy.Seen())
 	}
 	if err := contains(tr.logs.String(), "policy=encrypt/static"); err != nil {
 		t.Fatal(err)

@@ -73,8 +73,8 @@ func TestWithConnector(t *testing.T) {
 	if !bytes.Contains(pm.Data, []byte("Hello Bob.")) {
 		t.Errorf("partner got %q", pm.Data)
 	}
-	if len(legacy.Messages()) != 0 || transporttest.Contains(legacy.Wire(), "MAIL FROM") {
-		t.Errorf("legacy server saw the envelope in plaintext:\n%s", legacy.Wire())
+	if len(legacy.Messages()) != 0 || transporttest.Contains(legacy.Seen(), "MAIL FROM") {
+		t.Errorf("legacy server saw the envelope in plaintext:\n%s", legacy.Seen())
 	}
 	dsn := origin.Messages()[0]
 	if dsn.Envelope.From != "" || len(dsn.Envelope.Recipients) != 1 || dsn.Envelope.Recipients[0].Address != "alice@origin.test" {

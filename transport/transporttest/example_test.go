@@ -31,8 +31,8 @@ func Example() {
 	res, _ := c.Deliver(context.Background(), env, bytes.NewReader(msg), int64(len(msg)))
 
 	fmt.Println(res.Recipients[0].Status, res.Recipients[0].TLSFailure)
-	fmt.Println("plaintext MAIL FROM seen:", transporttest.Contains(proxy.ClientBytes(), "MAIL FROM"))
-	fmt.Println("body seen:", transporttest.Contains(proxy.ClientBytes(), "SECRET-BODY"))
+	fmt.Println("plaintext MAIL FROM seen:", transporttest.Contains(proxy.Seen(), "MAIL FROM"))
+	fmt.Println("body seen:", transporttest.Contains(proxy.Seen(), "SECRET-BODY"))
 	// Output:
 	// deferred starttls-not-supported
 	// plaintext MAIL FROM seen: false

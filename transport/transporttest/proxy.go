@@ -90,10 +90,10 @@ func StartProxy(upstream string, mode ProxyMode) (*Proxy, error) {
 	return p, nil
 }
 
-// ClientBytes returns a copy of everything the client sent, as it crossed
+// Seen returns a copy of everything the client sent, as it crossed
 // the proxy (plaintext unless the client negotiated TLS through a
 // Transparent proxy).
-func (p *Proxy) ClientBytes() []byte {
+func (p *Proxy) Seen() []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return bytes.Clone(p.client.Bytes())

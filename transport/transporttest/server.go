@@ -34,20 +34,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/transport"
 )
-
-// CA is a test certificate authority (see NewCA); Leaf an issued
-// certificate; LeafOptions describes one to issue.
-type (
-	CA          = testpki.CA
-	Leaf        = testpki.Leaf
-	LeafOptions = testpki.LeafOptions
-)
-
-// NewCA creates a fresh test root CA named name.
-func NewCA(name string) (*CA, error) { return testpki.NewCA(name) }
 
 // CertKind selects the certificate a Server presents.
 type CertKind int
@@ -168,7 +156,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{Hostname: cfg.Hostname, cfg: cfg, CA: cfg.CA}
 	if s.CA == nil {
-		ca, err := testpki.NewCA("transporttest CA")
+		ca, err := NewCA("transporttest CA")
 		if err != nil {
 			return nil, err
 		}
@@ -234,7 +222,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 }
 
 func (s *Server) issue(kind CertKind) (*Leaf, error) {
-	o := testpki.LeafOptions{DNSNames: []string{s.Hostname}}
+	o := LeafOptions{DNSNames: []string{s.Hostname}}
 	ca := s.CA
 	switch kind {
 	case WrongNameCert:
@@ -243,7 +231,7 @@ func (s *Server) issue(kind CertKind) (*Leaf, error) {
 		o.NotBefore = time.Now().Add(-72 * time.Hour)
 		o.NotAfter = time.Now().Add(-24 * time.Hour)
 	case UntrustedCert:
-		other, err := testpki.NewCA("transporttest untrusted CA")
+		other, err := NewCA("transporttest untrusted CA")
 		if err != nil {
 			return nil, err
 		}
@@ -298,10 +286,10 @@ func (s *Server) Close() {
 	s.srv.Close()
 }
 
-// Wire returns a copy of every byte the server read from its clients, as
+// Seen returns a copy of every byte the server read from its clients, as
 // it crossed the socket: commands in plaintext before STARTTLS, ciphertext
 // after it. A string found here was sent unencrypted.
-func (s *Server) Wire() []byte {
+func (s *Server) Seen() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return bytes.Clone(s.wire.Bytes())

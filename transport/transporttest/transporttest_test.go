@@ -74,7 +74,7 @@ func TestStrippingProxyDialogue(t *testing.T) {
 		r.ReadString('\n')
 		c.Close()
 	}
-	if !Contains(p.ClientBytes(), "EHLO test.example", "STARTTLS") {
-		t.Errorf("proxy recorded %q", p.ClientBytes())
+	if !Contains(p.Seen(), "EHLO test.example", "STARTTLS") {
+		t.Errorf("proxy recorded %q", p.Seen())
 	}
 }
