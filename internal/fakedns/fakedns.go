@@ -12,6 +12,7 @@ package fakedns
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -46,6 +47,10 @@ type Server struct {
 	// Addr is "127.0.0.1:port", for UDP and TCP alike.
 	Addr string
 
+	wg        sync.WaitGroup
+	close     func()
+	closeOnce sync.Once
+
 	mu    sync.Mutex
 	zones map[string]Zone
 	nxAD  bool
@@ -56,44 +61,59 @@ type Server struct {
 // without the final dot, any case) and stops it when tb's test ends.
 func Start(tb testing.TB, zones map[string]Zone) *Server {
 	tb.Helper()
+	s, err := Listen(zones)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// Listen is Start for use outside tests: the caller must Close the server.
+func Listen(zones map[string]Zone) (*Server, error) {
 	s := &Server{zones: map[string]Zone{}}
 	for n, z := range zones {
 		s.zones[key(n)] = z
 	}
 	tl, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	pc, err := net.ListenPacket("udp4", tl.Addr().String())
 	if err != nil {
 		tl.Close()
-		tb.Fatal(err)
+		return nil, err
 	}
 	s.Addr = tl.Addr().String()
 	udp := &dns.Server{PacketConn: pc, Handler: s}
 	tcp := &dns.Server{Listener: tl, Handler: s}
-	var wg sync.WaitGroup
+	s.close = func() {
+		udp.Shutdown()
+		tcp.Shutdown()
+		s.wg.Wait()
+	}
 	for _, srv := range []*dns.Server{udp, tcp} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
-		wg.Add(1)
+		s.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer s.wg.Done()
 			srv.ActivateAndServe()
 		}()
 		select {
 		case <-started:
 		case <-time.After(5 * time.Second):
-			tb.Fatal("fakedns: server did not start")
+			tl.Close()
+			pc.Close()
+			return nil, errors.New("fakedns: server did not start")
 		}
 	}
-	tb.Cleanup(func() {
-		udp.Shutdown()
-		tcp.Shutdown()
-		wg.Wait()
-	})
-	return s
+	return s, nil
 }
+
+// Close stops the server and waits for it to end. It is safe to call more
+// than once.
+func (s *Server) Close() { s.closeOnce.Do(s.close) }
 
 func key(name string) string { return strings.ToLower(dns.Fqdn(name)) }
 

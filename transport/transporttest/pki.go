@@ -16,9 +16,9 @@ type KeyType int
 
 // Key types.
 const (
-	ECDSA   KeyType = KeyType(testpki.ECDSA)
-	RSA     KeyType = KeyType(testpki.RSA) // 2048 bits
-	Ed25519 KeyType = KeyType(testpki.Ed25519)
+	ECDSA KeyType = iota // P-256
+	RSA                  // 2048 bits
+	Ed25519
 )
 
 // CA is a test certificate authority: a self-signed root (NewCA) or an

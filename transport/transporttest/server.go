@@ -1,25 +1,7 @@
-// Package transporttest provides SMTP servers, man-in-the-middle proxies and
-// a test PKI for testing code that sends mail, as net/http/httptest does
-// for HTTP: a TLS-capable server (STARTTLS, RFC 3207), a plaintext-only
-// server, servers presenting a wrong-name, expired or untrusted
-// certificate, a proxy that strips STARTTLS from the EHLO reply and one
-// that refuses the STARTTLS command.
-//
-// Every fixture listens on 127.0.0.1 only and records what it was sent:
-// the raw bytes read from the wire (so a test can assert that no MAIL FROM,
-// RCPT or body byte crossed it in plaintext), every MAIL command (also
-// over TLS, Server.Mails) and the messages it accepted.
-//
-// The servers are built on github.com/emersion/go-smtp's server, not on
-// transport.Server, so that they stay independent of the code under test.
-// They implement RFC 5321 with the extensions go-smtp offers: STARTTLS,
-// AUTH PLAIN (RFC 4954, only under TLS), DSN (RFC 3461), SMTPUTF8
-// (RFC 6531), REQUIRETLS (RFC 8689, advertised only under TLS), SIZE,
-// 8BITMIME, PIPELINING. They are not hardened and not meant for production.
 package transporttest
 
 import (
-	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -126,14 +108,13 @@ type Server struct {
 	srv *smtp.Server
 	l   net.Listener
 
-	mu       sync.Mutex
-	wire     bytes.Buffer
-	messages []*Message
-	mails    []string
-	helos    []string
-	conns    int
-	resumed  int
-	closed   bool
+	tap wiretap
+	box inbox
+
+	mu     sync.Mutex
+	mails  []string
+	helos  []string
+	closed bool
 }
 
 // NewServer starts a server described by cfg. It fails tb if it cannot
@@ -209,7 +190,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	s.srv, s.l = srv, l
 	ta := l.Addr().(*net.TCPAddr)
 	s.Addr, s.Host, s.Port = ta.String(), ta.IP.String(), ta.Port
-	var sl net.Listener = &recordingListener{Listener: l, s: s}
+	sl := s.tap.listener(l)
 	if cfg.ImplicitTLS {
 		if tlsCfg == nil {
 			l.Close()
@@ -290,16 +271,18 @@ func (s *Server) Close() {
 // it crossed the socket: commands in plaintext before STARTTLS, ciphertext
 // after it. A string found here was sent unencrypted.
 func (s *Server) Seen() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.wire.Bytes())
+	return s.tap.seen()
 }
 
-// Messages returns the messages received so far.
-func (s *Server) Messages() []*Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*Message(nil), s.messages...)
+// Messages returns the messages accepted so far, in order.
+func (s *Server) Messages() []*Message { return s.box.list() }
+
+// WaitMessages waits until the server has accepted at least n messages and
+// returns them all. If ctx ends first, it returns the messages accepted so
+// far and an error wrapping ctx's cause (context.DeadlineExceeded for a
+// timeout).
+func (s *Server) WaitMessages(ctx context.Context, n int) ([]*Message, error) {
+	return s.box.wait(ctx, n)
 }
 
 // Mails returns the reverse-path of every MAIL command the server
@@ -321,42 +304,7 @@ func (s *Server) EHLONames() []string {
 
 // Connections returns the number of TCP connections accepted.
 func (s *Server) Connections() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conns
-}
-
-type recordingListener struct {
-	net.Listener
-	s *Server
-}
-
-func (l *recordingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.s.mu.Lock()
-	l.s.conns++
-	l.s.mu.Unlock()
-	return &recordingConn{Conn: c, mu: &l.s.mu, buf: &l.s.wire}, nil
-}
-
-// recordingConn copies everything read into buf.
-type recordingConn struct {
-	net.Conn
-	mu  *sync.Mutex
-	buf *bytes.Buffer
-}
-
-func (c *recordingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.mu.Lock()
-		c.buf.Write(p[:n])
-		c.mu.Unlock()
-	}
-	return n, err
+	return s.tap.connections()
 }
 
 type session struct {
@@ -437,9 +385,7 @@ func (s *session) Data(r io.Reader) error {
 		derr = f(m)
 	}
 	if derr == nil {
-		s.srv.mu.Lock()
-		s.srv.messages = append(s.srv.messages, m)
-		s.srv.mu.Unlock()
+		s.srv.box.add(m)
 	}
 	return derr
 }
