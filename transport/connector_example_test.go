@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/foxcpp/go-mockdns"
-
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/transporttest"
@@ -16,23 +14,30 @@ import (
 // ExampleConnector delivers one message under "verify" to a test server
 // standing in for example.test's MX, with fake DNS. In production only
 // Hostname, Policy, Routes (optional) and Logger are set: the zero
-// Resolver, Dialer and RootCAs are the system's.
+// Resolver, Dialer and RootCAs are the system's. In a test, use
+// transporttest.NewServer(t, …) and transporttest.NewResolver(t, …), which
+// close themselves when the test ends.
 func ExampleConnector() {
 	mx, err := transporttest.StartServer(transporttest.ServerConfig{Cert: transporttest.GoodCert, Hostname: "mx.example.test"})
 	if err != nil {
 		panic(err)
 	}
 	defer mx.Close()
+	dns, err := transporttest.StartResolver(map[string]transporttest.Zone{
+		"example.test":    {MX: []net.MX{{Host: "mx.example.test", Pref: 10}}},
+		"mx.example.test": {Addrs: []string{"192.0.2.10"}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer dns.Close()
 
 	c := &transport.Connector{
 		Hostname: "mail.example.org",
 		Policy:   policy.Fixed{Level: policy.Verify, OnFailure: policy.Bounce},
-		Resolver: &mockdns.Resolver{Zones: map[string]mockdns.Zone{
-			"example.test.":    {MX: []net.MX{{Host: "mx.example.test.", Pref: 10}}},
-			"mx.example.test.": {A: []string{"192.0.2.10"}},
-		}},
-		Dialer:  &transporttest.Dialer{Map: map[string]string{"192.0.2.10:25": mx.Addr}},
-		RootCAs: mx.RootCAs(),
+		Resolver: dns,
+		Dialer:   &transporttest.Dialer{Map: map[string]string{"192.0.2.10:25": mx.Addr}},
+		RootCAs:  mx.RootCAs(),
 	}
 	defer c.Close()
 

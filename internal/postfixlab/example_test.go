@@ -1,4 +1,4 @@
-package postfixlab_test
+package postfixlab
 
 import (
 	"context"
@@ -6,8 +6,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-
-	"github.com/mailtls/mailtls/internal/postfixlab"
 )
 
 // Example starts a private Postfix smtpd on a loopback port (as root, with
@@ -20,16 +18,16 @@ func Example() {
 		return
 	}
 	defer os.RemoveAll(dir)
-	if err := postfixlab.MakeTraversable(dir, os.TempDir()); err != nil {
+	if err := MakeTraversable(dir, os.TempDir()); err != nil {
 		fmt.Println(err)
 		return
 	}
-	addr, err := postfixlab.FreeAddr()
+	addr, err := FreeAddr()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	p, err := postfixlab.Start(ctx, postfixlab.Config{
+	p, err := Start(ctx, Config{
 		Dir:   dir,
 		SMTPD: addr,
 		MainCF: map[string]string{
@@ -51,7 +49,7 @@ func Example() {
 // ExampleMasterCF prints the master.cf of an instance that only sends
 // (sendmail(1) in, smtp(8) out).
 func ExampleMasterCF() {
-	lines := strings.SplitAfter(postfixlab.MasterCF(postfixlab.Config{Pickup: true}), "\n")
+	lines := strings.SplitAfter(MasterCF(Config{Pickup: true}), "\n")
 	fmt.Print(lines[0], lines[1])
 	// Output:
 	// pickup    unix  n - n 60 1 pickup

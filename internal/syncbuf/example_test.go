@@ -1,16 +1,14 @@
-package syncbuf_test
+package syncbuf
 
 import (
 	"fmt"
 	"log/slog"
 	"strings"
-
-	"github.com/mailtls/mailtls/internal/syncbuf"
 )
 
 // A Buffer as the sink of a logger whose output a test checks.
 func Example() {
-	var logs syncbuf.Buffer
+	var logs Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{
 		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey {

@@ -1,17 +1,15 @@
-package txtrecord_test
+package txtrecord
 
 import (
 	"errors"
 	"fmt"
-
-	"github.com/mailtls/mailtls/internal/txtrecord"
 )
 
-var errSyntax = errors.New("example: invalid TXT record")
+var errExampleSyntax = errors.New("example: invalid TXT record")
 
 // A TLS-RPT-like format (RFC 8460 §3): rua is a comma-separated list.
 func ExampleFormat_Fields() {
-	f := txtrecord.Format{Version: "v=TLSRPTv1", ListFields: []string{"rua"}, ErrSyntax: errSyntax}
+	f := Format{Version: "v=TLSRPTv1", ListFields: []string{"rua"}, ErrSyntax: errExampleSyntax}
 	for fld, err := range f.Fields("v=TLSRPTv1; rua=mailto:a@example.com , https://r.example/;ext=1") {
 		if err != nil {
 			fmt.Println(err)
@@ -29,7 +27,7 @@ func ExampleFormat_Fields() {
 func ExampleFormat_Select() {
 	errNone := errors.New("example: no record")
 	errMultiple := errors.New("example: multiple records")
-	f := txtrecord.Format{Version: "v=STSv1", ErrNoRecord: errNone, ErrMultipleRecords: errMultiple}
+	f := Format{Version: "v=STSv1", ErrNoRecord: errNone, ErrMultipleRecords: errMultiple}
 	fmt.Println(f.Select([]string{"v=spf1 -all", "v=STSv1; id=1", "v=STSv10; id=2"}))
 	_, err := f.Select([]string{"v=STSv1; id=1", "v=STSv1; id=2"})
 	fmt.Println(err == errMultiple)

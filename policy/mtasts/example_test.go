@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/foxcpp/go-mockdns"
-
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/mtasts"
+	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
 func ExampleParsePolicy() {
@@ -49,10 +48,13 @@ func ExampleParseRecord() {
 // Cache to a *mtasts.DirCache and call Run in a goroutine to refresh
 // policies before they expire.
 func ExampleClient_Lookup() {
-	c := &mtasts.Client{
-		Resolver: &mockdns.Resolver{Zones: map[string]mockdns.Zone{}}, // nothing published
+	dns, err := transporttest.StartResolver(nil) // nothing published
+	if err != nil {
+		panic(err)
 	}
-	_, err := c.Lookup(context.Background(), "example.org")
+	defer dns.Close()
+	c := &mtasts.Client{Resolver: dns}
+	_, err = c.Lookup(context.Background(), "example.org")
 	fmt.Println(errors.Is(err, policy.ErrNoPolicy), errors.Is(err, mtasts.ErrNoRecord))
 	// Output:
 	// true true
