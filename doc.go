@@ -39,8 +39,11 @@
 //     Connector.Check explains what a delivery to a domain would do, up to
 //     MAIL FROM, and an Observer receives typed events for metrics.
 //   - transport/transporttest: fixtures for applications' own tests, as
-//     net/http/httptest: TLS and plaintext-only servers, servers with wrong,
-//     expired or untrusted certificates, STARTTLS-stripping proxies.
+//     net/http/httptest: the application's own Server on loopback with a
+//     client TLS configuration that trusts it, TLS and plaintext-only peer
+//     servers, servers with wrong, expired or untrusted certificates,
+//     STARTTLS-stripping proxies, a fake DNS resolver with DNSSEC answers
+//     for MTA-STS and DANE, and a test CA; WaitMessages waits for mail.
 //   - transport/queue: the durable spool between them. Mail is on disk
 //     (fsynced, renamed, directory fsynced) before the Server answers 250;
 //     retries with backoff until a maximum age; failed, delayed, delivered
