@@ -42,6 +42,9 @@ func TestResolverLookups(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(sorted(got), []string{"192.0.2.1", "2001:db8::1"}) {
 		t.Errorf("addresses: %v %v", got, err)
 	}
+	if a, err := r.LookupIPAddr(ctx, "2001:db8::7"); err != nil || len(a) != 1 || a[0].IP.String() != "2001:db8::7" || len(r.Queries()) != 3 {
+		t.Errorf("IP literal: %v %v, queries %v (want no query)", a, err, r.Queries())
+	}
 	if a, err := r.LookupIPAddr(ctx, "alias.example.test"); err != nil || len(a) != 1 || a[0].IP.String() != "192.0.2.2" {
 		t.Errorf("through CNAME: %v %v", a, err)
 	}

@@ -192,3 +192,21 @@ func TestServerWaitMessages(t *testing.T) {
 		t.Fatalf("%v %v", msgs, err)
 	}
 }
+
+// A Server without a Handler accepts every message.
+func TestTransportServerNilHandler(t *testing.T) {
+	ts := NewTransportServer(t, &transport.Server{})
+	c, err := smtp.DialStartTLS(ts.Addr, ts.ClientTLSConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Quit()
+	if err := c.SendMail("a@example.org", []string{"u@example.test"}, strings.NewReader("Subject: t\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if msgs, err := ts.WaitMessages(ctx, 1); err != nil || string(msgs[0].Data[len(msgs[0].Data)-3:]) != "x\r\n" {
+		t.Fatalf("%v %v", msgs, err)
+	}
+}
