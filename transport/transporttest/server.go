@@ -78,14 +78,16 @@ type ServerConfig struct {
 	Data func(m *Message) error
 }
 
-// Message is one message a Server accepted (or refused at the final dot).
+// Message is one message a Server or a TransportServer accepted.
 type Message struct {
 	// Envelope holds the envelope as received, with Helo, AuthIdentity,
-	// TLS (nil in plaintext) and ReceivedAt filled.
+	// TLS (nil in plaintext) and ReceivedAt filled; from a TransportServer,
+	// as its Handler received it.
 	Envelope transport.Envelope
-	// Data is the message content after dot-unstuffing.
+	// Data is the message content after dot-unstuffing (RFC 5321 §4.5.2).
 	Data []byte
-	// TLS is the connection state, nil for plaintext.
+	// TLS is the connection state, nil for plaintext and for messages of
+	// a TransportServer (see Envelope.TLS).
 	TLS *tls.ConnectionState
 }
 
