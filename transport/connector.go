@@ -50,13 +50,6 @@ func (t Timeouts) greeting() time.Duration { return orDefault(t.Greeting, 5*time
 func (t Timeouts) command() time.Duration  { return orDefault(t.Command, 5*time.Minute) }
 func (t Timeouts) data() time.Duration     { return orDefault(t.Data, 10*time.Minute) }
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
-
 // PoolConfig controls reuse of idle connections between Deliver calls.
 // The zero value disables pooling: every Deliver opens and closes its own
 // connections.

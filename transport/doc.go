@@ -1,19 +1,19 @@
 // Package transport is the wire: an inbound SMTP Server that offers or
 // requires TLS, and an outbound Connector that delivers under a
 // policy.Policy and never falls back to plaintext where the policy forbids
-// it. Both speak SMTP through github.com/emersion/go-smtp.
+// it.
 //
 // # Server
 //
 // Implemented:
 //
-//   - RFC 5321, SMTP, with the limits of §4.5.3 (recipients, line length,
+//   - RFC 5321, SMTP, with the command order of §4.1.4 (a command out of
+//     sequence gets 503), the limits of §4.5.3 (recipients, line length,
 //     timeouts) and the Received trace header of §4.4. The reserved
 //     "postmaster" without a domain (§4.5.1) is accepted as
-//     postmaster@Hostname on plaintext sessions only (see Weaknesses).
-//     Addresses holding control characters or invalid UTF-8 are refused
-//     (501 5.1.7, 501 5.1.3). DATA ends at CRLF "." CRLF also after a line
-//     that ends in a bare CR (§4.5.2), which go-smtp alone misses.
+//     postmaster@Hostname. Addresses holding control characters or invalid
+//     UTF-8 are refused (501 5.1.7, 501 5.1.3). DATA ends at CRLF "." CRLF,
+//     also after a line that ends in a bare CR (§4.5.2).
 //   - Limits against a hostile client, after Postfix: connections per
 //     client address (smtpd_client_connection_count_limit), a deadline for
 //     a whole command line and for a whole DATA or BDAT transfer that
@@ -37,7 +37,7 @@
 //   - RFC 3461 DSN parameters (RET, ENVID, NOTIFY, ORCPT), accepted and
 //     recorded in the Envelope; this package does not build DSNs.
 //   - RFC 6531 SMTPUTF8, RFC 6152 8BITMIME, RFC 1870 SIZE, RFC 2920
-//     PIPELINING and RFC 2034 ENHANCEDSTATUSCODES (as go-smtp offers them).
+//     PIPELINING and RFC 2034 ENHANCEDSTATUSCODES.
 //   - RFC 3030 CHUNKING (BDAT), for text messages.
 //   - RFC 3848 protocol types (ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP…)
 //     in the Received header, with the TLS version and cipher used.
@@ -49,6 +49,11 @@
 // Not implemented: BINARYMIME (RFC 3030), RRVS (RFC 7293), DELIVERBY
 // (RFC 2852), MT-PRIORITY (RFC 6710), LMTP (RFC 2033), and SASL mechanisms
 // other than PLAIN and LOGIN (CRAM-MD5, SCRAM, EXTERNAL, XOAUTH2).
+//
+// The Server runs the SMTP command loop itself, so every command, in
+// plaintext and under TLS alike, passes the same checks and deadlines.
+// github.com/emersion/go-smtp serves in the tests, as an independent
+// client and server.
 //
 // A Handler receives each accepted message; one that also implements
 // SenderChecker is asked about the reverse-path at MAIL (SenderLogins binds
@@ -88,16 +93,4 @@
 // each TLS failure by its RFC 8460 §4.3 result type. The package depends on
 // no metrics system; package transport/prommetrics adapts the events to
 // Prometheus.
-//
-// # Weaknesses
-//
-// Under TLS the Server's command filter sees only ciphertext: go-smtp reads
-// the decrypted commands itself, so a bare "RCPT TO:<postmaster>" inside a
-// TLS session still gets go-smtp's "501 5.5.2" reply. For the same reason,
-// commands pipelined in the same TLS record after an end of data that
-// follows a bare CR have been read by go-smtp as message data: the message
-// is accepted, then the connection is closed with "421 4.5.0". And a
-// command line cut off by its deadline under TLS is still executed by
-// go-smtp as far as it came (its reply is not sent: the client gets "421
-// 4.4.2" and the connection closes).
 package transport

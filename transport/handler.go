@@ -43,8 +43,7 @@ func (f HandlerFunc) ServeSMTP(ctx context.Context, env *Envelope, body io.Reade
 
 var _ Handler = HandlerFunc(nil)
 
-// RecipientChecker is an add-on interface for a Handler (as go-smtp's
-// AuthSession is for a Session): a Handler that implements it is asked about
+// RecipientChecker is an add-on interface for a Handler: a Handler that implements it is asked about
 // each recipient when the client sends RCPT (RFC 5321 §4.1.1.3), so that a
 // recipient can be refused before any of the message is transferred, for
 // example relaying denied or an unknown user.

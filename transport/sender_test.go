@@ -193,7 +193,7 @@ func TestSenderLoginsServer(t *testing.T) {
 	d := tlsSessionFrom(t, ts, "127.0.0.1")
 	d.expect("AUTH PLAIN "+b64("\x00alice\x00wonderland"), "235 ")
 	d.expect("MAIL FROM:<shared@example.org>", "553 5.7.1 <shared@example.org>: Sender address rejected: not owned by user alice")
-	d.expect("RCPT TO:<r@example.net>", "502 5.5.1 Missing MAIL FROM")
+	d.expect("RCPT TO:<r@example.net>", "503 5.5.1 Missing MAIL FROM")
 	if got := d.sendMessage("Sales@example.org", "r@example.net", "Subject: x\r\n\r\nx\r\n"); !strings.HasPrefix(got, "250 ") {
 		t.Fatalf("DATA %q", got)
 	}

@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	smtp "github.com/emersion/go-smtp"
-
 	"github.com/mailtls/mailtls/policy"
 )
 
@@ -52,7 +50,7 @@ func (k ListenerKind) String() string {
 const (
 	DefaultMaxMessageBytes         = 50 << 20         // 50 MiB
 	DefaultMaxRecipients           = 100              // RFC 5321 §4.5.3.1.8 minimum
-	DefaultMaxLineLength           = 2000             // RFC 5321 §4.5.3.1.6, doubled as go-smtp does
+	DefaultMaxLineLength           = 2000             // twice RFC 5321 §4.5.3.1.6
 	DefaultCommandTimeout          = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
 	DefaultReadTimeout             = 5 * time.Minute  // RFC 5321 §4.5.3.2.7
 	DefaultWriteTimeout            = time.Minute      //
@@ -79,10 +77,10 @@ var ErrServerClosed = errors.New("transport: server closed")
 // ListenAndServe. The zero value of every field is the safe, strict choice;
 // only Hostname, TLSConfig and Handler need setting for a working MX.
 //
-// The protocol engine is github.com/emersion/go-smtp; Server closes its
-// gaps (commands before STARTTLS, AUTH and REQUIRETLS in plaintext, the
-// handshake timeout, per-record deadlines, the connection caps, draining
-// shutdown) by wrapping each connection and session. A Server must not be
+// Server runs the SMTP command loop of each connection itself (RFC 5321
+// §4.1.4 command order, RFC 3207 STARTTLS, RFC 4954 AUTH, RFC 3030 BDAT),
+// so the TLS policy, the deadlines and the connection caps apply to every
+// command it reads, in plaintext and under TLS alike. A Server must not be
 // modified after Serve is first called; it serves one ListenerKind, so use
 // one Server per kind (port).
 type Server struct {
@@ -166,8 +164,9 @@ type Server struct {
 	// MaxLineLength is the longest command or message line in octets,
 	// CRLF included. A longer command line gets "500 5.4.0" and the
 	// connection is closed; a longer line in DATA fails the message with
-	// the permanent "554 5.6.0" (RFC 5321 §4.5.3.1.6), then the connection
-	// is closed. Zero means 2000 (twice RFC 5321 §4.5.3.1.6).
+	// the permanent "554 5.6.0" (RFC 5321 §4.5.3.1.6) once its data has
+	// ended, and the session goes on. BDAT chunks have no line limit.
+	// Zero means 2000 (twice RFC 5321 §4.5.3.1.6).
 	MaxLineLength int
 
 	// CommandTimeout is how long a client has to send a complete command
@@ -181,8 +180,8 @@ type Server struct {
 	ReadTimeout time.Duration
 	// DataTimeout bounds a whole message transfer: from the start of DATA
 	// (or the first BDAT chunk) to the end of the data, however steadily
-	// bytes arrive; past it nothing is accepted, the client gets "451
-	// 4.3.0" or "421 4.4.2" and the connection is closed. Postfix bounds
+	// bytes arrive; past it nothing is accepted, the client gets "421
+	// 4.4.2" and the connection is closed. Postfix bounds
 	// only each record (smtpd_per_record_deadline); Exchange bounds a
 	// whole connection (ConnectionTimeout, 10 minutes). Zero means 10
 	// minutes, enough for the default MaxMessageBytes at about 0.7 Mbit/s;
@@ -271,7 +270,6 @@ type Server struct {
 
 	initOnce sync.Once
 	initErr  error
-	engine   *smtp.Server
 	tlsBase  *tls.Config // Inbound applied; nil for plaintext-only
 	limiter  *authLimiter
 	// authTableSize, when positive, replaces the AUTH limiter's table
@@ -321,20 +319,6 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
-func orDuration(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
-}
-
-func orInt(v, def int) int {
-	if v <= 0 {
-		return def
-	}
-	return v
-}
-
 func (s *Server) maxMessageBytes() int64 {
 	if s.MaxMessageBytes <= 0 {
 		return DefaultMaxMessageBytes
@@ -345,7 +329,7 @@ func (s *Server) maxMessageBytes() int64 {
 // requiresAuth reports whether MAIL needs a prior successful AUTH.
 func (s *Server) requiresAuth() bool { return s.Kind == KindSubmission || s.Kind == KindSubmissions }
 
-// init validates the configuration and builds the engine once.
+// init validates the configuration once.
 func (s *Server) init() error {
 	s.initOnce.Do(func() { s.initErr = s.setup() })
 	return s.initErr
@@ -392,31 +376,6 @@ func (s *Server) setup() error {
 	s.conns = make(map[*inConn]struct{})
 	s.perClient = make(map[[16]byte]int)
 
-	e := smtp.NewServer(&inBackend{srv: s})
-	e.Domain = s.hostname()
-	e.ErrorLog = slogPrintfer{s.log}
-	e.MaxMessageBytes = s.maxMessageBytes()
-	e.MaxRecipients = orInt(s.MaxRecipients, DefaultMaxRecipients)
-	e.MaxLineLength = orInt(s.MaxLineLength, DefaultMaxLineLength)
-	// Deadlines are set by inConn on every read and write (go-smtp's own
-	// ReadTimeout is an absolute deadline per command that also bounds a
-	// whole DATA transfer).
-	e.ReadTimeout, e.WriteTimeout = 0, 0
-	// go-smtp never accepts AUTH on a connection it does not see as TLS;
-	// inConn additionally answers a plaintext AUTH with 538 5.7.11.
-	e.AllowInsecureAuth = false
-	e.EnableSMTPUTF8 = true
-	e.EnableREQUIRETLS = true // advertised by go-smtp only under TLS; refused in plaintext by inSession.Mail
-	// BINARYMIME stays off: go-smtp applies MaxLineLength to chunk bytes
-	// that arrive in the same read as their BDAT command, so binary
-	// (newline-free) chunks would be refused as over-long lines. CHUNKING
-	// (always advertised by go-smtp) carries text within the line limit.
-	e.EnableBINARYMIME = false
-	e.EnableDSN = true
-	// STARTTLS when non-nil. KindSubmissions connections reach go-smtp as
-	// *tls.Conn already, so it offers no STARTTLS there.
-	e.TLSConfig = s.tlsBase
-	s.engine = e
 	return nil
 }
 
@@ -429,12 +388,7 @@ func (s *Server) Serve(l net.Listener) error {
 		l.Close()
 		return err
 	}
-	il := &inListener{
-		srv:   s,
-		inner: l,
-		ready: make(chan net.Conn),
-		done:  make(chan struct{}),
-	}
+	il := &inListener{srv: s, inner: l}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -445,13 +399,9 @@ func (s *Server) Serve(l net.Listener) error {
 	s.mu.Unlock()
 	s.log.Info("smtp listening", "addr", l.Addr().String(), "kind", s.Kind.String(), "policy", s.Inbound.String())
 
-	go il.acceptLoop()
-	err := s.engine.Serve(il)
+	err := il.acceptLoop()
 	if s.closing.Load() {
 		return ErrServerClosed
-	}
-	if err == nil {
-		err = ErrServerClosed
 	}
 	return err
 }
@@ -529,7 +479,6 @@ func (s *Server) Close() error {
 		for _, c := range conns {
 			c.forceClose()
 		}
-		s.engine.Close()
 	})
 	return nil
 }
@@ -545,11 +494,11 @@ func (s *Server) addConn(c *inConn) (connRefusal, *inConn) {
 	if s.closing.Load() {
 		return refusedClosing, nil
 	}
-	if s.perClient[c.client] >= orInt(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient) {
+	if s.perClient[c.client] >= orDefault(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient) {
 		return refusedPerClient, nil
 	}
 	var victim *inConn
-	if s.active.Load() >= int64(orInt(s.MaxConnections, DefaultMaxConnections)) {
+	if s.active.Load() >= int64(orDefault(s.MaxConnections, DefaultMaxConnections)) {
 		if victim = s.evictionVictimLocked(time.Now()); victim == nil {
 			return refusedBusy, nil
 		}
@@ -573,7 +522,7 @@ const (
 // stressed reports whether the listener holds at least 80% of
 // MaxConnections (Postfix's stress mode; see StressTimeout).
 func (s *Server) stressed() bool {
-	max := int64(orInt(s.MaxConnections, DefaultMaxConnections))
+	max := int64(orDefault(s.MaxConnections, DefaultMaxConnections))
 	return s.StressTimeout >= 0 && s.active.Load()*5 >= max*4
 }
 
@@ -583,7 +532,7 @@ func (s *Server) stressTimeout() time.Duration {
 	if s.StressTimeout < 0 {
 		return 0
 	}
-	return orDuration(s.StressTimeout, DefaultStressTimeout)
+	return orDefault(s.StressTimeout, DefaultStressTimeout)
 }
 
 // underStress returns d, or StressTimeout when the listener is stressed
@@ -596,7 +545,7 @@ func (s *Server) underStress(d time.Duration) time.Duration {
 }
 
 func (s *Server) handshakeTimeout() time.Duration {
-	return s.underStress(orDuration(s.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout))
+	return s.underStress(orDefault(s.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout))
 }
 
 // enterStress, called when an accepted connection brings the listener to
@@ -633,42 +582,22 @@ func (s *Server) removeConn(c *inConn) {
 	}
 }
 
-// inListener feeds go-smtp accepted connections that are already counted,
-// wrapped and, for KindSubmissions, TLS-handshaken.
+// inListener is one listener of a Server.
 type inListener struct {
 	srv       *Server
 	inner     net.Listener
-	ready     chan net.Conn
-	done      chan struct{}
 	closeOnce sync.Once
-	acceptErr atomic.Pointer[error]
 }
 
 func (l *inListener) close() {
-	l.closeOnce.Do(func() {
-		close(l.done)
-		l.inner.Close()
-	})
+	l.closeOnce.Do(func() { l.inner.Close() })
 }
 
-func (l *inListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ready:
-		return c, nil
-	case <-l.done:
-		if p := l.acceptErr.Load(); p != nil {
-			return nil, *p
-		}
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *inListener) Close() error   { l.close(); return nil }
-func (l *inListener) Addr() net.Addr { return l.inner.Addr() }
-
-func (l *inListener) acceptLoop() {
+// acceptLoop accepts connections until the listener fails or closes,
+// counts them against the caps and starts a session for each.
+func (l *inListener) acceptLoop() error {
 	s := l.srv
-	maxConns := int64(orInt(s.MaxConnections, DefaultMaxConnections))
+	maxConns := int64(orDefault(s.MaxConnections, DefaultMaxConnections))
 	var delay time.Duration
 	stressed := false // as of the last accepted connection
 	for {
@@ -682,11 +611,8 @@ func (l *inListener) acceptLoop() {
 				time.Sleep(delay)
 				continue
 			}
-			if !s.closing.Load() {
-				l.acceptErr.Store(&err)
-			}
 			l.close()
-			return
+			return err
 		}
 		delay = 0
 		c := newInConn(s, raw)
@@ -695,11 +621,11 @@ func (l *inListener) acceptLoop() {
 		case refusedClosing:
 			c.stop()
 			raw.Close()
-			continue
+			return ErrServerClosed
 		case refusedPerClient:
 			c.stop()
 			s.log.Warn("smtp connection refused: too many connections from one client", "peer", c.peer,
-				"max", orInt(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient))
+				"max", orDefault(s.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient))
 			s.observeRefusedConn(RefusalClientLimit)
 			go s.refuseBusy(raw, "Too many connections from your address, try again later")
 			continue
@@ -724,15 +650,7 @@ func (l *inListener) acceptLoop() {
 		} else {
 			stressed = false
 		}
-		if s.Kind == KindSubmissions {
-			go l.prepare(c) // the handshake must not hold up Accept
-			continue
-		}
-		select {
-		case l.ready <- c:
-		case <-l.done:
-			c.Close()
-		}
+		go c.serve()
 	}
 }
 
@@ -749,33 +667,6 @@ func (s *Server) refuseBusy(raw net.Conn, text string) {
 	io.WriteString(raw, "421 4.7.0 "+s.hostname()+" "+text+"\r\n")
 }
 
-// prepare performs the implicit TLS handshake for KindSubmissions, then hands
-// the connection to go-smtp.
-func (l *inListener) prepare(c *inConn) {
-	var nc net.Conn = c
-	if l.srv.Kind == KindSubmissions {
-		tc, err := c.implicitHandshake()
-		if err != nil {
-			c.Close()
-			return
-		}
-		nc = tc
-	}
-	select {
-	case l.ready <- nc:
-	case <-l.done:
-		c.Close()
-	}
-}
-
-// slogPrintfer adapts go-smtp's Logger to slog (its internal errors only).
-type slogPrintfer struct{ l *slog.Logger }
-
-func (p slogPrintfer) Printf(format string, v ...any) {
-	p.l.Debug("smtp engine: " + fmt.Sprintf(format, v...))
-}
-func (p slogPrintfer) Println(v ...any) { p.l.Debug("smtp engine: " + fmt.Sprintln(v...)) }
-
 // setupAuthLimits builds the Server's AUTH failure table and password-check
 // slots, or takes AuthLimitsFrom's.
 func (s *Server) setupAuthLimits() error {
@@ -789,12 +680,12 @@ func (s *Server) setupAuthLimits() error {
 		s.limiter, s.authSlots, s.authQueueTimeout = from.limiter, from.authSlots, from.authQueueTimeout
 		return nil
 	}
-	s.limiter = newAuthLimiter(orInt(s.AuthMaxFailures, DefaultAuthMaxFailures),
-		orInt(s.AuthMaxNetworkFailures, DefaultAuthMaxNetworkFailures),
-		orDuration(s.AuthFailureWindow, DefaultAuthFailureWindow),
-		orInt(s.authTableSize, authLimiterMaxEntries))
-	s.authSlots = make(chan struct{}, orInt(s.AuthMaxConcurrent, runtime.NumCPU()))
-	s.authQueueTimeout = orDuration(s.AuthQueueTimeout, DefaultAuthQueueTimeout)
+	s.limiter = newAuthLimiter(orDefault(s.AuthMaxFailures, DefaultAuthMaxFailures),
+		orDefault(s.AuthMaxNetworkFailures, DefaultAuthMaxNetworkFailures),
+		orDefault(s.AuthFailureWindow, DefaultAuthFailureWindow),
+		orDefault(s.authTableSize, authLimiterMaxEntries))
+	s.authSlots = make(chan struct{}, orDefault(s.AuthMaxConcurrent, runtime.NumCPU()))
+	s.authQueueTimeout = orDefault(s.AuthQueueTimeout, DefaultAuthQueueTimeout)
 	return nil
 }
 
@@ -804,7 +695,7 @@ func (s *Server) junkLimit() int {
 	if s.MaxJunkCommands < 0 {
 		return math.MaxInt
 	}
-	n := orInt(s.MaxJunkCommands, DefaultMaxJunkCommands)
+	n := orDefault(s.MaxJunkCommands, DefaultMaxJunkCommands)
 	if s.stressTimeout() > 0 && s.stressed() {
 		n = max(n/10, 1)
 	}

@@ -59,7 +59,7 @@ func TestAddressControlCharacters(t *testing.T) {
 					t.Errorf("RCPT %s %q: %q, want 501 5.1.3", c.name, c.arg, got)
 				}
 			}
-			d.expect("DATA", "502 ") // no recipient was accepted
+			d.expect("DATA", "503 ") // no recipient was accepted (RFC 5321 §4.1.4)
 			d.expect("RSET", "250 ")
 			// Printable UTF-8 is still an address.
 			d.expect("MAIL FROM:<bö@example.org> SMTPUTF8", "250 ")

@@ -1,9 +1,6 @@
 package transport
 
-import (
-	"io"
-	"time"
-)
+import "time"
 
 // A listener at MaxConnections admits a new connection by closing the one
 // that has made the least progress (see Server.MaxConnections): the table
@@ -181,9 +178,9 @@ func (c *inConn) evict() {
 }
 
 // errEvicted is the read error of an evicted connection. It is a timeout,
-// so that the plaintext filter and readTLS treat it as one (a partial
-// command line is never handed to go-smtp); Read turns it into io.EOF once
-// the last reply is written.
+// so that crypto/tls does not take it for a broken connection; the session
+// answers it "421 4.7.0 ... Server busy, closing idle connection" (RFC 5321
+// §3.8) and closes.
 var errEvicted = &evictedError{}
 
 type evictedError struct{}
@@ -191,24 +188,3 @@ type evictedError struct{}
 func (*evictedError) Error() string   { return "transport: connection evicted for a new one" }
 func (*evictedError) Timeout() bool   { return true }
 func (*evictedError) Temporary() bool { return true }
-
-// evictedEOF ends an evicted connection from its own goroutine: it writes
-// "421 4.7.0 ... Server busy, closing idle connection" where a reply can be
-// carried (in plaintext, or through the session's TLS connection; RFC 5321
-// §3.8), drops whatever go-smtp writes after it, and returns io.EOF, which
-// go-smtp takes for the client's close.
-func (c *inConn) evictedEOF() error {
-	if c.eof {
-		return io.EOF
-	}
-	c.eof = true
-	line := "421 4.7.0 " + c.srv.hostname() + " Server busy, closing idle connection"
-	switch {
-	case c.tlsUp.Load():
-		c.closeWith(line)
-	case c.getPhase() == phasePlain:
-		c.reply(line)
-	}
-	c.muted.Store(true)
-	return io.EOF
-}

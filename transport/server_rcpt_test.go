@@ -72,7 +72,7 @@ func TestRecipientChecker(t *testing.T) {
 	// Every RCPT was refused: DATA has nothing to deliver to.
 	d.expect("MAIL FROM:<a@example.org>", "250 ")
 	d.expect("RCPT TO:<y@example.net>", "554 5.7.1 ")
-	d.expect("DATA", "5") // go-smtp: "502 5.5.1 Missing RCPT TO command."
+	d.expect("DATA", "503 5.5.1 ") // RFC 5321 §4.1.4
 
 	msgs := h.all()
 	if len(msgs) != 1 {
@@ -125,13 +125,18 @@ func TestRecipientChecker(t *testing.T) {
 }
 
 // TestPostmasterWithoutDomain: "RCPT TO:<postmaster>" must be accepted
-// (RFC 5321 §4.5.1); the Handler sees postmaster@Hostname. Plaintext only:
-// see rewritePostmaster.
+// (RFC 5321 §4.5.1); the Handler sees postmaster@Hostname. In plaintext and
+// under TLS.
 func TestPostmasterWithoutDomain(t *testing.T) {
+	for _, mode := range []string{"plaintext", "tls"} {
+		t.Run(mode, func(t *testing.T) { testPostmasterWithoutDomain(t, mode) })
+	}
+}
+
+func testPostmasterWithoutDomain(t *testing.T, mode string) {
 	h := &rcptChecker{}
 	ts := startServer(t, &Server{Handler: h, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
-	d := dial(t, ts.addr)
-	d.greet()
+	d := modeDialogue(t, ts, mode)
 	d.expect("MAIL FROM:<a@example.org>", "250 ")
 	d.expect("RCPT TO:<Postmaster> NOTIFY=NEVER", "250 ")
 	d.expect("rcpt to: <postmaster>", "250 ")
@@ -161,20 +166,69 @@ func TestPostmasterWithoutDomain(t *testing.T) {
 	}
 }
 
-func TestRewritePostmaster(t *testing.T) {
-	for _, c := range []struct{ in, out string }{
-		{"RCPT TO:<postmaster>\r\n", "RCPT TO:<postmaster@mx.test>\r\n"},
-		{"rcpt to:<POSTMASTER> NOTIFY=NEVER\r\n", "rcpt to:<postmaster@mx.test> NOTIFY=NEVER\r\n"},
-		{"RCPT TO:  <postmaster>\n", "RCPT TO:  <postmaster@mx.test>\n"},
-		{"RCPT TO:<postmaster@example.org>\r\n", ""},
-		{"RCPT TO:<postmasters>\r\n", ""},
-		{"RCPT TO:postmaster\r\n", ""},
-		{"MAIL FROM:<postmaster>\r\n", ""},
-		{"RCPT\r\n", ""},
+// TestParseForwardPath is the table of the RCPT path parser: the bare
+// "<postmaster>" of RFC 5321 §4.5.1, any case, becomes postmaster@Hostname;
+// other paths are taken as they are.
+func TestParseForwardPath(t *testing.T) {
+	for _, c := range []struct{ in, addr, rest string }{
+		{"<postmaster>", "postmaster@mx.test", ""},
+		{"<POSTMASTER> NOTIFY=NEVER", "postmaster@mx.test", " NOTIFY=NEVER"},
+		{"  <postmaster>", "postmaster@mx.test", ""},
+		{"<postmaster@example.org>", "postmaster@example.org", ""},
+		{"<@relay.example:a@example.org> X", "a@example.org", " X"},
+		{`<"a b"@example.org>`, "a b@example.org", ""},
+		{"<postmasters>", "", ""},
+		{"postmaster", "", ""},
+		{"<a@>", "", ""},
+		{"<@example.org>", "", ""},
+		{"<a@b@example.org>", "", ""},
 	} {
-		got, ok := rewritePostmaster([]byte(c.in), "mx.test")
-		if ok != (c.out != "") || string(got) != c.out {
-			t.Errorf("%q: got %q, %v; want %q", c.in, got, ok, c.out)
+		addr, rest, err := parseForwardPath(c.in, "mx.test")
+		if addr != c.addr || rest != c.rest || (err == nil) != (c.addr != "") {
+			t.Errorf("%q: got %q %q %v; want %q %q", c.in, addr, rest, err, c.addr, c.rest)
+		}
+	}
+}
+
+// TestParseRcptParams is the table of the DSN parameter decoders of RCPT
+// (RFC 3461 §4.1, §4.2; RFC 6533 §3 for utf-8 addresses).
+func TestParseRcptParams(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string // "" for an error
+	}{
+		{"NEVER", "NEVER"},
+		{"success,Failure,DELAY", "SUCCESS,FAILURE,DELAY"},
+		{"NEVER,SUCCESS", ""},
+		{"FAILURE,FAILURE", ""},
+		{"", ""},
+		{"SOMETIMES", ""},
+	} {
+		got, err := parseNotify(c.in)
+		if strings.Join(got, ",") != c.want || (err == nil) != (c.want != "") {
+			t.Errorf("NOTIFY=%s: %q %v, want %q", c.in, got, err, c.want)
+		}
+	}
+	for _, c := range []struct{ in, want string }{
+		{"rfc822;a+2Bb@example.net", "rfc822;a+b@example.net"},
+		{"RFC822;a@example.net", "rfc822;a@example.net"},
+		{"rfc822;a+2b@example.net", ""}, // lower-case hex
+		{"rfc822;a+2@example.net", ""},
+		{"rfc822;ü@example.net", ""}, // rfc822 is ASCII
+		{"utf-8;\\x{FC}@example.net", "utf-8;ü@example.net"},
+		{"utf-8;ü@example.net", "utf-8;ü@example.net"},
+		{"utf-8;\\x{41}@example.net", ""},  // "A" needs no escape
+		{"utf-8;\\x{0FC}@example.net", ""}, // not the shortest form
+		{"utf-8;\\x{D800}@example.net", ""},
+		{"utf-8;a b@example.net", ""},
+		{"utf-8;a=b@example.net", ""},
+		{"x400;a@example.net", ""},
+		{"rfc822;", ""},
+		{"a@example.net", ""},
+	} {
+		got, err := parseORCPT(c.in)
+		if got != c.want || (err == nil) != (c.want != "") {
+			t.Errorf("ORCPT=%s: %q %v, want %q", c.in, got, err, c.want)
 		}
 	}
 }

@@ -45,8 +45,8 @@ var _ SenderChecker = (*senderChecker)(nil)
 // TestSenderChecker: a Handler that implements SenderChecker is asked at
 // MAIL with the reverse-path, its parameters and the session's facts; its
 // *Error is the MAIL reply as is, another error is 451 4.3.0 without its
-// text, and a refused MAIL starts no transaction (go-smtp answers RCPT
-// with 502 5.5.1). The
+// text, and a refused MAIL starts no transaction (RCPT then gets 503
+// 5.5.1, RFC 5321 §4.1.4). The
 // Server's own checks come first: a submission client that did not
 // authenticate gets 530 without the Handler being asked.
 func TestSenderChecker(t *testing.T) {
@@ -70,13 +70,13 @@ func TestSenderChecker(t *testing.T) {
 		c.ClientAddr == nil || c.TLS == nil || len(c.Recipients) != 0 {
 		t.Errorf("envelope at MAIL %+v", c)
 	}
-	d.expect("RCPT TO:<r@example.net>", "502 5.5.1 Missing MAIL FROM") // no transaction was started
+	d.expect("RCPT TO:<r@example.net>", "503 5.5.1 Missing MAIL FROM") // no transaction was started
 
 	got := d.expect("MAIL FROM:<broken@example.org>", "451 4.3.0 ")
 	if strings.Contains(got, "fire") {
 		t.Errorf("internal error text leaked: %q", got)
 	}
-	d.expect("RCPT TO:<r@example.net>", "502 5.5.1 Missing MAIL FROM")
+	d.expect("RCPT TO:<r@example.net>", "503 5.5.1 Missing MAIL FROM")
 
 	d.expect("MAIL FROM:<alice@example.org> REQUIRETLS", "250 ")
 	if c := h.lastCall(t); c.From != "alice@example.org" || !c.RequireTLS {

@@ -81,16 +81,16 @@ func TestSTARTTLSInjection(t *testing.T) {
 		t.Fatalf("handshake: %v", err)
 	}
 	d.conn, d.r = tc, bufio.NewReader(tc)
-	// No MAIL is in effect: the injected one was never executed. go-smtp
-	// answers a sequence error with 502 5.5.1 (RFC 5321 would say 503).
-	d.expect("RCPT TO:<victim@example.org>", "502 5.5.1 Missing MAIL FROM")
+	// No MAIL is in effect: the injected one was never executed, and the
+	// sequence error is 503 (RFC 5321 §4.1.4).
+	d.expect("RCPT TO:<victim@example.org>", "503 5.5.1 Missing MAIL FROM")
 	// Nor is the pre-TLS EHLO: MAIL before a new EHLO is refused.
-	d.expect("MAIL FROM:<a@example.org>", "502 5.5.1 Please introduce yourself first")
+	d.expect("MAIL FROM:<a@example.org>", "503 5.5.1 Please introduce yourself first")
 	ehlo := d.expect("EHLO client.test", "250")
 	if strings.Contains(ehlo, "STARTTLS") || !strings.Contains(ehlo, "REQUIRETLS") {
 		t.Errorf("EHLO under TLS: %q", ehlo)
 	}
-	d.expect("RCPT TO:<victim@example.org>", "502 5.5.1 Missing MAIL FROM")
+	d.expect("RCPT TO:<victim@example.org>", "503 5.5.1 Missing MAIL FROM")
 	if got := d.sendMessage("good@example.org", "rcpt@example.org", "Subject: ok\r\nTLS-Required: No\r\n\r\nhi\r\n"); !strings.HasPrefix(got, "250 2.0.0") {
 		t.Fatalf("DATA: %q", got)
 	}
@@ -299,5 +299,37 @@ func TestBDATUnderTLS(t *testing.T) {
 	waitFor(t, "aborted handler", func() bool { mu.Lock(); defer mu.Unlock(); return len(handlerErrs) == 2 })
 	if handlerErrs[1] == nil {
 		t.Error("handler read an aborted BDAT transfer without error")
+	}
+}
+
+// TestBadSequence: a command out of order gets 503 5.5.1 (RFC 5321 §4.1.4,
+// §4.2.2 "503 Bad sequence of commands"), in plaintext and after STARTTLS.
+func TestBadSequence(t *testing.T) {
+	for _, mode := range []string{"plaintext", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			ts := startServer(t, &Server{Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+			d := dial(t, ts.addr)
+			d.read()
+			if mode == "tls" {
+				d.expect("EHLO c.test", "250")
+				if err := d.startTLS(ts.pki.clientConfig()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d.expect("MAIL FROM:<a@example.org>", "503 5.5.1 ") // before EHLO
+			d.expect("EHLO c.test", "250")
+			d.expect("RCPT TO:<b@example.net>", "503 5.5.1 ")
+			d.expect("DATA", "503 5.5.1 ")
+			d.expect("BDAT 5 LAST\r\nabc", "503 5.5.1 ") // the chunk "abc\r\n" is read and dropped
+			d.expect("MAIL FROM:<a@example.org>", "250 ")
+			d.expect("MAIL FROM:<a@example.org>", "503 5.5.1 ") // nested
+			d.expect("DATA", "503 5.5.1 ")                      // no recipient
+			d.expect("RCPT TO:<b@example.net>", "250 ")
+			d.expect("BDAT 4\r\nab", "250 ")
+			d.expect("MAIL FROM:<a@example.org>", "503 5.5.1 ") // during a BDAT transfer
+			d.expect("DATA", "503 5.5.1 ")
+			d.expect("BDAT 3 LAST\r\nc", "250 2.0.0 Ok: queued")
+			d.expect("QUIT", "221 ")
+		})
 	}
 }

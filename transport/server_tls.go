@@ -123,8 +123,8 @@ func (s *Server) configForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*
 
 // checkHello explains, with a reason an operator can act on, why a client's
 // offer cannot meet the policy. It does not refuse: crypto/tls refuses the
-// same offers with the right alert, but the error of a STARTTLS handshake
-// never reaches us through go-smtp, so the reason is recorded for the log.
+// same offers with the right alert, which names no reason, so the reason
+// is recorded for the log.
 func checkHello(hello *tls.ClientHelloInfo, cfg *tls.Config) error {
 	maxOffered := uint16(0)
 	for _, v := range hello.SupportedVersions {
@@ -288,7 +288,7 @@ func (c *inConn) logHandshakeFailure(err error) {
 	if c.evicted.Load() {
 		reason = errEvicted // whatever the TLS stack made of the close
 	} else if errors.As(reason, &ne) && ne.Timeout() {
-		reason = fmt.Errorf("handshake timed out after %s: %w", orDuration(c.srv.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout), reason)
+		reason = fmt.Errorf("handshake timed out after %s: %w", orDefault(c.srv.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout), reason)
 	}
 	attrs := []any{"peer", c.peer, "kind", c.srv.Kind.String(), "result", "failed", "error", reason.Error(), "duration", time.Since(hs.started)}
 	if hs.state != nil {
