@@ -68,6 +68,58 @@ const (
 	DefaultAuthQueueTimeout       = 10 * time.Second //
 )
 
+// ServerTimeouts bound each step of an inbound SMTP session, in the shape
+// of the Connector's Timeouts: a zero field takes the default shown (the
+// Default*Timeout constants), from RFC 5321 §4.5.3.2 where it names one.
+type ServerTimeouts struct {
+	// Command is how long a client has to send a complete command line,
+	// counted from the server's previous reply (or the greeting): RFC 5321
+	// §4.5.3.2.7's server timeout, applied as Postfix's smtpd_timeout with
+	// smtpd_per_record_deadline=yes, so that bytes trickling in (or TLS
+	// records, KeyUpdates included) do not extend it. 5m.
+	Command time.Duration
+	// Read is how long a read of message data (DATA or BDAT) may wait
+	// with no byte arriving. 5m.
+	Read time.Duration
+	// Data bounds a whole message transfer: from the start of DATA (or
+	// the first BDAT chunk) to the end of the data, however steadily bytes
+	// arrive; past it nothing is accepted, the client gets "421 4.4.2" and
+	// the connection is closed. Postfix bounds only each record
+	// (smtpd_per_record_deadline); Exchange bounds a whole connection
+	// (ConnectionTimeout, 10 minutes). 10m, enough for the default
+	// MaxMessageBytes at about 0.7 Mbit/s; raise it with MaxMessageBytes
+	// for slow links.
+	Data time.Duration
+	// Write bounds each write to the client. 1m.
+	Write time.Duration
+	// TLSHandshake bounds the whole TLS handshake, after STARTTLS or on
+	// connect for KindSubmissions. 30s.
+	TLSHandshake time.Duration
+	// Stress replaces Command, Read, Write and TLSHandshake, when they are
+	// longer, while the listener holds at least 80% of
+	// Server.MaxConnections: Postfix's stress mode
+	// (smtpd_timeout=${stress?{10}:{300}}s). Connections already waiting
+	// are cut short too, so that slow or idle clients give their slots to
+	// new ones. 10s; a negative value turns stress mode off.
+	Stress time.Duration
+}
+
+func (t ServerTimeouts) command() time.Duration { return orDefault(t.Command, DefaultCommandTimeout) }
+func (t ServerTimeouts) read() time.Duration    { return orDefault(t.Read, DefaultReadTimeout) }
+func (t ServerTimeouts) data() time.Duration    { return orDefault(t.Data, DefaultDataTimeout) }
+func (t ServerTimeouts) write() time.Duration   { return orDefault(t.Write, DefaultWriteTimeout) }
+func (t ServerTimeouts) tlsHandshake() time.Duration {
+	return orDefault(t.TLSHandshake, DefaultTLSHandshakeTimeout)
+}
+
+// stress is Stress with its default, or 0 when stress mode is off.
+func (t ServerTimeouts) stress() time.Duration {
+	if t.Stress < 0 {
+		return 0
+	}
+	return orDefault(t.Stress, DefaultStressTimeout)
+}
+
 // ErrServerClosed is returned by Serve and ListenAndServe after Shutdown or
 // Close.
 var ErrServerClosed = errors.New("transport: server closed")
@@ -169,29 +221,9 @@ type Server struct {
 	// Zero means 2000 (twice RFC 5321 §4.5.3.1.6).
 	MaxLineLength int
 
-	// CommandTimeout is how long a client has to send a complete command
-	// line, counted from the server's previous reply (or the greeting):
-	// RFC 5321 §4.5.3.2.7's server timeout, applied as Postfix's
-	// smtpd_timeout with smtpd_per_record_deadline=yes, so that bytes
-	// trickling in do not extend it. Zero means 5 minutes.
-	CommandTimeout time.Duration
-	// ReadTimeout is how long a read of message data (DATA or BDAT) may
-	// wait with no byte arriving. Zero means 5 minutes.
-	ReadTimeout time.Duration
-	// DataTimeout bounds a whole message transfer: from the start of DATA
-	// (or the first BDAT chunk) to the end of the data, however steadily
-	// bytes arrive; past it nothing is accepted, the client gets "421
-	// 4.4.2" and the connection is closed. Postfix bounds
-	// only each record (smtpd_per_record_deadline); Exchange bounds a
-	// whole connection (ConnectionTimeout, 10 minutes). Zero means 10
-	// minutes, enough for the default MaxMessageBytes at about 0.7 Mbit/s;
-	// raise it with MaxMessageBytes for slow links.
-	DataTimeout time.Duration
-	// WriteTimeout bounds each write to the client. Zero means 1 minute.
-	WriteTimeout time.Duration
-	// TLSHandshakeTimeout bounds the whole TLS handshake, after STARTTLS or
-	// on connect for KindSubmissions. Zero means 30 seconds.
-	TLSHandshakeTimeout time.Duration
+	// Timeouts bound each step of a session; a zero field takes its
+	// default (see ServerTimeouts).
+	Timeouts ServerTimeouts
 
 	// MaxConnections caps concurrent connections. A listener at the cap
 	// admits a new connection by closing the one that has made the least
@@ -214,7 +246,7 @@ type Server struct {
 	// to carry it); one over MaxConnectionsPerClient is refused and closes
 	// no one. Postfix has no equivalent: connections over its process
 	// limit (default_process_limit) wait in the kernel's listen queue, and
-	// only stress mode (see StressTimeout) frees processes sooner. Zero
+	// only stress mode (see ServerTimeouts.Stress) frees processes sooner. Zero
 	// means 1000.
 	MaxConnections int
 	// MaxConnectionsPerClient caps the concurrent connections from one
@@ -224,18 +256,10 @@ type Server struct {
 	// KindSubmissions, closed without a reply). The table holds only
 	// addresses with live connections. Zero means 50.
 	MaxConnectionsPerClient int
-	// StressTimeout replaces CommandTimeout, ReadTimeout, WriteTimeout and
-	// TLSHandshakeTimeout, when they are longer, while the listener holds
-	// at least 80% of MaxConnections: Postfix's stress mode
-	// (smtpd_timeout=${stress?{10}:{300}}s). Connections already waiting
-	// are cut short too, so that slow or idle clients give their slots to
-	// new ones. Zero means 10 seconds; a negative value turns stress mode
-	// off.
-	StressTimeout time.Duration
 	// MinDataRate is, under stress, the slowest average rate in bytes per
 	// second at which a DATA or BDAT transfer may arrive once its first
-	// StressTimeout has passed: the transfer must end by its start plus
-	// StressTimeout plus one second per MinDataRate bytes received, so
+	// Timeouts.Stress has passed: the transfer must end by its start plus
+	// Timeouts.Stress plus one second per MinDataRate bytes received, so
 	// that clients trickling message data cannot hold slots that each read
 	// alone never times out (Postfix's smtpd_min_data_rate, which applies
 	// with smtpd_per_request_deadline in stress mode). The count is of
@@ -520,22 +544,17 @@ const (
 )
 
 // stressed reports whether the listener holds at least 80% of
-// MaxConnections (Postfix's stress mode; see StressTimeout).
+// MaxConnections (Postfix's stress mode; see ServerTimeouts.Stress).
 func (s *Server) stressed() bool {
 	max := int64(orDefault(s.MaxConnections, DefaultMaxConnections))
-	return s.StressTimeout >= 0 && s.active.Load()*5 >= max*4
+	return s.Timeouts.Stress >= 0 && s.active.Load()*5 >= max*4
 }
 
-// stressTimeout is StressTimeout with its default, or 0 when stress mode
-// is off.
-func (s *Server) stressTimeout() time.Duration {
-	if s.StressTimeout < 0 {
-		return 0
-	}
-	return orDefault(s.StressTimeout, DefaultStressTimeout)
-}
+// stressTimeout is Timeouts.Stress with its default, or 0 when stress
+// mode is off.
+func (s *Server) stressTimeout() time.Duration { return s.Timeouts.stress() }
 
-// underStress returns d, or StressTimeout when the listener is stressed
+// underStress returns d, or Timeouts.Stress when the listener is stressed
 // and that is shorter.
 func (s *Server) underStress(d time.Duration) time.Duration {
 	if st := s.stressTimeout(); st > 0 && st < d && s.stressed() {
@@ -545,12 +564,12 @@ func (s *Server) underStress(d time.Duration) time.Duration {
 }
 
 func (s *Server) handshakeTimeout() time.Duration {
-	return s.underStress(orDefault(s.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout))
+	return s.underStress(s.Timeouts.tlsHandshake())
 }
 
 // enterStress, called when an accepted connection brings the listener to
 // its stress threshold, cuts the deadlines of reads already waiting to
-// StressTimeout (new reads get it from underStress).
+// Timeouts.Stress (new reads get it from underStress).
 func (s *Server) enterStress() {
 	t := time.Now().Add(s.stressTimeout())
 	s.mu.Lock()

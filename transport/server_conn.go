@@ -157,7 +157,7 @@ func (c *inConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Write writes p to the network under WriteTimeout.
+// Write writes p to the network under Timeouts.Write.
 func (c *inConn) Write(p []byte) (int, error) {
 	d := c.writeTimeout()
 	if t := time.Now().Add(d); t.Before(c.wdeadline) || t.Sub(c.wdeadline) > deadlineSlack(d) {
@@ -262,10 +262,10 @@ func dataReadDeadline(now, start time.Time, readTimeout, dataTimeout, stress tim
 }
 
 // armRead sets the read deadline for the read about to happen. In the TLS
-// handshake it is TLSHandshakeTimeout from its start; in DATA or BDAT it is
-// ReadTimeout from now, but no later than DataTimeout from the start of the
+// handshake it is Timeouts.TLSHandshake from its start; in DATA or BDAT it
+// is Timeouts.Read from now, but no later than Timeouts.Data from the start of the
 // transfer; otherwise a command is being read, and the deadline is
-// CommandTimeout from the previous reply (or the start of the connection),
+// Timeouts.Command from the previous reply (or the start of the connection),
 // however the bytes of the line, or the TLS records carrying them, trickle
 // in: reading never moves it (Postfix's smtpd_per_record_deadline), and
 // neither do writes that are no reply (a TLS KeyUpdate answer).
@@ -349,19 +349,19 @@ func (c *inConn) endData() {
 }
 
 func (c *inConn) commandTimeout() time.Duration {
-	return c.srv.underStress(orDefault(c.srv.CommandTimeout, DefaultCommandTimeout))
+	return c.srv.underStress(c.srv.Timeouts.command())
 }
 func (c *inConn) dataTimeout() time.Duration {
-	return c.srv.underStress(orDefault(c.srv.ReadTimeout, DefaultReadTimeout))
+	return c.srv.underStress(c.srv.Timeouts.read())
 }
 func (c *inConn) writeTimeout() time.Duration {
 	if c.evicted.Load() {
 		return evictWriteTimeout
 	}
-	return c.srv.underStress(orDefault(c.srv.WriteTimeout, DefaultWriteTimeout))
+	return c.srv.underStress(c.srv.Timeouts.write())
 }
 func (c *inConn) dataDeadline() time.Duration {
-	return orDefault(c.srv.DataTimeout, DefaultDataTimeout)
+	return c.srv.Timeouts.data()
 }
 
 // idle reports whether c is between transactions (Shutdown closes it).
@@ -378,7 +378,7 @@ func (c *inConn) beginShutdown() {
 	}
 }
 
-// startTLS runs the TLS handshake over c, bounded by TLSHandshakeTimeout
+// startTLS runs the TLS handshake over c, bounded by Timeouts.TLSHandshake
 // (RFC 3207 §4 after STARTTLS; RFC 8314 §3.3 on connect), logs its outcome
 // and makes the TLS connection the session's.
 func (c *inConn) startTLS() (*tls.Conn, error) {

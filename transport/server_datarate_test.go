@@ -13,8 +13,8 @@ import (
 )
 
 // TestDataRateDeadline is the pure rule: outside stress a transfer has
-// ReadTimeout per read and DataTimeout in all; under stress it must also
-// average MinDataRate after its first StressTimeout.
+// Timeouts.Read per read and Timeouts.Data in all; under stress it must also
+// average MinDataRate after its first Timeouts.Stress.
 func TestDataRateDeadline(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	s := func(d time.Duration) time.Time { return t0.Add(d) }
@@ -47,15 +47,15 @@ func TestDataRateDeadline(t *testing.T) {
 
 // TestStressMinDataRate: under stress a DATA transfer trickled a byte at a
 // time (each read inside the stress timeout, so no read ever times out) is
-// ended once it falls below MinDataRate after StressTimeout (Postfix's
+// ended once it falls below MinDataRate after Timeouts.Stress (Postfix's
 // smtpd_min_data_rate with smtpd_per_request_deadline), while a message sent
 // at an ordinary speed under the same stress is accepted.
 func TestStressMinDataRate(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			ts := startServer(t, &Server{MaxConnections: 5, StressTimeout: time.Second, MinDataRate: 1000,
-				DataTimeout: time.Minute, ReadTimeout: time.Minute, CommandTimeout: time.Minute,
-				Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+			ts := startServer(t, &Server{MaxConnections: 5, MinDataRate: 1000,
+				Timeouts: ServerTimeouts{Stress: time.Second, Data: time.Minute, Read: time.Minute, Command: time.Minute},
+				Inbound:  policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
 			stop := holdStress(t, ts.addr, 3) // with the client below, 4 of 5: stress
 			defer stop()
 

@@ -48,7 +48,7 @@ func TestDataEndAfterBareCR(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		for _, c := range cases {
 			t.Run(mode+"/"+c.name, func(t *testing.T) {
-				ts := startServer(t, &Server{Inbound: policy.Inbound{InsecureAllowPlaintext: true}, DataTimeout: 3 * time.Second}, newSrvPKI(t))
+				ts := startServer(t, &Server{Inbound: policy.Inbound{InsecureAllowPlaintext: true}, Timeouts: ServerTimeouts{Data: 3 * time.Second}}, newSrvPKI(t))
 				d := dataDialogue(t, ts, mode)
 				d.send(c.sent)
 				if got := d.read(); !strings.HasPrefix(got, "250 ") {
@@ -76,7 +76,7 @@ func TestDataEndAfterBareCR(t *testing.T) {
 func TestDataEndAfterBareCRPipelined(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			ts := startServer(t, &Server{Inbound: policy.Inbound{InsecureAllowPlaintext: true}, DataTimeout: 3 * time.Second}, newSrvPKI(t))
+			ts := startServer(t, &Server{Inbound: policy.Inbound{InsecureAllowPlaintext: true}, Timeouts: ServerTimeouts{Data: 3 * time.Second}}, newSrvPKI(t))
 			d := dataDialogue(t, ts, mode)
 			d.send("Subject: x\r\n\r\ntext\r\r\n.\r\nNOOP\r\n")
 			if got := d.read(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued") {
@@ -102,7 +102,7 @@ func TestDataEndRefusedByHandler(t *testing.T) {
 	})
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			ts := startServer(t, &Server{Handler: h, Inbound: policy.Inbound{InsecureAllowPlaintext: true}, DataTimeout: 3 * time.Second}, newSrvPKI(t))
+			ts := startServer(t, &Server{Handler: h, Inbound: policy.Inbound{InsecureAllowPlaintext: true}, Timeouts: ServerTimeouts{Data: 3 * time.Second}}, newSrvPKI(t))
 			d := dataDialogue(t, ts, mode)
 			d.send("Subject: x\r\n\r\n" + strings.Repeat("long line of text\r\n", 2000) + "text\r\r\n.\r\n")
 			if got := d.read(); !strings.HasPrefix(got, "550 5.7.1 ") {
@@ -281,7 +281,7 @@ func TestDataEndOneByteReads(t *testing.T) {
 	})
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			ts := startServer(t, &Server{Handler: h, Inbound: policy.Inbound{InsecureAllowPlaintext: true}, DataTimeout: 3 * time.Second}, newSrvPKI(t))
+			ts := startServer(t, &Server{Handler: h, Inbound: policy.Inbound{InsecureAllowPlaintext: true}, Timeouts: ServerTimeouts{Data: 3 * time.Second}}, newSrvPKI(t))
 			d := dataDialogue(t, ts, mode)
 			d.send("Subject: x\r\n\r\na\r\r\n.\rb\r\r\n..c\r\r\n.\r\n")
 			if r := d.read(); !strings.HasPrefix(r, "250 ") {
@@ -300,11 +300,11 @@ func TestDataEndOneByteReads(t *testing.T) {
 
 // TestDataEndTooLargeAfterBareCR: a message over MaxMessageBytes is read on
 // to its end, also after a bare CR, and the client gets its 552 at once,
-// well before ReadTimeout; the session goes on.
+// well before Timeouts.Read; the session goes on.
 func TestDataEndTooLargeAfterBareCR(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			ts := startServer(t, &Server{MaxMessageBytes: 100, ReadTimeout: 300 * time.Millisecond, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+			ts := startServer(t, &Server{MaxMessageBytes: 100, Timeouts: ServerTimeouts{Read: 300 * time.Millisecond}, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
 			d := dataDialogue(t, ts, mode)
 			start := time.Now()
 			d.send(strings.Repeat("x", 200) + "\r\ntext\r\r\n.\r\n")

@@ -152,7 +152,7 @@ func (h *holder) close() {
 // refused, and closes no one.
 func TestMaxConnectionsEvictsIdle(t *testing.T) {
 	const maxConns = 10
-	ts := startServer(t, &Server{MaxConnections: maxConns, MaxConnectionsPerClient: 3, StressTimeout: -1, CommandTimeout: time.Minute}, newSrvPKI(t))
+	ts := startServer(t, &Server{MaxConnections: maxConns, MaxConnectionsPerClient: 3, Timeouts: ServerTimeouts{Stress: -1, Command: time.Minute}}, newSrvPKI(t))
 	var holders []*holder
 	for i := 0; i < maxConns; i++ {
 		h := &holder{from: "127.0.0." + string(rune('1'+i/3)), addr: ts.addr, trickle: i%2 == 1}
@@ -275,7 +275,7 @@ func normalSession(t *testing.T, ts *testServer, ip string, pause time.Duration)
 // client that has just had a reply to its EHLO; when only those remain,
 // the newcomer is refused, and the transfer completes.
 func TestEvictionSparesTransfers(t *testing.T) {
-	ts := startServer(t, &Server{MaxConnections: 4, StressTimeout: -1, CommandTimeout: time.Minute}, newSrvPKI(t))
+	ts := startServer(t, &Server{MaxConnections: 4, Timeouts: ServerTimeouts{Stress: -1, Command: time.Minute}}, newSrvPKI(t))
 	data := tlsSessionFrom(t, ts, "127.0.0.1")
 	data.expect("MAIL FROM:<a@example.org>", "250 ")
 	data.expect("RCPT TO:<b@example.net>", "250 ")
@@ -349,7 +349,7 @@ func TestEvictionSparesTransfers(t *testing.T) {
 // that has only been greeted goes after both.
 func TestEvictionSubmissions(t *testing.T) {
 	pki := newSrvPKI(t)
-	ts := startServer(t, &Server{Kind: KindSubmissions, MaxConnections: 2, StressTimeout: -1, Authenticator: testTable(t)}, pki)
+	ts := startServer(t, &Server{Kind: KindSubmissions, MaxConnections: 2, Timeouts: ServerTimeouts{Stress: -1}, Authenticator: testTable(t)}, pki)
 	silent := dialFrom(t, "127.0.0.1", ts.addr) // no ClientHello
 	waitFor(t, "first connection counted", func() bool { return ts.active.Load() == 1 })
 	idle := dialTLS(t, ts.addr, pki.clientConfig())
@@ -391,7 +391,7 @@ func TestEvictionStalledData(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	for _, mode := range []string{"plaintext", "tls", "tls trickle"} {
-		ts := startServer(t, &Server{MaxConnections: 1, StressTimeout: -1, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+		ts := startServer(t, &Server{MaxConnections: 1, Timeouts: ServerTimeouts{Stress: -1}, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
 		d := dataDialogue(t, ts, strings.Fields(mode)[0])
 		d.send("Subject: x\r\n\r\npartial line")
 		if strings.HasSuffix(mode, "trickle") {

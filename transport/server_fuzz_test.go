@@ -142,9 +142,8 @@ func FuzzPlaintextRequireTLS(f *testing.F) {
 		// Short timeouts keep each execution short: an input that leaves
 		// the server waiting (a BDAT chunk never sent) costs one of them,
 		// and the fuzzer runs it many times while minimizing.
-		CommandTimeout:      300 * time.Millisecond,
-		TLSHandshakeTimeout: 200 * time.Millisecond,
-		Inbound:             policy.Inbound{},
+		Timeouts: ServerTimeouts{Command: 300 * time.Millisecond, TLSHandshake: 200 * time.Millisecond},
+		Inbound:  policy.Inbound{},
 	}
 	pl := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
 	go s.Serve(pl)

@@ -21,7 +21,7 @@ import (
 func TestJunkCommandLimit(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			ts := startServer(t, &Server{MaxJunkCommands: 10, StressTimeout: -1,
+			ts := startServer(t, &Server{MaxJunkCommands: 10, Timeouts: ServerTimeouts{Stress: -1},
 				Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
 
 			// Mail-sending sessions: 3 messages of 8 recipients, one of

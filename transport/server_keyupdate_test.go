@@ -15,7 +15,7 @@ import (
 // command and, between its bytes, sends KeyUpdate messages asking for an
 // update (RFC 8446 §4.6.3; crypto/tls answers each with a KeyUpdate of its
 // own, a write on the connection) cannot stretch the command past
-// CommandTimeout: the server's KeyUpdate is no SMTP reply. Go's TLS client
+// Timeouts.Command: the server's KeyUpdate is no SMTP reply. Go's TLS client
 // cannot send a KeyUpdate, so openssl s_client (its "K" command) plays the
 // client; the test is skipped without it.
 func TestCommandDeadlineKeyUpdate(t *testing.T) {
@@ -23,7 +23,7 @@ func TestCommandDeadlineKeyUpdate(t *testing.T) {
 	if err != nil {
 		t.Skip("openssl not installed")
 	}
-	ts := startServer(t, &Server{CommandTimeout: 600 * time.Millisecond, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+	ts := startServer(t, &Server{Timeouts: ServerTimeouts{Command: 600 * time.Millisecond}, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
 	cmd := exec.Command(openssl, "s_client", "-starttls", "smtp", "-tls1_3", "-connect", ts.addr, "-servername", "mx.test")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -39,7 +39,7 @@ func TestCommandDeadlineKeyUpdate(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // s_client reads stdin once the handshake is done
 	start := time.Now()
 	// One byte of a command, then a KeyUpdate asking for one back, every
-	// 150 ms for 3 s: each well inside CommandTimeout, together far past it.
+	// 150 ms for 3 s: each well inside Timeouts.Command, together far past it.
 	for time.Since(start) < 3*time.Second && !strings.Contains(out.String(), "421 ") {
 		if _, err := io.WriteString(stdin, "N"); err != nil {
 			break

@@ -73,9 +73,9 @@ func TestSizeAndRecipientLimits(t *testing.T) {
 	}
 }
 
-// TestCommandTimeout: an idle client gets 421 after CommandTimeout.
+// TestCommandTimeout: an idle client gets 421 after Timeouts.Command.
 func TestCommandTimeout(t *testing.T) {
-	ts := startServer(t, &Server{CommandTimeout: 150 * time.Millisecond}, newSrvPKI(t))
+	ts := startServer(t, &Server{Timeouts: ServerTimeouts{Command: 150 * time.Millisecond}}, newSrvPKI(t))
 	d := dial(t, ts.addr)
 	d.greet()
 	start := time.Now()
@@ -93,16 +93,16 @@ func TestCommandTimeout(t *testing.T) {
 }
 
 // TestDataReadTimeout: a client that stalls in the middle of DATA is cut off
-// after ReadTimeout of silence, while one that keeps sending slowly is not
+// after Timeouts.Read of silence, while one that keeps sending slowly is not
 // (the timeout is per read, not per transfer).
 func TestDataReadTimeout(t *testing.T) {
 	rec := &recorder{}
-	ts := startServer(t, &Server{Handler: rec, ReadTimeout: 400 * time.Millisecond, CommandTimeout: 5 * time.Second}, newSrvPKI(t))
+	ts := startServer(t, &Server{Handler: rec, Timeouts: ServerTimeouts{Read: 400 * time.Millisecond, Command: 5 * time.Second}}, newSrvPKI(t))
 	d := tlsDialogue(t, ts)
 	d.expect("MAIL FROM:<a@example.org>", "250 ")
 	d.expect("RCPT TO:<b@example.net>", "250 ")
 	d.expect("DATA", "354 ")
-	for i := 0; i < 6; i++ { // 6 × 150ms > ReadTimeout, but no single gap exceeds it
+	for i := 0; i < 6; i++ { // 6 × 150ms > Timeouts.Read, but no single gap exceeds it
 		d.send(fmt.Sprintf("line %d\r\n", i))
 		time.Sleep(150 * time.Millisecond)
 	}

@@ -92,13 +92,13 @@ func trickle(d *dialogue, s string, gap time.Duration) bool {
 }
 
 // TestCommandDeadlineTrickle: a client sending a command one byte every
-// 20 ms cannot stretch it past CommandTimeout, although no single gap comes
+// 20 ms cannot stretch it past Timeouts.Command, although no single gap comes
 // near the timeout; in plaintext and under TLS (where each byte is a TLS
 // record of its own, so the server's reads see ciphertext trickling).
 func TestCommandDeadlineTrickle(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			ts := startServer(t, &Server{CommandTimeout: 400 * time.Millisecond, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
+			ts := startServer(t, &Server{Timeouts: ServerTimeouts{Command: 400 * time.Millisecond}, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
 			d := modeDialogue(t, ts, mode)
 			start := time.Now()
 			line := "MAIL FROM:<" + strings.Repeat("a", 80) + "@example.org>\r\n" // about 2 s at 20 ms a byte
@@ -119,12 +119,12 @@ func TestCommandDeadlineTrickle(t *testing.T) {
 }
 
 // TestDataDeadlineTrickle: a message sent one short line every 30 ms cannot
-// stretch DATA past DataTimeout, although each line comes well within
-// ReadTimeout; the message is not accepted. In plaintext and under TLS.
+// stretch DATA past Timeouts.Data, although each line comes well within
+// Timeouts.Read; the message is not accepted. In plaintext and under TLS.
 func TestDataDeadlineTrickle(t *testing.T) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		t.Run(mode, func(t *testing.T) {
-			ts := startServer(t, &Server{DataTimeout: 500 * time.Millisecond, ReadTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second,
+			ts := startServer(t, &Server{Timeouts: ServerTimeouts{Data: 500 * time.Millisecond, Read: 5 * time.Second, Command: 5 * time.Second},
 				Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
 			d := dataDialogue(t, ts, mode)
 			start := time.Now()
@@ -156,10 +156,10 @@ func TestDataDeadlineTrickle(t *testing.T) {
 
 // TestStressMode: once the listener holds 80% of MaxConnections, idle
 // connections, including those that were waiting already, are cut after
-// StressTimeout instead of CommandTimeout (Postfix's stress mode); below the
-// threshold CommandTimeout applies again.
+// Timeouts.Stress instead of Timeouts.Command (Postfix's stress mode); below the
+// threshold Timeouts.Command applies again.
 func TestStressMode(t *testing.T) {
-	ts := startServer(t, &Server{MaxConnections: 5, CommandTimeout: 10 * time.Second, StressTimeout: 300 * time.Millisecond}, newSrvPKI(t))
+	ts := startServer(t, &Server{MaxConnections: 5, Timeouts: ServerTimeouts{Command: 10 * time.Second, Stress: 300 * time.Millisecond}}, newSrvPKI(t))
 	early := dial(t, ts.addr)
 	early.greet() // waiting for a command under the 10 s timeout
 	var rest []*dialogue
@@ -179,7 +179,7 @@ func TestStressMode(t *testing.T) {
 		t.Errorf("idle connections cut after %v under stress, want about 300ms", el)
 	}
 	waitFor(t, "connections closed", func() bool { return ts.active.Load() == 0 })
-	// No longer stressed: a lone connection keeps CommandTimeout.
+	// No longer stressed: a lone connection keeps Timeouts.Command.
 	d := dial(t, ts.addr)
 	d.greet()
 	d.conn.SetReadDeadline(time.Now().Add(time.Second))

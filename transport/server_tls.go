@@ -288,7 +288,7 @@ func (c *inConn) logHandshakeFailure(err error) {
 	if c.evicted.Load() {
 		reason = errEvicted // whatever the TLS stack made of the close
 	} else if errors.As(reason, &ne) && ne.Timeout() {
-		reason = fmt.Errorf("handshake timed out after %s: %w", orDefault(c.srv.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout), reason)
+		reason = fmt.Errorf("handshake timed out after %s: %w", c.srv.Timeouts.tlsHandshake(), reason)
 	}
 	attrs := []any{"peer", c.peer, "kind", c.srv.Kind.String(), "result", "failed", "error", reason.Error(), "duration", time.Since(hs.started)}
 	if hs.state != nil {

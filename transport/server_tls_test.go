@@ -212,9 +212,9 @@ func TestClientCertificates(t *testing.T) {
 }
 
 // TestHandshakeTimeout: a client that sends STARTTLS and then nothing is
-// dropped after TLSHandshakeTimeout, and the log says so.
+// dropped after Timeouts.TLSHandshake, and the log says so.
 func TestHandshakeTimeout(t *testing.T) {
-	ts := startServer(t, &Server{TLSHandshakeTimeout: 200 * time.Millisecond}, newSrvPKI(t))
+	ts := startServer(t, &Server{Timeouts: ServerTimeouts{TLSHandshake: 200 * time.Millisecond}}, newSrvPKI(t))
 	d := dial(t, ts.addr)
 	d.greet()
 	d.expect("STARTTLS", "220 ")
@@ -230,7 +230,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	waitFor(t, "timeout log", func() bool { return strings.Contains(ts.log.String(), "handshake timed out after 200ms") })
 
 	// Implicit TLS: a silent client is dropped too.
-	ts2 := startServer(t, &Server{Kind: KindSubmissions, Authenticator: testTable(t), TLSHandshakeTimeout: 200 * time.Millisecond}, newSrvPKI(t))
+	ts2 := startServer(t, &Server{Kind: KindSubmissions, Authenticator: testTable(t), Timeouts: ServerTimeouts{TLSHandshake: 200 * time.Millisecond}}, newSrvPKI(t))
 	c, err := net.Dial("tcp", ts2.addr)
 	if err != nil {
 		t.Fatal(err)

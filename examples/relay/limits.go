@@ -78,11 +78,11 @@ func (l *serverLimits) apply(srv *transport.Server) {
 	srv.MaxRecipients = l.MaxRecipients
 	srv.MaxConnections = l.MaxConnections
 	srv.MaxConnectionsPerClient = l.MaxConnectionsPerClient
-	srv.CommandTimeout = l.CommandTimeout
-	srv.DataTimeout = l.DataTimeout
-	srv.StressTimeout = l.StressTimeout
+	srv.Timeouts.Command = l.CommandTimeout
+	srv.Timeouts.Data = l.DataTimeout
+	srv.Timeouts.Stress = l.StressTimeout
 	if l.StressTimeout <= 0 {
-		srv.StressTimeout = -1 // off
+		srv.Timeouts.Stress = -1 // off
 	}
 	srv.MinDataRate = l.MinDataRate
 	if l.MinDataRate <= 0 {

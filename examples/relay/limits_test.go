@@ -21,8 +21,8 @@ func TestLimitFlags(t *testing.T) {
 		t.Fatalf("%d listeners", len(tr.servers))
 	}
 	want := transport.Server{MaxMessageBytes: 1000000, MaxRecipients: 7, MaxConnections: 90,
-		MaxConnectionsPerClient: 3, CommandTimeout: 40 * time.Second, DataTimeout: 2 * time.Minute,
-		StressTimeout: -1, MinDataRate: 2000, MaxJunkCommands: 30, AuthMaxFailures: 4, AuthMaxNetworkFailures: 20, AuthFailureWindow: 5 * time.Minute,
+		MaxConnectionsPerClient: 3, Timeouts: transport.ServerTimeouts{Command: 40 * time.Second, Data: 2 * time.Minute, Stress: -1},
+		MinDataRate: 2000, MaxJunkCommands: 30, AuthMaxFailures: 4, AuthMaxNetworkFailures: 20, AuthFailureWindow: 5 * time.Minute,
 		AuthMaxConcurrent: 2, AuthQueueTimeout: 3 * time.Second}
 	for _, l := range tr.servers {
 		if got := limitsOf(l.srv); got != limitsOf(&want) {
@@ -41,8 +41,9 @@ func TestLimitFlags(t *testing.T) {
 	tr = startRelay(t)
 	def := transport.Server{MaxMessageBytes: transport.DefaultMaxMessageBytes, MaxRecipients: transport.DefaultMaxRecipients,
 		MaxConnections: transport.DefaultMaxConnections, MaxConnectionsPerClient: transport.DefaultMaxConnectionsPerClient,
-		CommandTimeout: transport.DefaultCommandTimeout, DataTimeout: transport.DefaultDataTimeout,
-		StressTimeout: transport.DefaultStressTimeout, MinDataRate: transport.DefaultMinDataRate, MaxJunkCommands: transport.DefaultMaxJunkCommands, AuthMaxFailures: transport.DefaultAuthMaxFailures,
+		Timeouts: transport.ServerTimeouts{Command: transport.DefaultCommandTimeout, Data: transport.DefaultDataTimeout,
+			Stress: transport.DefaultStressTimeout},
+		MinDataRate: transport.DefaultMinDataRate, MaxJunkCommands: transport.DefaultMaxJunkCommands, AuthMaxFailures: transport.DefaultAuthMaxFailures,
 		AuthMaxNetworkFailures: transport.DefaultAuthMaxNetworkFailures, AuthFailureWindow: transport.DefaultAuthFailureWindow,
 		AuthQueueTimeout: transport.DefaultAuthQueueTimeout}
 	for _, l := range tr.servers {
@@ -68,7 +69,7 @@ type limits struct {
 func limitsOf(s *transport.Server) limits {
 	return limits{s.MaxMessageBytes, s.MaxRecipients, s.MaxConnections, s.MaxConnectionsPerClient,
 		s.AuthMaxFailures, s.AuthMaxNetworkFailures, s.AuthMaxConcurrent, s.MinDataRate, s.MaxJunkCommands,
-		s.CommandTimeout, s.DataTimeout, s.StressTimeout, s.AuthFailureWindow, s.AuthQueueTimeout}
+		s.Timeouts.Command, s.Timeouts.Data, s.Timeouts.Stress, s.AuthFailureWindow, s.AuthQueueTimeout}
 }
 
 // TestMaxConnectionsPerClientFlag: over real sockets, a client holding
