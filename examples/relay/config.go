@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/emersion/go-msgauth/dkim"
 	"io"
 	"net"
 	"net/netip"
@@ -443,4 +444,14 @@ func (c *Config) isLocal(domain string) bool {
 		}
 	}
 	return false
+}
+
+// dkimOptions returns the DKIM signing options of -dkim-*, or nil if they
+// are not given. BuildMail copies them and adds the header fields RFC 8460
+// §5.3 wants signed.
+func (c *Config) dkimOptions() *dkim.SignOptions {
+	if c.DKIMSigner == nil {
+		return nil
+	}
+	return &dkim.SignOptions{Domain: c.DKIMDomain, Selector: c.DKIMSelector, Signer: c.DKIMSigner}
 }

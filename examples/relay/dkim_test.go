@@ -66,7 +66,7 @@ func TestTLSRPTReportDKIMSigned(t *testing.T) {
 			dns := &fakeDNS{txt: map[string][]string{
 				"_smtp._tls.rpt.example": {"v=TLSRPTv1; rua=mailto:tls-reports@localhost"},
 			}}
-			tr := startRelayWith(t, func(r *Relay) { r.reporter.resolver = dns },
+			tr := startRelayWith(t, func(r *Relay) { r.reporter.Resolver = dns },
 				"-tlsrpt", "-dkim-domain", "relay.test", "-dkim-selector", "tlsrpt", "-dkim-key", keyFile)
 
 			now := time.Now().UTC()
@@ -75,7 +75,7 @@ func TestTLSRPTReportDKIMSigned(t *testing.T) {
 				PolicyType: tlsrpt.PolicyNoPolicyFound, ResultType: tlsrpt.ResultSuccess}); err != nil {
 				t.Fatal(err)
 			}
-			if err := tr.reporter.reportDay(t.Context(), today); err != nil {
+			if err := tr.reporter.ReportDay(t.Context(), today); err != nil {
 				t.Fatalf("reportDay: %v", err)
 			}
 			waitFor(t, "the TLS-RPT report mail", 30*time.Second, func() bool {
@@ -130,8 +130,8 @@ func TestTLSRPTReportUnsignedByDefault(t *testing.T) {
 	dns := &fakeDNS{txt: map[string][]string{
 		"_smtp._tls.rpt.example": {"v=TLSRPTv1; rua=mailto:tls-reports@localhost"},
 	}}
-	tr := startRelayWith(t, func(r *Relay) { r.reporter.resolver = dns }, "-tlsrpt")
-	if tr.reporter.dkim != nil {
+	tr := startRelayWith(t, func(r *Relay) { r.reporter.Resolver = dns }, "-tlsrpt")
+	if tr.reporter.DKIM != nil {
 		t.Fatal("reporter has DKIM options without -dkim-*")
 	}
 	now := time.Now().UTC()
@@ -139,7 +139,7 @@ func TestTLSRPTReportUnsignedByDefault(t *testing.T) {
 		PolicyType: tlsrpt.PolicyNoPolicyFound, ResultType: tlsrpt.ResultSuccess}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.reporter.reportDay(t.Context(), now.Truncate(24*time.Hour)); err != nil {
+	if err := tr.reporter.ReportDay(t.Context(), now.Truncate(24*time.Hour)); err != nil {
 		t.Fatalf("reportDay: %v", err)
 	}
 	waitFor(t, "the TLS-RPT report mail", 30*time.Second, func() bool {

@@ -18,6 +18,7 @@ import (
 	smtp "github.com/emersion/go-smtp"
 
 	"github.com/mailtls/mailtls/transport/queue"
+	"github.com/mailtls/mailtls/transport/queue/admin"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
@@ -131,7 +132,7 @@ func TestQueueCommands(t *testing.T) {
 	if !inAnHour.MatchString(out) {
 		t.Fatalf("no next attempt in an hour:\n%s", out)
 	}
-	var listing queueListing
+	var listing admin.Listing
 	if err := json.Unmarshal([]byte(tr.mustQueueCmd(t, "list", "-json")), &listing); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +183,7 @@ func TestQueueCommands(t *testing.T) {
 		t.Fatalf("retry %s also retried %s (%d attempts)", idDead, idBob, n)
 	}
 	// retry -domain, with JSON output.
-	var change queueChange
+	var change admin.Change
 	if err := json.Unmarshal([]byte(tr.mustQueueCmd(t, "retry", "-domain", "partner.example", "-json")), &change); err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ type Relay struct {
 	dns       *dane.Resolver    // -resolver (or -dane-resolver); nil: the system's
 	dane      *dane.Policy      // -dane-resolver; nil if off
 	tlsrpt    *tlsrpt.FileStore // -tlsrpt; nil if off
-	reporter  *reporter         // -tlsrpt daily reports; nil if off
+	reporter  *tlsrpt.Reporter  // -tlsrpt daily reports; nil if off
 	extras    []func() error    // closers of optional parts
 	admin     net.Listener      // -data/admin.sock, for "relay queue"
 	metrics   *metricsServer    // -metrics; nil if off
@@ -217,7 +217,7 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 	}
 	r.queue = &queue.Queue{
 		Store:     store,
-		Deliverer: r.wrapDeliverer(r.connector),
+		Deliverer: r.connector,
 		Hostname:  cfg.Hostname,
 		Language:  cfg.NDRLang,
 		DKIM:      cfg.dkimOptions(), // nil without -dkim-*: unsigned
@@ -232,18 +232,17 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 		LocalDomain: cfg.isLocalDomain,
 	}
 	if r.tlsrpt != nil {
-		r.reporter = &reporter{
-			agg: &tlsrpt.Aggregator{Store: r.tlsrpt, OrganizationName: cfg.TLSRPTOrg, ContactInfo: cfg.TLSRPTContact,
+		r.reporter = &tlsrpt.Reporter{
+			Aggregator: &tlsrpt.Aggregator{Store: r.tlsrpt, OrganizationName: cfg.TLSRPTOrg, ContactInfo: cfg.TLSRPTContact,
 				Logger: r.log.With("part", "tlsrpt")},
-			dir:    cfg.path("tlsrpt"),
-			from:   "noreply-tlsrpt@" + cfg.Hostname,
-			submit: cfg.Hostname,
-			dkim:   cfg.dkimOptions(),
-			queue:  r.queue,
-			log:    r.log.With("part", "tlsrpt"),
-			now:    time.Now,
+			Dir:       cfg.path("tlsrpt"),
+			From:      "noreply-tlsrpt@" + cfg.Hostname,
+			Submitter: cfg.Hostname,
+			DKIM:      cfg.dkimOptions(),
+			Mailer:    r.queue,
+			Resolver:  r.txtResolver(), // -resolver
+			Logger:    r.log.With("part", "tlsrpt"),
 		}
-		r.reporter.resolver = r.txtResolver() // -resolver
 	}
 	return nil
 }
@@ -323,7 +322,7 @@ func (r *Relay) Start() {
 	r.startMetrics()
 	if r.reporter != nil {
 		r.wg.Add(1)
-		go func() { defer r.wg.Done(); r.reporter.run(ctx) }()
+		go func() { defer r.wg.Done(); r.reporter.Run(ctx) }()
 	}
 	r.serveAdmin(ctx)
 	r.wg.Add(1)

@@ -7,7 +7,6 @@ import (
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/policy/mtasts"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
-	"github.com/mailtls/mailtls/transport/queue"
 )
 
 // publishedPolicies creates the parts the standards flags enable and returns
@@ -101,14 +100,4 @@ func (r *Relay) runPublished(ctx context.Context) {
 		defer r.wg.Done()
 		r.mtasts.Run(ctx)
 	}()
-}
-
-// wrapDeliverer is called by setupOutbound once the Connector exists and
-// before the queue uses it: it completes the Connector's standards wiring
-// (wireStandards) and returns d unchanged. TLS-RPT results are recorded by
-// the Connector (Connector.TLSRPT), once per attempt; wrapping d to record
-// them again would count every attempt twice.
-func (r *Relay) wrapDeliverer(d queue.Deliverer) queue.Deliverer {
-	r.wireStandards()
-	return d
 }

@@ -104,7 +104,7 @@ func newSTSWorld(t *testing.T, policyText string) *stsWorld {
 // setup points the relay's Connector and MTA-STS client at the world.
 func (w *stsWorld) setup(r *Relay) {
 	if r.reporter != nil {
-		r.reporter.resolver = w.dns
+		r.reporter.Resolver = w.dns
 	}
 	r.connector.Resolver = w.dns
 	r.connector.Dialer = w.dialer
@@ -175,7 +175,7 @@ func TestMTASTSEnforcedAndTLSRPTRecorded(t *testing.T) {
 	w.dns.txt["_smtp._tls.sts.example"] = []string{"v=TLSRPTv1; rua=mailto:tls-reports@localhost"}
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	for range 2 {
-		if err := tr.reporter.reportDay(t.Context(), today); err != nil {
+		if err := tr.reporter.ReportDay(t.Context(), today); err != nil {
 			t.Fatalf("reportDay: %v", err)
 		}
 	}
