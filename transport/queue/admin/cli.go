@@ -167,10 +167,10 @@ type Listing struct {
 // Change is the JSON that CLI prints for retry, remove, hold and release.
 type Change struct {
 	Command Command `json:"command"`
-	ID      string        `json:"id,omitempty"`
-	Domain  string        `json:"domain,omitempty"`
-	All     bool          `json:"all,omitempty"`
-	Changed int           `json:"changed"`
+	ID      string  `json:"id,omitempty"`
+	Domain  string  `json:"domain,omitempty"`
+	All     bool    `json:"all,omitempty"`
+	Changed int     `json:"changed"`
 }
 
 func printQueueJSON(w io.Writer, req *Request, resp *Response) error {
