@@ -16,13 +16,15 @@
 //     checks, selection by SNI with a default for clients that send none (most
 //     MTAs), atomic Reload and a polling Watch, expiry reports, self-signed
 //     generation, and a *tls.Config builder with RFC 9325 defaults (TLS 1.2
-//     minimum, ECDHE+AEAD suites only, Go's post-quantum key exchange kept).
+//     minimum, ECDHE+AEAD suites only, Go's post-quantum key exchange kept)
+//     that is the one place a listener's minimum TLS version and client
+//     certificate policy are set (TLSOptions).
 //   - policy: what TLS a hop requires. Levels with Postfix's meanings (none,
 //     may, encrypt, dane, dane-only, verify, secure), a static table in a
 //     Postfix-like syntax, and Strictest to combine sources while keeping
 //     where each decision came from. policy.Inbound is what a listener
-//     demands of clients (require TLS, minimum version, 128-bit cipher floor,
-//     client certificates).
+//     demands of clients beyond its TLS configuration (require TLS, the
+//     128-bit cipher floor).
 //   - policy/mtasts (RFC 8461), policy/dane (RFC 7672) and policy/tlsrpt
 //     (RFC 8460): published policies and reporting on them.
 //   - transport: the wire. Server (MX, submission with STARTTLS, implicit-TLS

@@ -4,7 +4,22 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"strings"
 )
+
+// DefaultMinVersion is the lowest TLS version a server built or configured
+// with this package accepts when no minimum is given: TLS 1.2 (RFC 9325,
+// Section 3.1.1; RFC 8996 deprecates TLS 1.0 and 1.1).
+const DefaultMinVersion uint16 = tls.VersionTLS12
+
+// EffectiveMinVersion returns v, or DefaultMinVersion when v is zero: the
+// minimum a server applies for a tls.Config.MinVersion of v.
+func EffectiveMinVersion(v uint16) uint16 {
+	if v == 0 {
+		return DefaultMinVersion
+	}
+	return v
+}
 
 // ClientAuthPolicy says whether a server asks TLS clients for a certificate
 // (RFC 8446, Section 4.3.2; RFC 5246, Section 7.4.4) and what it does with
@@ -34,21 +49,75 @@ const (
 	ClientCertRequireVerified
 )
 
-// String returns the policy's name as used in logs and configuration.
+var clientAuthNames = [...]string{"none", "request", "require", "verify-if-given", "require-verified"}
+
+// String returns the policy's name as used in logs and configuration:
+// "none", "request", "require", "verify-if-given" or "require-verified".
 func (p ClientAuthPolicy) String() string {
-	switch p {
-	case ClientCertNone:
-		return "none"
-	case ClientCertRequest:
-		return "request"
-	case ClientCertRequire:
-		return "require"
-	case ClientCertVerifyIfGiven:
-		return "verify-if-given"
-	case ClientCertRequireVerified:
-		return "require-verified"
+	if p >= 0 && int(p) < len(clientAuthNames) {
+		return clientAuthNames[p]
 	}
 	return fmt.Sprintf("ClientAuthPolicy(%d)", int(p))
+}
+
+// ParseClientAuthPolicy parses the String form, case-insensitively and
+// ignoring surrounding space.
+func ParseClientAuthPolicy(s string) (ClientAuthPolicy, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	for i, n := range clientAuthNames {
+		if s == n {
+			return ClientAuthPolicy(i), nil
+		}
+	}
+	return ClientCertNone, fmt.Errorf("certstore: unknown client certificate policy %q (want %s)", s, strings.Join(clientAuthNames[:], ", "))
+}
+
+// RequiresCertificate reports whether a client without a certificate is
+// refused (ClientCertRequire, ClientCertRequireVerified).
+func (p ClientAuthPolicy) RequiresCertificate() bool {
+	return p == ClientCertRequire || p == ClientCertRequireVerified
+}
+
+// VerifiesCertificate reports whether a certificate the client sends must
+// chain to ClientCAs for client authentication (RFC 5280, Section 6;
+// ClientCertVerifyIfGiven, ClientCertRequireVerified).
+func (p ClientAuthPolicy) VerifiesCertificate() bool {
+	return p == ClientCertVerifyIfGiven || p == ClientCertRequireVerified
+}
+
+// TLSClientAuth returns the crypto/tls setting that implements p.
+func (p ClientAuthPolicy) TLSClientAuth() tls.ClientAuthType {
+	switch p {
+	case ClientCertRequest:
+		return tls.RequestClientCert
+	case ClientCertRequire:
+		return tls.RequireAnyClientCert
+	case ClientCertVerifyIfGiven:
+		return tls.VerifyClientCertIfGiven
+	case ClientCertRequireVerified:
+		return tls.RequireAndVerifyClientCert
+	}
+	return tls.NoClientCert
+}
+
+// ClientAuthPolicyOf returns the policy a tls.Config's ClientAuth setting
+// implements, so that a consumer of a built *tls.Config (such as
+// transport.Server) reads the client certificate policy from the one place
+// it is set. An unknown value is an ErrInsecureConfig error.
+func ClientAuthPolicyOf(t tls.ClientAuthType) (ClientAuthPolicy, error) {
+	switch t {
+	case tls.NoClientCert:
+		return ClientCertNone, nil
+	case tls.RequestClientCert:
+		return ClientCertRequest, nil
+	case tls.RequireAnyClientCert:
+		return ClientCertRequire, nil
+	case tls.VerifyClientCertIfGiven:
+		return ClientCertVerifyIfGiven, nil
+	case tls.RequireAndVerifyClientCert:
+		return ClientCertRequireVerified, nil
+	}
+	return ClientCertNone, &Error{Op: "config", Err: fmt.Errorf("%w: unknown tls.ClientAuthType %d", ErrInsecureConfig, int(t))}
 }
 
 // TLSOptions tunes the server configuration built by Store.TLSConfig and
@@ -65,8 +134,12 @@ type TLSOptions struct {
 	ClientAuth ClientAuthPolicy
 	// ClientCAs are the anchors client certificates are verified against. It
 	// is required (nil is an ErrInsecureConfig error) for
-	// ClientCertVerifyIfGiven and ClientCertRequireVerified, and ignored
-	// otherwise.
+	// ClientCertVerifyIfGiven and ClientCertRequireVerified. With
+	// ClientCertRequest and ClientCertRequire it is passed on in the
+	// Config, where crypto/tls names it to clients (RFC 8446, Section
+	// 4.2.4) but does not enforce it, and a consumer such as
+	// transport.Server records whether the certificate verified. It is
+	// ignored with ClientCertNone.
 	ClientCAs *x509.CertPool
 }
 
@@ -114,10 +187,8 @@ func ServerTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate
 	if getCertificate == nil {
 		return nil, &Error{Op: "config", Err: fmt.Errorf("%w: no certificate source", ErrInsecureConfig)}
 	}
-	minV := o.MinVersion
+	minV := EffectiveMinVersion(o.MinVersion)
 	switch minV {
-	case 0:
-		minV = tls.VersionTLS12
 	case tls.VersionTLS12, tls.VersionTLS13:
 	default:
 		return nil, &Error{Op: "config", Err: fmt.Errorf("%w: MinVersion %s is below TLS 1.2 or unknown (RFC 8996, RFC 9325 Section 3.1.1)",
@@ -129,24 +200,15 @@ func ServerTLSConfig(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate
 		GetCertificate:         getCertificate,
 		SessionTicketsDisabled: false,
 	}
-	switch o.ClientAuth {
-	case ClientCertNone:
-		cfg.ClientAuth = tls.NoClientCert
-	case ClientCertRequest:
-		cfg.ClientAuth = tls.RequestClientCert
-	case ClientCertRequire:
-		cfg.ClientAuth = tls.RequireAnyClientCert
-	case ClientCertVerifyIfGiven, ClientCertRequireVerified:
-		if o.ClientCAs == nil {
-			return nil, &Error{Op: "config", Err: fmt.Errorf("%w: client certificate policy %s needs ClientCAs", ErrInsecureConfig, o.ClientAuth)}
-		}
-		cfg.ClientCAs = o.ClientCAs
-		cfg.ClientAuth = tls.VerifyClientCertIfGiven
-		if o.ClientAuth == ClientCertRequireVerified {
-			cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		}
-	default:
+	if o.ClientAuth < ClientCertNone || o.ClientAuth > ClientCertRequireVerified {
 		return nil, &Error{Op: "config", Err: fmt.Errorf("%w: unknown client certificate policy %d", ErrInsecureConfig, int(o.ClientAuth))}
+	}
+	if o.ClientAuth.VerifiesCertificate() && o.ClientCAs == nil {
+		return nil, &Error{Op: "config", Err: fmt.Errorf("%w: client certificate policy %s needs ClientCAs", ErrInsecureConfig, o.ClientAuth)}
+	}
+	cfg.ClientAuth = o.ClientAuth.TLSClientAuth()
+	if o.ClientAuth != ClientCertNone {
+		cfg.ClientCAs = o.ClientCAs
 	}
 	return cfg, nil
 }

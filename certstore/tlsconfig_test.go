@@ -111,6 +111,61 @@ func TestTLSOptionsErrors(t *testing.T) {
 		if err != nil || cfg.ClientAuth != want {
 			t.Errorf("%s: %v %v", p, cfg.ClientAuth, err)
 		}
+		// ClientCAs reach the Config whenever a certificate is asked for,
+		// so that a consumer can record whether it verified.
+		if wantCAs := p != ClientCertNone; err == nil && (cfg.ClientCAs != nil) != wantCAs {
+			t.Errorf("%s: ClientCAs set %v, want %v", p, cfg.ClientCAs != nil, wantCAs)
+		}
+		if p.TLSClientAuth() != want {
+			t.Errorf("%s: TLSClientAuth %v, want %v", p, p.TLSClientAuth(), want)
+		}
+		if back, err := ClientAuthPolicyOf(want); err != nil || back != p {
+			t.Errorf("ClientAuthPolicyOf(%v) = %v, %v; want %v", want, back, err, p)
+		}
+	}
+	if _, err := ClientAuthPolicyOf(tls.ClientAuthType(99)); !errors.Is(err, ErrInsecureConfig) {
+		t.Errorf("ClientAuthPolicyOf(99): %v, want ErrInsecureConfig", err)
+	}
+}
+
+// TestClientAuthPolicyNames: every policy parses from its String form,
+// case-insensitively; unknown names and values are reported.
+func TestClientAuthPolicyNames(t *testing.T) {
+	for p := ClientCertNone; p <= ClientCertRequireVerified; p++ {
+		got, err := ParseClientAuthPolicy(" " + strings.ToUpper(p.String()) + " ")
+		if err != nil || got != p {
+			t.Errorf("%v: parsed %v, %v", p, got, err)
+		}
+	}
+	if _, err := ParseClientAuthPolicy("sometimes"); err == nil {
+		t.Error("unknown policy parsed")
+	}
+	if s := ClientAuthPolicy(7).String(); s != "ClientAuthPolicy(7)" {
+		t.Errorf("String %q", s)
+	}
+	for _, c := range []struct {
+		p                  ClientAuthPolicy
+		requires, verifies bool
+	}{
+		{ClientCertNone, false, false},
+		{ClientCertRequest, false, false},
+		{ClientCertRequire, true, false},
+		{ClientCertVerifyIfGiven, false, true},
+		{ClientCertRequireVerified, true, true},
+	} {
+		if c.p.RequiresCertificate() != c.requires || c.p.VerifiesCertificate() != c.verifies {
+			t.Errorf("%s: requires %v verifies %v", c.p, c.p.RequiresCertificate(), c.p.VerifiesCertificate())
+		}
+	}
+}
+
+// TestEffectiveMinVersion: zero is TLS 1.2 (RFC 9325, Section 3.1.1);
+// anything else is kept.
+func TestEffectiveMinVersion(t *testing.T) {
+	for in, want := range map[uint16]uint16{0: tls.VersionTLS12, tls.VersionTLS13: tls.VersionTLS13, tls.VersionTLS10: tls.VersionTLS10} {
+		if got := EffectiveMinVersion(in); got != want {
+			t.Errorf("EffectiveMinVersion(%x) = %x, want %x", in, got, want)
+		}
 	}
 }
 

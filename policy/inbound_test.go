@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"strings"
 	"testing"
@@ -13,76 +11,52 @@ func TestInboundZeroValueIsStrict(t *testing.T) {
 	if !p.RequireTLS() {
 		t.Error("zero Inbound does not require TLS")
 	}
-	if p.EffectiveMinVersion() != tls.VersionTLS12 {
-		t.Errorf("min version %x", p.EffectiveMinVersion())
-	}
 	if p.EffectiveMinCipherBits() != 128 {
 		t.Errorf("min bits %d", p.EffectiveMinCipherBits())
-	}
-	if p.ClientCertificates != ClientCertNone {
-		t.Errorf("client certs %v", p.ClientCertificates)
 	}
 	if err := p.Validate(); err != nil {
 		t.Error(err)
 	}
-	if got, want := p.String(), "require TLS, min TLS 1.2, >=128-bit ciphers, client certificates none"; got != want {
+	if got, want := p.String(), "require TLS, >=128-bit ciphers"; got != want {
 		t.Errorf("String %q, want %q", got, want)
 	}
-	open := Inbound{InsecureAllowPlaintext: true, MinVersion: tls.VersionTLS13, MinCipherBits: 256, ClientCertificates: ClientCertOptional}
-	if open.RequireTLS() || open.EffectiveMinVersion() != tls.VersionTLS13 || open.EffectiveMinCipherBits() != 256 {
+	open := Inbound{InsecureAllowPlaintext: true, MinCipherBits: 256}
+	if open.RequireTLS() || open.EffectiveMinCipherBits() != 256 {
 		t.Errorf("explicit values not kept: %+v", open)
 	}
-	if !strings.HasPrefix(open.String(), "plaintext allowed (insecure), min TLS 1.3, >=256-bit") {
+	if !strings.HasPrefix(open.String(), "plaintext allowed (insecure), >=256-bit") {
 		t.Errorf("String %q", open.String())
 	}
 }
 
+// The minimum TLS version and client certificate checks of Validate are
+// certstore's (TestTLSOptionsErrors, TestClientAuthPolicyNames) and
+// transport.Server's (TestServerConfigErrors).
 func TestInboundValidate(t *testing.T) {
 	for _, c := range []struct {
 		p    Inbound
 		want string
 	}{
-		{Inbound{MinVersion: 0x0299}, "is not a TLS version"},
 		{Inbound{MinCipherBits: 512}, "out of range"},
-		{Inbound{ClientCertificates: ClientCertMode(9)}, "unknown client certificate mode"},
-		{Inbound{ClientCertificates: ClientCertVerified}, "ClientCAs is nil"},
+		{Inbound{MinCipherBits: -1}, "out of range"},
 	} {
 		err := c.p.Validate()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.p, err, c.want)
 		}
 	}
-	ok := Inbound{ClientCertificates: ClientCertVerified, ClientCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS13}
+	ok := Inbound{MinCipherBits: 256}
 	if err := ok.Validate(); err != nil {
 		t.Error(err)
 	}
 }
 
-func TestClientCertModeNames(t *testing.T) {
-	for m := ClientCertNone; m <= ClientCertVerified; m++ {
-		got, err := ParseClientCertMode(" " + strings.ToUpper(m.String()) + " ")
-		if err != nil || got != m {
-			t.Errorf("%v: parsed %v, %v", m, got, err)
-		}
-	}
-	if _, err := ParseClientCertMode("sometimes"); err == nil {
-		t.Error("unknown mode parsed")
-	}
-	if s := ClientCertMode(7).String(); s != "clientcert(7)" {
-		t.Errorf("String %q", s)
-	}
-}
-
 // ExampleInbound shows the administrator's classic inbound settings as a
-// policy: TLS required, 128-bit or stronger, partner certificates verified.
+// policy: TLS required, 128-bit or stronger. The minimum TLS version and
+// partner certificates are set on the listener's TLS configuration
+// (certstore.TLSOptions).
 func ExampleInbound() {
-	partners := x509.NewCertPool() // AppendCertsFromPEM(partner CA PEM)
-	p := Inbound{
-		MinVersion:         tls.VersionTLS12,
-		MinCipherBits:      128,
-		ClientCertificates: ClientCertVerified,
-		ClientCAs:          partners,
-	}
+	p := Inbound{MinCipherBits: 128}
 	fmt.Println(p.Validate())
 	fmt.Println(p)
 
@@ -91,6 +65,6 @@ func ExampleInbound() {
 	fmt.Println(mx)
 	// Output:
 	// <nil>
-	// require TLS, min TLS 1.2, >=128-bit ciphers, client certificates verified
-	// plaintext allowed (insecure), min TLS 1.2, >=128-bit ciphers, client certificates none
+	// require TLS, >=128-bit ciphers
+	// plaintext allowed (insecure), >=128-bit ciphers
 }

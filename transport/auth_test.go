@@ -244,7 +244,9 @@ func TestServerConfigErrors(t *testing.T) {
 		{"no TLS but TLS required", &Server{Handler: rec}, "TLSConfig is nil but the inbound policy requires TLS"},
 		{"submission without authenticator", &Server{Handler: rec, Kind: KindSubmission, TLSConfig: pki.serverConfig()}, "Authenticator is nil"},
 		{"submission without TLS", &Server{Handler: rec, Kind: KindSubmission, Authenticator: testTable(t), Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, "needs a TLSConfig"},
-		{"verified without CAs", &Server{Handler: rec, TLSConfig: pki.serverConfig(), Inbound: policy.Inbound{ClientCertificates: policy.ClientCertVerified}}, "ClientCAs is nil"},
+		{"verified without CAs", &Server{Handler: rec, TLSConfig: pki.serverConfigAuth(tls.RequireAndVerifyClientCert, nil)}, "ClientCAs is nil"},
+		{"verify-if-given without CAs", &Server{Handler: rec, TLSConfig: pki.serverConfigAuth(tls.VerifyClientCertIfGiven, nil)}, "ClientCAs is nil"},
+		{"unknown client auth", &Server{Handler: rec, TLSConfig: pki.serverConfigAuth(tls.ClientAuthType(42), nil)}, "unknown tls.ClientAuthType"},
 		{"max version below floor", &Server{Handler: rec, TLSConfig: &tls.Config{Certificates: pki.serverConfig().Certificates, MaxVersion: tls.VersionTLS11}}, "MaxVersion TLS 1.1 is below"},
 	}
 	for _, c := range cases {

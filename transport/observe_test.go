@@ -137,7 +137,7 @@ func TestServerObserver(t *testing.T) {
 		},
 		{
 			name: "weak TLS",
-			srv:  func() *Server { return &Server{Inbound: policy.Inbound{MinVersion: tls.VersionTLS13}} },
+			srv:  func() *Server { return &Server{TLSConfig: pki.serverConfigMin(tls.VersionTLS13)} },
 			run: func(t *testing.T, ts *testServer) {
 				cfg := pki.clientConfig()
 				cfg.MaxVersion = tls.VersionTLS12

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailtls/mailtls/certstore"
 	"github.com/mailtls/mailtls/policy"
 )
 
@@ -148,15 +149,21 @@ type Server struct {
 	// Kind is the listener kind. The zero value is KindMX.
 	Kind ListenerKind
 
-	// TLSConfig provides the server certificate. It is cloned and the
-	// Inbound policy is applied to the clone (minimum version, cipher
-	// floor, client certificates); the original is not modified. Nil
-	// means no TLS at all, which Serve refuses unless
-	// Inbound.InsecureAllowPlaintext is set and Kind is KindMX.
+	// TLSConfig provides the server certificate and is the one place the
+	// listener's TLS knobs are set; build it with certstore.Store.TLSConfig
+	// (RFC 9325 defaults, certstore.TLSOptions). Its MinVersion is the
+	// lowest TLS version accepted (zero means certstore.DefaultMinVersion,
+	// TLS 1.2); its ClientAuth and ClientCAs are the client certificate
+	// policy (certstore.ClientAuthPolicy; RFC 8446 §4.3.2), which the Server
+	// enforces after the handshake so that a refusal is logged with its
+	// reason. It is cloned and the Inbound cipher floor is applied to the
+	// clone; the original is not modified. Nil means no TLS at all, which
+	// Serve refuses unless Inbound.InsecureAllowPlaintext is set and Kind
+	// is KindMX.
 	TLSConfig *tls.Config
 
-	// Inbound is the TLS the listener demands of clients. The zero value
-	// requires TLS before MAIL, TLS 1.2 or later and 128-bit ciphers.
+	// Inbound is what the listener demands of clients beyond TLSConfig.
+	// The zero value requires TLS before MAIL and 128-bit ciphers.
 	Inbound policy.Inbound
 
 	// Handler receives each accepted message. Serve refuses a nil Handler.
@@ -295,7 +302,9 @@ type Server struct {
 	initOnce sync.Once
 	initErr  error
 	tlsBase  *tls.Config // Inbound applied; nil for plaintext-only
-	limiter  *authLimiter
+	// clientAuth is TLSConfig.ClientAuth, enforced by verifyInbound.
+	clientAuth certstore.ClientAuthPolicy
+	limiter    *authLimiter
 	// authTableSize, when positive, replaces the AUTH limiter's table
 	// bound (a test seam).
 	authTableSize int
@@ -385,10 +394,11 @@ func (s *Server) setup() error {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.TLSConfig != nil {
-		cfg, err := applyInbound(s.TLSConfig, s.Inbound)
+		cfg, mode, err := applyInbound(s.TLSConfig, s.Inbound)
 		if err != nil {
 			return err
 		}
+		s.clientAuth = mode
 		cfg.GetConfigForClient = s.configForClient(cfg)
 		s.tlsBase = cfg
 	}
@@ -421,7 +431,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	s.listeners[il] = struct{}{}
 	s.mu.Unlock()
-	s.log.Info("smtp listening", "addr", l.Addr().String(), "kind", s.Kind.String(), "policy", s.Inbound.String())
+	s.log.Info("smtp listening", "addr", l.Addr().String(), "kind", s.Kind.String(), "policy", s.Inbound.String(), s.tlsAttrs())
 
 	err := il.acceptLoop()
 	if s.closing.Load() {

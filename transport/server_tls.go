@@ -12,23 +12,35 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailtls/mailtls/certstore"
 	"github.com/mailtls/mailtls/policy"
 )
 
-// applyInbound returns a clone of base with the inbound policy applied: the
-// minimum version (RFC 9325 §3.1.1), TLS 1.2 suites filtered by key size (the
-// floor for TLS 1.3 suites, which Go does not let us configure, is enforced
-// in verifyInbound), and client certificate requests. Client certificates are
-// requested, never required, at the TLS layer: verifyInbound decides, so that
-// the reason for a refusal can be logged.
-func applyInbound(base *tls.Config, p policy.Inbound) (*tls.Config, error) {
-	cfg := base.Clone()
-	minV := p.EffectiveMinVersion()
-	if cfg.MinVersion < minV {
-		cfg.MinVersion = minV
+// applyInbound returns a clone of base with the inbound policy applied, and
+// the client certificate policy base asks for. The TLS knobs are read from
+// base, where certstore.TLSOptions sets them, and nowhere else: the minimum
+// version is base.MinVersion, or certstore.DefaultMinVersion when zero (RFC
+// 9325 §3.1.1); the client certificate policy is base.ClientAuth, verified
+// against base.ClientCAs. applyInbound adds the cipher floor of p: TLS 1.2
+// suites are filtered by key size (the floor for TLS 1.3 suites, which Go
+// does not let us configure, is enforced in verifyInbound). Client
+// certificates are requested, never required, at the TLS layer:
+// verifyInbound enforces the policy returned here, so that the reason for a
+// refusal can be logged.
+func applyInbound(base *tls.Config, p policy.Inbound) (*tls.Config, certstore.ClientAuthPolicy, error) {
+	mode, err := certstore.ClientAuthPolicyOf(base.ClientAuth)
+	if err != nil {
+		return nil, 0, fmt.Errorf("transport: TLSConfig.ClientAuth: %w", err)
 	}
+	if mode.VerifiesCertificate() && base.ClientCAs == nil {
+		// crypto/tls would verify against the host's WebPKI roots, which
+		// never authenticate mail clients.
+		return nil, 0, fmt.Errorf("transport: TLSConfig.ClientAuth is %s but ClientCAs is nil", mode)
+	}
+	cfg := base.Clone()
+	cfg.MinVersion = certstore.EffectiveMinVersion(cfg.MinVersion)
 	if cfg.MaxVersion != 0 && cfg.MaxVersion < cfg.MinVersion {
-		return nil, fmt.Errorf("transport: TLSConfig.MaxVersion %s is below the inbound minimum %s",
+		return nil, 0, fmt.Errorf("transport: TLSConfig.MaxVersion %s is below the inbound minimum %s",
 			tls.VersionName(cfg.MaxVersion), tls.VersionName(cfg.MinVersion))
 	}
 	if cfg.MinVersion < tls.VersionTLS13 {
@@ -46,18 +58,23 @@ func applyInbound(base *tls.Config, p policy.Inbound) (*tls.Config, error) {
 			}
 		}
 		if len(kept) == 0 {
-			return nil, fmt.Errorf("transport: no TLS 1.2 cipher suite of at least %d bits is enabled", floor)
+			return nil, 0, fmt.Errorf("transport: no TLS 1.2 cipher suite of at least %d bits is enabled", floor)
 		}
 		cfg.CipherSuites = kept
 	}
-	switch p.ClientCertificates {
-	case policy.ClientCertNone:
-		cfg.ClientAuth = tls.NoClientCert
-	default:
+	if mode != certstore.ClientCertNone {
 		cfg.ClientAuth = tls.RequestClientCert
-		cfg.ClientCAs = p.ClientCAs
 	}
-	return cfg, nil
+	return cfg, mode, nil
+}
+
+// tlsAttrs returns the listener's TLS knobs for its "smtp listening" log
+// line: the minimum version and the client certificate policy.
+func (s *Server) tlsAttrs() slog.Attr {
+	if s.tlsBase == nil {
+		return slog.Group("tls", "enabled", false)
+	}
+	return slog.Group("tls", "min", tls.VersionName(s.tlsBase.MinVersion), "client_auth", s.clientAuth.String())
 }
 
 func suiteBelow13(id uint16) bool {
@@ -82,7 +99,7 @@ func (s *Server) configForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*
 	userHook := s.TLSConfig.GetConfigForClient
 	return func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		c, _ := hello.Conn.(*inConn)
-		cfg := base
+		cfg, mode := base, s.clientAuth
 		if userHook != nil {
 			uc, err := userHook(hello)
 			if err != nil {
@@ -90,7 +107,7 @@ func (s *Server) configForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*
 				return nil, err
 			}
 			if uc != nil {
-				if cfg, err = applyInbound(uc, s.Inbound); err != nil {
+				if cfg, mode, err = applyInbound(uc, s.Inbound); err != nil {
 					c.recordReason(err)
 					return nil, err
 				}
@@ -110,7 +127,7 @@ func (s *Server) configForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*
 		cc.GetConfigForClient = nil
 		userVerify := cfg.VerifyConnection
 		cc.VerifyConnection = func(cs tls.ConnectionState) error {
-			verified, err := s.verifyInbound(cs)
+			verified, err := s.verifyInbound(cs, mode, cfg.ClientCAs)
 			if err == nil && userVerify != nil {
 				err = userVerify(cs)
 			}
@@ -154,22 +171,22 @@ type weakTLSError struct{ err error }
 func (e *weakTLSError) Error() string { return e.err.Error() }
 func (e *weakTLSError) Unwrap() error { return e.err }
 
-// verifyInbound enforces the cipher floor and the client certificate mode on
-// a completed handshake and reports whether the client certificate verified.
-func (s *Server) verifyInbound(cs tls.ConnectionState) (bool, error) {
+// verifyInbound enforces the cipher floor and the client certificate policy
+// mode (with roots cas) on a completed handshake and reports whether the
+// client certificate verified for client authentication (RFC 5280 §6).
+func (s *Server) verifyInbound(cs tls.ConnectionState, mode certstore.ClientAuthPolicy, cas *x509.CertPool) (bool, error) {
 	floor := s.Inbound.EffectiveMinCipherBits()
 	if b := CipherBits(cs.CipherSuite); b < floor {
 		return false, &weakTLSError{fmt.Errorf("cipher %s has %d-bit keys, below the %d-bit minimum", tls.CipherSuiteName(cs.CipherSuite), b, floor)}
 	}
-	mode := s.Inbound.ClientCertificates
 	if len(cs.PeerCertificates) == 0 {
-		if mode == policy.ClientCertRequired || mode == policy.ClientCertVerified {
+		if mode.RequiresCertificate() {
 			return false, errors.New("client certificate required but none was sent")
 		}
 		return false, nil
 	}
 	leaf := cs.PeerCertificates[0]
-	if s.Inbound.ClientCAs == nil {
+	if cas == nil {
 		return false, nil
 	}
 	inter := x509.NewCertPool()
@@ -177,13 +194,13 @@ func (s *Server) verifyInbound(cs tls.ConnectionState) (bool, error) {
 		inter.AddCert(ic)
 	}
 	_, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         s.Inbound.ClientCAs,
+		Roots:         cas,
 		Intermediates: inter,
 		CurrentTime:   s.now(),
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
-		if mode == policy.ClientCertVerified {
+		if mode.VerifiesCertificate() {
 			return false, fmt.Errorf("client certificate %q not verified: %w", leaf.Subject.String(), err)
 		}
 		return false, nil

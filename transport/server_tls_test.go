@@ -3,12 +3,14 @@ package transport
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/certstore"
 	"github.com/mailtls/mailtls/internal/testpki"
 	"github.com/mailtls/mailtls/policy"
 )
@@ -72,7 +74,7 @@ func TestLegacyTLSRefused(t *testing.T) {
 		t.Fatalf("%d messages", n)
 	}
 
-	ts13 := startServer(t, &Server{Inbound: policy.Inbound{MinVersion: tls.VersionTLS13}}, pki)
+	ts13 := startServer(t, &Server{TLSConfig: pki.serverConfigMin(tls.VersionTLS13)}, pki)
 	cfg := pki.clientConfig()
 	cfg.MaxVersion = tls.VersionTLS12
 	if _, err := starttlsHandshake(t, ts13.addr, cfg); err == nil {
@@ -143,7 +145,23 @@ func TestCipherFloor(t *testing.T) {
 	}
 }
 
-// TestClientCertificates covers the four modes.
+// serverConfigMin is serverConfig with a minimum TLS version.
+func (p *srvPKI) serverConfigMin(v uint16) *tls.Config {
+	cfg := p.serverConfig()
+	cfg.MinVersion = v
+	return cfg
+}
+
+// serverConfigAuth is serverConfig with a client certificate policy set the
+// crypto/tls way, as a hand-built configuration would.
+func (p *srvPKI) serverConfigAuth(mode tls.ClientAuthType, cas *x509.CertPool) *tls.Config {
+	cfg := p.serverConfig()
+	cfg.ClientAuth, cfg.ClientCAs = mode, cas
+	return cfg
+}
+
+// TestClientCertificates covers the five client certificate policies, set
+// on the TLSConfig that certstore builds.
 func TestClientCertificates(t *testing.T) {
 	pki := newSrvPKI(t)
 	partner := pki.ca.MustIssue(testpki.LeafOptions{CommonName: "partner.example", Client: true})
@@ -166,16 +184,22 @@ func TestClientCertificates(t *testing.T) {
 		verified bool
 	}
 	for _, c := range []struct {
-		mode     policy.ClientCertMode
+		mode     certstore.ClientAuthPolicy
 		attempts []attempt
 	}{
-		{policy.ClientCertNone, []attempt{{nil, true, false}}},
-		{policy.ClientCertOptional, []attempt{{nil, true, false}, {partner, true, true}, {rogue, true, false}}},
-		{policy.ClientCertRequired, []attempt{{nil, false, false}, {rogue, true, false}, {partner, true, true}}},
-		{policy.ClientCertVerified, []attempt{{nil, false, false}, {rogue, false, false}, {serverOnly, false, false}, {partner, true, true}}},
+		{certstore.ClientCertNone, []attempt{{nil, true, false}}},
+		{certstore.ClientCertRequest, []attempt{{nil, true, false}, {partner, true, true}, {rogue, true, false}}},
+		{certstore.ClientCertRequire, []attempt{{nil, false, false}, {rogue, true, false}, {partner, true, true}}},
+		{certstore.ClientCertVerifyIfGiven, []attempt{{nil, true, false}, {rogue, false, false}, {serverOnly, false, false}, {partner, true, true}}},
+		{certstore.ClientCertRequireVerified, []attempt{{nil, false, false}, {rogue, false, false}, {serverOnly, false, false}, {partner, true, true}}},
 	} {
 		t.Run(c.mode.String(), func(t *testing.T) {
-			ts := startServer(t, &Server{Inbound: policy.Inbound{ClientCertificates: c.mode, ClientCAs: pki.ca.Pool}}, pki)
+			cfg, err := certstore.ServerTLSConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pki.server.TLS, nil },
+				certstore.TLSOptions{ClientAuth: c.mode, ClientCAs: pki.ca.Pool})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts := startServer(t, &Server{TLSConfig: cfg}, pki)
 			for i, a := range c.attempts {
 				d, err := starttlsHandshake(t, ts.addr, withCert(a.cert))
 				if (err == nil) != a.ok {
@@ -199,7 +223,7 @@ func TestClientCertificates(t *testing.T) {
 					t.Errorf("Received header lacks the verified client certificate: %q", msgs[len(msgs)-1].body)
 				}
 			}
-			if c.mode == policy.ClientCertVerified {
+			if c.mode == certstore.ClientCertRequireVerified {
 				waitFor(t, "failure logs", func() bool { return strings.Count(ts.log.String(), "result=failed") >= 3 })
 				logs := ts.log.String()
 				if !strings.Contains(logs, "client certificate required but none was sent") ||
@@ -207,7 +231,49 @@ func TestClientCertificates(t *testing.T) {
 					t.Errorf("reasons not logged: %s", logs)
 				}
 			}
+			if want := "tls.client_auth=" + c.mode.String(); !strings.Contains(ts.log.String(), want) {
+				t.Errorf("listening log lacks %s: %s", want, ts.log.String())
+			}
 		})
+	}
+}
+
+// TestClientAuthFromTLSConfig: the client certificate policy set on a
+// hand-built TLSConfig, or on the one a GetConfigForClient hook returns, is
+// enforced, not replaced by a default; and the TLSConfig's MinVersion is
+// the listener's minimum.
+func TestClientAuthFromTLSConfig(t *testing.T) {
+	pki := newSrvPKI(t)
+	partner := pki.ca.MustIssue(testpki.LeafOptions{CommonName: "partner.example", Client: true})
+	withPartner := pki.clientConfig()
+	withPartner.Certificates = []tls.Certificate{partner.TLS}
+
+	direct := pki.serverConfigAuth(tls.RequireAndVerifyClientCert, pki.ca.Pool)
+	hooked := pki.serverConfig()
+	hooked.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return pki.serverConfigAuth(tls.RequireAndVerifyClientCert, pki.ca.Pool), nil
+	}
+	for name, cfg := range map[string]*tls.Config{"TLSConfig": direct, "GetConfigForClient": hooked} {
+		t.Run(name, func(t *testing.T) {
+			ts := startServer(t, &Server{TLSConfig: cfg}, pki)
+			if _, err := starttlsHandshake(t, ts.addr, pki.clientConfig()); err == nil {
+				t.Fatal("client without a certificate accepted by a require-verified TLSConfig")
+			}
+			waitFor(t, "failure log", func() bool { return strings.Contains(ts.log.String(), "client certificate required but none was sent") })
+			d, err := starttlsHandshake(t, ts.addr, withPartner)
+			if err != nil {
+				t.Fatalf("partner: %v", err)
+			}
+			if got := d.sendMessage("a@example.org", "b@example.net", "x\r\n"); !strings.HasPrefix(got, "250 ") {
+				t.Fatalf("DATA %q", got)
+			}
+			if m := ts.rec.all(); len(m) != 1 || !m[0].env.TLS.Verified {
+				t.Fatalf("messages %+v", m)
+			}
+		})
+	}
+	if direct.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Errorf("the caller's TLSConfig was modified: ClientAuth %v", direct.ClientAuth)
 	}
 }
 

@@ -141,8 +141,7 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 		srv := &transport.Server{
 			Hostname:      cfg.Hostname,
 			Kind:          spec.kind,
-			TLSConfig:     tlsCfg,
-			Inbound:       policy.Inbound{MinVersion: cfg.MinTLS},
+			TLSConfig:     tlsCfg, // carries -min-tls (certstore.TLSOptions)
 			Handler:       handler,
 			Authenticator: auth,
 			Logger:        log.With("listener", spec.name),
