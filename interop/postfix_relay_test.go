@@ -15,11 +15,10 @@ import (
 
 // The tests below drive the built examples/relay binary (startRelayProc)
 // against Postfix 3.x run from private configuration directories on
-// loopback ports (issue 5: "the relay delivers to a TLS-enabled Postfix
-// smtpd; a Postfix instance relaying through our server with
-// smtp_tls_security_level = encrypt gets its mail accepted; a smtp-sink
-// without TLS gets nothing under an encrypt policy and the sender gets the
-// DSN").
+// loopback ports: the relay delivers to a TLS-enabled Postfix smtpd; a
+// Postfix instance relaying through the relay with smtp_tls_security_level
+// = encrypt gets its mail accepted; a smtp-sink without TLS gets nothing
+// under an encrypt policy and the sender gets the DSN (RFC 3464).
 
 const relayPassword = "interop-pw-7d1"
 

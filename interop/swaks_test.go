@@ -200,8 +200,8 @@ func mustContain(t *testing.T, what, s string, subs ...string) {
 }
 
 // TestSwaksAgainstRelay drives the built examples/relay with the real swaks
-// client (Debian package swaks), as issue 2 asks: plaintext MAIL refused
-// with 530 when TLS is required; STARTTLS then AUTH PLAIN accepted and the
+// client (Debian package swaks): plaintext MAIL refused with 530 when TLS
+// is required (RFC 3207 §4); STARTTLS then AUTH PLAIN accepted and the
 // message in the Maildir; AUTH in plaintext refused; implicit TLS on the
 // submissions port working.
 func TestSwaksAgainstRelay(t *testing.T) {

@@ -537,8 +537,7 @@ func utf8AddrXtext(s string) string {
 	return b.String()
 }
 
-// logAttempt writes the one line per delivery attempt (DESIGN.md
-// conventions), with the same keys whether the attempt succeeded or not:
+// logAttempt writes the one line per delivery attempt, with the same keys whether the attempt succeeded or not:
 // queue_id (the Envelope's ID, which transport/queue sets to its queue
 // id), rcpt_domain (the recipient domain; domain is the policy domain,
 // "[host]:port" for a fixed next hop), mx, ip, tls_version ("none" for

@@ -314,14 +314,12 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 // RFC 8689 §4.2.1 (sending MTA requirements) asks that the MX lookup be
 // DNSSEC-validated or confirmed by an MTA-STS policy in enforce mode, that
 // the server's certificate be verified (PKIX with the MX host name, or
-// DANE), and that the server advertise REQUIRETLS after STARTTLS. The
-// previous version let level Secure through without an authenticated MX
-// set, reasoning that Secure checks the certificate against the next-hop
-// domain and so does not trust the MX names. That resists MX forgery as
-// well, but §4.2.1 makes the authenticated MX lookup a requirement of its
-// own, not one a stronger certificate check can replace, and a REQUIRETLS
-// sender relies on every hop applying the RFC's rule: Secure is now
-// refused like Verify unless the MX set is authenticated. A fixed next hop
+// DANE), and that the server advertise REQUIRETLS after STARTTLS. Level
+// Secure is refused like Verify unless the MX set is authenticated: Secure
+// checks the certificate against the next-hop domain, which resists MX
+// forgery too, but §4.2.1 makes the authenticated MX lookup a requirement
+// of its own, not one a stronger certificate check can replace, and a
+// REQUIRETLS sender relies on every hop applying the RFC's rule. A fixed next hop
 // from local configuration (a smarthost route) involves no MX lookup and
 // is not refused for it.
 func checkRequireTLS(req policy.Requirement, mxAuth, fixedHop, daneVerifies bool) error {

@@ -65,7 +65,7 @@ func TestREQUIRETLS(t *testing.T) {
 	}
 	t.Run("verify without authenticated MX", func(t *testing.T) { refused(t, fixed(policy.Verify), withExt, false) })
 	// RFC 8689 §4.2.1 wants the MX lookup authenticated whatever the
-	// certificate check; Secure no longer stands in for it.
+	// certificate check; Secure does not stand in for it.
 	t.Run("secure without authenticated MX", func(t *testing.T) { refused(t, fixed(policy.Secure), withExt, false) })
 	t.Run("encrypt", func(t *testing.T) {
 		refused(t, reqPolicy(policy.Requirement{Level: policy.Encrypt, MXAuthenticated: true}), withExt, false)

@@ -61,8 +61,8 @@ func wantFields(t *testing.T, line map[string]any, want map[string]any) {
 // TestAttemptLogLineFields: every delivery attempt logs one line with the
 // queue id, the recipient domain, the MX, the TLS version and cipher,
 // whether the certificate was verified, the policy level and source and
-// the outcome, whether the attempt succeeded or failed (DESIGN.md
-// conventions; issue 12 item 4).
+// the outcome, whether the attempt succeeded or failed (the keys logAttempt
+// documents).
 func TestAttemptLogLineFields(t *testing.T) {
 	t.Run("delivered over verified TLS", func(t *testing.T) {
 		srv := transporttest.NewTLSServer(t)

@@ -51,8 +51,8 @@ func (w *hopWorld) connector(table string, routes map[string]*transporttest.Serv
 	return c
 }
 
-// Issue 9 item 1: a domain routed to a fixed next hop keeps its table
-// entry. "partner.example verify protocols=>=TLSv1.3 on-failure=bounce"
+// TestNextHopKeepsDomainEntry: a domain routed to a fixed next hop keeps
+// its table entry (policy.ForNextHop). "partner.example verify protocols=>=TLSv1.3 on-failure=bounce"
 // with partner.example routed to a TLS 1.2-only next hop: nothing of the
 // transaction reaches it, and the recipient bounces at once (5.7.5).
 func TestNextHopKeepsDomainEntry(t *testing.T) {

@@ -350,7 +350,7 @@ func levelPlan(req policy.Requirement, perHost bool) (plan, error) {
 		// but keep the enforced floor's TLS requirement (Requirement.Floor).
 		if req.Floor == policy.DANEOnly && !perHost {
 			// "DANE or nothing" cannot be met without per-host TLSA checks
-			// (policy.Standard no longer builds this; a hand-made Policy may).
+			// (policy.Standard does not build this; a hand-made Policy may).
 			return p, fmt.Errorf("%w: dane-only floor under a testing policy, but Connector.DANE is not set; failing closed", ErrDANE)
 		}
 		p.required = req.Floor.RequiresTLS()

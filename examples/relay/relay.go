@@ -73,8 +73,9 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 			return nil, fmt.Errorf("-data: %w", err)
 		}
 	}
-	// Scratch copies of messages that an earlier version was receiving
-	// when it stopped were never acknowledged: the clients will resend.
+	// Scratch copies of messages that a previous run of the relay was
+	// receiving when it stopped were never acknowledged: the clients will
+	// resend.
 	if old, _ := filepath.Glob(filepath.Join(cfg.path("incoming"), "in-*.eml")); len(old) > 0 {
 		for _, f := range old {
 			os.Remove(f)

@@ -133,8 +133,8 @@ func servedCert(addr string, want *x509.Certificate) bool {
 
 // TestSIGHUPReloadsCertificate: the relay, a child process, gets SIGHUP
 // after its certificate files were replaced: it serves the new certificate
-// on the next handshake and keeps running (SIGHUP used to end it at once,
-// without draining).
+// on the next handshake and keeps running: SIGHUP reloads, it does not end
+// the relay.
 func TestSIGHUPReloadsCertificate(t *testing.T) {
 	c := startChild(t, "-cert-watch", "0")
 	addr := c.addr("submissions")

@@ -214,7 +214,7 @@ func TestMTASTSEnforcedAndTLSRPTRecorded(t *testing.T) {
 }
 
 // connectorAttempts counts the Connector's "delivery attempt" log lines
-// for domain (one per attempt, DESIGN.md).
+// for domain (one per attempt, see transport's logAttempt).
 func connectorAttempts(tr *testRelay, domain string) int {
 	n := 0
 	for l := range strings.Lines(tr.logs.String()) {

@@ -1,5 +1,7 @@
 // Command attackload measures how a relay built from examples/relay holds
-// up under the attacks of the hardening items of issue 9, by the latency a
+// up under the attacks transport.Server's limits are built for (a full AUTH
+// failure table, parallel password checks, slow connections, a bcrypt
+// flood), by the latency a
 // normal client sees while they run, as ratios against a baseline measured
 // with the same relay process just before each attack.
 //
