@@ -263,11 +263,8 @@ func (r *Relay) setupConnector() error {
 		table = t
 	}
 	r.table = table
-	published, err := r.publishedPolicies()
-	if err != nil {
-		return err
-	}
-	pol := newOutboundPolicy(cfg, table, published)
+	r.publishedPolicies()
+	pol := newOutboundPolicy(cfg, table, r.mtasts, r.dane, r.log.With("part", "policy"))
 	routes, err := buildRoutes(cfg)
 	if err != nil {
 		return err
@@ -318,7 +315,9 @@ func (r *Relay) Start() {
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.certs.Watch(ctx, r.cfg.CertWatch) }()
 	}
-	r.runPublished(ctx)
+	if r.mtasts != nil { // proactive refresh of cached policies, RFC 8461 §10.1
+		r.wg.Go(func() { r.mtasts.Run(ctx) })
+	}
 	r.startMetrics()
 	if r.reporter != nil {
 		r.wg.Add(1)

@@ -414,7 +414,7 @@ func TestSamplePolicyFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sample policy: %v", err)
 	}
-	pol := newOutboundPolicy(cfg, table, nil)
+	pol := newOutboundPolicy(cfg, table, nil, nil, discardLogger())
 	for domain, want := range map[string]string{
 		"partner.example":             "secure",
 		"mx1.group.example":           "verify",

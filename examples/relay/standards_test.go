@@ -19,9 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailtls/mailtls/internal/fakedns"
-	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
-	"github.com/mailtls/mailtls/policy/mtasts"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
@@ -450,43 +448,5 @@ func TestDANEMismatchDefersSendingNothing(t *testing.T) {
 	}
 	if len(maildirFiles(t, tr.cfg, "alice@localhost", "new")) != 0 {
 		t.Fatal("a DSN was sent for a deferred recipient")
-	}
-}
-
-// The composition keeps -default-tls what it says it is, the level where
-// the table has no entry, also when published policies are enabled: a
-// table entry weaker than -default-tls is kept (not raised by a Default
-// floor), an MTA-STS domain without a policy falls to the table or the
-// default, and -on-tls-failure bounce applies to every answer.
-func TestOutboundPolicyComposition(t *testing.T) {
-	table, err := policy.LoadTable(writeFile(t, "tls_policy", "legacy.example encrypt\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sts := &mtasts.Client{Resolver: &fakeDNS{}} // no _mta-sts records anywhere
-	for _, tc := range []struct {
-		domain    string
-		onFailure policy.FailureAction
-		level     policy.Level
-		source    policy.Source
-	}{
-		{"legacy.example", policy.Defer, policy.Encrypt, policy.SourceStatic},
-		{"other.example", policy.Defer, policy.Verify, policy.SourceDefault},
-		{"legacy.example", policy.Bounce, policy.Encrypt, policy.SourceStatic},
-		{"other.example", policy.Bounce, policy.Verify, policy.SourceDefault},
-	} {
-		cfg := &Config{DefaultTLS: policy.Verify, OnTLSFailure: tc.onFailure}
-		p := newOutboundPolicy(cfg, table, []policy.Policy{sts})
-		if p.std.MTASTS != sts || p.std.Static == nil {
-			t.Fatalf("Standard members: %+v", p.std)
-		}
-		req, err := p.Lookup(t.Context(), tc.domain)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.domain, err)
-		}
-		if req.Level != tc.level || req.Source != tc.source || req.OnFailure != tc.onFailure {
-			t.Errorf("%s with -on-tls-failure %v: got %s (%s, on failure %v), want %s from %s",
-				tc.domain, tc.onFailure, req.Level, req.Source, req.OnFailure, tc.level, tc.source)
-		}
 	}
 }
