@@ -60,8 +60,8 @@ func (w *stdWorld) onlyResult(typ tlsrpt.PolicyType, result tlsrpt.ResultType) t
 
 // A validating resolver answers SERVFAIL for the only MX host's TLSA
 // RRset (bogus DNSSEC data). The policy lookup (policy.Standard asking the
-// dane.Policy) fails and the recipient is deferred, as before; the attempt
-// is now logged with the domain and the MX host the failure concerns, and
+// dane.Policy) fails and the recipient is deferred; the attempt is logged
+// with the domain and the MX host the failure concerns, and
 // TLS-RPT records dnssec-invalid for it (RFC 8460 §4.3.2.1), under policy
 // type tlsa.
 func TestDANEBogusTLSALoggedAndReported(t *testing.T) {
