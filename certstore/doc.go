@@ -24,7 +24,11 @@
 //   - GenerateSelfSigned and friends (ECDSA P-256) for development and tests.
 //   - TLSConfig: TLS 1.2 minimum (or 1.3 only), ECDHE+AEAD suites only for
 //     TLS 1.2, Go's default key exchanges kept (X25519MLKEM768, X25519,
-//     P-256), session tickets on, and a client certificate policy.
+//     P-256), session tickets on, and a client certificate policy
+//     (ClientAuthPolicy; RFC 8446, Section 4.3.2). TLSOptions is the one
+//     place a server's minimum version and client certificate policy are
+//     chosen; a consumer of the built Config reads them back from it
+//     (EffectiveMinVersion, ClientAuthPolicyOf), as transport.Server does.
 //   - ACME (RFC 8555) through golang.org/x/crypto/acme/autocert:
 //     NewACMEManager builds an autocert.Manager restricted to given host
 //     names with a persistent cache, and Store.ACMETLSConfig (or Store.ACME
