@@ -247,7 +247,7 @@ func TestServeSMTPQueueFailureWritesNothing(t *testing.T) {
 	q := &failingQueue{}
 	h := &inbound{
 		cfg:   cfg,
-		rcpts: newRecipientTable(cfg.isLocalDomain, []string{"user"}, nil),
+		rcpts: must(localRecipients(cfg, []string{"user"})),
 		queue: q,
 		log:   discardLogger(),
 	}

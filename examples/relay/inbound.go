@@ -27,7 +27,7 @@ type enqueuer interface {
 // Server then sends is a promise kept across crashes.
 type inbound struct {
 	cfg   *Config
-	rcpts *recipientTable
+	rcpts *transport.LocalRecipients
 	queue enqueuer // nil: refuse mail with 451
 	log   *slog.Logger
 }
@@ -94,8 +94,8 @@ func (h *inbound) isLocalRecipient(addr string) bool {
 // client that may not relay gets "554 5.7.1 Relay access denied".
 func (h *inbound) CheckRecipient(_ context.Context, env *transport.Envelope, rcpt transport.Recipient) error {
 	if h.isLocalRecipient(rcpt.Address) {
-		if !h.rcpts.has(rcpt.Address) {
-			return errUnknownRecipient(rcpt.Address)
+		if err := h.rcpts.Check(rcpt.Address); err != nil {
+			return err
 		}
 		if h.queue == nil {
 			return errNoOutbound

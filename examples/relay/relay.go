@@ -96,11 +96,15 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 	} else {
 		log.Warn("no -users file: every AUTH fails, so submission ports accept no mail")
 	}
-	rcpts, err := localRecipients(cfg, auth)
+	var logins []string
+	if t, ok := auth.(*transport.BcryptTable); ok {
+		logins = t.Users()
+	}
+	rcpts, err := localRecipients(cfg, logins)
 	if err != nil {
 		return nil, err
 	}
-	local := &localDelivery{mail: &maildirs{root: cfg.path("mail"), hostname: cfg.Hostname}, rcpts: rcpts, log: log.With("part", "local")}
+	local := &queue.Maildir{Root: cfg.path("mail"), Hostname: cfg.Hostname, Recipients: rcpts, Logger: log.With("part", "local")}
 
 	if err := r.setupOutbound(local); err != nil {
 		return nil, err
@@ -112,11 +116,7 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 	// unauthenticated clients is not bound.
 	var submission transport.Handler = h
 	if cfg.SenderLoginCheck {
-		var users []string
-		if t, ok := auth.(*transport.BcryptTable); ok {
-			users = t.Users()
-		}
-		logins, err := senderLogins(cfg, users)
+		logins, err := senderLogins(cfg, logins)
 		if err != nil {
 			return nil, err
 		}
