@@ -11,7 +11,7 @@ package transport
 //	BenchmarkServer/DATA/1KiB/1perconn/gosmtp
 //	...
 //
-// The client (in the same process, on loopback) is internal/smtpclient, a
+// The client (in the same process, on loopback) is transport/smtpclient's Dialer, a
 // minimal lock-step SMTP client: EHLO, STARTTLS, full TLS 1.3 handshake (no
 // resumption), EHLO, then n × (MAIL, RCPT, DATA or BDAT LAST), QUIT. Both
 // servers' handlers read and discard the body. Client CPU is included in both figures.
@@ -28,7 +28,8 @@ import (
 
 	smtp "github.com/emersion/go-smtp"
 
-	"github.com/mailtls/mailtls/internal/smtpclient"
+	"github.com/mailtls/mailtls/internal/testmsg"
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
 // bareBackend is the baseline: a go-smtp session that discards the body.
@@ -45,7 +46,7 @@ func (bareSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (bareSession) Data(r io.Reader) error               { _, err := io.Copy(io.Discard, r); return err }
 
 // benchBody is a message of exactly size octets, no line starting with '.'.
-func benchBody(size int) string { return smtpclient.Body("benchmark", size) }
+func benchBody(size int) string { return testmsg.Body("benchmark", size) }
 
 // benchClient sends msgs messages on one STARTTLS connection with
 // smtpclient (no line of body starts with '.').

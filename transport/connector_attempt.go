@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
 // attemptResult is the outcome of one attempt at one address.
@@ -59,13 +60,13 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 	ar.tls = s.tlsInfo()
 	ar.failure = s.failure
 	ar.cause = s.failErr
-	ar.local = localIP(s.raw)
+	ar.local = localIP(s.RawConn())
 	if st.plan.kind == checkDANE {
 		ar.dane = st.plan.dane
 	}
 	c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
 	if st.probe != nil || ar.retry || ar.err != nil && ar.err.Err != nil && isNetErr(ar.err.Err) {
-		s.close()
+		s.Close()
 	} else {
 		c.release(st, t, s)
 	}
@@ -91,10 +92,10 @@ func isNetErr(err error) bool {
 
 // tlsInfo summarises the session's TLS, nil for plaintext.
 func (s *session) tlsInfo() *TLSInfo {
-	if s.tls == nil {
+	if s.TLS() == nil {
 		return nil
 	}
-	ti := NewTLSInfo(*s.tls, s.verified)
+	ti := NewTLSInfo(*s.TLS(), s.verified)
 	return ti
 }
 
@@ -109,13 +110,13 @@ func (c *Connector) connect(ctx context.Context, st *groupState, t target, ip ne
 	if st.probe != nil {
 		// A check examines a fresh session, and leaves none behind.
 	} else if s := c.pool.get(key); s != nil {
-		s.bind(ctx)
-		r, err := s.cmd(ctx, c.Timeouts.command(), "RSET")
+		s.Bind(ctx)
+		r, err := s.Cmd(ctx, c.Timeouts.command(), "RSET")
 		if err == nil && r.Code == 250 {
 			s.reused = true
 			return s, nil
 		}
-		s.close()
+		s.Close()
 	}
 	tryTLS := st.plan.tryTLS
 	for {
@@ -140,7 +141,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 		ar := &attemptResult{err: e, retry: retry, failure: ft, local: local}
 		if s != nil {
 			ar.tls = s.tlsInfo()
-			s.close()
+			s.Close()
 		}
 		return nil, ar, false
 	}
@@ -153,14 +154,14 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	local = localIP(conn)
 	s := newSession(conn, t.host, addr, c.now())
 	s.mta = RemoteMTA{Host: t.host, IP: ip, Port: t.port}
-	s.bind(ctx)
+	s.Bind(ctx)
 	if st.route != nil && st.route.ImplicitTLS {
 		// RFC 8314 §3: TLS from the first byte. There is no plaintext to fall
 		// back to, so levels that allow plaintext still use TLS here; they
 		// only relax the certificate check.
 		v := c.newCheck(st, t)
 		tc := tls.Client(conn, c.tlsConfig(v, t.sni(), st.route))
-		err := s.deadline(ctx, c.Timeouts.command())
+		err := s.SetDeadline(ctx, c.Timeouts.command())
 		if err == nil {
 			err = tc.HandshakeContext(ctx)
 		}
@@ -168,16 +169,14 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 			cause, ft := handshakeCause(v, err)
 			return fail(s, tlsError(st.req, 5, "CONNECT", "implicit TLS with "+t.host+" failed", cause), true, ft)
 		}
-		cs := tc.ConnectionState()
-		s.tls = &cs
-		s.setConn(tc)
+		s.UseTLS(tc)
 		s.verified = v.verified
 		if v.err != nil {
 			s.failure, s.failErr = v.failure, v.err
 		}
 		tryTLS = false
 	}
-	r, err := s.read(ctx, c.Timeouts.greeting())
+	r, err := s.ReadReply(ctx, c.Timeouts.greeting())
 	if err != nil {
 		return fail(s, localError(false, 4, 2, "CONNECT", "no greeting from "+t.host, err), true, FailureNone)
 	}
@@ -185,18 +184,18 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	if r.Code != 220 {
 		// A 4xx or 5xx greeting: try the next host (Postfix's
 		// smtp_skip_5xx_greeting).
-		e := r.asError("CONNECT")
-		s.quit()
+		e := replyError(r, "CONNECT")
+		s.Quit(context.Background())
 		return nil, &attemptResult{err: e, retry: true}, false
 	}
-	if err := s.ehlo(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
+	if err := s.Hello(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
 		return fail(s, asReplyError(err, "EHLO", "EHLO failed"), true, FailureNone)
 	}
-	st.probe.ehlo(s.ext, s.tls != nil)
+	st.probe.ehlo(s.Extensions(), s.TLS() != nil)
 	if tryTLS {
-		if !s.has("STARTTLS") {
+		if !s.Supports("STARTTLS") {
 			if st.plan.required {
-				s.quit() // RFC 5321 §4.1.1.10; QUIT reveals nothing
+				s.Quit(context.Background()) // RFC 5321 §4.1.1.10; QUIT reveals nothing
 				return fail(nil, tlsError(st.req, 4, "EHLO", "TLS is required but "+t.host+" did not offer STARTTLS",
 					ErrSTARTTLSNotOffered), true, FailureSTARTTLSNotSupported)
 			}
@@ -205,14 +204,14 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 			}
 		} else {
 			v := c.newCheck(st, t)
-			rep, err := s.startTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.sni(), st.route))
+			rep, err := s.StartTLS(ctx, c.Timeouts.command(), c.tlsConfig(v, t.sni(), st.route))
 			switch {
 			case err != nil:
 				cause, ft := handshakeCause(v, err)
 				if st.plan.required {
 					return fail(s, tlsError(st.req, 5, "STARTTLS", "TLS with "+t.host+" failed", cause), true, ft)
 				}
-				s.close()
+				s.Close()
 				st.probe.fallback(cause)
 				c.log().LogAttrs(ctx, slog.LevelInfo, "TLS handshake failed; retrying in plaintext as the policy allows",
 					slog.String("domain", st.req.Domain), slog.String("mx", t.host), slog.String("policy", policyAttr(st.req)),
@@ -221,8 +220,8 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 			case rep != nil:
 				if st.plan.required {
 					e := tlsError(st.req, 4, "STARTTLS", "TLS is required but "+t.host+" refused STARTTLS",
-						fmt.Errorf("%w: %w", ErrSTARTTLSNotOffered, rep.asError("STARTTLS")))
-					s.quit()
+						fmt.Errorf("%w: %w", ErrSTARTTLSNotOffered, replyError(rep, "STARTTLS")))
+					s.Quit(context.Background())
 					return fail(nil, e, true, FailureSTARTTLSNotSupported)
 				}
 				if st.plan.kind != checkNone {
@@ -235,10 +234,10 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 					s.failure, s.failErr = v.failure, v.err // testing mode: recorded, not enforced
 				}
 				// RFC 3207 §4.2: discard pre-TLS knowledge; EHLO again.
-				if err := s.ehlo(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
+				if err := s.Hello(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
 					return fail(s, asReplyError(err, "EHLO", "EHLO after STARTTLS failed"), true, FailureNone)
 				}
-				st.probe.ehlo(s.ext, true)
+				st.probe.ehlo(s.Extensions(), true)
 			}
 		}
 	}
@@ -300,7 +299,7 @@ func (c *Connector) matchNames(st *groupState) []string {
 // route opts out (Route.InsecureAuthUnverifiedTLS).
 func (c *Connector) auth(ctx context.Context, s *session, route *Route, req policy.Requirement) *Error {
 	cr := route.Auth
-	if s.tls == nil {
+	if s.TLS() == nil {
 		return localError(req.OnFailure == policy.Bounce, 7, 11, "AUTH",
 			"credentials configured but the connection is not TLS-protected", ErrAuthWithoutTLS)
 	}
@@ -312,17 +311,17 @@ func (c *Connector) auth(ctx context.Context, s *session, route *Route, req poli
 			"credentials configured but the server certificate was not verified (level "+req.Level.String()+")",
 			ErrAuthUnverifiedTLS)
 	}
-	mechs, ok := s.ext["AUTH"]
+	mechs, ok := s.Extension("AUTH")
 	if !ok || !hasWord(mechs, "PLAIN") {
 		return localError(false, 7, 4, "AUTH", "server does not offer AUTH PLAIN", nil)
 	}
 	resp := base64.StdEncoding.EncodeToString([]byte(cr.Identity + "\x00" + cr.Username + "\x00" + cr.Password))
-	r, err := s.cmd(ctx, c.Timeouts.command(), "AUTH PLAIN "+resp)
+	r, err := s.Cmd(ctx, c.Timeouts.command(), "AUTH PLAIN "+resp)
 	if err != nil {
 		return asReplyError(err, "AUTH", "AUTH failed")
 	}
 	if r.Code != 235 {
-		return r.asError("AUTH")
+		return replyError(r, "AUTH")
 	}
 	return nil
 }
@@ -341,6 +340,9 @@ func asReplyError(err error, command, msg string) *Error {
 	if e, ok := AsError(err); ok {
 		return e
 	}
+	if re, ok := errors.AsType[*smtpclient.ReplyError](err); ok {
+		return replyError(&re.Reply, re.Command)
+	}
 	return localError(false, 4, 2, command, msg, err)
 }
 
@@ -355,15 +357,15 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 		return &attemptResult{pending: pending, err: e, retry: retry}
 	}
 	// Checks that need the (post-TLS) extension list.
-	if env.RequireTLS && (s.tls == nil || !s.verified || !s.has("REQUIRETLS")) {
+	if env.RequireTLS && (s.TLS() == nil || !s.verified || !s.Supports("REQUIRETLS")) {
 		why := "the next hop does not support REQUIRETLS"
-		if s.tls == nil || !s.verified {
+		if s.TLS() == nil || !s.verified {
 			why = "the connection is not verified TLS"
 		}
 		return stop(&Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
 			Err: fmt.Errorf("%w: %s", ErrRequireTLS, why)}, true)
 	}
-	if env.SMTPUTF8 && !s.has("SMTPUTF8") {
+	if env.SMTPUTF8 && !s.Supports("SMTPUTF8") {
 		// RFC 6531 §3.4: without SMTPUTF8 at the next hop the message cannot
 		// be sent; this Connector does not downgrade.
 		e := &Error{Code: 554, EnhancedCode: EnhancedCode{5, 6, 9}, Command: "MAIL",
@@ -378,7 +380,7 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 		return stop(&Error{Code: 554, EnhancedCode: EnhancedCode{5, 6, 3}, Command: "MAIL",
 			Message: "BINARYMIME messages cannot be relayed (BDAT not implemented)"}, false)
 	}
-	if lim, ok := s.ext["SIZE"]; ok && lim != "" {
+	if lim, ok := s.Extension("SIZE"); ok && lim != "" {
 		if n, err := strconv.ParseInt(lim, 10, 64); err == nil && n > 0 && st.size > n {
 			return stop(&Error{Code: 552, EnhancedCode: EnhancedCode{5, 3, 4}, Command: "MAIL",
 				Message: fmt.Sprintf("message size %d exceeds the next hop's limit %d", st.size, n)}, false)
@@ -386,16 +388,16 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 	}
 
 	mail := mailCommand(env, st.size, s)
-	r, err := s.cmd(ctx, tmo, mail)
+	r, err := s.Cmd(ctx, tmo, mail)
 	if err != nil {
 		return stop(asReplyError(err, "MAIL", "connection lost"), true)
 	}
 	if r.Code/100 != 2 {
-		return stop(r.asError("MAIL"), r.Code/100 == 4)
+		return stop(replyError(r, "MAIL"), r.Code/100 == 4)
 	}
 	var accepted []int
 	for k, i := range pending {
-		r, err := s.cmd(ctx, tmo, rcptCommand(env.Recipients[i], s))
+		r, err := s.Cmd(ctx, tmo, rcptCommand(env.Recipients[i], s))
 		if err != nil {
 			// Not finished: the recipients accepted so far and those not yet
 			// sent; the transaction never completed, so all may go elsewhere.
@@ -406,23 +408,23 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 			accepted = append(accepted, i)
 			continue
 		}
-		e := r.asError("RCPT")
+		e := replyError(r, "RCPT")
 		st.finish(i, statusFor(e), e, mta, ti, s.failure, now())
 	}
 	if len(accepted) == 0 {
-		_, _ = s.cmd(ctx, tmo, "RSET")
+		_, _ = s.Cmd(ctx, tmo, "RSET")
 		return &attemptResult{code: r.Code}
 	}
-	r, err = s.cmd(ctx, tmo, "DATA")
+	r, err = s.Cmd(ctx, tmo, "DATA")
 	if err != nil {
 		return &attemptResult{pending: accepted, err: asReplyError(err, "DATA", "connection lost"), retry: true}
 	}
 	if r.Code != 354 {
-		e := r.asError("DATA")
+		e := replyError(r, "DATA")
 		st.finishAll(accepted, e, mta, ti, s.failure, now())
 		return &attemptResult{}
 	}
-	r, err = s.writeData(ctx, c.Timeouts.data(), io.NewSectionReader(st.body, 0, st.size))
+	r, err = s.Data(ctx, c.Timeouts.data(), io.NewSectionReader(st.body, 0, st.size))
 	if err != nil {
 		// The message may or may not have been taken: defer, never retry at
 		// once elsewhere (that could duplicate it).
@@ -430,11 +432,11 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 		st.finishAll(accepted, e, mta, ti, s.failure, now())
 		return &attemptResult{err: e}
 	}
-	e := r.asError("DATA")
+	e := replyError(r, "DATA")
 	done := &attemptResult{code: r.Code}
 	for _, i := range accepted {
 		status := statusFor(e)
-		if status == Delivered && !s.has("DSN") && wantsSuccess(env.Recipients[i]) {
+		if status == Delivered && !s.Supports("DSN") && wantsSuccess(env.Recipients[i]) {
 			status = Relayed // RFC 3461 §4.2: no DSN support past this hop
 		}
 		st.finish(i, status, e, mta, ti, s.failure, now())
@@ -475,12 +477,12 @@ func anyNonASCII(env *Envelope, idx []int) bool {
 func mailCommand(env *Envelope, size int64, s *session) string {
 	var b strings.Builder
 	b.WriteString("MAIL FROM:<" + env.From + ">")
-	if s.has("SIZE") && size > 0 {
+	if s.Supports("SIZE") && size > 0 {
 		b.WriteString(" SIZE=" + strconv.FormatInt(size, 10))
 	}
-	if strings.EqualFold(env.Body, "8BITMIME") && s.has("8BITMIME") {
+	if strings.EqualFold(env.Body, "8BITMIME") && s.Supports("8BITMIME") {
 		b.WriteString(" BODY=8BITMIME")
-	} else if strings.EqualFold(env.Body, "7BIT") && s.has("8BITMIME") {
+	} else if strings.EqualFold(env.Body, "7BIT") && s.Supports("8BITMIME") {
 		b.WriteString(" BODY=7BIT")
 	}
 	if env.SMTPUTF8 {
@@ -489,12 +491,12 @@ func mailCommand(env *Envelope, size int64, s *session) string {
 	if env.RequireTLS {
 		b.WriteString(" REQUIRETLS")
 	}
-	if s.has("DSN") {
+	if s.Supports("DSN") {
 		if ret := strings.ToUpper(env.Return); ret == "FULL" || ret == "HDRS" {
 			b.WriteString(" RET=" + ret)
 		}
 		if env.EnvelopeID != "" {
-			b.WriteString(" ENVID=" + xtext(env.EnvelopeID))
+			b.WriteString(" ENVID=" + smtpclient.XText(env.EnvelopeID))
 		}
 	}
 	return b.String()
@@ -505,7 +507,7 @@ func mailCommand(env *Envelope, size int64, s *session) string {
 func rcptCommand(r Recipient, s *session) string {
 	var b strings.Builder
 	b.WriteString("RCPT TO:<" + r.Address + ">")
-	if s.has("DSN") {
+	if s.Supports("DSN") {
 		if len(r.Notify) > 0 {
 			b.WriteString(" NOTIFY=" + strings.ToUpper(strings.Join(r.Notify, ",")))
 		}
@@ -515,7 +517,7 @@ func rcptCommand(r Recipient, s *session) string {
 				if strings.EqualFold(typ, "utf-8") {
 					b.WriteString(" ORCPT=utf-8;" + utf8AddrXtext(addr))
 				} else {
-					b.WriteString(" ORCPT=" + typ + ";" + xtext(addr))
+					b.WriteString(" ORCPT=" + typ + ";" + smtpclient.XText(addr))
 				}
 			}
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
 // CheckReport explains what delivery to one domain would do, and why
@@ -318,7 +319,7 @@ type checkProbe struct {
 // the transaction succeeded.
 func (c *Connector) probeSession(st *groupState, s *session, pending []int) *attemptResult {
 	ti := s.tlsInfo()
-	s.quit()
+	s.Quit(context.Background())
 	e := &Error{Code: 250, EnhancedCode: EnhancedCode{2, 0, 0}, Message: "ready for MAIL FROM (not sent: check)"}
 	st.finishAll(pending, e, s.mta, ti, s.failure, c.now())
 	return &attemptResult{code: 250, retry: true}
@@ -331,7 +332,7 @@ func (p *checkProbe) host(t target) {
 	*p = checkProbe{rep: p.rep, t: &t}
 }
 
-func (p *checkProbe) greeting(r *reply) {
+func (p *checkProbe) greeting(r *smtpclient.Reply) {
 	if p == nil || r == nil || len(r.Lines) == 0 {
 		return
 	}

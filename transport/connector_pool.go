@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -67,17 +68,17 @@ func (p *connPool) get(key string) *session {
 // release returns s to the pool, or closes it with QUIT when pooling is
 // off, the pool is full or closed.
 func (c *Connector) release(st *groupState, t target, s *session) {
-	s.unbind()
+	s.Unbind()
 	key := s.poolKey
 	if key == "" || c.Pool.MaxIdle <= 0 {
-		s.quit()
+		s.Quit(context.Background())
 		return
 	}
 	p := c.pool
 	p.mu.Lock()
 	if p.closed || len(p.m[key]) >= c.Pool.MaxIdle {
 		p.mu.Unlock()
-		s.quit()
+		s.Quit(context.Background())
 		return
 	}
 	pc := &pooledConn{s: s}
@@ -91,7 +92,7 @@ func (c *Connector) release(st *groupState, t target, s *session) {
 			}
 		}
 		p.mu.Unlock()
-		s.quit()
+		s.Quit(context.Background())
 	})
 	p.m[key] = append(p.m[key], pc)
 	p.mu.Unlock()
@@ -111,7 +112,7 @@ func (p *connPool) close() {
 	for _, pc := range all {
 		if pc.timer.Stop() {
 			wg.Add(1)
-			go func() { defer wg.Done(); pc.s.quit() }()
+			go func() { defer wg.Done(); pc.s.Quit(context.Background()) }()
 		}
 	}
 	wg.Wait()

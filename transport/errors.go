@@ -5,36 +5,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
-// EnhancedCode is an RFC 3463 enhanced status code: class.subject.detail.
-// The zero value means "none".
-type EnhancedCode [3]int
-
-// String renders "5.7.4", or "" for the zero value.
-func (c EnhancedCode) String() string {
-	if c == (EnhancedCode{}) {
-		return ""
-	}
-	return fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
-}
-
-// ParseEnhancedCode parses "5.7.4" (RFC 3463 §2).
-func ParseEnhancedCode(s string) (EnhancedCode, error) {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 {
-		return EnhancedCode{}, fmt.Errorf("transport: malformed enhanced status code %q", s)
-	}
-	var c EnhancedCode
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || n > 999 || (i == 0 && n != 2 && n != 4 && n != 5) {
-			return EnhancedCode{}, fmt.Errorf("transport: malformed enhanced status code %q", s)
-		}
-		c[i] = n
-	}
-	return c, nil
-}
+// EnhancedCode is an RFC 3463 enhanced status code, class.subject.detail,
+// as package smtpclient defines it; the zero value means "none".
+type EnhancedCode = smtpclient.EnhancedCode
 
 // Error is an SMTP-level failure: a reply code, an enhanced status code, the
 // text, the command it answered and the underlying cause. A Handler that

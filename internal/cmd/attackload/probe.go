@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mailtls/mailtls/internal/smtpclient"
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
 // normalAddr is the normal client's own address; no attack uses it.
@@ -170,7 +170,7 @@ func outcome(err error) string {
 		} else if f := strings.Fields(step); len(f) > 0 && f[0] != "AUTH" {
 			step = f[0]
 		}
-		line := re.Line
+		line := re.Reply.String()
 		if len(line) > 60 {
 			line = line[:60] + "…"
 		}

@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/mailtls/mailtls/internal/smtpclient"
+	"github.com/mailtls/mailtls/internal/testmsg"
 )
 
 // result is one scenario's outcome.
@@ -43,7 +43,7 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "attackload %s %s %s/%s NumCPU=%d relay=%s (sha256 %s) relay-args=%q baseline=%d gap=%s\n",
 		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(),
 		cfg.relay, sum, cfg.relayArgs, cfg.baseline, cfg.gap)
-	c := &client{tls: fx.clientTLS, from: normalAddr, body: smtpclient.Body("attackload", 1024)}
+	c := &client{tls: fx.clientTLS, from: normalAddr, body: testmsg.Body("attackload", 1024)}
 	var results []*result
 	for _, name := range cfg.scenarios {
 		res, err := runScenario(ctx, cfg, fx, c, name, stdout)

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mailtls/mailtls/internal/smtpclient"
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
 // attackFunc runs one scenario's attack against r while the normal client

@@ -21,7 +21,8 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/certstore"
-	"github.com/mailtls/mailtls/internal/smtpclient"
+	"github.com/mailtls/mailtls/internal/testmsg"
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
 // child is one target running in its own process.
@@ -423,7 +424,7 @@ func spread(v []float64) (med, lo, hi float64) {
 
 // makeBody returns a message of exactly size octets with CRLF lines, none
 // starting with '.'.
-func makeBody(size int) string { return smtpclient.Body("smtpload", size) }
+func makeBody(size int) string { return testmsg.Body("smtpload", size) }
 
 // drive sends cfg.n messages to addr over cfg.conc concurrent connections
 // of up to cfg.perConn messages each, and times the whole.

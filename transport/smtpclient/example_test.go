@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/mailtls/mailtls/internal/smtpclient"
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
 // Example sends one message with DATA and one with BDAT over a single

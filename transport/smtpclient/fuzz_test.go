@@ -1,4 +1,4 @@
-package transport
+package smtpclient
 
 import (
 	"bufio"
@@ -22,49 +22,23 @@ func FuzzClientReply(f *testing.F) {
 	f.Add("-12 x\r\n")                                 // sign in the code
 	f.Add("250-x\r\n250-  \r\n250 -bad\r\n")           // empty and invalid keywords
 	f.Fuzz(func(t *testing.T, in string) {
-		r, err := readReply(textproto.NewReader(bufio.NewReader(strings.NewReader(in))))
+		r, err := ReadReply(textproto.NewReader(bufio.NewReader(strings.NewReader(in))))
 		if err != nil {
 			return
 		}
 		if r.Code < 200 || r.Code > 599 || len(r.Lines) == 0 {
 			t.Fatalf("accepted reply %+v", r)
 		}
-		ext := parseEHLO(r.Lines)
+		ext := ParseEHLO(r.Lines)
 		for k := range ext {
 			if k != strings.ToUpper(k) || !validKeyword(k) {
 				t.Fatalf("bad keyword %q", k)
 			}
 		}
-		e := r.asError("X")
-		if e.Code != r.Code {
-			t.Fatalf("code changed")
-		}
-		if ec := e.EnhancedCode; ec != (EnhancedCode{}) {
+		if ec, _ := r.Enhanced(); ec != (EnhancedCode{}) {
 			if _, err := ParseEnhancedCode(ec.String()); err != nil {
 				t.Fatalf("accepted bad enhanced code %v", ec)
 			}
-		}
-	})
-}
-
-// FuzzRouteNextHop checks that route next hops parse without panics and
-// that accepted ones round-trip through the "[host]:port" key.
-func FuzzRouteNextHop(f *testing.F) {
-	for _, s := range []string{"smtp.example.net", "smtp.example.net:587", "[smtp.example.net]:587", "[2001:db8::1]:25",
-		"192.0.2.1", "2001:db8::1", "[x", "host:0", "host:99999", ":25", "[]:25", "[h]x"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		h, err := parseNextHop(s)
-		if err != nil {
-			return
-		}
-		if h.host == "" || h.port <= 0 || h.port > 65535 {
-			t.Fatalf("accepted %q as %+v", s, h)
-		}
-		h2, err := parseNextHop(h.key())
-		if err != nil || h2 != h {
-			t.Fatalf("%q: key %q reparsed as %+v, %v", s, h.key(), h2, err)
 		}
 	})
 }
@@ -75,19 +49,15 @@ func FuzzClientXtext(f *testing.F) {
 	f.Add("rfc822;user@example.com")
 	f.Add("a+b=c d\x00é")
 	f.Fuzz(func(t *testing.T, s string) {
-		x := xtext(s)
+		x := XText(s)
 		for i := 0; i < len(x); i++ {
 			c := x[i]
 			if c < '!' || c > '~' || c == '=' {
-				t.Fatalf("xtext(%q) = %q has %q", s, x, c)
+				t.Fatalf("XText(%q) = %q has %q", s, x, c)
 			}
 			if c == '+' && (i+2 >= len(x) || !isHex(x[i+1]) || !isHex(x[i+2])) {
-				t.Fatalf("xtext(%q) = %q: bad escape", s, x)
+				t.Fatalf("XText(%q) = %q: bad escape", s, x)
 			}
-		}
-		u := utf8AddrXtext(s)
-		if strings.ContainsAny(u, "+= \r\n") {
-			t.Fatalf("utf8AddrXtext(%q) = %q", s, u)
 		}
 	})
 }
@@ -95,7 +65,7 @@ func FuzzClientXtext(f *testing.F) {
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' }
 
 func TestParseEHLO(t *testing.T) {
-	ext := parseEHLO([]string{"mx.example.test greets you", "STARTTLS", "size 35882577", "AUTH PLAIN LOGIN", "8BITMIME", "-bad", ""})
+	ext := ParseEHLO([]string{"mx.example.test greets you", "STARTTLS", "size 35882577", "AUTH PLAIN LOGIN", "8BITMIME", "-bad", ""})
 	want := map[string]string{"STARTTLS": "", "SIZE": "35882577", "AUTH": "PLAIN LOGIN", "8BITMIME": ""}
 	if len(ext) != len(want) {
 		t.Fatalf("got %v", ext)
@@ -106,32 +76,8 @@ func TestParseEHLO(t *testing.T) {
 		}
 	}
 	// The greeting line is never an extension, even if it says STARTTLS.
-	if _, ok := parseEHLO([]string{"STARTTLS"})["STARTTLS"]; ok {
+	if _, ok := ParseEHLO([]string{"STARTTLS"})["STARTTLS"]; ok {
 		t.Error("greeting line parsed as an extension")
-	}
-}
-
-func TestMatchRoute(t *testing.T) {
-	routes := []Route{{Domain: "*"}, {Domain: ".example.com"}, {Domain: "mail.example.com"}, {Domain: ".sub.example.com"}}
-	for d, want := range map[string]int{"mail.example.com": 2, "a.example.com": 1, "x.sub.example.com": 3, "example.com": 0,
-		"other.org": 0, "MAIL.Example.COM.": 2} {
-		if got := matchRoute(routes, d); got != want {
-			t.Errorf("%s: route %d, want %d", d, got, want)
-		}
-	}
-	if got := matchRoute(routes[1:], "other.org"); got != -1 {
-		t.Errorf("no default route: got %d", got)
-	}
-}
-
-func TestMatchMXPatterns(t *testing.T) {
-	for _, tc := range []struct {
-		host string
-		ok   bool
-	}{{"mx1.example.com", true}, {"example.com", false}, {"a.mx.example.com", false}, {"mail.example.net", true}, {"MX2.EXAMPLE.COM.", true}, {"mail.example.net.evil", false}} {
-		if got := matchMXPatterns(tc.host, []string{"*.example.com", "mail.example.net"}); got != tc.ok {
-			t.Errorf("%s: %v", tc.host, got)
-		}
 	}
 }
 

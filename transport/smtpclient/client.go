@@ -1,0 +1,367 @@
+package smtpclient
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrInjection is returned by StartTLS when bytes followed the server's 220
+// reply before the handshake: they were sent in plaintext and could be an
+// injected reply (the client side of CVE-2011-0411), so they are never
+// taken for one.
+var ErrInjection = errors.New("smtp: plaintext data after the STARTTLS reply (possible response injection)")
+
+// maxReply bounds the bytes read for one reply, so a hostile server cannot
+// make the client buffer an endless line.
+const maxReply = 1 << 20
+
+// Client is one SMTP client session over one connection. Its methods are
+// not safe for concurrent use, except that the context bound with Bind may
+// be cancelled from anywhere.
+type Client struct {
+	raw  net.Conn // the TCP connection
+	conn net.Conn // raw, or the *tls.Conn over it
+	br   *bufio.Reader
+	lim  *io.LimitedReader
+	text *textproto.Reader
+	bw   *bufio.Writer
+	ext  map[string]string
+	tls  *tls.ConnectionState
+
+	mu        sync.Mutex
+	cancelled bool
+	stop      func() bool
+
+	afterWrite func(net.Conn) // Dialer.AfterWrite
+}
+
+// New returns a Client on conn, which has just been connected: the next
+// step is to read the greeting with ReadReply (RFC 5321 §3.1).
+func New(conn net.Conn) *Client {
+	c := &Client{raw: conn}
+	c.setConn(conn)
+	return c
+}
+
+func (c *Client) setConn(conn net.Conn) {
+	c.conn = conn
+	c.lim = &io.LimitedReader{R: conn, N: maxReply}
+	c.br = bufio.NewReaderSize(c.lim, 4096)
+	c.text = textproto.NewReader(c.br)
+	c.bw = bufio.NewWriter(conn)
+}
+
+// RawConn returns the underlying connection (the TCP connection under TLS).
+func (c *Client) RawConn() net.Conn { return c.raw }
+
+// TLS returns the TLS connection state, or nil before TLS.
+func (c *Client) TLS() *tls.ConnectionState { return c.tls }
+
+// UseTLS makes the session run over tc, a TLS client connection on the
+// Client's raw connection whose handshake is complete: implicit TLS
+// (RFC 8314 §3), set up before the greeting is read.
+func (c *Client) UseTLS(tc *tls.Conn) {
+	cs := tc.ConnectionState()
+	c.tls = &cs
+	c.setConn(tc)
+}
+
+// Bind makes ctx's cancellation abort any blocked I/O on the session until
+// Unbind is called.
+func (c *Client) Bind(ctx context.Context) {
+	c.mu.Lock()
+	c.cancelled = false
+	c.mu.Unlock()
+	c.stop = context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cancelled = true
+		c.raw.SetDeadline(time.Unix(1, 0))
+		c.mu.Unlock()
+	})
+}
+
+// Unbind ends what Bind started.
+func (c *Client) Unbind() {
+	if c.stop != nil {
+		c.stop()
+		c.stop = nil
+	}
+}
+
+// SetDeadline arms the connection's deadline for one step: timeout from
+// now, or ctx's deadline if earlier. It fails if ctx is done or the bound
+// context was cancelled.
+func (c *Client) SetDeadline(ctx context.Context, timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancelled || ctx.Err() != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return context.Canceled
+	}
+	d := time.Now().Add(timeout)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		d = cd
+	}
+	return c.raw.SetDeadline(d)
+}
+
+// ReadReply reads one reply under ctx and timeout: the greeting, or the
+// reply to a command written by other means.
+func (c *Client) ReadReply(ctx context.Context, timeout time.Duration) (*Reply, error) {
+	if err := c.SetDeadline(ctx, timeout); err != nil {
+		return nil, err
+	}
+	return c.readReply(ctx)
+}
+
+func (c *Client) readReply(ctx context.Context) (*Reply, error) {
+	c.lim.N = maxReply
+	r, err := ReadReply(c.text)
+	return r, c.ctxErr(ctx, err)
+}
+
+// Cmd sends one command line and reads its reply (RFC 5321 §4.1). line
+// must not contain CR or LF.
+func (c *Client) Cmd(ctx context.Context, timeout time.Duration, line string) (*Reply, error) {
+	if strings.ContainsAny(line, "\r\n") {
+		return nil, errors.New("smtp: command contains CR or LF")
+	}
+	if err := c.SetDeadline(ctx, timeout); err != nil {
+		return nil, err
+	}
+	if _, err := c.bw.WriteString(line + "\r\n"); err != nil {
+		return nil, c.ctxErr(ctx, err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return nil, c.ctxErr(ctx, err)
+	}
+	c.wrote()
+	return c.readReply(ctx)
+}
+
+// ctxErr prefers the context's error over the deadline error it caused.
+func (c *Client) ctxErr(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	// The socket deadline was the context's and fired a hair before the
+	// context's own timer.
+	var ne net.Error
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) && errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+// Hello sends EHLO name and records the extensions; on 500 or 502 it falls
+// back to HELO (RFC 5321 §4.1.4), leaving no extensions. A refusal is a
+// *ReplyError.
+func (c *Client) Hello(ctx context.Context, timeout time.Duration, name string) error {
+	r, err := c.Cmd(ctx, timeout, "EHLO "+name)
+	if err != nil {
+		return err
+	}
+	if r.Code == 250 {
+		c.ext = ParseEHLO(r.Lines)
+		return nil
+	}
+	if r.Code == 500 || r.Code == 502 {
+		r, err = c.Cmd(ctx, timeout, "HELO "+name)
+		if err != nil {
+			return err
+		}
+		if r.Code == 250 {
+			c.ext = map[string]string{}
+			return nil
+		}
+		return &ReplyError{Command: "HELO", Reply: *r}
+	}
+	return &ReplyError{Command: "EHLO", Reply: *r}
+}
+
+// Supports reports whether the last EHLO reply advertised ext (an upper-case
+// ehlo-keyword such as "STARTTLS").
+func (c *Client) Supports(ext string) bool {
+	_, ok := c.ext[ext]
+	return ok
+}
+
+// Extension returns the parameters of ext in the last EHLO reply, and
+// whether it was advertised.
+func (c *Client) Extension(ext string) (string, bool) {
+	p, ok := c.ext[ext]
+	return p, ok
+}
+
+// Extensions returns the extensions of the last EHLO reply, keywords upper
+// case; nil before EHLO and after STARTTLS.
+func (c *Client) Extensions() map[string]string { return c.ext }
+
+// StartTLS sends STARTTLS and, on 220, performs the handshake with cfg
+// (RFC 3207 §4). It returns the reply when the server refused, or the
+// handshake's error; on success both are nil, the extensions are forgotten
+// (§4.2) and the caller sends EHLO again.
+func (c *Client) StartTLS(ctx context.Context, timeout time.Duration, cfg *tls.Config) (*Reply, error) {
+	r, err := c.Cmd(ctx, timeout, "STARTTLS")
+	if err != nil {
+		return nil, err
+	}
+	if r.Code != 220 {
+		return r, nil
+	}
+	if c.br.Buffered() > 0 {
+		return nil, ErrInjection
+	}
+	tc := tls.Client(c.raw, cfg)
+	if err := c.SetDeadline(ctx, timeout); err != nil {
+		return nil, err
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	c.UseTLS(tc)
+	c.ext = nil
+	return nil, nil
+}
+
+// Data streams body as the content of DATA, after the server's 354: line
+// ends normalised to CRLF and dot-stuffed (see dataWriter), then the
+// terminating "." line; it returns the final reply (RFC 5321 §4.1.1.4).
+func (c *Client) Data(ctx context.Context, timeout time.Duration, body io.Reader) (*Reply, error) {
+	if err := c.SetDeadline(ctx, timeout); err != nil {
+		return nil, err
+	}
+	w := &dataWriter{w: c.bw}
+	if _, err := io.Copy(w, body); err != nil {
+		return nil, c.ctxErr(ctx, err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, c.ctxErr(ctx, err)
+	}
+	c.wrote()
+	return c.readReply(ctx)
+}
+
+// BDAT sends chunk as one BDAT command, LAST if last is set, and reads its
+// reply (RFC 3030 §2). The chunk is sent as it is: no dot-stuffing, its line
+// ends already CRLF.
+func (c *Client) BDAT(ctx context.Context, timeout time.Duration, chunk []byte, last bool) (*Reply, error) {
+	if err := c.SetDeadline(ctx, timeout); err != nil {
+		return nil, err
+	}
+	cmd := fmt.Sprintf("BDAT %d", len(chunk))
+	if last {
+		cmd += " LAST"
+	}
+	c.bw.WriteString(cmd + "\r\n")
+	c.bw.Write(chunk)
+	if err := c.bw.Flush(); err != nil {
+		return nil, c.ctxErr(ctx, err)
+	}
+	c.wrote()
+	return c.readReply(ctx)
+}
+
+func (c *Client) wrote() {
+	if c.afterWrite != nil {
+		c.afterWrite(c.raw)
+	}
+}
+
+// Quit sends QUIT, waiting at most two seconds for its reply, and closes the
+// connection (RFC 5321 §4.1.1.10), also when ctx ends first. It returns nil
+// if the server answered 221.
+func (c *Client) Quit(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r, err := c.Cmd(ctx, 2*time.Second, "QUIT")
+	c.Close()
+	return expect("QUIT", r, err, 221)
+}
+
+// Close closes the connection without QUIT.
+func (c *Client) Close() error {
+	c.Unbind()
+	c.conn.Close()
+	return c.raw.Close()
+}
+
+// dataWriter writes a message as the content of DATA (RFC 5321 §4.1.1.4).
+// Every line end of the message, CRLF, a bare CR or a bare LF, is written
+// as CRLF (RFC 5321 §2.3.8: CR and LF only occur together as CRLF), as
+// Postfix does with smtp_forbid_bare_newline = normalize, and only then is
+// each line that starts with "." dot-stuffed (RFC 5321 §4.5.2). A bare CR
+// passed on as it is would let a line "\r.\r" reach a server that takes
+// it for the end of the data, or leave a "." line unstuffed for one that
+// does not. Close ends the last line if the message did not, and writes
+// the terminating ".". The writer is streaming: a CR at the end of one
+// Write and an LF at the start of the next are one CRLF.
+type dataWriter struct {
+	w       *bufio.Writer
+	midLine bool // bytes of the current line have been written
+	cr      bool // a CR was read and its line end not yet written
+}
+
+func (d *dataWriter) Write(p []byte) (int, error) {
+	for i, c := range p {
+		if d.cr {
+			d.cr = false
+			if _, err := d.w.Write(crlf); err != nil {
+				return i, err
+			}
+			d.midLine = false
+			if c == '\n' {
+				continue // the LF of this CRLF
+			}
+		}
+		var err error
+		switch {
+		case c == '\r':
+			d.cr = true
+		case c == '\n':
+			_, err = d.w.Write(crlf)
+			d.midLine = false
+		default:
+			if c == '.' && !d.midLine {
+				err = d.w.WriteByte('.')
+			}
+			if err == nil {
+				err = d.w.WriteByte(c)
+			}
+			d.midLine = true
+		}
+		if err != nil {
+			return i, err
+		}
+	}
+	return len(p), nil
+}
+
+// Close ends the data with CRLF "." CRLF and flushes it.
+func (d *dataWriter) Close() error {
+	end := ".\r\n"
+	if d.cr || d.midLine {
+		end = "\r\n.\r\n"
+	}
+	d.cr, d.midLine = false, false
+	if _, err := d.w.WriteString(end); err != nil {
+		return err
+	}
+	return d.w.Flush()
+}
+
+var crlf = []byte("\r\n")
