@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -16,7 +14,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/mailtls/mailtls/transport/queue"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
@@ -181,54 +178,5 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	}
 	if _, ok := after[`mailtls_queue_recipients{state="deferred"}`]; !ok {
 		t.Errorf("no queue gauge by state in:\n%s", dumpSamples(after))
-	}
-}
-
-// healthz asks r's /healthz handler and returns the status and body.
-func healthz(r *Relay) (int, string) {
-	w := httptest.NewRecorder()
-	r.serveHealth(w, httptest.NewRequest("GET", "/healthz", nil))
-	return w.Code, w.Body.String()
-}
-
-// TestHealthz: /healthz is 503, naming what is down, until every listener
-// serves and the queue runs.
-func TestHealthz(t *testing.T) {
-	r := &Relay{servers: []*listener{{name: "smtp"}, {name: "submission"}}}
-	get := func() (int, string) { return healthz(r) }
-	if code, body := get(); code != http.StatusServiceUnavailable || body != "listeners: 0 of 2 serving\nqueue: not running\n" {
-		t.Errorf("nothing running: %d %q", code, body)
-	}
-	r.health.listeners.Add(2)
-	if code, body := get(); code != http.StatusServiceUnavailable || body != "queue: not running\n" {
-		t.Errorf("queue stopped: %d %q", code, body)
-	}
-	r.health.queue.Store(true)
-	if code, body := get(); code != http.StatusOK || body != "ok\n" {
-		t.Errorf("all running: %d %q", code, body)
-	}
-}
-
-// lowSpace is a spool that reports free bytes (queue.SpaceReporter).
-type lowSpace struct {
-	queue.Store
-	free int64
-}
-
-func (s lowSpace) FreeSpace(context.Context) (int64, error) { return s.free, nil }
-
-// TestHealthzSpoolShortOfSpace: while the spool has less than -min-free
-// left, every MAIL gets "452 4.3.1", so /healthz is 503 and says why.
-func TestHealthzSpoolShortOfSpace(t *testing.T) {
-	r := &Relay{servers: []*listener{{name: "smtp"}}, queue: &queue.Queue{Store: lowSpace{free: 1000}, MinFree: 5000}}
-	r.health.listeners.Add(1)
-	r.health.queue.Store(true)
-	get := func() (int, string) { return healthz(r) }
-	if code, body := get(); code != http.StatusServiceUnavailable || body != "queue: 1000 bytes free, below -queue-minfree 5000: MAIL is refused with 452 4.3.1\n" {
-		t.Errorf("spool short of space: %d %q", code, body)
-	}
-	r.queue.Store = lowSpace{free: 5000}
-	if code, body := get(); code != http.StatusOK || body != "ok\n" {
-		t.Errorf("spool with room: %d %q", code, body)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mailtls/mailtls/policy/mtasts"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
 	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/prommetrics"
 	"github.com/mailtls/mailtls/transport/queue"
 )
 
@@ -30,16 +31,16 @@ type Relay struct {
 	servers   []*listener
 	queue     *queue.Queue
 	connector *transport.Connector
-	mtasts    *mtasts.Client    // -mta-sts; nil if off
-	dns       *dane.Resolver    // -resolver (or -dane-resolver); nil: the system's
-	dane      *dane.Policy      // -dane-resolver; nil if off
-	tlsrpt    *tlsrpt.FileStore // -tlsrpt; nil if off
-	reporter  *tlsrpt.Reporter  // -tlsrpt daily reports; nil if off
-	extras    []func() error    // closers of optional parts
-	admin     net.Listener      // -data/admin.sock, for "relay queue"
-	metrics   *metricsServer    // -metrics; nil if off
-	health    health            // what /healthz reports
-	table     *policy.Table     // -policy; nil without it
+	mtasts    *mtasts.Client     // -mta-sts; nil if off
+	dns       *dane.Resolver     // -resolver (or -dane-resolver); nil: the system's
+	dane      *dane.Policy       // -dane-resolver; nil if off
+	tlsrpt    *tlsrpt.FileStore  // -tlsrpt; nil if off
+	reporter  *tlsrpt.Reporter   // -tlsrpt daily reports; nil if off
+	extras    []func() error     // closers of optional parts
+	admin     net.Listener       // -data/admin.sock, for "relay queue"
+	metrics   *metricsServer     // -metrics; nil if off
+	health    prommetrics.Health // what /healthz reports
+	table     *policy.Table      // -policy; nil without it
 
 	runCancel context.CancelFunc
 	wg        sync.WaitGroup
@@ -304,8 +305,7 @@ func (r *Relay) Start() {
 		r.wg.Add(1)
 		go func(l *listener) {
 			defer r.wg.Done()
-			r.health.listeners.Add(1)
-			defer r.health.listeners.Add(-1)
+			defer r.health.ListenerServing()()
 			if err := l.srv.Serve(l.l); err != nil && !errors.Is(err, transport.ErrServerClosed) {
 				r.errc <- fmt.Errorf("%s listener: %w", l.name, err)
 			}
@@ -327,8 +327,8 @@ func (r *Relay) Start() {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.health.queue.Store(true)
-		defer r.health.queue.Store(false)
+		r.health.QueueRunning(true)
+		defer r.health.QueueRunning(false)
 		if err := r.queue.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			r.errc <- fmt.Errorf("queue: %w", err)
 		}
