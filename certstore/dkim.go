@@ -68,4 +68,3 @@ func LoadDKIMKey(file string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("%s: %T keys cannot sign DKIM; use RSA or Ed25519", file, key)
 	}
 }
-
