@@ -528,7 +528,7 @@ func localError(permanent bool, subject, detail int, command, msg string, cause 
 	if permanent {
 		code, class = 554, 5
 	}
-	return &Error{Code: code, EnhancedCode: EnhancedCode{class, subject, detail}, Message: msg, Command: command, Err: cause}
+	return &Error{Local: true, Code: code, EnhancedCode: EnhancedCode{class, subject, detail}, Message: msg, Command: command, Err: cause}
 }
 
 // tlsError builds the X.7.d error for a TLS failure; permanence follows the
@@ -595,7 +595,7 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	var pending []int
 	for _, i := range g.idx {
 		if recipientDomain(env.Recipients[i].Address) == "" || strings.ContainsAny(env.Recipients[i].Address, "\r\n<> ") {
-			st.finish(i, Failed, &Error{Code: 553, EnhancedCode: EnhancedCode{5, 1, 3}, Command: "RCPT",
+			st.finish(i, Failed, &Error{Local: true, Code: 553, EnhancedCode: EnhancedCode{5, 1, 3}, Command: "RCPT",
 				Message: "malformed recipient address"}, RemoteMTA{}, nil, FailureNone, c.now())
 			continue
 		}
@@ -658,7 +658,7 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	st.probe.targets(st, targets)
 	if env.RequireTLS {
 		if err := checkRequireTLS(req, st.mxAuthenticated(), g.hop != nil, anyDANEHost(req, targets)); err != nil {
-			e := &Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
+			e := &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
 				Err: fmt.Errorf("%w: %w", ErrRequireTLS, err)}
 			st.finishAll(pending, e, RemoteMTA{}, nil, FailureNone, c.now())
 			c.logGroupFailure(ctx, st, e, FailureNone)
@@ -677,7 +677,7 @@ outer:
 		if far == nil && env.RequireTLS && hp.kind == checkNone {
 			// RFC 8689 §4.2.1: this host's certificate would not be verified.
 			far = &attemptResult{retry: true, mta: RemoteMTA{Host: t.host, Port: t.port},
-				err: &Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
+				err: &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
 					Err: fmt.Errorf("%w: %s would not be authenticated", ErrRequireTLS, t.host)}}
 		}
 		if far != nil {
@@ -694,7 +694,7 @@ outer:
 		if !t.resolved {
 			ips, rerr = c.resolveHost(ctx, t.host)
 		} else if len(ips) == 0 {
-			rerr = &Error{Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + t.host + " has no address", Err: ErrNoMX}
+			rerr = &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + t.host + " has no address", Err: ErrNoMX}
 		}
 		if rerr != nil {
 			last = &attemptResult{err: rerr, retry: true, mta: RemoteMTA{Host: t.host, Port: t.port}}
@@ -794,7 +794,7 @@ func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Err
 		hosts = append(hosts, mx)
 	}
 	if nullMX && len(hosts) == 0 {
-		return nil, &Error{Code: 556, EnhancedCode: EnhancedCode{5, 1, 10}, Message: domain + " does not accept mail (null MX)",
+		return nil, &Error{Local: true, Code: 556, EnhancedCode: EnhancedCode{5, 1, 10}, Message: domain + " does not accept mail (null MX)",
 			Err: ErrNullMX}
 	}
 	if len(hosts) == 0 {
@@ -889,13 +889,13 @@ func (c *Connector) resolveHost(ctx context.Context, host string) ([]net.IP, *Er
 	if err != nil {
 		var de *net.DNSError
 		if errors.As(err, &de) && de.IsNotFound {
-			return nil, &Error{Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + host + " not found",
+			return nil, &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + host + " not found",
 				Err: fmt.Errorf("%w: %w", ErrNoMX, err)}
 		}
 		return nil, localError(false, 4, 4, "", "address lookup for "+host+" failed", err)
 	}
 	if len(addrs) == 0 {
-		return nil, &Error{Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + host + " has no address",
+		return nil, &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "host " + host + " has no address",
 			Err: ErrNoMX}
 	}
 	ips := make([]net.IP, len(addrs))

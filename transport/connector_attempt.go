@@ -362,27 +362,27 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 		if s.TLS() == nil || !s.verified {
 			why = "the connection is not verified TLS"
 		}
-		return stop(&Error{Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
+		return stop(&Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
 			Err: fmt.Errorf("%w: %s", ErrRequireTLS, why)}, true)
 	}
 	if env.SMTPUTF8 && !s.Supports("SMTPUTF8") {
 		// RFC 6531 §3.4: without SMTPUTF8 at the next hop the message cannot
 		// be sent; this Connector does not downgrade.
-		e := &Error{Code: 554, EnhancedCode: EnhancedCode{5, 6, 9}, Command: "MAIL",
+		e := &Error{Local: true, Code: 554, EnhancedCode: EnhancedCode{5, 6, 9}, Command: "MAIL",
 			Message: "UTF-8 header message cannot be transferred: next hop lacks SMTPUTF8"}
 		if !isASCII(env.From) || anyNonASCII(env, pending) {
-			e = &Error{Code: 553, EnhancedCode: EnhancedCode{5, 6, 7}, Command: "MAIL",
+			e = &Error{Local: true, Code: 553, EnhancedCode: EnhancedCode{5, 6, 7}, Command: "MAIL",
 				Message: "non-ASCII addresses not permitted: next hop lacks SMTPUTF8"}
 		}
 		return stop(e, false)
 	}
 	if strings.EqualFold(env.Body, "BINARYMIME") {
-		return stop(&Error{Code: 554, EnhancedCode: EnhancedCode{5, 6, 3}, Command: "MAIL",
+		return stop(&Error{Local: true, Code: 554, EnhancedCode: EnhancedCode{5, 6, 3}, Command: "MAIL",
 			Message: "BINARYMIME messages cannot be relayed (BDAT not implemented)"}, false)
 	}
 	if lim, ok := s.Extension("SIZE"); ok && lim != "" {
 		if n, err := strconv.ParseInt(lim, 10, 64); err == nil && n > 0 && st.size > n {
-			return stop(&Error{Code: 552, EnhancedCode: EnhancedCode{5, 3, 4}, Command: "MAIL",
+			return stop(&Error{Local: true, Code: 552, EnhancedCode: EnhancedCode{5, 3, 4}, Command: "MAIL",
 				Message: fmt.Sprintf("message size %d exceeds the next hop's limit %d", st.size, n)}, false)
 		}
 	}

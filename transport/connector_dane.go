@@ -47,10 +47,10 @@ func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, 
 	}
 	switch {
 	case dest.Null:
-		return nil, &Error{Code: 556, EnhancedCode: EnhancedCode{5, 1, 10}, Message: domain + " does not accept mail (null MX)",
+		return nil, &Error{Local: true, Code: 556, EnhancedCode: EnhancedCode{5, 1, 10}, Message: domain + " does not accept mail (null MX)",
 			Err: ErrNullMX}
 	case dest.NXDomain || len(dest.Hosts) == 0:
-		return nil, &Error{Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "domain " + domain + " not found",
+		return nil, &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 4, 4}, Message: "domain " + domain + " not found",
 			Err: ErrNoMX}
 	}
 	hosts := make([]*dane.Host, len(dest.Hosts))

@@ -53,7 +53,7 @@ func TestREQUIRETLS(t *testing.T) {
 		before := len(srv.Messages())
 		res := deliver(t, e.connector(pol, srv), rtEnv())
 		r := res.Recipients[0]
-		if r.Status != transport.Failed || r.Reply.Code != 550 || r.Reply.EnhancedCode.String() != "5.7.30" || !errors.Is(r.Reply, transport.ErrRequireTLS) {
+		if r.Status != transport.Failed || r.Reply.Code != 550 || r.Reply.EnhancedCode.String() != "5.7.30" || !errors.Is(r.Reply, transport.ErrRequireTLS) || !r.Reply.Local {
 			t.Errorf("got %v %v", r.Status, r.Reply)
 		}
 		if len(srv.Messages()) != before {

@@ -195,7 +195,7 @@ func TestRecipientsGroupedPerDomain(t *testing.T) {
 			t.Errorf("%s: %v (%v), want %v", r.Recipient.Address, r.Status, r.Reply, want[i])
 		}
 	}
-	if got := res.Recipients[2].Reply; got.Code != 550 || got.Command != "RCPT" || got.EnhancedCode.String() != "5.1.1" {
+	if got := res.Recipients[2].Reply; got.Code != 550 || got.Command != "RCPT" || got.EnhancedCode.String() != "5.1.1" || got.Local {
 		t.Errorf("rejected recipient reply = %+v", got)
 	}
 	msgs := srv.Messages()

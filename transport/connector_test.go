@@ -138,6 +138,9 @@ func wantTLSFailure(t *testing.T, r transport.RecipientResult, status transport.
 	if r.TLSFailure != ft {
 		t.Errorf("TLS failure = %q, want %q", r.TLSFailure, ft)
 	}
+	if !r.Reply.Local {
+		t.Errorf("reply %v: Local not set on a failure the Connector found itself", r.Reply)
+	}
 }
 
 func TestDeliverAtEachLevel(t *testing.T) {

@@ -65,22 +65,24 @@ type Recipient struct {
 }
 
 // TLSInfo summarises a TLS connection for envelopes, trace headers, logs and
-// delivery results.
+// delivery results. The queue's spool records hold it as JSON: its tags are
+// part of that format and keep the names the first records were written
+// with.
 type TLSInfo struct {
-	Version     uint16 // tls.VersionTLS13 ...
-	CipherSuite uint16
+	Version     uint16 `json:"Version"` // tls.VersionTLS13 ...
+	CipherSuite uint16 `json:"CipherSuite"`
 	// CurveID is the negotiated key exchange group (e.g. X25519MLKEM768).
-	CurveID tls.CurveID
+	CurveID tls.CurveID `json:"CurveID"`
 	// ServerName is the SNI the client sent (inbound) or that we sent (outbound).
-	ServerName string
+	ServerName string `json:"ServerName"`
 	// PeerSubject is the subject of the peer's leaf certificate, if any.
-	PeerSubject string
+	PeerSubject string `json:"PeerSubject"`
 	// Verified is true when the peer's certificate was verified (outbound:
 	// by the policy's rule; inbound: a client certificate against the
 	// configured CAs).
-	Verified bool
+	Verified bool `json:"Verified"`
 	// Resumed is true for a resumed TLS session.
-	Resumed bool
+	Resumed bool `json:"Resumed"`
 }
 
 // NewTLSInfo summarises cs. verified is the caller's verdict, since what

@@ -22,7 +22,12 @@ type Error struct {
 	EnhancedCode EnhancedCode // RFC 3463
 	Message      string       // human text, without codes
 	Command      string       // the command answered ("MAIL", "STARTTLS", "DATA"...), if known
-	Err          error        // the cause, if any
+	// Local is set when this MTA found the failure itself (a TLS or
+	// REQUIRETLS requirement not met, a DNS answer, a lost connection…)
+	// rather than receiving it as a reply: the code and text are then ours.
+	// DSNs give such a diagnostic a non-"smtp" type (RFC 3464 §2.3.6).
+	Local bool
+	Err   error // the cause, if any
 }
 
 // Error renders "transport: 530 5.7.0 Must issue a STARTTLS command first".

@@ -2,9 +2,7 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"io"
-	"net"
 	"strings"
 
 	"github.com/mailtls/mailtls/transport"
@@ -98,7 +96,7 @@ func outcomes(env *transport.Envelope, res *transport.Result, err error) []outco
 			if te == nil {
 				te, _ = transport.AsError(err)
 			}
-			o.err.Local = te == nil || detectedLocally(te)
+			o.err.Local = te == nil || te.Local
 			if !o.err.Local || connected(res, rr.RemoteMTA) {
 				o.err.RemoteMTA = rr.RemoteMTA.Host
 			}
@@ -118,33 +116,12 @@ func callFailure(err error) outcome {
 	st := Deferred
 	le.Local = true // the queue's own 4.3.0
 	if te, ok := transport.AsError(err); ok {
-		le.Local = detectedLocally(te)
+		le.Local = te.Local
 		if te.Code >= 500 {
 			st = Failed
 		}
 	}
 	return outcome{state: st, err: le}
-}
-
-// detectedLocally reports whether e is a failure the Connector detected
-// itself rather than a reply the remote server sent: one of the
-// transport sentinels for its own decisions (TLS requirements, REQUIRETLS,
-// null MX, MX selection, DANE, policy lookup, AUTH without TLS), or a
-// network, timeout or cancellation error, where no server reply exists.
-// Remote replies carry no such cause (errors.Is, never the text).
-func detectedLocally(e *transport.Error) bool {
-	for _, s := range []error{
-		transport.ErrSTARTTLSNotOffered, transport.ErrTLSHandshake, transport.ErrCertificate,
-		transport.ErrTLSVersion, transport.ErrRequireTLS, transport.ErrNullMX, transport.ErrNoMX,
-		transport.ErrDANE, transport.ErrPolicyLookup, transport.ErrAuthWithoutTLS,
-		io.EOF, io.ErrUnexpectedEOF, context.Canceled, context.DeadlineExceeded,
-	} {
-		if errors.Is(e, s) {
-			return true
-		}
-	}
-	var ne net.Error
-	return errors.As(e, &ne)
 }
 
 // connected reports whether res records a connection made to m (an

@@ -156,7 +156,7 @@ func tlsFailure(status transport.Status) transport.RecipientResult {
 	}
 	return transport.RecipientResult{
 		Status: status,
-		Reply: &transport.Error{Code: code, EnhancedCode: transport.EnhancedCode{class, 7, 4},
+		Reply: &transport.Error{Local: true, Code: code, EnhancedCode: transport.EnhancedCode{class, 7, 4},
 			Message: "STARTTLS required by policy but not offered by mx.legacy.example",
 			Err:     transport.ErrSTARTTLSNotOffered},
 		RemoteMTA:   transport.RemoteMTA{Host: "mx.legacy.example", IP: net.IPv4(192, 0, 2, 25), Port: 25},

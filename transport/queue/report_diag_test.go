@@ -134,9 +134,7 @@ func TestReportLocalFailureWithoutConnection(t *testing.T) {
 			"5.4.3", transport.ErrPolicyLookup},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if !detectedLocally(tc.reply) {
-				t.Fatalf("%v not recognised as local", tc.reply)
-			}
+			tc.reply.Local = true // as the Connector sets it where it made the error
 			raw, rr := oneReport(t, 1, func(_ string, n int) transport.RecipientResult {
 				if n == 1 { // a server was reached once, and answered 451
 					r := tempFail()
@@ -156,28 +154,5 @@ func TestReportLocalFailureWithoutConnection(t *testing.T) {
 				t.Errorf("human part:\n%s", human)
 			}
 		})
-	}
-}
-
-// detectedLocally follows the cause chain (errors.Is/As), not the text.
-func TestDetectedLocally(t *testing.T) {
-	for _, tc := range []struct {
-		e    *transport.Error
-		want bool
-	}{
-		{&transport.Error{Code: 550, EnhancedCode: transport.EnhancedCode{5, 1, 1}, Message: "no such user", Command: "RCPT"}, false},
-		// A remote reply that merely mentions TLS is still the server's.
-		{&transport.Error{Code: 530, EnhancedCode: transport.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first", Command: "MAIL"}, false},
-		{&transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 7, 4}, Err: transport.ErrSTARTTLSNotOffered}, true},
-		{&transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 7, 5}, Err: fmt.Errorf("%w: x509", transport.ErrCertificate)}, true},
-		{&transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 7, 5}, Err: transport.ErrTLSVersion}, true},
-		{&transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 7, 5}, Err: transport.ErrDANE}, true},
-		{&transport.Error{Code: 554, EnhancedCode: transport.EnhancedCode{5, 7, 11}, Err: transport.ErrAuthWithoutTLS}, true},
-		{&transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 4, 1}, Message: "cannot connect to mx",
-			Err: &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("connection refused")}}, true},
-	} {
-		if got := detectedLocally(tc.e); got != tc.want {
-			t.Errorf("detectedLocally(%v) = %v, want %v", tc.e, got, tc.want)
-		}
 	}
 }

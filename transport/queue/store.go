@@ -120,10 +120,19 @@ func (s State) valid() bool {
 	return false
 }
 
+// RecordFormat is the format version of the Message records this code
+// writes. Format 1 added the version field itself; its fields are those of
+// format 0, which is read unchanged.
+const RecordFormat = 1
+
 // Message is the durable record of a queued message: its envelope, how it
 // arrived, and the delivery state of every recipient. The file store writes
 // it as JSON; field names are part of the spool format.
 type Message struct {
+	// Format is the record's format version, RecordFormat when written by
+	// this code; records without it (0) are the first format, which this
+	// code reads as they are.
+	Format int `json:"format,omitempty"`
 	// ID is the queue id, also the file name stem in the file store.
 	ID string `json:"id"`
 	// ReceivedID is the id the inbound server gave the message, if any.
@@ -314,6 +323,7 @@ func encodeMessage(m *Message) ([]byte, error) {
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
+	m.Format = RecordFormat
 	b, err := json.MarshalIndent(m, "", "\t")
 	if err != nil {
 		return nil, fmt.Errorf("queue: encoding message %s: %w", m.ID, err)
@@ -339,6 +349,9 @@ func DecodeMessage(b []byte) (*Message, error) {
 }
 
 func (m *Message) validate() error {
+	if m.Format < 0 || m.Format > RecordFormat {
+		return fmt.Errorf("%w: message %s has record format %d; this code reads formats up to %d", ErrCorrupt, m.ID, m.Format, RecordFormat)
+	}
 	if !validID(m.ID) {
 		return fmt.Errorf("%w: %q", ErrBadID, m.ID)
 	}
