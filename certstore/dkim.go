@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -44,17 +43,12 @@ func LoadDKIMKey(file string) (crypto.Signer, error) {
 	if block == nil {
 		return nil, fmt.Errorf("%s: no PEM block", file)
 	}
-	var key any
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	default:
+	if block.Type != "RSA PRIVATE KEY" && block.Type != "PRIVATE KEY" {
 		return nil, fmt.Errorf("%s: PEM block %q: want \"PRIVATE KEY\" (PKCS #8) or \"RSA PRIVATE KEY\"", file, block.Type)
 	}
+	key, err := decodeKey(block)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", file, err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	switch k := key.(type) {
 	case *rsa.PrivateKey:

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,13 @@ func TestLoadDKIMKey(t *testing.T) {
 		if k, err := LoadDKIMKey(file); err != nil || k == nil {
 			t.Errorf("%s: %v", file, err)
 		}
+	}
+	encrypted := filepath.Join(t.TempDir(), "encrypted.pem")
+	os.WriteFile(encrypted, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED"},
+		Bytes: x509.MarshalPKCS1PrivateKey(good)}), 0o600)
+	if _, err := LoadDKIMKey(encrypted); !errors.Is(err, ErrUnsupportedKey) || !strings.Contains(err.Error(), "encrypted.pem: ") ||
+		!strings.Contains(err.Error(), "key is encrypted") {
+		t.Errorf("LoadDKIMKey(encrypted) = %v, want ErrUnsupportedKey naming the file", err)
 	}
 	for _, tc := range []struct{ file, want string }{
 		{filepath.Join(t.TempDir(), "missing.pem"), "missing.pem"},

@@ -261,6 +261,20 @@ func isKeyType(t string) bool {
 // 7468 Section 10 (PKCS#8), RFC 8017 Appendix A.1.2 (PKCS#1) and RFC 5915
 // (SEC1).
 func parseKey(b *pem.Block) (crypto.PrivateKey, error) {
+	key, err := decodeKey(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKeyType(key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// decodeKey decodes one key block by its label, without judging the key:
+// "RSA PRIVATE KEY" is PKCS#1, "EC PRIVATE KEY" SEC1, anything else PKCS#8.
+// Encrypted keys are an ErrUnsupportedKey error.
+func decodeKey(b *pem.Block) (crypto.PrivateKey, error) {
 	if _, encrypted := b.Headers["Proc-Type"]; encrypted || b.Type == "ENCRYPTED PRIVATE KEY" {
 		return nil, fmt.Errorf("%w: key is encrypted; store it unencrypted with restricted permissions", ErrUnsupportedKey)
 	}
@@ -276,9 +290,6 @@ func parseKey(b *pem.Block) (crypto.PrivateKey, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnsupportedKey, b.Type, err)
-	}
-	if err := checkKeyType(key); err != nil {
-		return nil, err
 	}
 	return key, nil
 }
