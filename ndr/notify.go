@@ -1,6 +1,7 @@
 package ndr
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -80,6 +81,30 @@ func (n Notify) String() string {
 		kw = append(kw, "DELAY")
 	}
 	return strings.Join(kw, ",")
+}
+
+// MarshalJSON writes n as a JSON array of its keywords (["SUCCESS",
+// "FAILURE"]), or null for the zero value.
+func (n Notify) MarshalJSON() ([]byte, error) {
+	if n == 0 {
+		return []byte("null"), nil
+	}
+	return json.Marshal(strings.Split(n.String(), ","))
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, checking it as ParseNotify
+// does.
+func (n *Notify) UnmarshalJSON(b []byte) error {
+	var kw []string
+	if err := json.Unmarshal(b, &kw); err != nil {
+		return err
+	}
+	v, err := ParseNotify(strings.Join(kw, ","))
+	if err != nil {
+		return err
+	}
+	*n = v
+	return nil
 }
 
 // IsNullSender reports whether sender is the null reverse-path ("" or "<>",

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -43,14 +44,19 @@ func (a Action) Valid() bool {
 }
 
 // Return says how much of the original message a report returns: the RET
-// parameter of MAIL FROM (RFC 3461 §4.3).
+// parameter of MAIL FROM (RFC 3461 §4.3). Its text form is the parameter's
+// value ("FULL", "HDRS", or "" when absent).
 type Return int
 
 const (
+	// ReturnDefault is an absent RET parameter: the reporting MTA chooses,
+	// and reports return the headers, as for ReturnHeaders. It is the zero
+	// value.
+	ReturnDefault Return = iota
 	// ReturnHeaders returns only the header of the original message
 	// (RET=HDRS), as text/rfc822-headers (RFC 6522 §4) or
-	// message/global-headers (RFC 6533 §3). It is the zero value.
-	ReturnHeaders Return = iota
+	// message/global-headers (RFC 6533 §3).
+	ReturnHeaders
 	// ReturnFull returns the whole original message (RET=FULL) as
 	// message/rfc822, or message/global for SMTPUTF8 originals (RFC 6532
 	// §3.7), in a report of a failure for at least one recipient (RFC 3461
@@ -59,6 +65,48 @@ const (
 	// encoding that could carry it), or was sent with REQUIRETLS.
 	ReturnFull
 )
+
+// ErrBadReturn is returned by ParseReturn for a RET value other than FULL
+// or HDRS (RFC 3461 §4.3); the SMTP server answers 501 5.5.4.
+var ErrBadReturn = errors.New("ndr: invalid RET parameter")
+
+// ParseReturn parses the value of a RET parameter, in any case (RFC 3461
+// §4.3); "" gives ReturnDefault.
+func ParseReturn(s string) (Return, error) {
+	switch strings.ToUpper(s) {
+	case "":
+		return ReturnDefault, nil
+	case "FULL":
+		return ReturnFull, nil
+	case "HDRS":
+		return ReturnHeaders, nil
+	}
+	return ReturnDefault, fmt.Errorf("%w: %q", ErrBadReturn, s)
+}
+
+// String returns the RET parameter value: "FULL", "HDRS" or "".
+func (r Return) String() string {
+	switch r {
+	case ReturnFull:
+		return "FULL"
+	case ReturnHeaders:
+		return "HDRS"
+	}
+	return ""
+}
+
+// MarshalText returns String's value.
+func (r Return) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText parses a RET value as ParseReturn does.
+func (r *Return) UnmarshalText(b []byte) error {
+	v, err := ParseReturn(string(b))
+	if err != nil {
+		return err
+	}
+	*r = v
+	return nil
+}
 
 // DefaultMaxReturnSize is the cap used when Report.MaxReturnSize is zero:
 // an original larger than this is returned as headers only.

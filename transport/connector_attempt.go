@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/transport/smtpclient"
@@ -376,7 +377,7 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 		}
 		return stop(e, false)
 	}
-	if strings.EqualFold(env.Body, "BINARYMIME") {
+	if env.Body == BodyBinaryMIME {
 		return stop(&Error{Local: true, Code: 554, EnhancedCode: EnhancedCode{5, 6, 3}, Command: "MAIL",
 			Message: "BINARYMIME messages cannot be relayed (BDAT not implemented)"}, false)
 	}
@@ -444,14 +445,7 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 	return done
 }
 
-func wantsSuccess(r Recipient) bool {
-	for _, n := range r.Notify {
-		if strings.EqualFold(n, "SUCCESS") {
-			return true
-		}
-	}
-	return false
-}
+func wantsSuccess(r Recipient) bool { return r.Notify&ndr.NotifySuccess != 0 }
 
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -480,10 +474,8 @@ func mailCommand(env *Envelope, size int64, s *session) string {
 	if s.Supports("SIZE") && size > 0 {
 		b.WriteString(" SIZE=" + strconv.FormatInt(size, 10))
 	}
-	if strings.EqualFold(env.Body, "8BITMIME") && s.Supports("8BITMIME") {
-		b.WriteString(" BODY=8BITMIME")
-	} else if strings.EqualFold(env.Body, "7BIT") && s.Supports("8BITMIME") {
-		b.WriteString(" BODY=7BIT")
+	if (env.Body == Body8BitMIME || env.Body == Body7Bit) && s.Supports("8BITMIME") {
+		b.WriteString(" BODY=" + string(env.Body))
 	}
 	if env.SMTPUTF8 {
 		b.WriteString(" SMTPUTF8")
@@ -492,8 +484,8 @@ func mailCommand(env *Envelope, size int64, s *session) string {
 		b.WriteString(" REQUIRETLS")
 	}
 	if s.Supports("DSN") {
-		if ret := strings.ToUpper(env.Return); ret == "FULL" || ret == "HDRS" {
-			b.WriteString(" RET=" + ret)
+		if env.Return != ndr.ReturnDefault {
+			b.WriteString(" RET=" + env.Return.String())
 		}
 		if env.EnvelopeID != "" {
 			b.WriteString(" ENVID=" + smtpclient.XText(env.EnvelopeID))
@@ -508,8 +500,8 @@ func rcptCommand(r Recipient, s *session) string {
 	var b strings.Builder
 	b.WriteString("RCPT TO:<" + r.Address + ">")
 	if s.Supports("DSN") {
-		if len(r.Notify) > 0 {
-			b.WriteString(" NOTIFY=" + strings.ToUpper(strings.Join(r.Notify, ",")))
+		if r.Notify != 0 {
+			b.WriteString(" NOTIFY=" + r.Notify.String())
 		}
 		if r.ORCPT != "" {
 			typ, addr, ok := strings.Cut(r.ORCPT, ";")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/transporttest"
@@ -103,9 +104,9 @@ func TestTLSRequiredNo(t *testing.T) {
 func TestDSNParametersAndRelayed(t *testing.T) {
 	mk := func() *transport.Envelope {
 		env := envelope("a@example.test", "b@example.test")
-		env.Recipients[0].Notify = []string{"SUCCESS", "FAILURE"}
+		env.Recipients[0].Notify = ndr.NotifySuccess | ndr.NotifyFailure
 		env.Recipients[0].ORCPT = "rfc822;orig+a@example.test"
-		env.Return = "HDRS"
+		env.Return = ndr.ReturnHeaders
 		env.EnvelopeID = "id=42 x"
 		return env
 	}
@@ -117,13 +118,13 @@ func TestDSNParametersAndRelayed(t *testing.T) {
 		wantDelivered(t, r)
 	}
 	m := dsn.Messages()[0].Envelope
-	if m.Return != "HDRS" || m.EnvelopeID != "id=42 x" {
+	if m.Return != ndr.ReturnHeaders || m.EnvelopeID != "id=42 x" {
 		t.Errorf("RET/ENVID = %q %q", m.Return, m.EnvelopeID)
 	}
-	if got := m.Recipients[0]; strings.Join(got.Notify, ",") != "SUCCESS,FAILURE" || !strings.EqualFold(got.ORCPT, "rfc822;orig+a@example.test") {
+	if got := m.Recipients[0]; got.Notify != ndr.NotifySuccess|ndr.NotifyFailure || !strings.EqualFold(got.ORCPT, "rfc822;orig+a@example.test") {
 		t.Errorf("recipient params = %+v", got)
 	}
-	if len(m.Recipients[1].Notify) != 0 || m.Recipients[1].ORCPT != "" {
+	if m.Recipients[1].Notify != 0 || m.Recipients[1].ORCPT != "" {
 		t.Errorf("second recipient got params %+v", m.Recipients[1])
 	}
 

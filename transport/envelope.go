@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/mailtls/mailtls/ndr"
 )
 
 // Envelope is the SMTP envelope of one message (RFC 5321 §2.3.1) with the
@@ -28,13 +30,12 @@ type Envelope struct {
 	TLSRequiredNo bool
 	// SMTPUTF8 is set by MAIL FROM:<…> SMTPUTF8 (RFC 6531 §3.4).
 	SMTPUTF8 bool
-	// Body is the BODY= parameter: "", "7BIT", "8BITMIME" (RFC 6152) or
-	// "BINARYMIME" (RFC 3030).
-	Body string
+	// Body is the BODY= parameter (RFC 6152, RFC 3030), "" if absent.
+	Body BodyType
 	// Size is the SIZE= parameter the client declared (RFC 1870), 0 if none.
 	Size int64
-	// Return is the DSN RET= parameter: "", "FULL" or "HDRS" (RFC 3461 §4.3).
-	Return string
+	// Return is the DSN RET= parameter (RFC 3461 §4.3).
+	Return ndr.Return
 	// EnvelopeID is the DSN ENVID= parameter, decoded from xtext
 	// (RFC 3461 §4.4).
 	EnvelopeID string
@@ -51,14 +52,24 @@ type Envelope struct {
 	ReceivedAt time.Time
 }
 
+// BodyType is the value of the BODY parameter of MAIL FROM (RFC 6152 §2,
+// RFC 3030 §3): the message's content is 7-bit, 8-bit MIME or binary MIME.
+type BodyType string
+
+// The BODY values (RFC 6152 §2, RFC 3030 §3).
+const (
+	Body7Bit       BodyType = "7BIT"
+	Body8BitMIME   BodyType = "8BITMIME"
+	BodyBinaryMIME BodyType = "BINARYMIME"
+)
+
 // Recipient is one forward-path with its DSN parameters (RFC 3461 §4.1, §4.2).
 type Recipient struct {
 	// Address without angle brackets.
 	Address string
-	// Notify holds the NOTIFY= keywords in upper case ("NEVER", or some of
-	// "SUCCESS", "FAILURE", "DELAY"); nil when the client gave none, which
-	// means FAILURE,DELAY (RFC 3461 §4.1).
-	Notify []string
+	// Notify is the NOTIFY= parameter (RFC 3461 §4.1); zero when the
+	// client gave none, which means FAILURE,DELAY.
+	Notify ndr.Notify
 	// ORCPT is the ORCPT= parameter decoded from xtext, as
 	// "addr-type;address" (e.g. "rfc822;user@example.com"), "" if none.
 	ORCPT string

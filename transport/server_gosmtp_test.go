@@ -6,6 +6,8 @@ import (
 
 	sasl "github.com/emersion/go-sasl"
 	smtp "github.com/emersion/go-smtp"
+
+	"github.com/mailtls/mailtls/ndr"
 )
 
 // TestGoSMTPClient: go-smtp's client, an SMTP implementation independent
@@ -60,9 +62,9 @@ func TestGoSMTPClient(t *testing.T) {
 	if !strings.Contains(resp.StatusText, env.ID) {
 		t.Errorf("reply %q does not name %s", resp.StatusText, env.ID)
 	}
-	if env.From != "alice@example.org" || env.Size != 50 || !env.SMTPUTF8 || !env.RequireTLS || env.Return != "HDRS" ||
+	if env.From != "alice@example.org" || env.Size != 50 || !env.SMTPUTF8 || !env.RequireTLS || env.Return != ndr.ReturnHeaders ||
 		env.EnvelopeID != "id=1" || env.AuthIdentity != "alice" || len(env.Recipients) != 2 || env.Recipients[0].Address != "postmaster@mx.test" ||
-		strings.Join(env.Recipients[1].Notify, ",") != "FAILURE,DELAY" || env.Recipients[1].ORCPT != "rfc822;r+x@example.net" {
+		env.Recipients[1].Notify.String() != "FAILURE,DELAY" || env.Recipients[1].ORCPT != "rfc822;r+x@example.net" {
 		t.Errorf("envelope %+v %+v", env, env.Recipients)
 	}
 	if !strings.HasSuffix(msgs[0].body, "\r\nSubject: go-smtp\r\n\r\n.leading dot\r\n") {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mailtls/mailtls/ndr"
 )
 
 // The Server's command syntax (RFC 5321 §4.1): pure functions from the text
@@ -280,28 +282,6 @@ func isPrintableASCII(s string) bool {
 	return true
 }
 
-// parseNotify parses a NOTIFY value (RFC 3461 §4.1): "NEVER" alone, or one
-// or more of SUCCESS, FAILURE, DELAY, each once, any case. It returns the
-// keywords upper-cased, in the order given.
-func parseNotify(v string) ([]string, error) {
-	var out []string
-	for _, k := range strings.Split(v, ",") {
-		k = strings.ToUpper(k)
-		switch k {
-		case "NEVER", "SUCCESS", "FAILURE", "DELAY":
-		default:
-			return nil, errors.New("malformed NOTIFY")
-		}
-		for _, seen := range out {
-			if seen == k || seen == "NEVER" || k == "NEVER" {
-				return nil, errors.New("malformed NOTIFY")
-			}
-		}
-		out = append(out, k)
-	}
-	return out, nil
-}
-
 // parseHelo returns the domain or address literal of EHLO or HELO: the
 // argument up to its first space.
 func parseHelo(arg string) (string, bool) {
@@ -359,4 +339,14 @@ func badAddressText(s string) bool {
 		i += n
 	}
 	return false
+}
+
+// parseNotify parses a NOTIFY value (RFC 3461 §4.1): ndr.ParseNotify's
+// grammar, where the parameter, when given, is not empty.
+func parseNotify(v string) (ndr.Notify, error) {
+	n, err := ndr.ParseNotify(v)
+	if err == nil && n == 0 {
+		err = ndr.ErrBadNotify
+	}
+	return n, err
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/policy"
 )
 
@@ -93,10 +94,10 @@ func TestRecipientChecker(t *testing.T) {
 		t.Fatalf("%d CheckRecipient calls, want 5", len(calls))
 	}
 	c := calls[1] // y@example.net, after x@example.org was accepted
-	if c.rcpt.Address != "y@example.net" || len(c.rcpt.Notify) != 1 || c.rcpt.Notify[0] != "NEVER" {
+	if c.rcpt.Address != "y@example.net" || c.rcpt.Notify != ndr.NotifyNever {
 		t.Errorf("recipient %+v", c.rcpt)
 	}
-	if c.env.From != "a@example.org" || c.env.Return != "HDRS" || c.env.EnvelopeID != "e1" ||
+	if c.env.From != "a@example.org" || c.env.Return != ndr.ReturnHeaders || c.env.EnvelopeID != "e1" ||
 		c.env.Helo != "c.test" || c.env.ClientAddr == nil || c.env.TLS == nil || c.env.AuthIdentity != "" {
 		t.Errorf("partial envelope %+v", c.env)
 	}
@@ -153,7 +154,7 @@ func testPostmasterWithoutDomain(t *testing.T, mode string) {
 	}
 	var got []string
 	for _, r := range msgs[0].env.Recipients {
-		got = append(got, r.Address+"/"+strings.Join(r.Notify, ","))
+		got = append(got, r.Address+"/"+r.Notify.String())
 	}
 	if want := "postmaster@mx.test/NEVER,postmaster@mx.test/,postmaster@example.org/"; strings.Join(got, ",") != want {
 		t.Errorf("recipients %q, want %q", strings.Join(got, ","), want)
@@ -205,7 +206,7 @@ func TestParseRcptParams(t *testing.T) {
 		{"SOMETIMES", ""},
 	} {
 		got, err := parseNotify(c.in)
-		if strings.Join(got, ",") != c.want || (err == nil) != (c.want != "") {
+		if got.String() != c.want || (err == nil) != (c.want != "") {
 			t.Errorf("NOTIFY=%s: %q %v, want %q", c.in, got, err, c.want)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mailtls/mailtls/ndr"
 )
 
 // senderChecker is a recording Handler that is also a SenderChecker: it
@@ -65,7 +67,7 @@ func TestSenderChecker(t *testing.T) {
 	d.expect("MAIL FROM:<spoof@example.org> SIZE=1234 BODY=8BITMIME RET=HDRS ENVID=e1 SMTPUTF8",
 		"553 5.7.1 <spoof@example.org>: Sender address rejected: not owned by user alice")
 	c := h.lastCall(t)
-	if c.From != "spoof@example.org" || c.Size != 1234 || c.Body != "8BITMIME" || c.Return != "HDRS" ||
+	if c.From != "spoof@example.org" || c.Size != 1234 || c.Body != "8BITMIME" || c.Return != ndr.ReturnHeaders ||
 		c.EnvelopeID != "e1" || !c.SMTPUTF8 || c.AuthIdentity != "alice" || c.Helo != "c.test" ||
 		c.ClientAddr == nil || c.TLS == nil || len(c.Recipients) != 0 {
 		t.Errorf("envelope at MAIL %+v", c)

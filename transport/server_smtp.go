@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	sasl "github.com/emersion/go-sasl"
+
+	"github.com/mailtls/mailtls/ndr"
 )
 
 // inSession is the SMTP server state machine of one connection (RFC 5321
@@ -38,12 +40,12 @@ type inSession struct {
 
 // mailParams are the MAIL parameters the Server records in the Envelope.
 type mailParams struct {
-	requireTLS bool   // RFC 8689 §4.1
-	utf8       bool   // RFC 6531 §3.4
-	body       string // RFC 6152: "", "7BIT", "8BITMIME"
-	size       int64  // RFC 1870
-	ret        string // RFC 3461 §4.3: "", "FULL", "HDRS"
-	envID      string // RFC 3461 §4.4, decoded
+	requireTLS bool       // RFC 8689 §4.1
+	utf8       bool       // RFC 6531 §3.4
+	body       BodyType   // RFC 6152
+	size       int64      // RFC 1870
+	ret        ndr.Return // RFC 3461 §4.3
+	envID      string     // RFC 3461 §4.4, decoded
 }
 
 // bdatTransfer is a BDAT transfer in progress: its chunks go into pw, and
@@ -433,21 +435,20 @@ func mailParamsOf(params []esmtpParam, maxBytes int64) (m mailParams, e *Error) 
 		case "REQUIRETLS":
 			m.requireTLS = true
 		case "BODY":
-			switch v := strings.ToUpper(p.value); v {
-			case "7BIT", "8BITMIME":
+			switch v := BodyType(strings.ToUpper(p.value)); v {
+			case Body7Bit, Body8BitMIME:
 				m.body = v
-			case "BINARYMIME":
+			case BodyBinaryMIME:
 				return m, &Error{Code: 504, EnhancedCode: EnhancedCode{5, 5, 4}, Message: "BINARYMIME is not implemented"}
 			default:
 				return m, syntaxReply("Unknown BODY value")
 			}
 		case "RET":
-			switch v := strings.ToUpper(p.value); v {
-			case "FULL", "HDRS":
-				m.ret = v
-			default:
+			ret, err := ndr.ParseReturn(p.value)
+			if err != nil || ret == ndr.ReturnDefault {
 				return m, syntaxReply("Unknown RET value")
 			}
+			m.ret = ret
 		case "ENVID":
 			v, err := decodeXtext(p.value)
 			if err != nil || v == "" || !isPrintableASCII(v) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/policy"
 )
 
@@ -138,7 +139,7 @@ func TestDeliveryOverSTARTTLS(t *testing.T) {
 	if !strings.HasSuffix(final, env.ID) {
 		t.Errorf("reply %q does not name id %s", final, env.ID)
 	}
-	if env.From != "s@example.org" || env.Return != "HDRS" || env.EnvelopeID != "QQ+ID=1" || !env.SMTPUTF8 ||
+	if env.From != "s@example.org" || env.Return != ndr.ReturnHeaders || env.EnvelopeID != "QQ+ID=1" || !env.SMTPUTF8 ||
 		env.Body != "8BITMIME" || env.Size != 100 || !env.RequireTLS || env.TLSRequiredNo || env.Helo != "client.test" {
 		t.Errorf("envelope %+v", env)
 	}
@@ -146,10 +147,10 @@ func TestDeliveryOverSTARTTLS(t *testing.T) {
 		t.Fatalf("recipients %+v", env.Recipients)
 	}
 	r1, r2, r3 := env.Recipients[0], env.Recipients[1], env.Recipients[2]
-	if r1.Address != "r1@example.net" || strings.Join(r1.Notify, ",") != "SUCCESS,FAILURE" || r1.ORCPT != "rfc822;r1+alias@example.net" {
+	if r1.Address != "r1@example.net" || r1.Notify.String() != "SUCCESS,FAILURE" || r1.ORCPT != "rfc822;r1+alias@example.net" {
 		t.Errorf("r1 %+v", r1)
 	}
-	if strings.Join(r2.Notify, ",") != "NEVER" || r3.Notify != nil || r3.ORCPT != "" {
+	if r2.Notify.String() != "NEVER" || r3.Notify != 0 || r3.ORCPT != "" {
 		t.Errorf("r2 %+v r3 %+v", r2, r3)
 	}
 	if env.TLS == nil || env.TLS.Version != tls.VersionTLS13 || env.TLS.ServerName != "mx.test" {

@@ -254,7 +254,7 @@ func TestServeSMTPQueueFailureWritesNothing(t *testing.T) {
 	env := &transport.Envelope{
 		ID:         "MSG1",
 		From:       "sender@localhost",
-		Recipients: []transport.Recipient{{Address: "user@localhost", Notify: []string{"SUCCESS"}}},
+		Recipients: []transport.Recipient{{Address: "user@localhost", Notify: ndr.NotifySuccess}},
 		ReceivedAt: time.Now(),
 	}
 	if err := h.ServeSMTP(context.Background(), env, strings.NewReader(dsnBody)); err == nil {

@@ -76,7 +76,7 @@ func (q *Queue) reportWanted(m *Message, r *Recipient, a ndr.Action) bool {
 	if a == ndr.ActionDelivered && !final {
 		return false
 	}
-	if !ndr.ShouldReport(parseNotify(r.Notify), a, m.From) {
+	if !ndr.ShouldReport(r.Notify, a, m.From) {
 		return false
 	}
 	return MayOriginate(a, Origin{

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -320,7 +321,7 @@ func TestDirStoreOperations(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	m := &Message{ID: "abc-1", From: "a@example.org", ReceivedAt: now, EnvelopeID: "e1",
 		ReceivedTLS: &transport.TLSInfo{Version: 0x0304, CipherSuite: 0x1301},
-		Recipients:  []*Recipient{{Address: "b@example.net", Notify: []string{"SUCCESS"}, State: Pending, NextAttempt: now}}}
+		Recipients:  []*Recipient{{Address: "b@example.net", Notify: ndr.NotifySuccess, State: Pending, NextAttempt: now}}}
 	if err := st.Create(ctx, m, strings.NewReader("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +335,7 @@ func TestDirStoreOperations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.ReceivedAt.Equal(now) || got.EnvelopeID != "e1" || got.Recipients[0].Notify[0] != "SUCCESS" ||
+	if !got.ReceivedAt.Equal(now) || got.EnvelopeID != "e1" || got.Recipients[0].Notify != ndr.NotifySuccess ||
 		got.ReceivedTLS.CipherSuite != 0x1301 || got.Size != 5 {
 		t.Errorf("round trip: %+v", got)
 	}

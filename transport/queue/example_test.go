@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/queue"
@@ -103,7 +104,7 @@ func ExampleQueue_List() {
 	q := &queue.Queue{Store: store, Deliverer: queue.DeliverFunc(nil)}
 	ctx := context.Background()
 	env := &transport.Envelope{From: "alice@example.org", Recipients: []transport.Recipient{
-		{Address: "bob@example.net"}, {Address: "carol@example.com", Notify: []string{"NEVER"}}}}
+		{Address: "bob@example.net"}, {Address: "carol@example.com", Notify: ndr.NotifyNever}}}
 	id, _ := q.Enqueue(ctx, env, strings.NewReader("Subject: hi\r\n\r\nHello.\r\n"))
 
 	msgs, _ := q.List(ctx)

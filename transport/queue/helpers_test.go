@@ -308,7 +308,11 @@ func (h *harness) queued() int {
 }
 
 func rcpt(addr string, notify ...string) transport.Recipient {
-	return transport.Recipient{Address: addr, Notify: notify, ORCPT: "rfc822;" + addr}
+	n, err := ndr.ParseNotify(strings.Join(notify, ","))
+	if err != nil {
+		panic(err)
+	}
+	return transport.Recipient{Address: addr, Notify: n, ORCPT: "rfc822;" + addr}
 }
 
 const testMessage = "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHello Bob.\r\n"

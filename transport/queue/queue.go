@@ -305,7 +305,7 @@ func (q *Queue) Enqueue(ctx context.Context, env *transport.Envelope, body io.Re
 	for _, r := range env.Recipients {
 		m.Recipients = append(m.Recipients, &Recipient{
 			Address:     r.Address,
-			Notify:      append([]string(nil), r.Notify...),
+			Notify:      r.Notify,
 			ORCPT:       r.ORCPT,
 			State:       Pending,
 			NextAttempt: now,
@@ -487,7 +487,7 @@ func envelope(m *Message, idx []int) *transport.Envelope {
 	for _, i := range idx {
 		r := m.Recipients[i]
 		env.Recipients = append(env.Recipients, transport.Recipient{
-			Address: r.Address, Notify: append([]string(nil), r.Notify...), ORCPT: r.ORCPT,
+			Address: r.Address, Notify: r.Notify, ORCPT: r.ORCPT,
 		})
 	}
 	return env
@@ -685,14 +685,6 @@ func (q *Queue) logAttempt(m *Message, r *Recipient, o outcome) {
 		q.logger().Warn("dropping undeliverable report", "id", m.ID, "rcpt", r.Address,
 			"reply", r.LastError.Reply())
 	}
-}
-
-func parseNotify(kw []string) ndr.Notify {
-	n, err := ndr.ParseNotify(strings.Join(kw, ","))
-	if err != nil {
-		return 0 // the server validated NOTIFY; fall back to the default
-	}
-	return n
 }
 
 func actionOf(s State) ndr.Action {

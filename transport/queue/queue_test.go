@@ -686,7 +686,7 @@ func TestReportContent(t *testing.T) {
 			h := newHarness(t, func(string, int) transport.RecipientResult { return permFail() })
 			h.q.Language = tc.lang
 			h.run()
-			env := &transport.Envelope{From: "alice@example.org", Return: tc.ret, EnvelopeID: "ENV-42", RequireTLS: tc.requireTLS,
+			env := &transport.Envelope{From: "alice@example.org", Return: mustReturn(tc.ret), EnvelopeID: "ENV-42", RequireTLS: tc.requireTLS,
 				Recipients: []transport.Recipient{{Address: "bob@example.net", ORCPT: "rfc822;Bob@Example.NET"}}}
 			if _, err := h.q.Enqueue(context.Background(), env, strings.NewReader(testMessage)); err != nil {
 				t.Fatal(err)
@@ -834,4 +834,12 @@ func TestRetryNowWhileRunStarts(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+func mustReturn(s string) ndr.Return {
+	r, err := ndr.ParseReturn(s)
+	if err != nil {
+		panic(err)
+	}
+	return r
 }

@@ -38,12 +38,10 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 		Sender:             m.From,
 		SMTPUTF8:           m.SMTPUTF8,
 		RequireTLS:         m.RequireTLS,
+		Return:             m.Return,
 		Language:           q.Language,
 		Now:                q.now,
 		DKIM:               q.DKIM,
-	}
-	if strings.EqualFold(m.Return, "FULL") {
-		rep.Return = ndr.ReturnFull
 	}
 	expiry := m.ReceivedAt.Add(q.maxAge())
 	for _, r := range m.Recipients {

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -89,7 +90,7 @@ func TestServerHandler(t *testing.T) {
 	}
 	m := msgs[0]
 	if m.From != "alice@example.org" || m.EnvelopeID != "abc123" || m.Recipients[0].Address != "bob@example.net" ||
-		strings.Join(m.Recipients[0].Notify, ",") != "FAILURE" || m.ReceivedTLS == nil {
+		m.Recipients[0].Notify != ndr.NotifyFailure || m.ReceivedTLS == nil {
 		t.Errorf("stored envelope: %+v %+v", m, m.Recipients[0])
 	}
 	b, err := st.Body(context.Background(), m.ID)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -39,14 +40,14 @@ func TestWriteFixtureSpool(t *testing.T) {
 				RemoteMTA: "mx.example.net", TLS: tlsOut, Policy: "mta-sts:verify",
 				LastError: &LastError{Code: 451, EnhancedCode: "4.7.5", Message: "certificate expired", RemoteMTA: "mx.example.net",
 					TLSFailure: "certificate-expired", Policy: "mta-sts:verify", Local: true}}}},
-		{ID: "fixture-dsn", From: "dave@example.org", ReceivedAt: at, Return: "HDRS", EnvelopeID: "env+2Bid",
-			Recipients: []*Recipient{{Address: "erin@example.net", Notify: []string{"SUCCESS", "FAILURE"}, ORCPT: "rfc822;erin@example.net", State: Pending, NextAttempt: at}}},
+		{ID: "fixture-dsn", From: "dave@example.org", ReceivedAt: at, Return: ndr.ReturnHeaders, EnvelopeID: "env+2Bid",
+			Recipients: []*Recipient{{Address: "erin@example.net", Notify: ndr.NotifySuccess | ndr.NotifyFailure, ORCPT: "rfc822;erin@example.net", State: Pending, NextAttempt: at}}},
 		{ID: "fixture-held", From: "frank@example.org", ReceivedAt: at, Held: true, HeldAt: at.Add(time.Minute),
 			Recipients: []*Recipient{{Address: "grace@example.net", State: Pending, NextAttempt: at}}},
 		{ID: "fixture-partial", From: "heidi@example.org", ReceivedAt: at, AuthIdentity: "heidi",
 			Recipients: []*Recipient{
 				{Address: "ivan@example.net", State: Delivered, Attempts: 1, LastAttempt: at, RemoteMTA: "mx.example.net", TLS: tlsOut, Policy: "static:verify"},
-				{Address: "judy@example.net", Notify: []string{"NEVER"}, State: Deferred, Attempts: 1, LastAttempt: at, NextAttempt: at.Add(time.Minute),
+				{Address: "judy@example.net", Notify: ndr.NotifyNever, State: Deferred, Attempts: 1, LastAttempt: at, NextAttempt: at.Add(time.Minute),
 					LastError: &LastError{Code: 450, EnhancedCode: "4.2.1", Message: "mailbox busy", RemoteMTA: "mx.example.net"}},
 			}},
 	}
@@ -118,7 +119,7 @@ func TestReadFixtureSpool(t *testing.T) {
 		case "erin@example.net":
 			sawDSN = true
 			rc := env.Recipients[0]
-			if env.Return != "HDRS" || env.EnvelopeID != "env+2Bid" || rc.ORCPT != "rfc822;erin@example.net" || strings.Join(rc.Notify, ",") != "SUCCESS,FAILURE" {
+			if env.Return != ndr.ReturnHeaders || env.EnvelopeID != "env+2Bid" || rc.ORCPT != "rfc822;erin@example.net" || rc.Notify != ndr.NotifySuccess|ndr.NotifyFailure {
 				t.Errorf("fixture-dsn delivered with envelope %+v, recipient %+v", env, rc)
 			}
 		case "carol@example.net":

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -143,12 +144,12 @@ type Message struct {
 	// Recipients with their state, in RCPT order.
 	Recipients []*Recipient `json:"recipients"`
 
-	RequireTLS    bool   `json:"require_tls,omitempty"`     // RFC 8689 §4.1
-	TLSRequiredNo bool   `json:"tls_required_no,omitempty"` // RFC 8689 §3
-	SMTPUTF8      bool   `json:"smtputf8,omitempty"`        // RFC 6531
-	BodyType      string `json:"body_type,omitempty"`       // BODY= (RFC 6152)
-	Return        string `json:"ret,omitempty"`             // RET= (RFC 3461 §4.3)
-	EnvelopeID    string `json:"envid,omitempty"`           // ENVID= (RFC 3461 §4.4)
+	RequireTLS    bool               `json:"require_tls,omitempty"`     // RFC 8689 §4.1
+	TLSRequiredNo bool               `json:"tls_required_no,omitempty"` // RFC 8689 §3
+	SMTPUTF8      bool               `json:"smtputf8,omitempty"`        // RFC 6531
+	BodyType      transport.BodyType `json:"body_type,omitempty"`       // BODY= (RFC 6152)
+	Return        ndr.Return         `json:"ret,omitempty"`             // RET= (RFC 3461 §4.3)
+	EnvelopeID    string             `json:"envid,omitempty"`           // ENVID= (RFC 3461 §4.4)
 
 	// ClientAddr, Helo, AuthIdentity and ReceivedTLS describe how the message
 	// arrived (for Received-From-MTA in reports and for operators).
@@ -182,9 +183,9 @@ type Message struct {
 // Recipient is one forward-path and its delivery state.
 type Recipient struct {
 	Address string `json:"address"`
-	// Notify holds the NOTIFY= keywords (RFC 3461 §4.1); nil means
-	// FAILURE,DELAY.
-	Notify []string `json:"notify,omitempty"`
+	// Notify is the NOTIFY= parameter (RFC 3461 §4.1), stored as its
+	// keywords; zero means FAILURE,DELAY.
+	Notify ndr.Notify `json:"notify,omitempty"`
 	// ORCPT is the ORCPT= parameter as "addr-type;address" (RFC 3461 §4.2).
 	ORCPT string `json:"orcpt,omitempty"`
 
@@ -285,7 +286,7 @@ func (m *Message) Clone() *Message {
 	c.Recipients = make([]*Recipient, len(m.Recipients))
 	for i, r := range m.Recipients {
 		rc := *r
-		rc.Notify = append([]string(nil), r.Notify...)
+		rc.Notify = r.Notify
 		if r.LastError != nil {
 			le := *r.LastError
 			rc.LastError = &le

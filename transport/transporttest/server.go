@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -335,9 +336,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		env.RequireTLS = opts.RequireTLS
 		env.SMTPUTF8 = opts.UTF8
-		env.Body = string(opts.Body)
+		env.Body = transport.BodyType(opts.Body)
 		env.Size = opts.Size
-		env.Return = string(opts.Return)
+		env.Return, _ = ndr.ParseReturn(string(opts.Return)) // go-smtp checked it
 		env.EnvelopeID = opts.EnvelopeID
 	}
 	s.msg = m
@@ -359,9 +360,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	r := transport.Recipient{Address: to}
 	if opts != nil {
+		var kw []string
 		for _, n := range opts.Notify {
-			r.Notify = append(r.Notify, string(n))
+			kw = append(kw, string(n))
 		}
+		r.Notify, _ = ndr.ParseNotify(strings.Join(kw, ",")) // go-smtp checked it
 		if opts.OriginalRecipient != "" {
 			r.ORCPT = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
 		}

@@ -268,7 +268,7 @@ func (c *CLI) printShow(w io.Writer, m *queue.Message, now time.Time) error {
 			opts = append(opts, o.name)
 		}
 	}
-	opts = append(opts, labelled("BODY=", m.BodyType, "RET=", m.Return, "ENVID=", m.EnvelopeID)...)
+	opts = append(opts, labelled("BODY=", string(m.BodyType), "RET=", m.Return.String(), "ENVID=", m.EnvelopeID)...)
 	if len(opts) == 0 {
 		opts = append(opts, "none")
 	}
@@ -318,8 +318,8 @@ func (c *CLI) printShow(w io.Writer, m *queue.Message, now time.Time) error {
 		if r.ORCPT != "" {
 			line("  orcpt", r.ORCPT)
 		}
-		if len(r.Notify) > 0 {
-			line("  notify", strings.Join(r.Notify, ","))
+		if r.Notify != 0 {
+			line("  notify", r.Notify.String())
 		}
 	}
 	_, err := io.WriteString(w, b.String())
