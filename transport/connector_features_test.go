@@ -199,8 +199,8 @@ func TestSmarthostRouteWithAuth(t *testing.T) {
 	c.Routes[0].NextHop = plainRelay.Addr
 	c.Routes[0].Policy = policy.Fixed{Level: policy.May}
 	res = deliver(t, c, envelope("a@one.test"))
-	if r := res.Recipients[0]; r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrAuthWithoutTLS) {
-		t.Errorf("auth without TLS: %v %v", r.Status, r.Reply)
+	if r := res.Recipients[0]; r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrAuthWithoutTLS) || !r.Reply.Local {
+		t.Errorf("auth without TLS: %v %v (Local must be set: the Connector refused)", r.Status, r.Reply)
 	}
 	if transporttest.Contains(plainRelay.Seen(), "AUTH", "czNjcmV0", "MAIL FROM") {
 		t.Errorf("credentials or transaction sent in plaintext:\n%s", plainRelay.Seen())

@@ -106,6 +106,10 @@ func TestAllMXFailDefers(t *testing.T) {
 	if r.Status != transport.Deferred || !r.Reply.Temporary() {
 		t.Errorf("got %v %v", r.Status, r.Reply)
 	}
+	// No host answered: the failure was found here, not reported by a peer.
+	if r.Reply == nil || !r.Reply.Local {
+		t.Errorf("connection failures: Local not set on %v", r.Reply)
+	}
 	if len(e.dialer.Dialed()) != 2 {
 		t.Errorf("dialled %v", e.dialer.Dialed())
 	}
