@@ -122,3 +122,25 @@ func ExampleQueue_List() {
 	// pending: 2 deferred: 0
 	// <nil>
 }
+
+// An application that delivers with a Connector itself, without a Queue,
+// turns a result into the DSN the queue would send with one call.
+func ExampleReport() {
+	env := &transport.Envelope{From: "alice@example.org",
+		Recipients: []transport.Recipient{{Address: "bob@legacy.example"}, {Address: "carol@example.net"}}}
+	// As Connector.Deliver returns it: bob's MX did not offer STARTTLS
+	// under a policy that bounces; carol's attempt is to be retried.
+	res := &transport.Result{Recipients: []transport.RecipientResult{
+		{Recipient: env.Recipients[0], Status: transport.Failed,
+			Reply: &transport.Error{Local: true, Code: 554, EnhancedCode: transport.EnhancedCode{5, 7, 4},
+				Message: "STARTTLS required by policy but not offered by mx.legacy.example"}},
+		{Recipient: env.Recipients[1], Status: transport.Deferred,
+			Reply: &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0}, Message: "try later"}},
+	}}
+	rep := queue.Report(env, res, nil, "relay.example.org")
+	for _, r := range rep.Recipients {
+		fmt.Println(r.FinalRecipient, r.Action, r.Status, r.DiagnosticType+";", r.DiagnosticCode)
+	}
+	// Output:
+	// bob@legacy.example failed 5.7.4 X-mailtls; STARTTLS required by policy but not offered by mx.legacy.example
+}

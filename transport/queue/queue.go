@@ -100,7 +100,10 @@ type Queue struct {
 	// Deliverer. Its results are per recipient, as Deliverer's: a mailbox
 	// that cannot be written is retried (Deferred) or bounced (Failed)
 	// alone, and the recipients delivered with it are never delivered
-	// again. Nil means Deliverer delivers local recipients too.
+	// again. Reports to a sender in a local domain go the same way, so
+	// bounces for local senders never leave through Deliverer (an MX
+	// lookup of one's own domain). Nil means Deliverer delivers local
+	// recipients too.
 	Local Deliverer
 	// Language selects the human-readable part of reports: "en" or "ja".
 	// Empty means English.
@@ -278,39 +281,8 @@ func (q *Queue) Enqueue(ctx context.Context, env *transport.Envelope, body io.Re
 	if err != nil {
 		return "", err
 	}
-	m := &Message{
-		ID:            id,
-		ReceivedID:    env.ID,
-		From:          env.From,
-		RequireTLS:    env.RequireTLS,
-		TLSRequiredNo: env.TLSRequiredNo,
-		SMTPUTF8:      env.SMTPUTF8,
-		BodyType:      env.Body,
-		Return:        env.Return,
-		EnvelopeID:    env.EnvelopeID,
-		Helo:          env.Helo,
-		AuthIdentity:  env.AuthIdentity,
-		ReceivedAt:    env.ReceivedAt,
-	}
-	if m.ReceivedAt.IsZero() {
-		m.ReceivedAt = now
-	}
-	if env.ClientAddr != nil {
-		m.ClientAddr = env.ClientAddr.String()
-	}
-	if env.TLS != nil {
-		t := *env.TLS
-		m.ReceivedTLS = &t
-	}
-	for _, r := range env.Recipients {
-		m.Recipients = append(m.Recipients, &Recipient{
-			Address:     r.Address,
-			Notify:      r.Notify,
-			ORCPT:       r.ORCPT,
-			State:       Pending,
-			NextAttempt: now,
-		})
-	}
+	m := messageOf(env, now)
+	m.ID = id
 	if err := q.Store.Create(ctx, m, body); err != nil {
 		return "", err
 	}
@@ -840,4 +812,42 @@ func sortByAge(msgs []*Message) {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
+}
+
+// messageOf is the record of a message with envelope env, accepted at now
+// if env does not say when: every recipient pending and due now.
+func messageOf(env *transport.Envelope, now time.Time) *Message {
+	m := &Message{
+		ReceivedID:    env.ID,
+		From:          env.From,
+		RequireTLS:    env.RequireTLS,
+		TLSRequiredNo: env.TLSRequiredNo,
+		SMTPUTF8:      env.SMTPUTF8,
+		BodyType:      env.Body,
+		Return:        env.Return,
+		EnvelopeID:    env.EnvelopeID,
+		Helo:          env.Helo,
+		AuthIdentity:  env.AuthIdentity,
+		ReceivedAt:    env.ReceivedAt,
+	}
+	if m.ReceivedAt.IsZero() {
+		m.ReceivedAt = now
+	}
+	if env.ClientAddr != nil {
+		m.ClientAddr = env.ClientAddr.String()
+	}
+	if env.TLS != nil {
+		t := *env.TLS
+		m.ReceivedTLS = &t
+	}
+	for _, r := range env.Recipients {
+		m.Recipients = append(m.Recipients, &Recipient{
+			Address:     r.Address,
+			Notify:      r.Notify,
+			ORCPT:       r.ORCPT,
+			State:       Pending,
+			NextAttempt: now,
+		})
+	}
+	return m
 }

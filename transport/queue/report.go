@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/ndr"
+	"github.com/mailtls/mailtls/transport"
 )
 
 // sendReport builds the delivery status notification id about the
@@ -30,19 +31,8 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 	if _, err := q.Store.Get(ctx, id); err == nil {
 		return nil, nil // created before a crash; Run loaded it
 	}
-	rep := &ndr.Report{
-		ReportingMTA:       q.reportingMTA(),
-		OriginalEnvelopeID: m.EnvelopeID,
-		ReceivedFromMTA:    m.Helo,
-		ArrivalDate:        m.ReceivedAt,
-		Sender:             m.From,
-		SMTPUTF8:           m.SMTPUTF8,
-		RequireTLS:         m.RequireTLS,
-		Return:             m.Return,
-		Language:           q.Language,
-		Now:                q.now,
-		DKIM:               q.DKIM,
-	}
+	rep := reportAbout(m, q.reportingMTA())
+	rep.Language, rep.Now, rep.DKIM = q.Language, q.now, q.DKIM
 	expiry := m.ReceivedAt.Add(q.maxAge())
 	for _, r := range m.Recipients {
 		if (delay && r.DelayReport != id) || (!delay && r.FinalReport != id) {
@@ -86,6 +76,52 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 	}
 	q.logger().Info("report queued", "id", id, "about", m.ID, "to", m.From, "recipients", strings.Join(actions, ", "))
 	return dsn, nil
+}
+
+// reportAbout is the report header about message m: everything but the
+// recipients and the original (RFC 3464 §2.2).
+func reportAbout(m *Message, reportingMTA string) *ndr.Report {
+	return &ndr.Report{
+		ReportingMTA:       reportingMTA,
+		OriginalEnvelopeID: m.EnvelopeID,
+		ReceivedFromMTA:    m.Helo,
+		ArrivalDate:        m.ReceivedAt,
+		Sender:             m.From,
+		SMTPUTF8:           m.SMTPUTF8,
+		RequireTLS:         m.RequireTLS,
+		Return:             m.Return,
+	}
+}
+
+// Report turns the result of one delivery attempt of env (what
+// Deliverer.Deliver, such as transport.Connector.Deliver, returned: res
+// and err) into the delivery status notification the queue would send
+// (RFC 3464, RFC 3461 §6) after a relaying Deliverer: a "failed" group
+// for every recipient that failed and a "relayed" group for one accepted by
+// a next hop without DSN support, as NOTIFY asks (RFC 3461 §5.2), each with
+// its status, remote MTA, diagnostic and, for TLS failures, the reason in
+// words. A recipient the next hop accepted with DSN support is left out
+// (the next hop took its NOTIFY, §5.2.1), as are recipients still to be
+// retried. reportingMTA is this host's name. The
+// result is nil when no recipient is to be reported, or the sender is the
+// null reverse-path (RFC 5321 §4.5.5). The caller sets Original and
+// Language as it likes and calls Build or WriteTo.
+func Report(env *transport.Envelope, res *transport.Result, err error, reportingMTA string) *ndr.Report {
+	now := time.Now()
+	m := messageOf(env, now)
+	rep := reportAbout(m, reportingMTA)
+	for i, o := range outcomes(env, res, err) {
+		r := m.Recipients[i]
+		r.State, r.LastError, r.RemoteMTA, r.LastAttempt = o.state, o.err, o.remoteMTA, now
+		if r.State == Delivered || !r.State.Final() || !ndr.ShouldReport(r.Notify, actionOf(r.State), m.From) {
+			continue
+		}
+		rep.Recipients = append(rep.Recipients, reportRecipient(r, false, time.Time{}))
+	}
+	if len(rep.Recipients) == 0 {
+		return nil
+	}
+	return rep
 }
 
 // LocalDiagnosticType is the diagnostic-type (RFC 3464 §2.3.6) of the
