@@ -79,7 +79,7 @@ func TestPostfixSmtpSinkEncryptRefused(t *testing.T) {
 	res := postfixDeliver(t, c)
 	r := res.Recipients[0]
 	if r.Status != transport.Deferred || r.Reply == nil || r.Reply.EnhancedCode.String() != "4.7.4" ||
-		r.TLSFailure != transport.FailureSTARTTLSNotSupported {
+		r.TLSFailure != policy.FailureSTARTTLSNotSupported {
 		t.Fatalf("got %v %v %q, want deferred 4.7.4 starttls-not-supported", r.Status, r.Reply, r.TLSFailure)
 	}
 	wire := proxy.Seen()
@@ -159,7 +159,7 @@ func TestPostfixBehindStrippingProxy(t *testing.T) {
 	proxy := transporttest.NewStrippingProxy(t, pf.addr)
 	c := postfixConnector(t, proxy.Addr, policy.Fixed{Level: policy.Verify}, pf.ca)
 	r := postfixDeliver(t, c).Recipients[0]
-	if r.Status != transport.Deferred || r.Reply.EnhancedCode.String() != "4.7.4" || r.TLSFailure != transport.FailureSTARTTLSNotSupported {
+	if r.Status != transport.Deferred || r.Reply.EnhancedCode.String() != "4.7.4" || r.TLSFailure != policy.FailureSTARTTLSNotSupported {
 		t.Fatalf("got %v %v %q", r.Status, r.Reply, r.TLSFailure)
 	}
 	if w := proxy.Seen(); !transporttest.Contains(w, "EHLO "+postfixClientName) ||

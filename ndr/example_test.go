@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/ndr"
+	"github.com/mailtls/mailtls/policy"
 )
 
 // A report for a message that could not go out because the next hop did
@@ -24,8 +25,8 @@ func ExampleReport_Build() {
 			Reason: &ndr.Reason{
 				Domain:  "legacy.example",
 				MX:      "mx.legacy.example",
-				Failure: ndr.FailureSTARTTLSNotSupported,
-				Source:  ndr.SourceStatic,
+				Failure: policy.FailureSTARTTLSNotSupported,
+				Source:  policy.SourceStatic,
 			},
 		}},
 		Original: strings.NewReader("Subject: hello\r\nMessage-ID: <1@example.com>\r\n\r\nHi Bob\r\n"),
@@ -56,8 +57,8 @@ func ExampleReason_Explain() {
 	reason := &ndr.Reason{
 		Domain:  "legacy.example",
 		MX:      "mx.legacy.example",
-		Failure: ndr.FailureSTARTTLSNotSupported,
-		Source:  ndr.SourceStatic,
+		Failure: policy.FailureSTARTTLSNotSupported,
+		Source:  policy.SourceStatic,
 	}
 	fmt.Println(reason.Explain("en"))
 	fmt.Println(reason.Explain("ja"))
@@ -81,7 +82,7 @@ func ExampleReport_Build_deterministic() {
 			WillRetryUntil: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC),
 			Reason: &ndr.Reason{
 				Domain: "partner.example", MX: "mx1.partner.example",
-				Failure: ndr.FailureCertificateHostMismatch, Source: ndr.SourceMTASTS,
+				Failure: policy.FailureCertificateHostMismatch, Source: policy.SourceMTASTS,
 			},
 		}},
 		Now:       func() time.Time { return time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC) },

@@ -3,69 +3,8 @@ package ndr
 import (
 	"strconv"
 	"strings"
-)
 
-// Failure names the TLS requirement that was not met. Where TLS-RPT
-// (RFC 8460 §4.3) defines a result type for the condition, the value is
-// that result type, so reports and TLS-RPT data use the same words.
-type Failure string
-
-// TLS failures a report can explain.
-const (
-	// FailureSTARTTLSNotSupported: the server did not offer STARTTLS
-	// (RFC 8460 §4.3.1 "starttls-not-supported").
-	FailureSTARTTLSNotSupported Failure = "starttls-not-supported"
-	// FailureCertificateHostMismatch: the certificate names do not match
-	// (RFC 8460 §4.3.1 "certificate-host-mismatch").
-	FailureCertificateHostMismatch Failure = "certificate-host-mismatch"
-	// FailureCertificateExpired: the certificate has expired or is not yet
-	// valid (RFC 8460 §4.3.1 "certificate-expired").
-	FailureCertificateExpired Failure = "certificate-expired"
-	// FailureCertificateNotTrusted: the chain does not lead to a trusted
-	// root (RFC 8460 §4.3.1 "certificate-not-trusted").
-	FailureCertificateNotTrusted Failure = "certificate-not-trusted"
-	// FailureValidation: another certificate validation failure (RFC 8460
-	// §4.3.1 "validation-failure").
-	FailureValidation Failure = "validation-failure"
-	// FailureTLSAInvalid: the certificate matches no TLSA record
-	// (RFC 8460 §4.3.2 "tlsa-invalid", RFC 7672 §2.2).
-	FailureTLSAInvalid Failure = "tlsa-invalid"
-	// FailureDNSSECInvalid: DNSSEC validation failed (RFC 8460 §4.3.2
-	// "dnssec-invalid").
-	FailureDNSSECInvalid Failure = "dnssec-invalid"
-	// FailureDANERequired: the policy requires DANE but no usable TLSA
-	// records exist (RFC 8460 §4.3.2 "dane-required").
-	FailureDANERequired Failure = "dane-required"
-	// FailureSTSPolicyFetch: the MTA-STS policy could not be fetched
-	// (RFC 8460 §4.3.3 "sts-policy-fetch-error").
-	FailureSTSPolicyFetch Failure = "sts-policy-fetch-error"
-	// FailureSTSPolicyInvalid: the MTA-STS policy is invalid (RFC 8460
-	// §4.3.3 "sts-policy-invalid").
-	FailureSTSPolicyInvalid Failure = "sts-policy-invalid"
-	// FailureSTSWebPKIInvalid: the MTA-STS policy server's certificate is
-	// invalid (RFC 8460 §4.3.3 "sts-webpki-invalid").
-	FailureSTSWebPKIInvalid Failure = "sts-webpki-invalid"
-	// FailureMXNotAllowed: the MX host is not allowed by the policy
-	// (RFC 8461 §4.1, "mx" patterns); not a TLS-RPT result type.
-	FailureMXNotAllowed Failure = "mx-not-allowed"
-	// FailureHandshake: the TLS handshake failed for a reason other than
-	// the certificate.
-	FailureHandshake Failure = "handshake-failure"
-	// FailureTLSVersion: the negotiated TLS version is below the minimum.
-	FailureTLSVersion Failure = "tls-version-too-low"
-	// FailureWeakCipher: no cipher of the required strength was offered.
-	FailureWeakCipher Failure = "cipher-too-weak"
-	// FailureREQUIRETLSNotSupported: the message carries REQUIRETLS and the
-	// next hop does not support it (RFC 8689 §4.2.1).
-	FailureREQUIRETLSNotSupported Failure = "requiretls-not-supported"
-)
-
-// Policy sources, for Reason.Source: where the requirement came from.
-const (
-	SourceStatic     = "static"     // the host's static per-domain table
-	SourceMTASTS     = "mta-sts"    // MTA-STS (RFC 8461)
-	SourceDANE       = "dane"       // DANE TLSA records (RFC 7672)
-	SourceREQUIRETLS = "requiretls" // the message's REQUIRETLS (RFC 8689)
+	"github.com/mailtls/mailtls/policy"
 )
 
 // Reason explains a TLS failure for the human-readable part of a report:
@@ -78,16 +17,15 @@ type Reason struct {
 	// MX is the host name of the server tried ("mx.legacy.example").
 	MX string
 	// Failure is the requirement that was not met.
-	Failure Failure
-	// Source is where the policy came from: SourceStatic, SourceMTASTS,
-	// SourceDANE, SourceREQUIRETLS, or another name, or "" if unknown.
-	Source string
-	// TLSVersion is the version negotiated ("TLS 1.0"), for FailureTLSVersion.
+	Failure policy.FailureType
+	// Source is where the policy came from, "" if unknown.
+	Source policy.Source
+	// TLSVersion is the version negotiated ("TLS 1.0"), for policy.FailureTLSVersion.
 	TLSVersion string
 	// MinTLSVersion is the minimum the policy requires ("TLS 1.2").
 	MinTLSVersion string
 	// CertificateNames are the names in the server's certificate, for
-	// FailureCertificateHostMismatch.
+	// policy.FailureCertificateHostMismatch.
 	CertificateNames []string
 	// Detail is optional technical detail, shown after the explanation.
 	Detail string
@@ -109,22 +47,26 @@ func (r *Reason) explainEN() string {
 		server += " " + r.MX
 	}
 	Server := "T" + server[1:]
-	policy := "the TLS policy"
+	pol := "the TLS policy"
 	if r.Domain != "" {
-		policy += " for " + r.Domain
+		pol += " for " + r.Domain
 	}
 	switch r.Source {
 	case "":
-	case SourceStatic:
-		policy += " (from the static table)"
-	case SourceMTASTS:
-		policy += " (published with MTA-STS)"
-	case SourceDANE:
-		policy += " (from DANE TLSA records)"
-	case SourceREQUIRETLS:
-		policy += " (set by the sender with REQUIRETLS)"
+	case policy.SourceStatic:
+		pol += " (from the static table)"
+	case policy.SourceMTASTS:
+		pol += " (published with MTA-STS)"
+	case policy.SourceDANE:
+		pol += " (from DANE TLSA records)"
+	case policy.SourceREQUIRETLS:
+		pol += " (set by the sender with REQUIRETLS)"
+	case policy.SourceDefault:
+		pol += " (the default for all destinations)"
+	case policy.SourceRoute:
+		pol += " (set for the route to the next hop)"
 	default:
-		policy += " (from " + r.Source + ")"
+		pol += " (from " + string(r.Source) + ")"
 	}
 	domain := r.Domain
 	if domain == "" {
@@ -132,51 +74,51 @@ func (r *Reason) explainEN() string {
 	}
 	var s string
 	switch r.Failure {
-	case FailureSTARTTLSNotSupported:
-		s = Server + " did not offer STARTTLS, while " + policy + " requires encryption."
-	case FailureCertificateHostMismatch:
-		s = "The certificate of " + server + " does not match the server names that " + policy + " requires."
+	case policy.FailureSTARTTLSNotSupported:
+		s = Server + " did not offer STARTTLS, while " + pol + " requires encryption."
+	case policy.FailureCertificateHostMismatch:
+		s = "The certificate of " + server + " does not match the server names that " + pol + " requires."
 		if len(r.CertificateNames) > 0 {
 			s += " The certificate is for: " + strings.Join(r.CertificateNames, ", ") + "."
 		}
-	case FailureCertificateExpired:
-		s = "The certificate of " + server + " has expired or is not yet valid, while " + policy + " requires a valid certificate."
-	case FailureCertificateNotTrusted:
-		s = "The certificate of " + server + " was not issued by a trusted certificate authority, while " + policy + " requires a verified certificate."
-	case FailureValidation:
-		s = "The certificate of " + server + " could not be verified as " + policy + " requires."
-	case FailureTLSAInvalid:
-		s = "The certificate of " + server + " matches none of the DANE TLSA records published for it, which " + policy + " requires."
-	case FailureDNSSECInvalid:
-		s = "The DNSSEC signatures of the DNS records for " + domain + " could not be validated, so " + policy + " could not be applied safely."
-	case FailureDANERequired:
-		s = "No usable DANE TLSA records were found for " + server + ", while " + policy + " requires DANE."
-	case FailureSTSPolicyFetch:
-		s = "The MTA-STS policy of " + domain + " could not be retrieved, so a secure delivery could not be ensured."
-	case FailureSTSPolicyInvalid:
-		s = "The MTA-STS policy published by " + domain + " is invalid, so a secure delivery could not be ensured."
-	case FailureSTSWebPKIInvalid:
-		s = "The HTTPS server publishing the MTA-STS policy of " + domain + " did not present a valid certificate, so the policy could not be trusted."
-	case FailureMXNotAllowed:
-		s = Server + " is not one of the mail servers allowed by " + policy + ", so the message was not sent to it."
-	case FailureHandshake:
-		s = "The TLS handshake with " + server + " failed, while " + policy + " requires encryption."
-	case FailureTLSVersion:
+	case policy.FailureCertificateExpired:
+		s = "The certificate of " + server + " has expired or is not yet valid, while " + pol + " requires a valid certificate."
+	case policy.FailureCertificateNotTrusted:
+		s = "The certificate of " + server + " was not issued by a trusted certificate authority, while " + pol + " requires a verified certificate."
+	case policy.FailureValidation:
+		s = "The certificate of " + server + " could not be verified as " + pol + " requires."
+	case policy.FailureTLSAInvalid:
+		s = "The certificate of " + server + " matches none of the DANE TLSA records published for it, which " + pol + " requires."
+	case policy.FailureDNSSECInvalid:
+		s = "The DNSSEC signatures of the DNS records for " + domain + " could not be validated, so " + pol + " could not be applied safely."
+	case policy.FailureDANERequired:
+		s = "No usable DANE TLSA records were found for " + server + ", while " + pol + " requires DANE."
+	case policy.FailureSTSPolicyFetch:
+		s = "The MTA-STS pol of " + domain + " could not be retrieved, so a secure delivery could not be ensured."
+	case policy.FailureSTSPolicyInvalid:
+		s = "The MTA-STS pol published by " + domain + " is invalid, so a secure delivery could not be ensured."
+	case policy.FailureSTSWebPKIInvalid:
+		s = "The HTTPS server publishing the MTA-STS pol of " + domain + " did not present a valid certificate, so the pol could not be trusted."
+	case policy.FailureMXNotAllowed:
+		s = Server + " is not one of the mail servers allowed by " + pol + ", so the message was not sent to it."
+	case policy.FailureHandshake:
+		s = "The TLS handshake with " + server + " failed, while " + pol + " requires encryption."
+	case policy.FailureTLSVersion:
 		ver := r.TLSVersion
 		if ver == "" {
 			ver = "an older TLS version"
 		}
 		if r.MinTLSVersion != "" {
-			s = Server + " negotiated " + ver + ", below the minimum version " + r.MinTLSVersion + " that " + policy + " requires."
+			s = Server + " negotiated " + ver + ", below the minimum version " + r.MinTLSVersion + " that " + pol + " requires."
 		} else {
-			s = Server + " negotiated " + ver + ", below the minimum version that " + policy + " requires."
+			s = Server + " negotiated " + ver + ", below the minimum version that " + pol + " requires."
 		}
-	case FailureWeakCipher:
-		s = Server + " offered only ciphers weaker than " + policy + " allows."
-	case FailureREQUIRETLSNotSupported:
+	case policy.FailureWeakCipher:
+		s = Server + " offered only ciphers weaker than " + pol + " allows."
+	case policy.FailureREQUIRETLSNotSupported:
 		s = "The message was sent with REQUIRETLS, but " + server + " does not support REQUIRETLS, so the message could not be passed on with that requirement intact."
 	default:
-		s = "A TLS requirement of " + policy + " could not be met when connecting to " + server + "."
+		s = "A TLS requirement of " + pol + " could not be met when connecting to " + server + "."
 	}
 	s += " Nothing was sent in plaintext."
 	if r.Detail != "" {
@@ -190,22 +132,26 @@ func (r *Reason) explainJA() string {
 	if r.MX != "" {
 		server += " " + r.MX + " "
 	}
-	policy := "TLS ポリシー"
+	pol := "TLS ポリシー"
 	if r.Domain != "" {
-		policy = r.Domain + " の " + policy
+		pol = r.Domain + " の " + pol
 	}
 	switch r.Source {
 	case "":
-	case SourceStatic:
-		policy += "（静的テーブルによる設定）"
-	case SourceMTASTS:
-		policy += "（MTA-STS で公開されたもの）"
-	case SourceDANE:
-		policy += "（DANE の TLSA レコードによるもの）"
-	case SourceREQUIRETLS:
-		policy += "（送信者が REQUIRETLS で指定したもの）"
+	case policy.SourceStatic:
+		pol += "（静的テーブルによる設定）"
+	case policy.SourceMTASTS:
+		pol += "（MTA-STS で公開されたもの）"
+	case policy.SourceDANE:
+		pol += "（DANE の TLSA レコードによるもの）"
+	case policy.SourceREQUIRETLS:
+		pol += "（送信者が REQUIRETLS で指定したもの）"
+	case policy.SourceDefault:
+		pol += "（すべての宛先に対する既定の設定）"
+	case policy.SourceRoute:
+		pol += "（ネクストホップへの経路に対する設定）"
 	default:
-		policy += "（" + r.Source + " によるもの）"
+		pol += "（" + string(r.Source) + " によるもの）"
 	}
 	domain := r.Domain
 	if domain == "" {
@@ -215,51 +161,51 @@ func (r *Reason) explainJA() string {
 	}
 	var s string
 	switch r.Failure {
-	case FailureSTARTTLSNotSupported:
-		s = server + "は STARTTLS を提供しませんでしたが、" + policy + "では暗号化が必須です。"
-	case FailureCertificateHostMismatch:
-		s = server + "の証明書は、" + policy + "が求めるサーバー名と一致しませんでした。"
+	case policy.FailureSTARTTLSNotSupported:
+		s = server + "は STARTTLS を提供しませんでしたが、" + pol + "では暗号化が必須です。"
+	case policy.FailureCertificateHostMismatch:
+		s = server + "の証明書は、" + pol + "が求めるサーバー名と一致しませんでした。"
 		if len(r.CertificateNames) > 0 {
 			s += "証明書に記載された名前: " + strings.Join(r.CertificateNames, ", ") + "。"
 		}
-	case FailureCertificateExpired:
-		s = server + "の証明書は有効期限が切れているか、まだ有効になっていません。" + policy + "では有効な証明書が必要です。"
-	case FailureCertificateNotTrusted:
-		s = server + "の証明書は信頼できる認証局が発行したものではありません。" + policy + "では検証済みの証明書が必要です。"
-	case FailureValidation:
-		s = policy + "が求める方法で、" + server + "の証明書を検証できませんでした。"
-	case FailureTLSAInvalid:
-		s = server + "の証明書は、公開されている DANE の TLSA レコードのいずれとも一致しませんでした。" + policy + "ではこの一致が必要です。"
-	case FailureDNSSECInvalid:
-		s = domain + "の DNS レコードの DNSSEC 署名を検証できなかったため、" + policy + "を安全に適用できませんでした。"
-	case FailureDANERequired:
-		s = server + "には利用できる DANE の TLSA レコードが見つかりませんでしたが、" + policy + "では DANE が必須です。"
-	case FailureSTSPolicyFetch:
+	case policy.FailureCertificateExpired:
+		s = server + "の証明書は有効期限が切れているか、まだ有効になっていません。" + pol + "では有効な証明書が必要です。"
+	case policy.FailureCertificateNotTrusted:
+		s = server + "の証明書は信頼できる認証局が発行したものではありません。" + pol + "では検証済みの証明書が必要です。"
+	case policy.FailureValidation:
+		s = pol + "が求める方法で、" + server + "の証明書を検証できませんでした。"
+	case policy.FailureTLSAInvalid:
+		s = server + "の証明書は、公開されている DANE の TLSA レコードのいずれとも一致しませんでした。" + pol + "ではこの一致が必要です。"
+	case policy.FailureDNSSECInvalid:
+		s = domain + "の DNS レコードの DNSSEC 署名を検証できなかったため、" + pol + "を安全に適用できませんでした。"
+	case policy.FailureDANERequired:
+		s = server + "には利用できる DANE の TLSA レコードが見つかりませんでしたが、" + pol + "では DANE が必須です。"
+	case policy.FailureSTSPolicyFetch:
 		s = domain + "の MTA-STS ポリシーを取得できなかったため、安全な配送を保証できませんでした。"
-	case FailureSTSPolicyInvalid:
+	case policy.FailureSTSPolicyInvalid:
 		s = domain + "が公開している MTA-STS ポリシーが不正なため、安全な配送を保証できませんでした。"
-	case FailureSTSWebPKIInvalid:
+	case policy.FailureSTSWebPKIInvalid:
 		s = domain + "の MTA-STS ポリシーを公開している HTTPS サーバーの証明書が有効でなかったため、ポリシーを信頼できませんでした。"
-	case FailureMXNotAllowed:
-		s = server + "は" + policy + "で許可されたメールサーバーではないため、メッセージを送信しませんでした。"
-	case FailureHandshake:
-		s = server + "との TLS ハンドシェイクに失敗しました。" + policy + "では暗号化が必須です。"
-	case FailureTLSVersion:
+	case policy.FailureMXNotAllowed:
+		s = server + "は" + pol + "で許可されたメールサーバーではないため、メッセージを送信しませんでした。"
+	case policy.FailureHandshake:
+		s = server + "との TLS ハンドシェイクに失敗しました。" + pol + "では暗号化が必須です。"
+	case policy.FailureTLSVersion:
 		ver := r.TLSVersion
 		if ver == "" {
 			ver = "古いバージョンの TLS"
 		}
 		if r.MinTLSVersion != "" {
-			s = server + "との接続で使われた " + ver + " は、" + policy + "が求める最低バージョン " + r.MinTLSVersion + " を下回っています。"
+			s = server + "との接続で使われた " + ver + " は、" + pol + "が求める最低バージョン " + r.MinTLSVersion + " を下回っています。"
 		} else {
-			s = server + "との接続で使われた " + ver + " は、" + policy + "が求める最低バージョンを下回っています。"
+			s = server + "との接続で使われた " + ver + " は、" + pol + "が求める最低バージョンを下回っています。"
 		}
-	case FailureWeakCipher:
-		s = server + "が提示した暗号方式は、" + policy + "が求める強度に達していませんでした。"
-	case FailureREQUIRETLSNotSupported:
+	case policy.FailureWeakCipher:
+		s = server + "が提示した暗号方式は、" + pol + "が求める強度に達していませんでした。"
+	case policy.FailureREQUIRETLSNotSupported:
 		s = "メッセージには REQUIRETLS が指定されていましたが、" + server + "は REQUIRETLS に対応していないため、この要件を保ったまま転送できませんでした。"
 	default:
-		s = server + "への接続で、" + policy + "の TLS の要件を満たせませんでした。"
+		s = server + "への接続で、" + pol + "の TLS の要件を満たせませんでした。"
 	}
 	s += "メッセージは平文では一切送信されていません。"
 	if r.Detail != "" {
@@ -284,8 +230,8 @@ var plainSentences = map[string]plainEntry{
 	"4.2":  {"The connection to the recipient's mail server was lost.", "宛先のメールサーバーとの接続が切れました。"},
 	"4.4":  {"No mail server could be found for the recipient's domain.", "宛先のドメインのメールサーバーが見つかりませんでした。"},
 	"4.7":  {"The message could not be delivered within the time allowed.", "所定の期間内にメッセージを配送できませんでした。"},
-	"7.0":  {"The message could not be delivered for a security or policy reason.", "セキュリティまたはポリシー上の理由により配送できませんでした。"},
-	"7.1":  {"The recipient's mail server refused the message by its policy.", "宛先のメールサーバーがポリシーによりメッセージを拒否しました。"},
+	"7.0":  {"The message could not be delivered for a security or pol reason.", "セキュリティまたはポリシー上の理由により配送できませんでした。"},
+	"7.1":  {"The recipient's mail server refused the message by its pol.", "宛先のメールサーバーがポリシーによりメッセージを拒否しました。"},
 	"7.4":  {"A required security feature, such as TLS encryption, was not available.", "TLS による暗号化など、必要なセキュリティ機能を利用できませんでした。"},
 	"7.5":  {"Encryption or certificate verification failed.", "暗号化または証明書の検証に失敗しました。"},
 	"7.10": {"Encryption is needed for this delivery.", "この配送には暗号化が必要です。"},

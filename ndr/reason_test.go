@@ -3,10 +3,12 @@ package ndr
 import (
 	"strings"
 	"testing"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 func TestReasonExplainExample(t *testing.T) {
-	r := &Reason{Domain: "legacy.example", MX: "mx.legacy.example", Failure: FailureSTARTTLSNotSupported, Source: SourceStatic}
+	r := &Reason{Domain: "legacy.example", MX: "mx.legacy.example", Failure: policy.FailureSTARTTLSNotSupported, Source: policy.SourceStatic}
 	wantEN := "The remote server mx.legacy.example did not offer STARTTLS, while the TLS policy for legacy.example (from the static table) requires encryption. Nothing was sent in plaintext."
 	if got := r.Explain("en"); got != wantEN {
 		t.Errorf("en:\n got %q\nwant %q", got, wantEN)
@@ -15,7 +17,7 @@ func TestReasonExplainExample(t *testing.T) {
 	if got := r.Explain("ja"); got != wantJA {
 		t.Errorf("ja:\n got %q\nwant %q", got, wantJA)
 	}
-	r.Failure, r.TLSVersion, r.MinTLSVersion = FailureTLSVersion, "TLS 1.0", "TLS 1.2"
+	r.Failure, r.TLSVersion, r.MinTLSVersion = policy.FailureTLSVersion, "TLS 1.0", "TLS 1.2"
 	if got := r.Explain("en"); !strings.Contains(got, "negotiated TLS 1.0, below the minimum version TLS 1.2") {
 		t.Errorf("version: %q", got)
 	}
@@ -27,18 +29,18 @@ func TestReasonExplainExample(t *testing.T) {
 // TestReasonExplainEveryFailure: each failure has its own sentence in both
 // languages, naming the server or domain, with the plaintext assurance.
 func TestReasonExplainEveryFailure(t *testing.T) {
-	failures := []Failure{
-		FailureSTARTTLSNotSupported, FailureCertificateHostMismatch, FailureCertificateExpired,
-		FailureCertificateNotTrusted, FailureValidation, FailureTLSAInvalid, FailureDNSSECInvalid,
-		FailureDANERequired, FailureSTSPolicyFetch, FailureSTSPolicyInvalid, FailureSTSWebPKIInvalid,
-		FailureMXNotAllowed, FailureHandshake, FailureTLSVersion, FailureWeakCipher,
-		FailureREQUIRETLSNotSupported,
+	failures := []policy.FailureType{
+		policy.FailureSTARTTLSNotSupported, policy.FailureCertificateHostMismatch, policy.FailureCertificateExpired,
+		policy.FailureCertificateNotTrusted, policy.FailureValidation, policy.FailureTLSAInvalid, policy.FailureDNSSECInvalid,
+		policy.FailureDANERequired, policy.FailureSTSPolicyFetch, policy.FailureSTSPolicyInvalid, policy.FailureSTSWebPKIInvalid,
+		policy.FailureMXNotAllowed, policy.FailureHandshake, policy.FailureTLSVersion, policy.FailureWeakCipher,
+		policy.FailureREQUIRETLSNotSupported,
 	}
 	for _, lang := range []string{"en", "ja"} {
-		fallback := (&Reason{Domain: "d.example", MX: "mx.d.example", Failure: "unheard-of", Source: SourceDANE, Detail: "x509: boom"}).Explain(lang)
-		seen := map[string]Failure{}
+		fallback := (&Reason{Domain: "d.example", MX: "mx.d.example", Failure: "unheard-of", Source: policy.SourceDANE, Detail: "x509: boom"}).Explain(lang)
+		seen := map[string]policy.FailureType{}
 		for _, f := range failures {
-			r := &Reason{Domain: "d.example", MX: "mx.d.example", Failure: f, Source: SourceDANE, Detail: "x509: boom"}
+			r := &Reason{Domain: "d.example", MX: "mx.d.example", Failure: f, Source: policy.SourceDANE, Detail: "x509: boom"}
 			got := r.Explain(lang)
 			if got == "" || got == fallback {
 				t.Errorf("%s %s: falls back to the generic text: %q", lang, f, got)
@@ -60,7 +62,7 @@ func TestReasonExplainEveryFailure(t *testing.T) {
 		}
 	}
 	// Without MX or domain the sentence still reads.
-	got := (&Reason{Failure: FailureHandshake}).Explain("en")
+	got := (&Reason{Failure: policy.FailureHandshake}).Explain("en")
 	if got != "The TLS handshake with the remote server failed, while the TLS policy requires encryption. Nothing was sent in plaintext." {
 		t.Errorf("bare reason: %q", got)
 	}

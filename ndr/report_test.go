@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-message"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -53,8 +55,8 @@ func fullReport(lang string) *Report {
 			Reason: &Reason{
 				Domain:  "legacy.example",
 				MX:      "mx.legacy.example",
-				Failure: FailureSTARTTLSNotSupported,
-				Source:  SourceStatic,
+				Failure: policy.FailureSTARTTLSNotSupported,
+				Source:  policy.SourceStatic,
 			},
 		}, {
 			OriginalRecipient: "rfc822;carol@partner.example",
@@ -69,8 +71,8 @@ func fullReport(lang string) *Report {
 			Reason: &Reason{
 				Domain:           "partner.example",
 				MX:               "mx1.partner.example",
-				Failure:          FailureCertificateHostMismatch,
-				Source:           SourceMTASTS,
+				Failure:          policy.FailureCertificateHostMismatch,
+				Source:           policy.SourceMTASTS,
 				CertificateNames: []string{"mail.hosting.example"},
 			},
 		}, {

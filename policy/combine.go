@@ -48,7 +48,7 @@ type DiscoveryFailure struct {
 	// ResultType is the RFC 8460 §4.3.2.2 "result-type":
 	// "sts-policy-fetch-error", "sts-policy-invalid" or
 	// "sts-webpki-invalid".
-	ResultType string
+	ResultType FailureType
 	// Detail says what failed, in words, for TLS-RPT's
 	// "failure-reason-code" (RFC 8460 §4.3: "a TLS-related error code or
 	// error message"). It may be empty.
@@ -71,7 +71,7 @@ type DiscoveryFailure struct {
 // publishes no policy, or withdrew it).
 type DiscoveryError interface {
 	error
-	TLSRPTResult() (policyType, resultType string)
+	TLSRPTResult() (policyType string, resultType FailureType)
 }
 
 // DiscoveryFailuresOf returns the discovery failures reported by the

@@ -126,6 +126,8 @@ const (
 	SourceMTASTS   Source = "mta-sts"  // RFC 8461
 	SourceDANE     Source = "dane"     // RFC 7672
 	SourceOverride Source = "override" // explicit local override of a published policy
+	// SourceREQUIRETLS is the message's own REQUIRETLS (RFC 8689 §4.1).
+	SourceREQUIRETLS Source = "requiretls"
 )
 
 // TLSA is one TLSA resource record (RFC 6698 §2.1).

@@ -66,7 +66,7 @@ func TestStandardCarriesMTASTSDiscoveryFailure(t *testing.T) {
 				t.Fatalf("failures %+v, want one", r.DiscoveryFailures)
 			}
 			f := r.DiscoveryFailures[0]
-			if f.PolicyType != "sts" || f.ResultType != tc.want || f.Detail != tc.err.Error() || f.PolicyString != nil || f.MXPatterns != nil {
+			if f.PolicyType != "sts" || string(f.ResultType) != tc.want || f.Detail != tc.err.Error() || f.PolicyString != nil || f.MXPatterns != nil {
 				t.Errorf("failure %+v", f)
 			}
 			if !strings.Contains(r.Reason, "sts policy discovery failed: "+tc.want+" (reported)") {
@@ -219,9 +219,9 @@ func TestStrictestCarriesDiscoveryFailures(t *testing.T) {
 // emptyDiscovery is a DiscoveryError with nothing to report.
 type emptyDiscovery struct{ cause error }
 
-func (e emptyDiscovery) Error() string                 { return "empty: " + e.cause.Error() }
-func (e emptyDiscovery) Unwrap() error                 { return e.cause }
-func (e emptyDiscovery) TLSRPTResult() (pt, rt string) { return "sts", "" }
+func (e emptyDiscovery) Error() string                                    { return "empty: " + e.cause.Error() }
+func (e emptyDiscovery) Unwrap() error                                    { return e.cause }
+func (e emptyDiscovery) TLSRPTResult() (pt string, rt policy.FailureType) { return "sts", "" }
 
 var _ policy.DiscoveryError = emptyDiscovery{}
 

@@ -4,6 +4,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
@@ -18,10 +19,10 @@ type session struct {
 	poolKey string
 	mta     RemoteMTA // the address as computed from DNS or the route
 
-	verified bool        // the certificate passed the level's check
-	failure  FailureType // a TLS failure recorded but not enforced (testing mode, May)
-	failErr  error       // the check's error behind failure, if any
-	reused   bool        // taken from the idle pool
+	verified bool               // the certificate passed the level's check
+	failure  policy.FailureType // a TLS failure recorded but not enforced (testing mode, May)
+	failErr  error              // the check's error behind failure, if any
+	reused   bool               // taken from the idle pool
 }
 
 func newSession(conn net.Conn, host, addr string, now time.Time) *session {

@@ -570,7 +570,7 @@ type groupState struct {
 	probe *checkProbe
 }
 
-func (st *groupState) finish(idx int, status Status, reply *Error, mta RemoteMTA, ti *TLSInfo, ft FailureType, now time.Time) {
+func (st *groupState) finish(idx int, status Status, reply *Error, mta RemoteMTA, ti *TLSInfo, ft policy.FailureType, now time.Time) {
 	rr := &st.res.Recipients[idx]
 	rr.Status = status
 	rr.Reply = reply
@@ -581,7 +581,7 @@ func (st *groupState) finish(idx int, status Status, reply *Error, mta RemoteMTA
 	rr.Time = now
 }
 
-func (st *groupState) finishAll(idx []int, e *Error, mta RemoteMTA, ti *TLSInfo, ft FailureType, now time.Time) {
+func (st *groupState) finishAll(idx []int, e *Error, mta RemoteMTA, ti *TLSInfo, ft policy.FailureType, now time.Time) {
 	for _, i := range idx {
 		st.finish(i, statusFor(e), e, mta, ti, ft, now)
 	}
@@ -596,7 +596,7 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	for _, i := range g.idx {
 		if recipientDomain(env.Recipients[i].Address) == "" || strings.ContainsAny(env.Recipients[i].Address, "\r\n<> ") {
 			st.finish(i, Failed, &Error{Local: true, Code: 553, EnhancedCode: EnhancedCode{5, 1, 3}, Command: "RCPT",
-				Message: "malformed recipient address"}, RemoteMTA{}, nil, FailureNone, c.now())
+				Message: "malformed recipient address"}, RemoteMTA{}, nil, policy.FailureNone, c.now())
 			continue
 		}
 		pending = append(pending, i)
@@ -613,7 +613,7 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		// A failed DNSSEC lookup of DANE's (bogus data, SERVFAIL) is a
 		// TLS-RPT dnssec-invalid failure (RFC 8460 §4.3.2.1), for the MX
 		// host it concerns when known.
-		ft := FailureType(dane.ResultType(err))
+		ft := dane.ResultType(err)
 		var mta RemoteMTA
 		if he := (*dane.HostError)(nil); errors.As(err, &he) {
 			mta.Host = he.Host
@@ -625,9 +625,9 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 	st.groupPlan, err = makePlan(req, env, c.DANE != nil)
 	st.plan = st.groupPlan
 	if err != nil {
-		ft := FailureValidation
+		ft := policy.FailureValidation
 		if req.Level == policy.DANEOnly && len(req.TLSA) == 0 {
-			ft = FailureDANERequired
+			ft = policy.FailureDANERequired
 		}
 		e := tlsError(req, 5, "", "DANE required but not available", err)
 		st.finishAll(pending, e, RemoteMTA{}, nil, ft, c.now())
@@ -644,12 +644,12 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 
 	targets, terr := c.targets(ctx, st)
 	if terr != nil {
-		ft := FailureType(dane.ResultType(terr))
+		ft := dane.ResultType(terr)
 		ar := &attemptResult{err: terr, failure: ft}
 		if errors.Is(terr, ErrNoMX) && len(st.refused) > 0 {
 			// Every MX host was refused by the enforced MTA-STS policy:
 			// policy validation failed (RFC 8461 §4.1, §5).
-			ar.failure, ar.refused = FailureValidation, st.refused
+			ar.failure, ar.refused = policy.FailureValidation, st.refused
 		}
 		st.finishAll(pending, terr, RemoteMTA{}, nil, ar.failure, c.now())
 		c.logAttempt(ctx, st, ar, c.now(), 0)
@@ -660,8 +660,8 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		if err := checkRequireTLS(req, st.mxAuthenticated(), g.hop != nil, anyDANEHost(req, targets)); err != nil {
 			e := &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
 				Err: fmt.Errorf("%w: %w", ErrRequireTLS, err)}
-			st.finishAll(pending, e, RemoteMTA{}, nil, FailureNone, c.now())
-			c.logGroupFailure(ctx, st, e, FailureNone)
+			st.finishAll(pending, e, RemoteMTA{}, nil, policy.FailureNone, c.now())
+			c.logGroupFailure(ctx, st, e, policy.FailureNone)
 			return
 		}
 	}

@@ -26,7 +26,7 @@ type attemptResult struct {
 	err     *Error // why pending are not done (nil if none pending)
 	mta     RemoteMTA
 	tls     *TLSInfo
-	failure FailureType
+	failure policy.FailureType
 	cause   error      // the TLS check's error when failure is recorded but not enforced
 	dane    *dane.Host // the host's DANE decision, when DANE applied to the attempt
 	local   net.IP     // our address on the connection, if one was made
@@ -138,7 +138,7 @@ func (c *Connector) connect(ctx context.Context, st *groupState, t target, ip ne
 
 func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, ip net.IP, addr string, tryTLS bool) (*session, *attemptResult, bool) {
 	var local net.IP
-	fail := func(s *session, e *Error, retry bool, ft FailureType) (*session, *attemptResult, bool) {
+	fail := func(s *session, e *Error, retry bool, ft policy.FailureType) (*session, *attemptResult, bool) {
 		ar := &attemptResult{err: e, retry: retry, failure: ft, local: local}
 		if s != nil {
 			ar.tls = s.tlsInfo()
@@ -150,7 +150,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	conn, err := c.dialer().DialContext(dctx, "tcp", addr)
 	cancel()
 	if err != nil {
-		return fail(nil, localError(false, 4, 1, "", "cannot connect to "+t.host, err), true, FailureNone)
+		return fail(nil, localError(false, 4, 1, "", "cannot connect to "+t.host, err), true, policy.FailureNone)
 	}
 	local = localIP(conn)
 	s := newSession(conn, t.host, addr, c.now())
@@ -179,7 +179,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	}
 	r, err := s.ReadReply(ctx, c.Timeouts.greeting())
 	if err != nil {
-		return fail(s, localError(false, 4, 2, "CONNECT", "no greeting from "+t.host, err), true, FailureNone)
+		return fail(s, localError(false, 4, 2, "CONNECT", "no greeting from "+t.host, err), true, policy.FailureNone)
 	}
 	st.probe.greeting(r)
 	if r.Code != 220 {
@@ -190,7 +190,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 		return nil, &attemptResult{err: e, retry: true}, false
 	}
 	if err := s.Hello(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
-		return fail(s, asReplyError(err, "EHLO", "EHLO failed"), true, FailureNone)
+		return fail(s, asReplyError(err, "EHLO", "EHLO failed"), true, policy.FailureNone)
 	}
 	st.probe.ehlo(s.Extensions(), s.TLS() != nil)
 	if tryTLS {
@@ -198,10 +198,10 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 			if st.plan.required {
 				s.Quit(context.Background()) // RFC 5321 §4.1.1.10; QUIT reveals nothing
 				return fail(nil, tlsError(st.req, 4, "EHLO", "TLS is required but "+t.host+" did not offer STARTTLS",
-					ErrSTARTTLSNotOffered), true, FailureSTARTTLSNotSupported)
+					ErrSTARTTLSNotOffered), true, policy.FailureSTARTTLSNotSupported)
 			}
 			if st.plan.kind != checkNone {
-				s.failure = FailureSTARTTLSNotSupported // testing mode: report, deliver
+				s.failure = policy.FailureSTARTTLSNotSupported // testing mode: report, deliver
 			}
 		} else {
 			v := c.newCheck(st, t)
@@ -223,10 +223,10 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 					e := tlsError(st.req, 4, "STARTTLS", "TLS is required but "+t.host+" refused STARTTLS",
 						fmt.Errorf("%w: %w", ErrSTARTTLSNotOffered, replyError(rep, "STARTTLS")))
 					s.Quit(context.Background())
-					return fail(nil, e, true, FailureSTARTTLSNotSupported)
+					return fail(nil, e, true, policy.FailureSTARTTLSNotSupported)
 				}
 				if st.plan.kind != checkNone {
-					s.failure = FailureSTARTTLSNotSupported
+					s.failure = policy.FailureSTARTTLSNotSupported
 				}
 				// Opportunistic: the session is still in its plaintext state.
 			default:
@@ -236,7 +236,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 				}
 				// RFC 3207 §4.2: discard pre-TLS knowledge; EHLO again.
 				if err := s.Hello(ctx, c.Timeouts.command(), c.ehloName()); err != nil {
-					return fail(s, asReplyError(err, "EHLO", "EHLO after STARTTLS failed"), true, FailureNone)
+					return fail(s, asReplyError(err, "EHLO", "EHLO after STARTTLS failed"), true, policy.FailureNone)
 				}
 				st.probe.ehlo(s.Extensions(), true)
 			}
@@ -244,7 +244,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	}
 	if r := st.route; r != nil && r.Auth != nil {
 		if e := c.auth(ctx, s, r, st.req); e != nil {
-			return fail(s, e, true, FailureNone)
+			return fail(s, e, true, policy.FailureNone)
 		}
 	}
 	return s, nil, false
@@ -274,11 +274,11 @@ func (c *Connector) newCheck(st *groupState, t target) *tlsCheck {
 
 // handshakeCause names a failed handshake: the check's own verdict if it
 // refused the certificate or version, else the handshake error.
-func handshakeCause(v *tlsCheck, err error) (error, FailureType) {
+func handshakeCause(v *tlsCheck, err error) (error, policy.FailureType) {
 	if v.err != nil {
 		return v.err, v.failure
 	}
-	return classifyHandshake(err), FailureValidation
+	return classifyHandshake(err), policy.FailureValidation
 }
 
 // matchNames returns the names a Secure certificate must match: the
@@ -567,7 +567,7 @@ func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptR
 	} else {
 		attrs = append(attrs, slog.String("tls_version", "none"), slog.String("cipher", ""), slog.Bool("verified", false))
 	}
-	if ar.failure != FailureNone {
+	if ar.failure != policy.FailureNone {
 		attrs = append(attrs, slog.String("tls_failure", string(ar.failure)))
 	}
 	level := slog.LevelInfo
@@ -633,6 +633,6 @@ func resultSummary(st *groupState) string {
 }
 
 // logGroupFailure logs a failure decided before any connection.
-func (c *Connector) logGroupFailure(ctx context.Context, st *groupState, e *Error, ft FailureType) {
+func (c *Connector) logGroupFailure(ctx context.Context, st *groupState, e *Error, ft policy.FailureType) {
 	c.logAttempt(ctx, st, &attemptResult{err: e, failure: ft}, c.now(), 0)
 }

@@ -171,7 +171,7 @@ type CheckTLS struct {
 	// Verified: the certificate passed the check the plan asks for.
 	Verified bool `json:"verified"`
 	// Failure names a refused certificate or version in TLS-RPT terms.
-	Failure FailureType `json:"failure,omitempty"`
+	Failure policy.FailureType `json:"failure,omitempty"`
 	// Chain is the certificate chain as the server sent it, leaf first.
 	Chain []CheckCert `json:"chain"`
 	// Levels is the chain checked against each level, whatever the plan.
@@ -196,8 +196,8 @@ type CheckLevel struct {
 	// OK: the handshake would pass this level's check.
 	OK bool `json:"ok"`
 	// Failure and Error say why not, Failure in TLS-RPT terms.
-	Failure FailureType `json:"failure,omitempty"`
-	Error   string      `json:"error,omitempty"`
+	Failure policy.FailureType `json:"failure,omitempty"`
+	Error   string             `json:"error,omitempty"`
 }
 
 // CheckOutcome is what delivery would do, with the reply and the RFC 3463
@@ -215,7 +215,7 @@ type CheckOutcome struct {
 	// Message is the reply text with its cause.
 	Message string `json:"message,omitempty"`
 	// TLSFailure names the TLS failure in TLS-RPT terms (RFC 8460 §4.3).
-	TLSFailure FailureType `json:"tls_failure,omitempty"`
+	TLSFailure policy.FailureType `json:"tls_failure,omitempty"`
 	// Host is the host the outcome concerns, if one.
 	Host string `json:"host,omitempty"`
 }
@@ -283,11 +283,11 @@ func (p *CheckPolicy) fill(req policy.Requirement) {
 		p.Published = append(p.Published, clip(l, 300))
 	}
 	for _, f := range req.DiscoveryFailures {
-		p.DiscoveryFailures = append(p.DiscoveryFailures, clip(strings.TrimSpace(f.ResultType+": "+f.Detail), 500))
+		p.DiscoveryFailures = append(p.DiscoveryFailures, clip(strings.TrimSpace(string(f.ResultType)+": "+f.Detail), 500))
 	}
 }
 
-func outcomeOf(v Status, e *Error, ft FailureType, host string) CheckOutcome {
+func outcomeOf(v Status, e *Error, ft policy.FailureType, host string) CheckOutcome {
 	o := CheckOutcome{Result: v, TLSFailure: ft, Host: host}
 	if e != nil {
 		o.Code, o.Status, o.Message = e.Code, e.EnhancedCode.String(), e.Message
@@ -470,8 +470,8 @@ func (c *Connector) checkTLS(st *groupState, t target, v *tlsCheck) *CheckTLS {
 		Version: ti.VersionName(), Cipher: ti.CipherName(), ServerName: cs.ServerName,
 		Verified: v.err == nil && v.verified, Failure: v.failure, Chain: []CheckCert{},
 	}
-	if v.err != nil && v.failure == FailureNone {
-		out.Failure = FailureValidation
+	if v.err != nil && v.failure == policy.FailureNone {
+		out.Failure = policy.FailureValidation
 	}
 	for _, crt := range cs.PeerCertificates {
 		out.Chain = append(out.Chain, certOf(crt))
@@ -616,7 +616,7 @@ func (r *CheckReport) WriteText(w io.Writer) error {
 			if t.Verified {
 				v = "verified"
 			}
-			if t.Failure != FailureNone {
+			if t.Failure != policy.FailureNone {
 				v += " (" + string(t.Failure) + ")"
 			}
 			line("  tls:        %s %s, SNI %s, %s", t.Version, t.Cipher, orNone(t.ServerName), v)
@@ -654,7 +654,7 @@ func (o CheckOutcome) text() string {
 		s += " via " + o.Host
 	}
 	s += fmt.Sprintf(": %d %s %s", o.Code, o.Status, o.Message)
-	if o.TLSFailure != FailureNone {
+	if o.TLSFailure != policy.FailureNone {
 		s += " [" + string(o.TLSFailure) + "]"
 	}
 	return s

@@ -31,7 +31,7 @@ func check(t *testing.T, c *transport.Connector, domain string) *transport.Check
 	return rep
 }
 
-func wantOutcome(t *testing.T, what string, o transport.CheckOutcome, v transport.Status, code int, status string, ft transport.FailureType) {
+func wantOutcome(t *testing.T, what string, o transport.CheckOutcome, v transport.Status, code int, status string, ft policy.FailureType) {
 	t.Helper()
 	if o.Result != v || o.Code != code || o.Status != status || o.TLSFailure != ft {
 		t.Errorf("%s: outcome %s %d %s %q (%s), want %s %d %s %q", what, o.Result, o.Code, o.Status, o.TLSFailure, o.Message,
@@ -123,12 +123,12 @@ func TestCheckTLSHost(t *testing.T) {
 func TestCheckPlaintextHost(t *testing.T) {
 	srv := transporttest.NewPlainServer(t)
 	rep := checkSingle(t, srv, fixed(policy.Encrypt))
-	wantOutcome(t, "encrypt", rep.Outcome, transport.Deferred, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, "encrypt", rep.Outcome, transport.Deferred, 451, "4.7.4", policy.FailureSTARTTLSNotSupported)
 	h := oneHost(t, rep)
 	if h.STARTTLS || h.TLS != nil || !h.TLSRequired {
 		t.Errorf("host %+v", h)
 	}
-	wantOutcome(t, h.Host, h.Outcome, transport.Deferred, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, h.Host, h.Outcome, transport.Deferred, 451, "4.7.4", policy.FailureSTARTTLSNotSupported)
 
 	rep = checkSingle(t, srv, fixed(policy.May))
 	wantOutcome(t, "may", rep.Outcome, transport.Delivered, 250, "2.0.0", "")
@@ -147,7 +147,7 @@ func TestCheckStrippingProxy(t *testing.T) {
 	e := newEnv(t)
 	e.single(proxy.Addr)
 	rep := check(t, e.connector(policy.Fixed{Level: policy.Verify, OnFailure: policy.Bounce}, srv), "example.test")
-	wantOutcome(t, "overall", rep.Outcome, transport.Failed, 554, "5.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, "overall", rep.Outcome, transport.Failed, 554, "5.7.4", policy.FailureSTARTTLSNotSupported)
 	if h := oneHost(t, rep); h.STARTTLS || h.TLS != nil {
 		t.Errorf("host %+v", h)
 	}
@@ -163,9 +163,9 @@ func TestCheckStrippingProxy(t *testing.T) {
 func TestCheckExpiredCertificate(t *testing.T) {
 	srv := transporttest.NewExpiredServer(t)
 	rep := checkSingle(t, srv, fixed(policy.Verify))
-	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.7.5", transport.FailureCertificateExpired)
+	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.7.5", policy.FailureCertificateExpired)
 	h := oneHost(t, rep)
-	if h.TLS == nil || h.TLS.Verified || h.TLS.Failure != transport.FailureCertificateExpired || len(h.TLS.Chain) != 1 ||
+	if h.TLS == nil || h.TLS.Verified || h.TLS.Failure != policy.FailureCertificateExpired || len(h.TLS.Chain) != 1 ||
 		!h.TLS.Chain[0].NotAfter.Before(time.Now()) {
 		t.Fatalf("TLS %+v", h.TLS)
 	}
@@ -173,7 +173,7 @@ func TestCheckExpiredCertificate(t *testing.T) {
 		t.Errorf("encrypt: %+v", l)
 	}
 	for _, name := range []string{"verify", "secure"} {
-		if l := level(t, h, name); l.OK || l.Failure != transport.FailureCertificateExpired {
+		if l := level(t, h, name); l.OK || l.Failure != policy.FailureCertificateExpired {
 			t.Errorf("%s: %+v", name, l)
 		}
 	}
@@ -191,7 +191,7 @@ func TestCheckDANEMismatch(t *testing.T) {
 	d := w.danePolicy(false)
 	c := w.connector(&policy.Standard{DANE: d, Default: policy.Fixed{Level: policy.May}}, d, srv.RootCAs())
 	rep := check(t, c, "dane.example")
-	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.7.5", transport.FailureValidation)
+	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.7.5", policy.FailureValidation)
 	if p := rep.Policy; p.Level != "dane" || p.Source != policy.SourceDANE {
 		t.Errorf("policy %+v", p)
 	}
@@ -202,7 +202,7 @@ func TestCheckDANEMismatch(t *testing.T) {
 	if h.DANE == nil || len(h.DANE.TLSA) != 1 || !strings.HasPrefix(h.DANE.TLSA[0], "3 1 1 ") || !h.DANE.DNSSEC {
 		t.Errorf("DANE %+v", h.DANE)
 	}
-	if l := level(t, h, "dane"); l.OK || l.Failure != transport.FailureValidation {
+	if l := level(t, h, "dane"); l.OK || l.Failure != policy.FailureValidation {
 		t.Errorf("dane level %+v", l)
 	}
 	if l := level(t, h, "verify"); !l.OK { // PKIX-valid: DANE must not fall back to it
@@ -221,7 +221,7 @@ func TestCheckMTASTSEnforceMXMismatch(t *testing.T) {
 	sts := w.stsHost("sts.example", stsBody("enforce", "mx.sts.example"))
 	c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
 	rep := check(t, c, "sts.example")
-	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.4.4", transport.FailureValidation)
+	wantOutcome(t, "overall", rep.Outcome, transport.Deferred, 451, "4.4.4", policy.FailureValidation)
 	if p := rep.Policy; p.Source != policy.SourceMTASTS || p.Mode != "enforce" || !slices.Equal(p.MXPatterns, []string{"mx.sts.example"}) ||
 		!slices.Contains(p.Published, "mode: enforce") {
 		t.Errorf("policy %+v", p)
@@ -278,7 +278,7 @@ func TestCheckEveryMX(t *testing.T) {
 	if rep.Outcome.Host != "mx2.example.test" || len(rep.Hosts) != 2 {
 		t.Fatalf("outcome %+v hosts %+v", rep.Outcome, rep.Hosts)
 	}
-	wantOutcome(t, "mx1", rep.Hosts[0].Outcome, transport.Deferred, 451, "4.7.4", transport.FailureSTARTTLSNotSupported)
+	wantOutcome(t, "mx1", rep.Hosts[0].Outcome, transport.Deferred, 451, "4.7.4", policy.FailureSTARTTLSNotSupported)
 	wantOutcome(t, "mx2", rep.Hosts[1].Outcome, transport.Delivered, 250, "2.0.0", "")
 
 	// The good host first: the plaintext one is still examined.

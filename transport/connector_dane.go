@@ -226,7 +226,7 @@ func daneApplies(req policy.Requirement) bool {
 func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (plan, *attemptResult) {
 	p := st.groupPlan
 	h := t.dane
-	fail := func(e *Error, ft FailureType) (plan, *attemptResult) {
+	fail := func(e *Error, ft policy.FailureType) (plan, *attemptResult) {
 		return p, &attemptResult{err: e, retry: true, failure: ft, dane: h, mta: RemoteMTA{Host: t.host, Port: t.port}}
 	}
 	if h == nil {
@@ -243,11 +243,11 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 		switch {
 		case req.Level == policy.DANEOnly, req.Mode == policy.Testing && req.Floor == policy.DANEOnly:
 			return fail(tlsError(req, 5, "", "dane-only but DANE is not looked up for "+net.JoinHostPort(t.host, fmt.Sprint(t.port)),
-				fmt.Errorf("%w: no TLSA lookup for an IP literal or a port other than the DANE port", ErrDANE)), FailureDANERequired)
+				fmt.Errorf("%w: no TLSA lookup for an IP literal or a port other than the DANE port", ErrDANE)), policy.FailureDANERequired)
 		case req.Level == policy.DANE && len(req.TLSA) > 0:
 			return fail(tlsError(req, 5, "", "TLSA records cannot be checked for "+net.JoinHostPort(t.host, fmt.Sprint(t.port)),
 				fmt.Errorf("%w: TLSA records from the policy, but DANE is not looked up for this next hop; failing closed", ErrDANE)),
-				FailureDANERequired)
+				policy.FailureDANERequired)
 		case req.Level == policy.DANE && req.WithoutTLSA.VerifiesPKIX():
 			return plan{tryTLS: true, required: true, kind: checkVerify, enforce: true,
 				reason: "no TLSA lookup for this next hop: held to the mta-sts policy"}, nil
@@ -257,7 +257,7 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 	if st.relaxed() {
 		// RFC 8689 §4.2.2: recipient-side policies such as DANE are ignored.
 		if len(t.addrs) == 0 && h.Err != nil {
-			return fail(localError(false, 4, 3, "", "address lookup for "+t.host+" failed", h.Err), FailureNone)
+			return fail(localError(false, 4, 3, "", "address lookup for "+t.host+" failed", h.Err), policy.FailureNone)
 		}
 		if len(h.TLSA) > 0 || h.Err != nil {
 			c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
@@ -273,14 +273,14 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 		// unusable; the message is deferred, never sent with less.
 		e := localError(false, 7, 5, "", "DNSSEC lookup for "+t.host+" failed; not using this host",
 			fmt.Errorf("%w: %w", ErrDANE, h.Err))
-		return fail(e, FailureType(dane.ResultType(h.Err)))
+		return fail(e, dane.ResultType(h.Err))
 	case !daneApplies(req) && len(t.addrs) > 0:
 		// An override or an explicit Verify/Secure decides (dane-only's
 		// "no records" does not apply to it).
 		return p, nil
 	case h.Err != nil:
 		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
-			fmt.Errorf("%w: %w", ErrDANE, h.Err)), FailureDANERequired)
+			fmt.Errorf("%w: %w", ErrDANE, h.Err)), policy.FailureDANERequired)
 	case !daneApplies(req):
 		return p, nil
 	case len(h.TLSA) > 0:
@@ -290,7 +290,7 @@ func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (pla
 		// A static dane-only entry with a dane.Policy that falls back, or a
 		// dane-only floor under a testing policy.
 		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
-			fmt.Errorf("%w: %s: %s", ErrDANE, t.host, h.Reason)), FailureDANERequired)
+			fmt.Errorf("%w: %s: %s", ErrDANE, t.host, h.Reason)), policy.FailureDANERequired)
 	case req.Level == policy.DANE && req.WithoutTLSA.VerifiesPKIX():
 		// DANE took precedence over an enforced MTA-STS policy, which still
 		// governs this host (policy.Standard): PKIX chain and MX host name.
@@ -382,7 +382,7 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 		c.recordMXRefused(ctx, st, ar.refused, start)
 		return
 	}
-	if ar.tls == nil && ar.failure == FailureNone {
+	if ar.tls == nil && ar.failure == policy.FailureNone {
 		return
 	}
 	r := tlsrpt.Result{
@@ -393,7 +393,7 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 		ReceivingMXHostname: ar.mta.Host,
 	}
 	switch {
-	case ar.dane != nil || ar.failure == FailureDANERequired || ar.failure == dnssecInvalid || ar.failure == tlsaInvalid:
+	case ar.dane != nil || ar.failure == policy.FailureDANERequired || ar.failure == policy.FailureDNSSECInvalid || ar.failure == policy.FailureTLSAInvalid:
 		r.PolicyType = tlsrpt.PolicyTLSA
 		// ar.dane is nil for a failure decided before any host was looked
 		// at (dane-only without records, a failed DNSSEC MX lookup).
@@ -414,10 +414,10 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 		// is looked at (§4.2), so it is the session's result, with any TLS
 		// failure named after it.
 		reason := mxMismatchReason(ar.mta.Host)
-		if ar.failure != FailureNone {
+		if ar.failure != policy.FailureNone {
 			reason += "; also " + string(ar.failure)
 		}
-		r.ResultType = tlsrpt.ResultValidationFailure
+		r.ResultType = policy.FailureValidation
 		r.FailureReasonCode = reason
 		if ar.mta.IP != nil {
 			r.ReceivingIP = ar.mta.IP.String()
@@ -425,8 +425,8 @@ func (c *Connector) recordTLSRPT(ctx context.Context, st *groupState, ar *attemp
 		if ar.local != nil {
 			r.SendingMTAIP = ar.local.String()
 		}
-	} else if ar.failure != FailureNone {
-		r.ResultType = tlsrpt.ResultType(ar.failure)
+	} else if ar.failure != policy.FailureNone {
+		r.ResultType = ar.failure
 		if ar.mta.IP != nil {
 			r.ReceivingIP = ar.mta.IP.String()
 		}
@@ -464,7 +464,7 @@ func (c *Connector) recordMXRefused(ctx context.Context, st *groupState, hosts [
 			PolicyType:          tlsrpt.PolicySTS,
 			PolicyString:        append([]string(nil), st.req.PolicyString...),
 			MXHost:              append([]string(nil), st.req.MXPatterns...),
-			ResultType:          tlsrpt.ResultValidationFailure,
+			ResultType:          policy.FailureValidation,
 			ReceivingMXHostname: h,
 			FailureReasonCode:   mxMismatchReason(h),
 		})
@@ -510,7 +510,7 @@ func (c *Connector) recordDiscoveryFailures(ctx context.Context, st *groupState,
 			PolicyType:        pt,
 			PolicyString:      append([]string(nil), f.PolicyString...),
 			MXHost:            append([]string(nil), f.MXPatterns...),
-			ResultType:        tlsrpt.ResultType(f.ResultType),
+			ResultType:        f.ResultType,
 			FailureReasonCode: truncate(f.Detail, 200),
 		}
 		c.log().LogAttrs(ctx, slog.LevelInfo, "tls-rpt policy discovery failure",
@@ -533,12 +533,6 @@ func firstAttempt(st *groupState) bool {
 	}
 	return n == 1
 }
-
-// The DANE policy failure types (RFC 8460 §4.3.2.1) as FailureType.
-const (
-	dnssecInvalid = FailureType(tlsrpt.ResultDNSSECInvalid)
-	tlsaInvalid   = FailureType(tlsrpt.ResultTLSAInvalid)
-)
 
 func truncate(s string, n int) string {
 	s = strings.ToValidUTF8(s, "?")

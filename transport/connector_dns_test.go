@@ -49,7 +49,7 @@ func attemptLine(t *testing.T, logs string) string {
 // onlyResult asserts that exactly one TLS-RPT result of the given types was
 // recorded and returns it. Unlike wantOneResult it accepts a result without
 // a sending IP: these failures happen before any connection.
-func (w *stdWorld) onlyResult(typ tlsrpt.PolicyType, result tlsrpt.ResultType) tlsrpt.Result {
+func (w *stdWorld) onlyResult(typ tlsrpt.PolicyType, result policy.FailureType) tlsrpt.Result {
 	w.t.Helper()
 	rs := w.results()
 	if len(rs) != 1 || rs[0].PolicyType != typ || rs[0].ResultType != result {
@@ -86,11 +86,11 @@ func TestDANEBogusTLSALoggedAndReported(t *testing.T) {
 			t.Errorf("attempt line lacks %q:\n%s", want, line)
 		}
 	}
-	rep := w.onlyResult(tlsrpt.PolicyTLSA, tlsrpt.ResultDNSSECInvalid)
+	rep := w.onlyResult(tlsrpt.PolicyTLSA, policy.FailureDNSSECInvalid)
 	if rep.PolicyDomain != "bogus.example" || rep.ReceivingMXHostname != host {
 		t.Errorf("result %+v, want policy domain bogus.example and receiving MX %s", rep, host)
 	}
-	if r.TLSFailure != transport.FailureType(tlsrpt.ResultDNSSECInvalid) {
+	if r.TLSFailure != policy.FailureType(policy.FailureDNSSECInvalid) {
 		t.Errorf("recipient TLSFailure %q, want dnssec-invalid", r.TLSFailure)
 	}
 }
@@ -111,7 +111,7 @@ func TestDANEBogusMXLoggedAndReported(t *testing.T) {
 	if line := attemptLine(t, logs.String()); !strings.Contains(line, "domain=bogusmx.example") {
 		t.Errorf("attempt line lacks the domain:\n%s", line)
 	}
-	rep := w.onlyResult(tlsrpt.PolicyTLSA, tlsrpt.ResultDNSSECInvalid)
+	rep := w.onlyResult(tlsrpt.PolicyTLSA, policy.FailureDNSSECInvalid)
 	if rep.PolicyDomain != "bogusmx.example" || rep.ReceivingMXHostname != "" {
 		t.Errorf("result %+v", rep)
 	}
@@ -164,7 +164,7 @@ func TestMTASTSMXMismatchReported(t *testing.T) {
 			if r.Requirement.Source != policy.SourceMTASTS || r.Requirement.Level != policy.Verify {
 				t.Errorf("decision %s, want mta-sts verify", r.Requirement)
 			}
-			rep := w.onlyResult(tlsrpt.PolicySTS, tlsrpt.ResultValidationFailure)
+			rep := w.onlyResult(tlsrpt.PolicySTS, policy.FailureValidation)
 			if rep.PolicyDomain != "sts.example" || rep.ReceivingMXHostname != "mx.elsewhere.example" ||
 				!strings.Contains(rep.FailureReasonCode, "mtasts-policy-mx-mismatch") ||
 				!slices.Equal(rep.MXHost, []string{"mx.sts.example"}) || !slices.Contains(rep.PolicyString, "mode: "+mode) {
@@ -180,7 +180,7 @@ func TestMTASTSMXMismatchReported(t *testing.T) {
 				}
 				return
 			}
-			if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrNoMX) || r.TLSFailure != transport.FailureValidation {
+			if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrNoMX) || r.TLSFailure != policy.FailureValidation {
 				t.Fatalf("got %v %v (%q), want deferred with ErrNoMX and validation-failure", r.Status, r.Reply, r.TLSFailure)
 			}
 			if d := w.dialer.Dialed(); len(d) != 0 {

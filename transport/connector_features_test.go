@@ -250,7 +250,7 @@ func TestSessionResumption(t *testing.T) {
 	// the CA must refuse it even though the session cache holds a ticket.
 	c.RootCAs = nil
 	r := deliver(t, c, envelope("user@example.test")).Recipients[0]
-	if r.Status != transport.Deferred || r.TLSFailure != transport.FailureCertificateNotTrusted {
+	if r.Status != transport.Deferred || r.TLSFailure != policy.FailureCertificateNotTrusted {
 		t.Errorf("resumption bypassed verification: %v %q %v", r.Status, r.TLSFailure, r.Reply)
 	}
 }
@@ -332,7 +332,7 @@ partner.test             encrypt on-failure=bounce
 	if got[1].Status != transport.Failed || got[1].Reply.EnhancedCode.String() != "5.7.4" {
 		t.Errorf("partner.test: %v %v", got[1].Status, got[1].Reply)
 	}
-	if got[2].Status != transport.Deferred || got[2].Requirement.Level != policy.Verify || got[2].TLSFailure != transport.FailureCertificateHostMismatch {
+	if got[2].Status != transport.Deferred || got[2].Requirement.Level != policy.Verify || got[2].TLSFailure != policy.FailureCertificateHostMismatch {
 		t.Errorf("unlisted.test: %v %v %q", got[2].Status, got[2].Requirement, got[2].TLSFailure)
 	}
 	r := got[3]
@@ -393,7 +393,7 @@ func TestImplicitTLSRoute(t *testing.T) {
 				t.Errorf("%v: verified = %v", tc.lvl, r.TLS.Verified)
 			}
 		}
-		if tc.want == transport.Deferred && (r.TLSFailure != transport.FailureCertificateExpired || r.Reply.EnhancedCode.String() != "4.7.5") {
+		if tc.want == transport.Deferred && (r.TLSFailure != policy.FailureCertificateExpired || r.Reply.EnhancedCode.String() != "4.7.5") {
 			t.Errorf("expired: %q %v", r.TLSFailure, r.Reply)
 		}
 	}

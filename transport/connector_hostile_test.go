@@ -71,7 +71,7 @@ func TestDANEOnlyFixedHopWithoutTLSALookupFailsClosed(t *testing.T) {
 		Policy: reqPolicy(policy.Requirement{Level: policy.DANEOnly, Source: policy.SourceStatic})}}
 	res := deliver(t, c, envelope("user@partner.test"))
 	r := res.Recipients[0]
-	if r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrDANE) || r.TLSFailure != transport.FailureDANERequired {
+	if r.Status == transport.Delivered || !errors.Is(r.Reply, transport.ErrDANE) || r.TLSFailure != policy.FailureDANERequired {
 		t.Errorf("dane-only hop without TLSA lookup: %v %q %v, want not delivered, ErrDANE, dane-required", r.Status, r.TLSFailure, r.Reply)
 	}
 	if len(mitm.Messages()) != 0 {
@@ -111,7 +111,7 @@ func TestDANERequiredGroupFailureRecordedForTLSRPT(t *testing.T) {
 		}()
 		res = deliver(t, c, envelope("user@example.test"))
 	}()
-	if r := res.Recipients[0]; r.Status == transport.Delivered || r.TLSFailure != transport.FailureDANERequired {
+	if r := res.Recipients[0]; r.Status == transport.Delivered || r.TLSFailure != policy.FailureDANERequired {
 		t.Errorf("dane-only without records: %v %q %v", r.Status, r.TLSFailure, r.Reply)
 	}
 	var got []tlsrpt.Result
@@ -122,7 +122,7 @@ func TestDANERequiredGroupFailureRecordedForTLSRPT(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0].PolicyType != tlsrpt.PolicyTLSA || got[0].ResultType != tlsrpt.ResultDANERequired {
+	if len(got) != 1 || got[0].PolicyType != tlsrpt.PolicyTLSA || got[0].ResultType != policy.FailureDANERequired {
 		t.Errorf("TLS-RPT results = %+v, want one tlsa/dane-required", got)
 	}
 	if len(srv.Messages()) != 0 {
@@ -236,7 +236,7 @@ func TestResumedSessionFromWeakerPolicyIsReverified(t *testing.T) {
 	}
 	level = policy.Verify
 	r := deliver(t, c, envelope("user@example.test")).Recipients[0]
-	wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, transport.FailureCertificateNotTrusted)
+	wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, policy.FailureCertificateNotTrusted)
 	if len(srv.Messages()) != 2 {
 		t.Errorf("messages = %d, want 2 (none under Verify)", len(srv.Messages()))
 	}
@@ -543,22 +543,22 @@ func TestCertificateNameEdgeCases(t *testing.T) {
 		match []string
 		cert  tls.Certificate
 		hop   bool // deliver to the peer as a fixed next hop [127.0.0.1]:port
-		ft    transport.FailureType
+		ft    policy.FailureType
 	}{
 		{"secure: wildcard under the domain", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"*.example.test"}}), false, ""},
-		{"secure: exact match= is not covered by a wildcard", policy.Secure, []string{"example.test"}, leaf(transporttest.LeafOptions{DNSNames: []string{"*.example.test"}}), false, transport.FailureCertificateHostMismatch},
-		{"secure: .domain is subdomains only", policy.Secure, []string{".example.test"}, leaf(transporttest.LeafOptions{DNSNames: []string{"example.test"}}), false, transport.FailureCertificateHostMismatch},
-		{"secure: suffix without a dot", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"evilexample.test"}}), false, transport.FailureCertificateHostMismatch},
-		{"secure: domain as a label of another name", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"example.test.evil.test"}}), false, transport.FailureCertificateHostMismatch},
-		{"secure: the MX name is not enough", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"mx.example.test.attacker.test"}}), false, transport.FailureCertificateHostMismatch},
+		{"secure: exact match= is not covered by a wildcard", policy.Secure, []string{"example.test"}, leaf(transporttest.LeafOptions{DNSNames: []string{"*.example.test"}}), false, policy.FailureCertificateHostMismatch},
+		{"secure: .domain is subdomains only", policy.Secure, []string{".example.test"}, leaf(transporttest.LeafOptions{DNSNames: []string{"example.test"}}), false, policy.FailureCertificateHostMismatch},
+		{"secure: suffix without a dot", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"evilexample.test"}}), false, policy.FailureCertificateHostMismatch},
+		{"secure: domain as a label of another name", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"example.test.evil.test"}}), false, policy.FailureCertificateHostMismatch},
+		{"secure: the MX name is not enough", policy.Secure, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"mx.example.test.attacker.test"}}), false, policy.FailureCertificateHostMismatch},
 		{"verify: wildcard for the MX", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"*.example.test"}}), false, ""},
-		{"verify: wildcard one label too deep", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"*.mx.example.test"}}), false, transport.FailureCertificateHostMismatch},
-		{"verify: wildcard not leftmost", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"mx.*.test"}}), false, transport.FailureCertificateHostMismatch},
-		{"verify: CN only, no SAN", policy.Verify, nil, leaf(transporttest.LeafOptions{CommonName: "mx.example.test"}), false, transport.FailureCertificateHostMismatch},
+		{"verify: wildcard one label too deep", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"*.mx.example.test"}}), false, policy.FailureCertificateHostMismatch},
+		{"verify: wildcard not leftmost", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"mx.*.test"}}), false, policy.FailureCertificateHostMismatch},
+		{"verify: CN only, no SAN", policy.Verify, nil, leaf(transporttest.LeafOptions{CommonName: "mx.example.test"}), false, policy.FailureCertificateHostMismatch},
 		{"verify: IP next hop with IP SAN", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"gw.example.test"}, IPs: loop}), true, ""},
-		{"verify: IP next hop, IP only as a DNS name", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"127.0.0.1"}}), true, transport.FailureCertificateHostMismatch},
-		{"verify: expired intermediate", policy.Verify, nil, viaExpired, false, transport.FailureCertificateExpired},
-		{"secure: expired intermediate", policy.Secure, nil, viaExpired, false, transport.FailureCertificateExpired},
+		{"verify: IP next hop, IP only as a DNS name", policy.Verify, nil, leaf(transporttest.LeafOptions{DNSNames: []string{"127.0.0.1"}}), true, policy.FailureCertificateHostMismatch},
+		{"verify: expired intermediate", policy.Verify, nil, viaExpired, false, policy.FailureCertificateExpired},
+		{"secure: expired intermediate", policy.Secure, nil, viaExpired, false, policy.FailureCertificateExpired},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

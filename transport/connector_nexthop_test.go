@@ -62,7 +62,7 @@ func TestNextHopKeepsDomainEntry(t *testing.T) {
 	c := w.connector("partner.example verify protocols=>=TLSv1.3 on-failure=bounce\n",
 		map[string]*transporttest.Server{"partner.example": srv})
 	r := deliver(t, c, envelope("bob@partner.example")).Recipients[0]
-	wantTLSFailure(t, r, transport.Failed, "5.7.5", transport.ErrTLSVersion, transport.FailureValidation)
+	wantTLSFailure(t, r, transport.Failed, "5.7.5", transport.ErrTLSVersion, policy.FailureValidation)
 	if r.Reply.Code != 554 {
 		t.Errorf("reply %v, want 554 (on-failure=bounce)", r.Reply)
 	}
@@ -89,7 +89,7 @@ func TestNextHopStarEntry(t *testing.T) {
 	c := w.connector("* verify protocols=>=TLSv1.3\n", map[string]*transporttest.Server{
 		"other.example": old, "new.example": modern})
 	res := deliver(t, c, envelope("a@other.example", "b@new.example")).Recipients
-	wantTLSFailure(t, res[0], transport.Deferred, "4.7.5", transport.ErrTLSVersion, transport.FailureValidation)
+	wantTLSFailure(t, res[0], transport.Deferred, "4.7.5", transport.ErrTLSVersion, policy.FailureValidation)
 	if req := res[0].Requirement; req.MinVersion != tls.VersionTLS13 || req.Source != policy.SourceDefault || !strings.Contains(req.Reason, "entry *") {
 		t.Errorf("requirement %v", req)
 	}
@@ -107,7 +107,7 @@ func TestNextHopStarEntry(t *testing.T) {
 	c = w.connector("strict.example verify protocols=>=TLSv1.3 on-failure=bounce\n* encrypt\n",
 		map[string]*transporttest.Server{"*": smart})
 	res = deliver(t, c, envelope("a@strict.example", "b@lax.example")).Recipients
-	wantTLSFailure(t, res[0], transport.Failed, "5.7.5", transport.ErrTLSVersion, transport.FailureValidation)
+	wantTLSFailure(t, res[0], transport.Failed, "5.7.5", transport.ErrTLSVersion, policy.FailureValidation)
 	wantDelivered(t, res[1])
 	if res[1].Requirement.Level != policy.Encrypt {
 		t.Errorf("lax.example requirement %v", res[1].Requirement)
@@ -127,7 +127,7 @@ func TestNextHopSecureMatch(t *testing.T) {
 	routes := map[string]*transporttest.Server{"partner.example": srv}
 	c := w.connector("partner.example secure match=partner.example\n", routes)
 	r := deliver(t, c, envelope("bob@partner.example")).Recipients[0]
-	wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, transport.FailureCertificateHostMismatch)
+	wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, policy.FailureCertificateHostMismatch)
 	if r.Requirement.Level != policy.Secure || strings.Join(r.Requirement.Match, ":") != "partner.example" {
 		t.Errorf("requirement %v", r.Requirement)
 	}

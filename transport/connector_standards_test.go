@@ -103,7 +103,7 @@ func (w *stdWorld) results() []tlsrpt.Result {
 
 // wantOneResult asserts that exactly one TLS-RPT result was recorded and
 // returns it.
-func (w *stdWorld) wantOneResult(typ tlsrpt.PolicyType, result tlsrpt.ResultType) tlsrpt.Result {
+func (w *stdWorld) wantOneResult(typ tlsrpt.PolicyType, result policy.FailureType) tlsrpt.Result {
 	w.t.Helper()
 	rs := w.results()
 	if len(rs) != 1 {
@@ -113,7 +113,7 @@ func (w *stdWorld) wantOneResult(typ tlsrpt.PolicyType, result tlsrpt.ResultType
 	if r.PolicyType != typ || r.ResultType != result {
 		w.t.Fatalf("TLS-RPT result %s/%s, want %s/%s: %+v", r.PolicyType, r.ResultType, typ, result, r)
 	}
-	if r.ResultType != tlsrpt.ResultSuccess && (r.SendingMTAIP != "127.0.0.1" && r.ResultType != tlsrpt.ResultDANERequired) {
+	if r.ResultType != tlsrpt.ResultSuccess && (r.SendingMTAIP != "127.0.0.1" && r.ResultType != policy.FailureDANERequired) {
 		w.t.Errorf("sending-mta-ip = %q, want 127.0.0.1", r.SendingMTAIP)
 	}
 	return r
@@ -174,9 +174,9 @@ func TestMTASTSEnforceThroughConnector(t *testing.T) {
 		sts := w.stsHost("sts.example", stsBody("enforce", "mx.sts.example"))
 		c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
 		r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
-		wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, transport.FailureCertificateHostMismatch)
+		wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, policy.FailureCertificateHostMismatch)
 		undelivered(t, srv)
-		rep := w.wantOneResult(tlsrpt.PolicySTS, tlsrpt.ResultCertificateHostMismatch)
+		rep := w.wantOneResult(tlsrpt.PolicySTS, policy.FailureCertificateHostMismatch)
 		if rep.PolicyDomain != "sts.example" || rep.ReceivingMXHostname != "mx.sts.example" || rep.ReceivingIP != "192.0.2.20" {
 			t.Errorf("result details %+v", rep)
 		}
@@ -192,13 +192,13 @@ func TestMTASTSEnforceThroughConnector(t *testing.T) {
 		c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, srv.RootCAs())
 		r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
 		wantDelivered(t, r)
-		if r.TLSFailure != transport.FailureCertificateNotTrusted || r.TLS == nil || r.TLS.Verified {
+		if r.TLSFailure != policy.FailureCertificateNotTrusted || r.TLS == nil || r.TLS.Verified {
 			t.Errorf("TLSFailure %q TLS %+v, want certificate-not-trusted over unverified TLS", r.TLSFailure, r.TLS)
 		}
 		if r.Requirement.Mode != policy.Testing {
 			t.Errorf("decision %s, want testing mode", r.Requirement)
 		}
-		w.wantOneResult(tlsrpt.PolicySTS, tlsrpt.ResultCertificateNotTrusted)
+		w.wantOneResult(tlsrpt.PolicySTS, policy.FailureCertificateNotTrusted)
 	})
 	t.Run("testing mode keeps the encrypt floor", func(t *testing.T) {
 		w := newStdWorld(t)
@@ -207,10 +207,10 @@ func TestMTASTSEnforceThroughConnector(t *testing.T) {
 		sts := w.stsHost("sts.example", stsBody("testing", "mx.sts.example"))
 		c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.Encrypt}}, nil, nil)
 		r := deliver(t, c, envelope("user@sts.example")).Recipients[0]
-		wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
+		wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, policy.FailureSTARTTLSNotSupported)
 		undelivered(t, srv)
 		assertNoPlaintextTransaction(t, "plaintext server", srv.Seen())
-		w.wantOneResult(tlsrpt.PolicySTS, tlsrpt.ResultSTARTTLSNotSupported)
+		w.wantOneResult(tlsrpt.PolicySTS, policy.FailureSTARTTLSNotSupported)
 	})
 }
 
@@ -292,9 +292,9 @@ func TestDANEThroughConnector(t *testing.T) {
 		// The server's certificate is PKIX-valid for its name: DANE must
 		// not fall back to the WebPKI.
 		r := deliver(t, w.connector(pol, d, srv.RootCAs()), envelope("user@dane.example")).Recipients[0]
-		wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, transport.FailureValidation)
+		wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, policy.FailureValidation)
 		undelivered(t, srv)
-		rep := w.wantOneResult(tlsrpt.PolicyTLSA, tlsrpt.ResultValidationFailure)
+		rep := w.wantOneResult(tlsrpt.PolicyTLSA, policy.FailureValidation)
 		if rep.ReceivingMXHostname != host || rep.ReceivingIP != "192.0.2.30" {
 			t.Errorf("result details %+v", rep)
 		}
@@ -342,13 +342,13 @@ func TestDANEThroughConnector(t *testing.T) {
 		w.dns.SetNXAD(true) // no TLSA: authenticated denial
 		pol, d := dplus(w, true)
 		r := deliver(t, w.connector(pol, d, srv.RootCAs()), envelope("user@dane.example")).Recipients[0]
-		if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrDANE) || r.TLSFailure != transport.FailureDANERequired {
+		if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrDANE) || r.TLSFailure != policy.FailureDANERequired {
 			t.Fatalf("got %v %v %q, want deferred dane-required", r.Status, r.Reply, r.TLSFailure)
 		}
 		if d := w.dialer.Dialed(); len(d) != 0 {
 			t.Errorf("dialled %v", d)
 		}
-		w.wantOneResult(tlsrpt.PolicyTLSA, tlsrpt.ResultDANERequired)
+		w.wantOneResult(tlsrpt.PolicyTLSA, policy.FailureDANERequired)
 	})
 	t.Run("TLSA lookup failure defers", func(t *testing.T) {
 		w := newStdWorld(t)
@@ -373,7 +373,7 @@ func TestDANEThroughConnector(t *testing.T) {
 		w.tlsa(host, true, fakedns.TLSA(1, 1, 1, make([]byte, 32))) // PKIX-EE: unusable for SMTP
 		pol, d := dplus(w, false)
 		r := deliver(t, w.connector(pol, d, nil), envelope("user@dane.example")).Recipients[0]
-		wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
+		wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, policy.FailureSTARTTLSNotSupported)
 		assertNoPlaintextTransaction(t, "plaintext server", srv.Seen())
 	})
 	t.Run("TLS-Required: No ignores DANE", func(t *testing.T) {
@@ -576,7 +576,7 @@ func TestTLSRPTReportFromAttempts(t *testing.T) {
 	w.mx("sts.example", "mx.sts.example", "192.0.2.20", bad, false)
 	sts := w.stsHost("sts.example", stsBody("enforce", "mx.sts.example"))
 	c := w.connector(&policy.Standard{MTASTS: sts, Default: policy.Fixed{Level: policy.May}}, nil, bad.RootCAs())
-	if r := deliver(t, c, envelope("c@sts.example")).Recipients[0]; r.TLSFailure != transport.FailureCertificateExpired {
+	if r := deliver(t, c, envelope("c@sts.example")).Recipients[0]; r.TLSFailure != policy.FailureCertificateExpired {
 		t.Fatalf("expired: %v %q", r.Status, r.TLSFailure)
 	}
 
@@ -618,7 +618,7 @@ func TestTLSRPTReportFromAttempts(t *testing.T) {
 		fail += p.Summary.TotalFailureSessionCount
 		fd = append(fd, p.FailureDetails...)
 	}
-	if succ != 1 || fail != 1 || len(fd) != 1 || fd[0].ResultType != tlsrpt.ResultValidationFailure ||
+	if succ != 1 || fail != 1 || len(fd) != 1 || fd[0].ResultType != policy.FailureValidation ||
 		fd[0].ReceivingMXHostname != host || fd[0].ReceivingIP != "192.0.2.30" || fd[0].SendingMTAIP != "127.0.0.1" ||
 		fd[0].FailedSessionCount != 1 {
 		t.Errorf("dane.example: %d successes, %d failures, details %+v", succ, fail, fd)
@@ -630,7 +630,7 @@ func TestTLSRPTReportFromAttempts(t *testing.T) {
 	sp := sr.Policies[0]
 	if sp.Policy.Type != tlsrpt.PolicySTS || !slices.Contains(sp.Policy.String, "mode: enforce") ||
 		!slices.Equal([]string(sp.Policy.MXHost), []string{"mx.sts.example"}) || sp.Summary.TotalFailureSessionCount != 1 ||
-		len(sp.FailureDetails) != 1 || sp.FailureDetails[0].ResultType != tlsrpt.ResultCertificateExpired {
+		len(sp.FailureDetails) != 1 || sp.FailureDetails[0].ResultType != policy.FailureCertificateExpired {
 		t.Errorf("sts.example policy %+v", sp)
 	}
 	if sr.OrganizationName != "Sender Org" || sr.ContactInfo != "tlsrpt@sender.example" || sr.ReportID != "test-report" {

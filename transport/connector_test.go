@@ -121,7 +121,7 @@ func wantDelivered(t *testing.T, r transport.RecipientResult) {
 	}
 }
 
-func wantTLSFailure(t *testing.T, r transport.RecipientResult, status transport.Status, ec string, sentinel error, ft transport.FailureType) {
+func wantTLSFailure(t *testing.T, r transport.RecipientResult, status transport.Status, ec string, sentinel error, ft policy.FailureType) {
 	t.Helper()
 	if r.Status != status {
 		t.Errorf("status = %v, want %v (reply %v)", r.Status, status, r.Reply)
@@ -208,7 +208,7 @@ func TestPlaintextOnlyServer(t *testing.T) {
 			e.single(srv.Addr)
 			res := deliver(t, e.connector(fixed(lvl), srv), envelope("user@example.test"))
 			wantTLSFailure(t, res.Recipients[0], transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered,
-				transport.FailureSTARTTLSNotSupported)
+				policy.FailureSTARTTLSNotSupported)
 			if n := len(srv.Messages()); n != 0 {
 				t.Errorf("server accepted %d messages", n)
 			}
@@ -234,11 +234,11 @@ func TestCertificateFailures(t *testing.T) {
 	cases := []struct {
 		name string
 		kind transporttest.CertKind
-		ft   transport.FailureType
+		ft   policy.FailureType
 	}{
-		{"wrong-name", transporttest.WrongNameCert, transport.FailureCertificateHostMismatch},
-		{"untrusted", transporttest.UntrustedCert, transport.FailureCertificateNotTrusted},
-		{"expired", transporttest.ExpiredCert, transport.FailureCertificateExpired},
+		{"wrong-name", transporttest.WrongNameCert, policy.FailureCertificateHostMismatch},
+		{"untrusted", transporttest.UntrustedCert, policy.FailureCertificateNotTrusted},
+		{"expired", transporttest.ExpiredCert, policy.FailureCertificateExpired},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -283,7 +283,7 @@ func TestSecureUsesMatchNamesNotMXName(t *testing.T) {
 
 	res = deliver(t, e.connector(fixed(policy.Secure), attacker), envelope("user@example.test"))
 	wantTLSFailure(t, res.Recipients[0], transport.Deferred, "4.7.5", transport.ErrCertificate,
-		transport.FailureCertificateHostMismatch)
+		policy.FailureCertificateHostMismatch)
 
 	// Explicit match names are honoured.
 	matchPol := policy.Func(func(_ context.Context, d string) (policy.Requirement, error) {
@@ -305,7 +305,7 @@ func TestSecureUsesMatchNamesNotMXName(t *testing.T) {
 	wantDelivered(t, res.Recipients[0])
 	res = deliver(t, e2.connector(fixed(policy.Verify), good), envelope("user@example.test"))
 	wantTLSFailure(t, res.Recipients[0], transport.Deferred, "4.7.5", transport.ErrCertificate,
-		transport.FailureCertificateHostMismatch)
+		policy.FailureCertificateHostMismatch)
 }
 
 // The man-in-the-middle tests: a proxy that strips STARTTLS from the EHLO
@@ -329,7 +329,7 @@ func TestSTARTTLSDowngradeProxies(t *testing.T) {
 				res := deliver(t, e.connector(fixed(lvl), srv), envelope("user@example.test", "other@example.test"))
 				for _, r := range res.Recipients {
 					wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered,
-						transport.FailureSTARTTLSNotSupported)
+						policy.FailureSTARTTLSNotSupported)
 				}
 				assertNoPlaintextTransaction(t, "proxy", proxy.Seen())
 				if m.name == "starttls-error" && !transporttest.Contains(proxy.Seen(), "STARTTLS") {
@@ -370,7 +370,7 @@ func TestMinimumTLSVersion(t *testing.T) {
 	}
 	for _, lvl := range []policy.Level{policy.Encrypt, policy.Verify} {
 		res := deliver(t, e.connector(need(tls.VersionTLS13, lvl), srv), envelope("user@example.test"))
-		wantTLSFailure(t, res.Recipients[0], transport.Deferred, "4.7.5", transport.ErrTLSVersion, transport.FailureValidation)
+		wantTLSFailure(t, res.Recipients[0], transport.Deferred, "4.7.5", transport.ErrTLSVersion, policy.FailureValidation)
 	}
 	if len(srv.Messages()) != 0 {
 		t.Fatal("message delivered over TLS 1.2 to a TLS 1.3 requirement")
@@ -389,7 +389,7 @@ func TestBounceVersusDefer(t *testing.T) {
 	e.single(srv.Addr)
 	res := deliver(t, e.connector(policy.Fixed{Level: policy.Encrypt, OnFailure: policy.Bounce}, srv), envelope("user@example.test"))
 	r := res.Recipients[0]
-	wantTLSFailure(t, r, transport.Failed, "5.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
+	wantTLSFailure(t, r, transport.Failed, "5.7.4", transport.ErrSTARTTLSNotOffered, policy.FailureSTARTTLSNotSupported)
 	if r.Reply.Code/100 != 5 || r.Reply.Temporary() {
 		t.Errorf("bounce: reply %v", r.Reply)
 	}
@@ -403,7 +403,7 @@ func TestBounceVersusDefer(t *testing.T) {
 	e2 := newEnv(t)
 	e2.single(bad.Addr)
 	res = deliver(t, e2.connector(policy.Fixed{Level: policy.Verify, OnFailure: policy.Bounce}, bad), envelope("user@example.test"))
-	wantTLSFailure(t, res.Recipients[0], transport.Failed, "5.7.5", transport.ErrCertificate, transport.FailureCertificateExpired)
+	wantTLSFailure(t, res.Recipients[0], transport.Failed, "5.7.5", transport.ErrCertificate, policy.FailureCertificateExpired)
 }
 
 // A nil Policy is strict: Verify.
@@ -412,7 +412,7 @@ func TestNilPolicyIsVerify(t *testing.T) {
 	e := newEnv(t)
 	e.single(srv.Addr)
 	res := deliver(t, e.connector(nil, srv), envelope("user@example.test"))
-	wantTLSFailure(t, res.Recipients[0], transport.Deferred, "4.7.5", transport.ErrCertificate, transport.FailureCertificateHostMismatch)
+	wantTLSFailure(t, res.Recipients[0], transport.Deferred, "4.7.5", transport.ErrCertificate, policy.FailureCertificateHostMismatch)
 	if got := res.Recipients[0].Requirement.Level; got != policy.Verify {
 		t.Errorf("level = %v", got)
 	}
@@ -455,7 +455,7 @@ func TestDANEWithoutTLSA(t *testing.T) {
 	wantDelivered(t, res.Recipients[0]) // no TLSA: opportunistic (RFC 7672 §2.2)
 	res = deliver(t, e.connector(fixed(policy.DANEOnly), srv), envelope("user@example.test"))
 	r := res.Recipients[0]
-	if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrDANE) || r.TLSFailure != transport.FailureDANERequired {
+	if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrDANE) || r.TLSFailure != policy.FailureDANERequired {
 		t.Errorf("dane-only without TLSA: %v %v %q", r.Status, r.Reply, r.TLSFailure)
 	}
 	if len(srv.Messages()) != 1 {
@@ -473,7 +473,7 @@ func TestMTASTSTestingModeReportsButDelivers(t *testing.T) {
 	res := deliver(t, e.connector(pol, srv), envelope("user@example.test"))
 	r := res.Recipients[0]
 	wantDelivered(t, r)
-	if r.TLSFailure != transport.FailureCertificateHostMismatch || r.TLS == nil || r.TLS.Verified {
+	if r.TLSFailure != policy.FailureCertificateHostMismatch || r.TLS == nil || r.TLS.Verified {
 		t.Errorf("testing mode: failure %q TLS %+v", r.TLSFailure, r.TLS)
 	}
 }

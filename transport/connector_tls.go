@@ -52,7 +52,7 @@ type tlsCheck struct {
 	noResume bool
 
 	verified bool
-	failure  FailureType
+	failure  policy.FailureType
 	err      error                // the classified failure, also when not enforced
 	state    *tls.ConnectionState // what the check saw, also when it failed
 }
@@ -70,7 +70,7 @@ func (v *tlsCheck) verifyConnection(cs tls.ConnectionState) error {
 
 func (v *tlsCheck) check(cs tls.ConnectionState) error {
 	if cs.Version < v.minVersion {
-		v.failure = FailureValidation
+		v.failure = policy.FailureValidation
 		return fmt.Errorf("%w: negotiated %s, policy requires %s", ErrTLSVersion,
 			tls.VersionName(cs.Version), tls.VersionName(v.minVersion))
 	}
@@ -82,9 +82,9 @@ func (v *tlsCheck) check(cs tls.ConnectionState) error {
 		// names and dates, DANE-TA checks the chain to the matched anchor
 		// and the reference names (dane.Verify).
 		if err := v.dane.Verify(cs, v.now); err != nil {
-			v.failure = FailureType(dane.ResultType(err))
-			if v.failure == FailureNone {
-				v.failure = FailureValidation
+			v.failure = dane.ResultType(err)
+			if v.failure == policy.FailureNone {
+				v.failure = policy.FailureValidation
 			}
 			return fmt.Errorf("%w (%s): %w", ErrCertificate, v.failure, err)
 		}
@@ -92,7 +92,7 @@ func (v *tlsCheck) check(cs tls.ConnectionState) error {
 		return nil
 	}
 	if len(cs.PeerCertificates) == 0 {
-		v.failure = FailureValidation
+		v.failure = policy.FailureValidation
 		return fmt.Errorf("%w: no certificate presented", ErrCertificate)
 	}
 	leaf := cs.PeerCertificates[0]
@@ -115,12 +115,12 @@ func (v *tlsCheck) check(cs tls.ConnectionState) error {
 	switch v.kind {
 	case checkVerify:
 		if err := leaf.VerifyHostname(v.mxHost); err != nil {
-			v.failure = FailureCertificateHostMismatch
+			v.failure = policy.FailureCertificateHostMismatch
 			return fmt.Errorf("%w (%s): %w", ErrCertificate, v.failure, err)
 		}
 	case checkSecure:
 		if !matchesAny(leaf, v.match) {
-			v.failure = FailureCertificateHostMismatch
+			v.failure = policy.FailureCertificateHostMismatch
 			return fmt.Errorf("%w (%s): certificate names %v match none of %v",
 				ErrCertificate, v.failure, leaf.DNSNames, v.match)
 		}
@@ -130,20 +130,20 @@ func (v *tlsCheck) check(cs tls.ConnectionState) error {
 }
 
 // classifyX509 maps a chain verification error to a TLS-RPT result type.
-func classifyX509(err error) FailureType {
+func classifyX509(err error) policy.FailureType {
 	var inv x509.CertificateInvalidError
 	if errors.As(err, &inv) && inv.Reason == x509.Expired {
-		return FailureCertificateExpired
+		return policy.FailureCertificateExpired
 	}
 	var ua x509.UnknownAuthorityError
 	if errors.As(err, &ua) {
-		return FailureCertificateNotTrusted
+		return policy.FailureCertificateNotTrusted
 	}
 	var he x509.HostnameError
 	if errors.As(err, &he) {
-		return FailureCertificateHostMismatch
+		return policy.FailureCertificateHostMismatch
 	}
-	return FailureValidation
+	return policy.FailureValidation
 }
 
 // matchesAny implements Postfix's match= rule for level secure

@@ -67,7 +67,7 @@ func TestTLSRequiredNoKeepsStaticEncryptUnderMTASTS(t *testing.T) {
 			env.TLSRequiredNo = true
 			res := deliver(t, c, env)
 			r := res.Recipients[0]
-			wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
+			wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, policy.FailureSTARTTLSNotSupported)
 			assertNoPlaintextTransaction(t, "stripping proxy", proxy.Seen())
 			if len(srv.Messages()) != 0 {
 				t.Errorf("upstream received a message")
@@ -103,7 +103,7 @@ func TestTLSRequiredNoRelaxesPublishedPolicyAboveLocalMay(t *testing.T) {
 
 				// Control: no header, MTA-STS enforce holds.
 				r := deliver(t, c, envelope("user@example.test")).Recipients[0]
-				wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
+				wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, policy.FailureSTARTTLSNotSupported)
 				assertNoPlaintextTransaction(t, "stripping proxy", proxy.Seen())
 
 				var logBuf bytes.Buffer
@@ -141,7 +141,7 @@ func TestTLSRequiredNoKeepsStaticVerifyUnderMTASTS(t *testing.T) {
 			env := envelope("user@example.test")
 			env.TLSRequiredNo = true
 			r := deliver(t, e.connector(pol, srv), env).Recipients[0]
-			wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, transport.FailureCertificateHostMismatch)
+			wantTLSFailure(t, r, transport.Deferred, "4.7.5", transport.ErrCertificate, policy.FailureCertificateHostMismatch)
 			if len(srv.Messages()) != 0 {
 				t.Errorf("delivered to a server with the wrong name")
 			}
@@ -166,7 +166,7 @@ func TestTLSRequiredNoKeepsStaticEncryptUnderMTASTSTesting(t *testing.T) {
 	env := envelope("user@example.test")
 	env.TLSRequiredNo = true
 	r := deliver(t, e.connector(pol, srv), env).Recipients[0]
-	wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
+	wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, policy.FailureSTARTTLSNotSupported)
 	assertNoPlaintextTransaction(t, "stripping proxy", proxy.Seen())
 	if len(srv.Messages()) != 0 {
 		t.Errorf("upstream received a message")
@@ -195,7 +195,7 @@ func TestTLSRequiredNoKeepsStaticEncryptUnderDANE(t *testing.T) {
 	pol := &policy.Standard{DANE: d, Static: table(t, "dane.example encrypt\n"), Default: policy.Fixed{Level: policy.May}}
 	res := deliver(t, w.connector(pol, d, nil), env)
 	r := res.Recipients[0]
-	wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, transport.FailureSTARTTLSNotSupported)
+	wantTLSFailure(t, r, transport.Deferred, "4.7.4", transport.ErrSTARTTLSNotOffered, policy.FailureSTARTTLSNotSupported)
 	assertNoPlaintextTransaction(t, "stripping proxy", proxy.Seen())
 	undelivered(t, srv)
 	if q := r.Requirement; q.Source != policy.SourceDANE || q.LocalFloor != policy.Encrypt {

@@ -104,7 +104,7 @@ func (w *stdWorld) stsPolicyHost(domain string, trusted bool) (*mtasts.Client, *
 func splitResults(rs []tlsrpt.Result) (discovery, sessions []tlsrpt.Result) {
 	for _, r := range rs {
 		switch r.ResultType {
-		case tlsrpt.ResultSTSPolicyFetchError, tlsrpt.ResultSTSPolicyInvalid, tlsrpt.ResultSTSWebPKIInvalid:
+		case policy.FailureSTSPolicyFetch, policy.FailureSTSPolicyInvalid, policy.FailureSTSWebPKIInvalid:
 			discovery = append(discovery, r)
 		default:
 			sessions = append(sessions, r)
@@ -123,16 +123,16 @@ func TestTLSRPTRecordsSTSDiscoveryFailure(t *testing.T) {
 		trusted bool
 		status  int
 		body    string
-		want    tlsrpt.ResultType
+		want    policy.FailureType
 		detail  string // in failure-reason-code
 	}{
-		{"policy host answers 404", true, http.StatusNotFound, "", tlsrpt.ResultSTSPolicyFetchError, "404"},
+		{"policy host answers 404", true, http.StatusNotFound, "", policy.FailureSTSPolicyFetch, "404"},
 		{"policy host answers 500", true, http.StatusInternalServerError, stsBody("enforce", "mx.sts.example"),
-			tlsrpt.ResultSTSPolicyFetchError, "500"},
+			policy.FailureSTSPolicyFetch, "500"},
 		{"policy host certificate not trusted", false, http.StatusOK, stsBody("enforce", "mx.sts.example"),
-			tlsrpt.ResultSTSWebPKIInvalid, "certificate"},
+			policy.FailureSTSWebPKIInvalid, "certificate"},
 		{"invalid policy text", true, http.StatusOK, "version: STSv1\r\nmode: enforce-please\r\nmx: mx.sts.example\r\nmax_age: 86400\r\n",
-			tlsrpt.ResultSTSPolicyInvalid, "mode"},
+			policy.FailureSTSPolicyInvalid, "mode"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,7 +155,7 @@ func TestTLSRPTRecordsSTSDiscoveryFailure(t *testing.T) {
 				t.Errorf("delivered without TLS although STARTTLS was offered")
 			}
 			df := r.Requirement.DiscoveryFailures
-			if len(df) != 1 || df[0].PolicyType != "sts" || df[0].ResultType != string(tc.want) || df[0].PolicyString != nil {
+			if len(df) != 1 || df[0].PolicyType != "sts" || df[0].ResultType != tc.want || df[0].PolicyString != nil {
 				t.Errorf("Requirement.DiscoveryFailures = %+v, want one sts %s without policy", df, tc.want)
 			}
 			if !strings.Contains(r.Requirement.Reason, "sts policy discovery failed: "+string(tc.want)) {
@@ -210,7 +210,7 @@ func TestTLSRPTDiscoveryFailureOncePerDelivery(t *testing.T) {
 		t.Fatalf("attempts %+v, want a refused mx1 then mx2", res.Attempts)
 	}
 	disc, sess := splitResults(w.results())
-	if len(disc) != 1 || disc[0].ResultType != tlsrpt.ResultSTSPolicyFetchError {
+	if len(disc) != 1 || disc[0].ResultType != policy.FailureSTSPolicyFetch {
 		t.Fatalf("discovery failures %+v, want one for one delivery", disc)
 	}
 	if len(sess) != 1 || sess[0].ReceivingMXHostname != "mx2.sts.example" {
@@ -259,7 +259,7 @@ func TestTLSRPTCachedPolicyRefreshFailure(t *testing.T) {
 	if r.TLS == nil || !r.TLS.Verified {
 		t.Errorf("TLS %+v, want a verified certificate under the cached enforce policy", r.TLS)
 	}
-	if len(req.DiscoveryFailures) != 1 || req.DiscoveryFailures[0].ResultType != string(tlsrpt.ResultSTSPolicyFetchError) ||
+	if len(req.DiscoveryFailures) != 1 || req.DiscoveryFailures[0].ResultType != policy.FailureSTSPolicyFetch ||
 		!slices.Contains(req.DiscoveryFailures[0].PolicyString, "mode: enforce") {
 		t.Errorf("DiscoveryFailures %+v", req.DiscoveryFailures)
 	}
@@ -279,7 +279,7 @@ func TestTLSRPTCachedPolicyRefreshFailure(t *testing.T) {
 		t.Fatalf("discovery failures %+v, want two (second and third delivery)", disc)
 	}
 	for _, f := range disc {
-		if f.PolicyType != tlsrpt.PolicySTS || f.ResultType != tlsrpt.ResultSTSPolicyFetchError ||
+		if f.PolicyType != tlsrpt.PolicySTS || f.ResultType != policy.FailureSTSPolicyFetch ||
 			!slices.Contains(f.PolicyString, "mode: enforce") || !slices.Equal(f.MXHost, []string{"mx.sts.example"}) ||
 			!strings.Contains(f.FailureReasonCode, "cached policy id=1") {
 			t.Errorf("discovery failure %+v", f)
@@ -289,7 +289,7 @@ func TestTLSRPTCachedPolicyRefreshFailure(t *testing.T) {
 	// domain learns about as a validation-failure (RFC 8461 §4.1).
 	mism := slices.IndexFunc(sess, func(r tlsrpt.Result) bool { return !r.Success() })
 	if len(sess) != 3 || mism < 0 || slices.ContainsFunc(sess[mism+1:], func(r tlsrpt.Result) bool { return !r.Success() }) ||
-		sess[mism].ResultType != tlsrpt.ResultValidationFailure || sess[mism].ReceivingMXHostname != "mx.elsewhere.example" {
+		sess[mism].ResultType != policy.FailureValidation || sess[mism].ReceivingMXHostname != "mx.elsewhere.example" {
 		t.Fatalf("session results %+v, want two successes and one validation-failure for mx.elsewhere.example", sess)
 	}
 
@@ -327,8 +327,8 @@ func TestTLSRPTCachedPolicyRefreshFailure(t *testing.T) {
 	if p.Summary.TotalSuccessfulSessionCount != 2 || p.Summary.TotalFailureSessionCount != 3 {
 		t.Errorf("summary %+v, want 2 successes and 3 failures", p.Summary)
 	}
-	fetch := slices.IndexFunc(p.FailureDetails, func(d tlsrpt.FailureDetails) bool { return d.ResultType == tlsrpt.ResultSTSPolicyFetchError })
-	mismatch := slices.IndexFunc(p.FailureDetails, func(d tlsrpt.FailureDetails) bool { return d.ResultType == tlsrpt.ResultValidationFailure })
+	fetch := slices.IndexFunc(p.FailureDetails, func(d tlsrpt.FailureDetails) bool { return d.ResultType == policy.FailureSTSPolicyFetch })
+	mismatch := slices.IndexFunc(p.FailureDetails, func(d tlsrpt.FailureDetails) bool { return d.ResultType == policy.FailureValidation })
 	if len(p.FailureDetails) != 2 || fetch < 0 || mismatch < 0 ||
 		p.FailureDetails[fetch].FailedSessionCount != 2 || p.FailureDetails[fetch].ReceivingMXHostname != "" ||
 		p.FailureDetails[mismatch].FailedSessionCount != 1 || p.FailureDetails[mismatch].ReceivingMXHostname != "mx.elsewhere.example" {
@@ -382,7 +382,7 @@ func TestTLSRPTReportShowsSTSFetchFailure(t *testing.T) {
 	}
 	if sp.Policy.Domain != "sts.example" || len(sp.Policy.String) != 0 || sp.Summary.TotalFailureSessionCount != 3 ||
 		sp.Summary.TotalSuccessfulSessionCount != 0 || len(sp.FailureDetails) != 1 ||
-		sp.FailureDetails[0].ResultType != tlsrpt.ResultSTSPolicyFetchError || sp.FailureDetails[0].FailedSessionCount != 3 ||
+		sp.FailureDetails[0].ResultType != policy.FailureSTSPolicyFetch || sp.FailureDetails[0].FailedSessionCount != 3 ||
 		sp.FailureDetails[0].FailureReasonCode == "" {
 		t.Errorf("sts policy %+v", sp)
 	}
@@ -417,7 +417,7 @@ func TestTLSRPTCachedModeNoneRefreshFailure(t *testing.T) {
 		t.Errorf("decision %s, want the default may", r.Requirement)
 	}
 	disc, _ := splitResults(w.results())
-	if len(disc) != 1 || disc[0].ResultType != tlsrpt.ResultSTSPolicyFetchError || len(disc[0].PolicyString) != 0 ||
+	if len(disc) != 1 || disc[0].ResultType != policy.FailureSTSPolicyFetch || len(disc[0].PolicyString) != 0 ||
 		!strings.Contains(disc[0].FailureReasonCode, "503") {
 		t.Errorf("discovery failures %+v, want one fetch error without policy", disc)
 	}
@@ -440,7 +440,7 @@ func TestTLSRPTDiscoveryFailureBareClient(t *testing.T) {
 		t.Errorf("decision %s, want the strict default verify", r.Requirement)
 	}
 	disc, sess := splitResults(w.results())
-	if len(disc) != 1 || disc[0].PolicyType != tlsrpt.PolicySTS || disc[0].ResultType != tlsrpt.ResultSTSPolicyFetchError ||
+	if len(disc) != 1 || disc[0].PolicyType != tlsrpt.PolicySTS || disc[0].ResultType != policy.FailureSTSPolicyFetch ||
 		disc[0].PolicyDomain != "sts.example" {
 		t.Fatalf("discovery failures recorded: %+v, want one sts-policy-fetch-error for sts.example", disc)
 	}

@@ -208,7 +208,7 @@ type DeliveryEvent struct {
 	// TLSFailure is the RFC 8460 §4.3 result type of a TLS failure, if one
 	// occurred (it can be set on a delivered result in MTA-STS testing
 	// mode).
-	TLSFailure FailureType
+	TLSFailure policy.FailureType
 	// Duration is how long the delivery of the recipient's next-hop group
 	// took (lookups, connections, transaction).
 	Duration time.Duration
@@ -222,7 +222,7 @@ type TLSFailureEvent struct {
 	// hop shared by several domains, the policy domain of the attempt
 	// (Attempt.Domain, which may name the hop, "[host]:port").
 	Domain string
-	Type   FailureType
+	Type   policy.FailureType
 	// DANE says whether the host was checked against its TLSA records.
 	DANE bool
 }
@@ -303,7 +303,7 @@ func (c *Connector) observeAttempts(g *group, res *Result, attempts []Attempt) {
 	}
 	for i := range attempts {
 		a := &attempts[i]
-		if a.TLSFailure == FailureNone {
+		if a.TLSFailure == policy.FailureNone {
 			continue
 		}
 		o.ObserveTLSFailure(TLSFailureEvent{Domain: groupDomain(g, res, a.Domain), Type: a.TLSFailure, DANE: a.DANE})

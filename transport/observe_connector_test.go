@@ -42,9 +42,9 @@ func TestConnectorObserver(t *testing.T) {
 			rcpts: []string{"a@example.test"},
 			deliveries: []transport.DeliveryEvent{
 				{Domain: "example.test", Status: transport.Deferred, Level: policy.Verify, Source: policy.SourceDefault,
-					TLSFailure: transport.FailureCertificateHostMismatch},
+					TLSFailure: policy.FailureCertificateHostMismatch},
 			},
-			failures: []transport.TLSFailureEvent{{Domain: "example.test", Type: transport.FailureCertificateHostMismatch}},
+			failures: []transport.TLSFailureEvent{{Domain: "example.test", Type: policy.FailureCertificateHostMismatch}},
 		},
 	}
 	for _, tc := range cases {

@@ -59,21 +59,6 @@ func (s *Status) UnmarshalText(b []byte) error {
 // Final reports whether the status ends delivery for that recipient.
 func (s Status) Final() bool { return s != Deferred }
 
-// FailureType names a TLS failure with the result types of TLS-RPT
-// (RFC 8460 §4.3), so the same words appear in logs, DSNs and reports.
-type FailureType string
-
-// TLS failure types (RFC 8460 §4.3.2).
-const (
-	FailureNone                    FailureType = ""
-	FailureSTARTTLSNotSupported    FailureType = "starttls-not-supported"
-	FailureCertificateHostMismatch FailureType = "certificate-host-mismatch"
-	FailureCertificateExpired      FailureType = "certificate-expired"
-	FailureCertificateNotTrusted   FailureType = "certificate-not-trusted"
-	FailureValidation              FailureType = "validation-failure"
-	FailureDANERequired            FailureType = "dane-required"
-)
-
 // Sentinel errors for the decisions callers make; match them with
 // errors.Is on a RecipientResult's Reply or on an *Error. Each is wrapped
 // in an *Error carrying the reply and enhanced status codes.
@@ -86,7 +71,7 @@ var (
 	// ErrTLSHandshake: the TLS handshake failed. X.7.5.
 	ErrTLSHandshake = errors.New("transport: TLS handshake failed")
 	// ErrCertificate: the server certificate did not pass the level's
-	// verification. X.7.5; the FailureType says why.
+	// verification. X.7.5; the policy.FailureType says why.
 	ErrCertificate = errors.New("transport: server certificate not accepted")
 	// ErrTLSVersion: the negotiated TLS version is below the requirement's
 	// minimum. X.7.5.
@@ -155,7 +140,7 @@ type RecipientResult struct {
 	Requirement policy.Requirement
 	// TLSFailure names the TLS failure, if one occurred, in TLS-RPT terms.
 	// It can be set on a delivered result in MTA-STS testing mode.
-	TLSFailure FailureType
+	TLSFailure policy.FailureType
 	// Time is when the final attempt for this recipient ended.
 	Time time.Time
 }
@@ -181,7 +166,7 @@ type Attempt struct {
 	// Err is nil when the transaction reached its end (whatever the
 	// recipients' outcomes), else why the attempt stopped.
 	Err        error
-	TLSFailure FailureType
+	TLSFailure policy.FailureType
 	// DANE is true when the host was checked against its own TLSA records
 	// (RFC 7672), or failed for want of usable ones.
 	DANE     bool

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailtls/mailtls/internal/fakedns"
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/transporttest"
@@ -83,7 +84,7 @@ func TestCheckCommandJSON(t *testing.T) {
 			t.Fatalf("not JSON: %v\n%s", err, out)
 		}
 		if rep.Domain != "legacy.example" || rep.Outcome.Result.String() != tc.verdict || rep.Outcome.Status != tc.status ||
-			rep.Outcome.TLSFailure != transport.FailureSTARTTLSNotSupported || rep.Policy.Level != "encrypt" || len(rep.Hosts) != 1 || rep.Hosts[0].STARTTLS {
+			rep.Outcome.TLSFailure != policy.FailureSTARTTLSNotSupported || rep.Policy.Level != "encrypt" || len(rep.Hosts) != 1 || rep.Hosts[0].STARTTLS {
 			t.Errorf("%q: report %+v", tc.args, rep)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mailtls/mailtls/internal/fakedns"
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
 	"github.com/mailtls/mailtls/transport/transporttest"
@@ -427,7 +428,7 @@ func TestDANEMismatchDefersSendingNothing(t *testing.T) {
 	msgs, _ := tr.queue.List(t.Context())
 	r := msgs[0].Recipients[0]
 	if r.State != "deferred" || r.LastError == nil || r.LastError.EnhancedCode != "4.7.5" ||
-		r.LastError.TLSFailure != string(tlsrpt.ResultValidationFailure) {
+		r.LastError.TLSFailure != policy.FailureValidation {
 		t.Fatalf("recipient after a TLSA mismatch: %+v %+v", r, r.LastError)
 	}
 	if n := len(w.mx.Messages()); n != 0 {
@@ -442,7 +443,7 @@ func TestDANEMismatchDefersSendingNothing(t *testing.T) {
 	}
 	waitFor(t, "the attempt log line", 30*time.Second, func() bool { return connectorAttempts(tr, "dane.example") == 1 })
 	rec := tlsrptResults(t, tr)
-	if len(rec) != 1 || rec[0].PolicyType != tlsrpt.PolicyTLSA || rec[0].ResultType != tlsrpt.ResultValidationFailure ||
+	if len(rec) != 1 || rec[0].PolicyType != tlsrpt.PolicyTLSA || rec[0].ResultType != policy.FailureValidation ||
 		rec[0].ReceivingIP != "192.0.2.40" {
 		t.Fatalf("TLS-RPT results %+v, want one tlsa validation-failure", rec)
 	}

@@ -127,7 +127,7 @@ func TestLookupAllHostsFailedNamesHost(t *testing.T) {
 	p := &Policy{Resolver: &Resolver{Addr: f.addr}}
 	_, err := p.Lookup(context.Background(), "d.example")
 	var he *HostError
-	if !errors.As(err, &he) || he.Host != "mx.d.example" || !errors.Is(err, ErrLookupFailed) || ResultType(err) != ResultDNSSECInvalid {
+	if !errors.As(err, &he) || he.Host != "mx.d.example" || !errors.Is(err, ErrLookupFailed) || ResultType(err) != policy.FailureDNSSECInvalid {
 		t.Fatalf("err = %v, want a HostError for mx.d.example wrapping ErrLookupFailed", err)
 	}
 }

@@ -231,17 +231,6 @@ func VerifyConnection(records []policy.TLSA, names []string, now func() time.Tim
 	}
 }
 
-// TLS-RPT result types (RFC 8460 §4.3) that ResultType returns.
-const (
-	ResultValidationFailure       = "validation-failure"
-	ResultCertificateHostMismatch = "certificate-host-mismatch"
-	ResultCertificateExpired      = "certificate-expired"
-	ResultCertificateNotTrusted   = "certificate-not-trusted"
-	ResultTLSAInvalid             = "tlsa-invalid"
-	ResultDNSSECInvalid           = "dnssec-invalid"
-	ResultDANERequired            = "dane-required"
-)
-
 // ResultType maps an error from this package to the TLS-RPT result type
 // (RFC 8460 §4.3) a report should carry, or "" for nil and for errors this
 // package does not produce:
@@ -257,24 +246,24 @@ const (
 // An RRset of only unusable records is not an error at level "dane" (the
 // delivery uses "encrypt"), but a report may still record it as
 // "tlsa-invalid"; Host.Unusable tells the caller.
-func ResultType(err error) string {
+func ResultType(err error) policy.FailureType {
 	switch {
 	case err == nil:
 		return ""
 	case errors.Is(err, ErrHostMismatch):
-		return ResultCertificateHostMismatch
+		return policy.FailureCertificateHostMismatch
 	case errors.Is(err, ErrExpired):
-		return ResultCertificateExpired
+		return policy.FailureCertificateExpired
 	case errors.Is(err, ErrNotTrusted):
-		return ResultCertificateNotTrusted
+		return policy.FailureCertificateNotTrusted
 	case errors.Is(err, ErrNoMatch), errors.Is(err, ErrNoCertificate):
-		return ResultValidationFailure
+		return policy.FailureValidation
 	case errors.Is(err, ErrNoUsableRecords):
-		return ResultTLSAInvalid
+		return policy.FailureTLSAInvalid
 	case errors.Is(err, ErrLookupFailed):
-		return ResultDNSSECInvalid
+		return policy.FailureDNSSECInvalid
 	case errors.Is(err, ErrDANERequired):
-		return ResultDANERequired
+		return policy.FailureDANERequired
 	}
 	return ""
 }

@@ -83,7 +83,7 @@ func (e *NoPolicyError) Is(target error) bool { return target == policy.ErrNoPol
 // and policy.Standard report a published policy that could not be used
 // (RFC 8460 §4.3.2.2): policy type "sts" and TLSRPTResultType(e.Err), which
 // is "" (nothing to report) for no record, a DNS failure or mode none.
-func (e *NoPolicyError) TLSRPTResult() (policyType, resultType string) {
+func (e *NoPolicyError) TLSRPTResult() (policyType string, resultType policy.FailureType) {
 	return "sts", TLSRPTResultType(e.Err)
 }
 
@@ -93,16 +93,16 @@ var _ policy.DiscoveryError = (*NoPolicyError)(nil)
 // discovery failure: "sts-webpki-invalid", "sts-policy-invalid",
 // "sts-policy-fetch-error", or "" when err is not such a failure (no record,
 // DNS failure, mode none).
-func TLSRPTResultType(err error) string {
+func TLSRPTResultType(err error) policy.FailureType {
 	switch {
 	case errors.Is(err, ErrWebPKI):
-		return "sts-webpki-invalid"
+		return policy.FailureSTSWebPKIInvalid
 	case errors.Is(err, ErrPolicySyntax), errors.Is(err, ErrPolicyTooLarge):
-		return "sts-policy-invalid"
+		return policy.FailureSTSPolicyInvalid
 	case errors.Is(err, ErrPolicyFetch):
-		return "sts-policy-fetch-error"
+		return policy.FailureSTSPolicyFetch
 	}
-	return ""
+	return policy.FailureNone
 }
 
 // MaxPolicySize is the largest policy body accepted, 64 KiB (RFC 8461 §3.3:
@@ -592,7 +592,7 @@ func (c *Client) Lookup(ctx context.Context, domain string) (policy.Requirement,
 			PolicyString: e.Lines(),
 			MXPatterns:   append([]string(nil), e.Policy.MX...),
 		}}
-		req.Reason += " (cached; refresh failed: " + rt + ")"
+		req.Reason += " (cached; refresh failed: " + string(rt) + ")"
 	}
 	return req, nil
 }

@@ -328,7 +328,7 @@ func TestFetchRefusals(t *testing.T) {
 			if !errors.As(err, &npe) || !npe.Published || !errors.Is(err, tc.err) {
 				t.Fatalf("Lookup: err = %v, want NoPolicyError wrapping %v", err, tc.err)
 			}
-			if got := TLSRPTResultType(err); got != tc.result {
+			if got := TLSRPTResultType(err); string(got) != tc.result {
 				t.Errorf("TLSRPTResultType = %q, want %q", got, tc.result)
 			}
 			// Redirect targets are never requested.

@@ -200,7 +200,7 @@ func TestTLSRPTResultType(t *testing.T) {
 		ErrMultipleRecords: "",
 	} {
 		wrapped := &NoPolicyError{Domain: "d.example", Err: err}
-		if got := TLSRPTResultType(wrapped); got != want {
+		if got := TLSRPTResultType(wrapped); string(got) != want {
 			t.Errorf("TLSRPTResultType(%v) = %q, want %q", err, got, want)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
 )
 
@@ -37,7 +38,7 @@ func ExampleAggregator() {
 	store.Record(ctx, tlsrpt.Result{Time: day.Add(time.Hour), PolicyDomain: "example.com",
 		PolicyType: tlsrpt.PolicySTS, ResultType: tlsrpt.ResultSuccess})
 	store.Record(ctx, tlsrpt.Result{Time: day.Add(2 * time.Hour), PolicyDomain: "example.com",
-		PolicyType: tlsrpt.PolicySTS, ResultType: tlsrpt.ResultCertificateExpired,
+		PolicyType: tlsrpt.PolicySTS, ResultType: policy.FailureCertificateExpired,
 		SendingMTAIP: "192.0.2.1", ReceivingMXHostname: "mx.example.com", ReceivingIP: "198.51.100.25"})
 
 	agg := &tlsrpt.Aggregator{Store: store, OrganizationName: "Sender Org", ContactInfo: "tlsrpt@sender.example",

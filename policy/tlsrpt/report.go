@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 // ErrReportSyntax: a report is not valid per RFC 8460 §4.4 (bad JSON, a
@@ -132,14 +134,14 @@ type Summary struct {
 // failed-session-count are omitted when unknown (a policy fetch failure has
 // no receiving MX, say).
 type FailureDetails struct {
-	ResultType            ResultType `json:"result-type"`
-	SendingMTAIP          string     `json:"sending-mta-ip,omitempty"`
-	ReceivingMXHostname   string     `json:"receiving-mx-hostname,omitempty"`
-	ReceivingMXHelo       string     `json:"receiving-mx-helo,omitempty"`
-	ReceivingIP           string     `json:"receiving-ip,omitempty"`
-	FailedSessionCount    int64      `json:"failed-session-count"`
-	AdditionalInformation string     `json:"additional-information,omitempty"`
-	FailureReasonCode     string     `json:"failure-reason-code,omitempty"`
+	ResultType            policy.FailureType `json:"result-type"`
+	SendingMTAIP          string             `json:"sending-mta-ip,omitempty"`
+	ReceivingMXHostname   string             `json:"receiving-mx-hostname,omitempty"`
+	ReceivingMXHelo       string             `json:"receiving-mx-helo,omitempty"`
+	ReceivingIP           string             `json:"receiving-ip,omitempty"`
+	FailedSessionCount    int64              `json:"failed-session-count"`
+	AdditionalInformation string             `json:"additional-information,omitempty"`
+	FailureReasonCode     string             `json:"failure-reason-code,omitempty"`
 }
 
 // Validate checks the members RFC 8460 §4.4 requires: organization-name,

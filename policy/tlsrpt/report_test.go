@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 var day = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
@@ -30,7 +32,7 @@ func recordFixture(t *testing.T, s Store) {
 	t.Helper()
 	ctx := context.Background()
 	at := func(h int) time.Time { return day.Add(time.Duration(h) * time.Hour) }
-	sts := func(h int, rt ResultType, mx, ip string) Result {
+	sts := func(h int, rt policy.FailureType, mx, ip string) Result {
 		return Result{Time: at(h), PolicyDomain: "example.com", PolicyType: PolicySTS,
 			PolicyString: stsPolicy, MXHost: []string{"mx1.example.com", "*.mail.example.com"},
 			ResultType: rt, SendingMTAIP: "192.0.2.1", ReceivingMXHostname: mx, ReceivingIP: ip}
@@ -39,14 +41,14 @@ func recordFixture(t *testing.T, s Store) {
 		sts(1, ResultSuccess, "mx1.example.com", "198.51.100.1"),
 		sts(2, ResultSuccess, "mx1.example.com", "198.51.100.1"),
 		sts(3, ResultSuccess, "in.mail.example.com", "198.51.100.2"),
-		sts(4, ResultCertificateExpired, "mx1.example.com", "198.51.100.1"),
-		sts(5, ResultCertificateExpired, "mx1.example.com", "198.51.100.1"),
-		sts(6, ResultSTARTTLSNotSupported, "in.mail.example.com", "198.51.100.2"),
-		{Time: at(7), PolicyDomain: "example.com", PolicyType: PolicySTS, ResultType: ResultSTSPolicyFetchError,
+		sts(4, policy.FailureCertificateExpired, "mx1.example.com", "198.51.100.1"),
+		sts(5, policy.FailureCertificateExpired, "mx1.example.com", "198.51.100.1"),
+		sts(6, policy.FailureSTARTTLSNotSupported, "in.mail.example.com", "198.51.100.2"),
+		{Time: at(7), PolicyDomain: "example.com", PolicyType: PolicySTS, ResultType: policy.FailureSTSPolicyFetch,
 			SendingMTAIP: "192.0.2.1", FailureReasonCode: "HTTP status 500"},
 		{Time: at(8), PolicyDomain: "example.com", PolicyType: PolicyTLSA,
 			PolicyString: []string{"_25._tcp.mx1.example.com. IN TLSA 3 1 1 abcd"},
-			ResultType:   ResultTLSAInvalid, SendingMTAIP: "2001:db8::1", ReceivingMXHostname: "mx1.example.com",
+			ResultType:   policy.FailureTLSAInvalid, SendingMTAIP: "2001:db8::1", ReceivingMXHostname: "mx1.example.com",
 			ReceivingMXHelo: "mx1", ReceivingIP: "2001:db8::25", AdditionalInformation: "https://sender.example/tlsrpt/info",
 			FailureReasonCode: "no TLSA record matched"},
 		{Time: at(9), PolicyDomain: "example.org", PolicyType: PolicyNoPolicyFound, ResultType: ResultSuccess,

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 // PolicyType is the "policy-type" of a report (RFC 8460 §4.3).
@@ -31,34 +33,10 @@ func (t PolicyType) Valid() bool {
 	return t == PolicySTS || t == PolicyTLSA || t == PolicyNoPolicyFound
 }
 
-// ResultType is a session outcome: ResultSuccess, or one of the failure
-// "result-type" values of RFC 8460 §4.3 (IANA "STARTTLS Validation Result
-// Types").
-type ResultType string
-
-// Result types.
-const (
-	// ResultSuccess is not an RFC 8460 result type: it marks a successful
-	// session, counted in "total-successful-session-count".
-	ResultSuccess ResultType = "success"
-
-	// Negotiation failures (§4.3.1).
-	ResultSTARTTLSNotSupported    ResultType = "starttls-not-supported"
-	ResultCertificateHostMismatch ResultType = "certificate-host-mismatch"
-	ResultCertificateExpired      ResultType = "certificate-expired"
-	ResultCertificateNotTrusted   ResultType = "certificate-not-trusted"
-	ResultValidationFailure       ResultType = "validation-failure"
-
-	// Policy failures, DANE (§4.3.2.1).
-	ResultTLSAInvalid   ResultType = "tlsa-invalid"
-	ResultDNSSECInvalid ResultType = "dnssec-invalid"
-	ResultDANERequired  ResultType = "dane-required"
-
-	// Policy failures, MTA-STS (§4.3.2.2).
-	ResultSTSPolicyFetchError ResultType = "sts-policy-fetch-error"
-	ResultSTSPolicyInvalid    ResultType = "sts-policy-invalid"
-	ResultSTSWebPKIInvalid    ResultType = "sts-webpki-invalid"
-)
+// ResultSuccess marks a successful session in a Result's ResultType: it is
+// not an RFC 8460 result type, and is counted in
+// "total-successful-session-count" (RFC 8460 §4.4).
+const ResultSuccess policy.FailureType = "success"
 
 // Result is the outcome of one delivery attempt (one SMTP session) towards a
 // policy domain, as the transport records it (RFC 8460 §4.3). It is plain
@@ -76,7 +54,7 @@ type Result struct {
 	// MXHost lists the MX patterns of an MTA-STS policy (§4.3 "mx-host").
 	MXHost []string `json:"mx_host,omitempty"`
 	// ResultType is ResultSuccess or a failure type.
-	ResultType ResultType `json:"result_type"`
+	ResultType policy.FailureType `json:"result_type"`
 	// The failure details of §4.3 (ignored for successes).
 	SendingMTAIP          string `json:"sending_mta_ip,omitempty"`
 	ReceivingMXHostname   string `json:"receiving_mx_hostname,omitempty"`

@@ -31,7 +31,7 @@
 // transport.AuthOutcome (result), transport.RefusalReason (reason),
 // transport.Status (status), policy.Level (level), policy.Source (source,
 // "none" when empty), the RFC 8460 §4.3 result types of
-// transport.FailureType (result_type), ndr.Action (action, RFC 3464
+// policy.FailureType (result_type), ndr.Action (action, RFC 3464
 // §2.3.3) and queue.State (state). tls_version is "TLSv1" to "TLSv1.3"
 // (as in the logs), or "none" without TLS.
 //

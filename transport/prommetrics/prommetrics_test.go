@@ -101,7 +101,7 @@ func TestMapping(t *testing.T) {
 		}},
 		{"delivery to any other domain", func(m *Metrics) {
 			m.ObserveDelivery(transport.DeliveryEvent{Domain: "sub.partner.example", Status: transport.Deferred, Level: policy.Verify,
-				Source: policy.SourceMTASTS, TLSFailure: transport.FailureCertificateExpired})
+				Source: policy.SourceMTASTS, TLSFailure: policy.FailureCertificateExpired})
 			m.ObserveDelivery(transport.DeliveryEvent{Domain: "random-1.example", Status: transport.Failed, Level: policy.DANEOnly})
 		}, map[string]float64{
 			`mailtls_deliveries_total{domain="other",level="verify",source="mta-sts",status="deferred",tls_version="none",verified="false"}`: 1,
@@ -112,8 +112,8 @@ func TestMapping(t *testing.T) {
 			`mailtls_delivery_duration_seconds_sum{status="failed"}`:                                                                         0,
 		}},
 		{"TLS failures by RFC 8460 result type", func(m *Metrics) {
-			m.ObserveTLSFailure(transport.TLSFailureEvent{Domain: "partner.example", Type: transport.FailureSTARTTLSNotSupported})
-			m.ObserveTLSFailure(transport.TLSFailureEvent{Domain: "elsewhere.example", Type: transport.FailureValidation, DANE: true})
+			m.ObserveTLSFailure(transport.TLSFailureEvent{Domain: "partner.example", Type: policy.FailureSTARTTLSNotSupported})
+			m.ObserveTLSFailure(transport.TLSFailureEvent{Domain: "elsewhere.example", Type: policy.FailureValidation, DANE: true})
 		}, map[string]float64{
 			`mailtls_tls_failures_total{domain="partner.example",result_type="starttls-not-supported"}`: 1,
 			`mailtls_tls_failures_total{domain="other",result_type="validation-failure"}`:               1,

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -40,7 +41,7 @@ type outcome struct {
 	policy     string // policy source and level, for logs
 	level      string // policy level, for logs
 	source     string // policy source, for logs
-	tlsFailure string
+	tlsFailure policy.FailureType
 }
 
 // outcomes maps a Deliver result onto the recipients of env, in order. A
@@ -74,7 +75,7 @@ func outcomes(env *transport.Envelope, res *transport.Result, err error) []outco
 			remoteMTA:  rr.RemoteMTA.Host,
 			nextHop:    rr.RemoteMTA.String(),
 			tls:        rr.TLS,
-			tlsFailure: string(rr.TLSFailure),
+			tlsFailure: rr.TLSFailure,
 		}
 		if rr.Requirement.Source != "" {
 			o.policy = string(rr.Requirement.Source) + ":" + rr.Requirement.Level.String()
@@ -100,9 +101,9 @@ func outcomes(env *transport.Envelope, res *transport.Result, err error) []outco
 			if !o.err.Local || connected(res, rr.RemoteMTA) {
 				o.err.RemoteMTA = rr.RemoteMTA.Host
 			}
-			o.err.TLSFailure = string(rr.TLSFailure)
+			o.err.TLSFailure = rr.TLSFailure
 			if rr.Requirement.Source != "" {
-				o.err.Policy = string(rr.Requirement.Source)
+				o.err.Policy = rr.Requirement.Source
 			}
 		}
 		out[i] = o

@@ -161,7 +161,7 @@ func tlsFailure(status transport.Status) transport.RecipientResult {
 			Err:     transport.ErrSTARTTLSNotOffered},
 		RemoteMTA:   transport.RemoteMTA{Host: "mx.legacy.example", IP: net.IPv4(192, 0, 2, 25), Port: 25},
 		Requirement: policy.Requirement{Domain: "legacy.example", Level: policy.Encrypt, Source: policy.SourceStatic},
-		TLSFailure:  transport.FailureSTARTTLSNotSupported,
+		TLSFailure:  policy.FailureSTARTTLSNotSupported,
 	}
 }
 

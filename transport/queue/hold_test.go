@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -167,7 +168,7 @@ func TestLastAttemptTLSRecorded(t *testing.T) {
 		t.Errorf("bob: tls %+v policy %q", bob.TLS, bob.Policy)
 	}
 	if old.TLS != nil || old.Policy != "static:encrypt" || old.LastError == nil ||
-		old.LastError.TLSFailure != string(transport.FailureSTARTTLSNotSupported) {
+		old.LastError.TLSFailure != policy.FailureSTARTTLSNotSupported {
 		t.Errorf("old: tls %+v policy %q last error %+v", old.TLS, old.Policy, old.LastError)
 	}
 	c := m.Clone()

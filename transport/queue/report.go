@@ -165,7 +165,7 @@ func reportRecipient(r *Recipient, delay bool, expiry time.Time) ndr.Recipient {
 			rr.Reason = &ndr.Reason{
 				Domain:  domainOf(r.Address),
 				MX:      le.RemoteMTA,
-				Failure: ndr.Failure(le.TLSFailure),
+				Failure: le.TLSFailure,
 				Source:  le.Policy,
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/ndr"
+	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -229,9 +230,9 @@ type LastError struct {
 	RemoteMTA    string `json:"remote_mta,omitempty"`
 	// TLSFailure is the TLS-RPT result type (RFC 8460 §4.3), if the failure
 	// was a TLS one: "starttls-not-supported", "certificate-host-mismatch"...
-	TLSFailure string `json:"tls_failure,omitempty"`
-	// Policy describes the TLS requirement that applied.
-	Policy string `json:"policy,omitempty"`
+	TLSFailure policy.FailureType `json:"tls_failure,omitempty"`
+	// Policy is where the TLS requirement that applied came from.
+	Policy policy.Source `json:"policy,omitempty"`
 	// Local is set when this MTA detected the failure itself (a TLS
 	// requirement not met, REQUIRETLS, a null MX, a failed policy or DNS
 	// lookup, a lost connection...): Code, EnhancedCode and Message are

@@ -307,7 +307,7 @@ func (c *CLI) printShow(w io.Writer, m *queue.Message, now time.Time) error {
 			}
 			line("  last tls", t)
 			if r.LastError != nil && r.LastError.TLSFailure != "" {
-				line("  tls failure", r.LastError.TLSFailure+" (RFC 8460)")
+				line("  tls failure", string(r.LastError.TLSFailure)+" (RFC 8460)")
 			}
 			p := r.Policy
 			if p == "" {
