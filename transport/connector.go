@@ -859,26 +859,6 @@ func sortMX(mxs []*net.MX, shuffle func(int, func(i, j int))) {
 	}
 }
 
-// matchMXPatterns applies MTA-STS "mx:" patterns (RFC 8461 §4.1): an exact
-// host name, or "*.example.com" matching exactly one extra leftmost label.
-func matchMXPatterns(host string, patterns []string) bool {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	for _, p := range patterns {
-		p = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(p), "."))
-		if rest, ok := strings.CutPrefix(p, "*."); ok {
-			label, parent, found := strings.Cut(host, ".")
-			if found && label != "" && parent == rest {
-				return true
-			}
-			continue
-		}
-		if host == p {
-			return true
-		}
-	}
-	return false
-}
-
 // resolveHost returns the addresses of host, or the host itself if it is
 // an IP literal.
 func (c *Connector) resolveHost(ctx context.Context, host string) ([]net.IP, *Error) {

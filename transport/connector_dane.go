@@ -122,7 +122,7 @@ func ipsOf(addrs []netip.Addr) []net.IP {
 // reported as a failure (mismatch true). "TLS-Required: No" (RFC 8689
 // §4.2.2) ignores the patterns.
 func (c *Connector) mxAllowed(ctx context.Context, st *groupState, host string) (use, mismatch bool) {
-	if len(st.req.MXPatterns) == 0 || matchMXPatterns(host, st.req.MXPatterns) {
+	if st.req.AllowsMX(host) {
 		return true, false
 	}
 	if st.relaxed() {

@@ -3,6 +3,8 @@ package transport
 import (
 	"strings"
 	"testing"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 // FuzzRouteNextHop checks that route next hops parse without panics and
@@ -53,13 +55,16 @@ func TestMatchRoute(t *testing.T) {
 	}
 }
 
-func TestMatchMXPatterns(t *testing.T) {
+func TestRequirementAllowsMX(t *testing.T) {
 	for _, tc := range []struct {
 		host string
 		ok   bool
 	}{{"mx1.example.com", true}, {"example.com", false}, {"a.mx.example.com", false}, {"mail.example.net", true}, {"MX2.EXAMPLE.COM.", true}, {"mail.example.net.evil", false}} {
-		if got := matchMXPatterns(tc.host, []string{"*.example.com", "mail.example.net"}); got != tc.ok {
+		if got := (policy.Requirement{MXPatterns: []string{"*.example.com", "mail.example.net"}}).AllowsMX(tc.host); got != tc.ok {
 			t.Errorf("%s: %v", tc.host, got)
 		}
+	}
+	if !(policy.Requirement{}).AllowsMX("any.example") {
+		t.Error("a requirement without MX patterns refused a host")
 	}
 }

@@ -192,7 +192,7 @@ func TestLookupEnforce(t *testing.T) {
 	// Requirement's patterns reject an MX outside them.
 	match := func(host string) bool {
 		for _, p := range r.MXPatterns {
-			if MatchMX(p, host) {
+			if policy.MatchMX(p, host) {
 				return true
 			}
 		}

@@ -23,10 +23,10 @@ func ExampleParsePolicy() {
 	// true true false
 }
 
-func ExampleMatchMX() {
-	fmt.Println(mtasts.MatchMX("*.example.com", "mx.example.com"))
-	fmt.Println(mtasts.MatchMX("*.example.com", "a.b.example.com"))
-	fmt.Println(mtasts.MatchMX("*.example.com", "example.com"))
+func Example_matchMX() {
+	fmt.Println(policy.MatchMX("*.example.com", "mx.example.com"))
+	fmt.Println(policy.MatchMX("*.example.com", "a.b.example.com"))
+	fmt.Println(policy.MatchMX("*.example.com", "example.com"))
 	// Output:
 	// true
 	// false

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mailtls/mailtls/internal/txtrecord"
+	"github.com/mailtls/mailtls/policy"
 )
 
 // Parse errors. Every error returned by ParseRecord wraps ErrRecordSyntax and
@@ -179,33 +180,14 @@ func (p *Policy) String() string {
 }
 
 // Matches reports whether host matches one of the policy's MX patterns
-// (RFC 8461 §4.1); see MatchMX.
+// (RFC 8461 §4.1); see policy.MatchMX.
 func (p *Policy) Matches(host string) bool {
 	for _, pat := range p.MX {
-		if MatchMX(pat, host) {
+		if policy.MatchMX(pat, host) {
 			return true
 		}
 	}
 	return false
-}
-
-// MatchMX reports whether the MX host name host matches the policy pattern
-// pattern (RFC 8461 §4.1). Comparison is case-insensitive and ignores a
-// trailing dot. A pattern "*.example.com" matches exactly one additional
-// leftmost label: it matches "mx.example.com" but neither "example.com" nor
-// "a.b.example.com". Any other pattern must equal host. An empty host or
-// pattern never matches.
-func MatchMX(pattern, host string) bool {
-	pattern = strings.ToLower(strings.TrimSuffix(pattern, "."))
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if pattern == "" || host == "" {
-		return false
-	}
-	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
-		label, rest, ok := strings.Cut(host, ".")
-		return ok && label != "" && rest == suffix && suffix != ""
-	}
-	return pattern == host
 }
 
 // ParsePolicy parses a policy body strictly, per the ABNF of RFC 8461 §3.2.

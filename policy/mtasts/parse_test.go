@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/mailtls/mailtls/policy"
 )
 
 func TestParseRecord(t *testing.T) {
@@ -174,8 +176,8 @@ func TestMatchMX(t *testing.T) {
 		{"*.", "a", false},
 	}
 	for _, tc := range tests {
-		if got := MatchMX(tc.pattern, tc.host); got != tc.want {
-			t.Errorf("MatchMX(%q, %q) = %v, want %v", tc.pattern, tc.host, got, tc.want)
+		if got := policy.MatchMX(tc.pattern, tc.host); got != tc.want {
+			t.Errorf("policy.MatchMX(%q, %q) = %v, want %v", tc.pattern, tc.host, got, tc.want)
 		}
 	}
 	p := &Policy{MX: []string{"mx1.example.com", "*.mail.example.com"}}
