@@ -8,14 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"time"
-
-	smtp "github.com/emersion/go-smtp"
 
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/smtpclient"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
@@ -82,17 +80,17 @@ func ExampleStartTransportServer() {
 	}
 	defer srv.Close()
 
-	c, err := smtp.DialStartTLS(srv.Addr, srv.ClientTLSConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := (&smtpclient.Dialer{TLSConfig: srv.ClientTLSConfig()}).Dial(ctx, srv.Addr)
 	if err != nil {
 		panic(err)
 	}
-	if err := c.SendMail("alice@example.org", []string{"bob@example.test"}, strings.NewReader("Subject: hi\r\n\r\nHello.\r\n")); err != nil {
+	if err := c.Send(ctx, "alice@example.org", "bob@example.test", "Subject: hi\r\n\r\nHello.\r\n", false); err != nil {
 		panic(err)
 	}
-	c.Quit()
+	c.Quit(ctx)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	msgs, err := srv.WaitMessages(ctx, 1)
 	if err != nil {
 		panic(err)
