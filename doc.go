@@ -40,6 +40,9 @@
 //     bytes cannot extend, and SenderLogins binding MAIL FROM to the login.
 //     Connector.Check explains what a delivery to a domain would do, up to
 //     MAIL FROM, and an Observer receives typed events for metrics.
+//   - transport/smtpclient: the SMTP client session the Connector drives
+//     (greeting, EHLO, STARTTLS, AUTH, MAIL/RCPT/DATA/BDAT, replies with
+//     enhanced codes), and a Dialer for tools and tests. It knows no policy.
 //   - transport/transporttest: fixtures for applications' own tests, as
 //     net/http/httptest: the application's own Server on loopback with a
 //     client TLS configuration that trusts it, TLS and plaintext-only peer
@@ -59,8 +62,10 @@
 //     part, DKIM-signed on request) and parsed (ours and other MTAs').
 //
 // Dependencies point one way: examples → transport/queue → transport →
-// policy, certstore; transport/queue → ndr. ndr, certstore and policy import
-// none of the others.
+// transport/smtpclient, policy, certstore; transport/queue and transport →
+// ndr (for the RFC 3461 NOTIFY and RET types) → policy. policy holds the
+// vocabulary the others share (levels, sources, TLS failure types);
+// certstore, policy and transport/smtpclient import none of the others.
 //
 // # Assembling a relay
 //
