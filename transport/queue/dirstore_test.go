@@ -312,68 +312,6 @@ func FuzzReadMsgHeader(f *testing.F) {
 	})
 }
 
-func TestDirStoreOperations(t *testing.T) {
-	ctx := context.Background()
-	st, err := OpenDirStore(filepath.Join(t.TempDir(), "spool"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	m := &Message{ID: "abc-1", From: "a@example.org", ReceivedAt: now, EnvelopeID: "e1",
-		ReceivedTLS: &transport.TLSInfo{Version: 0x0304, CipherSuite: 0x1301},
-		Recipients:  []*Recipient{{Address: "b@example.net", Notify: ndr.NotifySuccess, State: Pending, NextAttempt: now}}}
-	if err := st.Create(ctx, m, strings.NewReader("hello")); err != nil {
-		t.Fatal(err)
-	}
-	if m.Size != 5 {
-		t.Errorf("Size = %d", m.Size)
-	}
-	if err := st.Create(ctx, &Message{ID: "abc-1", Recipients: m.Recipients}, strings.NewReader("other")); !errors.Is(err, ErrExists) {
-		t.Errorf("second Create = %v, want ErrExists", err)
-	}
-	got, err := st.Get(ctx, "abc-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !got.ReceivedAt.Equal(now) || got.EnvelopeID != "e1" || got.Recipients[0].Notify != ndr.NotifySuccess ||
-		got.ReceivedTLS.CipherSuite != 0x1301 || got.Size != 5 {
-		t.Errorf("round trip: %+v", got)
-	}
-	b, err := st.Body(ctx, "abc-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, _ := io.ReadAll(io.NewSectionReader(b, 0, b.Size()))
-	b.Close()
-	if string(data) != "hello" {
-		t.Errorf("body = %q (the second Create must not have replaced it)", data)
-	}
-	if err := st.Update(ctx, &Message{ID: "nope", Recipients: m.Recipients}); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Update of missing = %v", err)
-	}
-	for _, bad := range []string{"", "../x", "a/b", ".hidden", "sp ace"} {
-		if _, err := st.Get(ctx, bad); !errors.Is(err, ErrBadID) {
-			t.Errorf("Get(%q) = %v, want ErrBadID", bad, err)
-		}
-	}
-	list, err := st.List(ctx)
-	if err != nil || len(list) != 1 {
-		t.Fatalf("List = %v, %v", list, err)
-	}
-	if err := st.Delete(ctx, "abc-1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Get(ctx, "abc-1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get after Delete = %v", err)
-	}
-	if _, err := st.Body(ctx, "abc-1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Body after Delete = %v", err)
-	}
-	if err := st.Delete(ctx, "abc-1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("second Delete = %v", err)
-	}
-}
-
 func TestDirStoreRejectsCorruptRecord(t *testing.T) {
 	dir := t.TempDir()
 	for name, content := range map[string]string{"bad.json": "{not json", "bad.eml": "x"} {

@@ -1,0 +1,434 @@
+// Package pgstore is a queue.Store kept in PostgreSQL, so that several
+// relays (queue.Queue on different machines) share one queue and a node
+// that dies loses no mail: another node takes its messages over.
+//
+// Open connects, creates or migrates the schema (a version table,
+// mailtls_schema, records which migrations ran) and returns a Store:
+//
+//	st, err := pgstore.Open(ctx, "postgres://relay@db.example.net/mail", pgstore.Options{Node: "relay-1"})
+//	q := &queue.Queue{Store: st, Deliverer: connector}
+//
+// # Durability
+//
+// Create, Update and Delete are each one statement in their own
+// transaction and return when PostgreSQL has committed it. With
+// synchronous_commit = on (PostgreSQL's default) a COMMIT returns once its
+// WAL record is flushed on the primary's disk: the message survives a crash
+// of the database host, which is what the SMTP 250 promises (RFC 5321
+// §6.1). A standby adds nothing to that promise unless synchronous_standby_names
+// names it: then, with synchronous_commit = on (or remote_write,
+// remote_apply), COMMIT also waits for the standby to have received (and
+// flushed, or applied) the record, so the message survives the loss of the
+// primary's disk as well. With asynchronous replication a failover can lose
+// the last commits: mail the relays answered 250 for. synchronous_commit =
+// off makes COMMIT return before the flush and must not be used for the
+// queue.
+//
+// # Bodies
+//
+// Bodies are kept as bytea chunks of ChunkSize bytes in queue_body, keyed
+// by message id and chunk number, rather than as large objects: chunks are
+// written in the same statement as the record (one round trip, one
+// commit), are removed with it by ON DELETE CASCADE (large objects must be
+// unlinked separately and leak when a node dies in between), and Body's
+// ReadAt fetches only the chunks a range covers.
+//
+// # Claiming
+//
+// The Store implements queue.Claimer: a node leases due messages with
+// FOR UPDATE SKIP LOCKED, renews the leases while it delivers, and every
+// lease taken bumps the message's fencing epoch. Update and Delete from a
+// node are made conditional on the epoch of its lease, so a node whose
+// lease expired and was taken over (it was paused, or cut from the
+// database) gets queue.ErrLeaseLost and its result is not written.
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mailtls/mailtls/transport/queue"
+)
+
+// ChunkSize is the size of the body chunks stored in queue_body.
+const ChunkSize = 256 << 10
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Node names this process in leases (lease_owner); empty means
+	// "hostname.pid".
+	Node string
+	// MaxConns bounds the connection pool; 0 means pgxpool's default.
+	MaxConns int32
+}
+
+// Store is a queue.Store on PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	node string
+
+	mu     sync.Mutex
+	leases map[string]int64 // id → epoch of the lease this node holds
+}
+
+var _ queue.Store = (*Store)(nil)
+
+// Open connects to the database named by dsn (a postgres:// URL or a
+// libpq key=value string), checks that it answers, and creates or
+// migrates the schema. The database must exist.
+func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: bad connection string: %w", err)
+	}
+	if opt.MaxConns > 0 {
+		cfg.MaxConns = opt.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pgstore: cannot reach the database: %w", err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	node := opt.Node
+	if node == "" {
+		node = defaultNode()
+	}
+	return &Store{pool: pool, node: node, leases: map[string]int64{}}, nil
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Node returns the name this store uses as lease owner.
+func (s *Store) Node() string { return s.node }
+
+// Pool returns the connection pool, for the other shared state kept in the
+// same database.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+func checkID(id string) error {
+	if !queue.ValidID(id) {
+		return fmt.Errorf("%w: %q", queue.ErrBadID, id)
+	}
+	return nil
+}
+
+// due is the time a message wants its next attempt: the earliest
+// NextAttempt of its waiting recipients, now (the zero time) when only
+// reports or its removal are left, and nil when nothing is to be done or
+// it is held.
+func due(m *queue.Message) *time.Time {
+	if m.Held {
+		return nil
+	}
+	var t time.Time
+	waiting := false
+	for _, r := range m.Recipients {
+		if r.State.Final() {
+			continue
+		}
+		if !waiting || r.NextAttempt.Before(t) {
+			t = r.NextAttempt
+		}
+		waiting = true
+	}
+	if waiting {
+		return &t
+	}
+	if m.Done() || needsReports(m) {
+		return &time.Time{}
+	}
+	return nil
+}
+
+func needsReports(m *queue.Message) bool {
+	for _, r := range m.Recipients {
+		if (r.FinalReport != "" && !r.FinalReportDone) || (r.DelayReport != "" && !r.DelayReportDone) {
+			return true
+		}
+	}
+	return false
+}
+
+// encode renders m as the spool record (queue.EncodeMessage checks it).
+func encode(m *queue.Message) ([]byte, error) {
+	return queue.EncodeMessage(m)
+}
+
+// Create stores body and m in one statement: zero rows inserted means the
+// id exists (queue.ErrExists) and nothing changed.
+func (s *Store) Create(ctx context.Context, m *queue.Message, body io.Reader) error {
+	if err := checkID(m.ID); err != nil {
+		return err
+	}
+	var chunks [][]byte
+	var size int64
+	for {
+		buf := make([]byte, ChunkSize)
+		n, err := io.ReadFull(body, buf)
+		if n > 0 {
+			chunks = append(chunks, buf[:n])
+			size += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("pgstore: reading body of %s: %w", m.ID, err)
+		}
+	}
+	m.Size = size
+	rec, err := encode(m)
+	if err != nil {
+		return err
+	}
+	if chunks == nil {
+		chunks = [][]byte{}
+	}
+	var n int
+	err = s.pool.QueryRow(ctx, `
+WITH m AS (
+  INSERT INTO queue_message (id, record, size, due, received_at)
+  VALUES ($1, $2, $3, $4, $5)
+  ON CONFLICT (id) DO NOTHING RETURNING id),
+b AS (
+  INSERT INTO queue_body (id, seq, data)
+  SELECT m.id, c.seq - 1, c.data FROM m, unnest($6::bytea[]) WITH ORDINALITY AS c(data, seq))
+SELECT count(*) FROM m`, m.ID, rec, size, due(m), m.ReceivedAt, chunks).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("pgstore: creating %s: %w", m.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s", queue.ErrExists, m.ID)
+	}
+	notify(ctx, s.pool)
+	return nil
+}
+
+// notify wakes idle nodes (LISTEN queue_due); a lost notification only
+// delays the work to their next due-index scan.
+func notify(ctx context.Context, pool *pgxpool.Pool) {
+	pool.Exec(ctx, `NOTIFY queue_due`)
+}
+
+// lease returns the epoch of this node's lease on id, if it holds one.
+func (s *Store) lease(id string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.leases[id]
+	return e, ok
+}
+
+// Update replaces the record of m. When this node holds a lease on m, the
+// write is conditional on its epoch and returns queue.ErrLeaseLost if
+// another node has taken the message over since; the lease is kept (a
+// delivery may write several times) until Release.
+func (s *Store) Update(ctx context.Context, m *queue.Message) error {
+	rec, err := encode(m)
+	if err != nil {
+		return err
+	}
+	epoch, leased := s.lease(m.ID)
+	tag, err := s.pool.Exec(ctx, `
+UPDATE queue_message SET record = $2, due = $3
+ WHERE id = $1 AND ($4::bigint IS NULL OR lease_epoch = $4)`, m.ID, rec, due(m), nullable(epoch, leased))
+	if err != nil {
+		return fmt.Errorf("pgstore: updating %s: %w", m.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return s.missing(ctx, m.ID, leased)
+	}
+	return nil
+}
+
+func nullable(epoch int64, ok bool) *int64 {
+	if !ok {
+		return nil
+	}
+	return &epoch
+}
+
+// missing tells a lost lease from a removed message after a conditional
+// write changed nothing.
+func (s *Store) missing(ctx context.Context, id string, leased bool) error {
+	if leased {
+		var exists bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue_message WHERE id = $1)`, id).Scan(&exists); err == nil && exists {
+			s.forget(id)
+			return fmt.Errorf("%w: %s (node %s)", queue.ErrLeaseLost, id, s.node)
+		}
+		s.forget(id)
+	}
+	return fmt.Errorf("%w: %s", queue.ErrNotFound, id)
+}
+
+func (s *Store) forget(id string) {
+	s.mu.Lock()
+	delete(s.leases, id)
+	s.mu.Unlock()
+}
+
+// Get returns the record of one message.
+func (s *Store) Get(ctx context.Context, id string) (*queue.Message, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	var rec []byte
+	err := s.pool.QueryRow(ctx, `SELECT record FROM queue_message WHERE id = $1`, id).Scan(&rec)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", queue.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: reading %s: %w", id, err)
+	}
+	m, err := queue.DecodeMessage(rec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", queue.ErrCorrupt, id, err)
+	}
+	return m, nil
+}
+
+// List returns the records of every message in the database, whichever
+// node holds them. Unreadable records are named in an error wrapping
+// queue.ErrCorrupt, returned with the others.
+func (s *Store) List(ctx context.Context) ([]*queue.Message, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, record FROM queue_message`)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: listing: %w", err)
+	}
+	defer rows.Close()
+	var msgs []*queue.Message
+	var bad []error
+	for rows.Next() {
+		var id string
+		var rec []byte
+		if err := rows.Scan(&id, &rec); err != nil {
+			return nil, fmt.Errorf("pgstore: listing: %w", err)
+		}
+		m, err := queue.DecodeMessage(rec)
+		if err != nil || m.ID != id {
+			bad = append(bad, fmt.Errorf("record %s: %v", id, err))
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pgstore: listing: %w", err)
+	}
+	if len(bad) > 0 {
+		return msgs, fmt.Errorf("%w: %w", queue.ErrCorrupt, errors.Join(bad...))
+	}
+	return msgs, nil
+}
+
+// Delete removes a message; its body chunks go with it (ON DELETE
+// CASCADE, same transaction). Like Update, it is conditional on this
+// node's lease epoch when it holds one.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	epoch, leased := s.lease(id)
+	tag, err := s.pool.Exec(ctx, `DELETE FROM queue_message WHERE id = $1 AND ($2::bigint IS NULL OR lease_epoch = $2)`,
+		id, nullable(epoch, leased))
+	if err != nil {
+		return fmt.Errorf("pgstore: deleting %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return s.missing(ctx, id, leased)
+	}
+	s.forget(id)
+	return nil
+}
+
+// Body opens the body of a message. Its ReadAt queries the chunks a range
+// covers, using ctx; the last chunk read is kept for the next call.
+func (s *Store) Body(ctx context.Context, id string) (queue.Body, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	var size int64
+	err := s.pool.QueryRow(ctx, `SELECT size FROM queue_message WHERE id = $1`, id).Scan(&size)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", queue.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: opening body of %s: %w", id, err)
+	}
+	return &body{ctx: ctx, pool: s.pool, id: id, size: size, seq: -1}, nil
+}
+
+type body struct {
+	ctx  context.Context
+	pool *pgxpool.Pool
+	id   string
+	size int64
+
+	mu   sync.Mutex
+	seq  int64 // chunk held in data, -1 for none
+	data []byte
+}
+
+func (b *body) Size() int64  { return b.size }
+func (b *body) Close() error { return nil }
+
+// ReadAt implements io.ReaderAt over the stored chunks.
+func (b *body) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("pgstore: negative offset")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		if pos >= b.size {
+			return n, io.EOF
+		}
+		seq := pos / ChunkSize
+		if seq != b.seq {
+			if err := b.load(seq); err != nil {
+				return n, err
+			}
+		}
+		start := pos - seq*ChunkSize
+		if start >= int64(len(b.data)) {
+			return n, fmt.Errorf("pgstore: body of %s is shorter than its size", b.id)
+		}
+		n += copy(p[n:], b.data[start:])
+	}
+	return n, nil
+}
+
+// load fetches chunk seq. Reads that span several chunks fetch them one
+// at a time; the Connector reads sequentially, so each chunk is fetched
+// once per pass.
+func (b *body) load(seq int64) error {
+	var data []byte
+	err := b.pool.QueryRow(b.ctx, `SELECT data FROM queue_body WHERE id = $1 AND seq = $2`, b.id, seq).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: %s (body chunk %d)", queue.ErrNotFound, b.id, seq)
+	}
+	if err != nil {
+		return fmt.Errorf("pgstore: reading body of %s: %w", b.id, err)
+	}
+	b.seq, b.data = seq, data
+	return nil
+}
