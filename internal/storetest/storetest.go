@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/queue"
 )
@@ -35,7 +36,7 @@ func operations(t *testing.T, st queue.Store) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	m := &queue.Message{ID: "abc-1", From: "a@example.org", ReceivedAt: now, EnvelopeID: "e1",
 		ReceivedTLS: &transport.TLSInfo{Version: 0x0304, CipherSuite: 0x1301},
-		Recipients:  []*queue.Recipient{{Address: "b@example.net", Notify: []string{"SUCCESS"}, State: queue.Pending, NextAttempt: now}}}
+		Recipients:  []*queue.Recipient{{Address: "b@example.net", Notify: ndr.NotifySuccess, State: queue.Pending, NextAttempt: now}}}
 	if err := st.Create(ctx, m, strings.NewReader("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func operations(t *testing.T, st queue.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.ReceivedAt.Equal(now) || got.EnvelopeID != "e1" || got.Recipients[0].Notify[0] != "SUCCESS" ||
+	if !got.ReceivedAt.Equal(now) || got.EnvelopeID != "e1" || got.Recipients[0].Notify != ndr.NotifySuccess ||
 		got.ReceivedTLS.CipherSuite != 0x1301 || got.Size != 5 {
 		t.Errorf("round trip: %+v", got)
 	}

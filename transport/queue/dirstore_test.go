@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
 

@@ -1,6 +1,6 @@
-// Package pgstore is a queue.Store kept in PostgreSQL, so that several
-// relays (queue.Queue on different machines) share one queue and a node
-// that dies loses no mail: another node takes its messages over.
+// Package pgstore is a queue.Store kept in PostgreSQL: the spool records
+// and bodies live in the database, so a relay needs no spool disk of its
+// own. It passes the same Store contract as queue.DirStore.
 //
 // Open connects, creates or migrates the schema (a version table,
 // mailtls_schema, records which migrations ran) and returns a Store:
@@ -33,14 +33,14 @@
 // unlinked separately and leak when a node dies in between), and Body's
 // ReadAt fetches only the chunks a range covers.
 //
-// # Claiming
+// # Not yet implemented
 //
-// The Store implements queue.Claimer: a node leases due messages with
-// FOR UPDATE SKIP LOCKED, renews the leases while it delivers, and every
-// lease taken bumps the message's fencing epoch. Update and Delete from a
-// node are made conditional on the epoch of its lease, so a node whose
-// lease expired and was taken over (it was paused, or cut from the
-// database) gets queue.ErrLeaseLost and its result is not written.
+// Claiming work across nodes (leases with a fencing epoch, takeover when a
+// node dies, limits shared by all nodes) is not built: queue.Queue assumes
+// it owns its Store, so run one Queue per database. Update and Delete
+// already take a lease epoch into account when this Store holds one, and
+// return queue.ErrLeaseLost when another node has taken the message over;
+// no code takes leases yet.
 package pgstore
 
 import (
