@@ -9,8 +9,10 @@ import (
 	"github.com/mailtls/mailtls/policy"
 )
 
-// Status is the outcome of a delivery attempt for one recipient, with the
-// meanings of the RFC 3464 §2.3.3 Action field.
+// Status is the delivery status of one recipient, with the meanings of the
+// RFC 3464 §2.3.3 Action field: the outcome of a delivery attempt
+// (Deferred, Delivered, Relayed, Failed, the only values a Connector
+// returns), and, for a recipient waiting in a queue, Pending and Held.
 type Status int
 
 // Statuses.
@@ -26,9 +28,15 @@ const (
 	// Failed: permanently refused; the message must be returned to the
 	// sender with a DSN.
 	Failed
+	// Pending: queued and not attempted yet.
+	Pending
+	// Held: waiting, but not attempted while an operator holds its message
+	// (Postfix's hold queue). A queue reports it; it is never stored.
+	Held
 )
 
-// String returns "deferred", "delivered", "relayed" or "failed".
+// String returns "deferred", "delivered", "relayed", "failed", "pending" or
+// "held".
 func (s Status) String() string {
 	switch s {
 	case Delivered:
@@ -37,6 +45,10 @@ func (s Status) String() string {
 		return "relayed"
 	case Failed:
 		return "failed"
+	case Pending:
+		return "pending"
+	case Held:
+		return "held"
 	}
 	return "deferred"
 }
@@ -47,7 +59,7 @@ func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText reads String's word.
 func (s *Status) UnmarshalText(b []byte) error {
-	for _, v := range []Status{Deferred, Delivered, Relayed, Failed} {
+	for _, v := range []Status{Deferred, Delivered, Relayed, Failed, Pending, Held} {
 		if v.String() == string(b) {
 			*s = v
 			return nil
@@ -57,7 +69,7 @@ func (s *Status) UnmarshalText(b []byte) error {
 }
 
 // Final reports whether the status ends delivery for that recipient.
-func (s Status) Final() bool { return s != Deferred }
+func (s Status) Final() bool { return s == Delivered || s == Relayed || s == Failed }
 
 // Sentinel errors for the decisions callers make; match them with
 // errors.Is on a RecipientResult's Reply or on an *Error. Each is wrapped

@@ -17,6 +17,7 @@ import (
 
 	smtp "github.com/emersion/go-smtp"
 
+	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/queue"
 	"github.com/mailtls/mailtls/transport/queue/admin"
 	"github.com/mailtls/mailtls/transport/transporttest"
@@ -136,7 +137,7 @@ func TestQueueCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(tr.mustQueueCmd(t, "list", "-json")), &listing); err != nil {
 		t.Fatal(err)
 	}
-	if len(listing.Messages) != 2 || listing.Counts[queue.Deferred] != 2 || listing.Counts[queue.Held] != 0 {
+	if len(listing.Messages) != 2 || listing.Counts[transport.Deferred] != 2 || listing.Counts[transport.Held] != 0 {
 		t.Fatalf("list -json: %+v", listing)
 	}
 
@@ -160,7 +161,7 @@ func TestQueueCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(tr.mustQueueCmd(t, "-json", "show", idBob)), &shown); err != nil {
 		t.Fatal(err)
 	}
-	if r := shown.Recipients[0]; shown.ID != idBob || r.State != queue.Deferred || r.TLS == nil || !r.TLS.Verified ||
+	if r := shown.Recipients[0]; shown.ID != idBob || r.State != transport.Deferred || r.TLS == nil || !r.TLS.Verified ||
 		r.Policy != "static:secure" || r.NextAttempt.Before(time.Now().Add(50*time.Minute)) {
 		t.Fatalf("show -json: %+v, recipient %+v", shown, r)
 	}

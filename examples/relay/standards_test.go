@@ -22,6 +22,7 @@ import (
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
+	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
@@ -295,7 +296,7 @@ func TestDANEResolverFailureDefers(t *testing.T) {
 	})
 	msgs, _ := tr.queue.List(t.Context())
 	r := msgs[0].Recipients[0]
-	if r.State != "deferred" || r.LastError == nil || r.LastError.Code/100 != 4 {
+	if r.State != transport.Deferred || r.LastError == nil || r.LastError.Code/100 != 4 {
 		t.Fatalf("recipient after DANE lookup failure: %+v %+v", r, r.LastError)
 	}
 	t.Logf("deferred with: %s", r.LastError.Reply())
@@ -427,7 +428,7 @@ func TestDANEMismatchDefersSendingNothing(t *testing.T) {
 	})
 	msgs, _ := tr.queue.List(t.Context())
 	r := msgs[0].Recipients[0]
-	if r.State != "deferred" || r.LastError == nil || r.LastError.EnhancedCode != "4.7.5" ||
+	if r.State != transport.Deferred || r.LastError == nil || r.LastError.EnhancedCode != "4.7.5" ||
 		r.LastError.TLSFailure != policy.FailureValidation {
 		t.Fatalf("recipient after a TLSA mismatch: %+v %+v", r, r.LastError)
 	}

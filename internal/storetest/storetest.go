@@ -36,7 +36,7 @@ func operations(t *testing.T, st queue.Store) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	m := &queue.Message{ID: "abc-1", From: "a@example.org", ReceivedAt: now, EnvelopeID: "e1",
 		ReceivedTLS: &transport.TLSInfo{Version: 0x0304, CipherSuite: 0x1301},
-		Recipients:  []*queue.Recipient{{Address: "b@example.net", Notify: ndr.NotifySuccess, State: queue.Pending, NextAttempt: now}}}
+		Recipients:  []*queue.Recipient{{Address: "b@example.net", Notify: ndr.NotifySuccess, State: transport.Pending, NextAttempt: now}}}
 	if err := st.Create(ctx, m, strings.NewReader("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +63,11 @@ func operations(t *testing.T, st queue.Store) {
 	if string(data) != "hello" {
 		t.Errorf("body = %q (the second Create must not have replaced it)", data)
 	}
-	got.Recipients[0].State = queue.Deferred
+	got.Recipients[0].State = transport.Deferred
 	if err := st.Update(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	if m2, err := st.Get(ctx, "abc-1"); err != nil || m2.Recipients[0].State != queue.Deferred || m2.Size != 5 {
+	if m2, err := st.Get(ctx, "abc-1"); err != nil || m2.Recipients[0].State != transport.Deferred || m2.Size != 5 {
 		t.Fatalf("Get after Update: %+v, %v", m2, err)
 	}
 	if err := st.Update(ctx, &queue.Message{ID: "nope", Recipients: m.Recipients}); !errors.Is(err, queue.ErrNotFound) {
@@ -108,7 +108,7 @@ func concurrentCreates(t *testing.T, st queue.Store) {
 		go func() {
 			defer wg.Done()
 			m := &queue.Message{ID: fmt.Sprintf("c-%02d", i),
-				Recipients: []*queue.Recipient{{Address: "b@example.net", State: queue.Pending}}}
+				Recipients: []*queue.Recipient{{Address: "b@example.net", State: transport.Pending}}}
 			errs <- st.Create(context.Background(), m, strings.NewReader("body"))
 		}()
 	}
@@ -135,7 +135,7 @@ func bodyRanges(t *testing.T, st queue.Store) {
 	for i := range content {
 		content[i] = byte(r.UintN(256))
 	}
-	m := &queue.Message{ID: "big", Recipients: []*queue.Recipient{{Address: "b@example.net", State: queue.Pending}}}
+	m := &queue.Message{ID: "big", Recipients: []*queue.Recipient{{Address: "b@example.net", State: transport.Pending}}}
 	if err := st.Create(ctx, m, bytes.NewReader(content)); err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@
 // transport.Status (status), policy.Level (level), policy.Source (source,
 // "none" when empty), the RFC 8460 §4.3 result types of
 // policy.FailureType (result_type), ndr.Action (action, RFC 3464
-// §2.3.3) and queue.State (state). tls_version is "TLSv1" to "TLSv1.3"
+// §2.3.3) and transport.Status (state). tls_version is "TLSv1" to "TLSv1.3"
 // (as in the logs), or "none" without TLS.
 //
 // # Bounded labels
@@ -188,7 +188,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	d := m.queue.Depth()
 	for state, n := range d.Recipients {
-		ch <- prometheus.MustNewConstMetric(m.queueRecipients, prometheus.GaugeValue, float64(n), string(state))
+		ch <- prometheus.MustNewConstMetric(m.queueRecipients, prometheus.GaugeValue, float64(n), state.String())
 	}
 	ch <- prometheus.MustNewConstMetric(m.queueMessages, prometheus.GaugeValue, float64(d.Messages))
 	age := 0.0

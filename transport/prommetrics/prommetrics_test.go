@@ -149,7 +149,7 @@ func dump(m map[string]float64) string {
 func TestQueueGauges(t *testing.T) {
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	q := fakeQueue{Messages: 2, Oldest: now.Add(-90 * time.Second),
-		Recipients: map[queue.State]int{queue.Pending: 1, queue.Deferred: 4, queue.Delivered: 0}}
+		Recipients: map[transport.Status]int{transport.Pending: 1, transport.Deferred: 4, transport.Delivered: 0}}
 	m := New(Options{Namespace: "relay", Queue: q, Now: func() time.Time { return now }})
 	want := map[string]float64{
 		`relay_queue_recipients{state="pending"}`:   1,
@@ -161,7 +161,7 @@ func TestQueueGauges(t *testing.T) {
 	if got := gather(t, m); !maps.Equal(got, want) {
 		t.Errorf("samples:\n%s\nwant:\n%s", dump(got), dump(want))
 	}
-	empty := New(Options{Queue: fakeQueue{Recipients: map[queue.State]int{}}})
+	empty := New(Options{Queue: fakeQueue{Recipients: map[transport.Status]int{}}})
 	if got := gather(t, empty)[`mailtls_queue_oldest_message_age_seconds{}`]; got != 0 {
 		t.Errorf("empty queue: oldest age %g, want 0", got)
 	}

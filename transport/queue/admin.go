@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mailtls/mailtls/transport"
 )
 
 // Operator introspection. These methods read and change the Store, so they
@@ -37,7 +39,7 @@ func (q *Queue) Get(ctx context.Context, id string) (*Message, error) {
 // and are reported as by List. Delivered, relayed and failed
 // recipients are counted only while their message is still queued (some
 // other recipient pending, or a report still to be queued).
-func (q *Queue) Counts(ctx context.Context) (map[State]int, error) {
+func (q *Queue) Counts(ctx context.Context) (map[transport.Status]int, error) {
 	msgs, err := q.Store.List(ctx)
 	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return nil, err

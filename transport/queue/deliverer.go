@@ -33,7 +33,7 @@ var _ Deliverer = DeliverFunc(nil)
 
 // outcome is what the queue needs to know about one recipient's attempt.
 type outcome struct {
-	state      State // Delivered, Relayed, Failed or Deferred
+	state      transport.Status // Delivered, Relayed, Failed or Deferred
 	err        *LastError
 	remoteMTA  string // host name, for reports
 	nextHop    string // host[ip]:port, for logs
@@ -42,6 +42,9 @@ type outcome struct {
 	level      string // policy level, for logs
 	source     string // policy source, for logs
 	tlsFailure policy.FailureType
+	// interrupted: the attempt was cut short by shutdown and is not
+	// recorded (not charged as an attempt).
+	interrupted bool
 }
 
 // outcomes maps a Deliver result onto the recipients of env, in order. A
@@ -83,15 +86,15 @@ func outcomes(env *transport.Envelope, res *transport.Result, err error) []outco
 		}
 		switch rr.Status {
 		case transport.Delivered:
-			o.state = Delivered
+			o.state = transport.Delivered
 		case transport.Relayed:
-			o.state = Relayed
+			o.state = transport.Relayed
 		case transport.Failed:
-			o.state = Failed
+			o.state = transport.Failed
 		default:
-			o.state = Deferred
+			o.state = transport.Deferred
 		}
-		if o.state == Failed || o.state == Deferred {
+		if o.state == transport.Failed || o.state == transport.Deferred {
 			o.err = lastError(rr.Reply, err)
 			te := rr.Reply
 			if te == nil {
@@ -114,12 +117,12 @@ func outcomes(env *transport.Envelope, res *transport.Result, err error) []outco
 // callFailure is the outcome of a recipient the result says nothing about.
 func callFailure(err error) outcome {
 	le := lastError(nil, err)
-	st := Deferred
+	st := transport.Deferred
 	le.Local = true // the queue's own 4.3.0
 	if te, ok := transport.AsError(err); ok {
 		le.Local = te.Local
 		if te.Code >= 500 {
-			st = Failed
+			st = transport.Failed
 		}
 	}
 	return outcome{state: st, err: le}

@@ -18,7 +18,7 @@ func TestOutcomes(t *testing.T) {
 	a.Recipient, b.Recipient = env.Recipients[0], transport.Recipient{Address: "B@X.example"}
 	connectedToB := []transport.Attempt{{RemoteMTA: b.RemoteMTA, SourceIP: net.IPv4(127, 0, 0, 1)}}
 	outs := outcomes(env, &transport.Result{Recipients: []transport.RecipientResult{b, a}, Attempts: connectedToB}, nil)
-	if outs[0].state != Delivered || outs[1].state != Failed || outs[2].state != Deferred {
+	if outs[0].state != transport.Delivered || outs[1].state != transport.Failed || outs[2].state != transport.Deferred {
 		t.Fatalf("states = %v %v %v", outs[0].state, outs[1].state, outs[2].state)
 	}
 	if e := outs[1].err; e.Code != 554 || e.EnhancedCode != "5.7.4" || e.TLSFailure != "starttls-not-supported" ||
@@ -36,12 +36,12 @@ func TestOutcomes(t *testing.T) {
 	// permanent SMTP error fails everyone.
 	for _, tc := range []struct {
 		err  error
-		want State
+		want transport.Status
 		code string
 	}{
-		{errors.New("transport: Connector.Hostname is required"), Deferred, "4.3.0"},
-		{&transport.Error{Code: 554, EnhancedCode: transport.EnhancedCode{5, 7, 30}, Message: "REQUIRETLS"}, Failed, "5.7.30"},
-		{&transport.Error{Code: 421, EnhancedCode: transport.EnhancedCode{4, 4, 2}}, Deferred, "4.4.2"},
+		{errors.New("transport: Connector.Hostname is required"), transport.Deferred, "4.3.0"},
+		{&transport.Error{Code: 554, EnhancedCode: transport.EnhancedCode{5, 7, 30}, Message: "REQUIRETLS"}, transport.Failed, "5.7.30"},
+		{&transport.Error{Code: 421, EnhancedCode: transport.EnhancedCode{4, 4, 2}}, transport.Deferred, "4.4.2"},
 	} {
 		outs := outcomes(env, nil, tc.err)
 		for i, o := range outs {

@@ -97,7 +97,7 @@ func TestEnqueueDurabilityOrder(t *testing.T) {
 	if m.Size != int64(len(testMessage)) {
 		t.Errorf("Size from the spool file = %d", m.Size)
 	}
-	m.Recipients[0].State = Deferred
+	m.Recipients[0].State = transport.Deferred
 	if err := st.Update(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestEnqueueDurabilityOrder(t *testing.T) {
 	if got := tl.take(); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("Update steps: %v, want %v", got, want)
 	}
-	if m2, err := st.Get(context.Background(), id); err != nil || m2.Recipients[0].State != Deferred || m2.Size != m.Size {
+	if m2, err := st.Get(context.Background(), id); err != nil || m2.Recipients[0].State != transport.Deferred || m2.Size != m.Size {
 		t.Fatalf("Get after Update: %+v, %v", m2, err)
 	}
 	if err := st.Delete(context.Background(), id); err != nil {
@@ -172,7 +172,7 @@ func TestDirStoreDeleteSyncedByClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.deleteSyncDelay = time.Hour
-	m := &Message{ID: "d1", Recipients: []*Recipient{{Address: "b@example.net", State: Pending}}}
+	m := &Message{ID: "d1", Recipients: []*Recipient{{Address: "b@example.net", State: transport.Pending}}}
 	if err := st.Create(context.Background(), m, strings.NewReader("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestDirStoreLegacyLayout(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	m := &Message{ID: "old-1", From: "a@example.org", Size: 5,
-		Recipients: []*Recipient{{Address: "b@example.net", State: Pending}}}
+		Recipients: []*Recipient{{Address: "b@example.net", State: transport.Pending}}}
 	meta, err := encodeMessage(m)
 	if err != nil {
 		t.Fatal(err)
@@ -228,11 +228,11 @@ func TestDirStoreLegacyLayout(t *testing.T) {
 	if string(data) != "hello" {
 		t.Errorf("legacy body = %q", data)
 	}
-	list[0].Recipients[0].State = Deferred
+	list[0].Recipients[0].State = transport.Deferred
 	if err := st.Update(ctx, list[0]); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := st.Get(ctx, "old-1"); err != nil || got.Recipients[0].State != Deferred {
+	if got, err := st.Get(ctx, "old-1"); err != nil || got.Recipients[0].State != transport.Deferred {
 		t.Fatalf("Get after Update: %+v, %v", got, err)
 	}
 	if err := st.Create(ctx, &Message{ID: "old-1", Recipients: list[0].Recipients}, strings.NewReader("y")); !errors.Is(err, ErrExists) {
@@ -322,7 +322,7 @@ func TestDirStoreRejectsCorruptRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := &Message{ID: "good", Recipients: []*Recipient{{Address: "b@example.net", State: Pending}}}
+	good := &Message{ID: "good", Recipients: []*Recipient{{Address: "b@example.net", State: transport.Pending}}}
 	if err := st.Create(context.Background(), good, strings.NewReader("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestCleanRemovesMetadataWithoutBody(t *testing.T) {
 
 func FuzzDecodeMessage(f *testing.F) {
 	m := &Message{ID: "0001-ab", From: "a@example.org", ReceivedAt: time.Unix(0, 0).UTC(), ReportSeq: 2,
-		Recipients: []*Recipient{{Address: "b@example.net", State: Deferred, Attempts: 3,
+		Recipients: []*Recipient{{Address: "b@example.net", State: transport.Deferred, Attempts: 3,
 			LastError:   &LastError{Code: 451, EnhancedCode: "4.7.4", Message: "no STARTTLS", TLSFailure: "starttls-not-supported"},
 			FinalReport: "0001-ab.r1"}}}
 	good, err := encodeMessage(m)
@@ -435,7 +435,7 @@ func TestDirStoreConcurrentCreates(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			m := &Message{ID: "c" + strings.Repeat("x", i%5) + "-" + string(rune('a'+i%26)) + string(rune('a'+i/26)),
-				Recipients: []*Recipient{{Address: "b@example.net", State: Pending}}}
+				Recipients: []*Recipient{{Address: "b@example.net", State: transport.Pending}}}
 			errs <- st.Create(context.Background(), m, strings.NewReader("body"))
 		}()
 	}

@@ -114,7 +114,7 @@ func ExampleQueue_List() {
 		}
 	}
 	counts, _ := q.Counts(ctx)
-	fmt.Println("pending:", counts[queue.Pending], "deferred:", counts[queue.Deferred])
+	fmt.Println("pending:", counts[transport.Pending], "deferred:", counts[transport.Deferred])
 	fmt.Println(q.Remove(ctx, id))
 	// Output:
 	// true bob@example.net pending 0 true

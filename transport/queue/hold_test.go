@@ -41,7 +41,7 @@ func TestHoldRelease(t *testing.T) {
 		t.Fatalf("after Hold: %+v, %v", m, err)
 	}
 	counts, err := h.q.Counts(ctx)
-	if err != nil || counts[Held] != 1 || counts[Deferred] != 0 {
+	if err != nil || counts[transport.Held] != 1 || counts[transport.Deferred] != 0 {
 		t.Fatalf("Counts after Hold = %v, %v", counts, err)
 	}
 	h.clock.Advance(time.Hour - time.Minute) // well past NextAttempt, before MaxAge

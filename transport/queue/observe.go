@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/ndr"
+	"github.com/mailtls/mailtls/transport"
 )
 
 // Observer receives what a Queue does, as typed events, for metrics
@@ -69,7 +70,7 @@ type Depth struct {
 	// as Counts does: every State and Held are present, the waiting
 	// recipients of held messages count under Held, and final states are
 	// counted only while their message is still queued.
-	Recipients map[State]int
+	Recipients map[transport.Status]int
 	// Messages is the number of queued messages.
 	Messages int
 	// Oldest is the arrival time of the oldest queued message; zero when

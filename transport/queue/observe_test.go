@@ -59,7 +59,7 @@ func TestQueueObserverReports(t *testing.T) {
 func TestQueueDepth(t *testing.T) {
 	h := newHarness(t, func(string, int) transport.RecipientResult { return tempFail() })
 	empty := h.q.Depth()
-	if empty.Messages != 0 || !empty.Oldest.IsZero() || len(empty.Recipients) != len(allStates)+1 {
+	if empty.Messages != 0 || !empty.Oldest.IsZero() || len(empty.Recipients) != len(storedStates)+1 {
 		t.Fatalf("empty queue depth = %+v", empty)
 	}
 	first := h.clock.Now()
@@ -67,21 +67,21 @@ func TestQueueDepth(t *testing.T) {
 	h.clock.Advance(time.Minute)
 	held := h.enqueue("alice@example.org", rcpt("dave@example.net"))
 	d := h.q.Depth()
-	if d.Messages != 2 || !d.Oldest.Equal(first) || d.Recipients[Pending] != 3 || d.Recipients[Deferred] != 0 {
+	if d.Messages != 2 || !d.Oldest.Equal(first) || d.Recipients[transport.Pending] != 3 || d.Recipients[transport.Deferred] != 0 {
 		t.Errorf("depth before Run = %+v, want 2 messages, 3 pending, oldest %v", d, first)
 	}
 	h.run()
-	h.waitFor("three attempts", func() bool { return h.q.Depth().Recipients[Deferred] == 3 })
+	h.waitFor("three attempts", func() bool { return h.q.Depth().Recipients[transport.Deferred] == 3 })
 	h.settle()
 	d = h.q.Depth()
-	if d.Messages != 2 || !d.Oldest.Equal(first) || d.Recipients[Pending] != 0 || d.Recipients[Deferred] != 3 {
+	if d.Messages != 2 || !d.Oldest.Equal(first) || d.Recipients[transport.Pending] != 0 || d.Recipients[transport.Deferred] != 3 {
 		t.Errorf("depth after attempts = %+v, want 3 deferred", d)
 	}
 	if err := h.q.Hold(t.Context(), held); err != nil {
 		t.Fatal(err)
 	}
 	d = h.q.Depth()
-	if d.Messages != 2 || d.Recipients[Deferred] != 2 || d.Recipients[Held] != 1 {
+	if d.Messages != 2 || d.Recipients[transport.Deferred] != 2 || d.Recipients[transport.Held] != 1 {
 		t.Errorf("depth with one message held = %+v, want 2 deferred, 1 held", d)
 	}
 }
@@ -93,7 +93,7 @@ func BenchmarkDepth(b *testing.B) {
 	now := time.Now()
 	for i := range 10000 {
 		q.add(&Message{ID: fmt.Sprintf("m%d", i), ReceivedAt: now.Add(time.Duration(i) * time.Second),
-			Recipients: []*Recipient{{Address: "a@example.net", State: Deferred}, {Address: "b@example.net", State: Pending}}})
+			Recipients: []*Recipient{{Address: "a@example.net", State: transport.Deferred}, {Address: "b@example.net", State: transport.Pending}}})
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -528,8 +528,8 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 	shutdown := ctx.Err() != nil
 	for k, i := range j.idx {
 		r, o := m.Recipients[i], outs[k]
-		if shutdown && o.state == Deferred {
-			outs[k].state = ""
+		if shutdown && o.state == transport.Deferred {
+			outs[k].interrupted = true
 			continue
 		}
 		r.Attempts++
@@ -540,14 +540,14 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		r.TLS, r.Policy = o.tls, o.policy
 		r.State = o.state
 		switch o.state {
-		case Delivered, Relayed:
+		case transport.Delivered, transport.Relayed:
 			r.LastError = nil
-		case Failed:
+		case transport.Failed:
 			r.LastError = o.err
-		case Deferred:
+		case transport.Deferred:
 			r.LastError = o.err
 			if !now.Before(expiry) {
-				r.State = Failed
+				r.State = transport.Failed
 				r.Expired = true
 			} else {
 				r.NextAttempt = now.Add(q.backoff(r.Attempts))
@@ -559,7 +559,7 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		if r.State.Final() && r.FinalReport == "" && q.reportWanted(m, r, actionOf(r.State)) {
 			finals = append(finals, i)
 		}
-		if r.State == Deferred && r.DelayReport == "" && q.delayWarning() > 0 &&
+		if r.State == transport.Deferred && r.DelayReport == "" && q.delayWarning() > 0 &&
 			now.Sub(m.ReceivedAt) >= q.delayWarning() &&
 			q.reportWanted(m, r, ndr.ActionDelayed) {
 			delays = append(delays, i)
@@ -606,7 +606,7 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		q.logger().Error("recording delivery results", "id", m.ID, "err", err)
 	}
 	for k, i := range j.idx {
-		if outs[k].state != "" {
+		if !outs[k].interrupted {
 			q.logAttempt(m, m.Recipients[i], outs[k])
 		}
 	}
@@ -635,37 +635,37 @@ func (q *Queue) logAttempt(m *Message, r *Recipient, o outcome) {
 		attrs = append(attrs, "tls_version", "none", "cipher", "", "verified", false)
 	}
 	attrs = append(attrs, "policy", o.policy, "policy_level", o.level, "policy_source", o.source,
-		"result", string(r.State), "attempt", r.Attempts)
+		"result", r.State.String(), "attempt", r.Attempts)
 	if r.LastError != nil {
 		attrs = append(attrs, "reply", r.LastError.Reply())
 		if r.LastError.TLSFailure != "" {
 			attrs = append(attrs, "tls_failure", r.LastError.TLSFailure)
 		}
 	}
-	if r.State == Deferred {
+	if r.State == transport.Deferred {
 		attrs = append(attrs, "next_retry", r.NextAttempt.UTC().Format(time.RFC3339))
 	}
 	if r.Expired {
 		attrs = append(attrs, "expired", true)
 	}
 	level := slog.LevelInfo
-	if r.State == Failed || r.State == Deferred {
+	if r.State == transport.Failed || r.State == transport.Deferred {
 		level = slog.LevelWarn
 	}
 	q.logger().Log(context.Background(), level, "delivery attempt", attrs...)
-	if m.Report && r.State == Failed {
+	if m.Report && r.State == transport.Failed {
 		q.logger().Warn("dropping undeliverable report", "id", m.ID, "rcpt", r.Address,
 			"reply", r.LastError.Reply())
 	}
 }
 
-func actionOf(s State) ndr.Action {
+func actionOf(s transport.Status) ndr.Action {
 	switch s {
-	case Delivered:
+	case transport.Delivered:
 		return ndr.ActionDelivered
-	case Relayed:
+	case transport.Relayed:
 		return ndr.ActionRelayed
-	case Failed:
+	case transport.Failed:
 		return ndr.ActionFailed
 	}
 	return ndr.ActionDelayed
@@ -787,16 +787,16 @@ func nextReport(m *Message) (id string, delay bool) {
 // CountStates counts the recipients of msgs by state as Counts does: every
 // State and Held are present, and the pending and deferred recipients of
 // held messages are counted under Held.
-func CountStates(msgs []*Message) map[State]int {
-	c := make(map[State]int, len(allStates)+1)
-	for _, s := range allStates {
+func CountStates(msgs []*Message) map[transport.Status]int {
+	c := make(map[transport.Status]int, len(storedStates)+1)
+	for _, s := range storedStates {
 		c[s] = 0
 	}
-	c[Held] = 0
+	c[transport.Held] = 0
 	for _, m := range msgs {
 		for _, r := range m.Recipients {
 			if m.Held && !r.State.Final() {
-				c[Held]++
+				c[transport.Held]++
 			} else {
 				c[r.State]++
 			}
@@ -845,7 +845,7 @@ func messageOf(env *transport.Envelope, now time.Time) *Message {
 			Address:     r.Address,
 			Notify:      r.Notify,
 			ORCPT:       r.ORCPT,
-			State:       Pending,
+			State:       transport.Pending,
 			NextAttempt: now,
 		})
 	}

@@ -33,7 +33,7 @@ func TestRetryThenSuccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := m.Recipients[0]
-	if r.State != Deferred || r.Attempts != 1 || r.LastError == nil || r.LastError.Code != 451 {
+	if r.State != transport.Deferred || r.Attempts != 1 || r.LastError == nil || r.LastError.Code != 451 {
 		t.Fatalf("after first attempt: %+v %+v", r, r.LastError)
 	}
 	if want := h.clock.Now().Add(10 * time.Minute); !r.NextAttempt.Equal(want) {
@@ -242,8 +242,8 @@ func TestPartialSuccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	states := []State{m.Recipients[0].State, m.Recipients[1].State, m.Recipients[2].State}
-	if states[0] != Delivered || states[1] != Failed || states[2] != Deferred {
+	states := []transport.Status{m.Recipients[0].State, m.Recipients[1].State, m.Recipients[2].State}
+	if states[0] != transport.Delivered || states[1] != transport.Failed || states[2] != transport.Deferred {
 		t.Fatalf("states = %v", states)
 	}
 	if m.Recipients[1].LastError == nil || m.Recipients[1].LastError.EnhancedCode != "5.1.1" {
@@ -253,7 +253,7 @@ func TestPartialSuccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counts[Delivered] != 1 || counts[Failed] != 1 || counts[Deferred] != 1 || counts[Pending] != 0 {
+	if counts[transport.Delivered] != 1 || counts[transport.Failed] != 1 || counts[transport.Deferred] != 1 || counts[transport.Pending] != 0 {
 		t.Errorf("counts = %v", counts)
 	}
 	h.clock.Advance(10 * time.Minute)
@@ -332,7 +332,7 @@ func TestRestartResumes(t *testing.T) {
 		}
 	}
 	m, err := h.q.Get(context.Background(), id)
-	if err != nil || m.Recipients[0].State != Deferred || m.Recipients[0].Attempts != 1 {
+	if err != nil || m.Recipients[0].State != transport.Deferred || m.Recipients[0].Attempts != 1 {
 		t.Fatalf("state after restart: %+v, %v", m, err)
 	}
 	h.clock.Advance(10 * time.Minute)
@@ -349,13 +349,13 @@ func TestReportCreationIdempotentAfterCrash(t *testing.T) {
 	h := newHarness(t, func(string, int) transport.RecipientResult { return permFail() })
 	ctx := context.Background()
 	orig := &Message{ID: "orig", From: "alice@example.org", ReceivedAt: h.clock.Now(), ReportSeq: 1,
-		Recipients: []*Recipient{{Address: "bob@example.net", State: Failed, Attempts: 1,
+		Recipients: []*Recipient{{Address: "bob@example.net", State: transport.Failed, Attempts: 1,
 			LastError: &LastError{Code: 550, EnhancedCode: "5.1.1", Message: "no such user"}, FinalReport: "orig.r1"}}}
 	if err := h.store.Create(ctx, orig, strings.NewReader(testMessage)); err != nil {
 		t.Fatal(err)
 	}
 	dsn := &Message{ID: "orig.r1", From: "", Report: true, ReceivedAt: h.clock.Now(),
-		Recipients: []*Recipient{{Address: "alice@example.org", State: Pending}}}
+		Recipients: []*Recipient{{Address: "alice@example.org", State: transport.Pending}}}
 	if err := h.store.Create(ctx, dsn, strings.NewReader("From: MAILER-DAEMON\r\n\r\nreport\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +553,7 @@ func testShutdown(t *testing.T, asResult bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := m.Recipients[0]; r.State != Pending || r.Attempts != 0 {
+	if r := m.Recipients[0]; r.State != transport.Pending || r.Attempts != 0 {
 		t.Errorf("after shutdown: state %s attempts %d, want pending and 0", r.State, r.Attempts)
 	}
 }
@@ -804,7 +804,7 @@ func TestAdminWhileStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := m.Recipients[0]; !r.NextAttempt.Equal(h.clock.Now()) || r.Attempts != 1 || r.State != Deferred {
+	if r := m.Recipients[0]; !r.NextAttempt.Equal(h.clock.Now()) || r.Attempts != 1 || r.State != transport.Deferred {
 		t.Errorf("after RetryNow: %+v", r)
 	}
 	if err := h.q.Remove(ctx, id); err != nil {

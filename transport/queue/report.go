@@ -58,7 +58,7 @@ func (q *Queue) sendReport(ctx context.Context, m *Message, id string, delay boo
 	dsn := &Message{
 		ID:         id,
 		From:       "",
-		Recipients: []*Recipient{{Address: m.From, State: Pending, NextAttempt: now}},
+		Recipients: []*Recipient{{Address: m.From, State: transport.Pending, NextAttempt: now}},
 		SMTPUTF8:   m.SMTPUTF8 || !isASCII(m.From),
 		ReceivedAt: now,
 		Report:     true,
@@ -113,7 +113,7 @@ func Report(env *transport.Envelope, res *transport.Result, err error, reporting
 	for i, o := range outcomes(env, res, err) {
 		r := m.Recipients[i]
 		r.State, r.LastError, r.RemoteMTA, r.LastAttempt = o.state, o.err, o.remoteMTA, now
-		if r.State == Delivered || !r.State.Final() || !ndr.ShouldReport(r.Notify, actionOf(r.State), m.From) {
+		if r.State == transport.Delivered || !r.State.Final() || !ndr.ShouldReport(r.Notify, actionOf(r.State), m.From) {
 			continue
 		}
 		rep.Recipients = append(rep.Recipients, reportRecipient(r, false, time.Time{}))
@@ -179,10 +179,10 @@ func reportRecipient(r *Recipient, delay bool, expiry time.Time) ndr.Recipient {
 		rr.Action = ndr.ActionDelayed
 		rr.Status = ndr.Transient(orStatus(code, ndr.StatusBadConnection))
 		rr.WillRetryUntil = expiry
-	case r.State == Delivered:
+	case r.State == transport.Delivered:
 		rr.Action = ndr.ActionDelivered
 		rr.Status = ndr.StatusOK
-	case r.State == Relayed:
+	case r.State == transport.Relayed:
 		rr.Action = ndr.ActionRelayed
 		rr.Status = ndr.StatusOK
 	case r.Expired:

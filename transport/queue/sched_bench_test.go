@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailtls/mailtls/transport"
 )
 
 // BenchmarkDispatchLargeQueue measures one scheduler pass over a queue
@@ -15,7 +17,7 @@ func BenchmarkDispatchLargeQueue(b *testing.B) {
 	q.init()
 	for i := 0; i < 20000; i++ {
 		m := &Message{ID: fmt.Sprintf("m%d", i), Recipients: []*Recipient{
-			{Address: fmt.Sprintf("u%d@d%d.example", i, i%50), State: Deferred, NextAttempt: time.Unix(5000, 0)}}}
+			{Address: fmt.Sprintf("u%d@d%d.example", i, i%50), State: transport.Deferred, NextAttempt: time.Unix(5000, 0)}}}
 		e := newEntry(m)
 		q.entries[m.ID] = e
 		q.refresh(e)
@@ -36,7 +38,7 @@ func BenchmarkDispatchParkedBacklog(b *testing.B) {
 	q.init()
 	for i := 0; i < 20000; i++ {
 		m := &Message{ID: fmt.Sprintf("m%d", i), Recipients: []*Recipient{
-			{Address: fmt.Sprintf("u%d@busy.example", i), State: Deferred, NextAttempt: time.Unix(500, 0)}}}
+			{Address: fmt.Sprintf("u%d@busy.example", i), State: transport.Deferred, NextAttempt: time.Unix(500, 0)}}}
 		e := newEntry(m)
 		q.entries[m.ID] = e
 		q.refresh(e)

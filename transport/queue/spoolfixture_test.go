@@ -34,20 +34,20 @@ func TestWriteFixtureSpool(t *testing.T) {
 	tlsOut := &transport.TLSInfo{Version: 0x0303, CipherSuite: 0xc02f, CurveID: 29, ServerName: "mx.example.net", PeerSubject: "CN=mx.example.net", Verified: true, Resumed: true}
 	msgs := []*Message{
 		{ID: "fixture-pending", From: "alice@example.org", ReceivedAt: at, ClientAddr: "192.0.2.1:4000", Helo: "client.example.org",
-			ReceivedTLS: tlsIn, Recipients: []*Recipient{{Address: "bob@example.net", State: Pending, NextAttempt: at}}},
+			ReceivedTLS: tlsIn, Recipients: []*Recipient{{Address: "bob@example.net", State: transport.Pending, NextAttempt: at}}},
 		{ID: "fixture-deferred", From: "alice@example.org", ReceivedAt: at, RequireTLS: true, SMTPUTF8: true, BodyType: "8BITMIME",
-			Recipients: []*Recipient{{Address: "carol@example.net", State: Deferred, Attempts: 2, LastAttempt: at.Add(time.Minute), NextAttempt: at.Add(2 * time.Minute),
+			Recipients: []*Recipient{{Address: "carol@example.net", State: transport.Deferred, Attempts: 2, LastAttempt: at.Add(time.Minute), NextAttempt: at.Add(2 * time.Minute),
 				RemoteMTA: "mx.example.net", TLS: tlsOut, Policy: "mta-sts:verify",
 				LastError: &LastError{Code: 451, EnhancedCode: "4.7.5", Message: "certificate expired", RemoteMTA: "mx.example.net",
 					TLSFailure: "certificate-expired", Policy: "mta-sts:verify", Local: true}}}},
 		{ID: "fixture-dsn", From: "dave@example.org", ReceivedAt: at, Return: ndr.ReturnHeaders, EnvelopeID: "env+2Bid",
-			Recipients: []*Recipient{{Address: "erin@example.net", Notify: ndr.NotifySuccess | ndr.NotifyFailure, ORCPT: "rfc822;erin@example.net", State: Pending, NextAttempt: at}}},
+			Recipients: []*Recipient{{Address: "erin@example.net", Notify: ndr.NotifySuccess | ndr.NotifyFailure, ORCPT: "rfc822;erin@example.net", State: transport.Pending, NextAttempt: at}}},
 		{ID: "fixture-held", From: "frank@example.org", ReceivedAt: at, Held: true, HeldAt: at.Add(time.Minute),
-			Recipients: []*Recipient{{Address: "grace@example.net", State: Pending, NextAttempt: at}}},
+			Recipients: []*Recipient{{Address: "grace@example.net", State: transport.Pending, NextAttempt: at}}},
 		{ID: "fixture-partial", From: "heidi@example.org", ReceivedAt: at, AuthIdentity: "heidi",
 			Recipients: []*Recipient{
-				{Address: "ivan@example.net", State: Delivered, Attempts: 1, LastAttempt: at, RemoteMTA: "mx.example.net", TLS: tlsOut, Policy: "static:verify"},
-				{Address: "judy@example.net", Notify: ndr.NotifyNever, State: Deferred, Attempts: 1, LastAttempt: at, NextAttempt: at.Add(time.Minute),
+				{Address: "ivan@example.net", State: transport.Delivered, Attempts: 1, LastAttempt: at, RemoteMTA: "mx.example.net", TLS: tlsOut, Policy: "static:verify"},
+				{Address: "judy@example.net", Notify: ndr.NotifyNever, State: transport.Deferred, Attempts: 1, LastAttempt: at, NextAttempt: at.Add(time.Minute),
 					LastError: &LastError{Code: 450, EnhancedCode: "4.2.1", Message: "mailbox busy", RemoteMTA: "mx.example.net"}},
 			}},
 	}
@@ -85,7 +85,7 @@ func TestReadFixtureSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := m.Recipients[0]
-	if m.Format != 0 || r.State != Deferred || r.Attempts != 2 || r.TLS == nil || r.TLS.Version != 0x0303 || r.TLS.CipherSuite != 0xc02f ||
+	if m.Format != 0 || r.State != transport.Deferred || r.Attempts != 2 || r.TLS == nil || r.TLS.Version != 0x0303 || r.TLS.CipherSuite != 0xc02f ||
 		r.TLS.CurveID != 29 || r.TLS.ServerName != "mx.example.net" || r.TLS.PeerSubject != "CN=mx.example.net" || !r.TLS.Verified || !r.TLS.Resumed ||
 		r.LastError == nil || r.LastError.TLSFailure != "certificate-expired" || !r.LastError.Local || r.LastError.Reply() != "451 4.7.5 certificate expired" {
 		t.Fatalf("fixture-deferred decoded as %+v, recipient %+v, TLS %+v", m, r, r.TLS)
@@ -133,7 +133,7 @@ func TestReadFixtureSpool(t *testing.T) {
 		t.Errorf("envelopes delivered: %d; erin's seen %v, carol's seen %v", len(envs), sawDSN, sawTLS)
 	}
 	held, err := h.store.Get(context.Background(), "fixture-held")
-	if err != nil || !held.Held || held.Recipients[0].State != Pending {
+	if err != nil || !held.Held || held.Recipients[0].State != transport.Pending {
 		t.Errorf("fixture-held after the run: %+v, %v", held, err)
 	}
 	if m, err := h.store.Get(context.Background(), "fixture-held"); err == nil {

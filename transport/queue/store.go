@@ -83,38 +83,11 @@ type Body interface {
 	Size() int64
 }
 
-// State is the delivery state of one recipient.
-type State string
+// storedStates are the statuses a recipient's record may hold.
+var storedStates = [...]transport.Status{transport.Pending, transport.Deferred, transport.Delivered, transport.Relayed, transport.Failed}
 
-// Recipient states. Pending and Deferred are waiting; the others are final.
-const (
-	// Pending: not tried yet.
-	Pending State = "pending"
-	// Deferred: tried, failed temporarily, will be retried at NextAttempt.
-	Deferred State = "deferred"
-	// Delivered: the next hop accepted it and will send DSNs itself, or it
-	// did not ask for any (RFC 3464 §2.3.3 "delivered").
-	Delivered State = "delivered"
-	// Relayed: accepted by a next hop that does not support DSN, so no
-	// further reports can be expected (RFC 3461 §4.2, RFC 3464 §2.3.3).
-	Relayed State = "relayed"
-	// Failed: permanent failure or expiry; a failed DSN is sent if asked for.
-	Failed State = "failed"
-)
-
-// Held is not a recipient's state: Counts reports under it the recipients
-// that are neither final nor being waited for, because their message is
-// held (Queue.Hold). It is never stored in a record.
-const Held State = "held"
-
-// States a recipient's record may hold.
-var allStates = [...]State{Pending, Deferred, Delivered, Relayed, Failed}
-
-// Final reports whether no further delivery attempt will be made.
-func (s State) Final() bool { return s == Delivered || s == Relayed || s == Failed }
-
-func (s State) valid() bool {
-	for _, v := range allStates {
+func storable(s transport.Status) bool {
+	for _, v := range storedStates {
 		if s == v {
 			return true
 		}
@@ -190,7 +163,7 @@ type Recipient struct {
 	// ORCPT is the ORCPT= parameter as "addr-type;address" (RFC 3461 §4.2).
 	ORCPT string `json:"orcpt,omitempty"`
 
-	State State `json:"state"`
+	State transport.Status `json:"state"`
 	// Attempts counts delivery attempts that reached a result.
 	Attempts int `json:"attempts,omitempty"`
 	// LastAttempt is when the last attempt ended.
@@ -364,7 +337,7 @@ func (m *Message) validate() error {
 		if r == nil {
 			return fmt.Errorf("queue: message %s: recipient %d is null", m.ID, i)
 		}
-		if !r.State.valid() {
+		if !storable(r.State) {
 			return fmt.Errorf("queue: message %s: recipient %d has unknown state %q", m.ID, i, r.State)
 		}
 		if r.Attempts < 0 {

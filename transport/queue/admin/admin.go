@@ -42,6 +42,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/queue"
 )
 
@@ -100,10 +101,10 @@ type Response struct {
 	// Code and Error say why a request failed.
 	Code  Code   `json:"code,omitempty"`
 	Error string `json:"error,omitempty"`
-	// Messages and Counts answer list; Counts has every queue.State,
-	// queue.Held included (queue.Queue.Counts).
-	Messages []*queue.Message    `json:"messages,omitempty"`
-	Counts   map[queue.State]int `json:"counts,omitempty"`
+	// Messages and Counts answer list; Counts has every transport.Status,
+	// transport.Held included (queue.Queue.Counts).
+	Messages []*queue.Message         `json:"messages,omitempty"`
+	Counts   map[transport.Status]int `json:"counts,omitempty"`
 	// Warning reports records the store could not read (queue.ErrCorrupt);
 	// the listing holds the others.
 	Warning string `json:"warning,omitempty"`

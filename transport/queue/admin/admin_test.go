@@ -134,7 +134,7 @@ func TestCommands(t *testing.T) {
 	})
 	waitFor(t, "deferrals recorded", func() bool {
 		c, err := f.q.Counts(ctx)
-		return err == nil && c[queue.Deferred] == 2
+		return err == nil && c[transport.Deferred] == 2
 	})
 
 	// list
@@ -145,7 +145,7 @@ func TestCommands(t *testing.T) {
 	if len(resp.Messages) != 2 || resp.Messages[0].ID != id1 || resp.Messages[1].ID != id2 {
 		t.Fatalf("list: %+v", resp.Messages)
 	}
-	if resp.Counts[queue.Deferred] != 2 || resp.Counts[queue.Held] != 0 || resp.Time.IsZero() {
+	if resp.Counts[transport.Deferred] != 2 || resp.Counts[transport.Held] != 0 || resp.Time.IsZero() {
 		t.Fatalf("list counts %v time %v", resp.Counts, resp.Time)
 	}
 
@@ -155,7 +155,7 @@ func TestCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := m.Recipients[0]
-	if m.From != "alice@example.org" || r.Address != "bob@example.net" || r.State != queue.Deferred ||
+	if m.From != "alice@example.org" || r.Address != "bob@example.net" || r.State != transport.Deferred ||
 		r.Attempts != 1 || r.LastError.Reply() != "451 4.4.1 no answer from mx.example.net" ||
 		r.NextAttempt.Before(time.Now().Add(50*time.Minute)) {
 		t.Fatalf("show: %+v, recipient %+v", m, r)
@@ -183,7 +183,7 @@ func TestCommands(t *testing.T) {
 	// retry -all
 	waitFor(t, "retries recorded", func() bool {
 		c, err := f.q.Counts(ctx)
-		return err == nil && c[queue.Deferred] == 2
+		return err == nil && c[transport.Deferred] == 2
 	})
 	if n, err := f.c.RetryAll(ctx); err != nil || n != 2 {
 		t.Fatalf("retry -all: %d, %v", n, err)
@@ -196,7 +196,7 @@ func TestCommands(t *testing.T) {
 	}
 	waitFor(t, "retries recorded", func() bool {
 		c, err := f.q.Counts(ctx)
-		return err == nil && c[queue.Deferred] == 2
+		return err == nil && c[transport.Deferred] == 2
 	})
 
 	// hold: the destination now accepts, yet a held message is not tried.
@@ -206,7 +206,7 @@ func TestCommands(t *testing.T) {
 	if m, err := f.c.Show(ctx, id1); err != nil || !m.Held {
 		t.Fatalf("show after hold: %+v, %v", m, err)
 	}
-	if resp, err := f.c.List(ctx); err != nil || resp.Counts[queue.Held] != 1 || resp.Counts[queue.Deferred] != 1 {
+	if resp, err := f.c.List(ctx); err != nil || resp.Counts[transport.Held] != 1 || resp.Counts[transport.Deferred] != 1 {
 		t.Fatalf("list after hold: %v, %v", resp.Counts, err)
 	}
 	f.d.accept.Store(true)

@@ -158,10 +158,10 @@ func btoi(b bool) int {
 
 // Listing is the JSON that CLI prints for "PROGRAM queue -json list".
 type Listing struct {
-	Messages []*queue.Message    `json:"messages"`
-	Counts   map[queue.State]int `json:"counts"`
-	Warning  string              `json:"warning,omitempty"`
-	Time     time.Time           `json:"time"`
+	Messages []*queue.Message         `json:"messages"`
+	Counts   map[transport.Status]int `json:"counts"`
+	Warning  string                   `json:"warning,omitempty"`
+	Time     time.Time                `json:"time"`
 }
 
 // Change is the JSON that CLI prints for retry, remove, hold and release.
@@ -207,7 +207,7 @@ func (c *CLI) printTable(w io.Writer, req *Request, resp *Response) error {
 
 // printList prints one line per recipient, the message's columns on its
 // first recipient only, then the counts.
-func printList(w io.Writer, msgs []*queue.Message, counts map[queue.State]int, now time.Time) error {
+func printList(w io.Writer, msgs []*queue.Message, counts map[transport.Status]int, now time.Time) error {
 	if len(msgs) == 0 {
 		_, err := fmt.Fprintln(w, "The queue is empty.")
 		return err
@@ -230,7 +230,7 @@ func printList(w io.Writer, msgs []*queue.Message, counts map[queue.State]int, n
 		return err
 	}
 	var parts []string
-	for _, s := range []queue.State{queue.Pending, queue.Deferred, queue.Held, queue.Delivered, queue.Relayed, queue.Failed} {
+	for _, s := range []transport.Status{transport.Pending, transport.Deferred, transport.Held, transport.Delivered, transport.Relayed, transport.Failed} {
 		if counts[s] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[s], s))
 		}
@@ -342,9 +342,9 @@ func labelled(kv ...string) []string {
 // of a held message is "held".
 func stateOf(m *queue.Message, r *queue.Recipient) string {
 	if m.Held && !r.State.Final() {
-		return string(queue.Held) + " (" + string(r.State) + ")"
+		return transport.Held.String() + " (" + r.State.String() + ")"
 	}
-	return string(r.State)
+	return r.State.String()
 }
 
 func nextAttempt(m *queue.Message, r *queue.Recipient, now time.Time) string {

@@ -40,7 +40,7 @@ func Example() {
 	for _, m := range resp.Messages {
 		fmt.Println(m.ID == id, m.Held, m.Recipients[0].Address, m.Recipients[0].State)
 	}
-	fmt.Println("held:", resp.Counts[queue.Held], "pending:", resp.Counts[queue.Pending])
+	fmt.Println("held:", resp.Counts[transport.Held], "pending:", resp.Counts[transport.Pending])
 	fmt.Println(c.Remove(ctx, "nosuch"))
 	// Output:
 	// <nil>

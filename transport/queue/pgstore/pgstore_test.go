@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailtls/mailtls/internal/pgtest"
 	"github.com/mailtls/mailtls/internal/storetest"
+	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/queue"
 )
 
@@ -81,7 +82,7 @@ func TestUnreachable(t *testing.T) {
 func TestCorruptRecord(t *testing.T) {
 	ctx := context.Background()
 	st := open(t, Options{})
-	good := &queue.Message{ID: "good", Recipients: []*queue.Recipient{{Address: "b@example.net", State: queue.Pending}}}
+	good := &queue.Message{ID: "good", Recipients: []*queue.Recipient{{Address: "b@example.net", State: transport.Pending}}}
 	if err := st.Create(ctx, good, strings.NewReader("x")); err != nil {
 		t.Fatal(err)
 	}
