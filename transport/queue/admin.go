@@ -33,7 +33,7 @@ func (q *Queue) Get(ctx context.Context, id string) (*Message, error) {
 }
 
 // Counts returns how many recipients of queued messages are in each state;
-// every State is present in the map, and Held, under which the pending and
+// every stored transport.Status is present in the map, and Held, under which the pending and
 // deferred recipients of held messages are counted (not under their own
 // state). Unreadable records are not counted
 // and are reported as by List. Delivered, relayed and failed
