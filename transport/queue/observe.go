@@ -67,7 +67,7 @@ next:
 // Depth is a snapshot of the queue for monitoring.
 type Depth struct {
 	// Recipients counts the recipients of queued messages by status,
-	// as Counts does: every State and Held are present, the waiting
+	// as Counts does: every stored status and Held are present, the waiting
 	// recipients of held messages count under Held, and final states are
 	// counted only while their message is still queued.
 	Recipients map[transport.Status]int
