@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailtls/mailtls/certstore"
 	"github.com/mailtls/mailtls/policy"
+	"github.com/mailtls/mailtls/transport"
 )
 
 // Config is the relay's whole configuration, as the command line gives it.
@@ -62,12 +63,12 @@ type Config struct {
 	DKIMKeyFile  string        // -dkim-key: PEM private key file (RSA or Ed25519)
 	DKIMSigner   crypto.Signer // loaded from DKIMKeyFile by parseFlags; nil: reports unsigned
 
-	QueueMinFree     int64         // -queue-minfree: bytes kept free in the spool and Maildir root (452 4.3.1 at MAIL); 0: 1.5 × -max-message-size; <0: off
-	SenderLoginCheck bool          // -sender-login-check: bind MAIL FROM to the login of an authenticated client
-	SenderLoginsFile string        // -sender-logins: who may send as which address; empty: login@local domains
-	CertWatch        time.Duration // -cert-watch: how often the certificate files are checked for changes; 0: only on SIGHUP
-	DrainTimeout     time.Duration // -drain-timeout: how long SIGTERM/SIGINT waits for transactions in progress
-	Limits           serverLimits  // -max-*, -*-timeout, -auth-*: every listener's limits (limits.go)
+	QueueMinFree     int64             // -queue-minfree: bytes kept free in the spool and Maildir root (452 4.3.1 at MAIL); 0: 1.5 × -max-message-size; <0: off
+	SenderLoginCheck bool              // -sender-login-check: bind MAIL FROM to the login of an authenticated client
+	SenderLoginsFile string            // -sender-logins: who may send as which address; empty: login@local domains
+	CertWatch        time.Duration     // -cert-watch: how often the certificate files are checked for changes; 0: only on SIGHUP
+	DrainTimeout     time.Duration     // -drain-timeout: how long SIGTERM/SIGINT waits for transactions in progress
+	Limits           *transport.Server // the limit flags (Server.LimitFlags): a template copied into every listener
 
 	LogLevel  string // -log-level debug|info|warn|error
 	LogFormat string // -log-format text|json
@@ -152,7 +153,8 @@ func parseCommandFlags(name string, args []string, out io.Writer, extra func(*fl
 	fs.StringVar(&c.SenderLoginsFile, "sender-logins", "", "`file` of \"address-or-@domain login[,login...]\" lines saying who may send as what (Postfix smtpd_sender_login_maps); empty: a login \"alice\" may send as alice@ each local domain, a login that is an address as itself")
 	fs.DurationVar(&c.CertWatch, "cert-watch", time.Minute, "how often to check -cert/-key (or the self-signed pair) for changes and reload them; 0: only on SIGHUP")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long to wait for transactions in progress to end before closing their connections")
-	registerLimits(fs, &c.Limits)
+	c.Limits = &transport.Server{}
+	c.Limits.LimitFlags(fs)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log `format`: text (slog key=value) or json (one JSON object a line)")
 	registerMetricsFlag(fs, &c.MetricsAddr)
@@ -343,7 +345,9 @@ func parseCommandFlags(name string, args []string, out io.Writer, extra func(*fl
 	if c.DrainTimeout <= 0 {
 		bad("-drain-timeout: must be positive")
 	}
-	c.Limits.check(bad)
+	if err := c.Limits.CheckLimitFlags(); err != nil {
+		errs = append(errs, err)
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -395,4 +399,14 @@ func (c *Config) dkimOptions() *dkim.SignOptions {
 		return nil
 	}
 	return &dkim.SignOptions{Domain: c.DKIMDomain, Selector: c.DKIMSelector, Signer: c.DKIMSigner}
+}
+
+// minFree is the free space -queue-minfree asks for: its value, or for 0
+// one and a half times -max-message-size (the margin Postfix keeps without
+// queue_minfree); negative means no check.
+func (c *Config) minFree() int64 {
+	if c.QueueMinFree == 0 {
+		return c.Limits.MaxMessageBytes * 3 / 2
+	}
+	return c.QueueMinFree
 }

@@ -148,7 +148,7 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 			Authenticator: auth,
 			Logger:        log.With("listener", spec.name),
 		}
-		cfg.Limits.apply(srv)
+		srv.CopyLimits(cfg.Limits)
 		// One AUTH failure table and one set of password-check slots for
 		// every listener: an attacker can use every port, and bcrypt's CPU
 		// is the machine's.

@@ -197,7 +197,7 @@ func TestInboundCheckSenderSpace(t *testing.T) {
 		{"own check off", nil, -1, free + 1<<40, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := &inbound{cfg: &Config{DataDir: dir, QueueMinFree: tc.minFree, Limits: serverLimits{MaxMessageBytes: 1 << 20}}, queue: fakeQueue{tc.queueErr}, log: discardLogger()}
+			h := &inbound{cfg: &Config{DataDir: dir, QueueMinFree: tc.minFree, Limits: &transport.Server{MaxMessageBytes: 1 << 20}}, queue: fakeQueue{tc.queueErr}, log: discardLogger()}
 			err := h.CheckSender(context.Background(), &transport.Envelope{From: "a@example.org", Size: tc.size})
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("CheckSender = %v, want %v", err, tc.want)
