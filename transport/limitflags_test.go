@@ -34,7 +34,7 @@ func TestLimitFlags(t *testing.T) {
 	var dst Server
 	dst.CopyLimits(s)
 	if dst.Timeouts != s.Timeouts || dst.MinDataRate != -1 || dst.MaxMessageBytes != s.MaxMessageBytes || dst.AuthFailureWindow != s.AuthFailureWindow {
-		t.Fatalf("CopyLimits: %+v", dst)
+		t.Fatalf("CopyLimits: %+v", &dst)
 	}
 	for _, bad := range [][]string{{"-max-connections-per-client", "0"}, {"-data-timeout", "-1s"}, {"-auth-max-concurrent", "-1"}} {
 		if _, err := parse(bad...); err == nil || !strings.Contains(err.Error(), bad[0]) {
