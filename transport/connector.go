@@ -558,8 +558,9 @@ type groupState struct {
 	g         *group
 	route     *Route
 	req       policy.Requirement
-	groupPlan plan // from the requirement
-	plan      plan // for the host being tried (hostPlan)
+	plan      policy.Plan // the group's TLS plan, from req and the message
+	hop       policy.Hop  // for the host being tried (hostPlan)
+	hopDANE   *dane.Host  // with hop.Check CheckDANE: the host's records
 	res       *Result
 	dest      *dane.Destination // the DNSSEC-aware MX lookup, nil without Connector.DANE
 	// refused are the MX hosts an enforced MTA-STS policy's patterns
@@ -622,22 +623,18 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		c.logAttempt(ctx, st, &attemptResult{err: e, failure: ft, mta: mta}, c.now(), 0)
 		return
 	}
-	st.groupPlan, err = makePlan(req, env, c.DANE != nil)
-	st.plan = st.groupPlan
-	if err != nil {
-		ft := policy.FailureValidation
-		if req.Level == policy.DANEOnly && len(req.TLSA) == 0 {
-			ft = policy.FailureDANERequired
-		}
-		e := tlsError(req, 5, "", "DANE required but not available", err)
-		st.finishAll(pending, e, RemoteMTA{}, nil, ft, c.now())
-		c.logGroupFailure(ctx, st, e, ft)
+	st.plan = policy.NewPlan(req, policy.Message{RequireTLS: env.RequireTLS, TLSRequiredNo: env.TLSRequiredNo}, c.DANE != nil)
+	st.hop = st.plan.Group
+	if r := st.plan.Refused; r != nil {
+		e := refusalError(req, r, nil)
+		st.finishAll(pending, e, RemoteMTA{}, nil, r.Failure, c.now())
+		c.logGroupFailure(ctx, st, e, r.Failure)
 		return
 	}
-	if st.plan.reason != "" {
+	if st.hop.Reason != "" {
 		c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
 			slog.String("domain", req.Domain), slog.String("policy", policyAttr(req)),
-			slog.String("reason", st.plan.reason), slog.String("queue_id", env.ID))
+			slog.String("reason", st.hop.Reason), slog.String("queue_id", env.ID))
 	}
 	c.log().LogAttrs(ctx, slog.LevelDebug, "tls policy", slog.String("domain", req.Domain),
 		slog.String("decision", req.String()), slog.String("queue_id", env.ID))
@@ -656,14 +653,11 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		return
 	}
 	st.probe.targets(st, targets)
-	if env.RequireTLS {
-		if err := checkRequireTLS(req, st.mxAuthenticated(), g.hop != nil, anyDANEHost(req, targets)); err != nil {
-			e := &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
-				Err: fmt.Errorf("%w: %w", ErrRequireTLS, err)}
-			st.finishAll(pending, e, RemoteMTA{}, nil, policy.FailureNone, c.now())
-			c.logGroupFailure(ctx, st, e, policy.FailureNone)
-			return
-		}
+	if r := st.plan.CheckRequireTLS(st.dest != nil && st.dest.MXAuthentic, g.hop != nil, daneStates(targets)); r != nil {
+		e := refusalError(req, r, nil)
+		st.finishAll(pending, e, RemoteMTA{}, nil, policy.FailureNone, c.now())
+		c.logGroupFailure(ctx, st, e, policy.FailureNone)
+		return
 	}
 	// last is the latest failure; temp the latest temporary one. As in
 	// Postfix, if any host failed temporarily the recipients are deferred,
@@ -674,22 +668,19 @@ outer:
 	for _, t := range targets {
 		st.probe.host(t)
 		hp, far := c.hostPlan(ctx, st, t)
-		if far == nil && env.RequireTLS && hp.kind == checkNone {
-			// RFC 8689 §4.2.1: this host's certificate would not be verified.
-			far = &attemptResult{retry: true, mta: RemoteMTA{Host: t.host, Port: t.port},
-				err: &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: "REQUIRETLS support required",
-					Err: fmt.Errorf("%w: %s would not be authenticated", ErrRequireTLS, t.host)}}
-		}
 		if far != nil {
 			last = far
 			if far.err.Temporary() {
 				temp = far
 			}
-			st.plan = st.groupPlan
+			st.hop, st.hopDANE = st.plan.Group, nil
 			c.logAttempt(ctx, st, far, c.now(), 0)
 			continue
 		}
-		st.plan = hp
+		st.hop, st.hopDANE = hp, nil
+		if hp.Check == policy.CheckDANE {
+			st.hopDANE = t.dane
+		}
 		ips, rerr := t.addrs, (*Error)(nil)
 		if !t.resolved {
 			ips, rerr = c.resolveHost(ctx, t.host)

@@ -46,9 +46,7 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 	s, ar := c.connect(ctx, st, t, ip)
 	if ar != nil {
 		ar.pending, ar.mta, ar.mxMismatch = pending, mta, t.mxMismatch
-		if st.plan.kind == checkDANE {
-			ar.dane = st.plan.dane
-		}
+		ar.dane = st.hopDANE
 		c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
 		return ar
 	}
@@ -62,9 +60,7 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 	ar.failure = s.failure
 	ar.cause = s.failErr
 	ar.local = localIP(s.RawConn())
-	if st.plan.kind == checkDANE {
-		ar.dane = st.plan.dane
-	}
+	ar.dane = st.hopDANE
 	c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
 	if st.probe != nil || ar.retry || ar.err != nil && ar.err.Err != nil && isNetErr(ar.err.Err) {
 		s.Close()
@@ -119,7 +115,7 @@ func (c *Connector) connect(ctx context.Context, st *groupState, t target, ip ne
 		}
 		s.Close()
 	}
-	tryTLS := st.plan.tryTLS
+	tryTLS := st.hop.TryTLS
 	for {
 		s, ar, retryPlain := c.dialSession(ctx, st, t, ip, addr, tryTLS)
 		if retryPlain {
@@ -195,12 +191,12 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 	st.probe.ehlo(s.Extensions(), s.TLS() != nil)
 	if tryTLS {
 		if !s.Supports("STARTTLS") {
-			if st.plan.required {
+			if st.hop.Required {
 				s.Quit(context.Background()) // RFC 5321 §4.1.1.10; QUIT reveals nothing
 				return fail(nil, tlsError(st.req, 4, "EHLO", "TLS is required but "+t.host+" did not offer STARTTLS",
 					ErrSTARTTLSNotOffered), true, policy.FailureSTARTTLSNotSupported)
 			}
-			if st.plan.kind != checkNone {
+			if st.hop.Check != policy.CheckNone {
 				s.failure = policy.FailureSTARTTLSNotSupported // testing mode: report, deliver
 			}
 		} else {
@@ -209,7 +205,7 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 			switch {
 			case err != nil:
 				cause, ft := handshakeCause(v, err)
-				if st.plan.required {
+				if st.hop.Required {
 					return fail(s, tlsError(st.req, 5, "STARTTLS", "TLS with "+t.host+" failed", cause), true, ft)
 				}
 				s.Close()
@@ -219,13 +215,13 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 					slog.String("error", cause.Error()))
 				return nil, nil, true
 			case rep != nil:
-				if st.plan.required {
+				if st.hop.Required {
 					e := tlsError(st.req, 4, "STARTTLS", "TLS is required but "+t.host+" refused STARTTLS",
 						fmt.Errorf("%w: %w", ErrSTARTTLSNotOffered, replyError(rep, "STARTTLS")))
 					s.Quit(context.Background())
 					return fail(nil, e, true, policy.FailureSTARTTLSNotSupported)
 				}
-				if st.plan.kind != checkNone {
+				if st.hop.Check != policy.CheckNone {
 					s.failure = policy.FailureSTARTTLSNotSupported
 				}
 				// Opportunistic: the session is still in its plaintext state.
@@ -253,19 +249,19 @@ func (c *Connector) dialSession(ctx context.Context, st *groupState, t target, i
 // newCheck prepares the certificate and version check for one handshake.
 func (c *Connector) newCheck(st *groupState, t target) *tlsCheck {
 	v := &tlsCheck{
-		kind:    st.plan.kind,
+		kind:    st.hop.Check,
 		mxHost:  t.host,
 		match:   c.matchNames(st),
-		dane:    st.plan.dane,
+		dane:    st.hopDANE,
 		roots:   c.RootCAs,
 		now:     c.now(),
-		enforce: st.plan.enforce && st.plan.required,
+		enforce: st.hop.Enforce && st.hop.Required,
 		// A check sees a full handshake: the certificate chain, not a
 		// resumed session's.
 		noResume: st.probe != nil,
 	}
 	st.probe.handshake(v)
-	if st.plan.required || st.plan.kind != checkNone {
+	if st.hop.Required || st.hop.Check != policy.CheckNone {
 		// In testing mode (not enforced) a low version is recorded.
 		v.minVersion = st.req.EffectiveMinVersion()
 	}

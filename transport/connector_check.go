@@ -373,11 +373,14 @@ func (p *checkProbe) targets(st *groupState, ts []target) {
 	}
 	p.rep.MX.DNSSEC = st.dest != nil && st.dest.MXAuthentic
 	p.rep.MX.Refused = st.refused
-	p.rep.Policy.Adjusted = st.groupPlan.reason
-	err := checkRequireTLS(st.req, st.mxAuthenticated(), st.g.hop != nil, anyDANEHost(st.req, ts))
-	p.rep.RequireTLS = CheckRequireTLS{Possible: err == nil}
-	if err != nil {
-		p.rep.RequireTLS.Reason = err.Error()
+	p.rep.Policy.Adjusted = st.plan.Group.Reason
+	// As if the message asked for REQUIRETLS.
+	rt := st.plan
+	rt.Message.RequireTLS = true
+	r := rt.CheckRequireTLS(st.dest != nil && st.dest.MXAuthentic, st.g.hop != nil, daneStates(ts))
+	p.rep.RequireTLS = CheckRequireTLS{Possible: r == nil}
+	if r != nil {
+		p.rep.RequireTLS.Reason = r.Detail
 	}
 }
 
@@ -398,9 +401,8 @@ func (p *checkProbe) attempt(c *Connector, st *groupState, ar *attemptResult) {
 	t := p.t
 	h := CheckHost{Host: t.host, Preference: int(t.pref), Port: t.port, IP: ipString(ar.mta.IP),
 		MXPatternMismatch: t.mxMismatch, Greeting: p.greet, STARTTLS: p.starttls, PlaintextFallback: p.plain}
-	pl := st.plan
-	h.TLSRequired, h.Reason = pl.required, pl.reason
-	h.Requires = planWords(pl)
+	h.TLSRequired, h.Reason = st.hop.Required, st.hop.Reason
+	h.Requires = st.hop.String()
 	if d := t.dane; d != nil {
 		cd := &CheckDANE{Unusable: d.Unusable, DNSSEC: d.AddrsAuthentic, Level: d.Level.String(), Reason: d.Reason}
 		for _, r := range d.TLSA {
@@ -434,33 +436,6 @@ func (p *checkProbe) attempt(c *Connector, st *groupState, ar *attemptResult) {
 	*p = checkProbe{rep: p.rep, t: p.t}
 }
 
-// planWords says what a plan demands.
-func planWords(pl plan) string {
-	var w string
-	switch {
-	case !pl.tryTLS:
-		return "plaintext (no STARTTLS)"
-	case pl.required:
-		w = "tls required"
-	default:
-		w = "tls if offered, plaintext allowed"
-	}
-	switch pl.kind {
-	case checkVerify:
-		w += "; verify: PKIX chain and MX host name"
-	case checkSecure:
-		w += "; secure: PKIX chain and the match names (default: the next-hop domain)"
-	case checkDANE:
-		w += "; dane: certificate matches the host's TLSA records"
-	default:
-		w += "; certificate not checked"
-	}
-	if !pl.enforce && pl.kind != checkNone {
-		w += " (testing: reported, not enforced)"
-	}
-	return w
-}
-
 // checkTLS describes the handshake v saw and checks it against every
 // level, with the same check delivery applies at that level.
 func (c *Connector) checkTLS(st *groupState, t target, v *tlsCheck) *CheckTLS {
@@ -481,15 +456,15 @@ func (c *Connector) checkTLS(st *groupState, t target, v *tlsCheck) *CheckTLS {
 		name string
 		v    tlsCheck
 	}{
-		{"encrypt", tlsCheck{kind: checkNone, minVersion: minV}},
-		{"verify", tlsCheck{kind: checkVerify, mxHost: t.host, roots: c.RootCAs, now: v.now, minVersion: minV}},
-		{"secure", tlsCheck{kind: checkSecure, match: c.matchNames(st), roots: c.RootCAs, now: v.now, minVersion: minV}},
+		{"encrypt", tlsCheck{kind: policy.CheckNone, minVersion: minV}},
+		{"verify", tlsCheck{kind: policy.CheckVerify, mxHost: t.host, roots: c.RootCAs, now: v.now, minVersion: minV}},
+		{"secure", tlsCheck{kind: policy.CheckSecure, match: c.matchNames(st), roots: c.RootCAs, now: v.now, minVersion: minV}},
 	}
 	if t.dane != nil && len(t.dane.TLSA) > 0 {
 		levels = append(levels, struct {
 			name string
 			v    tlsCheck
-		}{"dane", tlsCheck{kind: checkDANE, dane: t.dane, now: v.now, minVersion: minV}})
+		}{"dane", tlsCheck{kind: policy.CheckDANE, dane: t.dane, now: v.now, minVersion: minV}})
 	}
 	for _, l := range levels {
 		lc := l.v

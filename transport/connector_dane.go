@@ -6,7 +6,6 @@ package transport
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -73,7 +72,7 @@ func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, 
 	for _, h := range hosts {
 		// A host that DANE checks is not subject to MTA-STS patterns (RFC
 		// 8461 §2: DANE takes precedence where it applies).
-		byDANE := h.Err == nil && len(h.TLSA) > 0 && daneApplies(st.req) && !st.relaxed()
+		byDANE := st.plan.UsesDANE(h.State())
 		mismatch := false
 		if !byDANE {
 			var use bool
@@ -115,249 +114,76 @@ func ipsOf(addrs []netip.Addr) []net.IP {
 	return out
 }
 
-// mxAllowed applies MTA-STS "mx:" patterns (RFC 8461 §4.1) and says
-// whether host may be used and whether it failed the match: in enforce
-// mode a host that matches none is not used (and remembered in
-// st.refused); in testing mode it is used, logged, and its session
-// reported as a failure (mismatch true). "TLS-Required: No" (RFC 8689
-// §4.2.2) ignores the patterns.
+// mxAllowed applies the plan's MTA-STS "mx:" patterns to host
+// (policy.Plan.AllowsMX), remembering the hosts an enforced policy refuses
+// in st.refused and logging those a testing policy lets through.
 func (c *Connector) mxAllowed(ctx context.Context, st *groupState, host string) (use, mismatch bool) {
-	if st.req.AllowsMX(host) {
-		return true, false
-	}
-	if st.relaxed() {
-		return true, false
-	}
-	if st.req.Mode == policy.Enforce {
-		st.refused = append(st.refused, host)
-		return false, false
-	}
-	c.log().LogAttrs(ctx, slog.LevelWarn, "mx not allowed by policy (testing mode, used anyway)",
-		slog.String("domain", st.req.Domain), slog.String("mx", host), slog.String("policy", policyAttr(st.req)))
-	return true, true
-}
-
-// relaxed reports whether the message's "TLS-Required: No" is honoured
-// for the group (see headerRelaxation): recipient-side policies, MTA-STS
-// "mx:" patterns and DANE per host, are then ignored, and the level is the
-// one headerRelaxation gives.
-func (st *groupState) relaxed() bool {
-	_, ok := headerRelaxation(st.req, st.env)
-	return ok
-}
-
-// localFloor returns what the local administrator configured for req's
-// destination: Level itself when the requirement comes from a static table
-// entry, a route's own level or an override (in enforce mode), and in any
-// case at least req.LocalFloor, the local level a published policy or the
-// default outranked in policy.Strictest or policy.Standard. The configured
-// default level is not counted (see policy.Requirement.LocalFloor).
-func localFloor(req policy.Requirement) policy.Level {
-	floor := req.LocalFloor
-	switch req.Source {
-	case policy.SourceStatic, policy.SourceRoute, policy.SourceOverride:
-		if req.Mode == policy.Enforce {
-			floor = max(floor, req.Level)
-		}
-	}
-	return floor
-}
-
-// headerRelaxation returns the level a message carrying "TLS-Required: No"
-// is delivered at, and whether the header is honoured at all.
-//
-// RFC 8689 §4.2.2 lets the header ask that recipient-side policy
-// mechanisms such as MTA-STS and DANE be ignored when relaying a message
-// for which security is unimportant. It does not let a message's author override what the local
-// administrator configured for the destination: the header is written by
-// whoever sends the message, and an on-path attacker who strips STARTTLS
-// would read what the administrator required to be encrypted. So:
-//
-//   - REQUIRETLS wins over the header: not honoured.
-//   - With a local floor (localFloor) of None, May or Encrypt, the header
-//     is honoured: published policies are ignored and the level is
-//     max(May, floor), Encrypt meaning TLS without certificate checks and
-//     never plaintext. A requirement of None stays None (the header never
-//     raises). The configured default level is relaxed like a published
-//     policy, so that TLS-RPT reports (sent with the header, RFC 8460 §5.3)
-//     reach domains whose TLS is broken when only recipient-side policies
-//     (and the blanket default) demand TLS.
-//   - With a local floor of DANE, dane-only, Verify or Secure the
-//     requirement is kept whole: a local Verify or Secure already demands
-//     at least what the published policy does, and a local DANE level
-//     cannot be separated from the DNSSEC records the header would drop;
-//     erring strict, the header is not honoured.
-func headerRelaxation(req policy.Requirement, env *Envelope) (policy.Level, bool) {
-	if !env.TLSRequiredNo || env.RequireTLS {
-		return req.Level, false
-	}
-	floor := localFloor(req)
-	if floor >= policy.DANE {
-		return req.Level, false
-	}
-	if req.Level == policy.None {
-		return policy.None, true
-	}
-	return max(policy.May, floor), true
-}
-
-// daneApplies reports whether DANE, where a host has usable TLSA records,
-// takes over from req: not under an explicit override, nor under a static
-// (or default or route) Verify or Secure, which outranks DANE as an
-// explicit level does in Postfix; always over MTA-STS (RFC 8461 §2); and
-// over any weaker level, which it raises (RFC 7672 §2.2).
-func daneApplies(req policy.Requirement) bool {
-	if req.Source == policy.SourceOverride {
-		return false
-	}
-	if req.Source == policy.SourceMTASTS {
-		return true
-	}
-	return !req.Level.VerifiesPKIX()
-}
-
-// hostPlan adapts the group's plan to one target's DANE decision (RFC 7672
-// §2.2): usable TLSA records make TLS mandatory and the certificate is
-// checked against that host's records only, with SNI set to its TLSA base
-// domain; only unusable records make TLS mandatory without
-// authentication; no records leave the group's plan (dane: may). A host
-// whose lookups failed, or that has no records under dane-only, is not
-// used: the failure comes back as an attempt result.
-func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (plan, *attemptResult) {
-	p := st.groupPlan
-	h := t.dane
-	fail := func(e *Error, ft policy.FailureType) (plan, *attemptResult) {
-		return p, &attemptResult{err: e, retry: true, failure: ft, dane: h, mta: RemoteMTA{Host: t.host, Port: t.port}}
-	}
-	if h == nil {
-		// A target DANE was not consulted for: with Connector.DANE set, only
-		// a fixed next hop given as an IP literal or on a port other than
-		// the dane.Policy's. makePlan left DANE's decision to this function,
-		// so fail closed where the requirement needs DANE: dane-only never
-		// falls back (RFC 7672 §2.2 fallback is for "dane" only), and TLSA
-		// records handed over by the Policy cannot be checked here.
-		if c.DANE == nil || st.relaxed() {
-			return p, nil
-		}
-		req := st.req
-		switch {
-		case req.Level == policy.DANEOnly, req.Mode == policy.Testing && req.Floor == policy.DANEOnly:
-			return fail(tlsError(req, 5, "", "dane-only but DANE is not looked up for "+net.JoinHostPort(t.host, fmt.Sprint(t.port)),
-				fmt.Errorf("%w: no TLSA lookup for an IP literal or a port other than the DANE port", ErrDANE)), policy.FailureDANERequired)
-		case req.Level == policy.DANE && len(req.TLSA) > 0:
-			return fail(tlsError(req, 5, "", "TLSA records cannot be checked for "+net.JoinHostPort(t.host, fmt.Sprint(t.port)),
-				fmt.Errorf("%w: TLSA records from the policy, but DANE is not looked up for this next hop; failing closed", ErrDANE)),
-				policy.FailureDANERequired)
-		case req.Level == policy.DANE && req.WithoutTLSA.VerifiesPKIX():
-			return plan{tryTLS: true, required: true, kind: checkVerify, enforce: true,
-				reason: "no TLSA lookup for this next hop: held to the mta-sts policy"}, nil
-		}
-		return p, nil
-	}
-	if st.relaxed() {
-		// RFC 8689 §4.2.2: recipient-side policies such as DANE are ignored.
-		if len(t.addrs) == 0 && h.Err != nil {
-			return fail(localError(false, 4, 3, "", "address lookup for "+t.host+" failed", h.Err), policy.FailureNone)
-		}
-		if len(h.TLSA) > 0 || h.Err != nil {
-			c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
-				slog.String("domain", st.req.Domain), slog.String("mx", t.host), slog.String("policy", policyAttr(st.req)),
-				slog.String("reason", "TLS-Required: No header: DANE not applied (RFC 8689 §4.2.2)"), slog.String("queue_id", st.env.ID))
-		}
-		return p, nil
-	}
-	req := st.req
+	use, mismatch = st.plan.AllowsMX(host)
 	switch {
-	case h.Err != nil && errors.Is(h.Err, dane.ErrLookupFailed):
-		// RFC 7672 §2.2: a failed TLSA or address lookup makes the host
-		// unusable; the message is deferred, never sent with less.
-		e := localError(false, 7, 5, "", "DNSSEC lookup for "+t.host+" failed; not using this host",
-			fmt.Errorf("%w: %w", ErrDANE, h.Err))
-		return fail(e, dane.ResultType(h.Err))
-	case !daneApplies(req) && len(t.addrs) > 0:
-		// An override or an explicit Verify/Secure decides (dane-only's
-		// "no records" does not apply to it).
-		return p, nil
-	case h.Err != nil:
-		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
-			fmt.Errorf("%w: %w", ErrDANE, h.Err)), policy.FailureDANERequired)
-	case !daneApplies(req):
-		return p, nil
-	case len(h.TLSA) > 0:
-		return plan{tryTLS: true, required: true, kind: checkDANE, enforce: true, dane: h,
-			reason: "dane: " + h.Reason}, nil
-	case req.Level == policy.DANEOnly, req.Mode == policy.Testing && req.Floor == policy.DANEOnly:
-		// A static dane-only entry with a dane.Policy that falls back, or a
-		// dane-only floor under a testing policy.
-		return fail(tlsError(req, 5, "", "DANE required but "+t.host+" has no usable TLSA records",
-			fmt.Errorf("%w: %s: %s", ErrDANE, t.host, h.Reason)), policy.FailureDANERequired)
-	case req.Level == policy.DANE && req.WithoutTLSA.VerifiesPKIX():
-		// DANE took precedence over an enforced MTA-STS policy, which still
-		// governs this host (policy.Standard): PKIX chain and MX host name.
-		return plan{tryTLS: true, required: true, kind: checkVerify, enforce: true,
-			reason: "no usable TLSA records: held to the mta-sts policy"}, nil
-	case h.Level == policy.Encrypt && !p.required:
-		// RFC 7672 §2.2: only unusable records: TLS without authentication.
-		// (A testing-mode check, if any, stays reported only.)
-		np := p
-		np.tryTLS, np.required = true, true
-		np.reason = "dane: " + h.Reason
-		return np, nil
+	case !use:
+		st.refused = append(st.refused, host)
+	case mismatch:
+		c.log().LogAttrs(ctx, slog.LevelWarn, "mx not allowed by policy (testing mode, used anyway)",
+			slog.String("domain", st.req.Domain), slog.String("mx", host), slog.String("policy", policyAttr(st.req)))
 	}
-	return p, nil
+	return use, mismatch
 }
 
-// checkRequireTLS says whether the group can carry a REQUIRETLS message at
-// all, before any connection (RFC 8689 §4.2.1). Per host, transact checks
-// the rest: TLS, a verified certificate and REQUIRETLS in the EHLO reply.
-//
-// RFC 8689 §4.2.1 (sending MTA requirements) asks that the MX lookup be
-// DNSSEC-validated or confirmed by an MTA-STS policy in enforce mode, that
-// the server's certificate be verified (PKIX with the MX host name, or
-// DANE), and that the server advertise REQUIRETLS after STARTTLS. Level
-// Secure is refused like Verify unless the MX set is authenticated: Secure
-// checks the certificate against the next-hop domain, which resists MX
-// forgery too, but §4.2.1 makes the authenticated MX lookup a requirement
-// of its own, not one a stronger certificate check can replace, and a
-// REQUIRETLS sender relies on every hop applying the RFC's rule. A fixed next hop
-// from local configuration (a smarthost route) involves no MX lookup and
-// is not refused for it.
-func checkRequireTLS(req policy.Requirement, mxAuth, fixedHop, daneVerifies bool) error {
-	if req.Mode != policy.Enforce {
-		return fmt.Errorf("policy %s is in testing mode", req.Source)
+// hostPlan asks the plan for one target's hop (policy.Plan.Host) and turns
+// a refusal into the attempt's result.
+func (c *Connector) hostPlan(ctx context.Context, st *groupState, t target) (policy.Hop, *attemptResult) {
+	ph := policy.Host{Name: t.host, DANE: policy.DANENotLookedUp, HasAddrs: len(t.addrs) > 0}
+	var cause error
+	if h := t.dane; h != nil {
+		ph.DANE, ph.Reason, cause = h.State(), h.Reason, h.Err
+	} else {
+		ph.Name = net.JoinHostPort(t.host, fmt.Sprint(t.port))
 	}
-	if !req.Level.VerifiesPKIX() && !daneVerifies {
-		return fmt.Errorf("level %s does not verify the server certificate", req.Level)
+	hop, r := st.plan.Host(ph)
+	if hop.Note != "" {
+		c.log().LogAttrs(ctx, slog.LevelInfo, "tls policy adjusted",
+			slog.String("domain", st.req.Domain), slog.String("mx", t.host), slog.String("policy", policyAttr(st.req)),
+			slog.String("reason", hop.Note), slog.String("queue_id", st.env.ID))
 	}
-	if !fixedHop && !mxAuth {
-		return errors.New("MX host names are not authenticated by DNSSEC or an enforced MTA-STS policy")
+	if r == nil {
+		return hop, nil
 	}
-	return nil
+	ar := &attemptResult{err: refusalError(st.req, r, cause), retry: true, failure: r.Failure, mta: RemoteMTA{Host: t.host, Port: t.port}}
+	if r.Kind != policy.RefuseREQUIRETLS {
+		ar.dane = t.dane
+	}
+	return hop, ar
 }
 
-// mxAuthenticated reports whether the MX hosts of the group are
-// authenticated in the sense of RFC 8689 §4.2.1: the MX RRset was
-// DNSSEC-validated by Connector.DANE's resolver, or the enforced policy
-// says so (Requirement.MXAuthenticated: an MTA-STS policy in enforce mode,
-// whose patterns the targets were filtered by, or a DANE lookup).
-func (st *groupState) mxAuthenticated() bool {
-	if st.dest != nil && st.dest.MXAuthentic {
-		return true
+// refusalError is the delivery error of a plan's refusal; cause is the DANE
+// lookup's error, if any.
+func refusalError(req policy.Requirement, r *policy.Refusal, cause error) *Error {
+	switch r.Kind {
+	case policy.RefuseLookup:
+		return localError(false, 7, 5, "", r.Summary, fmt.Errorf("%w: %w", ErrDANE, cause))
+	case policy.RefuseAddress:
+		return localError(false, 4, 3, "", r.Summary, cause)
+	case policy.RefuseREQUIRETLS:
+		return &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: r.Summary,
+			Err: fmt.Errorf("%w: %s", ErrRequireTLS, r.Detail)}
 	}
-	return st.req.MXAuthenticated && st.req.Mode == policy.Enforce
+	err := fmt.Errorf("%w: %s", ErrDANE, r.Detail)
+	if r.Detail == "" && cause != nil {
+		err = fmt.Errorf("%w: %w", ErrDANE, cause)
+	}
+	return tlsError(req, 5, "", r.Summary, err)
 }
 
-// anyDANEHost reports whether DANE will verify at least one target.
-func anyDANEHost(req policy.Requirement, targets []target) bool {
-	if !daneApplies(req) {
-		return false
-	}
+// daneStates returns the DANE state of each target, for
+// policy.Plan.CheckRequireTLS.
+func daneStates(targets []target) []policy.DANEState {
+	out := make([]policy.DANEState, 0, len(targets))
 	for _, t := range targets {
-		if t.dane != nil && t.dane.Err == nil && len(t.dane.TLSA) > 0 {
-			return true
+		if t.dane != nil {
+			out = append(out, t.dane.State())
 		}
 	}
-	return false
+	return out
 }
 
 // recordTLSRPT records ar for TLS reporting (RFC 8460 §4.3): attempts that

@@ -33,14 +33,14 @@ func (c *Connector) poolKey(st *groupState, t target, addr string) string {
 	// Under DANE the connection was verified against this host's records:
 	// reuse it only while they are the same.
 	var tlsa []string
-	if st.plan.dane != nil {
-		tlsa = append(tlsa, st.plan.dane.ServerName())
-		for _, r := range st.plan.dane.TLSA {
+	if st.hopDANE != nil {
+		tlsa = append(tlsa, st.hopDANE.ServerName())
+		for _, r := range st.hopDANE.TLSA {
 			tlsa = append(tlsa, dane.FormatTLSA(r))
 		}
 	}
 	return fmt.Sprintf("%s|%s|%s|%s|%d|%v|%v|%v|%d|%s|%d|%s",
-		addr, t.host, c.Hostname, st.req.Level, st.plan.kind, st.plan.tryTLS, st.plan.required, st.plan.enforce,
+		addr, t.host, c.Hostname, st.req.Level, st.hop.Check, st.hop.TryTLS, st.hop.Required, st.hop.Enforce,
 		st.req.EffectiveMinVersion(), strings.Join(c.matchNames(st), ":"), st.g.routeIdx, strings.Join(tlsa, ","))
 }
 

@@ -15,16 +15,6 @@ import (
 	"github.com/mailtls/mailtls/policy/dane"
 )
 
-// checkKind is what the handshake verifies.
-type checkKind int
-
-const (
-	checkNone   checkKind = iota // May, Encrypt, TLS-Required: No: accept any certificate
-	checkVerify                  // PKIX chain + MX host name
-	checkSecure                  // PKIX chain + match names / next-hop domain
-	checkDANE                    // the host's own TLSA records (RFC 7672 §3)
-)
-
 // tlsCheck verifies one handshake and remembers the verdict.
 //
 // Verification is done in tls.Config.VerifyConnection with
@@ -37,10 +27,10 @@ const (
 // certificates. Every path that must verify returns an error from here,
 // which aborts the handshake before any SMTP command is sent over TLS.
 type tlsCheck struct {
-	kind       checkKind
-	mxHost     string     // checkVerify: the MX host name
-	match      []string   // checkSecure: "name" exact, ".name" any subdomain
-	dane       *dane.Host // checkDANE: the host's records and reference names
+	kind       policy.Check
+	mxHost     string     // CheckVerify: the MX host name
+	match      []string   // CheckSecure: "name" exact, ".name" any subdomain
+	dane       *dane.Host // CheckDANE: the host's records and reference names
 	minVersion uint16
 	roots      *x509.CertPool
 	now        time.Time
@@ -74,10 +64,10 @@ func (v *tlsCheck) check(cs tls.ConnectionState) error {
 		return fmt.Errorf("%w: negotiated %s, policy requires %s", ErrTLSVersion,
 			tls.VersionName(cs.Version), tls.VersionName(v.minVersion))
 	}
-	if v.kind == checkNone {
+	if v.kind == policy.CheckNone {
 		return nil
 	}
-	if v.kind == checkDANE {
+	if v.kind == policy.CheckDANE {
 		// RFC 7672 §3.1: DANE replaces WebPKI verification: DANE-EE ignores
 		// names and dates, DANE-TA checks the chain to the matched anchor
 		// and the reference names (dane.Verify).
@@ -113,12 +103,12 @@ func (v *tlsCheck) check(cs tls.ConnectionState) error {
 		return fmt.Errorf("%w (%s): %w", ErrCertificate, v.failure, err)
 	}
 	switch v.kind {
-	case checkVerify:
+	case policy.CheckVerify:
 		if err := leaf.VerifyHostname(v.mxHost); err != nil {
 			v.failure = policy.FailureCertificateHostMismatch
 			return fmt.Errorf("%w (%s): %w", ErrCertificate, v.failure, err)
 		}
-	case checkSecure:
+	case policy.CheckSecure:
 		if !matchesAny(leaf, v.match) {
 			v.failure = policy.FailureCertificateHostMismatch
 			return fmt.Errorf("%w (%s): certificate names %v match none of %v",
@@ -245,119 +235,4 @@ func classifyHandshake(err error) error {
 		return fmt.Errorf("%w: %w", ErrTLSVersion, err)
 	}
 	return fmt.Errorf("%w: %w", ErrTLSHandshake, err)
-}
-
-// planFor turns a requirement and envelope into what one attempt must do.
-type plan struct {
-	tryTLS   bool // send STARTTLS when offered
-	required bool // no plaintext: Encrypt and above, enforced
-	kind     checkKind
-	enforce  bool
-	dane     *dane.Host // checkDANE: the host verified against its own records
-	reason   string     // why the level was changed, for the log
-}
-
-// makePlan is the group's plan. perHost says that Connector.DANE will give
-// each host its own TLSA decision (see hostPlan); without it a requirement
-// carrying TLSA records cannot be verified host by host and fails closed.
-//
-// A message with "TLS-Required: No" (RFC 8689) gets the plan of the level
-// headerRelaxation gives: recipient-side policies are ignored, the local
-// administrator's floor is kept.
-func makePlan(req policy.Requirement, env *Envelope, perHost bool) (plan, error) {
-	if to, ok := headerRelaxation(req, env); ok {
-		return relaxedPlan(req, to), nil
-	}
-	p, err := levelPlan(req, perHost)
-	if err == nil && env.TLSRequiredNo && !env.RequireTLS {
-		// Not honoured: say so, with both levels, so that an operator sees
-		// why such a message was held to the full requirement.
-		note := fmt.Sprintf("TLS-Required: No header not applied: %s (%s) kept, local floor %s is dane or stricter (RFC 8689)",
-			req.Level, req.Source, localFloor(req))
-		if p.reason != "" {
-			note = p.reason + "; " + note
-		}
-		p.reason = note
-	}
-	return p, err
-}
-
-// relaxedPlan is the plan for a message whose "TLS-Required: No" is
-// honoured, at level to (None, May or Encrypt: see headerRelaxation). TLS
-// is attempted unless to is None; certificates are not checked; at Encrypt
-// plaintext is refused, and that is enforced even when req is in testing
-// mode, because it is the local administrator's requirement.
-func relaxedPlan(req policy.Requirement, to policy.Level) plan {
-	p := plan{enforce: true}
-	switch to {
-	case policy.None:
-	case policy.May:
-		p.tryTLS = true
-	default:
-		p.tryTLS, p.required = true, true
-	}
-	if req.Level != to {
-		p.reason = fmt.Sprintf("TLS-Required: No header relaxes %s (%s) to %s, local floor %s (RFC 8689: recipient-side policies ignored, the local requirement kept)",
-			req.Level, req.Source, to, localFloor(req))
-	}
-	return p
-}
-
-// levelPlan is the plan for req's level, without regard to the message.
-func levelPlan(req policy.Requirement, perHost bool) (plan, error) {
-	lvl := req.Level
-	p := plan{enforce: req.Mode == policy.Enforce}
-	switch lvl {
-	case policy.None:
-		return p, nil
-	case policy.May:
-		p.tryTLS = true
-		return p, nil
-	case policy.Encrypt:
-		p.tryTLS, p.required = true, true
-	case policy.DANE:
-		if perHost {
-			// hostPlan decides per host; without usable records: may.
-			p.tryTLS = true
-			return p, nil
-		}
-		if len(req.TLSA) == 0 {
-			// RFC 7672 §2.2: no usable TLSA records: opportunistic TLS.
-			p.tryTLS = true
-			p.reason = "dane without TLSA records: may"
-			return p, nil
-		}
-		return p, fmt.Errorf("%w: TLSA records present but Connector.DANE is not set, so no host can be checked against its own records; failing closed", ErrDANE)
-	case policy.DANEOnly:
-		if perHost {
-			// hostPlan fails every host without usable records.
-			p.tryTLS, p.required = true, true
-			return p, nil
-		}
-		if len(req.TLSA) == 0 {
-			return p, fmt.Errorf("%w: dane-only and no DNSSEC-validated TLSA records", ErrDANE)
-		}
-		return p, fmt.Errorf("%w: TLSA records present but Connector.DANE is not set, so no host can be checked against its own records; failing closed", ErrDANE)
-	case policy.Verify:
-		p.tryTLS, p.required, p.kind = true, true, checkVerify
-	case policy.Secure:
-		p.tryTLS, p.required, p.kind = true, true, checkSecure
-	default:
-		return p, fmt.Errorf("transport: unknown TLS level %v", lvl)
-	}
-	if !p.enforce {
-		// MTA-STS testing mode (RFC 8461 §5): check and report, never block,
-		// but keep the enforced floor's TLS requirement (Requirement.Floor).
-		if req.Floor == policy.DANEOnly && !perHost {
-			// "DANE or nothing" cannot be met without per-host TLSA checks
-			// (policy.Standard does not build this; a hand-made Policy may).
-			return p, fmt.Errorf("%w: dane-only floor under a testing policy, but Connector.DANE is not set; failing closed", ErrDANE)
-		}
-		p.required = req.Floor.RequiresTLS()
-		p.reason = "testing mode: failures reported, not enforced"
-		if p.required {
-			p.reason += "; TLS still required by " + req.Floor.String()
-		}
-	}
-	return p, nil
 }

@@ -145,6 +145,23 @@ func (h *Host) ServerName() string {
 	return h.Name
 }
 
+// State is h as policy.Plan sees it (RFC 7672 §2.2): usable records,
+// only unusable ones, none, a failed lookup, or none usable under a
+// dane-only Policy.
+func (h *Host) State() policy.DANEState {
+	switch {
+	case h.Err != nil && errors.Is(h.Err, ErrLookupFailed):
+		return policy.DANELookupFailed
+	case h.Err != nil:
+		return policy.DANEMissing
+	case len(h.TLSA) > 0:
+		return policy.DANEUsable
+	case h.Level == policy.Encrypt:
+		return policy.DANEUnusable
+	}
+	return policy.DANENoRecords
+}
+
 // RequiresTLS reports whether delivery to h must not proceed without TLS:
 // true at DANE and DANEOnly with usable records and at Encrypt (RFC 7672
 // §2.2), false at May. (policy.Level.RequiresTLS cannot say this for DANE,
