@@ -552,17 +552,17 @@ func statusFor(e *Error) Status {
 
 // groupState carries one group's delivery through its attempts.
 type groupState struct {
-	env       *Envelope
-	body      io.ReaderAt
-	size      int64
-	g         *group
-	route     *Route
-	req       policy.Requirement
-	plan      policy.Plan // the group's TLS plan, from req and the message
-	hop       policy.Hop  // for the host being tried (hostPlan)
-	hopDANE   *dane.Host  // with hop.Check CheckDANE: the host's records
-	res       *Result
-	dest      *dane.Destination // the DNSSEC-aware MX lookup, nil without Connector.DANE
+	env     *Envelope
+	body    io.ReaderAt
+	size    int64
+	g       *group
+	route   *Route
+	req     policy.Requirement
+	plan    policy.Plan // the group's TLS plan, from req and the message
+	hop     policy.Hop  // for the host being tried (hostPlan)
+	hopDANE *dane.Host  // with hop.Check CheckDANE: the host's records
+	res     *Result
+	dest    *dane.Destination // the DNSSEC-aware MX lookup, nil without Connector.DANE
 	// refused are the MX hosts an enforced MTA-STS policy's patterns
 	// refused (mxAllowed), reported when no host is left (RFC 8460 §4.3).
 	refused []string
