@@ -47,6 +47,116 @@
 // for it (LocalPolicy, LookupLocal): published policies name a domain's
 // own MX hosts, not the administrator's next hop.
 //
+// # Planning a delivery
+//
+// NewPlan turns a Requirement and what the message asks (REQUIRETLS and
+// "TLS-Required: No", RFC 8689) into a Plan; Plan.Host adapts it to what
+// DANE found for each MX host (RFC 7672 §2.2) and returns the Hop that a
+// connection must satisfy before MAIL FROM: whether STARTTLS is tried or
+// required, what the handshake verifies (Check), whether a failed check
+// is enforced, and why; or a Refusal. Plan.AllowsMX applies MTA-STS "mx:"
+// patterns and Plan.CheckRequireTLS the destination conditions of RFC
+// 8689 §4.2.1. A Plan does no I/O.
+//
+// The tables below compose a static table entry ("-": none), the domain's
+// MTA-STS policy and what DANE found, with the default level may, through
+// Standard and Plan. Columns: usable TLSA records; only unusable records;
+// none (a signed zone without records); bogus (this host's lookup failed);
+// missing (a dane-only DANE policy found no usable records); unchecked
+// (the domain has records, but the host, a next hop given as an IP
+// literal, is not looked up); off (no DNSSEC-aware resolver). Cells:
+// plain (no STARTTLS), may (TLS if offered), tls (TLS required), then the
+// certificate check (+verify, +secure, +dane), "?" when a failed check is
+// only reported (MTA-STS testing mode), or ✗ with the refusal: dane (DANE
+// required but not possible), dnssec (lookup failed: defer), requiretls.
+// The tables show what one MX host gets (TestPlanMatrix keeps these tables in step with the code).
+//
+// A plain message:
+//
+// 	static    mta-sts usable      unusable    none        bogus       missing     unchecked   off
+// 	-         -       tls+dane    tls         may         ✗dnssec     ✗dane       ✗dane       may
+// 	-         testing tls+dane    tls+verify? may+verify? ✗dnssec     ✗dane       ✗dane       may+verify?
+// 	-         enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗dane       tls+verify
+// 	none      -       tls+dane    tls         may         ✗dnssec     ✗dane       ✗dane       may
+// 	none      testing tls+dane    tls+verify? may+verify? ✗dnssec     ✗dane       ✗dane       may+verify?
+// 	none      enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗dane       tls+verify
+// 	may       -       tls+dane    tls         may         ✗dnssec     ✗dane       ✗dane       may
+// 	may       testing tls+dane    tls+verify? may+verify? ✗dnssec     ✗dane       ✗dane       may+verify?
+// 	may       enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗dane       tls+verify
+// 	encrypt   -       tls+dane    tls         tls         ✗dnssec     ✗dane       ✗dane       tls
+// 	encrypt   testing tls+dane    tls+verify? tls+verify? ✗dnssec     ✗dane       ✗dane       tls+verify?
+// 	encrypt   enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗dane       tls+verify
+// 	dane      -       tls+dane    tls         may         ✗dnssec     ✗dane       ✗dane       may
+// 	dane      testing tls+dane    tls+verify? may+verify? ✗dnssec     ✗dane       ✗dane       may+verify?
+// 	dane      enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗dane       tls+verify
+// 	dane-only -       tls+dane    ✗dane       ✗dane       ✗dnssec     ✗dane       ✗dane       ✗dane
+// 	dane-only testing tls+dane    ✗dane       ✗dane       ✗dnssec     ✗dane       ✗dane       ✗dane
+// 	dane-only enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗dane       tls+verify
+// 	verify    -       tls+verify  tls+verify  tls+verify  ✗dnssec     tls+verify  tls+verify  tls+verify
+// 	verify    testing tls+verify  tls+verify  tls+verify  ✗dnssec     tls+verify  tls+verify  tls+verify
+// 	verify    enforce tls+verify  tls+verify  tls+verify  ✗dnssec     ✗dane       tls+verify  tls+verify
+// 	secure    -       tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  tls+secure
+// 	secure    testing tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  tls+secure
+// 	secure    enforce tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  tls+secure
+//
+// With "TLS-Required: No" (RFC 8689 §5):
+//
+// 	static    mta-sts usable      unusable    none        bogus       missing     unchecked   off
+// 	-         -       may         may         may         may         may         may         may
+// 	-         testing may         may         may         may         may         may         may
+// 	-         enforce may         may         may         may         may         may         may
+// 	none      -       may         may         may         may         may         may         may
+// 	none      testing may         may         may         may         may         may         may
+// 	none      enforce may         may         may         may         may         may         may
+// 	may       -       may         may         may         may         may         may         may
+// 	may       testing may         may         may         may         may         may         may
+// 	may       enforce may         may         may         may         may         may         may
+// 	encrypt   -       tls         tls         tls         tls         tls         tls         tls
+// 	encrypt   testing tls         tls         tls         tls         tls         tls         tls
+// 	encrypt   enforce tls         tls         tls         tls         tls         tls         tls
+// 	dane      -       tls+dane    tls         may         ✗dnssec     ✗dane       ✗dane       may
+// 	dane      testing tls+dane    tls+verify? may+verify? ✗dnssec     ✗dane       ✗dane       may+verify?
+// 	dane      enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗dane       tls+verify
+// 	dane-only -       tls+dane    ✗dane       ✗dane       ✗dnssec     ✗dane       ✗dane       ✗dane
+// 	dane-only testing tls+dane    ✗dane       ✗dane       ✗dnssec     ✗dane       ✗dane       ✗dane
+// 	dane-only enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗dane       tls+verify
+// 	verify    -       tls+verify  tls+verify  tls+verify  ✗dnssec     tls+verify  tls+verify  tls+verify
+// 	verify    testing tls+verify  tls+verify  tls+verify  ✗dnssec     tls+verify  tls+verify  tls+verify
+// 	verify    enforce tls+verify  tls+verify  tls+verify  ✗dnssec     ✗dane       tls+verify  tls+verify
+// 	secure    -       tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  tls+secure
+// 	secure    testing tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  tls+secure
+// 	secure    enforce tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  tls+secure
+//
+// With REQUIRETLS (RFC 8689 §4):
+//
+// 	static    mta-sts usable      unusable    none        bogus       missing     unchecked   off
+// 	-         -       tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	-         testing tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	-         enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗requiretls tls+verify
+// 	none      -       tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	none      testing tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	none      enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗requiretls tls+verify
+// 	may       -       tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	may       testing tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	may       enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗requiretls tls+verify
+// 	encrypt   -       tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	encrypt   testing tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	encrypt   enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗requiretls tls+verify
+// 	dane      -       tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	dane      testing tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls
+// 	dane      enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗requiretls tls+verify
+// 	dane-only -       tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗dane
+// 	dane-only testing tls+dane    ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗requiretls ✗dane
+// 	dane-only enforce tls+dane    tls+verify  tls+verify  ✗dnssec     ✗dane       ✗requiretls tls+verify
+// 	verify    -       tls+verify  tls+verify  tls+verify  ✗dnssec     tls+verify  tls+verify  ✗requiretls
+// 	verify    testing tls+verify  tls+verify  tls+verify  ✗dnssec     tls+verify  tls+verify  ✗requiretls
+// 	verify    enforce tls+verify  tls+verify  tls+verify  ✗dnssec     ✗dane       tls+verify  tls+verify
+// 	secure    -       tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  ✗requiretls
+// 	secure    testing tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  ✗requiretls
+// 	secure    enforce tls+secure  tls+secure  tls+secure  ✗dnssec     tls+secure  tls+secure  tls+secure
+//
+// The whole matrix, also with the default level encrypt, is in testdata/plan_matrix.txt.
+//
 // # Not here
 //
 // Discovery of published policies lives in subpackages: mtasts (MTA-STS,
