@@ -181,7 +181,8 @@ func (e *abstainedError) Unwrap() []error { return append([]error{ErrNoPolicy}, 
 //     If the DANE answer wins, the first enforced MTA-STS answer that
 //     yielded still governs the MX hosts without usable TLSA records: its
 //     level goes to WithoutTLSA and its MXPatterns and PolicyString come
-//     with it (as with Standard).
+//     with it (as with Standard). Failing that, an enforced encrypt answer
+//     that DANE outranked makes WithoutTLSA encrypt.
 //   - Among the competitors the winner has the highest Strength; ties go to
 //     the higher effective MinVersion, then to Bounce over Defer, then to
 //     the earlier member. The result is the winner's requirement (Level,
@@ -362,6 +363,16 @@ func merge(answers []Requirement) (r Requirement, lowered bool) {
 				r.PolicyString = slices.Clone(a.PolicyString)
 				r.MXAuthenticated = r.MXAuthenticated || a.MXAuthenticated
 				break
+			}
+		}
+	}
+	// Likewise an enforced encrypt that DANE outranked (a static entry, a
+	// route, the default level): a host without usable records must still
+	// not get the message in plaintext.
+	if r.Source == SourceDANE && hasDANERecords(r) && r.WithoutTLSA < Encrypt {
+		for _, i := range enforce {
+			if i != win && answers[i].Level == Encrypt {
+				r.WithoutTLSA = Encrypt
 			}
 		}
 	}

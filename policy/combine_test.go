@@ -169,12 +169,12 @@ func TestStrictest(t *testing.T) {
 			want: Requirement{Domain: "d.example", Level: DANEOnly, TLSA: tlsa, MXAuthenticated: true, Source: SourceStatic},
 		},
 		{
-			name: "DANE with TLSA ranks above encrypt",
+			name: "DANE with TLSA ranks above encrypt, which still holds for hosts without records",
 			members: []Policy{
 				answer(Requirement{Level: Encrypt, Source: SourceStatic, Reason: "static"}),
 				answer(Requirement{Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, Reason: "records"}),
 			},
-			want: Requirement{Domain: "d.example", Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, LocalFloor: Encrypt},
+			want: Requirement{Domain: "d.example", Level: DANE, TLSA: tlsa, MXAuthenticated: true, Source: SourceDANE, LocalFloor: Encrypt, WithoutTLSA: Encrypt},
 		},
 		{
 			name: "testing member does not raise an enforced one",

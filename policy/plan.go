@@ -326,11 +326,12 @@ func levelHop(req Requirement, perHost bool) (Hop, *Refusal) {
 // daneApplies reports whether DANE, where a host has usable TLSA records,
 // takes over from the requirement: not under an explicit override, nor
 // under a static (or default or route) verify or secure, which outranks
-// DANE as an explicit level does in Postfix; always over MTA-STS (RFC 8461
-// §2); and over any weaker level, which it raises (RFC 7672 §2.2).
+// DANE as an explicit level does in Postfix, also when an equal published
+// policy won the tie (LocalLevel); always over MTA-STS (RFC 8461 §2); and
+// over any weaker level, which it raises (RFC 7672 §2.2).
 func (p Plan) daneApplies() bool {
 	req := p.Requirement
-	if req.Source == SourceOverride {
+	if req.Source == SourceOverride || req.LocalLevel().VerifiesPKIX() {
 		return false
 	}
 	if req.Source == SourceMTASTS {
@@ -428,13 +429,11 @@ func (p Plan) host(h Host) (Hop, *Refusal) {
 		// RFC 7672 §2.2: a failed TLSA or address lookup makes the host
 		// unusable; the message is deferred, never sent with less.
 		return g, &Refusal{Kind: RefuseLookup, Failure: FailureDNSSECInvalid, Summary: "DNSSEC lookup for " + h.Name + " failed; not using this host"}
-	case !p.daneApplies() && h.HasAddrs:
+	case !p.daneApplies():
 		// An override or an explicit verify/secure decides.
 		return g, nil
 	case h.DANE == DANEMissing:
 		return daneRequired("")
-	case !p.daneApplies():
-		return g, nil
 	case h.DANE == DANEUsable:
 		return Hop{TryTLS: true, Required: true, Check: CheckDANE, Enforce: true, Reason: "dane: " + h.Reason}, nil
 	case p.daneOnly():
@@ -446,6 +445,10 @@ func (p Plan) host(h Host) (Hop, *Refusal) {
 		// governs this host: PKIX chain and MX host name.
 		return Hop{TryTLS: true, Required: true, Check: CheckVerify, Enforce: true,
 			Reason: "no usable TLSA records: held to the mta-sts policy"}, nil
+	case req.Level == DANE && req.WithoutTLSA == Encrypt:
+		// DANE outranked an enforced encrypt, which still governs this host.
+		return Hop{TryTLS: true, Required: true, Enforce: true,
+			Reason: "no usable TLSA records: encrypt still required"}, nil
 	case h.DANE == DANEUnusable && !g.Required:
 		// RFC 7672 §2.2: only unusable records: TLS without authentication.
 		// A testing-mode check, if any, stays reported only.

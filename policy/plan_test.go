@@ -30,7 +30,9 @@ var update = flag.Bool("update", false, "rewrite testdata/plan_matrix.txt and th
 
 var statics = []string{"-", "none", "may", "encrypt", "dane", "dane-only", "verify", "secure"}
 
-var defaults = []policy.Level{policy.May, policy.Encrypt}
+// defaults are the configured default levels; None is Fixed's
+// InsecurePlaintext.
+var defaults = []policy.Level{policy.None, policy.May, policy.Encrypt}
 
 var stsModes = []string{"-", "testing", "enforce"}
 
@@ -42,27 +44,63 @@ type daneCase struct {
 	perHost bool                // the sender looks up TLSA per host
 	host    policy.DANEState
 	mxSec   bool // the MX RRset was DNSSEC-validated
+	noAddrs bool // the host's address lookup failed too
+	// others are the states of the domain's other MX hosts.
+	others []policy.DANEState
 }
 
 var tlsa = []policy.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: []byte{1, 2, 3}}}
 
+var (
+	daneUsable   = &policy.Requirement{Level: policy.DANE, TLSA: tlsa, MXAuthenticated: true}
+	daneUnusable = &policy.Requirement{Level: policy.Encrypt, MXAuthenticated: true}
+	daneNone     = &policy.Requirement{Level: policy.May, MXAuthenticated: true}
+	daneMissing  = &policy.Requirement{Level: policy.DANEOnly, MXAuthenticated: true}
+)
+
 var daneCases = []daneCase{
 	// Usable TLSA records at the host.
-	{"usable", &policy.Requirement{Level: policy.DANE, TLSA: tlsa, MXAuthenticated: true}, true, policy.DANEUsable, true},
+	{name: "usable", member: daneUsable, perHost: true, host: policy.DANEUsable, mxSec: true},
 	// Only unusable records: TLS without authentication (RFC 7672 §2.2).
-	{"unusable", &policy.Requirement{Level: policy.Encrypt, MXAuthenticated: true}, true, policy.DANEUnusable, true},
+	{name: "unusable", member: daneUnusable, perHost: true, host: policy.DANEUnusable, mxSec: true},
 	// A signed zone without TLSA records: DANE does not apply.
-	{"none", &policy.Requirement{Level: policy.May, MXAuthenticated: true}, true, policy.DANENoRecords, true},
+	{name: "none", member: daneNone, perHost: true, host: policy.DANENoRecords, mxSec: true},
 	// This host's TLSA lookup failed (bogus); another host's answer made
 	// the domain's (no records).
-	{"bogus", &policy.Requirement{Level: policy.May, MXAuthenticated: true}, true, policy.DANELookupFailed, true},
+	{name: "bogus", member: daneNone, perHost: true, host: policy.DANELookupFailed, mxSec: true},
 	// A dane-only DANE policy found no usable records.
-	{"missing", &policy.Requirement{Level: policy.DANEOnly, MXAuthenticated: true}, true, policy.DANEMissing, true},
+	{name: "missing", member: daneMissing, perHost: true, host: policy.DANEMissing, mxSec: true},
+	// Another MX host has usable records, this one none.
+	{name: "mixed", member: daneUsable, perHost: true, host: policy.DANENoRecords, mxSec: true, others: []policy.DANEState{policy.DANEUsable}},
+	// This host's address and TLSA lookups failed.
+	{name: "bogus-addr", member: daneNone, perHost: true, host: policy.DANELookupFailed, mxSec: true, noAddrs: true},
 	// The domain has usable records, but this host (a next hop given as an
 	// IP literal) is not looked up.
-	{"unchecked", &policy.Requirement{Level: policy.DANE, TLSA: tlsa, MXAuthenticated: true}, true, policy.DANENotLookedUp, true},
+	{name: "unchecked", member: daneUsable, perHost: true, host: policy.DANENotLookedUp, mxSec: true},
+	// The policy has DANE records but the sender looks up no TLSA per
+	// host (a dane.Policy in policy.Standard, none in the Connector).
+	{name: "unwired", member: daneUsable, host: policy.DANENotLookedUp},
 	// No DNSSEC-aware resolver: no DANE lookups at all.
-	{"off", nil, false, policy.DANENotLookedUp, false},
+	{name: "off", host: policy.DANENotLookedUp},
+}
+
+// docDANE are the DANE cases of the tables in doc.go.
+var docDANE = []daneCase{daneCases[0], daneCases[1], daneCases[2], daneCases[5], daneCases[3], daneCases[4], daneCases[9]}
+
+// handMade are requirements that policy.Standard does not build but a
+// Policy of one's own may return, planned with every DANE case too.
+var handMade = []struct {
+	name string
+	req  policy.Requirement
+}{
+	{"testing-verify/floor-dane-only", policy.Requirement{Level: policy.Verify, Source: policy.SourceMTASTS, Mode: policy.Testing, Floor: policy.DANEOnly}},
+	{"testing-verify/floor-none", policy.Requirement{Level: policy.Verify, Source: policy.SourceMTASTS, Mode: policy.Testing}},
+	{"dane/without-tlsa-verify", policy.Requirement{Level: policy.DANE, Source: policy.SourceDANE, WithoutTLSA: policy.Verify}},
+	{"dane-only+tlsa", policy.Requirement{Level: policy.DANEOnly, Source: policy.SourceDANE, TLSA: tlsa}},
+	{"override-may", policy.Requirement{Level: policy.May, Source: policy.SourceOverride}},
+	{"override-encrypt", policy.Requirement{Level: policy.Encrypt, Source: policy.SourceOverride}},
+	{"route-encrypt", policy.Requirement{Level: policy.Encrypt, Source: policy.SourceRoute}},
+	{"level(9)", policy.Requirement{Level: policy.Level(9), Source: policy.SourceStatic}},
 }
 
 type matrixCell struct {
@@ -71,6 +109,10 @@ type matrixCell struct {
 	sts     string
 	dane    daneCase
 	trn, rt bool
+}
+
+func (c matrixCell) key() string {
+	return fmt.Sprint(c.static, c.def, c.sts, c.dane.name, c.trn, c.rt)
 }
 
 func (c matrixCell) requirement(t testing.TB) policy.Requirement {
@@ -84,7 +126,7 @@ func (c matrixCell) requirement(t testing.TB) policy.Requirement {
 			return a, nil
 		})
 	}
-	s := &policy.Standard{Default: policy.Fixed{Level: c.def}}
+	s := &policy.Standard{Default: policy.Fixed{Level: c.def, InsecurePlaintext: c.def == policy.None}}
 	if c.static != "-" {
 		l, err := policy.ParseLevel(c.static)
 		if err != nil {
@@ -111,23 +153,72 @@ func (c matrixCell) requirement(t testing.TB) policy.Requirement {
 }
 
 // outcome plans the cell: the hop of mx.example.com in words, or the
-// refusal, with what the Connector checks in between.
-func (c matrixCell) outcome(req policy.Requirement) (policy.Hop, *policy.Refusal, string) {
+// refusal, with what the Connector checks in between; texts are the
+// refusal's failure type and message or the hop's reason and note, and
+// mx what the plan says of an MX host outside the MTA-STS patterns
+// (use, mismatch) and whether this host is exempt from them (by DANE).
+func (c matrixCell) outcome(req policy.Requirement) (hop policy.Hop, ref *policy.Refusal, word, mx string, texts []string) {
 	p := policy.NewPlan(req, policy.Message{RequireTLS: c.rt, TLSRequiredNo: c.trn}, c.dane.perHost)
-	if p.Refused != nil {
-		return policy.Hop{}, p.Refused, refusalWord(p.Refused)
+	use, mismatch := p.AllowsMX("other.example.net")
+	mx = fmt.Sprintf("%v/%v/%v", use, mismatch, p.UsesDANE(c.dane.host))
+	switch {
+	case p.Refused != nil:
+		ref = p.Refused
+	default:
+		ref = p.CheckRequireTLS(c.dane.mxSec, false, append([]policy.DANEState{c.dane.host}, c.dane.others...))
 	}
-	if r := p.CheckRequireTLS(c.dane.mxSec, false, []policy.DANEState{c.dane.host}); r != nil {
-		return policy.Hop{}, r, refusalWord(r)
+	if ref == nil {
+		if use, _ := p.AllowsMX("mx.example.com"); !use {
+			return hop, nil, "mx refused", mx, nil
+		}
+		hop, ref = p.Host(policy.Host{Name: "mx.example.com", DANE: c.dane.host, HasAddrs: !c.dane.noAddrs, Reason: "test"})
 	}
-	if use, _ := p.AllowsMX("mx.example.com"); !use {
-		return policy.Hop{}, nil, "mx refused"
+	if ref != nil {
+		return policy.Hop{}, ref, refusalWord(ref), mx, []string{string(ref.Failure), ref.Error()}
 	}
-	h, r := p.Host(policy.Host{Name: "mx.example.com", DANE: c.dane.host, HasAddrs: true, Reason: "test"})
-	if r != nil {
-		return h, r, refusalWord(r)
+	return hop, nil, hopWord(hop), mx, []string{hop.Reason, hop.Note}
+}
+
+// flags names the message's options: "trn" for "TLS-Required: No", "rt"
+// for REQUIRETLS, "-" for neither.
+func flags(c matrixCell) string {
+	switch {
+	case c.trn && c.rt:
+		return "trn+rt"
+	case c.trn:
+		return "trn"
+	case c.rt:
+		return "rt"
 	}
-	return h, nil, hopWord(h)
+	return "-"
+}
+
+// texts numbers the texts of the matrix, so that each long reason is
+// written once, at the end of the golden file.
+type texts struct {
+	ids  map[string]int
+	list []string
+}
+
+func (t *texts) ref(ss []string) string {
+	var out []string
+	for _, s := range ss {
+		if s == "" {
+			out = append(out, "-")
+			continue
+		}
+		if t.ids == nil {
+			t.ids = map[string]int{}
+		}
+		id, ok := t.ids[s]
+		if !ok {
+			t.list = append(t.list, s)
+			id = len(t.list)
+			t.ids[s] = id
+		}
+		out = append(out, fmt.Sprintf("T%d", id))
+	}
+	return strings.Join(out, " ")
 }
 
 func refusalWord(r *policy.Refusal) string {
@@ -183,15 +274,34 @@ func allCells() []matrixCell {
 
 func TestPlanMatrix(t *testing.T) {
 	var full strings.Builder
-	fmt.Fprintf(&full, "# static default mta-sts dane tls-required-no requiretls => requirement => hop\n")
-	words := map[matrixCell]string{}
+	var tx texts
+	fmt.Fprintf(&full, "# static default mta-sts dane message => requirement (level source mode floor local without-tlsa) => hop mx texts\n")
+	words := map[string]string{}
 	for _, c := range allCells() {
 		req := c.requirement(t)
-		hop, ref, w := c.outcome(req)
-		words[c] = w
-		fmt.Fprintf(&full, "%-9s %-7s %-7s %-9s trn=%-5v rt=%-5v => %-9s %-8s %-7s floor=%-7s local=%-7s => %s\n",
-			c.static, c.def, c.sts, c.dane.name, c.trn, c.rt, req.Level, req.Source, req.Mode, req.Floor, req.LocalLevel(), w)
+		hop, ref, w, mx, ts := c.outcome(req)
+		words[c.key()] = w
+		fmt.Fprintf(&full, "%s %s %s %s %s => %s %s %s %s %s %s => %s %s %s\n",
+			c.static, c.def, c.sts, c.dane.name, flags(c), req.Level, req.Source, req.Mode, req.Floor, req.LocalLevel(), req.WithoutTLSA, w, mx, tx.ref(ts))
 		checkInvariants(t, c, req, hop, ref)
+	}
+	fmt.Fprintf(&full, "# requirements of one's own Policy: name dane message => hop mx texts\n")
+	for _, h := range handMade {
+		for _, rt := range []bool{false, true} {
+			for _, trn := range []bool{false, true} {
+				for _, d := range daneCases {
+					c := matrixCell{dane: d, trn: trn, rt: rt}
+					req := h.req
+					req.Domain, req.MXPatterns = "example.com", []string{"mx.example.com"}
+					_, _, w, mx, ts := c.outcome(req)
+					fmt.Fprintf(&full, "%s %s %s => %s %s %s\n", h.name, d.name, flags(c), w, mx, tx.ref(ts))
+				}
+			}
+		}
+	}
+	fmt.Fprintf(&full, "# texts\n")
+	for i, s := range tx.list {
+		fmt.Fprintf(&full, "T%d %s\n", i+1, s)
 	}
 	golden(t, "testdata/plan_matrix.txt", full.String())
 
@@ -206,15 +316,15 @@ func TestPlanMatrix(t *testing.T) {
 	} {
 		fmt.Fprintf(&doc, "%s\n\n", tab.title)
 		fmt.Fprintf(&doc, "\t%-9s %-7s", "static", "mta-sts")
-		for _, d := range daneCases {
+		for _, d := range docDANE {
 			fmt.Fprintf(&doc, " %-11s", d.name)
 		}
 		doc.WriteString("\n")
 		for _, st := range statics {
 			for _, sts := range stsModes {
 				fmt.Fprintf(&doc, "\t%-9s %-7s", st, sts)
-				for _, d := range daneCases {
-					fmt.Fprintf(&doc, " %-11s", words[matrixCell{st, policy.May, sts, d, tab.trn, tab.rt}])
+				for _, d := range docDANE {
+					fmt.Fprintf(&doc, " %-11s", words[matrixCell{st, policy.May, sts, d, tab.trn, tab.rt}.key()])
 				}
 				doc.WriteString("\n")
 			}
@@ -248,6 +358,11 @@ func checkInvariants(t *testing.T, c matrixCell, req policy.Requirement, hop pol
 	// stronger, bar DANE's fallback) local entry means no plaintext.
 	if (local == policy.Encrypt || local >= policy.DANEOnly) && !hop.Required {
 		t.Errorf("%+v: local %s planned as %s", c, local, hopWord(hop))
+	}
+	// So does the default level: "use TLS for all outbound mail" holds for
+	// every host unless "TLS-Required: No" relaxes it.
+	if c.def == policy.Encrypt && !c.trn && !hop.Required {
+		t.Errorf("%+v: default encrypt planned as %s", c, hopWord(hop))
 	}
 	// A local verify or secure is checked as such, enforced; DANE does not
 	// replace it.
@@ -308,7 +423,13 @@ func docTable(t *testing.T, table string) {
 	}
 	var b strings.Builder
 	for _, line := range strings.Split(table, "\n") {
-		b.WriteString(strings.TrimRight("// "+line, " \t") + "\n")
+		switch {
+		case strings.HasPrefix(line, "\t"): // a code block, as gofmt writes it
+			line = "//" + line
+		default:
+			line = "// " + line
+		}
+		b.WriteString(strings.TrimRight(line, " \t") + "\n")
 	}
 	want := s[:i+len(docBegin)] + b.String() + s[j:]
 	if *update {

@@ -178,13 +178,14 @@ type Requirement struct {
 	// (RFC 8461 §5). The zero value, None, enforces nothing: delivery
 	// proceeds as with May.
 	Floor Level
-	// WithoutTLSA matters only at DANE and DANEOnly. When DANE took
-	// precedence over an enforced MTA-STS policy (see Standard), it is that
-	// policy's level, Verify, and MXPatterns and PolicyString are that
-	// policy's: MX hosts with usable TLSA records are checked by DANE
-	// alone, the others are held to the MTA-STS policy (RFC 8461 §2 gives
-	// DANE precedence only where DANE applies). The zero value, None, means
-	// DANE's own fallback (dane: may; dane-only: not used).
+	// WithoutTLSA matters only at DANE and DANEOnly: it is the level of
+	// the MX hosts without usable TLSA records. When DANE took precedence
+	// over an enforced MTA-STS policy (see Standard), it is that policy's
+	// level, Verify, and MXPatterns and PolicyString are that policy's
+	// (RFC 8461 §2 gives DANE precedence only where DANE applies); when
+	// DANE outranked an enforced encrypt (a static entry, a route, the
+	// default level), it is Encrypt. The zero value, None, means DANE's
+	// own fallback (dane: may; dane-only: not used). Plan applies it.
 	WithoutTLSA Level
 	// LocalFloor matters only when Source is not a local one (it is
 	// mta-sts, dane or default). It is the strictest level that the local
