@@ -473,6 +473,62 @@ func TestDANEAndMTASTSMixedHosts(t *testing.T) {
 	}
 }
 
+// An encrypt that DANE outranks (the default level, or a static entry)
+// still holds for the MX hosts without TLSA records: with DANE on the
+// preferred host, which is down, the second host gets the message only
+// over TLS, never in plaintext (policy.Requirement.WithoutTLSA).
+func TestDANEMixedHostsKeepEncrypt(t *testing.T) {
+	static := policy.Func(func(_ context.Context, d string) (policy.Requirement, error) {
+		return policy.Requirement{Domain: d, Level: policy.Encrypt, Source: policy.SourceStatic}, nil
+	})
+	for _, tc := range []struct {
+		name      string
+		std       func(d *dane.Policy) *policy.Standard
+		second    transporttest.CertKind
+		delivered bool
+	}{
+		{"default encrypt, second host plaintext-only", func(d *dane.Policy) *policy.Standard {
+			return &policy.Standard{DANE: d, Default: policy.Fixed{Level: policy.Encrypt}}
+		}, transporttest.NoTLS, false},
+		{"static encrypt, second host plaintext-only", func(d *dane.Policy) *policy.Standard {
+			return &policy.Standard{DANE: d, Static: static, Default: policy.Fixed{Level: policy.May}}
+		}, transporttest.NoTLS, false},
+		{"default encrypt, second host with TLS (any certificate)", func(d *dane.Policy) *policy.Standard {
+			return &policy.Standard{DANE: d, Default: policy.Fixed{Level: policy.Encrypt}}
+		}, transporttest.WrongNameCert, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newStdWorld(t)
+			w.dns.Set("mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.MX(10, "mx1.mixed.example"), fakedns.MX(20, "mx2.mixed.example")}})
+			w.dns.Set("mx1.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.41")}})
+			w.dns.Set("mx2.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.42")}})
+			w.dns.SetNXAD(true) // mx2 has no TLSA: authenticated denial
+			w.tlsa("mx1.mixed.example", true, fakedns.TLSA(3, 1, 1, make([]byte, 32)))
+			w.dialer.Map["192.0.2.41:25"] = closedAddr(t)
+			srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx2.mixed.example", Cert: tc.second})
+			w.dialer.Map["192.0.2.42:25"] = srv.Addr
+			d := w.danePolicy(false)
+			res := deliver(t, w.connector(tc.std(d), d, srv.RootCAs()), envelope("user@mixed.example"))
+			r := res.Recipients[0]
+			if r.Requirement.Level != policy.DANE || r.Requirement.WithoutTLSA != policy.Encrypt {
+				t.Errorf("decision %s (without TLSA: %s)", r.Requirement, r.Requirement.WithoutTLSA)
+			}
+			if tc.delivered {
+				wantDelivered(t, r)
+				if r.TLS == nil || r.RemoteMTA.Host != "mx2.mixed.example" {
+					t.Errorf("TLS %+v via %s, want TLS via mx2", r.TLS, r.RemoteMTA)
+				}
+				return
+			}
+			if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrSTARTTLSNotOffered) {
+				t.Fatalf("status %v (%v), want deferred: STARTTLS not offered", r.Status, r.Reply)
+			}
+			undelivered(t, srv)
+			assertNoPlaintextTransaction(t, "mx2", srv.Seen())
+		})
+	}
+}
+
 func TestREQUIRETLSEndToEnd(t *testing.T) {
 	const host = "mx.dane.example"
 	rt := func() *transport.Envelope { e := envelope("user@dane.example"); e.RequireTLS = true; return e }
