@@ -42,8 +42,9 @@ type Outbound struct {
 	DefaultReason string
 	// MTASTS is the MTA-STS lookup (an *mtasts.Client), nil to disable.
 	MTASTS Policy
-	// DANE is the DANE lookup (a *dane.Policy), nil to disable; give the
-	// same *dane.Policy to the Connector.
+	// DANE is the DANE lookup (a *dane.Policy), nil to disable. A
+	// Connector with this Outbound as its Policy checks each MX host
+	// through the same lookup (DANEMember).
 	DANE Policy
 	// Logger receives one line per applied override. Nil discards.
 	Logger *slog.Logger
@@ -55,6 +56,9 @@ type Outbound struct {
 var _ LocalPolicy = (*Outbound)(nil)
 
 // standard builds the Standard the lookups use, once.
+// DANEMember returns p.DANE. It implements the DANEMember interface.
+func (p *Outbound) DANEMember() Policy { return p.DANE }
+
 func (p *Outbound) standard() *Standard {
 	p.once.Do(func() {
 		p.std = &Standard{MTASTS: p.MTASTS, DANE: p.DANE, Default: Func(p.defaultLevel), Logger: p.Logger}

@@ -72,8 +72,9 @@ type Standard struct {
 	// MTASTS is the MTA-STS lookup (an *mtasts.Client), nil to disable.
 	MTASTS Policy
 	// DANE is the DANE lookup (a *dane.Policy), nil to disable. A
-	// Connector verifies each MX host against that host's own records;
-	// give the same *dane.Policy to Connector.DANE.
+	// Connector with this Standard as its Policy verifies each MX host
+	// against that host's own records through the same lookup
+	// (DANEMember).
 	DANE Policy
 	// Default is the level for destinations nothing else covers, and the
 	// floor for all others. Nil means Fixed{Level: Verify}; most internet
@@ -84,6 +85,20 @@ type Standard struct {
 }
 
 var _ Policy = (*Standard)(nil)
+
+// DANEMember is implemented by a Policy that composes a DANE lookup
+// (Standard, Outbound). A transport.Connector whose own DANE field is nil
+// takes that lookup (when it is a *dane.Policy) to check each MX host
+// against its own TLSA records (RFC 7672 §2.2), so that DANE is
+// configured once and the decision and the per-host checks cannot
+// disagree.
+type DANEMember interface {
+	// DANEMember returns the DANE member, nil if there is none.
+	DANEMember() Policy
+}
+
+// DANEMember returns s.DANE. It implements the DANEMember interface.
+func (s *Standard) DANEMember() Policy { return s.DANE }
 
 // Lookup composes the members' answers for domain as described on
 // Standard. A next hop "[host]:port" is no domain to ask DANE or MTA-STS

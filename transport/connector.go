@@ -177,11 +177,13 @@ type Connector struct {
 	// failed DNSSEC lookup makes the host unusable and defers, never
 	// downgrades. DANE takes over from MTA-STS and from weaker levels but
 	// not from a Verify or Secure level of the Policy's own (static,
-	// default, route) or an override (see policy.Standard). Give the same
-	// *dane.Policy to policy.Standard.DANE so that decisions are explained
-	// and composed. Fixed next hops use it only on the policy's port (25).
-	// Nil: MX and addresses come from Resolver and DANE is not applied;
-	// a Policy answer carrying TLSA records then fails closed (ErrDANE).
+	// default, route) or an override (see policy.Standard). Fixed next
+	// hops use it only on the policy's port (25).
+	// Nil: the DANE member of Policy when Policy has one that is a
+	// *dane.Policy (policy.DANEMember: policy.Standard, policy.Outbound),
+	// so that DANE is configured once; else MX and addresses come from
+	// Resolver and DANE is not applied, and a Policy answer carrying TLSA
+	// records fails closed (ErrDANE).
 	DANE *dane.Policy
 
 	// TLSRPT, when set, receives one TLS-RPT result per delivery attempt
@@ -623,7 +625,7 @@ func (c *Connector) deliverGroup(ctx context.Context, env *Envelope, body io.Rea
 		c.logAttempt(ctx, st, &attemptResult{err: e, failure: ft, mta: mta}, c.now(), 0)
 		return
 	}
-	st.plan = policy.NewPlan(req, policy.Message{RequireTLS: env.RequireTLS, TLSRequiredNo: env.TLSRequiredNo}, c.DANE != nil)
+	st.plan = policy.NewPlan(req, policy.Message{RequireTLS: env.RequireTLS, TLSRequiredNo: env.TLSRequiredNo}, c.danePolicy() != nil)
 	st.hop = st.plan.Group
 	if r := st.plan.Refused; r != nil {
 		e := refusalError(req, r, nil)
@@ -753,15 +755,15 @@ func (t target) sni() string {
 // targets returns the hosts to try in order, or a final error.
 func (c *Connector) targets(ctx context.Context, st *groupState) ([]target, *Error) {
 	if h := st.g.hop; h != nil {
-		if c.DANE != nil {
-			if t, ok := c.daneHopTarget(ctx, h); ok {
+		if d := c.danePolicy(); d != nil {
+			if t, ok := c.daneHopTarget(ctx, d, h); ok {
 				return []target{t}, nil
 			}
 		}
 		return []target{{host: h.host, port: h.port}}, nil
 	}
-	if c.DANE != nil {
-		return c.daneTargets(ctx, st)
+	if d := c.danePolicy(); d != nil {
+		return c.daneTargets(ctx, d, st)
 	}
 	domain := st.g.domain
 	mxs, err := c.resolver().LookupMX(ctx, domain)

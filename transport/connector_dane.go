@@ -28,12 +28,26 @@ type TLSReporter interface {
 
 var _ TLSReporter = (*tlsrpt.FileStore)(nil)
 
+// danePolicy returns DANE, or else the DANE member of Policy
+// (policy.DANEMember) when it is a *dane.Policy.
+func (c *Connector) danePolicy() *dane.Policy {
+	if c.DANE != nil {
+		return c.DANE
+	}
+	if m, ok := c.Policy.(policy.DANEMember); ok {
+		if d, ok := m.DANEMember().(*dane.Policy); ok {
+			return d
+		}
+	}
+	return nil
+}
+
 // daneTargets resolves the MX hosts of the group's domain through the
 // DNSSEC-aware Connector.DANE (RFC 7672 §2.2): each target carries the
 // host's authenticated addresses and its own TLSA decision.
-func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, *Error) {
+func (c *Connector) daneTargets(ctx context.Context, d *dane.Policy, st *groupState) ([]target, *Error) {
 	domain := st.g.domain
-	dest, err := c.DANE.LookupMX(ctx, domain)
+	dest, err := d.LookupMX(ctx, domain)
 	if err != nil {
 		// RFC 7672 §2.1.1: a failed lookup is never "no records": defer.
 		return nil, localError(false, 4, 3, "", "DNSSEC-aware MX lookup for "+domain+" failed", err)
@@ -94,15 +108,15 @@ func (c *Connector) daneTargets(ctx context.Context, st *groupState) ([]target, 
 // (RFC 7672 §2.2.1: a configured host name is trusted like a secure MX
 // RRset). Only for host names on the port whose TLSA records the
 // dane.Policy looks up; otherwise DANE is not consulted.
-func (c *Connector) daneHopTarget(ctx context.Context, h *nextHop) (target, bool) {
-	port := int(c.DANE.Port)
+func (c *Connector) daneHopTarget(ctx context.Context, d *dane.Policy, h *nextHop) (target, bool) {
+	port := int(d.Port)
 	if port == 0 {
 		port = 25
 	}
 	if net.ParseIP(h.host) != nil || h.port != port {
 		return target{}, false
 	}
-	dh := c.DANE.LookupHost(ctx, h.host)
+	dh := d.LookupHost(ctx, h.host)
 	return target{host: h.host, port: h.port, addrs: ipsOf(dh.Addrs), resolved: true, dane: &dh}, true
 }
 

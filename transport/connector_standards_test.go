@@ -258,6 +258,33 @@ func TestDANEThroughConnector(t *testing.T) {
 			t.Errorf("policy-string %q", rep.PolicyString)
 		}
 	})
+	t.Run("DANE configured once, in policy.Standard", func(t *testing.T) {
+		// Connector.DANE is nil: the Connector takes the Standard's DANE
+		// member (policy.DANEMember) and checks the host against its own
+		// records; without it, the TLSA records would fail closed.
+		w := newStdWorld(t)
+		srv := daneServer(t, host, nil, false)
+		w.mx("dane.example", host, "192.0.2.30", srv, true)
+		w.tlsa(host, true, eeRecord(t, srv))
+		pol, _ := dplus(w, false)
+		res := deliver(t, w.connector(pol, nil, nil), envelope("user@dane.example"))
+		wantDelivered(t, res.Recipients[0])
+		if len(res.Attempts) != 1 || !res.Attempts[0].DANE {
+			t.Errorf("attempts %+v, want one DANE attempt", res.Attempts)
+		}
+		// The same through policy.Outbound, and a record that does not
+		// match: refused by the per-host check.
+		w2 := newStdWorld(t)
+		srv2 := daneServer(t, host, nil, false)
+		w2.mx("dane.example", host, "192.0.2.30", srv2, true)
+		w2.tlsa(host, true, fakedns.TLSA(3, 1, 1, make([]byte, 32)))
+		out := &policy.Outbound{DANE: w2.danePolicy(false)}
+		r := deliver(t, w2.connector(out, nil, nil), envelope("user@dane.example")).Recipients[0]
+		if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrCertificate) {
+			t.Errorf("mismatching TLSA through Outbound: %v %v, want deferred ErrCertificate", r.Status, r.Reply)
+		}
+		undelivered(t, srv2)
+	})
 	t.Run("DANE-TA match", func(t *testing.T) {
 		w := newStdWorld(t)
 		root := transporttest.MustCA("dane root")
@@ -399,13 +426,15 @@ func TestDANEThroughConnector(t *testing.T) {
 			t.Errorf("the relaxation was not logged:\n%s", logBuf.String())
 		}
 	})
-	t.Run("no Connector.DANE: TLSA from the policy fail closed", func(t *testing.T) {
+	t.Run("no DANE lookup per host: TLSA from the policy fail closed", func(t *testing.T) {
+		// Neither Connector.DANE nor a DANE member in the Policy (a Policy
+		// of one's own that hands over TLSA records).
 		w := newStdWorld(t)
 		srv := daneServer(t, host, nil, false)
 		w.mx("dane.example", host, "192.0.2.30", srv, true)
 		w.tlsa(host, true, eeRecord(t, srv))
 		pol, _ := dplus(w, false)
-		r := deliver(t, w.connector(pol, nil, nil), envelope("user@dane.example")).Recipients[0]
+		r := deliver(t, w.connector(policy.Func(pol.Lookup), nil, nil), envelope("user@dane.example")).Recipients[0]
 		if r.Status != transport.Deferred || !errors.Is(r.Reply, transport.ErrDANE) {
 			t.Fatalf("got %v %v, want deferred ErrDANE", r.Status, r.Reply)
 		}

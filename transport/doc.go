@@ -66,7 +66,7 @@
 // selection, null MX (RFC 7505) and implicit MX; RFC 3207 STARTTLS with the
 // EHLO re-issued after it; implicit TLS to fixed next hops (RFC 8314 §3);
 // the Postfix TLS levels; MTA-STS MX patterns and testing mode (RFC 8461
-// §4.1, §5); DANE per MX host (RFC 7672, Connector.DANE); REQUIRETLS and
+// §4.1, §5); DANE per MX host (RFC 7672, Connector.DANE or the Policy's DANE member); REQUIRETLS and
 // TLS-Required: No (RFC 8689); DSN parameters and "relayed" (RFC 3461);
 // SMTPUTF8 (RFC 6531, without downgrade), 8BITMIME (RFC 6152), SIZE
 // (RFC 1870); AUTH PLAIN over TLS only (RFC 4954, RFC 4616); one TLS-RPT

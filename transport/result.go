@@ -107,8 +107,9 @@ var (
 	ErrAuthUnverifiedTLS = errors.New("transport: refusing to authenticate to a server whose certificate was not verified")
 	// ErrDANE: DANE could not be applied to a host (RFC 7672 §2.2): its
 	// DNSSEC lookups failed (deferred), dane-only found no usable TLSA
-	// records, or TLSA records came from the Policy while Connector.DANE
-	// is nil, so that no host can be checked against its own records
+	// records, or TLSA records came from the Policy while there is no DANE
+	// lookup per host (Connector.DANE nil and no policy.DANEMember), so
+	// that no host can be checked against its own records
 	// (fails closed). A certificate that does not match the records is
 	// ErrCertificate with a TLS-RPT failure type.
 	ErrDANE = errors.New("transport: DANE requirement cannot be met")
