@@ -187,22 +187,13 @@ type Requirement struct {
 	// default level), it is Encrypt. The zero value, None, means DANE's
 	// own fallback (dane: may; dane-only: not used). Plan applies it.
 	WithoutTLSA Level
-	// LocalFloor matters only when Source is not a local one (it is
-	// mta-sts, dane or default). It is the strictest level that the local
-	// administrator's own answers asked for in enforce mode (static table
-	// entries, a route's level, overrides, and the LocalFloor of nested
-	// combinations) and that the winning answer outranked, as Strictest
-	// and Standard compute it. The configured default level (Fixed, the
-	// table's "*" entry, Standard.Default) does not count: it is a
-	// blanket level, not a decision about this destination. When Source
-	// is static, route or override, Level itself is the local requirement
-	// and LocalFloor is None. A message carrying "TLS-Required: No" asks
-	// that recipient-side policies (MTA-STS, DANE) be ignored (RFC 8689);
-	// the Connector then relaxes it to max(May, LocalFloor), never below,
-	// so the header cannot undo what the administrator required. The
-	// zero value, None, means no local requirement below the winner:
-	// the header may relax the requirement to May. MinVersion, already
-	// the highest of all answers, still applies when TLS is required.
+	// LocalFloor is the strictest level the administrator's own enforced
+	// answers (static entries, routes, nested LocalFloors) asked for when
+	// a published policy or the default won (Strictest and Standard set
+	// it; the default level itself does not count). None otherwise, and
+	// when Source is local: Level is then the local requirement (see
+	// LocalLevel). Plan never lets "TLS-Required: No" (RFC 8689) relax a
+	// destination below it.
 	LocalFloor Level
 	// DiscoveryFailures lists the published policies that the domain
 	// announces but that could not be discovered for this decision, for
