@@ -119,3 +119,28 @@ legacy.example   may     override=yes
 	// other.example: encrypt from default
 	//   default level
 }
+
+// ExampleNewPlan asks what a connection to each MX host needs: the
+// domain's enforced MTA-STS policy says verify, and DANE found usable TLSA
+// records at the first host only. The first host is checked against its
+// records, the second is still held to the MTA-STS policy (RFC 8461 §2).
+func ExampleNewPlan() {
+	req := policy.Requirement{Domain: "example.com", Level: policy.DANE, Source: policy.SourceDANE,
+		TLSA: []policy.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)}},
+		WithoutTLSA: policy.Verify, MXPatterns: []string{"*.example.com"}}
+	p := policy.NewPlan(req, policy.Message{}, true)
+	for _, h := range []policy.Host{
+		{Name: "mx1.example.com", DANE: policy.DANEUsable, HasAddrs: true},
+		{Name: "mx2.example.com", DANE: policy.DANENoRecords, HasAddrs: true},
+	} {
+		hop, refused := p.Host(h)
+		fmt.Printf("%s: %s (refused: %v)\n", h.Name, hop, refused != nil)
+	}
+	// A message with REQUIRETLS to a domain without MTA-STS or DANE.
+	p = policy.NewPlan(policy.Requirement{Domain: "plain.example", Level: policy.May}, policy.Message{RequireTLS: true}, true)
+	fmt.Println(p.CheckRequireTLS(false, false, nil))
+	// Output:
+	// mx1.example.com: tls required; dane: certificate matches the host's TLSA records (refused: false)
+	// mx2.example.com: tls required; verify: PKIX chain and MX host name (refused: false)
+	// REQUIRETLS support required: level may does not verify the server certificate
+}
