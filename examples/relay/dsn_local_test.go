@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,7 +11,6 @@ import (
 	smtp "github.com/emersion/go-smtp"
 
 	"github.com/mailtls/mailtls/ndr"
-	"github.com/mailtls/mailtls/transport"
 )
 
 // dsnRcpt is one RCPT TO with its DSN parameters.
@@ -228,42 +225,5 @@ func TestLocalDeliveredDSNNotRequested(t *testing.T) {
 	}
 	if n := strings.Count(tr.logs.String(), `msg="report queued"`); n != 1 {
 		t.Fatalf("%d reports queued, want only the control's", n)
-	}
-}
-
-// failingQueue refuses every Enqueue, counting the attempts.
-type failingQueue struct{ calls []*transport.Envelope }
-
-func (f *failingQueue) Enqueue(_ context.Context, env *transport.Envelope, body io.Reader) (string, error) {
-	f.calls = append(f.calls, env)
-	return "", errors.New("disk full")
-}
-
-// A message the queue cannot store is not accepted: ServeSMTP fails (the
-// Server answers 451, the client retries), and no Maildir was written
-// before, so the retry duplicates nothing.
-func TestServeSMTPQueueFailureWritesNothing(t *testing.T) {
-	cfg := &Config{DataDir: t.TempDir(), Hostname: "relay.test", LocalDomains: []string{"localhost"}, NDRLang: "en"}
-	q := &failingQueue{}
-	h := &inbound{
-		cfg:   cfg,
-		rcpts: must(localRecipients(cfg, []string{"user"})),
-		queue: q,
-		log:   discardLogger(),
-	}
-	env := &transport.Envelope{
-		ID:         "MSG1",
-		From:       "sender@localhost",
-		Recipients: []transport.Recipient{{Address: "user@localhost", Notify: ndr.NotifySuccess}},
-		ReceivedAt: time.Now(),
-	}
-	if err := h.ServeSMTP(context.Background(), env, strings.NewReader(dsnBody)); err == nil {
-		t.Fatal("ServeSMTP accepted a message the queue could not store")
-	}
-	if len(q.calls) != 1 || len(q.calls[0].Recipients) != 1 || q.calls[0].Recipients[0].Address != "user@localhost" {
-		t.Fatalf("want 1 Enqueue of the message itself, got %+v", q.calls)
-	}
-	if entries, _ := os.ReadDir(cfg.path("mail")); len(entries) != 0 {
-		t.Fatalf("Maildirs written for an unaccepted message: %v", entries)
 	}
 }

@@ -110,18 +110,9 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 	if err := r.setupOutbound(local); err != nil {
 		return nil, err
 	}
-	h := &inbound{cfg: cfg, rcpts: rcpts, queue: r.queue, log: log}
-	// Every listener binds the MAIL FROM of an authenticated client to its
-	// login (-sender-login-check, -sender-logins): the MX listener offers
-	// AUTH too, and would otherwise let a user send as anyone. Mail from
-	// unauthenticated clients is not bound.
-	var submission transport.Handler = h
-	if cfg.SenderLoginCheck {
-		logins, err := senderLogins(cfg, logins)
-		if err != nil {
-			return nil, err
-		}
-		submission = submissionHandler{inbound: h, logins: logins}
+	handler, err := newHandler(cfg, r.queue, rcpts, logins, log)
+	if err != nil {
+		return nil, err
 	}
 
 	tlsCfg, err := r.certs.TLSConfig(certstore.TLSOptions{MinVersion: cfg.MinTLS})
@@ -139,7 +130,6 @@ func newRelay(cfg *Config, log *slog.Logger) (*Relay, error) {
 		if spec.addr == "" {
 			continue
 		}
-		handler := submission
 		srv := &transport.Server{
 			Hostname:      cfg.Hostname,
 			Kind:          spec.kind,

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/mailtls/mailtls/transport"
 )
@@ -88,3 +89,40 @@ var (
 	_ transport.SenderChecker = (*Queue)(nil)
 	_ SpaceReporter           = (*DirStore)(nil)
 )
+
+// FreeSpace is a transport.SenderChecker for a directory besides the
+// spool that accepted mail fills, such as the Maildir root of local
+// delivery: at MAIL FROM it refuses with "452 4.3.1" while the file system
+// holding Dir has less than MinFree plus the MAIL SIZE= parameter free
+// (CheckFreeSpace). A file system that cannot tell is not refused.
+type FreeSpace struct {
+	Dir string
+	// MinFree is the margin; negative disables the check.
+	MinFree int64
+	// Logger receives refusals; nil discards.
+	Logger *slog.Logger
+}
+
+var _ transport.SenderChecker = FreeSpace{}
+
+// CheckSender implements transport.SenderChecker.
+func (f FreeSpace) CheckSender(ctx context.Context, env *transport.Envelope) error {
+	if f.MinFree < 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	free, err := DiskFree(f.Dir)
+	if err != nil {
+		return nil
+	}
+	if err := CheckFreeSpace(free, f.MinFree, env.Size); err != nil {
+		if f.Logger != nil {
+			f.Logger.Warn("refusing mail: short of space", "dir", f.Dir, "free", free,
+				"min_free", f.MinFree, "size", env.Size, "from", env.From, "peer", env.ClientAddr)
+		}
+		return err
+	}
+	return nil
+}

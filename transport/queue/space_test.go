@@ -184,3 +184,35 @@ func dialStartTLS(t *testing.T, addr string, pool *x509.CertPool) *smtp.Client {
 	}
 	return c
 }
+
+// FreeSpace refuses MAIL while the directory's file system is short of
+// MinFree plus SIZE=, and not at all with a negative MinFree.
+func TestFreeSpace(t *testing.T) {
+	dir := t.TempDir()
+	free, err := DiskFree(dir)
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		minFree int64
+		size    int64
+		refused bool
+	}{
+		{"room", 1, 0, false},
+		{"short", free + 1<<40, 0, true},
+		{"SIZE= does not fit", 1, free + 1<<40, true},
+		{"check off", -1, free + 1<<40, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := FreeSpace{Dir: dir, MinFree: tc.minFree}.CheckSender(context.Background(), &transport.Envelope{From: "a@example.org", Size: tc.size})
+			if tc.refused != (err != nil) || err != nil && !errors.Is(err, ErrInsufficientStorage) {
+				t.Fatalf("CheckSender = %v, want refused %v", err, tc.refused)
+			}
+			var te *transport.Error
+			if tc.refused && (!errors.As(err, &te) || te.Code != 452 || te.EnhancedCode.String() != "4.3.1") {
+				t.Fatalf("CheckSender = %v, want 452 4.3.1", err)
+			}
+		})
+	}
+}
