@@ -126,7 +126,7 @@ legacy.example   may     override=yes
 // records, the second is still held to the MTA-STS policy (RFC 8461 §2).
 func ExampleNewPlan() {
 	req := policy.Requirement{Domain: "example.com", Level: policy.DANE, Source: policy.SourceDANE,
-		TLSA: []policy.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)}},
+		TLSA:        []policy.TLSA{{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)}},
 		WithoutTLSA: policy.Verify, MXPatterns: []string{"*.example.com"}}
 	p := policy.NewPlan(req, policy.Message{}, true)
 	for _, h := range []policy.Host{
