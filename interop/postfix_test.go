@@ -130,7 +130,7 @@ func postfixConnector(t *testing.T, addr string, pol policy.Policy, ca *transpor
 			"mx.example.test.": {A: []string{"192.0.2.25"}},
 		}},
 		Dialer:   &transporttest.Dialer{Map: map[string]string{"192.0.2.25:25": addr}},
-		Timeouts: transport.Timeouts{Connect: 5 * time.Second, Greeting: 20 * time.Second, Command: 20 * time.Second, Data: 20 * time.Second},
+		Timeouts: transport.ConnectorTimeouts{Connect: 5 * time.Second, Greeting: 20 * time.Second, Command: 20 * time.Second, Data: 20 * time.Second},
 	}
 	if ca != nil {
 		c.RootCAs = ca.Pool

@@ -36,19 +36,20 @@ var (
 	_ Dialer   = (*net.Dialer)(nil)
 )
 
-// Timeouts bound each step of an SMTP session. A zero field takes the
+// ConnectorTimeouts bound each step of an outbound SMTP session (the
+// Server's are ServerTimeouts). A zero field takes the
 // default shown, from RFC 5321 §4.5.3.2 where it names one.
-type Timeouts struct {
+type ConnectorTimeouts struct {
 	Connect  time.Duration // TCP connect; 30s
 	Greeting time.Duration // the 220 greeting; 5m (§4.5.3.2.1)
 	Command  time.Duration // EHLO, STARTTLS and TLS handshake, AUTH, MAIL, RCPT, DATA, RSET; 5m
 	Data     time.Duration // sending the body and the reply to the final dot; 10m (§4.5.3.2.6)
 }
 
-func (t Timeouts) connect() time.Duration  { return orDefault(t.Connect, 30*time.Second) }
-func (t Timeouts) greeting() time.Duration { return orDefault(t.Greeting, 5*time.Minute) }
-func (t Timeouts) command() time.Duration  { return orDefault(t.Command, 5*time.Minute) }
-func (t Timeouts) data() time.Duration     { return orDefault(t.Data, 10*time.Minute) }
+func (t ConnectorTimeouts) connect() time.Duration  { return orDefault(t.Connect, 30*time.Second) }
+func (t ConnectorTimeouts) greeting() time.Duration { return orDefault(t.Greeting, 5*time.Minute) }
+func (t ConnectorTimeouts) command() time.Duration  { return orDefault(t.Command, 5*time.Minute) }
+func (t ConnectorTimeouts) data() time.Duration     { return orDefault(t.Data, 10*time.Minute) }
 
 // PoolConfig controls reuse of idle connections between Deliver calls.
 // The zero value disables pooling: every Deliver opens and closes its own
@@ -156,7 +157,7 @@ type Connector struct {
 	MaxAddresses int
 
 	// Timeouts bound each step; zero fields take RFC 5321 defaults.
-	Timeouts Timeouts
+	Timeouts ConnectorTimeouts
 
 	// Pool enables reuse of idle connections. The zero value disables it.
 	Pool PoolConfig

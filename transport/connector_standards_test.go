@@ -82,7 +82,7 @@ func (w *stdWorld) connector(pol policy.Policy, d *dane.Policy, roots *x509.Cert
 		Dialer:   w.dialer,
 		RootCAs:  roots,
 		Shuffle:  func(int, func(i, j int)) {},
-		Timeouts: transport.Timeouts{Connect: 5 * time.Second, Greeting: 10 * time.Second, Command: 10 * time.Second, Data: 10 * time.Second},
+		Timeouts: transport.ConnectorTimeouts{Connect: 5 * time.Second, Greeting: 10 * time.Second, Command: 10 * time.Second, Data: 10 * time.Second},
 	}
 }
 

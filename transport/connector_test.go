@@ -69,7 +69,7 @@ func (e *env) connector(pol policy.Policy, roots *transporttest.Server) *transpo
 		Resolver: &mockdns.Resolver{Zones: e.zones},
 		Dialer:   e.dialer,
 		Shuffle:  func(int, func(i, j int)) {},
-		Timeouts: transport.Timeouts{Connect: 5 * time.Second, Greeting: 10 * time.Second, Command: 10 * time.Second, Data: 10 * time.Second},
+		Timeouts: transport.ConnectorTimeouts{Connect: 5 * time.Second, Greeting: 10 * time.Second, Command: 10 * time.Second, Data: 10 * time.Second},
 	}
 	if roots != nil {
 		c.RootCAs = roots.RootCAs()

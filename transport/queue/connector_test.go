@@ -35,7 +35,7 @@ func TestWithConnector(t *testing.T) {
 			{Domain: "legacy.test", NextHop: legacy.Addr, Policy: encrypt},
 			{Domain: "origin.test", NextHop: origin.Addr, Policy: encrypt},
 		},
-		Timeouts: transport.Timeouts{Connect: 5 * time.Second, Greeting: 5 * time.Second, Command: 5 * time.Second, Data: 5 * time.Second},
+		Timeouts: transport.ConnectorTimeouts{Connect: 5 * time.Second, Greeting: 5 * time.Second, Command: 5 * time.Second, Data: 5 * time.Second},
 	}
 	defer conn.Close()
 	st, err := OpenDirStore(t.TempDir())

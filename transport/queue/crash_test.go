@@ -393,7 +393,7 @@ func TestCrashChild(t *testing.T) {
 		c := &transport.Connector{
 			Hostname: "relay.test",
 			Routes:   []transport.Route{{Domain: "*", NextHop: addr, Policy: policy.Fixed{Level: policy.Encrypt}}},
-			Timeouts: transport.Timeouts{Connect: 5 * time.Second, Greeting: 5 * time.Second, Command: 5 * time.Second, Data: 5 * time.Second},
+			Timeouts: transport.ConnectorTimeouts{Connect: 5 * time.Second, Greeting: 5 * time.Second, Command: 5 * time.Second, Data: 5 * time.Second},
 		}
 		defer c.Close()
 		deliverer = c

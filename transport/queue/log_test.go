@@ -30,7 +30,7 @@ func TestAttemptLogLinesJSON(t *testing.T) {
 			{Domain: "legacy.test", NextHop: plain.Addr, Policy: policy.Fixed{Level: policy.Encrypt}},
 		},
 		Logger:   log,
-		Timeouts: transport.Timeouts{Connect: 5 * time.Second, Greeting: 5 * time.Second, Command: 5 * time.Second, Data: 5 * time.Second},
+		Timeouts: transport.ConnectorTimeouts{Connect: 5 * time.Second, Greeting: 5 * time.Second, Command: 5 * time.Second, Data: 5 * time.Second},
 	}
 	defer conn.Close()
 	st, err := OpenDirStore(t.TempDir())
