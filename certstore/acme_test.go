@@ -20,7 +20,7 @@ import (
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 )
 
 // These tests never reach an ACME server. The Manager's directory is
@@ -62,7 +62,7 @@ func (d *loopbackDialer) dialed() []string {
 // "EC PRIVATE KEY" (SEC1) PEM block, then the chain as CERTIFICATE blocks.
 // The entry is stored under the bare domain for an ECDSA certificate
 // (certKey.String; "+rsa" is appended for RSA ones).
-func autocertCacheEntry(t *testing.T, l *testpki.Leaf) []byte {
+func autocertCacheEntry(t *testing.T, l *certtest.Leaf) []byte {
 	t.Helper()
 	key, ok := l.TLS.PrivateKey.(*ecdsa.PrivateKey)
 	if !ok {
@@ -86,8 +86,8 @@ const (
 )
 
 type acmeFixture struct {
-	ca                   *testpki.CA
-	acmeLeaf, def, other *testpki.Leaf
+	ca                   *certtest.CA
+	acmeLeaf, def, other *certtest.Leaf
 	store                *Store
 	logs                 *syncBuffer
 	dialer               *loopbackDialer
@@ -97,11 +97,11 @@ type acmeFixture struct {
 
 func newACMEFixture(t *testing.T) *acmeFixture {
 	t.Helper()
-	f := &acmeFixture{ca: testpki.MustCA("acme test root"), logs: &syncBuffer{}, dialer: &loopbackDialer{t: t}}
-	f.acmeLeaf = f.ca.MustIssue(testpki.LeafOptions{DNSNames: []string{acmeHost}, Key: testpki.ECDSA,
+	f := &acmeFixture{ca: certtest.MustCA("acme test root"), logs: &syncBuffer{}, dialer: &loopbackDialer{t: t}}
+	f.acmeLeaf = f.ca.MustIssue(certtest.LeafOptions{DNSNames: []string{acmeHost}, Key: certtest.ECDSA,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour)})
-	f.def = f.ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"default.example.net"}})
-	f.other = f.ca.MustIssue(testpki.LeafOptions{DNSNames: []string{storeHost}})
+	f.def = f.ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"default.example.net"}})
+	f.other = f.ca.MustIssue(certtest.LeafOptions{DNSNames: []string{storeHost}})
 	f.store = &Store{
 		Sources: []Source{{Name: "other", Certificate: &f.other.TLS}, {Name: "default", Certificate: &f.def.TLS, Default: true}},
 		Logger:  newLogger(f.logs),
@@ -360,7 +360,7 @@ func TestACMEGetCertificateDirect(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		sni  string
-		want *testpki.Leaf
+		want *certtest.Leaf
 	}{
 		{acmeHost, f.acmeLeaf},
 		{"", f.def},

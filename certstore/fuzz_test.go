@@ -5,18 +5,18 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 )
 
 // FuzzParsePEM feeds untrusted bytes to the PEM loading entry point. It must
 // never panic; an accepted pair must really be a leaf with its matching key;
 // every rejection must be a *certstore.Error.
 func FuzzParsePEM(f *testing.F) {
-	ca := testpki.MustCA("fuzz root")
-	ec := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
-	ed := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"ed.example"}, Key: testpki.Ed25519})
-	inter, _ := ca.MustIssue(testpki.LeafOptions{CommonName: "inter", IsCA: true}).AsCA()
-	chained := inter.MustIssue(testpki.LeafOptions{DNSNames: []string{"chain.example"}})
+	ca := certtest.MustCA("fuzz root")
+	ec := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	ed := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"ed.example"}, Key: certtest.Ed25519})
+	inter, _ := ca.MustIssue(certtest.LeafOptions{CommonName: "inter", IsCA: true}).AsCA()
+	chained := inter.MustIssue(certtest.LeafOptions{DNSNames: []string{"chain.example"}})
 	combined := append(append([]byte{}, ec.CertPEM...), ec.KeyPEM...)
 
 	f.Add(ec.CertPEM, ec.KeyPEM)                                                                                                                                            // valid ECDSA pair

@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/internal/syncbuf"
-	"github.com/mailtls/mailtls/internal/testpki"
 )
 
 // writePair writes a leaf's PEM to dir/name.crt and dir/name.key.
-func writePair(t *testing.T, dir, name string, l *testpki.Leaf) (certFile, keyFile string) {
+func writePair(t *testing.T, dir, name string, l *certtest.Leaf) (certFile, keyFile string) {
 	t.Helper()
 	certFile = filepath.Join(dir, name+".crt")
 	keyFile = filepath.Join(dir, name+".key")
@@ -162,7 +162,7 @@ func peerSerial(c *tls.Conn) string {
 	return pcs[0].SerialNumber.Text(16)
 }
 
-func serialOf(l *testpki.Leaf) string { return l.X509.SerialNumber.Text(16) }
+func serialOf(l *certtest.Leaf) string { return l.X509.SerialNumber.Text(16) }
 
 // insecureClient trusts anything: these tests check WHICH certificate the
 // server chose, by serial number, not whether it verifies.

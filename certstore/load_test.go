@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 )
 
 // reencode turns a leaf's PKCS#8 key into the legacy encoding for its type.
-func reencode(t *testing.T, l *testpki.Leaf) []byte {
+func reencode(t *testing.T, l *certtest.Leaf) []byte {
 	t.Helper()
 	switch k := l.TLS.PrivateKey.(type) {
 	case *rsa.PrivateKey:
@@ -37,18 +37,18 @@ func reencode(t *testing.T, l *testpki.Leaf) []byte {
 }
 
 func TestLoadKeyTypesAndEncodings(t *testing.T) {
-	ca := testpki.MustCA("root")
+	ca := certtest.MustCA("root")
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name string
-		kt   testpki.KeyType
+		kt   certtest.KeyType
 		want string
 	}{
-		{"rsa", testpki.RSA, "*rsa.PrivateKey"},
-		{"ecdsa", testpki.ECDSA, "*ecdsa.PrivateKey"},
-		{"ed25519", testpki.Ed25519, "ed25519.PrivateKey"},
+		{"rsa", certtest.RSA, "*rsa.PrivateKey"},
+		{"ecdsa", certtest.ECDSA, "*ecdsa.PrivateKey"},
+		{"ed25519", certtest.Ed25519, "ed25519.PrivateKey"},
 	} {
-		l := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{tc.name + ".example"}, Key: tc.kt})
+		l := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{tc.name + ".example"}, Key: tc.kt})
 		for _, enc := range []string{"pkcs8", "legacy"} {
 			certFile, keyFile := writePair(t, dir, tc.name+enc, l)
 			if enc == "legacy" {
@@ -67,7 +67,7 @@ func TestLoadKeyTypesAndEncodings(t *testing.T) {
 		}
 	}
 	// A combined file: certificate and key in one, KeyFile empty.
-	l := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"combined.example"}})
+	l := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"combined.example"}})
 	combined := filepath.Join(dir, "combined.pem")
 	writeFile(t, combined, append(append([]byte{}, l.CertPEM...), l.KeyPEM...))
 	if _, err := LoadFiles(combined, ""); err != nil {
@@ -88,12 +88,12 @@ func typeName(k any) string {
 }
 
 func TestLoadChainWithIntermediate(t *testing.T) {
-	root := testpki.MustCA("root")
-	inter, err := root.MustIssue(testpki.LeafOptions{CommonName: "intermediate", IsCA: true}).AsCA()
+	root := certtest.MustCA("root")
+	inter, err := root.MustIssue(certtest.LeafOptions{CommonName: "intermediate", IsCA: true}).AsCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := inter.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	l := inter.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	c, err := ParsePEM(l.CertPEM, l.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestLoadChainWithIntermediate(t *testing.T) {
 	if _, err := (Loader{Roots: root.Pool}).ParsePEM(l.CertPEM, l.KeyPEM); err != nil {
 		t.Fatalf("verify to root: %v", err)
 	}
-	other := testpki.MustCA("other")
+	other := certtest.MustCA("other")
 	_, err = (Loader{Roots: other.Pool}).ParsePEM(l.CertPEM, l.KeyPEM)
 	var ua x509.UnknownAuthorityError
 	if !errors.Is(err, ErrChain) || !errors.As(err, &ua) {
@@ -114,14 +114,14 @@ func TestLoadChainWithIntermediate(t *testing.T) {
 }
 
 func TestLoadRejects(t *testing.T) {
-	ca := testpki.MustCA("root")
-	other := testpki.MustCA("other")
+	ca := certtest.MustCA("root")
+	other := certtest.MustCA("other")
 	now := time.Now()
-	good := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
-	good2 := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
-	expired := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"old.example.com"}, NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)})
-	future := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"new.example.com"}, NotBefore: now.Add(time.Hour), NotAfter: now.Add(48 * time.Hour)})
-	interCert := other.MustIssue(testpki.LeafOptions{CommonName: "foreign intermediate", IsCA: true})
+	good := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	good2 := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	expired := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"old.example.com"}, NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)})
+	future := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"new.example.com"}, NotBefore: now.Add(time.Hour), NotAfter: now.Add(48 * time.Hour)})
+	interCert := other.MustIssue(certtest.LeafOptions{CommonName: "foreign intermediate", IsCA: true})
 	weak, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
@@ -200,14 +200,14 @@ func TestLoadRejects(t *testing.T) {
 // year and not yet valid last year; an intermediate that expires before its
 // leaf is caught as certificate 2.
 func TestLoadNowSeam(t *testing.T) {
-	root := testpki.MustCA("root")
+	root := certtest.MustCA("root")
 	now := time.Now()
-	interLeaf := root.MustIssue(testpki.LeafOptions{CommonName: "short-lived intermediate", IsCA: true, NotAfter: now.Add(24 * time.Hour)})
+	interLeaf := root.MustIssue(certtest.LeafOptions{CommonName: "short-lived intermediate", IsCA: true, NotAfter: now.Add(24 * time.Hour)})
 	inter, err := interLeaf.AsCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := inter.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}, NotAfter: now.Add(72 * time.Hour)})
+	l := inter.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}, NotAfter: now.Add(72 * time.Hour)})
 	if _, err := (Loader{Now: func() time.Time { return now }}).ParsePEM(l.CertPEM, l.KeyPEM); err != nil {
 		t.Fatalf("today: %v", err)
 	}
@@ -222,9 +222,9 @@ func TestLoadNowSeam(t *testing.T) {
 }
 
 func TestValidateInMemory(t *testing.T) {
-	ca := testpki.MustCA("root")
-	a := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"a.example"}})
-	b := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"b.example"}})
+	ca := certtest.MustCA("root")
+	a := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"a.example"}})
+	b := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"b.example"}})
 	c := a.TLS
 	c.Leaf = nil
 	if err := (Loader{}).Validate(&c); err != nil || c.Leaf == nil {
@@ -244,8 +244,8 @@ type opaqueSigner struct{ crypto.Signer }
 // TestValidateRejectsOpaqueSigner: a key whose strength cannot be checked
 // is refused, as the package doc says, even when it matches.
 func TestValidateRejectsOpaqueSigner(t *testing.T) {
-	ca := testpki.MustCA("root")
-	a := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"a.example"}})
+	ca := certtest.MustCA("root")
+	a := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"a.example"}})
 	c := a.TLS
 	c.PrivateKey = opaqueSigner{a.TLS.PrivateKey.(crypto.Signer)}
 	if err := (Loader{}).Validate(&c); !errors.Is(err, ErrUnsupportedKey) {

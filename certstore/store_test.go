@@ -9,24 +9,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 )
 
 func TestSNISelection(t *testing.T) {
-	ca := testpki.MustCA("root")
+	ca := certtest.MustCA("root")
 	dir := t.TempDir()
-	def := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"default.example"}})
-	exact := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
-	wild := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"*.example.org"}})
+	def := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"default.example"}})
+	exact := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	wild := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"*.example.org"}})
 	// Hostnames overrides the names in the certificate.
-	override := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"ignored.example"}})
-	dualEC := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"dual.example"}, Key: testpki.ECDSA})
-	dualRSA := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"dual.example"}, Key: testpki.RSA})
+	override := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"ignored.example"}})
+	dualEC := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"dual.example"}, Key: certtest.ECDSA})
+	dualRSA := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"dual.example"}, Key: certtest.RSA})
 
 	var srcs []Source
 	for _, p := range []struct {
 		name  string
-		l     *testpki.Leaf
+		l     *certtest.Leaf
 		hosts []string
 		def   bool
 	}{
@@ -49,7 +49,7 @@ func TestSNISelection(t *testing.T) {
 	// sending (case, trailing dot), checked directly.
 	for _, tc := range []struct {
 		sni  string
-		want *testpki.Leaf
+		want *certtest.Leaf
 	}{
 		{"", def},
 		{"mx.example.com", exact},
@@ -80,7 +80,7 @@ func TestSNISelection(t *testing.T) {
 	srv := serve(t, cfg)
 	for _, tc := range []struct {
 		sni  string
-		want *testpki.Leaf
+		want *certtest.Leaf
 	}{
 		{"", def}, // no SNI at all, as most MTAs
 		{"mx.example.com", exact},
@@ -136,8 +136,8 @@ func TestStoreConfigErrors(t *testing.T) {
 	}
 	// Every failing Source is reported, each naming its file.
 	dir := t.TempDir()
-	ca := testpki.MustCA("root")
-	exp := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"e.example"}, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	ca := certtest.MustCA("root")
+	exp := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"e.example"}, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	ec, ek := writePair(t, dir, "expired", exp)
 	err = (&Store{Sources: []Source{{CertFile: ec, KeyFile: ek}, {CertFile: dir + "/missing.crt", KeyFile: dir + "/missing.key"}}}).Reload()
 	if !errors.Is(err, ErrExpired) || !strings.Contains(err.Error(), ec) || !strings.Contains(err.Error(), "missing.crt") {
@@ -149,10 +149,10 @@ func TestStoreConfigErrors(t *testing.T) {
 // connection keeps working with the certificate it negotiated; a failed
 // reload keeps the previous set and says why.
 func TestReload(t *testing.T) {
-	ca := testpki.MustCA("root")
+	ca := certtest.MustCA("root")
 	dir := t.TempDir()
-	first := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
-	second := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	first := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	second := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	certFile, keyFile := writePair(t, dir, "mx", first)
 
 	var logs syncBuffer
@@ -193,13 +193,13 @@ func TestReload(t *testing.T) {
 	}
 
 	// Failed reloads: an expired certificate, then a key from another pair.
-	expired := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	expired := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	writePair(t, dir, "mx", expired)
 	err = st.Reload()
 	if !errors.Is(err, ErrExpired) || !strings.Contains(err.Error(), certFile) {
 		t.Fatalf("reload of expired certificate: %v", err)
 	}
-	third := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	third := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	writeFile(t, certFile, third.CertPEM)
 	writeFile(t, keyFile, first.KeyPEM)
 	err = st.Reload()
@@ -219,10 +219,10 @@ func TestReload(t *testing.T) {
 }
 
 func TestWatch(t *testing.T) {
-	ca := testpki.MustCA("root")
+	ca := certtest.MustCA("root")
 	dir := t.TempDir()
-	first := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
-	second := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	first := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	second := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	certFile, keyFile := writePair(t, dir, "mx", first)
 	var logs syncBuffer
 	st := &Store{Sources: []Source{{CertFile: certFile, KeyFile: keyFile}}, Logger: newLogger(&logs)}
@@ -280,7 +280,7 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("after failed watch reload: %s, want %s", got, serialOf(second))
 	}
 	// Completing the pair is picked up.
-	third := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	third := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	writePair(t, dir, "mx", third)
 	if !waitFor(5*time.Second, func() bool { return st.Certificate(certFile).Leaf.SerialNumber.Cmp(third.X509.SerialNumber) == 0 }) {
 		t.Fatalf("watch did not reload the repaired pair:\n%s", logs.String())
@@ -299,14 +299,14 @@ func TestWatch(t *testing.T) {
 }
 
 func TestExpiring(t *testing.T) {
-	root := testpki.MustCA("root")
+	root := certtest.MustCA("root")
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	clock := now
-	soon := root.MustIssue(testpki.LeafOptions{DNSNames: []string{"soon.example"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 24 * time.Hour)})
-	later := root.MustIssue(testpki.LeafOptions{DNSNames: []string{"later.example"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(100 * 24 * time.Hour)})
-	interLeaf := root.MustIssue(testpki.LeafOptions{CommonName: "inter", IsCA: true, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(20 * 24 * time.Hour)})
+	soon := root.MustIssue(certtest.LeafOptions{DNSNames: []string{"soon.example"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 24 * time.Hour)})
+	later := root.MustIssue(certtest.LeafOptions{DNSNames: []string{"later.example"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(100 * 24 * time.Hour)})
+	interLeaf := root.MustIssue(certtest.LeafOptions{CommonName: "inter", IsCA: true, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(20 * 24 * time.Hour)})
 	inter, _ := interLeaf.AsCA()
-	chained := inter.MustIssue(testpki.LeafOptions{DNSNames: []string{"chained.example"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(200 * 24 * time.Hour)})
+	chained := inter.MustIssue(certtest.LeafOptions{DNSNames: []string{"chained.example"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(200 * 24 * time.Hour)})
 	dir := t.TempDir()
 	sc, sk := writePair(t, dir, "soon", soon)
 	lc, lk := writePair(t, dir, "later", later)
@@ -351,9 +351,9 @@ func TestExpiring(t *testing.T) {
 // Outbound mutual TLS: the client presents the Store's certificate through
 // ClientCertificate to a server that requires and verifies one.
 func TestClientCertificateMutualTLS(t *testing.T) {
-	serverCA := testpki.MustCA("server root")
-	clientCA := testpki.MustCA("partner root")
-	srvLeaf := serverCA.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.partner.example"}})
+	serverCA := certtest.MustCA("server root")
+	clientCA := certtest.MustCA("partner root")
+	srvLeaf := serverCA.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.partner.example"}})
 	srvStore, err := New(Source{Certificate: &srvLeaf.TLS})
 	if err != nil {
 		t.Fatal(err)
@@ -364,8 +364,8 @@ func TestClientCertificateMutualTLS(t *testing.T) {
 	}
 	srv := serve(t, cfg)
 
-	good := clientCA.MustIssue(testpki.LeafOptions{DNSNames: []string{"out.example.com"}, Client: true})
-	rogue := testpki.MustCA("rogue").MustIssue(testpki.LeafOptions{DNSNames: []string{"out.example.com"}, Client: true})
+	good := clientCA.MustIssue(certtest.LeafOptions{DNSNames: []string{"out.example.com"}, Client: true})
+	rogue := certtest.MustCA("rogue").MustIssue(certtest.LeafOptions{DNSNames: []string{"out.example.com"}, Client: true})
 	dir := t.TempDir()
 	gc, gk := writePair(t, dir, "good", good)
 	rc, rk := writePair(t, dir, "rogue", rogue)
@@ -392,7 +392,7 @@ func TestClientCertificateMutualTLS(t *testing.T) {
 		}
 	}
 	// A reload of the client Store applies to the next outbound connection.
-	renewed := clientCA.MustIssue(testpki.LeafOptions{DNSNames: []string{"out.example.com"}, Client: true})
+	renewed := clientCA.MustIssue(certtest.LeafOptions{DNSNames: []string{"out.example.com"}, Client: true})
 	writePair(t, dir, "good", renewed)
 	if err := clients.Reload(); err != nil {
 		t.Fatal(err)

@@ -8,15 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 )
 
 // stores returns a loaded Store with an ECDSA and one with an RSA certificate.
 func stores(t *testing.T) (ecdsaStore, rsaStore *Store) {
 	t.Helper()
-	ca := testpki.MustCA("root")
-	e := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}, Key: testpki.ECDSA})
-	r := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}, Key: testpki.RSA})
+	ca := certtest.MustCA("root")
+	e := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}, Key: certtest.ECDSA})
+	r := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}, Key: certtest.RSA})
 	es, err := New(Source{Certificate: &e.TLS})
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +102,7 @@ func TestTLSOptionsErrors(t *testing.T) {
 	if _, err := ServerTLSConfig(nil, TLSOptions{}); !errors.Is(err, ErrInsecureConfig) {
 		t.Errorf("nil GetCertificate: %v", err)
 	}
-	ca := testpki.MustCA("c")
+	ca := certtest.MustCA("c")
 	for p, want := range map[ClientAuthPolicy]tls.ClientAuthType{
 		ClientCertNone: tls.NoClientCert, ClientCertRequest: tls.RequestClientCert, ClientCertRequire: tls.RequireAnyClientCert,
 		ClientCertVerifyIfGiven: tls.VerifyClientCertIfGiven, ClientCertRequireVerified: tls.RequireAndVerifyClientCert,
@@ -354,13 +354,13 @@ func TestSessionResumption(t *testing.T) {
 // Each supported key type serves verified TLS 1.2 and 1.3 handshakes from
 // files, with a client that checks the chain and the name.
 func TestKeyTypesHandshake(t *testing.T) {
-	ca := testpki.MustCA("root")
+	ca := certtest.MustCA("root")
 	dir := t.TempDir()
 	for _, kt := range []struct {
 		name string
-		kt   testpki.KeyType
-	}{{"rsa", testpki.RSA}, {"ecdsa", testpki.ECDSA}, {"ed25519", testpki.Ed25519}} {
-		l := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}, Key: kt.kt})
+		kt   certtest.KeyType
+	}{{"rsa", certtest.RSA}, {"ecdsa", certtest.ECDSA}, {"ed25519", certtest.Ed25519}} {
+		l := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}, Key: kt.kt})
 		c, k := writePair(t, dir, kt.name, l)
 		st, err := New(Source{CertFile: c, KeyFile: k})
 		if err != nil {

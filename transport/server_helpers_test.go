@@ -13,20 +13,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/internal/syncbuf"
-	"github.com/mailtls/mailtls/internal/testpki"
 )
 
 // srvPKI is the test CA and a server certificate for "mx.test" and 127.0.0.1.
 type srvPKI struct {
-	ca     *testpki.CA
-	server *testpki.Leaf
+	ca     *certtest.CA
+	server *certtest.Leaf
 }
 
 func newSrvPKI(t testing.TB) *srvPKI {
 	t.Helper()
-	ca := testpki.MustCA("mailtls server test CA")
-	return &srvPKI{ca: ca, server: ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.test"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})}
+	ca := certtest.MustCA("mailtls server test CA")
+	return &srvPKI{ca: ca, server: ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.test"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})}
 }
 
 func (p *srvPKI) serverConfig() *tls.Config {

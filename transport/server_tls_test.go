@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/certstore"
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/policy"
 )
 
@@ -164,12 +164,12 @@ func (p *srvPKI) serverConfigAuth(mode tls.ClientAuthType, cas *x509.CertPool) *
 // on the TLSConfig that certstore builds.
 func TestClientCertificates(t *testing.T) {
 	pki := newSrvPKI(t)
-	partner := pki.ca.MustIssue(testpki.LeafOptions{CommonName: "partner.example", Client: true})
-	rogueCA := testpki.MustCA("rogue")
-	rogue := rogueCA.MustIssue(testpki.LeafOptions{CommonName: "rogue.example", Client: true})
-	serverOnly := pki.ca.MustIssue(testpki.LeafOptions{CommonName: "noclientauth.example"}) // no clientAuth EKU
+	partner := pki.ca.MustIssue(certtest.LeafOptions{CommonName: "partner.example", Client: true})
+	rogueCA := certtest.MustCA("rogue")
+	rogue := rogueCA.MustIssue(certtest.LeafOptions{CommonName: "rogue.example", Client: true})
+	serverOnly := pki.ca.MustIssue(certtest.LeafOptions{CommonName: "noclientauth.example"}) // no clientAuth EKU
 
-	withCert := func(l *testpki.Leaf) *tls.Config {
+	withCert := func(l *certtest.Leaf) *tls.Config {
 		c := pki.clientConfig()
 		if l != nil {
 			// Send it even when it does not chain to the CAs the server
@@ -179,7 +179,7 @@ func TestClientCertificates(t *testing.T) {
 		return c
 	}
 	type attempt struct {
-		cert     *testpki.Leaf
+		cert     *certtest.Leaf
 		ok       bool
 		verified bool
 	}
@@ -244,7 +244,7 @@ func TestClientCertificates(t *testing.T) {
 // the listener's minimum.
 func TestClientAuthFromTLSConfig(t *testing.T) {
 	pki := newSrvPKI(t)
-	partner := pki.ca.MustIssue(testpki.LeafOptions{CommonName: "partner.example", Client: true})
+	partner := pki.ca.MustIssue(certtest.LeafOptions{CommonName: "partner.example", Client: true})
 	withPartner := pki.clientConfig()
 	withPartner.Certificates = []tls.Certificate{partner.TLS}
 

@@ -11,15 +11,15 @@ import (
 	"github.com/foxcpp/go-mockdns"
 	"github.com/miekg/dns"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/policy"
 )
 
 type world struct {
 	f      *fakeDNS
 	pki    *pki
-	mx1    *testpki.Leaf // served by mx1.secure.example, DANE-EE
-	prov   *testpki.Leaf // served by mx.provider.example, DANE-TA via intermediate
+	mx1    *certtest.Leaf // served by mx1.secure.example, DANE-EE
+	prov   *certtest.Leaf // served by mx.provider.example, DANE-TA via intermediate
 	ee, ta policy.TLSA
 }
 
@@ -35,10 +35,10 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	p := newPKI(t)
 	w := &world{pki: p}
-	w.mx1 = p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx1.secure.example"}})
+	w.mx1 = p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx1.secure.example"}})
 	// The provider's certificate names the customer's next-hop domain only:
 	// acceptable for DANE-TA when the MX RRset is secure (RFC 7672 §3.2.2).
-	w.prov = p.leaf(t, testpki.LeafOptions{DNSNames: []string{"cname.example"}})
+	w.prov = p.leaf(t, certtest.LeafOptions{DNSNames: []string{"cname.example"}})
 	w.ee = mustRecord(t, w.mx1.X509, UsageDANEEE, SelectorSPKI, MatchSHA256)
 	w.ta = mustRecord(t, p.inter.X509, UsageDANETA, SelectorCert, MatchSHA256)
 	pkixEE := mustRecord(t, w.mx1.X509, UsagePKIXEE, SelectorSPKI, MatchSHA256)
@@ -352,10 +352,10 @@ func TestUntrustedResolverSendsNothing(t *testing.T) {
 func TestLookupThenHandshake(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	other := w.pki.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx1.secure.example"}})
+	other := w.pki.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx1.secure.example"}})
 	for _, c := range []struct {
 		domain string
-		cert   *testpki.Leaf
+		cert   *certtest.Leaf
 		want   error
 		sni    string
 	}{
@@ -382,7 +382,7 @@ func TestLookupThenHandshake(t *testing.T) {
 // go-mockdns's server sets AD from Zone.AD; the resolver works with it too,
 // so other packages' tests can fake DANE with it.
 func TestWithGoMockDNS(t *testing.T) {
-	leaf, err := testpki.SelfSigned("mx.mock.example")
+	leaf, err := certtest.SelfSigned("mx.mock.example")
 	if err != nil {
 		t.Fatal(err)
 	}

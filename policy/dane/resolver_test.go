@@ -10,7 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/policy"
 )
 
@@ -144,7 +144,7 @@ func TestTruncationFallsBackToTCP(t *testing.T) {
 	var recs []dns.RR
 	var want []policy.TLSA
 	for range 6 {
-		l, err := testpki.SelfSigned("mx.example.com")
+		l, err := certtest.SelfSigned("mx.example.com")
 		if err != nil {
 			t.Fatal(err)
 		}

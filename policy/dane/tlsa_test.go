@@ -10,7 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/policy"
 )
 
@@ -91,7 +91,7 @@ func TestUsable(t *testing.T) {
 }
 
 func TestDNSConversionAndAssociation(t *testing.T) {
-	l, err := testpki.SelfSigned("mx.example.com")
+	l, err := certtest.SelfSigned("mx.example.com")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,22 +9,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/policy"
 )
 
 // pki is a root CA, an intermediate CA under it, and certificates the
 // intermediate issues (their chains carry the intermediate, not the root).
 type pki struct {
-	root  *testpki.CA
-	inter *testpki.Leaf
-	ica   *testpki.CA
+	root  *certtest.CA
+	inter *certtest.Leaf
+	ica   *certtest.CA
 }
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	root := testpki.MustCA("DANE test root")
-	inter := root.MustIssue(testpki.LeafOptions{CommonName: "DANE test intermediate", IsCA: true, NotAfter: time.Now().Add(365 * 24 * time.Hour)})
+	root := certtest.MustCA("DANE test root")
+	inter := root.MustIssue(certtest.LeafOptions{CommonName: "DANE test intermediate", IsCA: true, NotAfter: time.Now().Add(365 * 24 * time.Hour)})
 	ica, err := inter.AsCA()
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +32,7 @@ func newPKI(t *testing.T) *pki {
 	return &pki{root: root, inter: inter, ica: ica}
 }
 
-func (p *pki) leaf(t *testing.T, o testpki.LeafOptions) *testpki.Leaf {
+func (p *pki) leaf(t *testing.T, o certtest.LeafOptions) *certtest.Leaf {
 	t.Helper()
 	l, err := p.ica.Issue(o)
 	if err != nil {
@@ -45,7 +45,7 @@ func (p *pki) leaf(t *testing.T, o testpki.LeafOptions) *testpki.Leaf {
 }
 
 // chain parses a leaf's TLS chain, optionally appending the root.
-func (p *pki) chain(t *testing.T, l *testpki.Leaf, withRoot bool) []*x509.Certificate {
+func (p *pki) chain(t *testing.T, l *certtest.Leaf, withRoot bool) []*x509.Certificate {
 	t.Helper()
 	var out []*x509.Certificate
 	for _, der := range l.TLS.Certificate {
@@ -77,12 +77,12 @@ var mxNames = []string{"mx.example.com", "example.com"}
 func TestDANEEEMatchesIgnoringNamesAndDates(t *testing.T) {
 	p := newPKI(t)
 	now := time.Now()
-	good := p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
-	wrongName := p.leaf(t, testpki.LeafOptions{DNSNames: []string{"attacker.invalid"}})
-	expired := p.leaf(t, testpki.LeafOptions{DNSNames: []string{"elsewhere.invalid"},
+	good := p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	wrongName := p.leaf(t, certtest.LeafOptions{DNSNames: []string{"attacker.invalid"}})
+	expired := p.leaf(t, certtest.LeafOptions{DNSNames: []string{"elsewhere.invalid"},
 		NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
 	// A self-signed certificate: DANE-EE needs no CA at all.
-	self, err := testpki.SelfSigned("unrelated.invalid")
+	self, err := certtest.SelfSigned("unrelated.invalid")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +114,8 @@ func TestDANEEEMatchesIgnoringNamesAndDates(t *testing.T) {
 func TestDANEEEMismatch(t *testing.T) {
 	p := newPKI(t)
 	now := time.Now()
-	served := p.chain(t, p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}}), false)
-	other := p.chain(t, p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}}), false)
+	served := p.chain(t, p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}}), false)
+	other := p.chain(t, p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}}), false)
 	for _, pr := range allParams {
 		rec := mustRecord(t, other[0], UsageDANEEE, pr.sel, pr.mt)
 		err := VerifyChain(served, []policy.TLSA{rec}, mxNames, now)
@@ -143,7 +143,7 @@ func TestDANEEEMismatch(t *testing.T) {
 func TestDANETA(t *testing.T) {
 	p := newPKI(t)
 	now := time.Now()
-	leaf := p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	leaf := p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	chain := p.chain(t, leaf, false)
 	withRoot := p.chain(t, leaf, true)
 	for _, pr := range allParams {
@@ -164,12 +164,12 @@ func TestDANETA(t *testing.T) {
 	}
 	// Any one of the reference identifiers is enough (next-hop domain here).
 	rec := mustRecord(t, p.inter.X509, UsageDANETA, 1, 1)
-	nh := p.chain(t, p.leaf(t, testpki.LeafOptions{DNSNames: []string{"example.com"}}), false)
+	nh := p.chain(t, p.leaf(t, certtest.LeafOptions{DNSNames: []string{"example.com"}}), false)
 	if err := VerifyChain(nh, []policy.TLSA{rec}, mxNames, now); err != nil {
 		t.Errorf("next-hop name: %v", err)
 	}
 	// Wildcards cover exactly one label (RFC 7672 §3.2.3).
-	wild := p.chain(t, p.leaf(t, testpki.LeafOptions{DNSNames: []string{"*.example.com"}}), false)
+	wild := p.chain(t, p.leaf(t, certtest.LeafOptions{DNSNames: []string{"*.example.com"}}), false)
 	if err := VerifyChain(wild, []policy.TLSA{rec}, []string{"mx.example.com"}, now); err != nil {
 		t.Errorf("wildcard: %v", err)
 	}
@@ -183,18 +183,18 @@ func TestDANETAFailures(t *testing.T) {
 	now := time.Now()
 	rec := mustRecord(t, p.inter.X509, UsageDANETA, 0, 1)
 
-	wrong := p.chain(t, p.leaf(t, testpki.LeafOptions{DNSNames: []string{"attacker.invalid"}}), false)
+	wrong := p.chain(t, p.leaf(t, certtest.LeafOptions{DNSNames: []string{"attacker.invalid"}}), false)
 	err := VerifyChain(wrong, []policy.TLSA{rec}, mxNames, now)
 	if !errors.Is(err, ErrHostMismatch) || ResultType(err) != "certificate-host-mismatch" {
 		t.Errorf("wrong name: got %v (%s), want ErrHostMismatch", err, ResultType(err))
 	}
 	// No reference identifiers: fail closed.
-	good := p.chain(t, p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}}), false)
+	good := p.chain(t, p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}}), false)
 	if err := VerifyChain(good, []policy.TLSA{rec}, nil, now); !errors.Is(err, ErrHostMismatch) {
 		t.Errorf("no names: got %v, want ErrHostMismatch", err)
 	}
 
-	expired := p.chain(t, p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"},
+	expired := p.chain(t, p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"},
 		NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-10 * time.Minute)}), false)
 	err = VerifyChain(expired, []policy.TLSA{rec}, mxNames, now)
 	if !errors.Is(err, ErrExpired) || ResultType(err) != "certificate-expired" {
@@ -207,7 +207,7 @@ func TestDANETAFailures(t *testing.T) {
 	}
 
 	// The server sends our anchor but its leaf was issued by another CA.
-	other := testpki.MustCA("other CA").MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	other := certtest.MustCA("other CA").MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	spliced := []*x509.Certificate{other.X509, p.inter.X509}
 	err = VerifyChain(spliced, []policy.TLSA{rec}, mxNames, now)
 	if !errors.Is(err, ErrNotTrusted) || ResultType(err) != "certificate-not-trusted" {
@@ -215,7 +215,7 @@ func TestDANETAFailures(t *testing.T) {
 	}
 
 	// Anchor of an unrelated CA: no match.
-	unrelated := mustRecord(t, testpki.MustCA("unrelated").Cert, UsageDANETA, 1, 1)
+	unrelated := mustRecord(t, certtest.MustCA("unrelated").Cert, UsageDANETA, 1, 1)
 	if err := VerifyChain(good, []policy.TLSA{unrelated}, mxNames, now); !errors.Is(err, ErrNoMatch) {
 		t.Errorf("unrelated anchor: got %v, want ErrNoMatch", err)
 	}
@@ -233,7 +233,7 @@ func TestDANETAFailures(t *testing.T) {
 func TestUnusableRecordsAreNeverTrusted(t *testing.T) {
 	p := newPKI(t)
 	now := time.Now()
-	chain := p.chain(t, p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}}), false)
+	chain := p.chain(t, p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}}), false)
 	// These records all match the served certificates but are unusable for
 	// SMTP: PKIX usages, unknown parameters, truncated digest.
 	pkixEE := mustRecord(t, chain[0], UsagePKIXEE, 1, 1)
@@ -259,8 +259,8 @@ func TestUnusableRecordsAreNeverTrusted(t *testing.T) {
 
 func TestMatchNames(t *testing.T) {
 	p := newPKI(t)
-	cn := p.leaf(t, testpki.LeafOptions{CommonName: "MX.Example.COM"}) // no SAN: CN used
-	san := p.leaf(t, testpki.LeafOptions{CommonName: "cn.example.com", DNSNames: []string{"mx.example.com", "*.relay.example"}})
+	cn := p.leaf(t, certtest.LeafOptions{CommonName: "MX.Example.COM"}) // no SAN: CN used
+	san := p.leaf(t, certtest.LeafOptions{CommonName: "cn.example.com", DNSNames: []string{"mx.example.com", "*.relay.example"}})
 	cases := []struct {
 		cert  *x509.Certificate
 		names []string
@@ -338,8 +338,8 @@ func handshake(t *testing.T, cert tls.Certificate, h *Host, now func() time.Time
 
 func TestHandshakes(t *testing.T) {
 	p := newPKI(t)
-	good := p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
-	wrongName := p.leaf(t, testpki.LeafOptions{DNSNames: []string{"attacker.invalid"}})
+	good := p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	wrongName := p.leaf(t, certtest.LeafOptions{DNSNames: []string{"attacker.invalid"}})
 	ee := mustRecord(t, good.X509, UsageDANEEE, 1, 1)
 	ta := mustRecord(t, p.inter.X509, UsageDANETA, 0, 2)
 	host := func(level policy.Level, recs ...policy.TLSA) *Host {
@@ -397,7 +397,7 @@ func TestHandshakes(t *testing.T) {
 
 func TestClientConfigChainsVerifyConnection(t *testing.T) {
 	p := newPKI(t)
-	good := p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	good := p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	h := &Host{Name: "mx.example.com", Level: policy.DANE, TLSA: []policy.TLSA{mustRecord(t, good.X509, UsageDANEEE, 1, 1)}}
 	called := 0
 	base := &tls.Config{VerifyConnection: func(tls.ConnectionState) error { called++; return nil }}
@@ -411,7 +411,7 @@ func TestClientConfigChainsVerifyConnection(t *testing.T) {
 	if err := cfg.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{good.X509}}); err != nil || called != 1 {
 		t.Fatalf("matching: err=%v called=%d", err, called)
 	}
-	other := p.leaf(t, testpki.LeafOptions{DNSNames: []string{"mx.example.com"}})
+	other := p.leaf(t, certtest.LeafOptions{DNSNames: []string{"mx.example.com"}})
 	if err := cfg.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{other.X509}}); !errors.Is(err, ErrNoMatch) || called != 1 {
 		t.Fatalf("mismatch: err=%v called=%d (base hook must not run after a DANE failure)", err, called)
 	}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/foxcpp/go-mockdns"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/policy"
 )
 
@@ -45,7 +45,7 @@ type response struct {
 // on loopback, with a certificate from a test CA.
 type policyHost struct {
 	t    *testing.T
-	ca   *testpki.CA
+	ca   *certtest.CA
 	srv  *httptest.Server
 	cert atomic.Pointer[tls.Certificate]
 
@@ -57,8 +57,8 @@ type policyHost struct {
 
 func newPolicyHost(t *testing.T, names ...string) *policyHost {
 	t.Helper()
-	ph := &policyHost{t: t, ca: testpki.MustCA("mtasts test CA"), resp: map[string]response{}, hits: map[string]int{}}
-	leaf := ph.ca.MustIssue(testpki.LeafOptions{DNSNames: names})
+	ph := &policyHost{t: t, ca: certtest.MustCA("mtasts test CA"), resp: map[string]response{}, hits: map[string]int{}}
+	leaf := ph.ca.MustIssue(certtest.LeafOptions{DNSNames: names})
 	ph.cert.Store(&leaf.TLS)
 	ph.srv = httptest.NewUnstartedServer(http.HandlerFunc(ph.serve))
 	ph.srv.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -365,14 +365,14 @@ func TestFetchTimeout(t *testing.T) {
 }
 
 func TestInvalidCertificate(t *testing.T) {
-	untrusted := testpki.MustCA("someone else").MustIssue(testpki.LeafOptions{DNSNames: []string{"mta-sts.example.com"}})
-	tests := map[string]func(ca *testpki.CA) *tls.Certificate{
-		"untrusted CA": func(*testpki.CA) *tls.Certificate { return &untrusted.TLS },
-		"wrong name": func(ca *testpki.CA) *tls.Certificate {
-			return &ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"www.example.com"}}).TLS
+	untrusted := certtest.MustCA("someone else").MustIssue(certtest.LeafOptions{DNSNames: []string{"mta-sts.example.com"}})
+	tests := map[string]func(ca *certtest.CA) *tls.Certificate{
+		"untrusted CA": func(*certtest.CA) *tls.Certificate { return &untrusted.TLS },
+		"wrong name": func(ca *certtest.CA) *tls.Certificate {
+			return &ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"www.example.com"}}).TLS
 		},
-		"expired": func(ca *testpki.CA) *tls.Certificate {
-			return &ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mta-sts.example.com"},
+		"expired": func(ca *certtest.CA) *tls.Certificate {
+			return &ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mta-sts.example.com"},
 				NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}).TLS
 		},
 	}

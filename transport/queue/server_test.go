@@ -13,7 +13,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/transport"
 )
@@ -23,8 +23,8 @@ import (
 // spool, with the envelope's DSN parameters; when the store fails, the
 // client gets a 451 and nothing is kept.
 func TestServerHandler(t *testing.T) {
-	ca := testpki.MustCA("queue test CA")
-	leaf := ca.MustIssue(testpki.LeafOptions{CommonName: "mx.relay.test", DNSNames: []string{"mx.relay.test"}})
+	ca := certtest.MustCA("queue test CA")
+	leaf := ca.MustIssue(certtest.LeafOptions{CommonName: "mx.relay.test", DNSNames: []string{"mx.relay.test"}})
 	st, err := OpenDirStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

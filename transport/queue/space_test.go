@@ -12,7 +12,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/transport"
 )
 
@@ -119,8 +119,8 @@ func TestDirStoreFreeSpace(t *testing.T) {
 // real free space of the test's file system. With the check off the same
 // client is accepted.
 func TestMinFreeAtMail(t *testing.T) {
-	ca := testpki.MustCA("queue test CA")
-	leaf := ca.MustIssue(testpki.LeafOptions{CommonName: "mx.relay.test", DNSNames: []string{"mx.relay.test"}})
+	ca := certtest.MustCA("queue test CA")
+	leaf := ca.MustIssue(certtest.LeafOptions{CommonName: "mx.relay.test", DNSNames: []string{"mx.relay.test"}})
 	st, err := OpenDirStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

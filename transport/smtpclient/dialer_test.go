@@ -15,7 +15,7 @@ import (
 	sasl "github.com/emersion/go-sasl"
 	smtp "github.com/emersion/go-smtp"
 
-	"github.com/mailtls/mailtls/internal/testpki"
+	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
@@ -88,8 +88,8 @@ func (s *session) Data(r io.Reader) error {
 // withTLS, and returns its address, a client TLS configuration that trusts
 // it and a function that stops it.
 func startServer(be *backend, withTLS bool) (addr string, cfg *tls.Config, stop func(), err error) {
-	ca := testpki.MustCA("smtpclient test CA")
-	leaf := ca.MustIssue(testpki.LeafOptions{DNSNames: []string{"mx.test"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	ca := certtest.MustCA("smtpclient test CA")
+	leaf := ca.MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.test"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	srv := smtp.NewServer(be)
 	srv.Domain = "mx.test"
 	srv.ErrorLog = log.New(io.Discard, "", 0)
@@ -215,7 +215,7 @@ func TestSTARTTLSRequired(t *testing.T) {
 
 func TestUntrustedCertificateFails(t *testing.T) {
 	addr, _ := serve(t, &backend{}, true)
-	other := testpki.MustCA("another CA")
+	other := certtest.MustCA("another CA")
 	_, err := (&smtpclient.Dialer{TLSConfig: &tls.Config{RootCAs: other.Pool, ServerName: "mx.test"}}).Dial(context.Background(), addr)
 	var ue *tls.CertificateVerificationError
 	if !errors.As(err, &ue) {

@@ -24,7 +24,9 @@
 //     MTA-STS and TLS-RPT lookups and DANE (RFC 7672); Dialer maps the
 //     documentation addresses (RFC 5737) it hands out to loopback servers.
 //   - NewCA issues certificates: CA.IssueLocalhost for 127.0.0.1, ::1 and
-//     localhost, LeafOptions for any other, including expired ones.
+//     localhost, LeafOptions for any other, including expired ones. CA,
+//     Leaf and LeafOptions are package certstore/certtest's, which tests of
+//     any package can import.
 //
 // What a fixture saw is read the same way on every fixture: Seen returns
 // the raw bytes its clients sent, Messages the messages it accepted and

@@ -5,8 +5,6 @@ import (
 	"crypto/x509"
 	"net"
 	"testing"
-
-	"github.com/mailtls/mailtls/internal/testpki"
 )
 
 // A localhost certificate verifies for every loopback name, and only with
@@ -80,14 +78,5 @@ func TestAsCA(t *testing.T) {
 	}
 	if l.X509.PublicKeyAlgorithm != x509.RSA {
 		t.Errorf("key %v, want RSA", l.X509.PublicKeyAlgorithm)
-	}
-}
-
-// KeyType values are handed to internal/testpki by number.
-func TestKeyTypeNumbers(t *testing.T) {
-	for kt, want := range map[KeyType]testpki.KeyType{ECDSA: testpki.ECDSA, RSA: testpki.RSA, Ed25519: testpki.Ed25519} {
-		if testpki.KeyType(kt) != want {
-			t.Errorf("KeyType %d is testpki's %d", kt, want)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package testpki
+package certtest
 
 import (
 	"crypto/x509"

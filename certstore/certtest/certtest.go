@@ -1,9 +1,12 @@
-// Package testpki is a small certificate authority for the module's tests and
-// for transporttest: it issues CA, server and client certificates on demand,
-// including deliberately bad ones (wrong name, expired, untrusted).
+// Package certtest is a small certificate authority for tests, as
+// net/http/httptest is a small HTTP server: it issues CA, server and
+// client certificates (RFC 5280) on demand, including deliberately bad
+// ones (another name, expired, untrusted), and the tls.Configs that use
+// them. transporttest's fixtures use it; it has no dependency on the rest
+// of the module, so that every package's tests can.
 //
 // Nothing here is meant for production keys.
-package testpki
+package certtest
 
 import (
 	"crypto"
@@ -23,47 +26,92 @@ import (
 	"time"
 )
 
-// KeyType selects the algorithm of a generated key. The zero value is ECDSA P-256.
+// KeyType selects the algorithm of a generated key. The zero value is
+// ECDSA P-256.
 type KeyType int
 
 // Key types.
 const (
-	ECDSA KeyType = iota
-	RSA
+	ECDSA KeyType = iota // P-256
+	RSA                  // 2048 bits
 	Ed25519
 )
 
-// CA is a test certificate authority.
+// CA is a test certificate authority: a self-signed root (NewCA) or an
+// intermediate (Leaf.AsCA) that issues server and client certificates on
+// demand. Its keys are made fresh for each CA.
 type CA struct {
-	Cert    *x509.Certificate
-	Key     crypto.Signer
+	// Cert is the CA's certificate and Key its private key.
+	Cert *x509.Certificate
+	Key  crypto.Signer
+	// CertPEM is Cert in PEM form, for a file a peer reads (Postfix's
+	// smtp_tls_CAfile, swaks --tls-ca-path).
 	CertPEM []byte
-	// Pool holds only this CA's certificate, for RootCAs or ClientCAs.
+	// Pool holds only this CA's certificate, for a tls.Config's RootCAs
+	// (servers it issued are trusted) or ClientCAs (clients it issued are).
 	Pool *x509.CertPool
 }
 
 // Leaf is an issued certificate with its key.
 type Leaf struct {
-	// TLS is ready for tls.Config.Certificates (leaf then intermediates).
-	TLS     tls.Certificate
-	X509    *x509.Certificate
-	CertPEM []byte // leaf (and chain, when issued by an intermediate)
-	KeyPEM  []byte // PKCS#8
+	// TLS is ready for tls.Config.Certificates: the leaf, then the
+	// intermediate when the issuer is one (RFC 8446 §4.4.2).
+	TLS tls.Certificate
+	// X509 is the parsed leaf.
+	X509 *x509.Certificate
+	// CertPEM is the leaf (and the intermediate, as in TLS) in PEM form.
+	CertPEM []byte
+	// KeyPEM is the private key, PKCS#8 in PEM form.
+	KeyPEM []byte
 }
 
-// LeafOptions describes a certificate to issue. Zero NotBefore/NotAfter mean
-// "valid from an hour ago for a day".
+// LeafOptions describes a certificate to issue (RFC 5280 §4.1). The zero
+// value is a server certificate without names, valid from an hour ago for
+// a day, with an ECDSA P-256 key.
 type LeafOptions struct {
+	// CommonName is the subject's CN. Empty means the first of DNSNames.
 	CommonName string
-	DNSNames   []string
-	IPs        []net.IP
-	NotBefore  time.Time
-	NotAfter   time.Time
-	Key        KeyType
-	// Client adds the clientAuth extended key usage (serverAuth is always set).
+	// DNSNames and IPs are the subject alternative names (RFC 5280
+	// §4.2.1.6) a client checks (RFC 6125 §6).
+	DNSNames []string
+	IPs      []net.IP
+	// NotBefore and NotAfter bound the validity. Zero means an hour ago
+	// and a day from now.
+	NotBefore, NotAfter time.Time
+	// Key selects the key algorithm.
+	Key KeyType
+	// Client adds the clientAuth extended key usage (serverAuth is always
+	// set), for a certificate a client presents.
 	Client bool
-	// IsCA issues an intermediate CA instead of a leaf.
+	// IsCA issues an intermediate CA instead of a leaf (see Leaf.AsCA).
 	IsCA bool
+}
+
+// LocalhostNames are the names a certificate from CA.IssueLocalhost is
+// valid for: the loopback name (RFC 6761 §6.3) and the IPv4 and IPv6
+// loopback addresses (RFC 1122 §3.2.1.3, RFC 4291 §2.5.3), so that a
+// client may dial 127.0.0.1, [::1] or localhost.
+var LocalhostNames = []string{"localhost", "127.0.0.1", "::1"}
+
+// IssueLocalhost issues a server certificate valid for LocalhostNames.
+func (ca *CA) IssueLocalhost() (*Leaf, error) {
+	return ca.Issue(LeafOptions{DNSNames: []string{LocalhostNames[0]},
+		IPs: []net.IP{net.ParseIP(LocalhostNames[1]), net.ParseIP(LocalhostNames[2])}})
+}
+
+// ClientTLSConfig returns a client configuration that trusts this CA only
+// and checks that the server's certificate is valid for serverName (a host
+// name or an IP address), with TLS 1.2 as the minimum (RFC 9325 §3.1.1).
+// It is a new value each time; change it freely.
+func (ca *CA) ClientTLSConfig(serverName string) *tls.Config {
+	return &tls.Config{RootCAs: ca.Pool, ServerName: serverName, MinVersion: tls.VersionTLS12}
+}
+
+// ServerTLSConfig returns a server configuration presenting this
+// certificate, with TLS 1.2 as the minimum (RFC 9325 §3.1.1). It is a new
+// value each time.
+func (l *Leaf) ServerTLSConfig() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{l.TLS}, MinVersion: tls.VersionTLS12}
 }
 
 func newKey(kt KeyType) (crypto.Signer, error) {
@@ -83,7 +131,8 @@ func serial() *big.Int {
 	return n
 }
 
-// NewCA creates a self-signed ECDSA root CA named name.
+// NewCA creates a fresh self-signed root CA (ECDSA P-256, valid for ten
+// years) with name as its common name.
 func NewCA(name string) (*CA, error) {
 	key, err := newKey(ECDSA)
 	if err != nil {
@@ -111,7 +160,8 @@ func NewCA(name string) (*CA, error) {
 	return &CA{Cert: cert, Key: key, CertPEM: pemCert(der), Pool: pool}, nil
 }
 
-// MustCA is NewCA for tests; it panics on error (only a broken crypto/rand fails).
+// MustCA is NewCA that panics on error, for test set-up (only a failing
+// crypto/rand makes NewCA fail).
 func MustCA(name string) *CA {
 	ca, err := NewCA(name)
 	if err != nil {
@@ -134,15 +184,16 @@ func (ca *CA) MustIssue(o LeafOptions) *Leaf {
 	return l
 }
 
-// AsCA turns an intermediate Leaf (issued with IsCA) into a CA that can issue
-// further certificates; leaves it issues carry the intermediate in their chain.
+// AsCA turns an intermediate issued with LeafOptions.IsCA into a CA; the
+// certificates it issues carry the intermediate in their chain. It fails
+// for a certificate that is not a CA.
 func (l *Leaf) AsCA() (*CA, error) {
 	if !l.X509.IsCA {
-		return nil, errors.New("testpki: certificate is not a CA")
+		return nil, errors.New("certtest: certificate is not a CA")
 	}
 	signer, ok := l.TLS.PrivateKey.(crypto.Signer)
 	if !ok {
-		return nil, errors.New("testpki: key is not a signer")
+		return nil, errors.New("certtest: key is not a signer")
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(l.X509)
@@ -192,7 +243,7 @@ func issue(parent *x509.Certificate, parentKey crypto.Signer, o LeafOptions) (*L
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: %w", err)
+		return nil, fmt.Errorf("certtest: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
