@@ -35,183 +35,167 @@ type Reason struct {
 // ("en" or "ja"; anything else means English), ending with the assurance
 // that nothing was sent in plaintext.
 func (r *Reason) Explain(lang string) string {
+	w := &wordingEN
 	if normalizeLanguage(lang) == "ja" {
-		return r.explainJA()
+		w = &wordingJA
 	}
-	return r.explainEN()
+	return w.explain(r)
 }
 
-func (r *Reason) explainEN() string {
-	server := "the remote server"
+// wording is one language's text of Reason.Explain. Templates name what
+// they quote in braces: {server} ("the remote server mx.example"),
+// {Server} (the same at the start of a sentence), {policy} ("the TLS
+// policy for example.org (published with MTA-STS)"), {domain}, {version}
+// and {min} (TLS versions).
+type wording struct {
+	server        string                        // the server, before " " and its name
+	serverAfter   string                        // after its name
+	policy        string                        // the policy, without a domain
+	policyFor     string                        // with {domain}
+	sources       map[policy.Source]string      // appended to the policy
+	otherSource   string                        // with {source}
+	someDomain    string                        // {domain} when unknown
+	domainAfter   string                        // after a known domain
+	failures      map[policy.FailureType]string // the sentence per failure
+	fallback      string                        // for any other failure
+	tlsVersionMin string                        // FailureTLSVersion with MinTLSVersion
+	olderTLS      string                        // {version} when unknown
+	certNames     string                        // FailureCertificateHostMismatch, with {names}
+	plaintext     string                        // the closing assurance
+	detail        string                        // before Detail
+}
+
+func (w *wording) explain(r *Reason) string {
+	server := w.server
 	if r.MX != "" {
-		server += " " + r.MX
+		server += " " + r.MX + w.serverAfter
 	}
-	Server := "T" + server[1:]
-	pol := "the TLS policy"
+	pol := w.policy
 	if r.Domain != "" {
-		pol += " for " + r.Domain
+		pol = strings.ReplaceAll(w.policyFor, "{domain}", r.Domain)
 	}
-	switch r.Source {
-	case "":
-	case policy.SourceStatic:
-		pol += " (from the static table)"
-	case policy.SourceMTASTS:
-		pol += " (published with MTA-STS)"
-	case policy.SourceDANE:
-		pol += " (from DANE TLSA records)"
-	case policy.SourceREQUIRETLS:
-		pol += " (set by the sender with REQUIRETLS)"
-	case policy.SourceDefault:
-		pol += " (the default for all destinations)"
-	case policy.SourceRoute:
-		pol += " (set for the route to the next hop)"
-	default:
-		pol += " (from " + string(r.Source) + ")"
-	}
-	domain := r.Domain
-	if domain == "" {
-		domain = "the recipient's domain"
-	}
-	var s string
-	switch r.Failure {
-	case policy.FailureSTARTTLSNotSupported:
-		s = Server + " did not offer STARTTLS, while " + pol + " requires encryption."
-	case policy.FailureCertificateHostMismatch:
-		s = "The certificate of " + server + " does not match the server names that " + pol + " requires."
-		if len(r.CertificateNames) > 0 {
-			s += " The certificate is for: " + strings.Join(r.CertificateNames, ", ") + "."
+	if r.Source != "" {
+		src, ok := w.sources[r.Source]
+		if !ok {
+			src = strings.ReplaceAll(w.otherSource, "{source}", string(r.Source))
 		}
-	case policy.FailureCertificateExpired:
-		s = "The certificate of " + server + " has expired or is not yet valid, while " + pol + " requires a valid certificate."
-	case policy.FailureCertificateNotTrusted:
-		s = "The certificate of " + server + " was not issued by a trusted certificate authority, while " + pol + " requires a verified certificate."
-	case policy.FailureValidation:
-		s = "The certificate of " + server + " could not be verified as " + pol + " requires."
-	case policy.FailureTLSAInvalid:
-		s = "The certificate of " + server + " matches none of the DANE TLSA records published for it, which " + pol + " requires."
-	case policy.FailureDNSSECInvalid:
-		s = "The DNSSEC signatures of the DNS records for " + domain + " could not be validated, so " + pol + " could not be applied safely."
-	case policy.FailureDANERequired:
-		s = "No usable DANE TLSA records were found for " + server + ", while " + pol + " requires DANE."
-	case policy.FailureSTSPolicyFetch:
-		s = "The MTA-STS pol of " + domain + " could not be retrieved, so a secure delivery could not be ensured."
-	case policy.FailureSTSPolicyInvalid:
-		s = "The MTA-STS pol published by " + domain + " is invalid, so a secure delivery could not be ensured."
-	case policy.FailureSTSWebPKIInvalid:
-		s = "The HTTPS server publishing the MTA-STS pol of " + domain + " did not present a valid certificate, so the pol could not be trusted."
-	case policy.FailureMXNotAllowed:
-		s = Server + " is not one of the mail servers allowed by " + pol + ", so the message was not sent to it."
-	case policy.FailureHandshake:
-		s = "The TLS handshake with " + server + " failed, while " + pol + " requires encryption."
-	case policy.FailureTLSVersion:
-		ver := r.TLSVersion
-		if ver == "" {
-			ver = "an older TLS version"
-		}
-		if r.MinTLSVersion != "" {
-			s = Server + " negotiated " + ver + ", below the minimum version " + r.MinTLSVersion + " that " + pol + " requires."
-		} else {
-			s = Server + " negotiated " + ver + ", below the minimum version that " + pol + " requires."
-		}
-	case policy.FailureWeakCipher:
-		s = Server + " offered only ciphers weaker than " + pol + " allows."
-	case policy.FailureREQUIRETLSNotSupported:
-		s = "The message was sent with REQUIRETLS, but " + server + " does not support REQUIRETLS, so the message could not be passed on with that requirement intact."
-	default:
-		s = "A TLS requirement of " + pol + " could not be met when connecting to " + server + "."
+		pol += src
 	}
-	s += " Nothing was sent in plaintext."
+	domain := w.someDomain
+	if r.Domain != "" {
+		domain = r.Domain + w.domainAfter
+	}
+	ver := r.TLSVersion
+	if ver == "" {
+		ver = w.olderTLS
+	}
+	tmpl, ok := w.failures[r.Failure]
+	switch {
+	case !ok:
+		tmpl = w.fallback
+	case r.Failure == policy.FailureTLSVersion && r.MinTLSVersion != "":
+		tmpl = w.tlsVersionMin
+	}
+	s := strings.NewReplacer("{server}", server, "{Server}", capitalize(server), "{policy}", pol,
+		"{domain}", domain, "{version}", ver, "{min}", r.MinTLSVersion).Replace(tmpl)
+	if r.Failure == policy.FailureCertificateHostMismatch && len(r.CertificateNames) > 0 {
+		s += strings.ReplaceAll(w.certNames, "{names}", strings.Join(r.CertificateNames, ", "))
+	}
+	s += w.plaintext
 	if r.Detail != "" {
-		s += " Technical detail: " + r.Detail
+		s += w.detail + r.Detail
 	}
 	return s
 }
 
-func (r *Reason) explainJA() string {
-	server := "相手先サーバー"
-	if r.MX != "" {
-		server += " " + r.MX + " "
-	}
-	pol := "TLS ポリシー"
-	if r.Domain != "" {
-		pol = r.Domain + " の " + pol
-	}
-	switch r.Source {
-	case "":
-	case policy.SourceStatic:
-		pol += "（静的テーブルによる設定）"
-	case policy.SourceMTASTS:
-		pol += "（MTA-STS で公開されたもの）"
-	case policy.SourceDANE:
-		pol += "（DANE の TLSA レコードによるもの）"
-	case policy.SourceREQUIRETLS:
-		pol += "（送信者が REQUIRETLS で指定したもの）"
-	case policy.SourceDefault:
-		pol += "（すべての宛先に対する既定の設定）"
-	case policy.SourceRoute:
-		pol += "（ネクストホップへの経路に対する設定）"
-	default:
-		pol += "（" + string(r.Source) + " によるもの）"
-	}
-	domain := r.Domain
-	if domain == "" {
-		domain = "宛先ドメイン"
-	} else {
-		domain += " "
-	}
-	var s string
-	switch r.Failure {
-	case policy.FailureSTARTTLSNotSupported:
-		s = server + "は STARTTLS を提供しませんでしたが、" + pol + "では暗号化が必須です。"
-	case policy.FailureCertificateHostMismatch:
-		s = server + "の証明書は、" + pol + "が求めるサーバー名と一致しませんでした。"
-		if len(r.CertificateNames) > 0 {
-			s += "証明書に記載された名前: " + strings.Join(r.CertificateNames, ", ") + "。"
-		}
-	case policy.FailureCertificateExpired:
-		s = server + "の証明書は有効期限が切れているか、まだ有効になっていません。" + pol + "では有効な証明書が必要です。"
-	case policy.FailureCertificateNotTrusted:
-		s = server + "の証明書は信頼できる認証局が発行したものではありません。" + pol + "では検証済みの証明書が必要です。"
-	case policy.FailureValidation:
-		s = pol + "が求める方法で、" + server + "の証明書を検証できませんでした。"
-	case policy.FailureTLSAInvalid:
-		s = server + "の証明書は、公開されている DANE の TLSA レコードのいずれとも一致しませんでした。" + pol + "ではこの一致が必要です。"
-	case policy.FailureDNSSECInvalid:
-		s = domain + "の DNS レコードの DNSSEC 署名を検証できなかったため、" + pol + "を安全に適用できませんでした。"
-	case policy.FailureDANERequired:
-		s = server + "には利用できる DANE の TLSA レコードが見つかりませんでしたが、" + pol + "では DANE が必須です。"
-	case policy.FailureSTSPolicyFetch:
-		s = domain + "の MTA-STS ポリシーを取得できなかったため、安全な配送を保証できませんでした。"
-	case policy.FailureSTSPolicyInvalid:
-		s = domain + "が公開している MTA-STS ポリシーが不正なため、安全な配送を保証できませんでした。"
-	case policy.FailureSTSWebPKIInvalid:
-		s = domain + "の MTA-STS ポリシーを公開している HTTPS サーバーの証明書が有効でなかったため、ポリシーを信頼できませんでした。"
-	case policy.FailureMXNotAllowed:
-		s = server + "は" + pol + "で許可されたメールサーバーではないため、メッセージを送信しませんでした。"
-	case policy.FailureHandshake:
-		s = server + "との TLS ハンドシェイクに失敗しました。" + pol + "では暗号化が必須です。"
-	case policy.FailureTLSVersion:
-		ver := r.TLSVersion
-		if ver == "" {
-			ver = "古いバージョンの TLS"
-		}
-		if r.MinTLSVersion != "" {
-			s = server + "との接続で使われた " + ver + " は、" + pol + "が求める最低バージョン " + r.MinTLSVersion + " を下回っています。"
-		} else {
-			s = server + "との接続で使われた " + ver + " は、" + pol + "が求める最低バージョンを下回っています。"
-		}
-	case policy.FailureWeakCipher:
-		s = server + "が提示した暗号方式は、" + pol + "が求める強度に達していませんでした。"
-	case policy.FailureREQUIRETLSNotSupported:
-		s = "メッセージには REQUIRETLS が指定されていましたが、" + server + "は REQUIRETLS に対応していないため、この要件を保ったまま転送できませんでした。"
-	default:
-		s = server + "への接続で、" + pol + "の TLS の要件を満たせませんでした。"
-	}
-	s += "メッセージは平文では一切送信されていません。"
-	if r.Detail != "" {
-		s += "技術的な詳細: " + r.Detail
+// capitalize upper-cases an ASCII first letter.
+func capitalize(s string) string {
+	if s != "" && s[0] >= 'a' && s[0] <= 'z' {
+		return string(s[0]-'a'+'A') + s[1:]
 	}
 	return s
+}
+
+var wordingEN = wording{
+	server:    "the remote server",
+	policy:    "the TLS policy",
+	policyFor: "the TLS policy for {domain}",
+	sources: map[policy.Source]string{
+		policy.SourceStatic:     " (from the static table)",
+		policy.SourceMTASTS:     " (published with MTA-STS)",
+		policy.SourceDANE:       " (from DANE TLSA records)",
+		policy.SourceREQUIRETLS: " (set by the sender with REQUIRETLS)",
+		policy.SourceDefault:    " (the default for all destinations)",
+		policy.SourceRoute:      " (set for the route to the next hop)",
+	},
+	otherSource: " (from {source})",
+	someDomain:  "the recipient's domain",
+	failures: map[policy.FailureType]string{
+		policy.FailureSTARTTLSNotSupported:    "{Server} did not offer STARTTLS, while {policy} requires encryption.",
+		policy.FailureCertificateHostMismatch: "The certificate of {server} does not match the server names that {policy} requires.",
+		policy.FailureCertificateExpired:      "The certificate of {server} has expired or is not yet valid, while {policy} requires a valid certificate.",
+		policy.FailureCertificateNotTrusted:   "The certificate of {server} was not issued by a trusted certificate authority, while {policy} requires a verified certificate.",
+		policy.FailureValidation:              "The certificate of {server} could not be verified as {policy} requires.",
+		policy.FailureTLSAInvalid:             "The certificate of {server} matches none of the DANE TLSA records published for it, which {policy} requires.",
+		policy.FailureDNSSECInvalid:           "The DNSSEC signatures of the DNS records for {domain} could not be validated, so {policy} could not be applied safely.",
+		policy.FailureDANERequired:            "No usable DANE TLSA records were found for {server}, while {policy} requires DANE.",
+		policy.FailureSTSPolicyFetch:          "The MTA-STS policy of {domain} could not be retrieved, so a secure delivery could not be ensured.",
+		policy.FailureSTSPolicyInvalid:        "The MTA-STS policy published by {domain} is invalid, so a secure delivery could not be ensured.",
+		policy.FailureSTSWebPKIInvalid:        "The HTTPS server publishing the MTA-STS policy of {domain} did not present a valid certificate, so the policy could not be trusted.",
+		policy.FailureMXNotAllowed:            "{Server} is not one of the mail servers allowed by {policy}, so the message was not sent to it.",
+		policy.FailureHandshake:               "The TLS handshake with {server} failed, while {policy} requires encryption.",
+		policy.FailureTLSVersion:              "{Server} negotiated {version}, below the minimum version that {policy} requires.",
+		policy.FailureWeakCipher:              "{Server} offered only ciphers weaker than {policy} allows.",
+		policy.FailureREQUIRETLSNotSupported:  "The message was sent with REQUIRETLS, but {server} does not support REQUIRETLS, so the message could not be passed on with that requirement intact.",
+	},
+	fallback:      "A TLS requirement of {policy} could not be met when connecting to {server}.",
+	tlsVersionMin: "{Server} negotiated {version}, below the minimum version {min} that {policy} requires.",
+	olderTLS:      "an older TLS version",
+	certNames:     " The certificate is for: {names}.",
+	plaintext:     " Nothing was sent in plaintext.",
+	detail:        " Technical detail: ",
+}
+
+var wordingJA = wording{
+	server:      "相手先サーバー",
+	serverAfter: " ",
+	policy:      "TLS ポリシー",
+	policyFor:   "{domain} の TLS ポリシー",
+	sources: map[policy.Source]string{
+		policy.SourceStatic:     "（静的テーブルによる設定）",
+		policy.SourceMTASTS:     "（MTA-STS で公開されたもの）",
+		policy.SourceDANE:       "（DANE の TLSA レコードによるもの）",
+		policy.SourceREQUIRETLS: "（送信者が REQUIRETLS で指定したもの）",
+		policy.SourceDefault:    "（すべての宛先に対する既定の設定）",
+		policy.SourceRoute:      "（ネクストホップへの経路に対する設定）",
+	},
+	otherSource: "（{source} によるもの）",
+	someDomain:  "宛先ドメイン",
+	domainAfter: " ",
+	failures: map[policy.FailureType]string{
+		policy.FailureSTARTTLSNotSupported:    "{server}は STARTTLS を提供しませんでしたが、{policy}では暗号化が必須です。",
+		policy.FailureCertificateHostMismatch: "{server}の証明書は、{policy}が求めるサーバー名と一致しませんでした。",
+		policy.FailureCertificateExpired:      "{server}の証明書は有効期限が切れているか、まだ有効になっていません。{policy}では有効な証明書が必要です。",
+		policy.FailureCertificateNotTrusted:   "{server}の証明書は信頼できる認証局が発行したものではありません。{policy}では検証済みの証明書が必要です。",
+		policy.FailureValidation:              "{policy}が求める方法で、{server}の証明書を検証できませんでした。",
+		policy.FailureTLSAInvalid:             "{server}の証明書は、公開されている DANE の TLSA レコードのいずれとも一致しませんでした。{policy}ではこの一致が必要です。",
+		policy.FailureDNSSECInvalid:           "{domain}の DNS レコードの DNSSEC 署名を検証できなかったため、{policy}を安全に適用できませんでした。",
+		policy.FailureDANERequired:            "{server}には利用できる DANE の TLSA レコードが見つかりませんでしたが、{policy}では DANE が必須です。",
+		policy.FailureSTSPolicyFetch:          "{domain}の MTA-STS ポリシーを取得できなかったため、安全な配送を保証できませんでした。",
+		policy.FailureSTSPolicyInvalid:        "{domain}が公開している MTA-STS ポリシーが不正なため、安全な配送を保証できませんでした。",
+		policy.FailureSTSWebPKIInvalid:        "{domain}の MTA-STS ポリシーを公開している HTTPS サーバーの証明書が有効でなかったため、ポリシーを信頼できませんでした。",
+		policy.FailureMXNotAllowed:            "{server}は{policy}で許可されたメールサーバーではないため、メッセージを送信しませんでした。",
+		policy.FailureHandshake:               "{server}との TLS ハンドシェイクに失敗しました。{policy}では暗号化が必須です。",
+		policy.FailureTLSVersion:              "{server}との接続で使われた {version} は、{policy}が求める最低バージョンを下回っています。",
+		policy.FailureWeakCipher:              "{server}が提示した暗号方式は、{policy}が求める強度に達していませんでした。",
+		policy.FailureREQUIRETLSNotSupported:  "メッセージには REQUIRETLS が指定されていましたが、{server}は REQUIRETLS に対応していないため、この要件を保ったまま転送できませんでした。",
+	},
+	fallback:      "{server}への接続で、{policy}の TLS の要件を満たせませんでした。",
+	tlsVersionMin: "{server}との接続で使われた {version} は、{policy}が求める最低バージョン {min} を下回っています。",
+	olderTLS:      "古いバージョンの TLS",
+	certNames:     "証明書に記載された名前: {names}。",
+	plaintext:     "メッセージは平文では一切送信されていません。",
+	detail:        "技術的な詳細: ",
 }
 
 type plainEntry struct{ en, ja string }
@@ -230,8 +214,8 @@ var plainSentences = map[string]plainEntry{
 	"4.2":  {"The connection to the recipient's mail server was lost.", "宛先のメールサーバーとの接続が切れました。"},
 	"4.4":  {"No mail server could be found for the recipient's domain.", "宛先のドメインのメールサーバーが見つかりませんでした。"},
 	"4.7":  {"The message could not be delivered within the time allowed.", "所定の期間内にメッセージを配送できませんでした。"},
-	"7.0":  {"The message could not be delivered for a security or pol reason.", "セキュリティまたはポリシー上の理由により配送できませんでした。"},
-	"7.1":  {"The recipient's mail server refused the message by its pol.", "宛先のメールサーバーがポリシーによりメッセージを拒否しました。"},
+	"7.0":  {"The message could not be delivered for a security or policy reason.", "セキュリティまたはポリシー上の理由により配送できませんでした。"},
+	"7.1":  {"The recipient's mail server refused the message by its policy.", "宛先のメールサーバーがポリシーによりメッセージを拒否しました。"},
 	"7.4":  {"A required security feature, such as TLS encryption, was not available.", "TLS による暗号化など、必要なセキュリティ機能を利用できませんでした。"},
 	"7.5":  {"Encryption or certificate verification failed.", "暗号化または証明書の検証に失敗しました。"},
 	"7.10": {"Encryption is needed for this delivery.", "この配送には暗号化が必要です。"},

@@ -1,6 +1,7 @@
 package ndr
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -79,5 +80,34 @@ func TestNormalizeLanguage(t *testing.T) {
 	parts := mimeParts(t, buildOrFatal(t, r))
 	if parts[0].header.Get("Content-Language") != "en" || !strings.Contains(string(parts[0].body), "did not offer STARTTLS") {
 		t.Errorf("fallback to English failed:\n%s", parts[0].body)
+	}
+}
+
+// Every failure type has its own sentence in each language (not the
+// fallback), and no sentence has a word cut short by a rename (a
+// "pol" for "policy" reached DSNs once).
+func TestExplainEveryFailure(t *testing.T) {
+	cut := regexp.MustCompile(`\bpol\b`)
+	for _, ft := range []policy.FailureType{policy.FailureSTARTTLSNotSupported, policy.FailureCertificateHostMismatch,
+		policy.FailureCertificateExpired, policy.FailureCertificateNotTrusted, policy.FailureValidation, policy.FailureTLSAInvalid,
+		policy.FailureDNSSECInvalid, policy.FailureDANERequired, policy.FailureSTSPolicyFetch, policy.FailureSTSPolicyInvalid,
+		policy.FailureSTSWebPKIInvalid, policy.FailureMXNotAllowed, policy.FailureHandshake, policy.FailureTLSVersion,
+		policy.FailureWeakCipher, policy.FailureREQUIRETLSNotSupported} {
+		for _, lang := range []string{"en", "ja"} {
+			r := &Reason{Domain: "d.example", MX: "mx.d.example", Failure: ft, Source: policy.SourceMTASTS}
+			got := r.Explain(lang)
+			fallback := (&Reason{Domain: "d.example", MX: "mx.d.example", Failure: "unheard-of", Source: policy.SourceMTASTS}).Explain(lang)
+			if got == fallback {
+				t.Errorf("%s %s: the fallback sentence", lang, ft)
+			}
+			if cut.MatchString(got) {
+				t.Errorf("%s %s: %q", lang, ft, got)
+			}
+		}
+	}
+	for k, p := range plainSentences {
+		if cut.MatchString(p.en) {
+			t.Errorf("plain sentence %s: %q", k, p.en)
+		}
 	}
 }
