@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -235,45 +236,38 @@ func TestDANEThroughConnector(t *testing.T) {
 		d := w.danePolicy(mandatory)
 		return &policy.Standard{DANE: d, Default: policy.Fixed{Level: policy.May}}, d
 	}
-	t.Run("DANE-EE match", func(t *testing.T) {
-		w := newStdWorld(t)
-		srv := daneServer(t, host, nil, false)
-		w.mx("dane.example", host, "192.0.2.30", srv, true)
-		w.tlsa(host, true, eeRecord(t, srv))
-		pol, d := dplus(w, false)
-		res := deliver(t, w.connector(pol, d, nil), envelope("user@dane.example"))
-		r := res.Recipients[0]
-		wantDelivered(t, r)
-		if r.TLS == nil || !r.TLS.Verified || r.TLS.ServerName != host {
-			t.Errorf("TLS %+v, want verified with SNI %s", r.TLS, host)
-		}
-		if r.Requirement.Level != policy.DANE || r.Requirement.Source != policy.SourceDANE || !r.Requirement.MXAuthenticated {
-			t.Errorf("decision %s (MX authenticated %v)", r.Requirement, r.Requirement.MXAuthenticated)
-		}
-		if len(res.Attempts) != 1 || !res.Attempts[0].DANE {
-			t.Errorf("attempts %+v, want one DANE attempt", res.Attempts)
-		}
-		rep := w.wantOneResult(tlsrpt.PolicyTLSA, tlsrpt.ResultSuccess)
-		if len(rep.PolicyString) != 1 || !strings.HasPrefix(rep.PolicyString[0], "3 1 1 ") {
-			t.Errorf("policy-string %q", rep.PolicyString)
-		}
-	})
-	t.Run("DANE configured once, in policy.Standard", func(t *testing.T) {
-		// Connector.DANE is nil: the Connector takes the Standard's DANE
-		// member (policy.DANEMember) and checks the host against its own
-		// records; without it, the TLSA records would fail closed.
-		w := newStdWorld(t)
-		srv := daneServer(t, host, nil, false)
-		w.mx("dane.example", host, "192.0.2.30", srv, true)
-		w.tlsa(host, true, eeRecord(t, srv))
-		pol, _ := dplus(w, false)
-		res := deliver(t, w.connector(pol, nil, nil), envelope("user@dane.example"))
-		wantDelivered(t, res.Recipients[0])
-		if len(res.Attempts) != 1 || !res.Attempts[0].DANE {
-			t.Errorf("attempts %+v, want one DANE attempt", res.Attempts)
-		}
-		// The same through policy.Outbound, and a record that does not
-		// match: refused by the per-host check.
+	// DANE is given to the Connector, or only to the Standard, whose DANE
+	// member the Connector then takes (policy.DANEMember): configured once.
+	for _, explicit := range []bool{true, false} {
+		t.Run(fmt.Sprintf("DANE-EE match (Connector.DANE set: %v)", explicit), func(t *testing.T) {
+			w := newStdWorld(t)
+			srv := daneServer(t, host, nil, false)
+			w.mx("dane.example", host, "192.0.2.30", srv, true)
+			w.tlsa(host, true, eeRecord(t, srv))
+			pol, d := dplus(w, false)
+			if !explicit {
+				d = nil
+			}
+			res := deliver(t, w.connector(pol, d, nil), envelope("user@dane.example"))
+			r := res.Recipients[0]
+			wantDelivered(t, r)
+			if r.TLS == nil || !r.TLS.Verified || r.TLS.ServerName != host {
+				t.Errorf("TLS %+v, want verified with SNI %s", r.TLS, host)
+			}
+			if r.Requirement.Level != policy.DANE || r.Requirement.Source != policy.SourceDANE || !r.Requirement.MXAuthenticated {
+				t.Errorf("decision %s (MX authenticated %v)", r.Requirement, r.Requirement.MXAuthenticated)
+			}
+			if len(res.Attempts) != 1 || !res.Attempts[0].DANE {
+				t.Errorf("attempts %+v, want one DANE attempt", res.Attempts)
+			}
+			rep := w.wantOneResult(tlsrpt.PolicyTLSA, tlsrpt.ResultSuccess)
+			if len(rep.PolicyString) != 1 || !strings.HasPrefix(rep.PolicyString[0], "3 1 1 ") {
+				t.Errorf("policy-string %q", rep.PolicyString)
+			}
+		})
+	}
+	t.Run("DANE configured once, in policy.Outbound: a mismatch is refused", func(t *testing.T) {
+		// A record that does not match: refused by the per-host check.
 		w2 := newStdWorld(t)
 		srv2 := daneServer(t, host, nil, false)
 		w2.mx("dane.example", host, "192.0.2.30", srv2, true)
@@ -442,6 +436,23 @@ func TestDANEThroughConnector(t *testing.T) {
 	})
 }
 
+// mixedHosts is a DNSSEC-signed mixed.example with two MX hosts: mx1,
+// preferred, publishes TLSA records but is down; mx2 has no TLSA records
+// (authenticated denial) and is a fixture server with the given
+// certificate.
+func mixedHosts(t *testing.T, second transporttest.CertKind) (*stdWorld, *transporttest.Server) {
+	w := newStdWorld(t)
+	w.dns.Set("mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.MX(10, "mx1.mixed.example"), fakedns.MX(20, "mx2.mixed.example")}})
+	w.dns.Set("mx1.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.41")}})
+	w.dns.Set("mx2.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.42")}})
+	w.dns.SetNXAD(true)
+	w.tlsa("mx1.mixed.example", true, fakedns.TLSA(3, 1, 1, make([]byte, 32)))
+	w.dialer.Map["192.0.2.41:25"] = closedAddr(t)
+	srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx2.mixed.example", Cert: second})
+	w.dialer.Map["192.0.2.42:25"] = srv.Addr
+	return w, srv
+}
+
 // DANE takes precedence over MTA-STS only where it applies: with DANE on
 // the preferred MX host and an enforced MTA-STS policy, the second host,
 // without TLSA records, is still held to MTA-STS (verified certificate,
@@ -457,16 +468,7 @@ func TestDANEAndMTASTSMixedHosts(t *testing.T) {
 		{"second host wrong name: not used", transporttest.WrongNameCert, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newStdWorld(t)
-			w.dns.Set("mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.MX(10, "mx1.mixed.example"), fakedns.MX(20, "mx2.mixed.example")}})
-			w.dns.Set("mx1.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.41")}})
-			w.dns.Set("mx2.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.42")}})
-			w.dns.SetNXAD(true) // mx2 has no TLSA: authenticated denial
-			// mx1 publishes TLSA but is down.
-			w.tlsa("mx1.mixed.example", true, fakedns.TLSA(3, 1, 1, make([]byte, 32)))
-			w.dialer.Map["192.0.2.41:25"] = closedAddr(t)
-			srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx2.mixed.example", Cert: tc.second})
-			w.dialer.Map["192.0.2.42:25"] = srv.Addr
+			w, srv := mixedHosts(t, tc.second)
 			sts := w.stsHost("mixed.example", stsBody("enforce", "*.mixed.example"))
 			d := w.danePolicy(false)
 			pol := &policy.Standard{DANE: d, MTASTS: sts, Default: policy.Fixed{Level: policy.May}}
@@ -527,15 +529,7 @@ func TestDANEMixedHostsKeepEncrypt(t *testing.T) {
 		}, transporttest.WrongNameCert, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newStdWorld(t)
-			w.dns.Set("mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.MX(10, "mx1.mixed.example"), fakedns.MX(20, "mx2.mixed.example")}})
-			w.dns.Set("mx1.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.41")}})
-			w.dns.Set("mx2.mixed.example", fakedns.Zone{AD: true, RRs: []dns.RR{fakedns.A("192.0.2.42")}})
-			w.dns.SetNXAD(true) // mx2 has no TLSA: authenticated denial
-			w.tlsa("mx1.mixed.example", true, fakedns.TLSA(3, 1, 1, make([]byte, 32)))
-			w.dialer.Map["192.0.2.41:25"] = closedAddr(t)
-			srv := transporttest.NewServer(t, transporttest.ServerConfig{Hostname: "mx2.mixed.example", Cert: tc.second})
-			w.dialer.Map["192.0.2.42:25"] = srv.Addr
+			w, srv := mixedHosts(t, tc.second)
 			d := w.danePolicy(false)
 			res := deliver(t, w.connector(tc.std(d), d, srv.RootCAs()), envelope("user@mixed.example"))
 			r := res.Recipients[0]

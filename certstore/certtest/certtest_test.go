@@ -21,19 +21,6 @@ func TestIssueVerifies(t *testing.T) {
 	if _, err := exp.X509.Verify(x509.VerifyOptions{Roots: ca.Pool, DNSName: "a.example"}); err == nil {
 		t.Fatal("expired certificate verified")
 	}
-	inter, err := ca.MustIssue(LeafOptions{CommonName: "intermediate", IsCA: true}).AsCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := inter.MustIssue(LeafOptions{DNSNames: []string{"b.example"}})
-	if len(l.TLS.Certificate) != 2 {
-		t.Fatalf("chain length %d, want 2", len(l.TLS.Certificate))
-	}
-	ipool := x509.NewCertPool()
-	ipool.AddCert(inter.Cert)
-	if _, err := l.X509.Verify(x509.VerifyOptions{Roots: ca.Pool, Intermediates: ipool, DNSName: "b.example"}); err != nil {
-		t.Fatal(err)
-	}
 	ss, err := SelfSigned("localhost", "127.0.0.1")
 	if err != nil || len(ss.X509.IPAddresses) != 1 || ss.X509.DNSNames[0] != "localhost" {
 		t.Fatalf("self-signed: %v %+v", err, ss)

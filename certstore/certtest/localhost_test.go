@@ -1,4 +1,4 @@
-package transporttest
+package certtest
 
 import (
 	"crypto/tls"
