@@ -18,11 +18,15 @@
 //     generation, and a *tls.Config builder with RFC 9325 defaults (TLS 1.2
 //     minimum, ECDHE+AEAD suites only, Go's post-quantum key exchange kept)
 //     that is the one place a listener's minimum TLS version and client
-//     certificate policy are set (TLSOptions).
+//     certificate policy are set (TLSOptions). certstore/certtest is a
+//     certificate authority for tests.
 //   - policy: what TLS a hop requires. Levels with Postfix's meanings (none,
 //     may, encrypt, dane, dane-only, verify, secure), a static table in a
-//     Postfix-like syntax, and Strictest to combine sources while keeping
-//     where each decision came from. policy.Inbound is what a listener
+//     Postfix-like syntax, and Strictest and Standard to combine sources
+//     while keeping where each decision came from. Plan turns a decision
+//     and a message's REQUIRETLS or "TLS-Required: No" into what each
+//     connection must satisfy, per MX host and its DANE records, as a pure
+//     function (the Connector asks it). policy.Inbound is what a listener
 //     demands of clients beyond its TLS configuration (require TLS, the
 //     128-bit cipher floor).
 //   - policy/mtasts (RFC 8461), policy/dane (RFC 7672) and policy/tlsrpt
@@ -38,6 +42,9 @@
 //     per-client connection cap, a connection cap at which a newcomer takes
 //     the slot of the least progressing connection, deadlines that trickled
 //     bytes cannot extend, and SenderLogins binding MAIL FROM to the login.
+//     RelayHandler is the Handler of an MTA: local recipients checked at
+//     RCPT, relaying only for logins and trusted networks, every message
+//     into the queue.
 //     Connector.Check explains what a delivery to a domain would do, up to
 //     MAIL FROM, and an Observer receives typed events for metrics.
 //   - transport/smtpclient: the SMTP client session the Connector drives
