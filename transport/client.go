@@ -23,6 +23,7 @@ type session struct {
 	failure  policy.FailureType // a TLS failure recorded but not enforced (testing mode, May)
 	failErr  error              // the check's error behind failure, if any
 	reused   bool               // taken from the idle pool
+	broken   bool               // replies of a pipelined group left unread: not reusable
 }
 
 func newSession(conn net.Conn, host, addr string, now time.Time) *session {

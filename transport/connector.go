@@ -88,8 +88,10 @@ type PoolConfig struct {
 // testing mode checked and reported, not enforced (RFC 8461 §5), with an MX
 // outside its patterns reported as a validation failure; one resolver for
 // every DNS lookup of a delivery (the DNS field), each query sent once per
-// Deliver call. Not implemented: BDAT/BINARYMIME (RFC 3030), PIPELINING
-// (commands are sent one at a time), 8-bit to 7-bit downgrade, LMTP.
+// Deliver call; the mail transaction in one flight with PIPELINING (RFC
+// 2920) and the body after BDAT with CHUNKING (RFC 3030), never before the
+// hop's TLS requirement is met. Not implemented: BINARYMIME (RFC 3030
+// §3), 8-bit to 7-bit downgrade, LMTP.
 //
 // Every zero field is safe and strict: a nil Policy requires Verify
 // everywhere, and an empty Hostname is this host's name when it is fully
@@ -158,6 +160,13 @@ type Connector struct {
 
 	// Timeouts bound each step; zero fields take RFC 5321 defaults.
 	Timeouts ConnectorTimeouts
+
+	// DisablePipelining sends one command per round trip even to servers
+	// that offer PIPELINING (RFC 2920) and CHUNKING (RFC 3030). By default
+	// the mail transaction of a TLS-ready session is one flight: MAIL,
+	// every RCPT and DATA, or with CHUNKING "BDAT n LAST" and the body
+	// (one round trip per message).
+	DisablePipelining bool
 
 	// Pool enables reuse of idle connections. The zero value disables it.
 	Pool PoolConfig

@@ -62,7 +62,7 @@ func (c *Connector) attempt(ctx context.Context, st *groupState, t target, ip ne
 	ar.local = localIP(s.RawConn())
 	ar.dane = st.hopDANE
 	c.logAttempt(ctx, st, ar, start, c.now().Sub(start))
-	if st.probe != nil || ar.retry || ar.err != nil && ar.err.Err != nil && isNetErr(ar.err.Err) {
+	if st.probe != nil || ar.retry || s.broken || ar.err != nil && ar.err.Err != nil && isNetErr(ar.err.Err) {
 		s.Close()
 	} else {
 		c.release(st, t, s)
@@ -375,7 +375,7 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 	}
 	if env.Body == BodyBinaryMIME {
 		return stop(&Error{Local: true, Code: 554, EnhancedCode: EnhancedCode{5, 6, 3}, Command: "MAIL",
-			Message: "BINARYMIME messages cannot be relayed (BDAT not implemented)"}, false)
+			Message: "BINARYMIME messages cannot be relayed (BINARYMIME not implemented)"}, false)
 	}
 	if lim, ok := s.Extension("SIZE"); ok && lim != "" {
 		if n, err := strconv.ParseInt(lim, 10, 64); err == nil && n > 0 && st.size > n {
@@ -385,6 +385,9 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 	}
 
 	mail := mailCommand(env, st.size, s)
+	if !c.DisablePipelining && s.Supports("PIPELINING") {
+		return c.transactPipelined(ctx, st, s, pending, mail)
+	}
 	r, err := s.Cmd(ctx, tmo, mail)
 	if err != nil {
 		return stop(asReplyError(err, "MAIL", "connection lost"), true)
@@ -429,16 +432,128 @@ func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pe
 		st.finishAll(accepted, e, mta, ti, s.failure, now())
 		return &attemptResult{err: e}
 	}
-	e := replyError(r, "DATA")
-	done := &attemptResult{code: r.Code}
+	c.finishDelivered(st, s, accepted, replyError(r, "DATA"), ti)
+	return &attemptResult{code: r.Code}
+}
+
+// transactPipelined is transact's mail transaction in one flight (RFC
+// 2920 §3.1): MAIL, every RCPT and DATA are written at once, then their
+// replies read in order; with CHUNKING (RFC 3030) the flight ends with
+// "BDAT n LAST" and the body instead of DATA, so that a message costs one
+// round trip. It runs only once the hop's TLS requirement is met (connect
+// has done STARTTLS and the checks): nothing is pipelined past STARTTLS.
+// Each RCPT's reply is its recipient's, as without pipelining.
+func (c *Connector) transactPipelined(ctx context.Context, st *groupState, s *session, pending []int, mail string) *attemptResult {
+	env, tmo, ti, mta, now := st.env, c.Timeouts.command(), s.tlsInfo(), s.mta, c.now
+	lines := make([]string, 0, len(pending)+2)
+	lines = append(lines, mail)
+	for _, i := range pending {
+		lines = append(lines, rcptCommand(env.Recipients[i], s))
+	}
+	var body io.Reader
+	var size int64
+	chunking := s.Supports("CHUNKING")
+	flight := tmo
+	if chunking {
+		n, err := smtpclient.CRLFSize(io.NewSectionReader(st.body, 0, st.size))
+		if err != nil {
+			return &attemptResult{pending: pending, err: localError(false, 3, 0, "", "cannot read the message", err)}
+		}
+		body, size, flight = io.NewSectionReader(st.body, 0, st.size), n, c.Timeouts.data()
+	} else {
+		lines = append(lines, "DATA")
+	}
+	if err := s.Pipeline(ctx, flight, lines, body, size); err != nil {
+		// Not all was written: the server cannot have taken the message.
+		return &attemptResult{pending: pending, err: asReplyError(err, "MAIL", "connection lost"), retry: true}
+	}
+	var accepted []int
+	// lost ends the attempt when a reply cannot be read: the recipients
+	// accepted so far and those whose replies are missing. With BDAT the
+	// whole message was sent, so the server may have taken it: they are
+	// deferred, never retried at once elsewhere (that could duplicate it);
+	// otherwise the transaction never completed and they may go elsewhere.
+	lost := func(cmd string, unread []int, err error) *attemptResult {
+		rest := append(append([]int(nil), accepted...), unread...)
+		if chunking {
+			e := localError(false, 4, 2, cmd, "connection lost after the message was sent", err)
+			st.finishAll(rest, e, mta, ti, s.failure, now())
+			return &attemptResult{err: e}
+		}
+		return &attemptResult{pending: rest, err: asReplyError(err, cmd, "connection lost"), retry: true}
+	}
+	// drain reads the n replies still due after a failed MAIL, so that
+	// the session stays in step; if it cannot, the session is not reused.
+	drain := func(n int) {
+		for ; n > 0; n-- {
+			if _, err := s.ReadReply(ctx, tmo); err != nil {
+				s.broken = true
+				return
+			}
+		}
+	}
+	r, err := s.ReadReply(ctx, tmo)
+	if err != nil {
+		return lost("MAIL", pending, err)
+	}
+	if r.Code/100 != 2 {
+		drain(len(pending) + 1)
+		return &attemptResult{pending: pending, err: replyError(r, "MAIL"), retry: r.Code/100 == 4}
+	}
+	for k, i := range pending {
+		r, err := s.ReadReply(ctx, tmo)
+		if err != nil {
+			return lost("RCPT", pending[k:], err)
+		}
+		if r.Code/100 == 2 {
+			accepted = append(accepted, i)
+			continue
+		}
+		e := replyError(r, "RCPT")
+		st.finish(i, statusFor(e), e, mta, ti, s.failure, now())
+	}
+	cmd := "DATA"
+	if chunking {
+		cmd = "BDAT"
+	}
+	r, err = s.ReadReply(ctx, flight)
+	if err != nil {
+		return lost(cmd, nil, err)
+	}
+	if len(accepted) == 0 {
+		// RFC 2920 §3.1: DATA fails without a recipient; a server that
+		// answers 354 anyway would take the next lines for the message.
+		if r.Code == 354 {
+			s.broken = true
+		}
+		return &attemptResult{code: r.Code}
+	}
+	if !chunking {
+		if r.Code != 354 {
+			st.finishAll(accepted, replyError(r, "DATA"), mta, ti, s.failure, now())
+			return &attemptResult{}
+		}
+		if r, err = s.Data(ctx, c.Timeouts.data(), io.NewSectionReader(st.body, 0, st.size)); err != nil {
+			e := localError(false, 4, 2, "DATA", "connection lost during the message transfer", err)
+			st.finishAll(accepted, e, mta, ti, s.failure, now())
+			return &attemptResult{err: e}
+		}
+	}
+	c.finishDelivered(st, s, accepted, replyError(r, cmd), ti)
+	return &attemptResult{code: r.Code}
+}
+
+// finishDelivered records the final reply of a transaction for its
+// accepted recipients: delivered, or relayed when a success DSN was asked
+// for and the next hop does not do DSN (RFC 3461 §4.2).
+func (c *Connector) finishDelivered(st *groupState, s *session, accepted []int, e *Error, ti *TLSInfo) {
 	for _, i := range accepted {
 		status := statusFor(e)
-		if status == Delivered && !s.Supports("DSN") && wantsSuccess(env.Recipients[i]) {
-			status = Relayed // RFC 3461 §4.2: no DSN support past this hop
+		if status == Delivered && !s.Supports("DSN") && wantsSuccess(st.env.Recipients[i]) {
+			status = Relayed
 		}
-		st.finish(i, status, e, mta, ti, s.failure, now())
+		st.finish(i, status, e, s.mta, ti, s.failure, c.now())
 	}
-	return done
 }
 
 func wantsSuccess(r Recipient) bool { return r.Notify&ndr.NotifySuccess != 0 }

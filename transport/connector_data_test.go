@@ -3,6 +3,7 @@ package transport_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -38,33 +39,52 @@ func TestConnectorDataNormalisesBareCRLF(t *testing.T) {
 		{"CRLF split between reads", long, head + "\r\n..split\r\n"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv := transporttest.NewPlainServer(t)
-			e := newEnv(t)
-			e.single(srv.Addr)
-			c := e.connector(fixed(policy.May), nil)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			res, err := c.Deliver(ctx, envelope("a@example.test"), strings.NewReader(tt.body), int64(len(tt.body)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantDelivered(t, res.Recipients[0])
-			want := "DATA\r\n" + tt.wire + ".\r\nQUIT"
-			if w := srv.Seen(); !bytes.Contains(w, []byte(want)) {
-				i := bytes.Index(w, []byte("DATA\r\n"))
-				t.Errorf("wire after DATA = %q, want %q", w[max(i, 0):], want)
-			}
-			// What the server stored: the same lines, unstuffed.
-			msgs := srv.Messages()
-			if len(msgs) != 1 {
-				t.Fatalf("server stored %d messages", len(msgs))
-			}
-			if got, want := string(msgs[0].Data), unstuff(tt.wire); got != want {
-				t.Errorf("stored %q, want %q", got, want)
-			}
-		})
+		// Without pipelining the body goes after DATA, dot-stuffed; with
+		// PIPELINING and CHUNKING (the fixture offers both) it goes in one
+		// flight after "BDAT n LAST", with the same line ends and no
+		// stuffing (RFC 3030 §2).
+		for _, pipelined := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/pipelined=%v", tt.name, pipelined), func(t *testing.T) {
+				srv := transporttest.NewPlainServer(t)
+				e := newEnv(t)
+				e.single(srv.Addr)
+				c := e.connector(fixed(policy.May), nil)
+				c.DisablePipelining = !pipelined
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				res, err := c.Deliver(ctx, envelope("a@example.test"), strings.NewReader(tt.body), int64(len(tt.body)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantDelivered(t, res.Recipients[0])
+				want, from := "DATA\r\n"+tt.wire+".\r\nQUIT", "DATA\r\n"
+				if pipelined {
+					content := unstuff(tt.wire)
+					want, from = fmt.Sprintf("RCPT TO:<a@example.test>\r\nBDAT %d LAST\r\n%sQUIT", len(content), content), "RCPT TO"
+				}
+				if w := srv.Seen(); !bytes.Contains(w, []byte(want)) {
+					i := max(bytes.Index(w, []byte(from)), 0)
+					t.Errorf("wire from %s = %q, want %q", from, clipQ(w[i:]), clipQ([]byte(want)))
+				}
+				// What the server stored: the same lines, unstuffed.
+				msgs := srv.Messages()
+				if len(msgs) != 1 {
+					t.Fatalf("server stored %d messages", len(msgs))
+				}
+				if got, want := string(msgs[0].Data), unstuff(tt.wire); got != want {
+					t.Errorf("stored %q, want %q", clipQ([]byte(got)), clipQ([]byte(want)))
+				}
+			})
+		}
 	}
+}
+
+// clipQ shortens b for an error message: its head and tail.
+func clipQ(b []byte) string {
+	if len(b) <= 200 {
+		return string(b)
+	}
+	return fmt.Sprintf("%s…(%d bytes)…%s", b[:100], len(b)-200, b[len(b)-100:])
 }
 
 // unstuff removes the dot-stuffing of RFC 5321 §4.5.2 from CRLF lines.

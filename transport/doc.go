@@ -80,9 +80,12 @@
 // attempt": queue_id, rcpt_domain, mx, tls_version, cipher, verified,
 // policy_level, policy_source, outcome).
 //
-// Not implemented on the Connector: PIPELINING (RFC 2920; commands are sent
-// one at a time), BDAT and BINARYMIME (RFC 3030), 8-bit to 7-bit downgrade
-// (RFC 6152 §3), LMTP (RFC 2033).
+// The Connector sends the mail transaction in one flight when the server
+// offers PIPELINING (RFC 2920): MAIL, every RCPT and DATA, or with
+// CHUNKING (RFC 3030) "BDAT n LAST" and the body, one round trip per
+// message; never past STARTTLS. Not implemented on the Connector:
+// BINARYMIME (RFC 3030 §3), 8-bit to 7-bit downgrade (RFC 6152 §3), LMTP
+// (RFC 2033).
 //
 // # Metrics
 //

@@ -245,7 +245,7 @@ func (c *Client) Data(ctx context.Context, timeout time.Duration, body io.Reader
 	if err := c.SetDeadline(ctx, timeout); err != nil {
 		return nil, err
 	}
-	w := &dataWriter{w: c.bw}
+	w := &dataWriter{w: c.bw, stuff: true}
 	if _, err := io.Copy(w, body); err != nil {
 		return nil, c.ctxErr(ctx, err)
 	}
@@ -311,16 +311,35 @@ func (c *Client) Close() error {
 // the terminating ".". The writer is streaming: a CR at the end of one
 // Write and an LF at the start of the next are one CRLF.
 type dataWriter struct {
-	w       *bufio.Writer
-	midLine bool // bytes of the current line have been written
-	cr      bool // a CR was read and its line end not yet written
+	w       *bufio.Writer // nil: count only
+	n       int64         // bytes written (or counted)
+	stuff   bool          // dot-stuff (DATA); false: line ends only (BDAT)
+	midLine bool          // bytes of the current line have been written
+	cr      bool          // a CR was read and its line end not yet written
+}
+
+func (d *dataWriter) writeByte(c byte) error {
+	d.n++
+	if d.w == nil {
+		return nil
+	}
+	return d.w.WriteByte(c)
+}
+
+func (d *dataWriter) writeString(s string) error {
+	d.n += int64(len(s))
+	if d.w == nil {
+		return nil
+	}
+	_, err := d.w.WriteString(s)
+	return err
 }
 
 func (d *dataWriter) Write(p []byte) (int, error) {
 	for i, c := range p {
 		if d.cr {
 			d.cr = false
-			if _, err := d.w.Write(crlf); err != nil {
+			if err := d.writeString("\r\n"); err != nil {
 				return i, err
 			}
 			d.midLine = false
@@ -333,14 +352,14 @@ func (d *dataWriter) Write(p []byte) (int, error) {
 		case c == '\r':
 			d.cr = true
 		case c == '\n':
-			_, err = d.w.Write(crlf)
+			err = d.writeString("\r\n")
 			d.midLine = false
 		default:
-			if c == '.' && !d.midLine {
-				err = d.w.WriteByte('.')
+			if c == '.' && !d.midLine && d.stuff {
+				err = d.writeByte('.')
 			}
 			if err == nil {
-				err = d.w.WriteByte(c)
+				err = d.writeByte(c)
 			}
 			d.midLine = true
 		}
@@ -358,10 +377,77 @@ func (d *dataWriter) Close() error {
 		end = "\r\n.\r\n"
 	}
 	d.cr, d.midLine = false, false
-	if _, err := d.w.WriteString(end); err != nil {
+	if err := d.writeString(end); err != nil {
 		return err
 	}
 	return d.w.Flush()
 }
 
-var crlf = []byte("\r\n")
+// endLine ends the last line if the message did not (BDAT content).
+func (d *dataWriter) endLine() error {
+	if !d.cr && !d.midLine {
+		return nil
+	}
+	d.cr, d.midLine = false, false
+	return d.writeString("\r\n")
+}
+
+// CRLFSize returns the size of body as Pipeline sends it after BDAT:
+// every line end, CRLF, a bare CR or a bare LF, written as CRLF (RFC 5321
+// §2.3.8), and the last line ended. It is the size a BDAT command
+// announces (RFC 3030 §2).
+func CRLFSize(body io.Reader) (int64, error) {
+	d := &dataWriter{}
+	if _, err := io.Copy(d, body); err != nil {
+		return 0, err
+	}
+	if err := d.endLine(); err != nil {
+		return 0, err
+	}
+	return d.n, nil
+}
+
+// Pipeline sends a group of commands at once, as PIPELINING allows (RFC
+// 2920 §3.1): every line of lines, then, when bdat is not nil, "BDAT size
+// LAST" and bdat's content with its line ends written as CRLF (RFC 3030
+// §2; size is CRLFSize of that content), all in one flush. It reads no
+// reply: the caller reads one per command, in order, with ReadReply. The
+// caller must not pipeline past a command that changes the session's
+// state, such as STARTTLS or AUTH (RFC 2920 §3.1): Pipeline is for the
+// mail transaction.
+func (c *Client) Pipeline(ctx context.Context, timeout time.Duration, lines []string, bdat io.Reader, size int64) error {
+	if err := c.SetDeadline(ctx, timeout); err != nil {
+		return err
+	}
+	for _, l := range lines {
+		if strings.ContainsAny(l, "\r\n") {
+			return errors.New("smtp: command contains CR or LF")
+		}
+		if _, err := c.bw.WriteString(l + "\r\n"); err != nil {
+			return c.ctxErr(ctx, err)
+		}
+	}
+	if bdat != nil {
+		if _, err := fmt.Fprintf(c.bw, "BDAT %d LAST\r\n", size); err != nil {
+			return c.ctxErr(ctx, err)
+		}
+		d := &dataWriter{w: c.bw}
+		if _, err := io.Copy(d, bdat); err != nil {
+			return c.ctxErr(ctx, err)
+		}
+		if err := d.endLine(); err != nil {
+			return c.ctxErr(ctx, err)
+		}
+		if d.n != size {
+			// The server reads exactly size bytes: the session is out of step.
+			c.Close()
+			return fmt.Errorf("smtp: BDAT content is %d bytes, %d announced", d.n, size)
+		}
+	}
+	if err := c.bw.Flush(); err != nil {
+		return c.ctxErr(ctx, err)
+	}
+	c.wrote()
+	return nil
+}
+

@@ -110,7 +110,7 @@ func writeChunked(t *testing.T, msg string, cuts []byte) string {
 	t.Helper()
 	var out bytes.Buffer
 	bw := bufio.NewWriterSize(&out, 16)
-	w := &dataWriter{w: bw}
+	w := &dataWriter{w: bw, stuff: true}
 	for i := 0; msg != ""; i++ {
 		n := len(msg)
 		if len(cuts) > 0 {
@@ -166,6 +166,40 @@ func FuzzDataWriter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg string, cuts []byte) {
 		if got, want := writeChunked(t, msg, cuts), referenceData(msg); got != want {
 			t.Fatalf("writer %q, reference %q", got, want)
+		}
+	})
+}
+
+// FuzzCRLFSize: the size CRLFSize announces is the size of what Pipeline
+// sends after BDAT, and that content has every line ended by CRLF, no
+// bare CR or LF, and is not dot-stuffed (RFC 3030 §2).
+func FuzzCRLFSize(f *testing.F) {
+	for _, s := range []string{"", "a", "a\r", "a\n", "a\r\n.b\r\n", "\r\r\n\n", ".\r.\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		n, err := CRLFSize(strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		bw := bufio.NewWriter(&out)
+		d := &dataWriter{w: bw}
+		d.Write([]byte(body))
+		d.endLine()
+		bw.Flush()
+		got := out.String()
+		if int64(len(got)) != n {
+			t.Fatalf("CRLFSize %d, content %d bytes", n, len(got))
+		}
+		if body != "" && !strings.HasSuffix(got, "\r\n") {
+			t.Fatalf("content %q does not end with CRLF", got)
+		}
+		if strings.Count(got, "\r") != strings.Count(got, "\n") || strings.Count(got, "\r\n") != strings.Count(got, "\n") {
+			t.Fatalf("bare CR or LF in %q", got)
+		}
+		if want := strings.Count(strings.ReplaceAll(strings.ReplaceAll(body, "\r\n", "\n"), "\r", "\n"), "."); strings.Count(got, ".") != want {
+			t.Fatalf("dots changed: %q from %q", got, body)
 		}
 	})
 }
