@@ -450,4 +450,3 @@ func (c *Client) Pipeline(ctx context.Context, timeout time.Duration, lines []st
 	c.wrote()
 	return nil
 }
-
