@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,9 +131,9 @@ func TestEnqueueDurabilityOrder(t *testing.T) {
 	}
 	// The trace names the step before it runs: wait for it to complete.
 	for {
-		st.smu.Lock()
-		synced, lazy, timer := st.synced, st.lazy, st.lazyTimer != nil
-		st.smu.Unlock()
+		st.dirSync.mu.Lock()
+		synced, lazy, timer := st.dirSync.synced, st.lazy, st.lazyTimer != nil
+		st.dirSync.mu.Unlock()
 		if synced >= lazy && !timer {
 			break
 		}
@@ -459,10 +461,10 @@ func TestDirStoreConcurrentCreates(t *testing.T) {
 	if err != nil || len(msgs) != 40 {
 		t.Fatalf("after reopen: %d messages, %v", len(msgs), err)
 	}
-	st.smu.Lock()
-	defer st.smu.Unlock()
-	if st.synced != st.requested || st.requested != 40 {
-		t.Errorf("synced %d of %d requested directory syncs", st.synced, st.requested)
+	st.dirSync.mu.Lock()
+	defer st.dirSync.mu.Unlock()
+	if st.dirSync.synced != st.dirSync.requested || st.dirSync.requested != 40 {
+		t.Errorf("synced %d of %d requested directory syncs", st.dirSync.synced, st.dirSync.requested)
 	}
 }
 
@@ -535,4 +537,114 @@ func TestDeliveredMessageStoreSteps(t *testing.T) {
 	if extra := tl.take(); len(extra) != 0 {
 		t.Errorf("store steps after the message was done: %v", extra)
 	}
+}
+
+// TestGroupCommitData: Creates in flight together share the sync of their
+// data (one syncfs(2) for many files, on Linux), and each file's data is
+// synced after it was written and before its ID.msg exists; every message
+// is then complete on reopen.
+func TestGroupCommitData(t *testing.T) {
+	if !haveSyncFS {
+		t.Skip("no syncfs(2) here: every Create fsyncs its own file")
+	}
+	dir := t.TempDir()
+	st, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var steps []string
+	st.trace = func(op, name string) {
+		mu.Lock()
+		steps = append(steps, op+" "+name)
+		mu.Unlock()
+	}
+	const n = 64
+	body := strings.Repeat("x", 8<<10) + "\r\n"
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs <- st.Create(context.Background(), benchMessage(fmt.Sprintf("m%02d", i)), strings.NewReader(body))
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	runs, shared := 0, 0
+	written := map[string]bool{}
+	for _, s := range steps {
+		op, name, _ := strings.Cut(s, " ")
+		switch op {
+		case "write":
+			written[name] = true
+		case "syncfs", "fsync":
+			if !written[name] {
+				t.Errorf("%s before the file was written", s)
+			}
+			if op == "syncfs" {
+				shared++
+			}
+		case "syncfs-run":
+			runs++
+		}
+	}
+	t.Logf("%d Creates: %d data syncs shared among %d callers, %d on their own", n, runs, shared, n-shared)
+	if shared == 0 || runs == 0 || runs >= shared {
+		t.Errorf("%d syncfs runs for %d callers that asked for one: no group commit", runs, shared)
+	}
+	st2, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	for i := 0; i < n; i++ {
+		b, err := st2.Body(context.Background(), fmt.Sprintf("m%02d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Size() != int64(len(body)) {
+			t.Errorf("m%02d: body %d bytes, want %d", i, b.Size(), len(body))
+		}
+		b.Close()
+	}
+}
+
+// BenchmarkCreateParallel measures Create with 16 concurrent callers, with
+// the data group commit (syncfs) and with one fsync per file, in the same
+// run: go test ./transport/queue -run '^$' -bench CreateParallel -count 5
+func BenchmarkCreateParallel(b *testing.B) {
+	for _, group := range []bool{true, false} {
+		b.Run(fmt.Sprintf("group=%v", group), func(b *testing.B) {
+			st, err := OpenDirStore(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			st.noGroupData = !group
+			body := strings.Repeat("y", 1<<10)
+			var seq atomic.Int64
+			b.SetParallelism(8) // 16 goroutines on 2 cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					id := fmt.Sprintf("b%d", seq.Add(1))
+					if err := st.Create(context.Background(), benchMessage(id), strings.NewReader(body)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+func benchMessage(id string) *Message {
+	return &Message{ID: id, From: "a@example.org", Recipients: []*Recipient{{Address: "b@example.net"}}}
 }
