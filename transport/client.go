@@ -24,6 +24,7 @@ type session struct {
 	failErr  error              // the check's error behind failure, if any
 	reused   bool               // taken from the idle pool
 	broken   bool               // replies of a pipelined group left unread: not reusable
+	clean    bool               // the last transaction ended with its final reply: no RSET needed
 }
 
 func newSession(conn net.Conn, host, addr string, now time.Time) *session {

@@ -107,7 +107,14 @@ func (c *Connector) connect(ctx context.Context, st *groupState, t target, ip ne
 	if st.probe != nil {
 		// A check examines a fresh session, and leaves none behind.
 	} else if s := c.pool.get(key); s != nil {
+		// A session whose last transaction ended cleanly needs no RSET
+		// (RFC 5321 §4.1.1.5): with pipelining it is reused at no cost
+		// when nothing has arrived on it since (Idle: no 421, no close).
 		s.Bind(ctx)
+		if !c.DisablePipelining && s.clean && s.Idle() {
+			s.reused = true
+			return s, nil
+		}
 		r, err := s.Cmd(ctx, c.Timeouts.command(), "RSET")
 		if err == nil && r.Code == 250 {
 			s.reused = true
@@ -345,6 +352,7 @@ func asReplyError(err error, command, msg string) *Error {
 
 // transact runs MAIL, RCPT, DATA for the pending recipients.
 func (c *Connector) transact(ctx context.Context, st *groupState, s *session, pending []int) *attemptResult {
+	s.clean = false
 	env := st.env
 	tmo := c.Timeouts.command()
 	ti := s.tlsInfo()
@@ -498,6 +506,7 @@ func (c *Connector) transactPipelined(ctx context.Context, st *groupState, s *se
 	}
 	if r.Code/100 != 2 {
 		drain(len(pending) + 1)
+		s.clean = !s.broken // no transaction was started
 		return &attemptResult{pending: pending, err: replyError(r, "MAIL"), retry: r.Code/100 == 4}
 	}
 	for k, i := range pending {
@@ -540,6 +549,7 @@ func (c *Connector) transactPipelined(ctx context.Context, st *groupState, s *se
 		}
 	}
 	c.finishDelivered(st, s, accepted, replyError(r, cmd), ti)
+	s.clean = true // the final reply ends the transaction (RFC 5321 §4.1.1.4)
 	return &attemptResult{code: r.Code}
 }
 

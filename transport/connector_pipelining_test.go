@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
 // pipelinePeer is a plaintext peer offering PIPELINING (and CHUNKING when
@@ -206,5 +207,84 @@ func TestPipeliningServerInjectingAfterSTARTTLS(t *testing.T) {
 	defer mu.Unlock()
 	if strings.Contains(seen.String(), "MAIL FROM") || strings.Contains(seen.String(), "RCPT TO") || strings.Contains(seen.String(), "BDAT") {
 		t.Errorf("transaction after an injected reply:\n%s", seen.String())
+	}
+}
+
+// A pooled session whose last transaction ended with its final reply is
+// reused with no RSET (RFC 5321 §4.1.1.5): one connection, three
+// messages, three MAIL commands and no RSET; with DisablePipelining every
+// reuse sends RSET first, as before.
+func TestPooledSessionNeedsNoRSET(t *testing.T) {
+	for _, sequential := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DisablePipelining=%v", sequential), func(t *testing.T) {
+			srv := transporttest.NewPlainServer(t)
+			e := newEnv(t)
+			e.single(srv.Addr)
+			c := e.connector(fixed(policy.May), nil)
+			c.Pool = transport.PoolConfig{MaxIdle: 1}
+			c.DisablePipelining = sequential
+			defer c.Close()
+			for _, rcpt := range []string{"a@example.test", "b@example.test", "c@example.test"} {
+				wantDelivered(t, deliver(t, c, envelope(rcpt)).Recipients[0])
+			}
+			seen := string(srv.Seen())
+			wantRSET := 0
+			if sequential {
+				wantRSET = 2
+			}
+			if srv.Connections() != 1 || strings.Count(seen, "MAIL FROM") != 3 || strings.Count(seen, "RSET") != wantRSET {
+				t.Errorf("%d connections, %d MAIL, %d RSET; want 1, 3, %d", srv.Connections(),
+					strings.Count(seen, "MAIL FROM"), strings.Count(seen, "RSET"), wantRSET)
+			}
+		})
+	}
+}
+
+// A pooled connection the server has given up on (it sent 421 and
+// closed, RFC 5321 §3.8) is not written to: the next delivery dials
+// again and gets through.
+func TestPooledSessionClosedByServer(t *testing.T) {
+	var mu sync.Mutex
+	conns := 0
+	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		mu.Lock()
+		conns++
+		mu.Unlock()
+		c.Write([]byte("220 peer ESMTP\r\n"))
+		for {
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch f := strings.Fields(l); {
+			case len(f) > 0 && f[0] == "EHLO":
+				c.Write([]byte("250-peer\r\n250-PIPELINING\r\n250 CHUNKING\r\n"))
+			case len(f) > 1 && f[0] == "BDAT":
+				n, _ := strconv.Atoi(f[1])
+				io.ReadFull(r, make([]byte, n))
+				c.Write([]byte("250 OK\r\n250 OK\r\n250 2.0.0 taken\r\n"))
+				// Then the server times the idle session out.
+				time.Sleep(50 * time.Millisecond)
+				c.Write([]byte("421 4.4.2 idle too long\r\n"))
+				return
+			case len(f) > 0 && f[0] == "QUIT":
+				c.Write([]byte("221 bye\r\n"))
+				return
+			}
+		}
+	})
+	e := newEnv(t)
+	e.single(addr)
+	c := e.connector(fixed(policy.May), nil)
+	c.Pool = transport.PoolConfig{MaxIdle: 1}
+	defer c.Close()
+	wantDelivered(t, deliver(t, c, envelope("a@example.test")).Recipients[0])
+	time.Sleep(200 * time.Millisecond)
+	wantDelivered(t, deliver(t, c, envelope("b@example.test")).Recipients[0])
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 2 {
+		t.Errorf("%d connections, want 2 (the closed one not reused)", conns)
 	}
 }

@@ -282,6 +282,18 @@ func (c *Client) wrote() {
 	}
 }
 
+// Idle reports whether the session is still open with nothing unread: the
+// server has neither closed it nor sent anything unsolicited (a 421 before
+// it closes an idle connection, RFC 5321 §3.8). It looks only at what has
+// already arrived, so it costs no round trip: a connection kept for reuse
+// is checked with it before a new transaction is written.
+func (c *Client) Idle() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	return socketIdle(c.raw)
+}
+
 // Quit sends QUIT, waiting at most two seconds for its reply, and closes the
 // connection (RFC 5321 §4.1.1.10), also when ctx ends first. It returns nil
 // if the server answered 221.
