@@ -140,7 +140,7 @@ func MainCF(cfg Config) string {
 // MasterCF returns the master.cf text for cfg: the smtpd listener if
 // cfg.SMTPD is set, pickup if cfg.Pickup, and the services every instance
 // needs (cleanup, qmgr, tlsmgr, trivial-rewrite, bounce, verify, flush,
-// proxymap, smtp, showq, error, discard, anvil, scache, postlogd), all
+// proxymap, smtp, showq, error, discard, anvil, scache, tlsproxy, postlogd), all
 // unchrooted.
 func MasterCF(cfg Config) string {
 	var b strings.Builder
@@ -171,6 +171,7 @@ retry     unix  - - n - - error
 discard   unix  - - n - - discard
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
+tlsproxy  unix  - - n - 0 tlsproxy
 postlog   unix-dgram n - n - 1 postlogd
 `)
 	return b.String()

@@ -30,9 +30,11 @@ func TestLatencySmall(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
-	if err := exec.Command("ip", "netns", "list").Run(); err != nil {
-		t.Skipf("no ip netns here: %v", err)
+	probe := "mtl-probe-" + strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace here: %v %s", err, out)
 	}
+	exec.Command("ip", "netns", "del", probe).Run()
 	cfg := &config{n: 24, c: 2, size: 512, rtt: 20 * time.Millisecond, delay: "proxy", senders: []string{"connector", "sequential"}}
 	var out bytes.Buffer
 	if err := runParent(context.Background(), cfg, &out); err != nil {
