@@ -358,8 +358,13 @@ func (q *Queue) Run(ctx context.Context) error {
 		q.mu.Unlock()
 	}()
 
+	cl, shared := q.Store.(Claimer)
+	var msgs []*Message
+	var err error
 	q.loading.Lock()
-	msgs, err := q.Store.List(ctx)
+	if !shared {
+		msgs, err = q.Store.List(ctx)
+	}
 	if errors.Is(err, ErrCorrupt) {
 		// One bad record must not keep the rest of the spool from going out.
 		q.logger().Error("spool records skipped", "err", err)
@@ -396,6 +401,10 @@ func (q *Queue) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
+	if shared {
+		wg.Add(1)
+		go func() { defer wg.Done(); q.runLeases(ctx, cl) }()
+	}
 	poll := orDefault(q.PollInterval, DefaultPollInterval)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -602,6 +611,12 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		q.drop(e)
 		return
 	}
+	if errors.Is(err, ErrLeaseLost) {
+		// Another node owns the message now: its record wins.
+		q.logger().Warn("lease lost: results not recorded, the message is another node's", "id", m.ID)
+		q.drop(e)
+		return
+	}
 	if err != nil {
 		q.logger().Error("recording delivery results", "id", m.ID, "err", err)
 	}
@@ -700,7 +715,7 @@ func (q *Queue) finish(ctx context.Context, e *entry) {
 		q.mu.Lock()
 		e.retryAt = q.now().Add(time.Minute)
 		q.mu.Unlock()
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) {
 			q.drop(e)
 			return
 		}

@@ -33,14 +33,24 @@
 // unlinked separately and leak when a node dies in between), and Body's
 // ReadAt fetches only the chunks a range covers.
 //
-// # Not yet implemented
+// # Several nodes
 //
-// Claiming work across nodes (leases with a fencing epoch, takeover when a
-// node dies, limits shared by all nodes) is not built: queue.Queue assumes
-// it owns its Store, so run one Queue per database. Update and Delete
-// already take a lease epoch into account when this Store holds one, and
-// return queue.ErrLeaseLost when another node has taken the message over;
-// no code takes leases yet.
+// Store is a queue.Claimer: several relays, each with its own Store (and
+// Options.Node) on one database, share the queue. A message is leased to
+// one node at a time, with a fencing epoch raised at every claim: the node
+// that creates it holds it first; a node claims due messages nobody holds
+// with UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED), so
+// that concurrent claims never take the same row; leases are renewed while
+// the node runs and expire when it dies (Options.Lease), and then another
+// node claims the messages. Update and Delete are conditional on the
+// node's epoch: a node that was paused past its lease gets
+// queue.ErrLeaseLost and its write changes nothing. Lease times are the
+// database's clock (now()), so the nodes' clocks need not agree.
+//
+// Not built yet: limits that hold across nodes (per-destination
+// concurrency), the MTA-STS cache and TLS-RPT state in the database, and a
+// wake-up of idle nodes by LISTEN (they claim at their polling interval;
+// Create already sends NOTIFY queue_due).
 package pgstore
 
 import (
@@ -67,15 +77,27 @@ type Options struct {
 	Node string
 	// MaxConns bounds the connection pool; 0 means pgxpool's default.
 	MaxConns int32
+	// Lease is how long a node holds a message without renewing its
+	// lease (queue.Claimer); 0 means DefaultLease.
+	Lease time.Duration
 }
+
+// DefaultLease is the lease period when Options.Lease is zero: a node
+// that dies leaves its messages to others after at most this long.
+const DefaultLease = 30 * time.Second
 
 // Store is a queue.Store on PostgreSQL. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
-	node string
+	pool     *pgxpool.Pool
+	node     string
+	leaseFor time.Duration
 
 	mu     sync.Mutex
 	leases map[string]int64 // id → epoch of the lease this node holds
+	// fenced are the leases Renew found taken over: writes stay
+	// conditional on the old epoch, so they are refused (ErrLeaseLost)
+	// instead of overwriting the new holder's record.
+	fenced map[string]int64
 }
 
 var _ queue.Store = (*Store)(nil)
@@ -107,7 +129,11 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if node == "" {
 		node = defaultNode()
 	}
-	return &Store{pool: pool, node: node, leases: map[string]int64{}}, nil
+	lease := opt.Lease
+	if lease <= 0 {
+		lease = DefaultLease
+	}
+	return &Store{pool: pool, node: node, leaseFor: lease, leases: map[string]int64{}, fenced: map[string]int64{}}, nil
 }
 
 // Close closes the connection pool.
@@ -205,19 +231,23 @@ func (s *Store) Create(ctx context.Context, m *queue.Message, body io.Reader) er
 	var n int
 	err = s.pool.QueryRow(ctx, `
 WITH m AS (
-  INSERT INTO queue_message (id, record, size, due, received_at)
-  VALUES ($1, $2, $3, $4, $5)
+  INSERT INTO queue_message (id, record, size, due, received_at, lease_owner, lease_until, lease_epoch)
+  VALUES ($1, $2, $3, $4, $5, $7, now() + make_interval(secs => $8), 1)
   ON CONFLICT (id) DO NOTHING RETURNING id),
 b AS (
   INSERT INTO queue_body (id, seq, data)
   SELECT m.id, c.seq - 1, c.data FROM m, unnest($6::bytea[]) WITH ORDINALITY AS c(data, seq))
-SELECT count(*) FROM m`, m.ID, rec, size, due(m), m.ReceivedAt, chunks).Scan(&n)
+SELECT count(*) FROM m`, m.ID, rec, size, due(m), m.ReceivedAt, chunks, s.node, s.leaseFor.Seconds()).Scan(&n)
 	if err != nil {
 		return fmt.Errorf("pgstore: creating %s: %w", m.ID, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("%w: %s", queue.ErrExists, m.ID)
 	}
+	// The node that creates a message holds it first (queue.Claimer).
+	s.mu.Lock()
+	s.leases[m.ID] = 1
+	s.mu.Unlock()
 	notify(ctx, s.pool)
 	return nil
 }
@@ -232,7 +262,10 @@ func notify(ctx context.Context, pool *pgxpool.Pool) {
 func (s *Store) lease(id string) (int64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.leases[id]
+	if e, ok := s.leases[id]; ok {
+		return e, true
+	}
+	e, ok := s.fenced[id]
 	return e, ok
 }
 
@@ -282,6 +315,7 @@ func (s *Store) missing(ctx context.Context, id string, leased bool) error {
 func (s *Store) forget(id string) {
 	s.mu.Lock()
 	delete(s.leases, id)
+	delete(s.fenced, id)
 	s.mu.Unlock()
 }
 
