@@ -24,6 +24,7 @@ import (
 // It is plain data: parseFlags fills and validates it, newRelay uses it.
 type Config struct {
 	DataDir  string // -data: certificates, Maildirs, queue, caches
+	QueueDSN string // -queue: a PostgreSQL queue shared by several relays
 	Hostname string // -hostname: greeting, Received, EHLO, Reporting-MTA
 
 	SMTPAddr        string // -smtp: MX-style listener (STARTTLS offered); "" disables it
@@ -116,6 +117,7 @@ func parseCommandFlags(name string, args []string, out io.Writer, extra func(*fl
 		routes                        repeated
 	)
 	fs.StringVar(&c.DataDir, "data", "relay-data", "data `directory`: certificates, Maildirs (mail/), queue (queue/), caches")
+	fs.StringVar(&c.QueueDSN, "queue", "", "PostgreSQL `URL` (postgres://…) of a queue shared by several relays (transport/queue/pgstore); the database must exist; empty: the queue under -data")
 	fs.StringVar(&c.Hostname, "hostname", host, "this host's public `name` (greeting, Received, EHLO, DSNs); not localhost")
 	fs.StringVar(&c.SMTPAddr, "smtp", "127.0.0.1:2525", "MX-style listener `address` (STARTTLS offered); empty disables it")
 	fs.StringVar(&c.SubmissionAddr, "submission", "127.0.0.1:2587", "submission listener `address` (STARTTLS then AUTH required, RFC 6409); empty disables it")

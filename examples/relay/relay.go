@@ -202,9 +202,9 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 	if err := r.setupConnector(); err != nil {
 		return err
 	}
-	store, err := queue.OpenDirStore(cfg.path("queue"))
+	store, err := openStore(cfg)
 	if err != nil {
-		return fmt.Errorf("-data: queue: %w", err)
+		return err
 	}
 	r.queue = &queue.Queue{
 		Store:     store,

@@ -18,6 +18,7 @@ import (
 	smtp "github.com/emersion/go-smtp"
 
 	"github.com/mailtls/mailtls/certstore"
+	"github.com/mailtls/mailtls/internal/pgtest"
 )
 
 // TestMain lets the signal tests run this test binary as the relay itself:
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m)) // stops the PostgreSQL cluster of -queue tests, if one ran
 }
 
 // childRelay is the relay running in a child process started by the test.

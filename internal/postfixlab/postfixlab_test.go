@@ -53,7 +53,7 @@ smtpd_tls_loglevel = 1
 // for; every instance has the common services; nothing is chrooted.
 func TestMasterCF(t *testing.T) {
 	common := []string{"cleanup", "qmgr", "tlsmgr", "rewrite", "bounce", "defer", "trace", "verify",
-		"flush", "proxymap", "smtp", "showq", "error", "retry", "discard", "anvil", "scache", "postlog"}
+		"flush", "proxymap", "smtp", "showq", "error", "retry", "discard", "anvil", "scache", "tlsproxy", "postlog"}
 	for _, tc := range []struct {
 		cfg   Config
 		extra []string

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mailtls/mailtls/internal/pgtest"
+	"github.com/mailtls/mailtls/transport/queue/pgstore"
+	"github.com/mailtls/mailtls/transport/transporttest"
+)
+
+// Two relays on one -queue database: each accepts mail, and every message
+// reaches the partner exactly once; both use the PostgreSQL store.
+func TestSharedQueueTwoRelays(t *testing.T) {
+	dsn := pgtest.DB(t)
+	partner := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert})
+	ca := writeFile(t, "ca.pem", string(partner.CA.CertPEM))
+	route := "partner.example=127.0.0.1:" + fmt.Sprint(partner.Port)
+	var relays []*testRelay
+	for range 2 {
+		tr := startRelay(t, "-queue", dsn, "-relay-networks", "127.0.0.0/8",
+			"-route", route, "-outbound-ca", ca, "-default-tls", "encrypt")
+		if _, ok := tr.queue.Store.(*pgstore.Store); !ok {
+			t.Fatalf("queue store is %T, want *pgstore.Store", tr.queue.Store)
+		}
+		relays = append(relays, tr)
+	}
+	const n = 10
+	for i := range n {
+		c := relays[i%2].dialTLS(t, "smtp")
+		if err := send(c, "sender@example.org", []string{fmt.Sprintf("r%d@partner.example", i)}, testBody); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	waitFor(t, "delivery to the partner", 30*time.Second, func() bool { return len(partner.Messages()) >= n })
+	time.Sleep(500 * time.Millisecond) // a duplicate would arrive by now
+	seen := map[string]int{}
+	for _, m := range partner.Messages() {
+		for _, r := range m.Envelope.Recipients {
+			seen[r.Address]++
+		}
+	}
+	for i := range n {
+		if a := fmt.Sprintf("r%d@partner.example", i); seen[a] != 1 {
+			t.Errorf("%s delivered %d times", a, seen[a])
+		}
+	}
+}
