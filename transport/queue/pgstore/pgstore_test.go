@@ -14,7 +14,12 @@ import (
 	"github.com/mailtls/mailtls/transport/queue"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv(pgCrashEnvMode) != "" {
+		crashChild() // a node of TestClusterCrash; runs until killed
+	}
+	os.Exit(pgtest.Main(m))
+}
 
 // open returns a Store on a fresh database, closed at the end of t.
 func open(t *testing.T, opt Options) *Store {
