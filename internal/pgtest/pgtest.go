@@ -260,6 +260,17 @@ func (c *Cluster) stop(sig syscall.Signal) error {
 // Stop shuts the cluster down ("fast" shutdown: SIGINT to its PID).
 func (c *Cluster) Stop() error { return c.stop(syscall.SIGINT) }
 
+// Down stops the cluster at once (SIGQUIT to the postmaster, as "pg_ctl
+// stop -m immediate"), runs f while it is down, and starts it again: the
+// database going away under running clients.
+func (c *Cluster) Down(f func()) error {
+	if err := c.stop(syscall.SIGQUIT); err != nil {
+		return err
+	}
+	f()
+	return c.startServer()
+}
+
 // RestartImmediate does what "pg_ctl restart -m immediate" does: SIGQUIT
 // to the postmaster (no checkpoint, crash recovery at the next start),
 // then a new start on the same data directory.

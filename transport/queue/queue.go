@@ -295,10 +295,17 @@ func (q *Queue) Enqueue(ctx context.Context, env *transport.Envelope, body io.Re
 // ServeSMTP lets a Queue be the Handler of a transport.Server: it enqueues
 // the message and returns nil once it is durable. A storage failure is
 // returned as "451 4.3.0" so the client retries (RFC 5321 §4.2.3, RFC 3463
-// §3.4); the cause is logged, not sent.
+// §3.4), and a full store (an error wrapping ErrInsufficientStorage) as
+// "452 4.3.1"; the cause is logged, not sent.
 func (q *Queue) ServeSMTP(ctx context.Context, env *transport.Envelope, body io.Reader) error {
 	if _, err := q.Enqueue(ctx, env, body); err != nil {
 		q.logger().Error("enqueue failed", "received_id", env.ID, "err", err)
+		if errors.Is(err, ErrInsufficientStorage) {
+			// The store is full (a database whose disk is full): the
+			// reply of RFC 5321 §4.2.2 and RFC 3463 §3.4, as at MAIL.
+			return &transport.Error{Code: 452, EnhancedCode: transport.EnhancedCode{4, 3, 1},
+				Message: "Insufficient system storage", Err: err}
+		}
 		return &transport.Error{Code: 451, EnhancedCode: transport.EnhancedCode{4, 3, 0},
 			Message: "Requested action aborted: local error in processing", Err: err}
 	}

@@ -3,8 +3,10 @@ package pgstore
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -41,6 +43,7 @@ const (
 	pgCrashEnvDir  = "MAILTLS_PG_CRASH_DIR"
 	pgCrashEnvNode = "MAILTLS_PG_CRASH_NODE"
 	pgCrashEnvSend = "MAILTLS_PG_CRASH_SEND" // "1": accept new mail too
+	pgCrashEnvSlow = "MAILTLS_PG_CRASH_SLOW" // "1": each delivery takes 1.5 s, announced in started.log
 )
 
 // crashChild is a node: it runs until killed.
@@ -71,6 +74,10 @@ func crashChild() {
 				continue
 			}
 			start := time.Now().UnixNano()
+			if os.Getenv(pgCrashEnvSlow) == "1" {
+				logf("started.log", fmt.Sprintf("%s %s %d", env.ID, r.Address, pid))
+				time.Sleep(1500 * time.Millisecond)
+			}
 			time.Sleep(time.Duration(5+rand.IntN(20)) * time.Millisecond)
 			logf("delivered.log", fmt.Sprintf("%s %s %d %d %d", env.ID, r.Address, pid, start, time.Now().UnixNano()))
 			res.Recipients = append(res.Recipients, transport.RecipientResult{Recipient: r, Status: transport.Delivered,
@@ -78,7 +85,8 @@ func crashChild() {
 		}
 		return res, nil
 	})
-	q := &queue.Queue{Store: st, Deliverer: deliver, Hostname: "relay.test", PollInterval: 100 * time.Millisecond}
+	q := &queue.Queue{Store: st, Deliverer: deliver, Hostname: "relay.test", PollInterval: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	go q.Run(ctx)
 	if os.Getenv(pgCrashEnvSend) == "1" {
 		for i := 0; ; i++ {
@@ -99,14 +107,36 @@ type crashNode struct {
 	cmd  *exec.Cmd
 }
 
-func startCrashNode(t *testing.T, dsn, dir, name string, send bool) *crashNode {
+// syncBuf collects a child's stderr.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startCrashNode(t *testing.T, dsn, dir, name string, send bool, extra ...string) *crashNode {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), pgCrashEnvMode+"="+dsn, pgCrashEnvDir+"="+dir, pgCrashEnvNode+"="+name)
 	if send {
 		cmd.Env = append(cmd.Env, pgCrashEnvSend+"=1")
 	}
-	cmd.Stderr = os.Stderr
+	cmd.Env = append(cmd.Env, extra...)
+	cmd.Stderr = &syncBuf{}
+	if os.Getenv("MAILTLS_PG_CRASH_VERBOSE") != "" {
+		cmd.Stderr = os.Stderr
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -262,5 +292,67 @@ func TestClusterCrash(t *testing.T) {
 		kills, len(accepted), reports, dups, reportDups, overlaps)
 	if reports < len(accepted) {
 		t.Errorf("%d reports for %d messages with a failed recipient", reports, len(accepted))
+	}
+}
+
+// TestPausedNodeLosesLease: a node paused with SIGSTOP in the middle of a
+// delivery, past its lease, loses the message to another node, which
+// delivers it; after SIGCONT the paused node's record of its delivery is
+// refused (ErrLeaseLost: its log says so) and it delivers nothing again.
+func TestPausedNodeLosesLease(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DB(t)
+	dir := t.TempDir()
+	seed, err := Open(ctx, dsn, Options{Node: "seed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &queue.Message{ID: "paused1", From: "sender@example.org", ReceivedAt: time.Now(),
+		Recipients: []*queue.Recipient{{Address: "good@example.net", State: transport.Pending}}}
+	if err := seed.Create(ctx, m, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	seed.Release(ctx, m.ID) // claimable by any node
+	seed.Close()
+
+	a := startCrashNode(t, dsn, dir, "a", false, pgCrashEnvSlow+"=1")
+	defer a.kill()
+	waitFile := func(name string, lines int) {
+		deadline := time.Now().Add(20 * time.Second)
+		for len(readLines(t, filepath.Join(dir, name))) < lines {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s has fewer than %d lines", name, lines)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFile("started.log", 1) // a is delivering
+	a.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(3 * time.Second) // past a's 2 s lease
+	b := startCrashNode(t, dsn, dir, "b", false)
+	defer b.kill()
+	waitFile("delivered.log", 1) // b took the message over and delivered it
+	a.cmd.Process.Signal(syscall.SIGCONT)
+	time.Sleep(2 * time.Second)
+	byPID := map[string]int{}
+	for _, f := range readLines(t, filepath.Join(dir, "delivered.log")) {
+		byPID[f[2]]++
+	}
+	apid, bpid := strconv.Itoa(a.cmd.Process.Pid), strconv.Itoa(b.cmd.Process.Pid)
+	t.Logf("deliveries by the paused node: %d, by the other: %d", byPID[apid], byPID[bpid])
+	if byPID[bpid] != 1 || byPID[apid] > 1 {
+		t.Errorf("deliveries %v: want one by %s (b), at most the one in flight by %s (a)", byPID, bpid, apid)
+	}
+	if log := a.cmd.Stderr.(*syncBuf).String(); !strings.Contains(log, "lease lost") {
+		t.Errorf("the paused node did not log its lost lease:\n%s", log)
+	}
+	// b's result is the record: the message is done and gone.
+	st, err := Open(ctx, dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Get(ctx, m.ID); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("after b's delivery: Get = %v, want ErrNotFound", err)
 	}
 }

@@ -62,6 +62,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mailtls/mailtls/transport/queue"
@@ -239,6 +240,10 @@ b AS (
   SELECT m.id, c.seq - 1, c.data FROM m, unnest($6::bytea[]) WITH ORDINALITY AS c(data, seq))
 SELECT count(*) FROM m`, m.ID, rec, size, due(m), m.ReceivedAt, chunks, s.node, s.leaseFor.Seconds()).Scan(&n)
 	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "53100" { // disk_full
+			return fmt.Errorf("pgstore: creating %s: %w: %w", m.ID, queue.ErrInsufficientStorage, err)
+		}
 		return fmt.Errorf("pgstore: creating %s: %w", m.ID, err)
 	}
 	if n == 0 {
