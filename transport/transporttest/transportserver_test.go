@@ -174,22 +174,27 @@ func TestWaitMessages(t *testing.T) {
 // The go-smtp fixture Server records what it accepts for WaitMessages too.
 func TestServerWaitMessages(t *testing.T) {
 	srv := NewTLSServer(t)
+	// The server records the message before its 250 reaches the client:
+	// the client's result is awaited before the test (and the server)
+	// ends.
+	sent := make(chan error, 1)
 	go func() {
 		c, err := smtp.DialStartTLS(srv.Addr, srv.CA.ClientTLSConfig(srv.Hostname))
 		if err != nil {
-			t.Error(err)
+			sent <- err
 			return
 		}
 		defer c.Quit()
-		if err := c.SendMail("a@example.org", []string{"u@example.test"}, strings.NewReader("Subject: t\r\n\r\nx\r\n")); err != nil {
-			t.Error(err)
-		}
+		sent <- c.SendMail("a@example.org", []string{"u@example.test"}, strings.NewReader("Subject: t\r\n\r\nx\r\n"))
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	msgs, err := srv.WaitMessages(ctx, 1)
 	if err != nil || len(msgs) != 1 || msgs[0].Envelope.From != "a@example.org" {
 		t.Fatalf("%v %v", msgs, err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("client: %v", err)
 	}
 }
 
