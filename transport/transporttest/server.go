@@ -90,6 +90,9 @@ type Message struct {
 	// TLS is the connection state, nil for plaintext and for messages of
 	// a TransportServer (see Envelope.TLS).
 	TLS *tls.ConnectionState
+	// MailAt is when the MAIL command was accepted: the transaction ran
+	// from MailAt to Envelope.ReceivedAt (RFC 5321 §3.3).
+	MailAt time.Time
 }
 
 // Server is a test SMTP server listening on 127.0.0.1.
@@ -325,7 +328,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.srv.mu.Lock()
 	s.srv.mails = append(s.srv.mails, from)
 	s.srv.mu.Unlock()
-	m := &Message{TLS: s.tls}
+	m := &Message{TLS: s.tls, MailAt: time.Now()}
 	env := &m.Envelope
 	env.From = from
 	env.Helo = s.helo
