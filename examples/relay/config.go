@@ -18,6 +18,7 @@ import (
 	"github.com/mailtls/mailtls/certstore"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
+	"github.com/mailtls/mailtls/transport/queue/pgstore"
 )
 
 // Config is the relay's whole configuration, as the command line gives it.
@@ -75,6 +76,8 @@ type Config struct {
 	LogFormat string // -log-format text|json
 
 	MetricsAddr string // -metrics: Prometheus /metrics and /healthz (metrics.go); "" disables it
+
+	QueueLease time.Duration // -queue-lease: how long a relay holds a message of the -queue database without renewing (pgstore.Options.Lease)
 }
 
 // RouteFlag is one -route domain=host:port.
@@ -118,6 +121,7 @@ func parseCommandFlags(name string, args []string, out io.Writer, extra func(*fl
 	)
 	fs.StringVar(&c.DataDir, "data", "relay-data", "data `directory`: certificates, Maildirs (mail/), queue (queue/), caches")
 	fs.StringVar(&c.QueueDSN, "queue", "", "PostgreSQL `URL` (postgres://…) of a queue shared by several relays (transport/queue/pgstore); the database must exist; empty: the queue under -data")
+	fs.DurationVar(&c.QueueLease, "queue-lease", pgstore.DefaultLease, "with -queue, how long this relay holds a message without renewing it; a relay that dies or stalls longer loses its messages to the others")
 	fs.StringVar(&c.Hostname, "hostname", host, "this host's public `name` (greeting, Received, EHLO, DSNs); not localhost")
 	fs.StringVar(&c.SMTPAddr, "smtp", "127.0.0.1:2525", "MX-style listener `address` (STARTTLS offered); empty disables it")
 	fs.StringVar(&c.SubmissionAddr, "submission", "127.0.0.1:2587", "submission listener `address` (STARTTLS then AUTH required, RFC 6409); empty disables it")

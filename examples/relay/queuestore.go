@@ -24,7 +24,7 @@ func openStore(cfg *Config) (queue.Store, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := pgstore.Open(ctx, cfg.QueueDSN, pgstore.Options{Node: fmt.Sprintf("%s.%d.%s", cfg.Hostname, os.Getpid(), rand.Text()[:8])})
+	st, err := pgstore.Open(ctx, cfg.QueueDSN, pgstore.Options{Node: fmt.Sprintf("%s.%d.%s", cfg.Hostname, os.Getpid(), rand.Text()[:8]), Lease: cfg.QueueLease})
 	if err != nil {
 		return nil, fmt.Errorf("-queue: %w", err)
 	}

@@ -277,6 +277,18 @@ func (n *node) tail(lines int) string {
 	return strings.Join(l, "\n")
 }
 
+// grep returns the lines of the node's log that hold s.
+func (n *node) grep(s string) string {
+	b, _ := os.ReadFile(n.log.Name())
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // logged reports whether the node's log holds s.
 func (n *node) logged(s string) bool {
 	b, _ := os.ReadFile(n.log.Name())
