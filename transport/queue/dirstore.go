@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -27,8 +28,13 @@ const (
 	lockName   = "lock"
 
 	// msgMagic starts the first line of a .msg file: magic, a space, the
-	// length in bytes of the JSON record that follows the line.
-	msgMagic = "mailtls-spool-1 "
+	// length in bytes of the JSON record that follows the line. Files
+	// written since the single-flush commit start with msgMagic2 instead:
+	// the same, then a space and the CRC-32C (Castagnoli) of everything
+	// after the line, as 8 lowercase hex digits; recovery uses it to tell
+	// a complete file from one a power cut tore.
+	msgMagic  = "mailtls-spool-1 "
+	msgMagic2 = "mailtls-spool-2 "
 	// maxHeaderLine bounds the first line of a .msg file.
 	maxHeaderLine = 64
 )
@@ -37,26 +43,35 @@ const (
 // spool directory if no other change has done it meanwhile.
 const DefaultDeleteSyncDelay = 50 * time.Millisecond
 
+// DefaultCommitLinger bounds how long the Create that runs a shared sync
+// waits for the concurrent Creates still writing their files to join it.
+// A Create alone does not wait at all.
+const DefaultCommitLinger = 500 * time.Microsecond
+
 // ErrLocked is returned by OpenDirStore when another DirStore (in this or
 // another process) has the spool directory open. Close the other one, or
 // stop the process using it; operators query a running queue through it.
 var ErrLocked = errors.New("queue: spool directory in use")
 
 // DirStore is the default Store: one spool directory holding, per message,
-// ID.msg — one line "mailtls-spool-1 N", the N-byte JSON Message record as
-// it was when the message was accepted, then the body as received — and,
-// once the queue has recorded a delivery attempt, ID.json, the current
-// record, which takes precedence over the one in ID.msg.
+// ID.msg — one line "mailtls-spool-2 N CRC", the N-byte JSON Message
+// record as it was when the message was accepted, then the body as
+// received, CRC being the CRC-32C of record and body — and, once the queue
+// has recorded a delivery attempt, ID.json, the current record, which
+// takes precedence over the one in ID.msg.
 //
-// Create writes the whole file under a temporary name and makes its data
-// durable, links it to ID.msg (atomic, and refusing to replace an existing
-// message), and fsyncs the directory. Both syncs are shared by concurrent
-// callers (group commit): one directory fsync covers every Create, Update
-// and Delete that linked, renamed or removed a file before it started;
-// one syncfs(2) covers the data of every file written before it started
-// (a lone Create fsyncs its own file instead). Update writes ID.json the
-// same way. So a message "exists" exactly when its ID.msg file does,
-// complete: its name is made durable only after its data is.
+// Create writes the whole file under a temporary name, tmp-RANDOM.ID, links
+// it to ID.msg (atomic, and refusing to replace an existing message), and
+// then makes data and name durable together before it returns: alone, an
+// fsync of the file and one of the directory; with other Creates in
+// flight, one syncfs(2) of the spool's file system shared by all of them
+// (group commit: one flush for the batch; the Create that runs it waits
+// at most DefaultCommitLinger for the Creates still writing). Only then is
+// the temporary name removed. A machine crash before that can leave ID.msg
+// with part of its data; the temporary name still linked to it tells
+// OpenDirStore to check its CRC, and a torn message, never acknowledged,
+// is removed. Update writes ID.json the old way: temporary file, fsync,
+// rename, directory fsync (shared).
 //
 // Delete removes ID.msg, then ID.json, and does not wait for a directory
 // fsync: the removal becomes durable with the next directory fsync of any
@@ -69,8 +84,8 @@ var ErrLocked = errors.New("queue: spool directory in use")
 //
 // OpenDirStore removes the leftovers of interrupted operations: temporary
 // files, and ID.json records without ID.msg (a Delete cut half-way).
-// Spools written before the .msg format (ID.eml plus ID.json) are still
-// read and delivered.
+// Spools written before the .msg format (ID.eml plus ID.json) and .msg
+// files without CRC ("mailtls-spool-1 N") are still read and delivered.
 //
 // A spool directory is used by one DirStore at a time: OpenDirStore takes
 // an exclusive lock (flock(2) on the file "lock", where the system has it)
@@ -87,15 +102,26 @@ type DirStore struct {
 
 	// Group commit of the data of new files (see syncData).
 	dataSync groupSync
-	writing  atomic.Int32 // Creates between their first write and their data sync
+	writing  atomic.Int32 // ordered Creates between their first write and their data sync
 
 	// legacy is set when OpenDirStore found .eml files (the layout before
 	// .msg); only then do lookups of a missing ID.msg try ID.eml.
 	legacy bool
 
-	// noGroupData makes every Create fsync its own file (benchmarks
-	// measure the group commit against it).
-	noGroupData bool
+	// Single-flush commit of Create (see commit): inflight counts the
+	// Creates between their first write and the end of their commit,
+	// arriving those that have not reached commit yet.
+	inflight, arriving atomic.Int32
+
+	// ordered makes Create sync the data before linking the name and the
+	// directory after (two flushes, no CRC needed), the order used before
+	// the single-flush commit; noGroupData then makes every Create fsync
+	// its own file. Benchmarks measure the commit against both.
+	ordered, noGroupData bool
+
+	// linger overrides DefaultCommitLinger (tests, benchmarks); negative:
+	// no lingering.
+	linger time.Duration
 
 	// deleteSyncDelay overrides DefaultDeleteSyncDelay (tests).
 	deleteSyncDelay time.Duration
@@ -169,6 +195,9 @@ func (s *DirStore) clean() error {
 		switch {
 		case strings.HasPrefix(name, tmpPrefix):
 			orphan = true
+			if err := s.recoverTemp(name); err != nil {
+				return err
+			}
 		case strings.HasSuffix(name, metaSuffix):
 			id := strings.TrimSuffix(name, metaSuffix)
 			orphan = !have[id+msgSuffix] && !have[id+bodySuffix]
@@ -192,6 +221,65 @@ func (s *DirStore) clean() error {
 	return nil
 }
 
+// recoverTemp checks, before the temporary file name is removed, the
+// message a Create had linked it to: a Create cut before its commit
+// returned leaves its temporary name (tmp-RANDOM.ID) linked to ID.msg.
+// Such a message was not acknowledged, or was durable when it was: it is
+// kept if it is whole (its CRC matches), removed otherwise, as a power
+// cut before the commit can leave the name with part of the data.
+func (s *DirStore) recoverTemp(name string) error {
+	_, id, ok := strings.Cut(strings.TrimPrefix(name, tmpPrefix), ".")
+	if !ok || !validID(id) {
+		return nil
+	}
+	final := s.path(id, msgSuffix)
+	tst, err := os.Lstat(filepath.Join(s.dir, name))
+	if err != nil {
+		return nil
+	}
+	fst, err := os.Lstat(final)
+	if err != nil || !os.SameFile(tst, fst) {
+		return nil
+	}
+	whole, err := checkWhole(final)
+	if err != nil || whole {
+		return err
+	}
+	for _, p := range []string{final, s.path(id, metaSuffix)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("queue: cleaning spool: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkWhole reports whether the .msg file name is whole: its header line
+// parses and, if it announces a CRC, the rest of the file matches it.
+func checkWhole(name string) (bool, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return false, fmt.Errorf("queue: cleaning spool: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 32<<10)
+	line, err := r.ReadSlice('\n')
+	if err != nil || len(line) > maxHeaderLine {
+		return false, nil
+	}
+	_, crc, hasCRC, err := parseHeaderLine(string(line[:len(line)-1]))
+	if err != nil {
+		return false, nil
+	}
+	if !hasCRC {
+		return true, nil
+	}
+	var h hashWriter
+	if _, err := io.Copy(&h, r); err != nil {
+		return false, fmt.Errorf("queue: cleaning spool: %w", err)
+	}
+	return h.sum == crc, nil
+}
+
 func (s *DirStore) path(id, suffix string) string { return filepath.Join(s.dir, id+suffix) }
 
 // groupSync runs one sync for many callers (group commit): a caller takes
@@ -207,16 +295,27 @@ type groupSync struct {
 	err       error
 }
 
-// ticket hands out a ticket. g.mu is held.
+// ticket hands out a ticket and wakes a caller gathering a batch (see
+// wait). g.mu is held.
 func (g *groupSync) ticket() uint64 {
+	if g.cond == nil {
+		g.cond = sync.NewCond(&g.mu)
+	}
 	g.requested++
+	g.cond.Broadcast()
 	return g.requested
 }
 
 // wait returns once a sync (do) that began after ticket was handed out
 // has completed, with the result of the latest sync (a later success makes
 // an earlier failure moot). g.mu is held.
-func (g *groupSync) wait(ticket uint64, do func() error) error {
+//
+// If expect is not nil, the caller that runs a sync first asks it how
+// many more callers are on their way and waits, at most linger, until
+// that many tickets have been handed out, so that callers a few
+// microseconds behind share the sync instead of waiting for the next
+// one. Callers arriving meanwhile do not extend the wait.
+func (g *groupSync) wait(ticket uint64, do func() error, expect func() uint64, linger time.Duration) error {
 	if g.cond == nil {
 		g.cond = sync.NewCond(&g.mu)
 	}
@@ -226,6 +325,21 @@ func (g *groupSync) wait(ticket uint64, do func() error) error {
 			continue
 		}
 		g.syncing = true
+		if n := uint64(0); expect != nil {
+			n = expect()
+			base := g.requested
+			expired := false
+			t := time.AfterFunc(linger, func() {
+				g.mu.Lock()
+				expired = true
+				g.cond.Broadcast()
+				g.mu.Unlock()
+			})
+			for !expired && g.requested-base < n {
+				g.cond.Wait()
+			}
+			t.Stop()
+		}
 		target := g.requested
 		g.mu.Unlock()
 		err := do()
@@ -243,11 +357,12 @@ func (s *DirStore) syncDir() error {
 	s.step("fsyncdir", s.dir)
 	s.dirSync.mu.Lock()
 	defer s.dirSync.mu.Unlock()
-	return s.dirSync.wait(s.dirSync.ticket(), s.fsyncDir)
+	return s.dirSync.wait(s.dirSync.ticket(), s.fsyncDir, nil, 0)
 }
 
-// syncData makes the data of f, a new file just written, durable. Alone
-// (no other Create is writing) it fsyncs f; with others in flight, one
+// syncData makes the data of f, a new file just written (by Update, or by
+// Create in the ordered way), durable before it gets its name. Alone (no
+// other ordered Create is writing) it fsyncs f; with others in flight, one
 // syncfs(2) of the spool's file system covers every file written before it
 // began, shared by all of them (group commit): under load N messages cost
 // one flush instead of N. Where there is no syncfs, each file is fsynced.
@@ -259,10 +374,46 @@ func (s *DirStore) syncData(f *os.File) error {
 	s.step("syncfs", f.Name())
 	s.dataSync.mu.Lock()
 	defer s.dataSync.mu.Unlock()
-	return s.dataSync.wait(s.dataSync.ticket(), func() error {
-		s.step("syncfs-run", s.dir)
-		return syncFS(s.lock)
-	})
+	return s.dataSync.wait(s.dataSync.ticket(), s.runSyncFS, nil, 0)
+}
+
+func (s *DirStore) runSyncFS() error {
+	s.step("syncfs-run", s.dir)
+	return syncFS(s.lock)
+}
+
+// commit makes f, a new file already linked to its final name, durable
+// together with that name, in one flush where it can. Alone (no other
+// Create in flight) it fsyncs f, then the directory (shared). With others
+// in flight, one syncfs(2) of the spool's file system covers the data,
+// the inodes and the directory entries of every file written and linked
+// before it began, shared by all of them (group commit); the caller that
+// runs it first waits, at most the commit linger, for the Creates still
+// writing to reach this point.
+func (s *DirStore) commit(f *os.File) error {
+	s.arriving.Add(-1)
+	if s.inflight.Load() <= 1 || !haveSyncFS || s.lock == nil {
+		s.step("fsync", f.Name())
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("queue: syncing spool file: %w", err)
+		}
+		return s.syncDir()
+	}
+	s.step("syncfs", f.Name())
+	s.dataSync.mu.Lock()
+	defer s.dataSync.mu.Unlock()
+	linger := s.linger
+	if linger == 0 {
+		linger = DefaultCommitLinger
+	}
+	expect := func() uint64 { return uint64(max(s.arriving.Load(), 0)) }
+	if linger < 0 {
+		expect = nil
+	}
+	if err := s.dataSync.wait(s.dataSync.ticket(), s.runSyncFS, expect, linger); err != nil {
+		return fmt.Errorf("queue: syncing spool: %w", err)
+	}
+	return nil
 }
 
 // deferSync records a change (a removal) that needs a directory fsync
@@ -293,7 +444,7 @@ func (s *DirStore) flushDeletes() error {
 		return nil // a later Create, Update or flush covered them
 	}
 	s.step("fsyncdir", s.dir)
-	return s.dirSync.wait(s.lazy, s.fsyncDir)
+	return s.dirSync.wait(s.lazy, s.fsyncDir, nil, 0)
 }
 
 func (s *DirStore) fsyncDir() error {
@@ -314,19 +465,41 @@ func (s *DirStore) fsyncDir() error {
 // writeTemp writes head and then r into a new temporary file, fsyncs and
 // closes it, and returns its path and the number of bytes copied from r.
 func (s *DirStore) writeTemp(ctx context.Context, head []byte, r io.Reader) (string, int64, error) {
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return "", 0, fmt.Errorf("queue: %w", err)
-	}
-	name := filepath.Join(s.dir, tmpPrefix+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, n, err := s.createTemp(ctx, head, r, -1, "")
 	if err != nil {
-		return "", 0, fmt.Errorf("queue: creating spool file: %w", err)
+		return "", 0, err
 	}
-	fail := func(err error) (string, int64, error) {
+	name := f.Name()
+	if err := s.syncData(f); err != nil {
 		f.Close()
 		os.Remove(name)
-		return "", 0, err
+		return "", 0, fmt.Errorf("queue: syncing spool file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return "", 0, fmt.Errorf("queue: closing spool file: %w", err)
+	}
+	return name, n, nil
+}
+
+// createTemp writes head and then r into a new temporary file (named
+// after id if it is not empty) and returns it, open and not synced, with
+// the number of bytes copied from r. If
+// crcAt >= 0, head[crcAt:crcAt+8] is a placeholder for the CRC-32C of
+// everything written after head's first line, filled in at the end.
+func (s *DirStore) createTemp(ctx context.Context, head []byte, r io.Reader, crcAt int, id string) (*os.File, int64, error) {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, 0, fmt.Errorf("queue: %w", err)
+	}
+	name := tmpPrefix + hex.EncodeToString(rnd[:])
+	if id != "" {
+		name += "." + id // see recoverTemp
+	}
+	name = filepath.Join(s.dir, name)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, 0, fmt.Errorf("queue: creating spool file: %w", err)
 	}
 	s.step("write", name)
 	var n int64
@@ -335,22 +508,36 @@ func (s *DirStore) writeTemp(ctx context.Context, head []byte, r io.Reader) (str
 	} else {
 		w := bufio.NewWriterSize(f, 32<<10)
 		w.Write(head)
-		n, err = io.Copy(w, ctxReader{ctx, r})
+		var dst io.Writer = w
+		var h hashWriter
+		if crcAt >= 0 {
+			h.sum = crc32.Update(0, castagnoli, head[crcAt+9:])
+			dst = io.MultiWriter(w, &h)
+		}
+		n, err = io.Copy(dst, ctxReader{ctx, r})
 		if err == nil {
 			err = w.Flush()
 		}
+		if err == nil && crcAt >= 0 {
+			_, err = f.WriteAt(fmt.Appendf(nil, "%08x", h.sum), int64(crcAt))
+		}
 	}
 	if err != nil {
-		return fail(fmt.Errorf("queue: writing spool file: %w", err))
-	}
-	if err := s.syncData(f); err != nil {
-		return fail(fmt.Errorf("queue: syncing spool file: %w", err))
-	}
-	if err := f.Close(); err != nil {
+		f.Close()
 		os.Remove(name)
-		return "", 0, fmt.Errorf("queue: closing spool file: %w", err)
+		return nil, 0, fmt.Errorf("queue: writing spool file: %w", err)
 	}
-	return name, n, nil
+	return f, n, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// hashWriter accumulates the CRC-32C of what is written to it.
+type hashWriter struct{ sum uint32 }
+
+func (h *hashWriter) Write(p []byte) (int, error) {
+	h.sum = crc32.Update(h.sum, castagnoli, p)
+	return len(p), nil
 }
 
 func (s *DirStore) rename(from, to string) error {
@@ -379,9 +566,11 @@ func (s *DirStore) exists(id string) bool {
 	return false
 }
 
-// Create implements Store: header line, record and body to one temporary
-// file, fsync, link to ID.msg, then fsync the directory (shared with
-// concurrent callers).
+// Create implements Store: header line (with the CRC), record and body to
+// one temporary file, link to ID.msg, then one commit that makes data and
+// name durable (see commit), shared with concurrent callers. Where links
+// are not supported, or with ordered set, the older order: data synced,
+// then renamed (or linked) into place, then the directory synced.
 func (s *DirStore) Create(ctx context.Context, m *Message, body io.Reader) error {
 	if !validID(m.ID) {
 		return fmt.Errorf("%w: %q", ErrBadID, m.ID)
@@ -397,6 +586,83 @@ func (s *DirStore) Create(ctx context.Context, m *Message, body io.Reader) error
 	if err != nil {
 		return err
 	}
+	if s.ordered {
+		return s.createOrdered(ctx, m, meta, body)
+	}
+	head := make([]byte, 0, len(msgMagic2)+22+len(meta))
+	head = append(head, msgMagic2...)
+	head = strconv.AppendInt(head, int64(len(meta)), 10)
+	head = append(head, ' ')
+	crcAt := len(head)
+	head = append(head, "00000000\n"...)
+	head = append(head, meta...)
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	s.arriving.Add(1)
+	f, n, err := s.createTemp(ctx, head, body, crcAt, m.ID)
+	if err != nil {
+		s.arriving.Add(-1)
+		return err
+	}
+	tmp := f.Name()
+	final := s.path(m.ID, msgSuffix)
+	s.step("rename", final)
+	if err := os.Link(tmp, final); err != nil {
+		s.arriving.Add(-1)
+		serr := f.Sync()
+		f.Close()
+		if errors.Is(err, fs.ErrExist) || serr != nil {
+			os.Remove(tmp)
+		}
+		if serr != nil {
+			return fmt.Errorf("queue: syncing spool file: %w", serr)
+		}
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: %s", ErrExists, m.ID)
+		}
+		// A file system without hard links: rename, after a check (ids
+		// are unique or, for reports, created by one goroutine), once
+		// the data is durable.
+		if s.exists(m.ID) {
+			return fmt.Errorf("%w: %s", ErrExists, m.ID)
+		}
+		return s.renameSynced(tmp, final, n, m)
+	}
+	err = s.commit(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Not accepted: the name must not stay to be delivered.
+		os.Remove(final)
+		os.Remove(tmp)
+		return err
+	}
+	// Only now may the temporary name go: while it exists, a recovery
+	// checks ID.msg's CRC (see clean). Its removal needs no sync of its
+	// own.
+	os.Remove(tmp)
+	m.Size = n
+	return nil
+}
+
+// renameSynced renames tmp, whose data is durable, to final and syncs the
+// directory.
+func (s *DirStore) renameSynced(tmp, final string, n int64, m *Message) error {
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("queue: renaming spool file: %w", err)
+	}
+	if err := s.syncDir(); err != nil {
+		return err
+	}
+	m.Size = n
+	return nil
+}
+
+// createOrdered is Create in the order that needs no CRC: data fsynced,
+// link (or rename) to ID.msg, directory fsynced.
+func (s *DirStore) createOrdered(ctx context.Context, m *Message, meta []byte, body io.Reader) error {
 	head := make([]byte, 0, len(msgMagic)+12+len(meta))
 	head = append(head, msgMagic...)
 	head = strconv.AppendInt(head, int64(len(meta)), 10)
@@ -423,14 +689,10 @@ func (s *DirStore) Create(ctx context.Context, m *Message, body io.Reader) error
 			os.Remove(tmp)
 			return fmt.Errorf("%w: %s", ErrExists, m.ID)
 		}
-		if err := os.Rename(tmp, final); err != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("queue: renaming spool file: %w", err)
-		}
-	} else {
-		// Left behind by a crash, it is removed by OpenDirStore.
-		os.Remove(tmp)
+		return s.renameSynced(tmp, final, n, m)
 	}
+	// Left behind by a crash, it is removed by OpenDirStore.
+	os.Remove(tmp)
 	if err := s.syncDir(); err != nil {
 		return err
 	}
@@ -548,13 +810,9 @@ func readMsgHeader(r *bufio.Reader) (*Message, int64, error) {
 	if err != nil || len(line) > maxHeaderLine {
 		return nil, 0, errors.New("queue: no spool header line")
 	}
-	lenText, ok := strings.CutPrefix(string(line[:len(line)-1]), msgMagic)
-	if !ok {
-		return nil, 0, errors.New("queue: not a spool file (bad magic)")
-	}
-	n, err := strconv.ParseInt(lenText, 10, 64)
-	if err != nil || n <= 0 || n > maxMetadata || strconv.FormatInt(n, 10) != lenText {
-		return nil, 0, fmt.Errorf("queue: bad record length %q in spool header", lenText)
+	n, _, _, err := parseHeaderLine(string(line[:len(line)-1]))
+	if err != nil {
+		return nil, 0, err
 	}
 	off := int64(len(line))
 	b := make([]byte, n)
@@ -566,6 +824,31 @@ func readMsgHeader(r *bufio.Reader) (*Message, int64, error) {
 		return nil, 0, err
 	}
 	return m, off + n, nil
+}
+
+// parseHeaderLine parses the first line of a .msg file, without its
+// newline: the length of the record and, after msgMagic2, the CRC-32C of
+// the rest of the file.
+func parseHeaderLine(line string) (n int64, crc uint32, hasCRC bool, err error) {
+	lenText, ok := strings.CutPrefix(line, msgMagic)
+	if !ok {
+		lenText, hasCRC = strings.CutPrefix(line, msgMagic2)
+		if !hasCRC {
+			return 0, 0, false, errors.New("queue: not a spool file (bad magic)")
+		}
+		var crcText string
+		lenText, crcText, ok = strings.Cut(lenText, " ")
+		c, perr := strconv.ParseUint(crcText, 16, 32)
+		if !ok || len(crcText) != 8 || perr != nil {
+			return 0, 0, false, fmt.Errorf("queue: bad CRC %q in spool header", crcText)
+		}
+		crc = uint32(c)
+	}
+	n, err = strconv.ParseInt(lenText, 10, 64)
+	if err != nil || n <= 0 || n > maxMetadata || strconv.FormatInt(n, 10) != lenText {
+		return 0, 0, false, fmt.Errorf("queue: bad record length %q in spool header", lenText)
+	}
+	return n, crc, hasCRC, nil
 }
 
 // Body implements Store: a view of ID.msg from the end of its record.
@@ -596,12 +879,12 @@ func (s *DirStore) Body(ctx context.Context, id string) (Body, error) {
 		var hb [maxHeaderLine]byte
 		k, _ := f.ReadAt(hb[:], 0)
 		i := strings.IndexByte(string(hb[:k]), '\n')
-		lenText, ok := "", false
+		var n int64
+		perr := errors.New("no header line")
 		if i > 0 {
-			lenText, ok = strings.CutPrefix(string(hb[:i]), msgMagic)
+			n, _, _, perr = parseHeaderLine(string(hb[:i]))
 		}
-		n, perr := strconv.ParseInt(lenText, 10, 64)
-		if !ok || perr != nil || n <= 0 || int64(i+1)+n > st.Size() {
+		if perr != nil || int64(i+1)+n > st.Size() {
 			f.Close()
 			return nil, fmt.Errorf("%w: %s%s: bad spool header", ErrCorrupt, id, msgSuffix)
 		}

@@ -17,9 +17,10 @@
 // # What it does
 //
 //   - Store: DirStore writes the record (Message, versioned by
-//     RecordFormat) and the body to one file, fsynced and linked into place,
-//     then fsyncs the directory (shared by the Enqueues in flight) before
-//     Enqueue returns. Other stores implement the Store interface.
+//     RecordFormat) and the body to one file with a checksum, links it into
+//     place, and makes file and name durable (one flush shared by the
+//     Enqueues in flight) before Enqueue returns. Other stores implement
+//     the Store interface.
 //   - Per-recipient state (transport.Status) with attempt count, last error
 //     (reply code, RFC 3463 enhanced code, text, remote MTA, RFC 8460
 //     failure type, whether we found it ourselves) and next attempt time. A
@@ -63,8 +64,9 @@
 // # Durability and duplicates
 //
 // A message whose Enqueue returned survives a crash at any later point:
-// its file was fsynced before it got its name and the directory was fsynced
-// before Enqueue returned; every later change of state is written to a new
+// its file and its name were made durable before Enqueue returned (a file
+// that a crash tore before that is recognised by its checksum and removed
+// on the next start: it was never acknowledged); every later change of state is written to a new
 // file, fsynced and renamed over ID.json before anything depends on it; and
 // the message is removed only once every recipient is final and every
 // report about it is itself durably queued. Report ids are planned in the
