@@ -90,7 +90,7 @@ func freePorts(n int) ([]int, error) {
 
 // startRelay starts the relay binary with a fresh data directory under
 // cfg.dir and waits until both listeners greet.
-func startRelay(ctx context.Context, cfg *config, fx *fixture, name string) (*relayProc, error) {
+func startRelay(ctx context.Context, cfg *config, fx *fixture, name string, extra ...string) (*relayProc, error) {
 	dataDir, err := os.MkdirTemp(cfg.dir, "attackload-"+name+"-")
 	if err != nil {
 		return nil, err
@@ -118,7 +118,8 @@ func startRelay(ctx context.Context, cfg *config, fx *fixture, name string) (*re
 		"-users", fx.usersFile,
 		"-local-domains", localDomain,
 		"-smtp", r.smtp, "-submission", r.submission, "-submissions", "",
-	}, cfg.relayArgs...)
+	}, extra...)
+	args = append(args, cfg.relayArgs...)
 	r.cmd = exec.Command(cfg.relay, args...)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	r.cmd.SysProcAttr = childAttr()

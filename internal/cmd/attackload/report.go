@@ -60,7 +60,11 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) error {
 // runScenario starts a relay, measures the baseline, runs the attack with
 // the normal client measuring, and stops the relay.
 func runScenario(ctx context.Context, cfg *config, fx *fixture, c *client, name string, out io.Writer) (*result, error) {
-	r, err := startRelay(ctx, cfg, fx, name)
+	var extra []string
+	if name == "idle" {
+		extra = idleRelayArgs(cfg)
+	}
+	r, err := startRelay(ctx, cfg, fx, name, extra...)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ var attacks = map[string]attackFunc{
 	"parallel":  parallelAttack,
 	"slowloris": slowlorisAttack,
 	"flood":     floodAttack,
+	"idle":      idleAttack,
 }
 
 // attacker returns a client that dials from the address from, sharing c's
