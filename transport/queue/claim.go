@@ -28,7 +28,9 @@ func EncodeMessage(m *Message) ([]byte, error) { return encodeMessage(m) }
 //
 // Such a Queue does not load the Store at start. It claims due messages
 // (Claim), up to twice its Concurrency in memory; the messages it creates
-// (Enqueue, reports) are leased to it by Create. Every LeaseDuration/3, or
+// (Enqueue, reports) are leased to it by Create, and released at once by
+// Enqueue when it already holds that many, for an idle node to claim (see
+// Waker). Every LeaseDuration/3, or
 // PollInterval if shorter, it renews its leases (Renew), forgets the
 // messages another node took over, releases those not due within a lease
 // period (Release: any node may claim them when they are due), and claims
@@ -50,19 +52,92 @@ type Claimer interface {
 	LeaseDuration() time.Duration
 }
 
+// Waker is an optional interface of a Claimer whose Store can tell a node
+// that a message nobody holds has become due (one released by a node with
+// more than it can hold, or made due by an operator on another node):
+// Wakeups delivers a value then, and the Queue claims at once instead of
+// at its next poll. Wake-ups may be merged or lost; a lost one only delays
+// the work to the next poll (the due-time scan every PollInterval, or
+// LeaseDuration/3 if shorter). pgstore.Store implements it with
+// PostgreSQL's LISTEN/NOTIFY.
+type Waker interface {
+	Wakeups() <-chan struct{}
+}
+
 // runLeases keeps this node's share of a shared store (see Claimer) until
 // ctx is done.
 func (q *Queue) runLeases(ctx context.Context, cl Claimer) {
 	lease := cl.LeaseDuration()
 	t := time.NewTicker(min(orDefault(q.PollInterval, DefaultPollInterval), lease/3))
 	defer t.Stop()
+	var wake <-chan struct{}
+	if w, ok := cl.(Waker); ok {
+		wake = w.Wakeups()
+	}
+	q.mu.Lock()
+	q.init()
+	reclaim := q.reclaim
+	q.mu.Unlock()
+	q.syncLeases(ctx, cl, lease)
 	for {
-		q.syncLeases(ctx, cl, lease)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			q.syncLeases(ctx, cl, lease)
+			continue
+		case <-wake:
+		case <-reclaim:
 		}
+		q.mu.Lock()
+		room := q.claimRoom() - len(q.entries)
+		q.mu.Unlock()
+		q.claim(ctx, cl, room)
+	}
+}
+
+// claimRoom is how many messages a node holds in memory at most when its
+// Store is a Claimer: twice Concurrency, so that the next attempts are
+// ready when slots free up. q.mu is held.
+func (q *Queue) claimRoom() int { return 2 * orDefault(q.Concurrency, DefaultConcurrency) }
+
+// claim claims up to room due messages and schedules them.
+func (q *Queue) claim(ctx context.Context, cl Claimer, room int) {
+	if room <= 0 || ctx.Err() != nil {
+		return
+	}
+	msgs, err := cl.Claim(ctx, room)
+	if err != nil {
+		if ctx.Err() == nil {
+			q.logger().Error("claiming messages", "err", err)
+		}
+		return
+	}
+	for _, m := range msgs {
+		q.add(m)
+	}
+	// A full claim may have left due messages behind: claim again as soon
+	// as one leaves memory, not at the next poll.
+	q.mu.Lock()
+	q.claimFull = len(msgs) == room
+	q.mu.Unlock()
+}
+
+// holdOrRelease schedules a message this node just created in a shared
+// Store (it holds its lease) or, when the node already holds as many as
+// it may, releases it so that an idle node claims it (see Waker).
+func (q *Queue) holdOrRelease(ctx context.Context, cl Claimer, m *Message) {
+	q.mu.Lock()
+	q.init()
+	full := len(q.entries) >= q.claimRoom()
+	q.mu.Unlock()
+	if !full {
+		q.add(m)
+		return
+	}
+	if err := cl.Release(context.WithoutCancel(ctx), m.ID); err != nil {
+		// Still leased to this node: it is claimed when the lease expires.
+		q.logger().Error("releasing a new message for other nodes", "id", m.ID, "err", err)
 	}
 }
 
@@ -95,7 +170,7 @@ func (q *Queue) syncLeases(ctx context.Context, cl Claimer, lease time.Duration)
 			idle = append(idle, e)
 		}
 	}
-	room := 2*orDefault(q.Concurrency, DefaultConcurrency) - len(q.entries) + len(idle)
+	room := q.claimRoom() - len(q.entries) + len(idle)
 	q.mu.Unlock()
 	for _, e := range idle {
 		e.persist.Lock() // no record is being written
@@ -105,17 +180,5 @@ func (q *Queue) syncLeases(ctx context.Context, cl Claimer, lease time.Duration)
 			log.Error("releasing lease", "id", e.msg.ID, "err", err)
 		}
 	}
-	if room <= 0 || ctx.Err() != nil {
-		return
-	}
-	msgs, err := cl.Claim(ctx, room)
-	if err != nil {
-		if ctx.Err() == nil {
-			log.Error("claiming messages", "err", err)
-		}
-		return
-	}
-	for _, m := range msgs {
-		q.add(m)
-	}
+	q.claim(ctx, cl, room)
 }

@@ -163,16 +163,20 @@ type Queue struct {
 	// and for reading by the operator methods that change a message not in
 	// entries, so such a change is either in what Run lists or made to the
 	// entry Run registers, never lost in between.
-	loading  sync.RWMutex
-	mu       sync.Mutex
-	entries  map[string]*entry
-	heap     dueHeap             // entries with work due, by time
-	parked   map[string][]*entry // entries waiting for a domain's slot
-	running  bool
-	active   int
-	domains  map[string]int
-	wake     chan struct{}
-	hostname string
+	loading sync.RWMutex
+	mu      sync.Mutex
+	entries map[string]*entry
+	heap    dueHeap             // entries with work due, by time
+	parked  map[string][]*entry // entries waiting for a domain's slot
+	running bool
+	active  int
+	domains map[string]int
+	wake    chan struct{}
+	// Shared Store (Claimer): the last Claim filled the room, so more may
+	// be due; a message leaving memory then sends on reclaim.
+	claimFull bool
+	reclaim   chan struct{}
+	hostname  string
 }
 
 func (q *Queue) init() {
@@ -181,6 +185,7 @@ func (q *Queue) init() {
 		q.domains = make(map[string]int)
 		q.parked = make(map[string][]*entry)
 		q.wake = make(chan struct{}, 1)
+		q.reclaim = make(chan struct{}, 1)
 	}
 }
 
@@ -286,7 +291,11 @@ func (q *Queue) Enqueue(ctx context.Context, env *transport.Envelope, body io.Re
 	if err := q.Store.Create(ctx, m, body); err != nil {
 		return "", err
 	}
-	q.add(m)
+	if cl, shared := q.Store.(Claimer); shared {
+		q.holdOrRelease(ctx, cl, m)
+	} else {
+		q.add(m)
+	}
 	q.logger().Info("queued", "id", id, "received_id", env.ID, "from", env.From,
 		"recipients", len(m.Recipients), "size", m.Size)
 	return id, nil
@@ -701,6 +710,13 @@ func (q *Queue) drop(e *entry) {
 	q.refresh(e)
 	if cur, ok := q.entries[e.msg.ID]; ok && cur == e {
 		delete(q.entries, e.msg.ID)
+		if q.claimFull {
+			q.claimFull = false
+			select {
+			case q.reclaim <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 

@@ -113,9 +113,14 @@ func (s *Store) Release(ctx context.Context, id string) error {
 		return nil
 	}
 	s.forget(id)
+	// A message released while due (a node holding more than it can
+	// deliver) is announced to idle nodes in the same statement.
 	_, err := s.pool.Exec(ctx, `
-UPDATE queue_message SET lease_owner = NULL, lease_until = NULL
- WHERE id = $1 AND lease_epoch = $2`, id, epoch)
+WITH r AS (
+  UPDATE queue_message SET lease_owner = NULL, lease_until = NULL
+   WHERE id = $1 AND lease_epoch = $2
+  RETURNING due)
+SELECT pg_notify($3, '') FROM r WHERE r.due <= now()`, id, epoch, notifyChannel)
 	if err != nil {
 		return fmt.Errorf("pgstore: releasing %s: %w", id, err)
 	}

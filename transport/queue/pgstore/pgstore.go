@@ -47,9 +47,15 @@
 // queue.ErrLeaseLost and its write changes nothing. Lease times are the
 // database's clock (now()), so the nodes' clocks need not agree.
 //
-// Nodes find work to claim at their polling interval (Queue.PollInterval,
-// a due-index scan); there is no NOTIFY: PostgreSQL serializes the commits
-// of transactions that notify, which would serialize every Create.
+// New work reaches an idle node in two ways: every node scans the due
+// index (Claim) at its polling interval (Queue.PollInterval), and a
+// message nobody holds that is due now (released by a node that holds as
+// many as it may, or made due by an operator) is announced with NOTIFY
+// queue_due, which every node LISTENs for on a connection of its own
+// (Wakeups, queue.Waker). Create sends no NOTIFY: its node holds the new
+// message, and PostgreSQL serializes the commits of transactions that
+// notify, which would serialize every Create. The retry schedule is the
+// recipients' NextAttempt, kept in the due column.
 //
 // Not built yet: limits that hold across nodes (per-destination
 // concurrency), the MTA-STS cache and TLS-RPT state in the database.
@@ -108,6 +114,8 @@ type Store struct {
 	// conditional on the old epoch, so they are refused (ErrLeaseLost)
 	// instead of overwriting the new holder's record.
 	fenced map[string]int64
+
+	listen listener
 }
 
 var _ queue.Store = (*Store)(nil)
@@ -149,6 +157,7 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 
 // Close closes the connection pool.
 func (s *Store) Close() error {
+	s.stopListening()
 	s.pool.Close()
 	return nil
 }
@@ -260,10 +269,21 @@ SELECT count(*) FROM m`, m.ID, rec, size, due(m), m.ReceivedAt, chunks, s.node, 
 		return fmt.Errorf("%w: %s", queue.ErrExists, m.ID)
 	}
 	// The node that creates a message holds it first (queue.Claimer).
+	// No NOTIFY: nobody else may claim it before this node releases it.
 	s.mu.Lock()
 	s.leases[m.ID] = 1
 	s.mu.Unlock()
 	return nil
+}
+
+// notifyChannel is the LISTEN/NOTIFY channel on which a node announces a
+// message nobody holds that is due now (queue.Waker).
+const notifyChannel = "queue_due"
+
+// notify wakes idle nodes; a lost notification only delays the work to
+// their next due-index scan.
+func notify(ctx context.Context, pool *pgxpool.Pool) {
+	pool.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel)
 }
 
 // lease returns the epoch of this node's lease on id, if it holds one.
@@ -295,6 +315,11 @@ UPDATE queue_message SET record = $2, due = $3
 	}
 	if tag.RowsAffected() == 0 {
 		return s.missing(ctx, m.ID, leased)
+	}
+	if d := due(m); !leased && d != nil && !d.After(time.Now()) {
+		// An operator made a message due now (RetryNow) that this node
+		// does not hold: if nobody does, an idle node claims it at once.
+		notify(ctx, s.pool)
 	}
 	return nil
 }
