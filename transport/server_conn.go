@@ -30,11 +30,13 @@ type inConn struct {
 
 	// Session I/O (connection goroutine only). nc is c itself, or the TLS
 	// connection over it; br reads nc and flushes the held replies first.
-	nc      net.Conn
-	br      *bufio.Reader
-	wbuf    []byte
-	werr    error
-	readErr error // first network read error (sticky)
+	nc       net.Conn
+	br       *bufio.Reader // nil while waiting for a command (awaitCommand)
+	first    [1]byte       // a command's first byte, read before br is taken
+	hasFirst bool
+	wbuf     []byte
+	werr     error
+	readErr  error // first network read error (sticky)
 
 	// Read deadlines. mode says which one applies; cmdStart is when the
 	// command being read may first have been sent (the last reply). dmu
@@ -175,10 +177,54 @@ func (c *inConn) Write(p []byte) (int, error) {
 type sessionReader struct{ c *inConn }
 
 func (r sessionReader) Read(p []byte) (int, error) {
+	if r.c.hasFirst && len(p) > 0 {
+		r.c.hasFirst = false
+		p[0] = r.c.first[0]
+		return 1, nil
+	}
 	if err := r.c.flush(); err != nil {
 		return 0, err
 	}
 	return r.c.nc.Read(p)
+}
+
+// readerSize is the size of a session's read buffer.
+const readerSize = 4096
+
+// readers holds the read buffers of sessions that wait for a command with
+// nothing buffered: an idle connection holds none (see awaitCommand).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readerSize) }}
+
+// releaseReader gives the session's read buffer back to readers if it
+// holds no unread bytes (pipelined commands keep it).
+func (c *inConn) releaseReader() {
+	if c.br == nil || c.br.Buffered() > 0 {
+		return
+	}
+	c.br.Reset(nil)
+	readers.Put(c.br)
+	c.br = nil
+}
+
+// awaitCommand gives back the read buffer while the connection waits for
+// the first byte of the next command (after flushing the replies), read
+// into c.first, then takes a buffer again for the rest of the line. An
+// idle connection so holds no read buffer, only the TLS layer's.
+func (c *inConn) awaitCommand() error {
+	c.releaseReader()
+	if c.br != nil {
+		return nil
+	}
+	n, err := sessionReader{c}.Read(c.first[:])
+	if n == 1 {
+		c.hasFirst = true
+	}
+	c.br = readers.Get().(*bufio.Reader)
+	c.br.Reset(sessionReader{c})
+	if n == 1 {
+		return nil
+	}
+	return err
 }
 
 // reply queues one reply (its lines joined by "\n") for the next flush.

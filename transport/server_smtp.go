@@ -81,7 +81,6 @@ func (c *inConn) serve() {
 		}
 		s.tlsStarted(tc)
 	}
-	c.br = bufio.NewReaderSize(sessionReader{c}, 4096)
 	c.reply(220, EnhancedCode{}, c.srv.hostname()+" ESMTP Service Ready")
 	for s.command() {
 	}
@@ -92,9 +91,8 @@ func (c *inConn) serve() {
 func (s *inSession) finish() {
 	c := s.c
 	s.abortBDAT()
-	if c.br != nil {
-		c.flush()
-	}
+	c.flush()
+	c.releaseReader()
 	if tc, ok := c.nc.(*tls.Conn); ok && c.werr == nil {
 		tc.CloseWrite()
 	}
@@ -115,6 +113,9 @@ func (s *inSession) command() bool {
 		srv.log.Warn("smtp connection closed: too many junk commands", "peer", c.peer, "commands", n)
 		c.reply(421, EnhancedCode{4, 7, 0}, srv.hostname()+" Error: too many junk commands, closing connection")
 		return false
+	}
+	if err := c.awaitCommand(); err != nil {
+		return s.readFailed(err)
 	}
 	line, err := s.readLine()
 	if err != nil {
