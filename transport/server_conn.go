@@ -438,7 +438,14 @@ func (c *inConn) startTLS() (*tls.Conn, error) {
 	tc := tls.Server(c, c.srv.tlsBase)
 	ctx, cancel := context.WithTimeout(c.ctx, d)
 	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
+	// The handshake runs on a goroutine of its own: its deep stack (key
+	// exchange, signature, certificate messages) grows the stack of the
+	// goroutine running it, which here ends with it, so that the
+	// connection's goroutine, parked while the connection is idle, keeps
+	// its small stack.
+	done := make(chan error, 1)
+	go func() { done <- tc.HandshakeContext(ctx) }()
+	if err := <-done; err != nil {
 		c.logHandshakeFailure(err)
 		return nil, err
 	}
