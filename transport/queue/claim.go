@@ -64,6 +64,53 @@ type Waker interface {
 	Wakeups() <-chan struct{}
 }
 
+// DomainSlots is an optional interface of a Claimer that makes
+// Queue.PerDomainConcurrency hold across all the nodes sharing the Store,
+// not per node. Before each delivery attempt the Queue takes a slot for
+// the recipients' domain; when all are taken it leaves the recipients due
+// a moment later without counting an attempt. A slot is renewed with the
+// node's leases (Renew), so the slot of a node that dies is free once its
+// lease expires.
+type DomainSlots interface {
+	// AcquireSlot takes one of limit delivery slots for domain, shared by
+	// every node, and returns the function that gives it back; ok is
+	// false, with a nil release, when all limit slots are taken.
+	AcquireSlot(ctx context.Context, domain string, limit int) (release func(), ok bool, err error)
+}
+
+// slotWait is how long recipients whose domain had no free slot on any
+// node wait before they are tried again.
+const slotWait = 500 * time.Millisecond
+
+// acquireSlot takes a cluster-wide slot for j's domain when the Store
+// shares them (DomainSlots). When none is free, or the Store cannot say,
+// j's recipients are left due slotWait later, no attempt counted, and ok
+// is false.
+func (q *Queue) acquireSlot(ctx context.Context, j job) (release func(), ok bool) {
+	ds, shared := q.Store.(DomainSlots)
+	if !shared {
+		return func() {}, true
+	}
+	release, ok, err := ds.AcquireSlot(ctx, j.domain, orDefault(q.PerDomainConcurrency, DefaultPerDomainConcurrency))
+	if err != nil && ctx.Err() == nil {
+		q.logger().Error("taking a delivery slot", "domain", j.domain, "err", err)
+	}
+	if err == nil && ok {
+		return release, true
+	}
+	later := q.now().Add(slotWait)
+	q.mu.Lock()
+	m := j.e.msg.Clone()
+	for _, i := range j.idx {
+		if r := m.Recipients[i]; !r.State.Final() && r.NextAttempt.Before(later) {
+			r.NextAttempt = later // in memory only: no attempt was made
+		}
+	}
+	j.e.msg = m
+	q.mu.Unlock()
+	return nil, false
+}
+
 // runLeases keeps this node's share of a shared store (see Claimer) until
 // ctx is done.
 func (q *Queue) runLeases(ctx context.Context, cl Claimer) {
@@ -163,19 +210,38 @@ func (q *Queue) syncLeases(ctx context.Context, cl Claimer, lease time.Duration)
 		cl.Release(context.WithoutCancel(ctx), id)
 	}
 	horizon := q.now().Add(lease)
+	// Idle: nothing in flight or being written, and nothing due within a
+	// lease period. A message parked on a busy domain (blocked) is due
+	// now, only waiting for a slot, so it is kept.
+	idleNow := func(e *entry) bool {
+		return !e.gone && !e.busy && len(e.inflight) == 0 && !e.dirty && len(e.blocked) == 0 &&
+			!needsFinish(e.msg) && (e.due.IsZero() || e.due.After(horizon))
+	}
 	var idle []*entry
 	q.mu.Lock()
 	for _, e := range q.entries {
-		if !e.busy && len(e.inflight) == 0 && !e.dirty && !needsFinish(e.msg) && (e.due.IsZero() || e.due.After(horizon)) {
+		if idleNow(e) {
 			idle = append(idle, e)
 		}
 	}
 	room := q.claimRoom() - len(q.entries) + len(idle)
 	q.mu.Unlock()
 	for _, e := range idle {
+		// Checked again under the locks: the scheduler may have started an
+		// attempt since, and a message released while in flight would be
+		// claimed and delivered by another node as well.
 		e.persist.Lock() // no record is being written
-		q.drop(e)
+		q.mu.Lock()
+		still := idleNow(e)
+		if still {
+			q.dropLocked(e)
+		}
+		q.mu.Unlock()
 		e.persist.Unlock()
+		if !still {
+			room--
+			continue
+		}
 		if err := cl.Release(context.WithoutCancel(ctx), e.msg.ID); err != nil && !errors.Is(err, ErrLeaseLost) {
 			log.Error("releasing lease", "id", e.msg.ID, "err", err)
 		}

@@ -501,6 +501,11 @@ func (q *Queue) attempt(ctx context.Context, j job) {
 	q.mu.Unlock()
 	log := q.logger()
 
+	release, ok := q.acquireSlot(ctx, j)
+	if !ok {
+		return
+	}
+	defer release()
 	body, err := q.Store.Body(ctx, m.ID)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -706,6 +711,11 @@ func actionOf(s transport.Status) ndr.Action {
 func (q *Queue) drop(e *entry) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.dropLocked(e)
+}
+
+// dropLocked is drop with q.mu held.
+func (q *Queue) dropLocked(e *entry) {
 	e.gone = true
 	q.refresh(e)
 	if cur, ok := q.entries[e.msg.ID]; ok && cur == e {

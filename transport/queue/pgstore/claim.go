@@ -58,10 +58,14 @@ RETURNING q.id, q.record, q.lease_epoch`, s.node, s.leaseFor.Seconds(), n)
 	return msgs, nil
 }
 
-// Renew extends every lease this node holds by Options.Lease, and returns
+// Renew extends every lease this node holds by Options.Lease (and its
+// delivery slots, AcquireSlot), and returns
 // the ids whose lease another node has taken over (the epoch moved on) or
 // whose message is gone; this node forgets them (queue.Claimer).
 func (s *Store) Renew(ctx context.Context) ([]string, error) {
+	if err := s.renewSlots(ctx); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	ids := make([]string, 0, len(s.leases))
 	epochs := make([]int64, 0, len(s.leases))

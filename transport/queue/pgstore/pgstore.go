@@ -57,8 +57,16 @@
 // notify, which would serialize every Create. The retry schedule is the
 // recipients' NextAttempt, kept in the due column.
 //
-// Not built yet: limits that hold across nodes (per-destination
-// concurrency), the MTA-STS cache and TLS-RPT state in the database.
+// Per-destination concurrency holds across the nodes: before each
+// attempt a node takes one of Queue.PerDomainConcurrency slots of the
+// domain in queue_slot (AcquireSlot, queue.DomainSlots), renewed with its
+// leases and freed when the attempt ends or the node's lease passes. The
+// maximum age holds as on one node: it counts from the ReceivedAt in the
+// record, whichever node attempts. Reports are created at most once per
+// recipient and event: their ids are planned in the record's write, which
+// the lease epoch fences, and Create refuses an id that exists.
+//
+// Not built yet: the MTA-STS cache and TLS-RPT state in the database.
 package pgstore
 
 import (
@@ -114,6 +122,7 @@ type Store struct {
 	// conditional on the old epoch, so they are refused (ErrLeaseLost)
 	// instead of overwriting the new holder's record.
 	fenced map[string]int64
+	slots  map[string]bool // holders of the delivery slots this node has (AcquireSlot)
 
 	listen listener
 }
@@ -152,7 +161,7 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if lease <= 0 {
 		lease = DefaultLease
 	}
-	return &Store{pool: pool, node: node, leaseFor: lease, leases: map[string]int64{}, fenced: map[string]int64{}}, nil
+	return &Store{pool: pool, node: node, leaseFor: lease, leases: map[string]int64{}, fenced: map[string]int64{}, slots: map[string]bool{}}, nil
 }
 
 // Close closes the connection pool.

@@ -31,6 +31,14 @@ var migrations = []string{
 	   data bytea  NOT NULL,
 	   PRIMARY KEY (id, seq)
 	 );`,
+	// 2: per-destination delivery slots shared by all nodes (AcquireSlot).
+	`CREATE TABLE queue_slot (
+	   domain text        NOT NULL,
+	   slot   int         NOT NULL,
+	   holder text        NOT NULL,   -- node and acquisition, released by it
+	   until  timestamptz NOT NULL,   -- free after this unless renewed
+	   PRIMARY KEY (domain, slot)
+	 );`,
 }
 
 // schemaLock is the advisory lock key serializing migrations between
