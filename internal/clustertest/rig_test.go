@@ -70,7 +70,7 @@ func freePort(t *testing.T) int {
 // event is a moment the rig broke something: a node killed or paused, or
 // the database restarted.
 type event struct {
-	at, until time.Time // until: the end of a database restart
+	at, until time.Time // from the signal or the restart to the process's end or the database's return
 	node      string    // "" for the database
 	what      string    // "kill", "stop", "cont", "db-restart"
 }
@@ -244,9 +244,15 @@ func (n *node) signal(sig syscall.Signal) {
 	}
 }
 
+// kill ends the process with SIGKILL and notes when: between the call
+// and the process's end, since a transaction may finish in between.
 func (n *node) kill() {
-	n.w.note(n.name, "kill")
+	e := event{at: time.Now(), node: n.name, what: "kill"}
 	n.signal(syscall.SIGKILL)
+	e.until = time.Now()
+	n.w.mu.Lock()
+	n.w.events = append(n.w.events, e)
+	n.w.mu.Unlock()
 }
 
 // stop ends the process with SIGTERM (SIGKILL after 10s), by its PID.
@@ -329,11 +335,7 @@ func (s *sender) one(tag string) {
 	s.mu.Lock()
 	s.n++
 	s.mu.Unlock()
-	err := s.send(n, "sender-"+tag+"@origin.test", rcpts)
-	if err != nil && os.Getenv("CLUSTERTEST_DEBUG") != "" {
-		fmt.Println("send:", err)
-	}
-	if err == nil {
+	if err := s.send(n, "sender-"+tag+"@origin.test", rcpts); err == nil {
 		s.mu.Lock()
 		s.ok = append(s.ok, accepted{n.name, rcpts})
 		s.mu.Unlock()
