@@ -101,8 +101,8 @@ func (q *Queue) retryWhere(ctx context.Context, match func(addr string) bool) (i
 			}
 		})
 		switch {
-		case errors.Is(err, ErrNotFound):
-			continue // delivered or removed since the listing
+		case errors.Is(err, ErrNotFound), errors.Is(err, ErrLeased):
+			continue // delivered or removed since the listing, or being attempted by another node
 		case err != nil:
 			return n, err
 		}
@@ -210,8 +210,8 @@ func (q *Queue) modify(ctx context.Context, id string, f func(*Message)) error {
 	q.mu.Unlock()
 	f(m)
 	if err := q.Store.Update(ctx, m); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			q.drop(e)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeaseLost) {
+			q.drop(e) // gone, or another node's now: its record wins
 		}
 		return err
 	}

@@ -12,6 +12,14 @@ import (
 // message, and this node's copy must be dropped without delivering.
 var ErrLeaseLost = errors.New("queue: lease on message taken over by another node")
 
+// ErrLeased is returned by a shared Store's Update from a node that does
+// not hold the message (an operator's RetryNow, Hold or Release) while
+// another node holds it: that node is delivering it or about to, and would
+// overwrite the change with its result. The operator tries again; the
+// Queue's RetryDomain and RetryAll skip such messages (they are being
+// attempted already).
+var ErrLeased = errors.New("queue: message is held by another node; try again")
+
 // ValidID reports whether id is a well-formed message id: ASCII letters,
 // digits, '.', '-' and '_', not starting with '.', at most 200 bytes. A
 // Store may rely on it (the file store uses ids as file names).

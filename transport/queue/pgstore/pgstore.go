@@ -309,20 +309,33 @@ func (s *Store) lease(id string) (int64, bool) {
 // Update replaces the record of m. When this node holds a lease on m, the
 // write is conditional on its epoch and returns queue.ErrLeaseLost if
 // another node has taken the message over since; the lease is kept (a
-// delivery may write several times) until Release.
+// delivery may write several times) until Release. When it does not (an
+// operator's change made on any node), the write is refused with
+// queue.ErrLeased while another node holds the message.
 func (s *Store) Update(ctx context.Context, m *queue.Message) error {
 	rec, err := encode(m)
 	if err != nil {
 		return err
 	}
 	epoch, leased := s.lease(m.ID)
+	// Without a lease (an operator's change), the write waits for no one
+	// and overwrites no one: it is refused while another node holds the
+	// message, which would overwrite it with its own result.
 	tag, err := s.pool.Exec(ctx, `
 UPDATE queue_message SET record = $2, due = $3
- WHERE id = $1 AND ($4::bigint IS NULL OR lease_epoch = $4)`, m.ID, rec, due(m), nullable(epoch, leased))
+ WHERE id = $1 AND CASE WHEN $4::bigint IS NULL THEN lease_until IS NULL OR lease_until < now()
+                        ELSE lease_epoch = $4 END`, m.ID, rec, due(m), nullable(epoch, leased))
 	if err != nil {
 		return fmt.Errorf("pgstore: updating %s: %w", m.ID, err)
 	}
 	if tag.RowsAffected() == 0 {
+		if !leased {
+			var owner string
+			err := s.pool.QueryRow(ctx, `SELECT coalesce(lease_owner, '') FROM queue_message WHERE id = $1`, m.ID).Scan(&owner)
+			if err == nil {
+				return fmt.Errorf("%w: %s is held by node %s", queue.ErrLeased, m.ID, owner)
+			}
+		}
 		return s.missing(ctx, m.ID, leased)
 	}
 	if d := due(m); !leased && d != nil && !d.After(time.Now()) {
