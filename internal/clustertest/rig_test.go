@@ -26,7 +26,13 @@ import (
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m)
+	if relayBin != "" {
+		os.RemoveAll(filepath.Dir(relayBin))
+	}
+	os.Exit(code)
+}
 
 var (
 	buildOnce sync.Once
