@@ -39,18 +39,23 @@ import (
 //
 //	go test -run TestClusterCrash -v ./transport/queue/pgstore/
 const (
-	pgCrashEnvMode = "MAILTLS_PG_CRASH_CHILD" // the DSN
-	pgCrashEnvDir  = "MAILTLS_PG_CRASH_DIR"
-	pgCrashEnvNode = "MAILTLS_PG_CRASH_NODE"
-	pgCrashEnvSend = "MAILTLS_PG_CRASH_SEND" // "1": accept new mail too
-	pgCrashEnvSlow = "MAILTLS_PG_CRASH_SLOW" // "1": each delivery takes 1.5 s, announced in started.log
+	pgCrashEnvMode  = "MAILTLS_PG_CRASH_CHILD" // the DSN
+	pgCrashEnvDir   = "MAILTLS_PG_CRASH_DIR"
+	pgCrashEnvNode  = "MAILTLS_PG_CRASH_NODE"
+	pgCrashEnvSend  = "MAILTLS_PG_CRASH_SEND"  // "1": accept new mail too
+	pgCrashEnvSlow  = "MAILTLS_PG_CRASH_SLOW"  // "1": each delivery takes 1.5 s, announced in started.log
+	pgCrashEnvLease = "MAILTLS_PG_CRASH_LEASE" // the lease period; 2 s if unset
 )
 
 // crashChild is a node: it runs until killed.
 func crashChild() {
 	dsn, dir, node := os.Getenv(pgCrashEnvMode), os.Getenv(pgCrashEnvDir), os.Getenv(pgCrashEnvNode)
 	ctx := context.Background()
-	st, err := Open(ctx, dsn, Options{Node: node + "." + strconv.Itoa(os.Getpid()), Lease: 2 * time.Second})
+	lease, err := time.ParseDuration(os.Getenv(pgCrashEnvLease))
+	if err != nil {
+		lease = 2 * time.Second
+	}
+	st, err := Open(ctx, dsn, Options{Node: node + "." + strconv.Itoa(os.Getpid()), Lease: lease})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)
@@ -169,6 +174,12 @@ func readLines(t *testing.T, path string) [][]string {
 	return out
 }
 
+// clusterLease is the nodes' lease in TestClusterCrash: long enough that
+// a node starved of CPU on a loaded machine still renews it in time (with
+// 2 s, under a load average of 20, leases expired in the middle of
+// deliveries), short enough that the nodes killed take over quickly.
+var clusterLease = pgCrashEnvLease + "=6s"
+
 func TestClusterCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster crash test skipped in -short mode")
@@ -182,7 +193,7 @@ func TestClusterCrash(t *testing.T) {
 	var mu sync.Mutex
 	nodes := map[string]*crashNode{}
 	for _, name := range []string{"a", "b", "c"} {
-		nodes[name] = startCrashNode(t, dsn, dir, name, true)
+		nodes[name] = startCrashNode(t, dsn, dir, name, true, clusterLease)
 	}
 	defer func() {
 		mu.Lock()
@@ -200,7 +211,7 @@ func TestClusterCrash(t *testing.T) {
 		mu.Lock()
 		killed[nodes[name].kill()] = true
 		kills++
-		nodes[name] = startCrashNode(t, dsn, dir, name, true)
+		nodes[name] = startCrashNode(t, dsn, dir, name, true, clusterLease)
 		mu.Unlock()
 	}
 	time.Sleep(time.Second)
@@ -213,7 +224,7 @@ func TestClusterCrash(t *testing.T) {
 	for _, name := range names {
 		killed[nodes[name].kill()] = true
 		kills++
-		nodes[name] = startCrashNode(t, dsn, dir, name, false)
+		nodes[name] = startCrashNode(t, dsn, dir, name, false, clusterLease)
 	}
 	mu.Unlock()
 	accepted := readLines(t, filepath.Join(dir, "accepted.log"))
@@ -221,7 +232,7 @@ func TestClusterCrash(t *testing.T) {
 	for _, f := range accepted {
 		want[f[0]+" "+f[1]] = true
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		got := map[string]bool{}
 		for _, f := range readLines(t, filepath.Join(dir, "delivered.log")) {
