@@ -115,8 +115,8 @@ type DirStore struct {
 
 	// ordered makes Create sync the data before linking the name and the
 	// directory after (two flushes, no CRC needed), the order used before
-	// the single-flush commit; noGroupData then makes every Create fsync
-	// its own file. Benchmarks measure the commit against both.
+	// the single-flush commit; noGroupData makes every Create fsync its
+	// own file (no shared syncfs). Benchmarks measure the combinations.
 	ordered, noGroupData bool
 
 	// linger overrides DefaultCommitLinger (tests, benchmarks); negative:
@@ -392,7 +392,7 @@ func (s *DirStore) runSyncFS() error {
 // writing to reach this point.
 func (s *DirStore) commit(f *os.File) error {
 	s.arriving.Add(-1)
-	if s.inflight.Load() <= 1 || !haveSyncFS || s.lock == nil {
+	if s.inflight.Load() <= 1 || !haveSyncFS || s.lock == nil || s.noGroupData {
 		s.step("fsync", f.Name())
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("queue: syncing spool file: %w", err)

@@ -730,6 +730,9 @@ func TestRecoverInterruptedCommit(t *testing.T) {
 //   - commit: the single-flush commit (link, then one fsync or shared
 //     syncfs), lingering up to DefaultCommitLinger for Creates in flight;
 //   - commit-nolinger: the same without lingering;
+//   - commit-fsync: the same order, each Create fsyncing its own file
+//     (the kernel's journal may still share one commit among them), then
+//     the shared directory fsync;
 //   - ordered: data synced (shared syncfs when others are in flight),
 //     link, shared directory fsync;
 //   - ordered-fsync: data fsynced per file, link, shared directory fsync.
@@ -743,6 +746,7 @@ func BenchmarkCreateParallel(b *testing.B) {
 	}{
 		{"commit", false, false, 0},
 		{"commit-nolinger", false, false, -1},
+		{"commit-fsync", false, true, 0},
 		{"ordered", true, false, 0},
 		{"ordered-fsync", true, true, 0},
 	}
