@@ -99,7 +99,7 @@ func TestIdleNodeWokenByNotify(t *testing.T) {
 				}
 				ids = append(ids, id)
 			}
-			wait := 5 * time.Second
+			wait := 10 * time.Second // far below b's 20 s scan, with room for a loaded machine
 			if !listen {
 				wait = 2 * time.Second
 			}

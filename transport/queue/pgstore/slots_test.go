@@ -23,7 +23,7 @@ func TestAcquireSlot(t *testing.T) {
 	dsn := pgtest.DB(t)
 	var nodes []*Store
 	for _, n := range []string{"a", "b"} {
-		st, err := Open(ctx, dsn, Options{Node: n, Lease: time.Second})
+		st, err := Open(ctx, dsn, Options{Node: n, Lease: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,8 +63,8 @@ func TestAcquireSlot(t *testing.T) {
 		t.Fatal("no slot after release")
 	}
 	defer relA()
-	for range 3 {
-		time.Sleep(400 * time.Millisecond)
+	for range 4 {
+		time.Sleep(600 * time.Millisecond)
 		if _, err := a.Renew(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +99,7 @@ func TestDomainLimitAcrossNodes(t *testing.T) {
 				active++
 				peak = max(peak, active)
 				mu.Unlock()
-				time.Sleep(80 * time.Millisecond)
+				time.Sleep(150 * time.Millisecond)
 				mu.Lock()
 				active--
 				for _, r := range env.Recipients {
