@@ -66,7 +66,11 @@
 // recipient and event: their ids are planned in the record's write, which
 // the lease epoch fences, and Create refuses an id that exists.
 //
-// Not built yet: the MTA-STS cache and TLS-RPT state in the database.
+// The MTA-STS policy cache can live in the same database (PolicyCache, an
+// mtasts.Cache), so that the nodes share the policies any of them fetched.
+//
+// Not built yet: TLS-RPT results and the daily-report marker in the
+// database.
 package pgstore
 
 import (

@@ -39,6 +39,11 @@ var migrations = []string{
 	   until  timestamptz NOT NULL,   -- free after this unless renewed
 	   PRIMARY KEY (domain, slot)
 	 );`,
+	// 3: the MTA-STS policy cache shared by the nodes (PolicyCache).
+	`CREATE TABLE mtasts_policy (
+	   domain text  PRIMARY KEY,
+	   entry  jsonb NOT NULL   -- mtasts.Entry as DirCache writes it
+	 );`,
 }
 
 // schemaLock is the advisory lock key serializing migrations between
