@@ -69,8 +69,12 @@
 // The MTA-STS policy cache can live in the same database (PolicyCache, an
 // mtasts.Cache), so that the nodes share the policies any of them fetched.
 //
-// Not built yet: TLS-RPT results and the daily-report marker in the
-// database.
+// So can the TLS-RPT results (TLSRPTStore, a tlsrpt.Store), so that a
+// report covers the sessions of every node.
+//
+// Not built yet: the daily-report marker in the database (tlsrpt.Reporter
+// keeps it as a file, so each node with its own directory would send its
+// own report).
 package pgstore
 
 import (

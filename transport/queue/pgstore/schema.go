@@ -44,6 +44,13 @@ var migrations = []string{
 	   domain text  PRIMARY KEY,
 	   entry  jsonb NOT NULL   -- mtasts.Entry as DirCache writes it
 	 );`,
+	// 4: TLS-RPT results recorded by every node (TLSRPTStore).
+	`CREATE TABLE tlsrpt_result (
+	   id     bigserial   PRIMARY KEY,
+	   at     timestamptz NOT NULL,
+	   result jsonb       NOT NULL   -- tlsrpt.Result as FileStore writes it
+	 );
+	 CREATE INDEX tlsrpt_result_at ON tlsrpt_result (at);`,
 }
 
 // schemaLock is the advisory lock key serializing migrations between
