@@ -45,6 +45,22 @@ type Reporter struct {
 	HTTPClient *http.Client      // nil: http.DefaultClient (verifies certificates)
 	Logger     *slog.Logger      // nil: slog.Default()
 	Now        func() time.Time  // nil: time.Now
+	// Days, when set, records which days were reported instead of the
+	// marker files under Dir: a DayMarker shared by several relays (such
+	// as pgstore's, in the queue's database) makes them send one report
+	// per policy domain per day between them.
+	Days DayMarker
+}
+
+// DayMarker records which UTC days have been reported, for a Reporter.
+// Begin takes the day for this reporter: it returns false when the day
+// was reported, or another reporter is reporting it now. After Begin
+// returned true, exactly one of Done (the day's reports went out) or
+// Abort (some failed: the day is to be tried again) follows.
+type DayMarker interface {
+	Begin(ctx context.Context, day time.Time) (bool, error)
+	Done(ctx context.Context, day time.Time, reports int) error
+	Abort(ctx context.Context, day time.Time) error
 }
 
 func (r *Reporter) now() time.Time {
@@ -84,15 +100,40 @@ func (r *Reporter) Run(ctx context.Context) {
 	}
 }
 
-// ReportDay sends the reports for one UTC day, unless its marker file
-// says they were sent.
+// ReportDay sends the reports for one UTC day, unless its marker (a file,
+// or Days) says they were sent or, with Days, another reporter is sending
+// them.
 func (r *Reporter) ReportDay(ctx context.Context, day time.Time) error {
+	if r.Days != nil {
+		ok, err := r.Days.Begin(ctx, day)
+		if err != nil || !ok {
+			return err
+		}
+		n, err := r.reportDay(ctx, day)
+		if err != nil {
+			r.Days.Abort(context.WithoutCancel(ctx), day)
+			return err
+		}
+		return r.Days.Done(ctx, day, n)
+	}
 	if _, err := os.Stat(r.markerPath(day)); err == nil {
 		return nil
 	}
-	reports, err := r.Aggregator.Reports(ctx, day)
+	n, err := r.reportDay(ctx, day)
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(r.Dir, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(r.markerPath(day), fmt.Appendf(nil, "%d reports\n", n), 0o600)
+}
+
+// reportDay sends the day's reports and returns how many there were.
+func (r *Reporter) reportDay(ctx context.Context, day time.Time) (int, error) {
+	reports, err := r.Aggregator.Reports(ctx, day)
+	if err != nil {
+		return 0, err
 	}
 	var errs []error
 	for _, rep := range reports {
@@ -101,12 +142,9 @@ func (r *Reporter) ReportDay(ctx context.Context, day time.Time) error {
 		}
 	}
 	if len(errs) > 0 {
-		return errors.Join(errs...)
+		return 0, errors.Join(errs...)
 	}
-	if err := os.MkdirAll(r.Dir, 0o700); err != nil {
-		return err
-	}
-	return os.WriteFile(r.markerPath(day), fmt.Appendf(nil, "%d reports\n", len(reports)), 0o600)
+	return len(reports), nil
 }
 
 // send delivers one report to the destinations its policy domain

@@ -70,11 +70,9 @@
 // mtasts.Cache), so that the nodes share the policies any of them fetched.
 //
 // So can the TLS-RPT results (TLSRPTStore, a tlsrpt.Store), so that a
-// report covers the sessions of every node.
-//
-// Not built yet: the daily-report marker in the database (tlsrpt.Reporter
-// keeps it as a file, so each node with its own directory would send its
-// own report).
+// report covers the sessions of every node, and the marker of reported
+// days (ReportDays, set as tlsrpt.Reporter.Days), so that the nodes send
+// one report per policy domain per day between them.
 package pgstore
 
 import (

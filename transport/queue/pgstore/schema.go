@@ -51,6 +51,14 @@ var migrations = []string{
 	   result jsonb       NOT NULL   -- tlsrpt.Result as FileStore writes it
 	 );
 	 CREATE INDEX tlsrpt_result_at ON tlsrpt_result (at);`,
+	// 5: which TLS-RPT days were reported, by any node (ReportDays).
+	`CREATE TABLE tlsrpt_day (
+	   day     date        PRIMARY KEY,
+	   holder  text        NOT NULL,
+	   until   timestamptz NOT NULL,   -- another node may take the day after this unless done
+	   done    boolean     NOT NULL DEFAULT false,
+	   reports int
+	 );`,
 }
 
 // schemaLock is the advisory lock key serializing migrations between

@@ -68,3 +68,47 @@ func (rs resultStore) Prune(ctx context.Context, before time.Time) error {
 	}
 	return nil
 }
+
+// ReportDays returns the marker of reported days (tlsrpt.DayMarker) kept in
+// this Store's database: set it as tlsrpt.Reporter.Days on every node, and
+// the nodes send one report per policy domain per day between them. A
+// node takes a day with a conditional INSERT ... ON CONFLICT; if it dies
+// while reporting, another node may take the day an hour later.
+func (s *Store) ReportDays() tlsrpt.DayMarker { return dayMarker{s} }
+
+type dayMarker struct{ s *Store }
+
+var _ tlsrpt.DayMarker = dayMarker{}
+
+// reportingTime is how long a node has a day to itself.
+const reportingTime = time.Hour
+
+// Begin takes day for this node unless it is done or another node has it.
+func (d dayMarker) Begin(ctx context.Context, day time.Time) (bool, error) {
+	tag, err := d.s.pool.Exec(ctx, `
+INSERT INTO tlsrpt_day (day, holder, until) VALUES ($1::date, $2, now() + make_interval(secs => $3))
+ON CONFLICT (day) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+ WHERE NOT tlsrpt_day.done AND tlsrpt_day.until < now()`, day.UTC().Format("2006-01-02"), d.s.node, reportingTime.Seconds())
+	if err != nil {
+		return false, fmt.Errorf("pgstore: taking TLS-RPT day %s: %w", day.UTC().Format("2006-01-02"), err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Done marks day reported.
+func (d dayMarker) Done(ctx context.Context, day time.Time, reports int) error {
+	if _, err := d.s.pool.Exec(ctx, `UPDATE tlsrpt_day SET done = true, reports = $3 WHERE day = $1::date AND holder = $2`,
+		day.UTC().Format("2006-01-02"), d.s.node, reports); err != nil {
+		return fmt.Errorf("pgstore: marking TLS-RPT day %s reported: %w", day.UTC().Format("2006-01-02"), err)
+	}
+	return nil
+}
+
+// Abort gives day back, to be tried again by any node.
+func (d dayMarker) Abort(ctx context.Context, day time.Time) error {
+	if _, err := d.s.pool.Exec(ctx, `DELETE FROM tlsrpt_day WHERE day = $1::date AND holder = $2 AND NOT done`,
+		day.UTC().Format("2006-01-02"), d.s.node); err != nil {
+		return fmt.Errorf("pgstore: giving TLS-RPT day %s back: %w", day.UTC().Format("2006-01-02"), err)
+	}
+	return nil
+}

@@ -55,3 +55,36 @@ func TestTLSRPTStoreShared(t *testing.T) {
 		t.Fatal("a result without policy domain was recorded")
 	}
 }
+
+// TestReportDaysOnce: of two nodes, only the one that took a day reports
+// it; a day given back (a failed report) is taken by the other node; a
+// day done is taken by none.
+func TestReportDaysOnce(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DB(t)
+	a, b := openLease(t, dsn, "a").ReportDays(), openLease(t, dsn, "b").ReportDays()
+	day := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	begin := func(m tlsrpt.DayMarker) bool {
+		t.Helper()
+		ok, err := m.Begin(ctx, day)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !begin(a) || begin(b) {
+		t.Fatal("the first Begin must take the day and the second must not")
+	}
+	if err := a.Abort(ctx, day); err != nil {
+		t.Fatal(err)
+	}
+	if !begin(b) || begin(a) {
+		t.Fatal("after a gave the day back, b must take it and a must not")
+	}
+	if err := b.Done(ctx, day, 3); err != nil {
+		t.Fatal(err)
+	}
+	if begin(a) || begin(b) {
+		t.Fatal("a reported day was taken again")
+	}
+}
