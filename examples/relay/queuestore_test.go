@@ -11,7 +11,8 @@ import (
 )
 
 // Two relays on one -queue database: each accepts mail, and every message
-// reaches the partner exactly once; both use the PostgreSQL store.
+// reaches the partner exactly once; both use the PostgreSQL store, and keep
+// their MTA-STS cache, TLS-RPT results and reported days in it.
 func TestSharedQueueTwoRelays(t *testing.T) {
 	dsn := pgtest.DB(t)
 	partner := transporttest.NewServer(t, transporttest.ServerConfig{Cert: transporttest.GoodCert})
@@ -20,9 +21,20 @@ func TestSharedQueueTwoRelays(t *testing.T) {
 	var relays []*testRelay
 	for range 2 {
 		tr := startRelay(t, "-queue", dsn, "-relay-networks", "127.0.0.0/8",
-			"-route", route, "-outbound-ca", ca, "-default-tls", "encrypt")
+			"-route", route, "-outbound-ca", ca, "-default-tls", "encrypt", "-mta-sts", "-tlsrpt")
 		if _, ok := tr.queue.Store.(*pgstore.Store); !ok {
 			t.Fatalf("queue store is %T, want *pgstore.Store", tr.queue.Store)
+		}
+		// The state the relays share lives in the database too.
+		pg := tr.queue.Store.(*pgstore.Store)
+		if got, want := fmt.Sprintf("%T", tr.mtasts.Cache), fmt.Sprintf("%T", pg.PolicyCache()); got != want {
+			t.Errorf("MTA-STS cache %s, want %s", got, want)
+		}
+		if got, want := fmt.Sprintf("%T", tr.connector.TLSRPT), fmt.Sprintf("%T", pg.TLSRPTStore()); got != want {
+			t.Errorf("TLS-RPT store %s, want %s", got, want)
+		}
+		if tr.reporter == nil || tr.reporter.Days == nil {
+			t.Errorf("TLS-RPT reporter without the shared day marker")
 		}
 		relays = append(relays, tr)
 	}

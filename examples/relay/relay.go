@@ -34,7 +34,8 @@ type Relay struct {
 	mtasts    *mtasts.Client     // -mta-sts; nil if off
 	dns       *dane.Resolver     // -resolver (or -dane-resolver); nil: the system's
 	dane      *dane.Policy       // -dane-resolver; nil if off
-	tlsrpt    *tlsrpt.FileStore  // -tlsrpt; nil if off
+	tlsrpt    tlsrpt.Store       // -tlsrpt; nil if off
+	store     queue.Store        // the queue's store (shared with -queue)
 	reporter  *tlsrpt.Reporter   // -tlsrpt daily reports; nil if off
 	extras    []func() error     // closers of optional parts
 	admin     net.Listener       // -data/admin.sock, for "relay queue"
@@ -199,11 +200,12 @@ func (r *Relay) setupCertificates() error {
 // hands local recipients to local.
 func (r *Relay) setupOutbound(local queue.Deliverer) error {
 	cfg := r.cfg
-	if err := r.setupConnector(); err != nil {
-		return err
-	}
 	store, err := openStore(cfg)
 	if err != nil {
+		return err
+	}
+	r.store = store
+	if err := r.setupConnector(); err != nil {
 		return err
 	}
 	r.queue = &queue.Queue{
@@ -231,6 +233,7 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 			Submitter: cfg.Hostname,
 			DKIM:      cfg.dkimOptions(),
 			Mailer:    r.queue,
+			Days:      r.reportDays(), // with -queue: one report a day for all the relays
 			Resolver:  r.txtResolver(), // -resolver
 			Logger:    r.log.With("part", "tlsrpt"),
 		}

@@ -4,6 +4,7 @@ import (
 	"github.com/mailtls/mailtls/policy/dane"
 	"github.com/mailtls/mailtls/policy/mtasts"
 	"github.com/mailtls/mailtls/policy/tlsrpt"
+	"github.com/mailtls/mailtls/transport/queue/pgstore"
 )
 
 // publishedPolicies creates the parts the standards flags enable:
@@ -16,12 +17,20 @@ import (
 //   - -dane-resolver: -resolver, plus a DANE policy (RFC 7672) through
 //     that resolver, whose AD bit is believed only on loopback;
 //   - -tlsrpt: the TLS-RPT result store (RFC 8460) under -data/tlsrpt.
+//
+// With -queue the MTA-STS cache, the TLS-RPT results and the reported
+// days live in the shared database instead (pgstore), so that the relays
+// share policies and send one report per domain per day.
 func (r *Relay) publishedPolicies() {
 	if r.cfg.Resolver != "" {
 		r.dns = &dane.Resolver{Addr: r.cfg.Resolver, Logger: r.log.With("part", "dns")}
 	}
 	if r.cfg.MTASTS {
-		r.mtasts = &mtasts.Client{Cache: &mtasts.DirCache{Dir: r.cfg.path("mta-sts")}, Logger: r.log.With("part", "mta-sts")}
+		var cache mtasts.Cache = &mtasts.DirCache{Dir: r.cfg.path("mta-sts")}
+		if pg, ok := r.store.(*pgstore.Store); ok { // -queue: shared by the relays
+			cache = pg.PolicyCache()
+		}
+		r.mtasts = &mtasts.Client{Cache: cache, Logger: r.log.With("part", "mta-sts")}
 		if r.dns != nil { // not a typed nil in the interface
 			r.mtasts.Resolver = r.dns
 		}
@@ -35,7 +44,20 @@ func (r *Relay) publishedPolicies() {
 	}
 	if r.cfg.TLSRPT {
 		r.tlsrpt = &tlsrpt.FileStore{Dir: r.cfg.path("tlsrpt"), Logger: r.log.With("part", "tlsrpt")}
+		if pg, ok := r.store.(*pgstore.Store); ok { // -queue: one report covers every relay
+			r.tlsrpt = pg.TLSRPTStore()
+		}
 	}
+}
+
+// reportDays is where the TLS-RPT reporter marks the days it reported:
+// with -queue the shared database, so that N relays send one report per
+// domain per day; else its files (nil).
+func (r *Relay) reportDays() tlsrpt.DayMarker {
+	if pg, ok := r.store.(*pgstore.Store); ok {
+		return pg.ReportDays()
+	}
+	return nil
 }
 
 // wireStandards hands the standards parts to the Connector before its
