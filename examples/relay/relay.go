@@ -233,7 +233,7 @@ func (r *Relay) setupOutbound(local queue.Deliverer) error {
 			Submitter: cfg.Hostname,
 			DKIM:      cfg.dkimOptions(),
 			Mailer:    r.queue,
-			Days:      r.reportDays(), // with -queue: one report a day for all the relays
+			Days:      r.reportDays(),  // with -queue: one report a day for all the relays
 			Resolver:  r.txtResolver(), // -resolver
 			Logger:    r.log.With("part", "tlsrpt"),
 		}
