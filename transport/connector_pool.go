@@ -117,14 +117,3 @@ func (p *connPool) close() {
 	}
 	wg.Wait()
 }
-
-// idle returns the number of idle pooled sessions (for tests).
-func (p *connPool) idle() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, l := range p.m {
-		n += len(l)
-	}
-	return n
-}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -254,12 +253,4 @@ func (d *dialogue) sendMessage(from, to, body string) string {
 	d.expect("DATA", "354 ")
 	d.send(body + ".\r\n")
 	return d.read()
-}
-
-func poolOf(certs ...*x509.Certificate) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range certs {
-		p.AddCert(c)
-	}
-	return p
 }

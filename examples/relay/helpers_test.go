@@ -242,11 +242,3 @@ func contains(s string, subs ...string) error {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// must returns v, panicking on err (test setup that cannot fail).
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/internal/pgtest"
+	"github.com/mailtls/mailtls/internal/syncbuf"
 	"github.com/mailtls/mailtls/transport"
 	"github.com/mailtls/mailtls/transport/queue"
 )
@@ -112,24 +113,6 @@ type crashNode struct {
 	cmd  *exec.Cmd
 }
 
-// syncBuf collects a child's stderr.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func startCrashNode(t *testing.T, dsn, dir, name string, send bool, extra ...string) *crashNode {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -138,7 +121,7 @@ func startCrashNode(t *testing.T, dsn, dir, name string, send bool, extra ...str
 		cmd.Env = append(cmd.Env, pgCrashEnvSend+"=1")
 	}
 	cmd.Env = append(cmd.Env, extra...)
-	cmd.Stderr = &syncBuf{}
+	cmd.Stderr = &syncbuf.Buffer{}
 	if os.Getenv("MAILTLS_PG_CRASH_VERBOSE") != "" {
 		cmd.Stderr = os.Stderr
 	}
@@ -354,7 +337,7 @@ func TestPausedNodeLosesLease(t *testing.T) {
 	if byPID[bpid] != 1 || byPID[apid] > 1 {
 		t.Errorf("deliveries %v: want one by %s (b), at most the one in flight by %s (a)", byPID, bpid, apid)
 	}
-	if log := a.cmd.Stderr.(*syncBuf).String(); !strings.Contains(log, "lease lost") {
+	if log := a.cmd.Stderr.(*syncbuf.Buffer).String(); !strings.Contains(log, "lease lost") {
 		t.Errorf("the paused node did not log its lost lease:\n%s", log)
 	}
 	// b's result is the record: the message is done and gone.
