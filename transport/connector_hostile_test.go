@@ -157,38 +157,55 @@ func TestTLSRequiredNoKeepsLocalPolicy(t *testing.T) {
 	wantDelivered(t, res.Recipients[0])
 }
 
-// The attacker answers STARTTLS with 220 and, in a later segment (so that
-// it is not already buffered with the 220), a forged plaintext reply. The
-// handshake reads those bytes as a TLS record and fails: nothing of the
-// transaction is written.
-func TestSTARTTLSInjectionInLaterSegment(t *testing.T) {
-	var mu sync.Mutex
-	var seen bytes.Buffer
-	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
-		c.Write([]byte("220 raw ESMTP\r\n"))
-		r.ReadString('\n')
-		c.Write([]byte("250-raw\r\n250 STARTTLS\r\n"))
-		r.ReadString('\n')
-		c.Write([]byte("220 go ahead\r\n"))
-		time.Sleep(50 * time.Millisecond)
-		c.Write([]byte("250-injected\r\n250 STARTTLS\r\n250 OK\r\n354 go\r\n"))
-		c.SetReadDeadline(time.Now().Add(3 * time.Second))
-		b, _ := io.ReadAll(r)
-		mu.Lock()
-		seen.Write(b)
-		mu.Unlock()
-	})
-	e := newEnv(t)
-	e.single(addr)
-	res := deliver(t, e.connector(fixed(policy.Encrypt), nil), envelope("user@example.test"))
-	if r := res.Recipients[0]; r.Status != transport.Deferred || r.Reply.EnhancedCode.String() != "4.7.5" {
-		t.Errorf("got %v %v, want deferred 4.7.5", r.Status, r.Reply)
-	}
-	time.Sleep(100 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	if transporttest.Contains(seen.Bytes(), "MAIL FROM", "RCPT TO", bodyMarker) {
-		t.Errorf("transaction after an injected reply:\n%s", seen.Bytes())
+// The attacker answers STARTTLS with 220 and a forged plaintext reply:
+// in a later segment (not already buffered with the 220, so the handshake
+// reads it as a TLS record and fails), or, from a server that offers
+// PIPELINING and CHUNKING, in the same segment (smtpclient's injection
+// check). Either way nothing of the transaction is written: no MAIL, RCPT,
+// BDAT or body; nothing is pipelined past STARTTLS (RFC 2920 §3.1).
+func TestConnectorSTARTTLSInjection(t *testing.T) {
+	for _, tc := range []struct {
+		name, ehlo, injected string
+		later                bool
+	}{
+		{"later segment", "250-raw\r\n250 STARTTLS\r\n", "250-injected\r\n250 STARTTLS\r\n250 OK\r\n354 go\r\n", true},
+		{"pipelining server, same segment", "250-raw\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 STARTTLS\r\n",
+			"250-injected\r\n250 PIPELINING\r\n250 OK\r\n250 OK\r\n250 OK\r\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var seen bytes.Buffer
+			addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+				c.Write([]byte("220 raw ESMTP\r\n"))
+				r.ReadString('\n')
+				c.Write([]byte(tc.ehlo))
+				r.ReadString('\n')
+				if tc.later {
+					c.Write([]byte("220 go ahead\r\n"))
+					time.Sleep(50 * time.Millisecond)
+					c.Write([]byte(tc.injected))
+				} else {
+					c.Write([]byte("220 go ahead\r\n" + tc.injected))
+				}
+				c.SetReadDeadline(time.Now().Add(3 * time.Second))
+				b, _ := io.ReadAll(r)
+				mu.Lock()
+				seen.Write(b)
+				mu.Unlock()
+			})
+			e := newEnv(t)
+			e.single(addr)
+			res := deliver(t, e.connector(fixed(policy.Encrypt), nil), envelope("user@example.test"))
+			if r := res.Recipients[0]; r.Status != transport.Deferred || r.Reply == nil || r.Reply.EnhancedCode.String() != "4.7.5" {
+				t.Errorf("got %v %v, want deferred 4.7.5", r.Status, r.Reply)
+			}
+			time.Sleep(100 * time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			if transporttest.Contains(seen.Bytes(), "MAIL FROM", "RCPT TO", "BDAT", bodyMarker) {
+				t.Errorf("transaction after an injected reply:\n%s", seen.Bytes())
+			}
+		})
 	}
 }
 

@@ -178,38 +178,6 @@ func TestPipelinedRefusals(t *testing.T) {
 	}
 }
 
-// Nothing is pipelined past STARTTLS (RFC 2920 §3.1, RFC 3207 §4.2): a
-// pipelining server that injects replies after its 220 gets no MAIL, RCPT
-// or body, and the attempt fails as an injection.
-func TestPipeliningServerInjectingAfterSTARTTLS(t *testing.T) {
-	var mu sync.Mutex
-	var seen strings.Builder
-	addr := rawServer(t, func(c net.Conn, r *bufio.Reader) {
-		c.Write([]byte("220 raw ESMTP\r\n"))
-		r.ReadString('\n')
-		c.Write([]byte("250-raw\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 STARTTLS\r\n"))
-		r.ReadString('\n')
-		c.Write([]byte("220 go ahead\r\n250-injected\r\n250 PIPELINING\r\n250 OK\r\n250 OK\r\n250 OK\r\n"))
-		c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		b, _ := io.ReadAll(r)
-		mu.Lock()
-		seen.Write(b)
-		mu.Unlock()
-	})
-	e := newEnv(t)
-	e.single(addr)
-	res := deliver(t, e.connector(fixed(policy.Encrypt), nil), envelope("user@example.test"))
-	if r := res.Recipients[0]; r.Status != transport.Deferred || r.Reply == nil || r.Reply.EnhancedCode.String() != "4.7.5" {
-		t.Errorf("got %v %v, want deferred 4.7.5", r.Status, r.Reply)
-	}
-	time.Sleep(100 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	if strings.Contains(seen.String(), "MAIL FROM") || strings.Contains(seen.String(), "RCPT TO") || strings.Contains(seen.String(), "BDAT") {
-		t.Errorf("transaction after an injected reply:\n%s", seen.String())
-	}
-}
-
 // A pooled session whose last transaction ended with its final reply is
 // reused with no RSET (RFC 5321 §4.1.1.5): one connection, three
 // messages, three MAIL commands and no RSET; with DisablePipelining every
