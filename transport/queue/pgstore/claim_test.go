@@ -171,19 +171,11 @@ func TestQueuesShareAStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(45 * time.Second)
-	for {
+	waitFor(t, fmt.Sprintf("%d deliveries", n), 45*time.Second, func() bool {
 		mu.Lock()
-		done := len(shared.done)
-		mu.Unlock()
-		if done == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d delivered", done, n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(shared.done) == n
+	})
 	stop()
 	wg.Wait()
 	t.Logf("delivered by a: %d, by b: %d", shared.perNode["a"].Load(), shared.perNode["b"].Load())

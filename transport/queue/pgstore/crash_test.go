@@ -312,13 +312,9 @@ func TestPausedNodeLosesLease(t *testing.T) {
 	a := startCrashNode(t, dsn, dir, "a", false, pgCrashEnvSlow+"=1")
 	defer a.kill()
 	waitFile := func(name string, lines int) {
-		deadline := time.Now().Add(20 * time.Second)
-		for len(readLines(t, filepath.Join(dir, name))) < lines {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s has fewer than %d lines", name, lines)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitFor(t, fmt.Sprintf("%d lines in %s", lines, name), 20*time.Second, func() bool {
+			return len(readLines(t, filepath.Join(dir, name))) >= lines
+		})
 	}
 	waitFile("started.log", 1) // a is delivering
 	a.cmd.Process.Signal(syscall.SIGSTOP)

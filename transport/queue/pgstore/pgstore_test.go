@@ -21,6 +21,18 @@ func TestMain(m *testing.M) {
 	os.Exit(pgtest.Main(m))
 }
 
+// waitFor polls cond until it holds, failing t with what after limit.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s after %v", what, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // open returns a Store on a fresh database, closed at the end of t.
 func open(t *testing.T, opt Options) *Store {
 	t.Helper()

@@ -132,19 +132,11 @@ func TestDomainLimitAcrossNodes(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			deadline := time.Now().Add(30 * time.Second)
-			for {
+			waitFor(t, fmt.Sprintf("%d deliveries", n), 30*time.Second, func() bool {
 				mu.Lock()
-				got := len(delivered)
-				mu.Unlock()
-				if got == n {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%d of %d delivered", got, n)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				defer mu.Unlock()
+				return len(delivered) == n
+			})
 			mu.Lock()
 			defer mu.Unlock()
 			t.Logf("peak attempts in flight to busy.example across both nodes: %d", peak)
