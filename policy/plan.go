@@ -132,8 +132,9 @@ const (
 type Refusal struct {
 	Kind RefusalKind
 	// Failure is the TLS-RPT result type to record (RFC 8460 §4.3.2),
-	// FailureNone when the refusal is no TLS failure. For RefuseLookup the
-	// caller knows the precise type (from the lookup's error).
+	// FailureNone when the refusal is no TLS failure (RefuseAddress,
+	// RefuseREQUIRETLS); dnssec-invalid for RefuseLookup, the type every
+	// failed DNSSEC lookup gets (dane.ResultType).
 	Failure FailureType
 	// Summary is the short text for the DSN ("DANE required but not
 	// available"); Detail the longer explanation.
