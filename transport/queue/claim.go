@@ -46,6 +46,15 @@ func EncodeMessage(m *Message) ([]byte, error) { return encodeMessage(m) }
 // claim the messages. A node that was paused past its lease finds its
 // Update and Delete refused with ErrLeaseLost (the lease carries a fencing
 // epoch) and drops the message without recording anything.
+//
+// A report is planned in its message's record before it is created, with
+// an id fixed there, and its creation is recorded after. A node that dies
+// in between leaves both to be claimed apart: the report may be delivered
+// and deleted before another node claims the message and creates the
+// report again. A Claimer's Create therefore refuses with ErrExists an id
+// that was ever created, for longer than MaxAge after its creation, even
+// once the message is deleted; and a message whose planned report is not
+// created yet is due at once, held or not.
 type Claimer interface {
 	// Claim leases to this node up to n messages that are due and not
 	// leased to another node (or whose lease expired), raising each

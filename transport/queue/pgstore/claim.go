@@ -66,6 +66,7 @@ func (s *Store) Renew(ctx context.Context) ([]string, error) {
 	if err := s.renewSlots(ctx); err != nil {
 		return nil, err
 	}
+	s.pruneIDs(ctx)
 	s.mu.Lock()
 	ids := make([]string, 0, len(s.leases))
 	epochs := make([]int64, 0, len(s.leases))
@@ -129,4 +130,22 @@ SELECT pg_notify($3, '') FROM r WHERE r.due <= now()`, id, epoch, notifyChannel)
 		return fmt.Errorf("pgstore: releasing %s: %w", id, err)
 	}
 	return nil
+}
+
+// pruneIDs forgets, at most every pruneEvery and 10,000 at a time, the ids
+// created more than Options.IDRetention ago whose messages are gone (see
+// Create).
+// Failures are left to the next try.
+func (s *Store) pruneIDs(ctx context.Context) {
+	now := time.Now()
+	last := s.pruned.Load()
+	if now.Sub(time.Unix(0, last)) < pruneEvery || !s.pruned.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	s.pool.Exec(ctx, `
+DELETE FROM queue_id WHERE id IN (
+  SELECT i.id FROM queue_id i
+   WHERE i.created < now() - make_interval(secs => $1)
+     AND NOT EXISTS (SELECT 1 FROM queue_message m WHERE m.id = i.id)
+   LIMIT 10000)`, s.idRetention.Seconds())
 }

@@ -186,3 +186,105 @@ func TestQueuesShareAStore(t *testing.T) {
 		t.Errorf("one node delivered everything: a %d, b %d", shared.perNode["a"].Load(), shared.perNode["b"].Load())
 	}
 }
+
+// TestReportNotCreatedTwiceAfterTakeover: a node dies after creating the
+// DSN its record planned (m.r1) and before recording it as created. Its
+// leases expire; another node claims the report, delivers it and deletes
+// it; then a third node claims the message, whose record still says the
+// report is to be created. The report must not be created again: its id
+// was used once (Create refuses it with ErrExists even after the Delete),
+// so the sender gets one DSN, not two.
+func TestReportNotCreatedTwiceAfterTakeover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dsn := pgtest.DB(t)
+	open := func(node string, lease time.Duration) *Store {
+		st, err := Open(ctx, dsn, Options{Node: node, Lease: lease})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	dead := open("dead", time.Second)
+	m := &queue.Message{ID: "m", From: "sender@example.org", ReceivedAt: time.Now(), ReportSeq: 1,
+		Recipients: []*queue.Recipient{
+			{Address: "bad@example.net", State: transport.Failed, Attempts: 1, FinalReport: "m.r1",
+				LastError: &queue.LastError{Code: 550, EnhancedCode: "5.1.1", Message: "no such user"}},
+			// Retried in an hour: the planned report must not wait for it.
+			{Address: "later@example.net", State: transport.Deferred, Attempts: 1, NextAttempt: time.Now().Add(time.Hour)},
+		}}
+	if err := dead.Create(ctx, m, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	report := &queue.Message{ID: "m.r1", Report: true, ReceivedAt: time.Now(),
+		Recipients: []*queue.Recipient{{Address: "sender@example.org", NextAttempt: time.Now()}}}
+	if err := dead.Create(ctx, report, strings.NewReader("Subject: dsn\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// "dead" stops here. Once its leases expire, node b delivers the
+	// report (it claims both; it only deletes the report, as its delivery
+	// would, and releases the message).
+	time.Sleep(1500 * time.Millisecond)
+	b := open("b", time.Minute)
+	got, err := b.Claim(ctx, 10)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("b claimed %d (%v), want the message and its report", len(got), err)
+	}
+	if err := b.Delete(ctx, "m.r1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Release(ctx, "m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Create(ctx, report, strings.NewReader("again\r\n")); !errors.Is(err, queue.ErrExists) {
+		t.Fatalf("creating the delivered report's id again = %v, want ErrExists", err)
+	}
+	// Node c claims the message and finishes it.
+	c := open("c", time.Minute)
+	rec := &recorder{}
+	q := &queue.Queue{Store: c, Deliverer: rec, Hostname: "c.test", PollInterval: 50 * time.Millisecond}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); q.Run(rctx) }()
+	waitFor(t, "the report marked as created", 10*time.Second, func() bool {
+		m, err := c.Get(ctx, "m")
+		return err == nil && m.Recipients[0].FinalReportDone
+	})
+	time.Sleep(300 * time.Millisecond) // a report created again would be claimed and delivered by now
+	stop()
+	<-done
+	if d := rec.delivered(); len(d) != 0 {
+		t.Fatalf("node c delivered %v: the report was created a second time", d)
+	}
+	if _, err := c.Get(ctx, "m.r1"); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("m.r1 is back in the queue: %v", err)
+	}
+}
+
+// TestIDRetention: a deleted message's id is refused by Create until it
+// is older than Options.IDRetention and a Renew has pruned it.
+func TestIDRetention(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, pgtest.DB(t), Options{Node: "a", IDRetention: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Create(ctx, msg("x"), strings.NewReader("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, msg("x"), strings.NewReader("x\r\n")); !errors.Is(err, queue.ErrExists) {
+		t.Fatalf("Create of a deleted id within the retention = %v, want ErrExists", err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := st.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, msg("x"), strings.NewReader("x\r\n")); err != nil {
+		t.Fatalf("Create of an id past the retention = %v", err)
+	}
+}

@@ -81,6 +81,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -103,7 +104,23 @@ type Options struct {
 	// Lease is how long a node holds a message without renewing its
 	// lease (queue.Claimer); 0 means DefaultLease.
 	Lease time.Duration
+	// IDRetention is how long after its creation the id of a message
+	// stays used once the message is deleted, so that Create refuses it
+	// (queue.ErrExists); 0 means
+	// DefaultIDRetention. It must exceed the Queue's MaxAge: a report's id
+	// is planned in its message's record, and a node that takes over a
+	// message whose report another node created, delivered and deleted
+	// must not create it again.
+	IDRetention time.Duration
 }
+
+// DefaultIDRetention is the id retention when Options.IDRetention is
+// zero: twice the Queue's default maximum age.
+const DefaultIDRetention = 2 * queue.DefaultMaxAge
+
+// pruneEvery is how often a node deletes the ids older than the retention
+// whose messages are gone (Renew).
+const pruneEvery = 10 * time.Minute
 
 // DefaultMaxConns is the pool size when Options.MaxConns is zero: every
 // Enqueue and every delivery's record holds a connection for one commit,
@@ -121,6 +138,9 @@ type Store struct {
 	pool     *pgxpool.Pool
 	node     string
 	leaseFor time.Duration
+
+	idRetention time.Duration
+	pruned      atomic.Int64 // unix nanoseconds of the last pruning of queue_id
 
 	mu     sync.Mutex
 	leases map[string]int64 // id → epoch of the lease this node holds
@@ -167,7 +187,12 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if lease <= 0 {
 		lease = DefaultLease
 	}
-	return &Store{pool: pool, node: node, leaseFor: lease, leases: map[string]int64{}, fenced: map[string]int64{}, slots: map[string]bool{}}, nil
+	keep := opt.IDRetention
+	if keep <= 0 {
+		keep = DefaultIDRetention
+	}
+	return &Store{pool: pool, node: node, leaseFor: lease, idRetention: keep,
+		leases: map[string]int64{}, fenced: map[string]int64{}, slots: map[string]bool{}}, nil
 }
 
 // Close closes the connection pool.
@@ -191,11 +216,17 @@ func checkID(id string) error {
 	return nil
 }
 
-// due is the time a message wants its next attempt: the earliest
-// NextAttempt of its waiting recipients, now (the zero time) when only
-// reports or its removal are left, and nil when nothing is to be done or
-// it is held.
+// due is the time a message wants its next attempt: now (the zero time)
+// when a report it planned is not created yet or only its removal is
+// left, else the earliest NextAttempt of its waiting recipients, and nil
+// when nothing is to be done or it is held. A planned report is due at
+// once even when the message is held or its other recipients wait: the
+// node that planned it may have died before creating it, and whoever
+// claims the message creates it (or finds it created).
 func due(m *queue.Message) *time.Time {
+	if needsReports(m) {
+		return &time.Time{}
+	}
 	if m.Held {
 		return nil
 	}
@@ -213,7 +244,7 @@ func due(m *queue.Message) *time.Time {
 	if waiting {
 		return &t
 	}
-	if m.Done() || needsReports(m) {
+	if m.Done() {
 		return &time.Time{}
 	}
 	return nil
@@ -234,7 +265,10 @@ func encode(m *queue.Message) ([]byte, error) {
 }
 
 // Create stores body and m in one statement: zero rows inserted means the
-// id exists (queue.ErrExists) and nothing changed.
+// id exists or existed within Options.IDRetention (queue.ErrExists) and
+// nothing changed. Ids are never reused: a report planned in a record
+// that a dead node left behind is created at most once, even after
+// another node delivered and deleted it.
 func (s *Store) Create(ctx context.Context, m *queue.Message, body io.Reader) error {
 	if err := checkID(m.ID); err != nil {
 		return err
@@ -265,9 +299,11 @@ func (s *Store) Create(ctx context.Context, m *queue.Message, body io.Reader) er
 	}
 	var n int
 	err = s.pool.QueryRow(ctx, `
-WITH m AS (
+WITH i AS (
+  INSERT INTO queue_id (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id),
+m AS (
   INSERT INTO queue_message (id, record, size, due, received_at, lease_owner, lease_until, lease_epoch)
-  VALUES ($1, $2, $3, $4, $5, $7, now() + make_interval(secs => $8), 1)
+  SELECT $1, $2, $3, $4, $5, $7, now() + make_interval(secs => $8), 1 FROM i
   ON CONFLICT (id) DO NOTHING RETURNING id),
 b AS (
   INSERT INTO queue_body (id, seq, data)

@@ -59,6 +59,14 @@ var migrations = []string{
 	   done    boolean     NOT NULL DEFAULT false,
 	   reports int
 	 );`,
+	// 6: every id ever created, kept after its message is deleted (for
+	// Options.IDRetention), so that Create never creates one twice.
+	`CREATE TABLE queue_id (
+	   id      text        PRIMARY KEY,
+	   created timestamptz NOT NULL DEFAULT now()
+	 );
+	 CREATE INDEX queue_id_created ON queue_id (created);
+	 INSERT INTO queue_id (id) SELECT id FROM queue_message;`,
 }
 
 // schemaLock is the advisory lock key serializing migrations between
