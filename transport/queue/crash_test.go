@@ -54,15 +54,37 @@ func envInt(name string, def int) int {
 	return def
 }
 
+// crashEnvStore selects the child's Store: "dir" (DirStore) or "log"
+// (LogStore with 16 KiB segments and one sealed segment kept, so that the
+// kills also land in segment changes and copies).
+const crashEnvStore = "MAILTLS_QUEUE_CRASH_STORE"
+
+// openCrashStore opens the spool of a crash test as kind says.
+func openCrashStore(spool, kind string) (interface {
+	Store
+	Close() error
+}, error) {
+	if kind == "log" {
+		return OpenLogStore(spool, LogStoreOptions{SegmentSize: 16 << 10, MaxSealedSegments: 1})
+	}
+	return OpenDirStore(spool)
+}
+
 func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	for _, kind := range []string{"dir", "log"} {
+		t.Run(kind, func(t *testing.T) { crashRecovery(t, kind) })
+	}
+}
+
+func crashRecovery(t *testing.T, kind string) {
 	rounds := envInt("MAILTLS_CRASH_ROUNDS", 10)
 	perRound := envInt("MAILTLS_CRASH_MESSAGES", 30)
 	dir := t.TempDir()
 	spool := filepath.Join(dir, "spool")
-	killedAt := crashRounds(t, dir, rounds, perRound)
+	killedAt := crashRounds(t, dir, rounds, perRound, crashEnvStore+"="+kind)
 
 	accepted := readLog(t, filepath.Join(dir, "accepted.log"))
 	deliveries := readLog(t, filepath.Join(dir, "delivered.log"))
@@ -123,17 +145,18 @@ func TestCrashRecovery(t *testing.T) {
 	if msgs < rounds {
 		t.Fatalf("only %d messages accepted in %d rounds; the kills came too early", msgs, rounds)
 	}
-	st, err := OpenDirStore(spool)
+	st, err := openCrashStore(spool, kind)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st.Close()
 	if left, err := st.List(context.Background()); err != nil || len(left) != 0 {
 		t.Errorf("spool not empty after drain: %d messages, %v", len(left), err)
 	}
-	t.Logf("crash test: %d rounds (kills after %v), %d messages accepted, %d recipients "+
+	t.Logf("crash test (%s store): %d rounds (kills after %v), %d messages accepted, %d recipients "+
 		"(%d to deliver, %d to report); lost %d; duplicate deliveries %d, duplicate reports %d; "+
 		"delivery log lines %d, report log lines %d",
-		rounds, killedAt, msgs, rcpts, nDelivered, nReported, lost, dupDeliveries, dupReports,
+		kind, rounds, killedAt, msgs, rcpts, nDelivered, nReported, lost, dupDeliveries, dupReports,
 		len(deliveries), len(reportLines))
 }
 
@@ -384,7 +407,7 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("run by TestCrashRecovery only")
 	}
 	dir := os.Getenv(crashEnvDir)
-	st, err := OpenDirStore(filepath.Join(dir, "spool"))
+	st, err := openCrashStore(filepath.Join(dir, "spool"), os.Getenv(crashEnvStore))
 	if err != nil {
 		t.Fatal(err)
 	}

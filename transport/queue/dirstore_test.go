@@ -749,16 +749,28 @@ func BenchmarkCreateParallel(b *testing.B) {
 		{"commit-fsync", false, true, 0},
 		{"ordered", true, false, 0},
 		{"ordered-fsync", true, true, 0},
+		{"log", false, false, 0}, // LogStore
 	}
 	for _, c := range []int{1, 4, 16} {
 		for _, mode := range modes {
 			b.Run(fmt.Sprintf("c=%d/%s", c, mode.name), func(b *testing.B) {
-				st, err := OpenDirStore(b.TempDir())
-				if err != nil {
-					b.Fatal(err)
+				var st Store
+				if mode.name == "log" {
+					ls, err := OpenLogStore(b.TempDir(), LogStoreOptions{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer ls.Close()
+					st = ls
+				} else {
+					ds, err := OpenDirStore(b.TempDir())
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer ds.Close()
+					ds.ordered, ds.noGroupData, ds.linger = mode.ordered, mode.noGroup, mode.linger
+					st = ds
 				}
-				defer st.Close()
-				st.ordered, st.noGroupData, st.linger = mode.ordered, mode.noGroup, mode.linger
 				body := strings.Repeat("y", 1<<10)
 				var seq atomic.Int64
 				var wg sync.WaitGroup

@@ -20,3 +20,16 @@ func TestDirStoreContract(t *testing.T) {
 		return st
 	})
 }
+
+// TestLogStoreContract runs the same contract against LogStore, with
+// segments small enough that the suite crosses several of them.
+func TestLogStoreContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) queue.Store {
+		st, err := queue.OpenLogStore(filepath.Join(t.TempDir(), "log"), queue.LogStoreOptions{SegmentSize: 64 << 10, MaxSealedSegments: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	})
+}

@@ -23,3 +23,17 @@ func syncFS(f *os.File) error {
 	}
 	return serr
 }
+
+// datasync flushes f's data and the metadata needed to read it back
+// (fdatasync(2)), with the device cache flush.
+func datasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
+		return err
+	}
+	return serr
+}

@@ -11,3 +11,6 @@ import (
 const haveSyncFS = false
 
 func syncFS(*os.File) error { return errors.ErrUnsupported }
+
+// datasync is fsync(2) where fdatasync(2) is not used.
+func datasync(f *os.File) error { return f.Sync() }

@@ -1,0 +1,736 @@
+package queue
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// LogStore is a Store that appends every change to a log of segment files
+// in one directory: a new message (its record and body), a new record for
+// it, and its removal are each one entry at the end of the current segment.
+// Where DirStore makes a file per message durable (create, link, two
+// flushes, an unlink), a LogStore makes a batch of entries durable with one
+// fdatasync(2) of one file that only grows: Creates and Updates in flight
+// share it (group commit). The durability argument is in DURABILITY.md.
+//
+// Create, Update and Delete write their entry before they return; Create
+// and Update return once it is flushed, Delete does not wait (its removal
+// is flushed with the next batch, or DefaultDeleteSyncDelay later: a
+// machine crash before that brings the message back, a duplicate, never a
+// loss). Open reads every segment, verifying each entry's CRC-32C, and
+// stops reading a segment at its first incomplete entry (what a crash cut
+// off before it was flushed, and so before its caller returned); writing
+// then continues in a new segment. When a segment is full (SegmentSize)
+// the next one starts; the oldest segment whose messages are all removed
+// is deleted, and when more than MaxSealedSegments are kept the messages
+// still in the oldest are copied to the current segment, so that the log
+// stays within about MaxSealedSegments+1 segments plus what is queued.
+//
+// Each body is held in memory while Create writes it: the Server's
+// MaxMessageBytes times its connection limit bounds that memory.
+//
+// A directory is used by one LogStore at a time (flock(2) on "lock", as
+// DirStore), and must not hold a DirStore spool: OpenLogStore refuses one.
+type LogStore struct {
+	dir     string
+	lock    *os.File
+	segSize int64
+	keep    int
+
+	mu      sync.Mutex
+	index   map[string]*logMsg
+	segs    []*segment // oldest first; the last is the one written
+	end     int64      // write offset in the current segment
+	written uint64     // bytes ever appended (sync tickets)
+	err     error      // a failed flush: the store refuses every change
+	moving  bool       // a relocation runs
+	closed  bool
+	lazy    *time.Timer // flush of removals nobody waits for
+	wg      sync.WaitGroup
+
+	syncMu sync.Mutex
+	synced uint64 // tickets covered by a completed flush
+}
+
+// logMsg is where a message is: the segment holding its body, and its
+// latest record.
+type logMsg struct {
+	seg  *segment
+	off  int64 // of the body in seg
+	size int64
+	rec  []byte
+}
+
+type segment struct {
+	num  uint64
+	f    *os.File
+	live int // messages whose body is here
+	refs int // open Bodies
+	dead bool
+}
+
+var _ Store = (*LogStore)(nil)
+
+// Defaults of LogStoreOptions.
+const (
+	DefaultSegmentSize       = 64 << 20
+	DefaultMaxSealedSegments = 4
+)
+
+// LogStoreOptions tune a LogStore; the zero value means the defaults.
+type LogStoreOptions struct {
+	// SegmentSize is the size after which writing moves to a new segment.
+	SegmentSize int64
+	// MaxSealedSegments is how many full segments are kept before the
+	// messages left in the oldest are copied forward.
+	MaxSealedSegments int
+}
+
+const (
+	segHeader    = "mailtls-seglog1\n" // 16 bytes at the start of a segment
+	entryHdrLen  = 32
+	entryMagic   = 0x4d544c47 // "MTLG"
+	maxRecordLen = 16 << 20
+
+	entryPut    = 1 // id, body, record: a new message (or one copied forward)
+	entryUpdate = 2 // id, record
+	entryRemove = 3 // id
+)
+
+// OpenLogStore opens (creating it if needed, mode 0700) the log directory
+// dir, locks it (ErrLocked if in use), reads every segment and starts a
+// new one.
+func OpenLogStore(dir string, opt LogStoreOptions) (*LogStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("queue: creating spool directory: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &LogStore{dir: dir, lock: lock, segSize: opt.SegmentSize, keep: opt.MaxSealedSegments, index: map[string]*logMsg{}}
+	if s.segSize <= 0 {
+		s.segSize = DefaultSegmentSize
+	}
+	if s.keep <= 0 {
+		s.keep = DefaultMaxSealedSegments
+	}
+	if err := s.load(); err != nil {
+		s.closeFiles()
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func segName(num uint64) string { return fmt.Sprintf("log-%016x.seg", num) }
+
+// load reads the segments in order and opens a new one for writing.
+func (s *LogStore) load() error {
+	names, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("queue: reading spool directory: %w", err)
+	}
+	var nums []uint64
+	for _, e := range names {
+		n := e.Name()
+		if strings.HasSuffix(n, ".msg") || strings.HasSuffix(n, ".json") || strings.HasSuffix(n, ".eml") {
+			return fmt.Errorf("queue: %s holds a DirStore spool (%s); open it with OpenDirStore", s.dir, n)
+		}
+		var num uint64
+		if _, err := fmt.Sscanf(n, "log-%016x.seg", &num); err == nil && n == segName(num) {
+			nums = append(nums, num)
+		}
+	}
+	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
+	next := uint64(1)
+	for _, num := range nums {
+		f, err := os.OpenFile(filepath.Join(s.dir, segName(num)), os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("queue: opening segment: %w", err)
+		}
+		seg := &segment{num: num, f: f}
+		s.segs = append(s.segs, seg)
+		if err := s.replay(seg); err != nil {
+			return err
+		}
+		next = num + 1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.startSegment(next); err != nil {
+		return err
+	}
+	return s.collectLocked()
+}
+
+// replay applies the entries of seg to the index, up to its end or its
+// first incomplete entry.
+func (s *LogStore) replay(seg *segment) error {
+	st, err := seg.f.Stat()
+	if err != nil {
+		return fmt.Errorf("queue: segment %s: %w", seg.f.Name(), err)
+	}
+	size := st.Size()
+	r := bufio.NewReaderSize(io.NewSectionReader(seg.f, 0, size), 256<<10)
+	head := make([]byte, len(segHeader))
+	if _, err := io.ReadFull(r, head); err != nil || string(head) != segHeader {
+		// Created but not flushed before a crash: nothing in it was
+		// acknowledged.
+		slog.Warn("queue: log segment without header ignored", "segment", seg.f.Name(), "size", size)
+		return nil
+	}
+	off := int64(len(segHeader))
+	hdr := make([]byte, entryHdrLen)
+	for off < size {
+		if _, err := io.ReadFull(r, hdr); err != nil {
+			break
+		}
+		kind, idLen, recLen, bodyLen, sum, ok := parseEntryHeader(hdr)
+		total := int64(entryHdrLen) + int64(idLen) + int64(recLen) + bodyLen
+		if !ok || off+total > size {
+			break
+		}
+		crc := crc32.Update(0, castagnoli, hdr[:24])
+		idb := make([]byte, idLen)
+		if _, err := io.ReadFull(r, idb); err != nil {
+			break
+		}
+		crc = crc32.Update(crc, castagnoli, idb)
+		h := hashWriter{sum: crc}
+		if _, err := io.CopyN(&h, r, bodyLen); err != nil {
+			break
+		}
+		rec := make([]byte, recLen)
+		if _, err := io.ReadFull(r, rec); err != nil {
+			break
+		}
+		if crc32.Update(h.sum, castagnoli, rec) != sum {
+			break
+		}
+		s.apply(seg, kind, string(idb), off+entryHdrLen+int64(idLen), bodyLen, rec)
+		off += total
+	}
+	if off < size {
+		slog.Warn("queue: log segment ends in an incomplete entry (cut by a crash before it was flushed); ignored",
+			"segment", seg.f.Name(), "offset", off, "bytes", size-off)
+	}
+	return nil
+}
+
+func parseEntryHeader(h []byte) (kind byte, idLen, recLen uint32, bodyLen int64, sum uint32, ok bool) {
+	le := binary.LittleEndian
+	if le.Uint32(h[0:]) != entryMagic {
+		return
+	}
+	kind = h[4]
+	idLen, recLen = le.Uint32(h[8:]), le.Uint32(h[12:])
+	b := le.Uint64(h[16:])
+	sum = le.Uint32(h[24:])
+	ok = kind >= entryPut && kind <= entryRemove && idLen > 0 && idLen <= 200 && recLen <= maxRecordLen && b < 1<<48
+	return kind, idLen, recLen, int64(b), sum, ok
+}
+
+// apply replays one entry. A record or removal for an id that has no
+// body (copied forward from a segment since deleted, or removed there) is
+// skipped: the copy carries the latest record.
+func (s *LogStore) apply(seg *segment, kind byte, id string, off, size int64, rec []byte) {
+	cur := s.index[id]
+	switch kind {
+	case entryPut:
+		if cur != nil {
+			cur.seg.live--
+		}
+		s.index[id] = &logMsg{seg: seg, off: off, size: size, rec: rec}
+		seg.live++
+	case entryUpdate:
+		if cur != nil {
+			cur.rec = rec
+		}
+	case entryRemove:
+		if cur != nil {
+			cur.seg.live--
+			delete(s.index, id)
+		}
+	}
+}
+
+// encodeEntry lays out one entry: header, id, body, record; the CRC-32C
+// covers all but itself.
+func encodeEntry(buf []byte, kind byte, id string, bodyLen int64, rec []byte) []byte {
+	le := binary.LittleEndian
+	le.PutUint32(buf[0:], entryMagic)
+	buf[4] = kind
+	le.PutUint32(buf[8:], uint32(len(id)))
+	le.PutUint32(buf[12:], uint32(len(rec)))
+	le.PutUint64(buf[16:], uint64(bodyLen))
+	buf = append(buf, rec...)
+	crc := crc32.Update(0, castagnoli, buf[:24])
+	crc = crc32.Update(crc, castagnoli, buf[entryHdrLen:])
+	le.PutUint32(buf[24:], crc)
+	return buf
+}
+
+// startSegment creates segment num, makes its header and name durable,
+// and writes to it from now on. s.mu is held.
+func (s *LogStore) startSegment(num uint64) error {
+	name := filepath.Join(s.dir, segName(num))
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("queue: creating segment: %w", err)
+	}
+	if _, err := f.WriteAt([]byte(segHeader), 0); err == nil {
+		err = datasync(f)
+	}
+	if err == nil {
+		err = s.syncDir()
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(name)
+		return fmt.Errorf("queue: creating segment: %w", storageErr(err))
+	}
+	s.segs = append(s.segs, &segment{num: num, f: f})
+	s.end = int64(len(segHeader))
+	return nil
+}
+
+func (s *LogStore) syncDir() error {
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func storageErr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", ErrInsufficientStorage, err)
+	}
+	return err
+}
+
+func (s *LogStore) current() *segment { return s.segs[len(s.segs)-1] }
+
+// appendLocked writes one encoded entry at the end of the log and returns
+// the ticket to wait for and the segment and offset it went to. s.mu is
+// held.
+func (s *LogStore) appendLocked(entry []byte) (ticket uint64, seg *segment, off int64, err error) {
+	if s.err != nil {
+		return 0, nil, 0, s.err
+	}
+	if s.closed {
+		return 0, nil, 0, errors.New("queue: LogStore is closed")
+	}
+	if s.end+int64(len(entry)) > s.segSize && s.end > int64(len(segHeader)) {
+		if err := s.rollLocked(); err != nil {
+			return 0, nil, 0, err
+		}
+	}
+	seg = s.current()
+	if _, err := seg.f.WriteAt(entry, s.end); err != nil {
+		// Cut back what was written, so the next entry follows the last
+		// whole one; if that fails, nothing more may be appended.
+		if terr := seg.f.Truncate(s.end); terr != nil {
+			s.err = fmt.Errorf("queue: log write failed and could not be undone: %w", terr)
+		}
+		return 0, nil, 0, fmt.Errorf("queue: writing the log: %w", storageErr(err))
+	}
+	off = s.end
+	s.end += int64(len(entry))
+	s.written += uint64(len(entry))
+	return s.written, seg, off, nil
+}
+
+// rollLocked flushes the current segment and starts the next one; the
+// segments no message needs any more are deleted, and when too many are
+// kept the oldest's messages are copied forward. s.mu is held.
+func (s *LogStore) rollLocked() error {
+	if err := datasync(s.current().f); err != nil {
+		s.err = fmt.Errorf("queue: flushing the log: %w", err)
+		return s.err
+	}
+	if err := s.startSegment(s.current().num + 1); err != nil {
+		return err
+	}
+	if err := s.collectLocked(); err != nil {
+		return err
+	}
+	if len(s.segs)-1 > s.keep && !s.moving {
+		s.moving = true
+		s.wg.Add(1)
+		go s.relocate(s.segs[0])
+	}
+	return nil
+}
+
+// collectLocked deletes the oldest segments while no message has its body
+// in them. Only the oldest may go: a removal entry in a later segment is
+// what keeps a message of an earlier one from coming back. s.mu is held.
+func (s *LogStore) collectLocked() error {
+	gone := false
+	for len(s.segs) > 1 && s.segs[0].live == 0 {
+		seg := s.segs[0]
+		if err := os.Remove(seg.f.Name()); err != nil {
+			return fmt.Errorf("queue: removing segment: %w", err)
+		}
+		seg.dead = true
+		if seg.refs == 0 {
+			seg.f.Close()
+		}
+		s.segs = s.segs[1:]
+		gone = true
+	}
+	if gone {
+		// Before a later segment can go, this removal must be durable.
+		return s.syncDir()
+	}
+	return nil
+}
+
+// relocate copies the messages whose bodies are in seg to the current
+// segment, then lets collect delete it.
+func (s *LogStore) relocate(seg *segment) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		s.moving = false
+		s.mu.Unlock()
+	}()
+	s.mu.Lock()
+	var ids []string
+	for id, m := range s.index {
+		if m.seg == seg {
+			ids = append(ids, id)
+		}
+	}
+	seg.refs++
+	s.mu.Unlock()
+	defer s.release(seg)
+	var last uint64
+	for _, id := range ids {
+		s.mu.Lock()
+		m := s.index[id]
+		s.mu.Unlock()
+		if m == nil || m.seg != seg {
+			continue
+		}
+		buf := make([]byte, entryHdrLen, entryHdrLen+len(id)+int(m.size)+len(m.rec)+64)
+		buf = append(buf, id...)
+		n := len(buf)
+		buf = buf[:n+int(m.size)]
+		if _, err := seg.f.ReadAt(buf[n:], m.off); err != nil {
+			slog.Error("queue: copying a message forward in the log", "id", id, "err", err)
+			return
+		}
+		s.mu.Lock()
+		if cur := s.index[id]; cur != m || s.closed {
+			s.mu.Unlock()
+			continue
+		}
+		entry := encodeEntry(buf, entryPut, id, m.size, m.rec)
+		t, to, off, err := s.appendLocked(entry)
+		if err == nil {
+			seg.live--
+			to.live++
+			s.index[id] = &logMsg{seg: to, off: off + entryHdrLen + int64(len(id)), size: m.size, rec: m.rec}
+			last = t
+		}
+		s.mu.Unlock()
+		if err != nil {
+			slog.Error("queue: copying a message forward in the log", "id", id, "err", err)
+			return
+		}
+	}
+	if last > 0 {
+		if err := s.wait(last); err != nil {
+			return
+		}
+	}
+	s.mu.Lock()
+	if err := s.collectLocked(); err != nil {
+		slog.Error("queue: removing a log segment", "err", err)
+	}
+	s.mu.Unlock()
+}
+
+// wait returns once every entry up to ticket is flushed: the first caller
+// flushes everything written so far, the others wait for it and find
+// their entries covered, or flush again (group commit).
+func (s *LogStore) wait(ticket uint64) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.synced >= ticket {
+		return nil
+	}
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return err
+	}
+	// Every byte written before target is in f or in an earlier segment,
+	// which was flushed before f was started (rollLocked).
+	target, seg := s.written, s.current()
+	seg.refs++ // not closed by collect while flushed
+	s.mu.Unlock()
+	err := datasync(seg.f)
+	s.release(seg)
+	if err != nil {
+		// After a failed flush the kernel may have dropped the dirty
+		// pages: nothing written since the last good flush can be trusted.
+		s.mu.Lock()
+		s.err = fmt.Errorf("queue: flushing the log: %w", err)
+		s.mu.Unlock()
+		return s.err
+	}
+	s.synced = target
+	return nil
+}
+
+// Create stores m and body as one entry and returns once it is flushed.
+func (s *LogStore) Create(ctx context.Context, m *Message, body io.Reader) error {
+	if !validID(m.ID) {
+		return fmt.Errorf("%w: %q", ErrBadID, m.ID)
+	}
+	s.mu.Lock()
+	_, exists := s.index[m.ID]
+	s.mu.Unlock()
+	if exists {
+		return fmt.Errorf("%w: %s", ErrExists, m.ID)
+	}
+	buf := make([]byte, entryHdrLen, entryHdrLen+len(m.ID)+4096)
+	buf = append(buf, m.ID...)
+	n := len(buf)
+	w := &appendWriter{buf: buf}
+	if _, err := io.Copy(w, ctxReader{ctx, body}); err != nil {
+		return fmt.Errorf("queue: reading message body: %w", err)
+	}
+	buf = w.buf
+	m.Size = int64(len(buf) - n)
+	rec, err := encodeMessage(m)
+	if err != nil {
+		return err
+	}
+	entry := encodeEntry(buf, entryPut, m.ID, m.Size, rec)
+	s.mu.Lock()
+	if _, exists := s.index[m.ID]; exists {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrExists, m.ID)
+	}
+	ticket, seg, off, err := s.appendLocked(entry)
+	if err == nil {
+		seg.live++
+		s.index[m.ID] = &logMsg{seg: seg, off: off + int64(n), size: m.Size, rec: rec}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.wait(ticket)
+}
+
+type appendWriter struct{ buf []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+// Update appends m's new record and returns once it is flushed.
+func (s *LogStore) Update(ctx context.Context, m *Message) error {
+	if !validID(m.ID) {
+		return fmt.Errorf("%w: %q", ErrBadID, m.ID)
+	}
+	rec, err := encodeMessage(m)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, entryHdrLen, entryHdrLen+len(m.ID)+len(rec))
+	entry := encodeEntry(append(buf, m.ID...), entryUpdate, m.ID, 0, rec)
+	s.mu.Lock()
+	cur := s.index[m.ID]
+	if cur == nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, m.ID)
+	}
+	ticket, _, _, err := s.appendLocked(entry)
+	if err == nil {
+		cur.rec = rec
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.wait(ticket)
+}
+
+// Delete appends the removal of id without waiting for a flush (see
+// LogStore).
+func (s *LogStore) Delete(ctx context.Context, id string) error {
+	if !validID(id) {
+		return fmt.Errorf("%w: %q", ErrBadID, id)
+	}
+	buf := make([]byte, entryHdrLen, entryHdrLen+len(id))
+	entry := encodeEntry(append(buf, id...), entryRemove, id, 0, nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.index[id]
+	if cur == nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	ticket, _, _, err := s.appendLocked(entry)
+	if err != nil {
+		return err
+	}
+	cur.seg.live--
+	delete(s.index, id)
+	if s.lazy == nil {
+		s.wg.Add(1)
+		s.lazy = time.AfterFunc(DefaultDeleteSyncDelay, func() {
+			defer s.wg.Done()
+			s.mu.Lock()
+			s.lazy = nil
+			s.mu.Unlock()
+			s.wait(ticket)
+		})
+	}
+	return nil
+}
+
+// Get returns the latest record of id.
+func (s *LogStore) Get(ctx context.Context, id string) (*Message, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("%w: %q", ErrBadID, id)
+	}
+	s.mu.Lock()
+	cur := s.index[id]
+	var rec []byte
+	if cur != nil {
+		rec = cur.rec
+	}
+	s.mu.Unlock()
+	if cur == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	m, err := DecodeMessage(rec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, id, err)
+	}
+	return m, nil
+}
+
+// List returns the latest record of every message.
+func (s *LogStore) List(ctx context.Context) ([]*Message, error) {
+	s.mu.Lock()
+	recs := make(map[string][]byte, len(s.index))
+	for id, m := range s.index {
+		recs[id] = m.rec
+	}
+	s.mu.Unlock()
+	var msgs []*Message
+	var bad []string
+	for id, rec := range recs {
+		m, err := DecodeMessage(rec)
+		if err != nil || m.ID != id {
+			bad = append(bad, id)
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		return msgs, fmt.Errorf("%w: %s", ErrCorrupt, strings.Join(bad, ", "))
+	}
+	return msgs, nil
+}
+
+// Body opens the body of id; its segment stays open until Close.
+func (s *LogStore) Body(ctx context.Context, id string) (Body, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("%w: %q", ErrBadID, id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.index[id]
+	if cur == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	cur.seg.refs++
+	return &logBody{s: s, seg: cur.seg, r: io.NewSectionReader(cur.seg.f, cur.off, cur.size)}, nil
+}
+
+type logBody struct {
+	s    *LogStore
+	seg  *segment
+	r    *io.SectionReader
+	once sync.Once
+}
+
+func (b *logBody) ReadAt(p []byte, off int64) (int, error) { return b.r.ReadAt(p, off) }
+func (b *logBody) Size() int64                             { return b.r.Size() }
+func (b *logBody) Close() error {
+	b.once.Do(func() { b.s.release(b.seg) })
+	return nil
+}
+
+func (s *LogStore) release(seg *segment) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seg.refs--; seg.refs == 0 && seg.dead {
+		seg.f.Close()
+	}
+}
+
+// FreeSpace returns the bytes free on the log's file system
+// (SpaceReporter).
+func (s *LogStore) FreeSpace(ctx context.Context) (int64, error) { return DiskFree(s.dir) }
+
+// Dir returns the log directory.
+func (s *LogStore) Dir() string { return s.dir }
+
+// Close waits for a relocation in progress, flushes what is written and
+// releases the directory's lock. The LogStore must not be used afterwards.
+func (s *LogStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	if s.lazy != nil && s.lazy.Stop() {
+		s.wg.Done() // its flush is Close's
+	}
+	s.lazy = nil
+	written := s.written
+	s.mu.Unlock()
+	s.wg.Wait()
+	err := s.wait(written)
+	s.mu.Lock()
+	s.closeFiles()
+	s.mu.Unlock()
+	if cerr := s.lock.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *LogStore) closeFiles() {
+	for _, seg := range s.segs {
+		seg.f.Close()
+	}
+}
