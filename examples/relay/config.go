@@ -26,6 +26,7 @@ import (
 type Config struct {
 	DataDir  string // -data: certificates, Maildirs, queue, caches
 	QueueDSN string // -queue: a PostgreSQL queue shared by several relays
+	Spool    string // -spool: the local queue's layout, "log", "dir" or "" (auto)
 	Hostname string // -hostname: greeting, Received, EHLO, Reporting-MTA
 
 	SMTPAddr        string // -smtp: MX-style listener (STARTTLS offered); "" disables it
@@ -121,6 +122,7 @@ func parseCommandFlags(name string, args []string, out io.Writer, extra func(*fl
 	)
 	fs.StringVar(&c.DataDir, "data", "relay-data", "data `directory`: certificates, Maildirs (mail/), queue (queue/), caches")
 	fs.StringVar(&c.QueueDSN, "queue", "", "PostgreSQL `URL` (postgres://…) of a queue shared by several relays (transport/queue/pgstore); the database must exist; empty: the queue under -data")
+	fs.StringVar(&c.Spool, "spool", "", "the local queue's `layout`: log (queue.LogStore under -data/log) or dir (queue.DirStore under -data/queue); empty: dir if -data/queue exists (a spool from before the log), else log")
 	fs.DurationVar(&c.QueueLease, "queue-lease", pgstore.DefaultLease, "with -queue, how long this relay holds a message without renewing it; a relay that dies or stalls longer loses its messages to the others")
 	fs.StringVar(&c.Hostname, "hostname", host, "this host's public `name` (greeting, Received, EHLO, DSNs); not localhost")
 	fs.StringVar(&c.SMTPAddr, "smtp", "127.0.0.1:2525", "MX-style listener `address` (STARTTLS offered); empty disables it")

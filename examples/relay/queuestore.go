@@ -5,22 +5,43 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/mailtls/mailtls/transport/queue"
 	"github.com/mailtls/mailtls/transport/queue/pgstore"
 )
 
-// openStore opens the queue's store: the spool under -data, or with
+// openStore opens the queue's store: the spool under -data (-spool), or with
 // -queue a PostgreSQL database shared with other relays (each relay named
 // in leases by -hostname, its process id and a random suffix).
 func openStore(cfg *Config) (queue.Store, error) {
 	if cfg.QueueDSN == "" {
-		st, err := queue.OpenDirStore(cfg.path("queue"))
-		if err != nil {
-			return nil, fmt.Errorf("-data: queue: %w", err)
+		layout := cfg.Spool
+		if layout == "" {
+			layout = "log"
+			if _, err := os.Stat(cfg.path("queue")); err == nil {
+				layout = "dir" // drained and kept as it is; -spool log moves on
+			}
 		}
-		return st, nil
+		switch layout {
+		case "log":
+			if left, _ := filepath.Glob(cfg.path("queue", "*.msg")); len(left) > 0 {
+				return nil, fmt.Errorf("-spool log: %s still holds %d messages of the dir spool; run with -spool dir until it is empty", cfg.path("queue"), len(left))
+			}
+			st, err := queue.OpenLogStore(cfg.path("log"), queue.LogStoreOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("-data: log: %w", err)
+			}
+			return st, nil
+		case "dir":
+			st, err := queue.OpenDirStore(cfg.path("queue"))
+			if err != nil {
+				return nil, fmt.Errorf("-data: queue: %w", err)
+			}
+			return st, nil
+		}
+		return nil, fmt.Errorf("-spool %q: want log or dir", cfg.Spool)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailtls/mailtls/internal/pgtest"
+	"github.com/mailtls/mailtls/transport/queue"
 	"github.com/mailtls/mailtls/transport/queue/pgstore"
 	"github.com/mailtls/mailtls/transport/transporttest"
 )
@@ -57,5 +60,46 @@ func TestSharedQueueTwoRelays(t *testing.T) {
 		if a := fmt.Sprintf("r%d@partner.example", i); seen[a] != 1 {
 			t.Errorf("%s delivered %d times", a, seen[a])
 		}
+	}
+}
+
+// TestSpoolLayout: a new -data directory gets the log spool; one with a
+// dir spool from before keeps it, and -spool log refuses to leave its
+// messages behind.
+func TestSpoolLayout(t *testing.T) {
+	open := func(cfg *Config) (queue.Store, error) {
+		st, err := openStore(cfg)
+		if err == nil {
+			t.Cleanup(func() { st.(interface{ Close() error }).Close() })
+		}
+		return st, err
+	}
+	fresh := &Config{DataDir: t.TempDir()}
+	if st, err := open(fresh); err != nil {
+		t.Fatal(err)
+	} else if _, ok := st.(*queue.LogStore); !ok {
+		t.Errorf("new data directory: %T, want *queue.LogStore", st)
+	}
+	old := &Config{DataDir: t.TempDir()}
+	ds, err := queue.OpenDirStore(old.path("queue"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &queue.Message{ID: "left", From: "a@example.org", Recipients: []*queue.Recipient{{Address: "b@example.net"}}}
+	if err := ds.Create(context.Background(), msg, strings.NewReader("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	ds.Close()
+	if st, err := open(old); err != nil {
+		t.Fatal(err)
+	} else if _, ok := st.(*queue.DirStore); !ok {
+		t.Errorf("data directory with queue/: %T, want *queue.DirStore", st)
+	}
+	old.Spool = "log"
+	if _, err := open(old); err == nil || !strings.Contains(err.Error(), "still holds 1 messages") {
+		t.Errorf("-spool log over a non-empty dir spool: %v", err)
+	}
+	if _, err := open(&Config{DataDir: t.TempDir(), Spool: "mbox"}); err == nil {
+		t.Error("-spool mbox accepted")
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/mailtls/mailtls/certstore"
 	"github.com/mailtls/mailtls/internal/pgtest"
+	"github.com/mailtls/mailtls/transport/queue"
 )
 
 // TestMain lets the signal tests run this test binary as the relay itself:
@@ -240,10 +242,24 @@ func TestSIGTERMDrains(t *testing.T) {
 	// the queue's spool if the queue stopped before delivering it.
 	var found bool
 	files := maildirFiles(t, &Config{DataDir: c.dataDir}, "user@localhost", "new")
-	spooled, _ := filepath.Glob(filepath.Join(c.dataDir, "queue", "*.msg"))
-	for _, f := range append(files, spooled...) {
+	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		found = found || bytes.Contains(b, []byte("second half"))
+	}
+	st, err := queue.OpenLogStore(filepath.Join(c.dataDir, "log"), queue.LogStoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	spooled, _ := st.List(context.Background())
+	for _, m := range spooled {
+		b, err := st.Body(context.Background(), m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(io.NewSectionReader(b, 0, b.Size()))
+		b.Close()
+		found = found || bytes.Contains(data, []byte("second half"))
 	}
 	if !found {
 		t.Error("the drained message is neither in user@localhost's Maildir nor in the spool")

@@ -66,7 +66,7 @@ func startChild(ctx context.Context, cfg *config, kind, certFile, keyFile string
 		return nil, err
 	}
 	cmd := exec.Command(exe, append([]string{"-serve", kind, "-cert", certFile, "-key", keyFile,
-		"-spool", cfg.spool, "-timeout", cfg.timeout.String(), "-cpuprofile", cfg.profileDir}, extra...)...)
+		"-spool", cfg.spool, "-store", cfg.store, "-timeout", cfg.timeout.String(), "-cpuprofile", cfg.profileDir}, extra...)...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	c := &child{kind: kind, cmd: cmd, stderr: &boundedBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = c.stderr
@@ -284,9 +284,9 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	if cfg.bdat {
 		mode = "BDAT"
 	}
-	fmt.Fprintf(stdout, "smtpload %s %s %s/%s NumCPU=%d GOMAXPROCS=%d c=%d n=%d size=%d per-conn=%d mode=%s rounds=%d targets=%s spool=%s\n",
+	fmt.Fprintf(stdout, "smtpload %s %s %s/%s NumCPU=%d GOMAXPROCS=%d c=%d n=%d size=%d per-conn=%d mode=%s rounds=%d targets=%s spool=%s store=%s\n",
 		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
-		cfg.conc, cfg.n, cfg.size, cfg.perConn, mode, cfg.rounds, strings.Join(targets, ","), cfg.spool)
+		cfg.conc, cfg.n, cfg.size, cfg.perConn, mode, cfg.rounds, strings.Join(targets, ","), cfg.spool, cfg.store)
 	if pf != nil {
 		fmt.Fprintf(stdout, "postfix %s\n", pf.version)
 	}

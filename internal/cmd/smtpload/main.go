@@ -13,12 +13,12 @@
 //	mailtls  transport.Server (default inbound policy: TLS required, TLS 1.2
 //	         minimum) with a Handler that discards the body
 //	queue    transport.Server whose Handler is a transport/queue.Queue over a
-//	         DirStore in a fresh temporary directory: each message is
-//	         durable (written, fsynced, linked into place, directory
-//	         fsynced) before the 250, then "delivered" by a Deliverer that
+//	         LogStore (or, with -store dir, a DirStore) in a fresh
+//	         temporary directory: each message is durable (flushed)
+//	         before the 250, then "delivered" by a Deliverer that
 //	         discards it, so the spool stays small
 //	relay    the relay end to end: transport.Server (STARTTLS required) →
-//	         queue on a DirStore (durable before the 250) → a
+//	         queue on the same store (durable before the 250) → a
 //	         transport.Connector (policy verify, the load certificate as its
 //	         only root, connection pooling on) → a TLS sink child (bare
 //	         go-smtp with STARTTLS, discarding). A round ends when the SINK
@@ -69,6 +69,8 @@
 //	-targets LIST comma-separated subset of gosmtp,mailtls,queue,relay,postfix
 //	              (default all; gosmtp is always included)
 //	-require-postfix  fail instead of skipping the postfix target
+//	-store KIND   the queue and relay targets' spool: log (queue.LogStore,
+//	              the default) or dir (queue.DirStore)
 //	-spool DIR    where the queue and relay targets' spool directories are
 //	              created (default the system temporary directory; put it
 //	              on the disk you want to measure)
@@ -116,7 +118,7 @@ type config struct {
 	conc, n, size, perConn, rounds int
 	bdat                           bool
 	targets                        []string
-	spool                          string
+	spool, store                   string
 	timeout                        time.Duration
 	serve                          string
 	certFile, keyFile              string // child only
@@ -144,6 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.bdat, "bdat", false, "send BDAT LAST instead of DATA")
 	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets (gosmtp is always measured)")
 	fs.StringVar(&c.spool, "spool", os.TempDir(), "parent `dir` of the queue target's spool")
+	fs.StringVar(&c.store, "store", "log", "the queue and relay targets' spool: `log` (queue.LogStore) or dir (queue.DirStore)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "limit for the whole run")
 	fs.StringVar(&c.serve, "serve", "", "internal: serve one target `kind`")
 	fs.StringVar(&c.certFile, "cert", "", "internal: certificate file (child)")
@@ -170,6 +173,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-rounds must be 1..1000")
 	case c.timeout <= 0:
 		return nil, errors.New("-timeout must be positive")
+	case c.store != "log" && c.store != "dir":
+		return nil, errors.New("-store must be log or dir")
 	}
 	c.targets = []string{"gosmtp"}
 	for _, t := range strings.Split(*targets, ",") {

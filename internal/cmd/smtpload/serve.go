@@ -103,7 +103,15 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 			return err
 		}
 		defer os.RemoveAll(dir)
-		store, err := queue.OpenDirStore(dir)
+		var store interface {
+			queue.Store
+			Close() error
+		}
+		if cfg.store == "dir" {
+			store, err = queue.OpenDirStore(dir)
+		} else {
+			store, err = queue.OpenLogStore(dir, queue.LogStoreOptions{})
+		}
 		if err != nil {
 			l.Close()
 			return err
