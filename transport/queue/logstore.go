@@ -50,19 +50,17 @@ type LogStore struct {
 	segSize int64
 	keep    int
 
-	mu      sync.Mutex
-	index   map[string]*logMsg
-	segs    []*segment // oldest first; the last is the one written
-	end     int64      // write offset in the current segment
-	written uint64     // bytes ever appended (sync tickets)
-	err     error      // a failed flush: the store refuses every change
-	moving  bool       // a relocation runs
-	closed  bool
-	lazy    *time.Timer // flush of removals nobody waits for
-	wg      sync.WaitGroup
+	mu     sync.Mutex
+	index  map[string]*logMsg
+	segs   []*segment // oldest first; the last is the one written
+	end    int64      // write offset in the current segment
+	err    error      // a failed flush: the store refuses every change
+	moving bool       // a relocation runs
+	closed bool
+	lazy   *time.Timer // flush of removals nobody waits for
+	wg     sync.WaitGroup
 
-	syncMu sync.Mutex
-	synced uint64 // tickets covered by a completed flush
+	flushes groupSync // tickets: entries written; one flush covers all before it
 }
 
 // logMsg is where a message is: the segment holding its body, and its
@@ -352,8 +350,7 @@ func (s *LogStore) appendLocked(entry []byte) (ticket uint64, seg *segment, off 
 	}
 	off = s.end
 	s.end += int64(len(entry))
-	s.written += uint64(len(entry))
-	return s.written, seg, off, nil
+	return s.ticketLocked(), seg, off, nil
 }
 
 // rollLocked flushes the current segment and starts the next one; the
@@ -468,38 +465,49 @@ func (s *LogStore) relocate(seg *segment) {
 	s.mu.Unlock()
 }
 
-// wait returns once every entry up to ticket is flushed: the first caller
-// flushes everything written so far, the others wait for it and find
-// their entries covered, or flush again (group commit).
+// wait returns once a flush that began after ticket was handed out (so
+// after the entry was written) has completed: callers in flight share one
+// (groupSync, as DirStore's commits).
 func (s *LogStore) wait(ticket uint64) error {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	if s.synced >= ticket {
-		return nil
-	}
+	s.flushes.mu.Lock()
+	defer s.flushes.mu.Unlock()
+	return s.flushes.wait(ticket, s.flush, nil, 0)
+}
+
+// ticketLocked hands out the ticket for an entry just written. s.mu is
+// held.
+func (s *LogStore) ticketLocked() uint64 {
+	s.flushes.mu.Lock()
+	defer s.flushes.mu.Unlock()
+	return s.flushes.ticket()
+}
+
+// flush makes everything written so far durable: what is in the current
+// segment, with one fdatasync; earlier segments were flushed before it
+// was started (rollLocked).
+func (s *LogStore) flush() error {
 	s.mu.Lock()
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
 		return err
 	}
-	// Every byte written before target is in f or in an earlier segment,
-	// which was flushed before f was started (rollLocked).
-	target, seg := s.written, s.current()
+	seg := s.current()
 	seg.refs++ // not closed by collect while flushed
 	s.mu.Unlock()
 	err := datasync(seg.f)
 	s.release(seg)
 	if err != nil {
 		// After a failed flush the kernel may have dropped the dirty
-		// pages: nothing written since the last good flush can be trusted.
+		// pages: nothing written since the last good one can be trusted.
 		s.mu.Lock()
-		s.err = fmt.Errorf("queue: flushing the log: %w", err)
+		if s.err == nil {
+			s.err = fmt.Errorf("queue: flushing the log: %w", err)
+		}
+		err = s.err
 		s.mu.Unlock()
-		return s.err
 	}
-	s.synced = target
-	return nil
+	return err
 }
 
 // Create stores m and body as one entry and returns once it is flushed.
@@ -507,6 +515,7 @@ func (s *LogStore) Create(ctx context.Context, m *Message, body io.Reader) error
 	if !validID(m.ID) {
 		return fmt.Errorf("%w: %q", ErrBadID, m.ID)
 	}
+
 	s.mu.Lock()
 	_, exists := s.index[m.ID]
 	s.mu.Unlock()
@@ -716,10 +725,9 @@ func (s *LogStore) Close() error {
 		s.wg.Done() // its flush is Close's
 	}
 	s.lazy = nil
-	written := s.written
 	s.mu.Unlock()
 	s.wg.Wait()
-	err := s.wait(written)
+	err := s.wait(s.ticketLocked())
 	s.mu.Lock()
 	s.closeFiles()
 	s.mu.Unlock()
