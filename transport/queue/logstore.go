@@ -57,8 +57,12 @@ type LogStore struct {
 	err    error      // a failed flush: the store refuses every change
 	moving bool       // a relocation runs
 	closed bool
-	lazy   *time.Timer // flush of removals nobody waits for
-	wg     sync.WaitGroup
+	// spare is the next segment, prepared ahead under spareName, or nil;
+	// preparing is set while it is being written.
+	spare     *os.File
+	preparing bool
+	lazy      *time.Timer // flush of removals nobody waits for
+	wg        sync.WaitGroup
 
 	flushes groupSync // tickets: entries written; one flush covers all before it
 }
@@ -84,7 +88,7 @@ var _ Store = (*LogStore)(nil)
 
 // Defaults of LogStoreOptions.
 const (
-	DefaultSegmentSize       = 64 << 20
+	DefaultSegmentSize       = 16 << 20
 	DefaultMaxSealedSegments = 4
 )
 
@@ -153,6 +157,7 @@ func (s *LogStore) load() error {
 			nums = append(nums, num)
 		}
 	}
+	os.Remove(filepath.Join(s.dir, spareName)) // prepared, never written
 	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
 	next := uint64(1)
 	for _, num := range nums {
@@ -197,6 +202,13 @@ func (s *LogStore) replay(seg *segment) error {
 		if _, err := io.ReadFull(r, hdr); err != nil {
 			break
 		}
+		if allZero(hdr) {
+			// The end of what was written in a segment prepared with
+			// zeros (or a crash cut the entry before any of it reached
+			// the disk).
+			size = off
+			break
+		}
 		kind, idLen, recLen, bodyLen, sum, ok := parseEntryHeader(hdr)
 		total := int64(entryHdrLen) + int64(idLen) + int64(recLen) + bodyLen
 		if !ok || off+total > size {
@@ -227,6 +239,15 @@ func (s *LogStore) replay(seg *segment) error {
 			"segment", seg.f.Name(), "offset", off, "bytes", size-off)
 	}
 	return nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func parseEntryHeader(h []byte) (kind byte, idLen, recLen uint32, bodyLen int64, sum uint32, ok bool) {
@@ -282,16 +303,30 @@ func encodeEntry(buf []byte, kind byte, id string, bodyLen int64, rec []byte) []
 	return buf
 }
 
-// startSegment creates segment num, makes its header and name durable,
-// and writes to it from now on. s.mu is held.
+// startSegment makes segment num the one written from now on: the spare
+// prepared ahead (zeros to SegmentSize, so that a flush writes data
+// blocks only and no file size or extent changes), renamed into place, or
+// else a new file that grows as it is written. Its header and name are
+// durable before anything is written to it. s.mu is held.
 func (s *LogStore) startSegment(num uint64) error {
 	name := filepath.Join(s.dir, segName(num))
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("queue: creating segment: %w", err)
+	f := s.spare
+	s.spare = nil
+	var err error
+	if f != nil {
+		if err = os.Rename(f.Name(), name); err != nil {
+			f.Close()
+			f = nil
+		}
 	}
-	if _, err := f.WriteAt([]byte(segHeader), 0); err == nil {
-		err = datasync(f)
+	if f == nil {
+		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("queue: creating segment: %w", storageErr(err))
+		}
+		if _, err = f.WriteAt([]byte(segHeader), 0); err == nil {
+			err = datasync(f)
+		}
 	}
 	if err == nil {
 		err = s.syncDir()
@@ -303,7 +338,64 @@ func (s *LogStore) startSegment(num uint64) error {
 	}
 	s.segs = append(s.segs, &segment{num: num, f: f})
 	s.end = int64(len(segHeader))
+	s.prepareLocked()
 	return nil
+}
+
+// spareName is the file a spare segment is prepared in.
+const spareName = "spare.seg"
+
+// prepareLocked starts preparing the next segment in the background, if
+// none is ready or being prepared. s.mu is held.
+func (s *LogStore) prepareLocked() {
+	if s.spare != nil || s.preparing || s.closed {
+		return
+	}
+	s.preparing = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f, err := s.prepare()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.preparing = false
+		if err != nil {
+			slog.Warn("queue: preparing the next log segment", "err", err)
+			return
+		}
+		if s.closed {
+			f.Close()
+			os.Remove(f.Name())
+			return
+		}
+		s.spare = f
+	}()
+}
+
+// prepare writes a spare segment: header, then zeros to SegmentSize,
+// flushed.
+func (s *LogStore) prepare() (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(s.dir, spareName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	zeros := make([]byte, 1<<20)
+	copy(zeros, segHeader)
+	for off := int64(0); off < s.segSize && err == nil; off += int64(len(zeros)) {
+		_, err = f.WriteAt(zeros[:min(int64(len(zeros)), s.segSize-off)], off)
+		if off == 0 {
+			clear(zeros[:len(segHeader)])
+		}
+	}
+	if err == nil {
+		err = datasync(f)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return f, nil
 }
 
 func (s *LogStore) syncDir() error {
@@ -382,7 +474,7 @@ func (s *LogStore) collectLocked() error {
 	gone := false
 	for len(s.segs) > 1 && s.segs[0].live == 0 {
 		seg := s.segs[0]
-		if err := os.Remove(seg.f.Name()); err != nil {
+		if err := os.Remove(filepath.Join(s.dir, segName(seg.num))); err != nil {
 			return fmt.Errorf("queue: removing segment: %w", err)
 		}
 		seg.dead = true
@@ -740,5 +832,10 @@ func (s *LogStore) Close() error {
 func (s *LogStore) closeFiles() {
 	for _, seg := range s.segs {
 		seg.f.Close()
+	}
+	if s.spare != nil {
+		s.spare.Close()
+		os.Remove(s.spare.Name())
+		s.spare = nil
 	}
 }
