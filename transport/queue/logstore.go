@@ -614,20 +614,24 @@ func (s *LogStore) Create(ctx context.Context, m *Message, body io.Reader) error
 	if exists {
 		return fmt.Errorf("%w: %s", ErrExists, m.ID)
 	}
-	buf := make([]byte, entryHdrLen, entryHdrLen+len(m.ID)+4096)
+	pb := entryPool.Get().(*[]byte)
+	defer putEntry(pb)
+	buf := append((*pb)[:0], make([]byte, entryHdrLen)...)
 	buf = append(buf, m.ID...)
 	n := len(buf)
 	w := &appendWriter{buf: buf}
-	if _, err := io.Copy(w, ctxReader{ctx, body}); err != nil {
+	_, err := w.ReadFrom(ctxReader{ctx, body})
+	buf, *pb = w.buf, w.buf
+	if err != nil {
 		return fmt.Errorf("queue: reading message body: %w", err)
 	}
-	buf = w.buf
 	m.Size = int64(len(buf) - n)
 	rec, err := encodeMessage(m)
 	if err != nil {
 		return err
 	}
 	entry := encodeEntry(buf, entryPut, m.ID, m.Size, rec)
+	*pb = entry
 	s.mu.Lock()
 	if _, exists := s.index[m.ID]; exists {
 		s.mu.Unlock()
@@ -645,11 +649,38 @@ func (s *LogStore) Create(ctx context.Context, m *Message, body io.Reader) error
 	return s.wait(ticket)
 }
 
+// appendWriter reads a body into the entry being built.
 type appendWriter struct{ buf []byte }
 
-func (w *appendWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	return len(p), nil
+// ReadFrom reads r to its end into w.buf's free capacity, growing it.
+func (w *appendWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		if len(w.buf) == cap(w.buf) {
+			w.buf = append(w.buf, 0)[:len(w.buf)]
+		}
+		n, err := r.Read(w.buf[len(w.buf):cap(w.buf)])
+		w.buf = w.buf[:len(w.buf)+n]
+		total += int64(n)
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// entryPool keeps the buffers Create builds entries in; buffers above
+// maxPooledEntry are left to the garbage collector.
+var entryPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+const maxPooledEntry = 1 << 20
+
+func putEntry(pb *[]byte) {
+	if cap(*pb) <= maxPooledEntry {
+		entryPool.Put(pb)
+	}
 }
 
 // Update appends m's new record and returns once it is flushed.

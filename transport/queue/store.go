@@ -299,7 +299,7 @@ func encodeMessage(m *Message) ([]byte, error) {
 		return nil, err
 	}
 	m.Format = RecordFormat
-	b, err := json.MarshalIndent(m, "", "\t")
+	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("queue: encoding message %s: %w", m.ID, err)
 	}
