@@ -65,6 +65,11 @@ type LogStore struct {
 	wg        sync.WaitGroup
 
 	flushes groupSync // tickets: entries written; one flush covers all before it
+
+	// flushHook, if set (tests), is called before (done false) and after
+	// each flush of the current segment with the offset up to which it
+	// was written when the flush began.
+	flushHook func(f *os.File, end int64, done bool)
 }
 
 // logMsg is where a message is: the segment holding its body, and its
@@ -172,8 +177,14 @@ func (s *LogStore) load() error {
 		}
 		next = num + 1
 	}
+	// The first segment is prepared now, the next ones in the background.
+	spare, err := s.prepare()
+	if err != nil {
+		return fmt.Errorf("queue: preparing a log segment: %w", storageErr(err))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.spare = spare
 	if err := s.startSegment(next); err != nil {
 		return err
 	}
@@ -584,10 +595,16 @@ func (s *LogStore) flush() error {
 		s.mu.Unlock()
 		return err
 	}
-	seg := s.current()
+	seg, end := s.current(), s.end
 	seg.refs++ // not closed by collect while flushed
 	s.mu.Unlock()
+	if s.flushHook != nil {
+		s.flushHook(seg.f, end, false)
+	}
 	err := datasync(seg.f)
+	if s.flushHook != nil && err == nil {
+		s.flushHook(seg.f, end, true)
+	}
 	s.release(seg)
 	if err != nil {
 		// After a failed flush the kernel may have dropped the dirty

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mailtls/mailtls/transport"
@@ -199,4 +201,170 @@ func TestLogStoreRefusesDirStore(t *testing.T) {
 		}
 		t.Fatalf("OpenLogStore of a DirStore spool = %v", err)
 	}
+}
+
+// TestLogStorePowerCut simulates power cuts at the level of the disk:
+// after a flush completed, what the disk holds is everything written
+// before that flush began, plus any subset of the 512-byte sectors
+// written since (a device may write back dirty data in any order, and a
+// power cut drops the rest). Four goroutines create, update and delete
+// messages; before each flush the test copies what was written so far.
+// For sampled flushes and random subsets of the later sectors, a LogStore
+// opened on that image must hold every message whose Create had
+// returned after that flush completed, with its body intact and at
+// least the last update that had returned, and nothing that was never
+// created. (Segments are prepared with zeros and flushed before use, so
+// the file's size and blocks do not change: the sectors are the whole
+// state.)
+func TestLogStorePowerCut(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "log")
+	st, err := OpenLogStore(dir, LogStoreOptions{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var snaps [][]byte // content written before flush i began
+	completed := -1    // the last flush that completed
+	st.flushHook = func(f *os.File, end int64, done bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			completed = len(snaps) - 1
+			return
+		}
+		b := make([]byte, end)
+		if _, err := f.ReadAt(b, 0); err != nil {
+			t.Error(err)
+		}
+		snaps = append(snaps, b)
+	}
+	acked := func() int { mu.Lock(); defer mu.Unlock(); return completed }
+
+	type history struct {
+		body     string
+		created  int // flush completed when Create returned
+		updates  map[int]int
+		attempts int // last update that returned
+	}
+	var hmu sync.Mutex
+	hist := map[string]*history{}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rnd := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := range 60 {
+				id := fmt.Sprintf("g%d-%d", g, i)
+				body := strings.Repeat(fmt.Sprintf("%s:%d ", id, rnd.IntN(1000)), 1+rnd.IntN(200)) + "\r\n"
+				m := logMsgFor(id)
+				if err := st.Create(ctx, m, strings.NewReader(body)); err != nil {
+					t.Error(err)
+					return
+				}
+				h := &history{body: body, created: acked(), updates: map[int]int{}}
+				hmu.Lock()
+				hist[id] = h
+				hmu.Unlock()
+				for a := 1; a <= rnd.IntN(3); a++ {
+					m.Recipients[0].State, m.Recipients[0].Attempts = transport.Deferred, a
+					if err := st.Update(ctx, m); err != nil {
+						t.Error(err)
+						return
+					}
+					hmu.Lock()
+					h.attempts, h.updates[a] = a, acked()
+					hmu.Unlock()
+				}
+				if rnd.IntN(3) == 0 {
+					if err := st.Delete(ctx, id); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	segs := segFiles(t, dir)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(segs) != 1 {
+		t.Fatalf("segments %v: the test needs one", segs)
+	}
+	final, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) < 20 {
+		t.Fatalf("only %d flushes", len(snaps))
+	}
+	rnd := rand.New(rand.NewPCG(7, 7))
+	states := 0
+	for trial := range 60 {
+		k := rnd.IntN(len(snaps))
+		if trial == 0 {
+			k = len(snaps) - 1
+		}
+		img := make([]byte, len(final)) // the segment was zeros before
+		copy(img, snaps[k])
+		keep := rnd.Float64() // share of the later sectors that reached the disk
+		for off := len(snaps[k]) / 512 * 512; off < len(final); off += 512 {
+			end := min(off+512, len(final))
+			if rnd.Float64() < keep {
+				copy(img[max(off, len(snaps[k])):end], final[max(off, len(snaps[k])):end])
+			}
+		}
+		cdir := filepath.Join(t.TempDir(), "cut")
+		if err := os.MkdirAll(cdir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(cdir, filepath.Base(segs[0])), img, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cut, err := OpenLogStore(cdir, LogStoreOptions{SegmentSize: 1 << 20})
+		if err != nil {
+			t.Fatalf("flush %d: open after the cut: %v", k, err)
+		}
+		list, err := cut.List(ctx)
+		if err != nil {
+			t.Fatalf("flush %d: %v", k, err)
+		}
+		present := map[string]*Message{}
+		for _, m := range list {
+			present[m.ID] = m
+			h := hist[m.ID]
+			if h == nil {
+				t.Errorf("flush %d: %s was never created", k, m.ID)
+				continue
+			}
+			if b := readBody(t, cut, m.ID); b != h.body {
+				t.Errorf("flush %d: body of %s differs", k, m.ID)
+			}
+		}
+		for id, h := range hist {
+			m := present[id]
+			if h.created > k {
+				continue // not acknowledged before this cut
+			}
+			if m == nil {
+				// Only a Delete may remove it; Deletes are not waited for,
+				// so a missing message must have been deleted.
+				if _, err := st.Get(ctx, id); err == nil {
+					t.Errorf("flush %d: %s lost (created by flush %d)", k, id, h.created)
+				}
+				continue
+			}
+			for a, at := range h.updates {
+				if at <= k && m.Recipients[0].Attempts < a {
+					t.Errorf("flush %d: %s has attempts %d, but the update to %d returned after flush %d", k, id, m.Recipients[0].Attempts, a, at)
+				}
+			}
+		}
+		cut.Close()
+		states++
+	}
+	t.Logf("%d flushes, %d messages; %d power-cut images checked", len(snaps), len(hist), states)
 }
