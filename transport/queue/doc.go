@@ -7,7 +7,8 @@
 //
 // # Use
 //
-// Open a Store (OpenDirStore for a spool directory), build a Queue with it
+// Open a Store (OpenLogStore for a spool directory written as a log, the
+// faster; OpenDirStore for one file per message), build a Queue with it
 // and a Deliverer (a *transport.Connector, or Local for mailboxes), start
 // Queue.Run, and hand accepted mail to Queue.Enqueue — or give the Queue to
 // a transport.Server as its Handler (Queue.ServeSMTP), so that the client
@@ -16,11 +17,15 @@
 //
 // # What it does
 //
-//   - Store: DirStore writes the record (Message, versioned by
-//     RecordFormat) and the body to one file with a checksum, links it into
-//     place, and makes file and name durable (one flush shared by the
-//     Enqueues in flight) before Enqueue returns. Other stores implement
-//     the Store interface.
+//   - Store: LogStore appends the record (Message, versioned by
+//     RecordFormat) and the body as one checksummed entry to a segment
+//     file prepared with zeros, and makes it durable with one fdatasync(2)
+//     shared by the Enqueues and Updates in flight before Enqueue returns;
+//     a removal is an entry too. DirStore writes record and body to one
+//     file per message with a checksum, links it into place, and makes
+//     file and name durable (one flush shared by the Enqueues in flight).
+//     Why both survive a power cut: DURABILITY.md. Other stores implement
+//     the Store interface (pgstore, for several nodes).
 //   - Per-recipient state (transport.Status) with attempt count, last error
 //     (reply code, RFC 3463 enhanced code, text, remote MTA, RFC 8460
 //     failure type, whether we found it ourselves) and next attempt time. A
@@ -48,8 +53,9 @@
 //     recipients go to a second Deliverer with per-recipient results,
 //     retries and reports, so a server can enqueue every accepted message
 //     whole and answer 250 once.
-//   - Restart: Run loads the store; OpenDirStore locks the directory and
-//     removes temporary and half-created files first.
+//   - Restart: Run loads the store; OpenLogStore and OpenDirStore lock
+//     the directory and leave out what a crash cut before it was
+//     acknowledged (an incomplete log entry; a half-created file).
 //   - Operator control: List, Get, Counts, RetryNow, RetryDomain, RetryAll,
 //     Remove, Hold and Release (package admin serves them on a Unix socket).
 //   - Early refusal on a full disk (Postfix's queue_minfree): Queue is a
