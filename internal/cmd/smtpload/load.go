@@ -232,34 +232,49 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	clientTLS := &tls.Config{RootCAs: roots, ServerName: hostname, CurvePreferences: []tls.CurveID{tls.X25519}}
 
 	targets := slices.Clone(cfg.targets)
-	if contains(targets, "postfix") {
+	isPostfix := func(t string) bool { return t == "postfix" || t == "postfix-relay" }
+	if slices.ContainsFunc(targets, isPostfix) {
 		if why := postfixUnavailable(); why != "" {
 			if cfg.requirePostfix {
 				return fmt.Errorf("postfix target: %s", why)
 			}
-			fmt.Fprintf(stdout, "skipping target postfix: %s (-require-postfix makes this an error)\n", why)
-			targets = slices.DeleteFunc(targets, func(t string) bool { return t == "postfix" })
+			fmt.Fprintf(stdout, "skipping the postfix targets: %s (-require-postfix makes this an error)\n", why)
+			targets = slices.DeleteFunc(targets, isPostfix)
 		}
 	}
 
 	children := map[string]*child{}
-	var pf *postfixServer
+	pfs := map[string]*postfixServer{}
 	defer func() {
 		for _, c := range children {
 			c.kill()
 		}
-		if pf != nil {
+		for _, pf := range pfs {
 			pf.stop()
 		}
 	}()
+	// sinkOf is the sink child a target delivers to, if it relays.
+	sinkOf := map[string]string{"relay": "sink", "postfix-relay": "pfsink"}
 	addrs := map[string]string{}
 	for _, t := range targets {
 		switch t {
 		case "postfix":
-			if pf, err = startPostfix(ctx, dir, certFile, keyFile); err != nil {
+			pf, err := startPostfix(ctx, dir, certFile, keyFile, "")
+			if err != nil {
 				return err
 			}
-			addrs[t] = pf.addr
+			pfs[t], addrs[t] = pf, pf.addr
+		case "postfix-relay":
+			sink, err := startChild(ctx, cfg, "sink", certFile, keyFile)
+			if err != nil {
+				return err
+			}
+			children["pfsink"] = sink
+			pf, err := startPostfix(ctx, dir, certFile, keyFile, sink.addr)
+			if err != nil {
+				return err
+			}
+			pfs[t], addrs[t] = pf, pf.addr
 		case "relay":
 			sink, err := startChild(ctx, cfg, "sink", certFile, keyFile)
 			if err != nil {
@@ -287,8 +302,9 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	fmt.Fprintf(stdout, "smtpload %s %s %s/%s NumCPU=%d GOMAXPROCS=%d c=%d n=%d size=%d per-conn=%d mode=%s rounds=%d targets=%s spool=%s store=%s\n",
 		time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
 		cfg.conc, cfg.n, cfg.size, cfg.perConn, mode, cfg.rounds, strings.Join(targets, ","), cfg.spool, cfg.store)
-	if pf != nil {
+	for _, pf := range pfs {
 		fmt.Fprintf(stdout, "postfix %s\n", pf.version)
+		break
 	}
 
 	body := makeBody(cfg.size)
@@ -299,8 +315,8 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 			t := targets[(r+i)%k] // ABC, BCA, CAB, ...
 			var m measurement
 			var err error
-			if t == "relay" {
-				m, err = driveRelay(ctx, cfg, addrs[t], clientTLS, body, children["sink"])
+			if sink, ok := sinkOf[t]; ok {
+				m, err = driveRelay(ctx, cfg, addrs[t], clientTLS, body, children[sink])
 			} else {
 				m, err = drive(ctx, cfg, addrs[t], clientTLS, body)
 			}
@@ -310,7 +326,7 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 			m.target = t
 			byTarget[t] = append(byTarget[t], m)
 			extra := ""
-			if t == "relay" {
+			if _, ok := sinkOf[t]; ok {
 				extra = fmt.Sprintf(" (end to end; all accepted after %.3fs)", m.accepted.Seconds())
 			}
 			fmt.Fprintf(stdout, "round %d %-7s %d msgs in %.3fs = %.1f msgs/s%s\n", r+1, t, m.msgs, m.elapsed.Seconds(), m.rate(), extra)
@@ -321,13 +337,17 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	// (for relay: the relay's handler and then the sink; for postfix: the
 	// discard transport, as its log says).
 	want := int64(cfg.rounds * cfg.n)
-	for _, t := range append(slices.Clone(targets), "sink") {
-		if t == "postfix" {
+	for _, t := range append(slices.Clone(targets), "sink", "pfsink") {
+		if pf := pfs[t]; pf != nil {
 			n, err := pf.waitDelivered(ctx, want, 60*time.Second)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "accepted %-7s %d (250 replies; its log shows %d discarded)\n", t, want, n)
+			what := "discarded"
+			if pf.relays {
+				what = "sent to its sink"
+			}
+			fmt.Fprintf(stdout, "accepted %-7s %d (250 replies; its log shows %d %s)\n", t, want, n, what)
 			continue
 		}
 		c := children[t]
@@ -344,11 +364,11 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		}
 		fmt.Fprintf(stdout, "accepted %-7s %d\n", t, n)
 	}
-	if pf != nil {
+	for t, pf := range pfs {
 		if err := pf.stop(); err != nil {
 			return err
 		}
-		pf = nil
+		delete(pfs, t)
 	}
 
 	for _, t := range targets {
@@ -370,8 +390,10 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	for _, t := range targets[1:] {
 		ratio(t, "gosmtp")
 	}
-	if contains(targets, "relay") && contains(targets, "postfix") {
-		ratio("relay", "postfix")
+	for _, pf := range []string{"postfix", "postfix-relay"} {
+		if contains(targets, "relay") && contains(targets, pf) {
+			ratio("relay", pf)
+		}
 	}
 	return nil
 }

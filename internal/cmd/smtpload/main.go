@@ -31,6 +31,12 @@
 //	         end its log must show every message discarded. Skipped with a
 //	         message when Postfix is not installed or the command does not
 //	         run as root, unless -require-postfix
+//	postfix-relay  the same Postfix doing the relay target's job: every
+//	         message relayed by its smtp(8) client to a TLS sink child of
+//	         its own, smtp_tls_security_level = verify (the sink's
+//	         certificate as the only trust anchor), TLS connection reuse
+//	         on, its default 20 connections per destination. As for
+//	         relay, a round ends when the sink has every message
 //
 // All use the same self-signed ECDSA P-256 certificate; the Go servers use
 // the certstore TLS configuration (RFC 9325 defaults). Clients do a full
@@ -49,7 +55,7 @@
 // such clients run concurrently. The report gives msgs/s per target and
 // round, and the ratio of each target to gosmtp per round with its median,
 // minimum and maximum across rounds (a ratio of 0.90 means 10% slower than
-// the baseline), and relay/postfix when both ran. Every message is
+// the baseline), and relay/postfix and relay/postfix-relay when both ran. Every message is
 // checked: a refused message, or an accepted count a server (or the sink,
 // or Postfix's log) does not confirm, makes the run fail.
 //
@@ -66,7 +72,8 @@
 //	-rounds N     interleaved rounds (default 5)
 //	-bdat         send BDAT LAST (RFC 3030) instead of DATA (Postfix does
 //	              not offer CHUNKING by default: leave postfix out)
-//	-targets LIST comma-separated subset of gosmtp,mailtls,queue,relay,postfix
+//	-targets LIST comma-separated subset of gosmtp,mailtls,queue,relay,postfix,
+//	              postfix-relay
 //	              (default all; gosmtp is always included)
 //	-require-postfix  fail instead of skipping the postfix target
 //	-store KIND   the queue and relay targets' spool: log (queue.LogStore,
@@ -130,7 +137,7 @@ type config struct {
 // allTargets are the targets the command drives; serveKinds the children
 // it can start (the sink is the relay target's next hop, not a target).
 var (
-	allTargets = []string{"gosmtp", "mailtls", "queue", "relay", "postfix"}
+	allTargets = []string{"gosmtp", "mailtls", "queue", "relay", "postfix", "postfix-relay"}
 	serveKinds = []string{"gosmtp", "mailtls", "queue", "relay", "sink"}
 )
 
@@ -181,7 +188,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		t = strings.TrimSpace(t)
 		switch t {
 		case "gosmtp", "":
-		case "mailtls", "queue", "relay", "postfix":
+		case "mailtls", "queue", "relay", "postfix", "postfix-relay":
 			if !contains(c.targets, t) {
 				c.targets = append(c.targets, t)
 			}

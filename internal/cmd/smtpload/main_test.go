@@ -102,13 +102,39 @@ func TestPostfixUnavailable(t *testing.T) {
 	if code := run(context.Background(), args, &out, &errb); code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
-	if !strings.Contains(out.String(), "skipping target postfix: "+why) || strings.Contains(out.String(), "result postfix") {
+	if !strings.Contains(out.String(), "skipping the postfix targets: "+why) || strings.Contains(out.String(), "result postfix") {
 		t.Errorf("report:\n%s", out.String())
 	}
 	out.Reset()
 	errb.Reset()
 	if code := run(context.Background(), append(args, "-require-postfix"), &out, &errb); code != 1 || !strings.Contains(errb.String(), why) {
 		t.Errorf("-require-postfix: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// TestPostfixTargets runs both Postfix targets for real (a few messages):
+// the discarding instance and the one relaying to its own TLS sink with
+// verify, next to the relay target; every message must be confirmed by
+// Postfix's log and, for the relays, by the sinks. In CI
+// (MAILTLS_INTEROP=1) a missing Postfix fails the test.
+func TestPostfixTargets(t *testing.T) {
+	if why := postfixUnavailable(); why != "" {
+		if os.Getenv("MAILTLS_INTEROP") == "1" {
+			t.Fatalf("MAILTLS_INTEROP=1 but %s", why)
+		}
+		t.Skip(why)
+	}
+	var out, errb bytes.Buffer
+	args := []string{"-n", "20", "-c", "2", "-per-conn", "5", "-rounds", "2", "-targets", "relay,postfix,postfix-relay",
+		"-spool", t.TempDir(), "-timeout", "90s", "-require-postfix"}
+	if code := run(context.Background(), args, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{"its log shows 40 discarded", "its log shows 40 sent to its sink", "accepted pfsink  40",
+		"accepted sink    40", "ratio relay/postfix-relay median"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in the report:\n%s", want, out.String())
+		}
 	}
 }
 

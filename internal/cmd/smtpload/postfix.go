@@ -39,11 +39,16 @@ func postfixUnavailable() string {
 type postfixServer struct {
 	*postfixlab.Instance
 	addr, version string
+	relays        bool // to a sink (postfix-relay), not to discard(8)
 }
 
 // startPostfix writes main.cf and master.cf under a new directory in
-// parent, starts the instance and waits until it listens.
-func startPostfix(ctx context.Context, parent, certFile, keyFile string) (*postfixServer, error) {
+// parent, starts the instance and waits until it listens. With sink
+// empty it discards every message; otherwise it relays every message to
+// sink over STARTTLS with smtp_tls_security_level = verify (the sink's
+// certificate, issued to sinkHost, as the only trust anchor), the
+// relay target's job.
+func startPostfix(ctx context.Context, parent, certFile, keyFile, sink string) (*postfixServer, error) {
 	dir, err := os.MkdirTemp(parent, "postfix-")
 	if err != nil {
 		return nil, err
@@ -72,33 +77,48 @@ func startPostfix(ctx context.Context, parent, certFile, keyFile string) (*postf
 	// Postfix 3.7 defaults otherwise: smtpd with STARTTLS required
 	// (encrypt), TLS 1.3 only, mail for load.test to discard(8). The
 	// queue file is fsynced before the 250, as Postfix always does.
-	inst, err := postfixlab.Start(ctx, postfixlab.Config{
-		Dir:     dir,
-		Command: postfixBin,
-		SMTPD:   addr,
-		MainCF: map[string]string{
-			"myhostname":                      hostname,
-			"mydomain":                        "load.test",
-			"myorigin":                        "load.test",
-			"relay_domains":                   "load.test",
-			"transport_maps":                  "inline:{load.test=discard:}",
-			"default_transport":               "discard",
-			"relay_transport":                 "discard",
-			"local_transport":                 "discard",
-			"smtpd_tls_security_level":        "encrypt",
-			"smtpd_tls_protocols":             ">=TLSv1.3",
-			"smtpd_tls_mandatory_protocols":   ">=TLSv1.3",
-			"smtpd_tls_cert_file":             dir + "/cert.pem",
-			"smtpd_tls_key_file":              dir + "/key.pem",
-			"smtpd_tls_loglevel":              "0",
-			"smtpd_tls_session_cache_timeout": "0",
-			"tls_session_ticket_cipher":       "",
-		},
-	})
+	mainCF := map[string]string{
+		"myhostname":                      hostname,
+		"mydomain":                        "load.test",
+		"myorigin":                        "load.test",
+		"relay_domains":                   "load.test",
+		"transport_maps":                  "inline:{load.test=discard:}",
+		"default_transport":               "discard",
+		"relay_transport":                 "discard",
+		"local_transport":                 "discard",
+		"smtpd_tls_security_level":        "encrypt",
+		"smtpd_tls_protocols":             ">=TLSv1.3",
+		"smtpd_tls_mandatory_protocols":   ">=TLSv1.3",
+		"smtpd_tls_cert_file":             dir + "/cert.pem",
+		"smtpd_tls_key_file":              dir + "/key.pem",
+		"smtpd_tls_loglevel":              "0",
+		"smtpd_tls_session_cache_timeout": "0",
+		"tls_session_ticket_cipher":       "",
+	}
+	if sink != "" {
+		// Postfix's own defaults for the rest (20 connections per
+		// destination, as the relay target's queue), with its TLS
+		// connection reuse through tlsproxy(8) turned on.
+		next := "[" + strings.Replace(sink, ":", "]:", 1)
+		for k, v := range map[string]string{
+			"transport_maps":                  "inline:{load.test=smtp:" + next + "}",
+			"default_transport":               "smtp",
+			"relay_transport":                 "smtp",
+			"smtp_tls_security_level":         "verify",
+			"smtp_tls_policy_maps":            "inline:{ {" + next + " = verify match=" + sinkHost + "} }",
+			"smtp_tls_CAfile":                 dir + "/cert.pem",
+			"smtp_tls_connection_reuse":       "yes",
+			"smtp_tls_loglevel":               "0",
+			"smtp_connection_cache_on_demand": "yes",
+		} {
+			mainCF[k] = v
+		}
+	}
+	inst, err := postfixlab.Start(ctx, postfixlab.Config{Dir: dir, Command: postfixBin, SMTPD: addr, MainCF: mainCF})
 	if err != nil {
 		return nil, err
 	}
-	p := &postfixServer{Instance: inst, addr: addr}
+	p := &postfixServer{Instance: inst, addr: addr, relays: sink != ""}
 	if out, err := exec.Command("/usr/sbin/postconf", "-c", dir, "-h", "mail_version").Output(); err == nil {
 		p.version = "mail_version=" + strings.TrimSpace(string(out))
 	}
@@ -114,12 +134,17 @@ func (p *postfixServer) log() string {
 	return string(b)
 }
 
-// delivered counts the messages the log says went to discard(8).
+// delivered counts the messages the log says went to discard(8), or to
+// the sink.
 func (p *postfixServer) delivered() int64 {
 	b, _ := p.Log()
+	agent := []byte(" postfix/discard[")
+	if p.relays {
+		agent = []byte(" postfix/smtp[")
+	}
 	var n int64
 	for _, l := range bytes.Split(b, []byte("\n")) {
-		if bytes.Contains(l, []byte(" postfix/discard[")) && bytes.Contains(l, []byte(" status=sent ")) {
+		if bytes.Contains(l, agent) && bytes.Contains(l, []byte(" status=sent ")) {
 			n++
 		}
 	}
