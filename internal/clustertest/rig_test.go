@@ -193,6 +193,8 @@ func (w *world) addNode(extra ...string) *node {
 	}
 	if w.dsn != "" {
 		n.args = append(n.args, "-queue", w.dsn)
+	} else {
+		n.args = append(n.args, "-spool", "dir") // the baseline of issue 11: one relay on DirStore
 	}
 	n.args = append(n.args, extra...)
 	n.log, err = os.Create(filepath.Join(dir, "relay.log"))
