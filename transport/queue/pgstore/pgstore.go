@@ -64,7 +64,13 @@
 // maximum age holds as on one node: it counts from the ReceivedAt in the
 // record, whichever node attempts. Reports are created at most once per
 // recipient and event: their ids are planned in the record's write, which
-// the lease epoch fences, and Create refuses an id that exists.
+// the lease epoch fences, and Create refuses an id that exists or existed:
+// every id created is kept in queue_id for Options.IDRetention after its
+// message is gone, because a node that dies between creating a report
+// and recording it leaves the report and its message to be claimed apart,
+// and the report may be delivered and deleted before another node
+// claims the message and would create it again. A message whose planned
+// report is not created yet is due at once, held or not.
 //
 // The MTA-STS policy cache can live in the same database (PolicyCache, an
 // mtasts.Cache), so that the nodes share the policies any of them fetched.
