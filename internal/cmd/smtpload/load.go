@@ -35,6 +35,9 @@ type child struct {
 	out    *os.File // read end of the child's stdout, closed once it is reaped
 	stderr *boundedBuffer
 	done   chan error
+	// sessions is the number of connections a go-smtp child (gosmtp, a
+	// sink) served, as its final line said; 0 for the others.
+	sessions int64
 }
 
 // boundedBuffer keeps the first 64 KiB written to it (a child's stderr).
@@ -171,7 +174,9 @@ func (c *child) stop() (int64, error) {
 			return
 		}
 		s, ok := strings.CutPrefix(l, "accepted ")
+		s, sess, _ := strings.Cut(s, " sessions ")
 		n, perr := strconv.ParseInt(s, 10, 64)
+		c.sessions, _ = strconv.ParseInt(sess, 10, 64)
 		if !ok || perr != nil {
 			rc <- res{0, fmt.Errorf("%s: unexpected final line %q", c.kind, l)}
 			return
@@ -361,6 +366,12 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		}
 		if n != want {
 			return fmt.Errorf("%s: the server accepted %d messages, the client sent %d", t, n, want)
+		}
+		if c.kind == "sink" && c.sessions > 0 {
+			// The sink's connections are the relay's (or Postfix's) outbound
+			// ones: messages per connection is how often reuse hit.
+			fmt.Fprintf(stdout, "accepted %-7s %d over %d connections (%.1f messages each)\n", t, n, c.sessions, float64(n)/float64(c.sessions))
+			continue
 		}
 		fmt.Fprintf(stdout, "accepted %-7s %d\n", t, n)
 	}

@@ -69,12 +69,12 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	var accepted atomic.Int64
+	var accepted, sessions atomic.Int64 // messages; go-smtp sessions (connections)
 	var serve func() error
 	var shutdown func()
 	switch cfg.serve {
 	case "gosmtp", "sink":
-		s := smtp.NewServer(bareBackend{&accepted})
+		s := smtp.NewServer(bareBackend{&accepted, &sessions})
 		s.Domain = hostname
 		s.TLSConfig = tlsCfg
 		s.MaxMessageBytes = transport.DefaultMaxMessageBytes
@@ -197,7 +197,7 @@ wait:
 		}
 	}
 	shutdown()
-	fmt.Fprintf(stdout, "accepted %d\n", accepted.Load())
+	fmt.Fprintf(stdout, "accepted %d sessions %d\n", accepted.Load(), sessions.Load())
 	return serr
 }
 
@@ -218,9 +218,12 @@ func discardDelivery(_ context.Context, env *transport.Envelope, _ io.ReaderAt, 
 }
 
 // bareBackend is the baseline: a go-smtp session that discards the body.
-type bareBackend struct{ accepted *atomic.Int64 }
+type bareBackend struct{ accepted, sessions *atomic.Int64 }
 
-func (b bareBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return bareSession(b), nil }
+func (b bareBackend) NewSession(*smtp.Conn) (smtp.Session, error) {
+	b.sessions.Add(1)
+	return bareSession{b.accepted}, nil
+}
 
 type bareSession struct{ accepted *atomic.Int64 }
 
