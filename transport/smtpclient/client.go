@@ -2,6 +2,7 @@ package smtpclient
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -347,8 +348,21 @@ func (d *dataWriter) writeString(s string) error {
 	return err
 }
 
+func (d *dataWriter) writeBytes(b []byte) error {
+	d.n += int64(len(b))
+	if d.w == nil {
+		return nil
+	}
+	_, err := d.w.Write(b)
+	return err
+}
+
+// Write passes the runs of bytes between line ends on whole, and writes
+// each line end (CRLF, bare CR or bare LF) as CRLF.
 func (d *dataWriter) Write(p []byte) (int, error) {
-	for i, c := range p {
+	i := 0
+	for i < len(p) {
+		c := p[i]
 		if d.cr {
 			d.cr = false
 			if err := d.writeString("\r\n"); err != nil {
@@ -356,30 +370,48 @@ func (d *dataWriter) Write(p []byte) (int, error) {
 			}
 			d.midLine = false
 			if c == '\n' {
-				continue // the LF of this CRLF
+				i++ // the LF of this CRLF
+				continue
 			}
 		}
-		var err error
-		switch {
-		case c == '\r':
+		switch c {
+		case '\r':
 			d.cr = true
-		case c == '\n':
-			err = d.writeString("\r\n")
+			i++
+			continue
+		case '\n':
+			if err := d.writeString("\r\n"); err != nil {
+				return i, err
+			}
 			d.midLine = false
-		default:
-			if c == '.' && !d.midLine && d.stuff {
-				err = d.writeByte('.')
-			}
-			if err == nil {
-				err = d.writeByte(c)
-			}
-			d.midLine = true
+			i++
+			continue
 		}
-		if err != nil {
+		run := p[i:]
+		if j := lineEnd(run); j >= 0 {
+			run = run[:j]
+		}
+		if run[0] == '.' && !d.midLine && d.stuff {
+			if err := d.writeByte('.'); err != nil {
+				return i, err
+			}
+		}
+		if err := d.writeBytes(run); err != nil {
 			return i, err
 		}
+		d.midLine = true
+		i += len(run)
 	}
 	return len(p), nil
+}
+
+// lineEnd is the index of the first CR or LF in b, or -1.
+func lineEnd(b []byte) int {
+	cr, lf := bytes.IndexByte(b, '\r'), bytes.IndexByte(b, '\n')
+	if cr < 0 || (lf >= 0 && lf < cr) {
+		return lf
+	}
+	return cr
 }
 
 // Close ends the data with CRLF "." CRLF and flushes it.

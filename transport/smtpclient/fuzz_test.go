@@ -3,6 +3,7 @@ package smtpclient
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/textproto"
 	"strings"
 	"testing"
@@ -200,6 +201,28 @@ func FuzzCRLFSize(f *testing.F) {
 		}
 		if want := strings.Count(strings.ReplaceAll(strings.ReplaceAll(body, "\r\n", "\n"), "\r", "\n"), "."); strings.Count(got, ".") != want {
 			t.Fatalf("dots changed: %q from %q", got, body)
+		}
+	})
+}
+
+// BenchmarkDataWriter writes a 100 KiB message of 78-byte CRLF lines as
+// BDAT content (line ends only) and measures CRLFSize on it.
+func BenchmarkDataWriter(b *testing.B) {
+	line := strings.Repeat("x", 76) + "\r\n"
+	msg := []byte(strings.Repeat(line, 100<<10/len(line)))
+	b.Run("bdat", func(b *testing.B) {
+		bw := bufio.NewWriterSize(io.Discard, 4096)
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			d := &dataWriter{w: bw}
+			d.Write(msg)
+			d.endLine()
+		}
+	})
+	b.Run("crlfsize", func(b *testing.B) {
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			CRLFSize(bytes.NewReader(msg))
 		}
 	})
 }
