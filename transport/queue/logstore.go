@@ -40,7 +40,9 @@ import (
 // stays within about MaxSealedSegments+1 segments plus what is queued.
 //
 // Each body is held in memory while Create writes it: the Server's
-// MaxMessageBytes times its connection limit bounds that memory.
+// MaxMessageBytes times its connection limit bounds that memory. The
+// latest record of every message stays in memory (as the Queue keeps its
+// messages), with where its body is; bodies are read from the segments.
 //
 // A directory is used by one LogStore at a time (flock(2) on "lock", as
 // DirStore), and must not hold a DirStore spool: OpenLogStore refuses one.
