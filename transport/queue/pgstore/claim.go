@@ -77,11 +77,20 @@ func (s *Store) Renew(ctx context.Context) ([]string, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	return s.renew(ctx, ids, epochs)
+}
+
+// renew extends the leases of ids at epochs, as Renew read them from
+// s.leases. One this node released since (Release keeps the epoch and
+// clears the owner) must not be extended: that would hold the message
+// for a lease period with nobody delivering it, so the owner is checked
+// too.
+func (s *Store) renew(ctx context.Context, ids []string, epochs []int64) ([]string, error) {
 	rows, err := s.pool.Query(ctx, `
 UPDATE queue_message q SET lease_until = now() + make_interval(secs => $1)
   FROM unnest($2::text[], $3::bigint[]) AS l(id, epoch)
- WHERE q.id = l.id AND q.lease_epoch = l.epoch
-RETURNING q.id`, s.leaseFor.Seconds(), ids, epochs)
+ WHERE q.id = l.id AND q.lease_epoch = l.epoch AND q.lease_owner = $4
+RETURNING q.id`, s.leaseFor.Seconds(), ids, epochs, s.node)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: renewing leases: %w", err)
 	}
