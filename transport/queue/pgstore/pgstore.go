@@ -155,6 +155,13 @@ type Store struct {
 	// instead of overwriting the new holder's record.
 	fenced map[string]int64
 	slots  map[string]bool // holders of the delivery slots this node has (AcquireSlot)
+	// idleSlots are slots given back by an attempt and kept for the next
+	// one to the same domain (parkSlot); expired are those to give back
+	// at the next sweep; slotTimer runs the sweep; closed stops it.
+	idleSlots map[string][]heldSlot
+	expired   []heldSlot
+	slotTimer *time.Timer
+	closed    bool
 
 	listen listener
 }
@@ -198,11 +205,12 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 		keep = DefaultIDRetention
 	}
 	return &Store{pool: pool, node: node, leaseFor: lease, idRetention: keep,
-		leases: map[string]int64{}, fenced: map[string]int64{}, slots: map[string]bool{}}, nil
+		leases: map[string]int64{}, fenced: map[string]int64{}, slots: map[string]bool{}, idleSlots: map[string][]heldSlot{}}, nil
 }
 
 // Close closes the connection pool.
 func (s *Store) Close() error {
+	s.dropIdleSlots()
 	s.stopListening()
 	s.pool.Close()
 	return nil

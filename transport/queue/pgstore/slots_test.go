@@ -15,7 +15,8 @@ import (
 )
 
 // TestAcquireSlot: with a limit of 2, two nodes get two slots between
-// them and no third; a released slot is free again; a slot its holder
+// them and no third; a released slot is taken again at once by the same
+// node, and by another once it was idle for slotIdle; a slot its holder
 // stops renewing (the node died) is free once its lease passes; Renew
 // keeps a slot past its lease.
 func TestAcquireSlot(t *testing.T) {
@@ -51,17 +52,30 @@ func TestAcquireSlot(t *testing.T) {
 		t.Fatal("another domain's slots are separate")
 	}
 	relA()
-	relA2, ok := take(b)
+	relA, ok := take(a) // the releasing node takes it back without a statement
 	if !ok {
-		t.Fatal("a released slot was not given again")
+		t.Fatal("a did not get back the slot it released")
 	}
-	relA2()
+	relA()
+	// Another node gets it once a has kept it idle for slotIdle.
+	start := time.Now()
+	var relB func()
+	waitFor(t, "b to get the slot a gave back", 5*time.Second, func() bool {
+		var ok bool
+		relB, ok = take(b)
+		return ok
+	})
+	if time.Since(start) > 2*slotIdle+time.Second {
+		t.Errorf("b waited %v for a slot idle on a (slotIdle %v)", time.Since(start), slotIdle)
+	}
+	relB()
 	// a's slot, renewed, outlives its lease; b's (not renewed: b
 	// "died") frees itself.
-	relA, ok = take(a)
-	if !ok {
-		t.Fatal("no slot after release")
-	}
+	waitFor(t, "a to get a slot again", 5*time.Second, func() bool {
+		var ok bool
+		relA, ok = take(a)
+		return ok
+	})
 	defer relA()
 	for range 4 {
 		time.Sleep(600 * time.Millisecond)
