@@ -345,6 +345,7 @@ func runPostfix(ctx context.Context, cfg *config, ns *netns, dir string, sink *c
 		"initial_destination_concurrency":       c,
 		"default_destination_concurrency_limit": c,
 		"smtp_connection_cache_on_demand":       "yes",
+		"smtp_tls_connection_reuse":             "yes",
 		"smtp_connection_cache_destinations":    "[" + sinkName + "]:25",
 	}})
 	if err != nil {

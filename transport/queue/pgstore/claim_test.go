@@ -21,6 +21,18 @@ func msg(id string) *queue.Message {
 		Recipients: []*queue.Recipient{{Address: "b@example.net"}}}
 }
 
+// openNode opens a Store named node on dsn with the given lease, closed
+// when the test ends.
+func openNode(t *testing.T, dsn, node string, lease time.Duration) *Store {
+	t.Helper()
+	st, err := Open(context.Background(), dsn, Options{Node: node, Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // TestLeaseTakeover: a message its creating node stops renewing is
 // claimed by another node once the lease has expired, with a higher
 // epoch; the first node's Update and Delete are then refused with
@@ -28,16 +40,7 @@ func msg(id string) *queue.Message {
 func TestLeaseTakeover(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DB(t)
-	a, err := Open(ctx, dsn, Options{Node: "a", Lease: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, dsn, Options{Node: "b", Lease: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openNode(t, dsn, "a", time.Second), openNode(t, dsn, "b", time.Minute)
 	if err := a.Create(ctx, msg("m1"), strings.NewReader("body\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -198,15 +201,7 @@ func TestReportNotCreatedTwiceAfterTakeover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dsn := pgtest.DB(t)
-	open := func(node string, lease time.Duration) *Store {
-		st, err := Open(ctx, dsn, Options{Node: node, Lease: lease})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
-	dead := open("dead", time.Second)
+	dead := openNode(t, dsn, "dead", time.Second)
 	m := &queue.Message{ID: "m", From: "sender@example.org", ReceivedAt: time.Now(), ReportSeq: 1,
 		Recipients: []*queue.Recipient{
 			{Address: "bad@example.net", State: transport.Failed, Attempts: 1, FinalReport: "m.r1",
@@ -226,7 +221,7 @@ func TestReportNotCreatedTwiceAfterTakeover(t *testing.T) {
 	// report (it claims both; it only deletes the report, as its delivery
 	// would, and releases the message).
 	time.Sleep(1500 * time.Millisecond)
-	b := open("b", time.Minute)
+	b := openNode(t, dsn, "b", time.Minute)
 	got, err := b.Claim(ctx, 10)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("b claimed %d (%v), want the message and its report", len(got), err)
@@ -241,7 +236,7 @@ func TestReportNotCreatedTwiceAfterTakeover(t *testing.T) {
 		t.Fatalf("creating the delivered report's id again = %v, want ErrExists", err)
 	}
 	// Node c claims the message and finishes it.
-	c := open("c", time.Minute)
+	c := openNode(t, dsn, "c", time.Minute)
 	rec := &recorder{}
 	q := &queue.Queue{Store: c, Deliverer: rec, Hostname: "c.test", PollInterval: 50 * time.Millisecond}
 	rctx, stop := context.WithCancel(ctx)
@@ -297,16 +292,7 @@ func TestIDRetention(t *testing.T) {
 func TestRenewAfterRelease(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DB(t)
-	a, err := Open(ctx, dsn, Options{Node: "a", Lease: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, dsn, Options{Node: "b", Lease: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openNode(t, dsn, "a", time.Minute), openNode(t, dsn, "b", time.Minute)
 	if err := a.Create(ctx, msg("m"), strings.NewReader("x\r\n")); err != nil {
 		t.Fatal(err)
 	}
