@@ -200,58 +200,79 @@ func (s *LogStore) replay(seg *segment) error {
 	if err != nil {
 		return fmt.Errorf("queue: segment %s: %w", seg.f.Name(), err)
 	}
-	size := st.Size()
-	r := bufio.NewReaderSize(io.NewSectionReader(seg.f, 0, size), 256<<10)
-	head := make([]byte, len(segHeader))
-	if _, err := io.ReadFull(r, head); err != nil || string(head) != segHeader {
+	end, clean := scanSegment(seg.f, st.Size(), func(e logEntry) {
+		s.apply(seg, e.kind, e.id, e.bodyOff, e.bodySize, e.rec)
+	})
+	switch {
+	case end == 0:
 		// Created but not flushed before a crash: nothing in it was
 		// acknowledged.
-		slog.Warn("queue: log segment without header ignored", "segment", seg.f.Name(), "size", size)
-		return nil
+		slog.Warn("queue: log segment without header ignored", "segment", seg.f.Name(), "size", st.Size())
+	case !clean:
+		slog.Warn("queue: log segment ends in an incomplete entry (cut by a crash before it was flushed); ignored",
+			"segment", seg.f.Name(), "offset", end, "bytes", st.Size()-end)
+	}
+	return nil
+}
+
+// logEntry is one entry read back from a segment: its kind, id, where
+// its body is in the segment, and its record.
+type logEntry struct {
+	kind              byte
+	id                string
+	bodyOff, bodySize int64
+	rec               []byte
+}
+
+// scanSegment reads the entries of a segment of size bytes in order and
+// calls fn for each whole one (header, lengths and CRC-32C right). It
+// stops at the first that is not whole, or at a header of zeros (the
+// unwritten end of a prepared segment), and returns the offset where it
+// stopped (0 if the segment header is wrong) and whether that was the end
+// of what was written (the end of the file, or zeros) rather than a
+// damaged or cut entry. It never looks past the first entry it cannot
+// verify (see DURABILITY.md).
+func scanSegment(ra io.ReaderAt, size int64, fn func(logEntry)) (end int64, clean bool) {
+	r := bufio.NewReaderSize(io.NewSectionReader(ra, 0, size), 256<<10)
+	head := make([]byte, len(segHeader))
+	if _, err := io.ReadFull(r, head); err != nil || string(head) != segHeader {
+		return 0, false
 	}
 	off := int64(len(segHeader))
 	hdr := make([]byte, entryHdrLen)
 	for off < size {
 		if _, err := io.ReadFull(r, hdr); err != nil {
-			break
+			return off, false
 		}
 		if allZero(hdr) {
-			// The end of what was written in a segment prepared with
-			// zeros (or a crash cut the entry before any of it reached
-			// the disk).
-			size = off
-			break
+			return off, true
 		}
 		kind, idLen, recLen, bodyLen, sum, ok := parseEntryHeader(hdr)
 		total := int64(entryHdrLen) + int64(idLen) + int64(recLen) + bodyLen
 		if !ok || off+total > size {
-			break
+			return off, false
 		}
 		crc := crc32.Update(0, castagnoli, hdr[:24])
 		idb := make([]byte, idLen)
 		if _, err := io.ReadFull(r, idb); err != nil {
-			break
+			return off, false
 		}
 		crc = crc32.Update(crc, castagnoli, idb)
 		h := hashWriter{sum: crc}
 		if _, err := io.CopyN(&h, r, bodyLen); err != nil {
-			break
+			return off, false
 		}
 		rec := make([]byte, recLen)
 		if _, err := io.ReadFull(r, rec); err != nil {
-			break
+			return off, false
 		}
 		if crc32.Update(h.sum, castagnoli, rec) != sum {
-			break
+			return off, false
 		}
-		s.apply(seg, kind, string(idb), off+entryHdrLen+int64(idLen), bodyLen, rec)
+		fn(logEntry{kind: kind, id: string(idb), bodyOff: off + entryHdrLen + int64(idLen), bodySize: bodyLen, rec: rec})
 		off += total
 	}
-	if off < size {
-		slog.Warn("queue: log segment ends in an incomplete entry (cut by a crash before it was flushed); ignored",
-			"segment", seg.f.Name(), "offset", off, "bytes", size-off)
-	}
-	return nil
+	return off, true
 }
 
 func allZero(b []byte) bool {
