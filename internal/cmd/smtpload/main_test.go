@@ -49,7 +49,7 @@ func TestLoadOneRound(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^round 1 relay +6 msgs in [0-9.]+s = [0-9.]+ msgs/s \(end to end; all accepted after [0-9.]+s\)$`).MatchString(report) {
 		t.Errorf("relay round line is not end to end")
 	}
-	if !regexp.MustCompile(`(?m)^accepted sink +6$`).MatchString(report) {
+	if !regexp.MustCompile(`(?m)^accepted sink +6 over [1-6] connections \([0-9.]+ messages each\)$`).MatchString(report) {
 		t.Errorf("the sink did not confirm 6 delivered messages")
 	}
 	re := regexp.MustCompile(`(?m)^ratio (mailtls|queue|relay)/gosmtp median ([0-9.]+) min ([0-9.]+) max ([0-9.]+)$`)
@@ -84,7 +84,7 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("targets %v, %v", c, err)
 	}
 	c, err = parseFlags(nil, &bytes.Buffer{})
-	if err != nil || strings.Join(c.targets, ",") != "gosmtp,mailtls,queue,relay,postfix" {
+	if err != nil || strings.Join(c.targets, ",") != "gosmtp,mailtls,queue,relay,postfix,postfix-relay" {
 		t.Fatalf("default targets %v, %v", c, err)
 	}
 }

@@ -69,7 +69,7 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 	if err != nil {
 		return err
 	}
-	var accepted, sessions atomic.Int64 // messages; go-smtp sessions (connections)
+	var accepted, sessions atomic.Int64 // messages; connections (go-smtp children)
 	var serve func() error
 	var shutdown func()
 	switch cfg.serve {
@@ -220,8 +220,12 @@ func discardDelivery(_ context.Context, env *transport.Envelope, _ io.ReaderAt, 
 // bareBackend is the baseline: a go-smtp session that discards the body.
 type bareBackend struct{ accepted, sessions *atomic.Int64 }
 
-func (b bareBackend) NewSession(*smtp.Conn) (smtp.Session, error) {
-	b.sessions.Add(1)
+// NewSession counts connections: go-smtp starts a session at every EHLO,
+// once before STARTTLS and once after, so only the first is counted.
+func (b bareBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	if _, tls := c.TLSConnectionState(); !tls {
+		b.sessions.Add(1)
+	}
 	return bareSession{b.accepted}, nil
 }
 
