@@ -293,7 +293,10 @@ func parseEntryHeader(h []byte) (kind byte, idLen, recLen uint32, bodyLen int64,
 	idLen, recLen = le.Uint32(h[8:]), le.Uint32(h[12:])
 	b := le.Uint64(h[16:])
 	sum = le.Uint32(h[24:])
-	ok = kind >= entryPut && kind <= entryRemove && idLen > 0 && idLen <= 200 && recLen <= maxRecordLen && b < 1<<48
+	// The padding (bytes 5-7, and 28-31 after the CRC, which it does not
+	// cover) must be zero.
+	ok = kind >= entryPut && kind <= entryRemove && idLen > 0 && idLen <= 200 && recLen <= maxRecordLen && b < 1<<48 &&
+		allZero(h[5:8]) && allZero(h[28:32])
 	return kind, idLen, recLen, int64(b), sum, ok
 }
 
