@@ -20,7 +20,7 @@ import (
 // Connector that requires TLS to every destination and returns a DSN when a
 // destination cannot do it.
 func Example_relay() {
-	store, err := queue.OpenDirStore("/var/spool/mailtls")
+	store, err := queue.OpenLogStore("/var/spool/mailtls", queue.LogStoreOptions{})
 	if err != nil {
 		log.Fatal(err) // ErrLocked if another relay uses this spool
 	}
@@ -143,4 +143,42 @@ func ExampleReport() {
 	}
 	// Output:
 	// bob@legacy.example failed 5.7.4 X-mailtls; STARTTLS required by policy but not offered by mx.legacy.example
+}
+
+// A log spool: a message is durable when Create returns, its record can be
+// replaced, and it is read back, body included, after the store is
+// reopened (as after a restart).
+func ExampleOpenLogStore() {
+	dir, _ := os.MkdirTemp("", "log")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	st, err := queue.OpenLogStore(dir, queue.LogStoreOptions{})
+	if err != nil {
+		log.Fatal(err) // ErrLocked if another process uses this directory
+	}
+	m := &queue.Message{ID: "m1", From: "a@example.org",
+		Recipients: []*queue.Recipient{{Address: "b@example.net", State: transport.Pending}}}
+	if err := st.Create(ctx, m, strings.NewReader("Subject: hi\r\n\r\nhello\r\n")); err != nil {
+		log.Fatal(err)
+	}
+	m.Recipients[0].State = transport.Deferred
+	if err := st.Update(ctx, m); err != nil {
+		log.Fatal(err)
+	}
+	st.Close()
+
+	st, err = queue.OpenLogStore(dir, queue.LogStoreOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer st.Close()
+	got, _ := st.Get(ctx, "m1")
+	body, _ := st.Body(ctx, "m1")
+	defer body.Close()
+	b, _ := io.ReadAll(io.NewSectionReader(body, 0, body.Size()))
+	fmt.Println(got.Recipients[0].State, got.Size)
+	fmt.Printf("%q\n", b)
+	// Output:
+	// deferred 22
+	// "Subject: hi\r\n\r\nhello\r\n"
 }

@@ -23,8 +23,11 @@ import (
 // it, and its removal are each one entry at the end of the current segment.
 // Where DirStore makes a file per message durable (create, link, two
 // flushes, an unlink), a LogStore makes a batch of entries durable with one
-// fdatasync(2) of one file that only grows: Creates and Updates in flight
-// share it (group commit). The durability argument is in DURABILITY.md.
+// fdatasync(2) of one segment file, prepared ahead with zeros so that the
+// flush changes neither its size nor its blocks: Creates and Updates in
+// flight share it (group commit). Create returns only once the message
+// would survive a crash of the machine, which is what the 250 after DATA
+// promises (RFC 5321 §6.1). The durability argument is in DURABILITY.md.
 //
 // Create, Update and Delete write their entry before they return; Create
 // and Update return once it is flushed, Delete does not wait (its removal
