@@ -2,9 +2,10 @@ package transport
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
+
+	"github.com/mailtls/mailtls/transport/smtpclient"
 )
 
 // dotDecoder is the RFC 5321 §4.5.2 reading of DATA: lines end in CRLF, a
@@ -139,7 +140,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 		for used < len(buf) && n < len(p) && !d.done {
 			if d.dec == dData {
 				// Inside a line only a CR or LF changes anything.
-				j := indexCRLF(buf[used:])
+				j := smtpclient.LineEnd(buf[used:])
 				if j < 0 {
 					j = len(buf) - used
 				}
@@ -197,15 +198,6 @@ func (d *dataReader) Read(p []byte) (int, error) {
 func (d *dataReader) fail(err error) (int, error) {
 	d.err = err
 	return 0, err
-}
-
-// indexCRLF returns the index of the first CR or LF in b, or -1.
-func indexCRLF(b []byte) int {
-	i := bytes.IndexByte(b, '\r')
-	if j := bytes.IndexByte(b, '\n'); j >= 0 && (i < 0 || j < i) {
-		return j
-	}
-	return i
 }
 
 // drain reads the rest of the data to its end marker, without the size

@@ -395,7 +395,7 @@ func (d *dataWriter) Write(p []byte) (int, error) {
 			continue
 		}
 		run := p[i:]
-		if j := lineEnd(run); j >= 0 {
+		if j := LineEnd(run); j >= 0 {
 			run = run[:j]
 		}
 		if run[0] == '.' && !d.midLine && d.stuff {
@@ -412,8 +412,10 @@ func (d *dataWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// lineEnd is the index of the first CR or LF in b, or -1.
-func lineEnd(b []byte) int {
+// LineEnd returns the index of the first CR or LF in b, or -1: where a
+// run of bytes that no line-end rule changes stops (RFC 5321 §2.3.8).
+// The server's DATA reader uses it too.
+func LineEnd(b []byte) int {
 	cr, lf := bytes.IndexByte(b, '\r'), bytes.IndexByte(b, '\n')
 	if cr < 0 || (lf >= 0 && lf < cr) {
 		return lf
