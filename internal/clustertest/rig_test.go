@@ -136,13 +136,7 @@ func newWorld(t *testing.T, dsn string) *world {
 			if w.stall != nil {
 				w.stall(addr)
 			}
-			switch {
-			case strings.HasPrefix(addr, "bad-"):
-				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-			case strings.HasPrefix(addr, "slow-") && rand.IntN(2) == 0:
-				return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "busy"}
-			}
-			return nil
+			return transporttest.MixedRcpt(addr)
 		},
 	})
 	return w

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/mailtls/mailtls/ndr"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
@@ -235,15 +233,7 @@ func TestCrashRecoverySMTP(t *testing.T) {
 	perRound := envInt("MAILTLS_CRASH_MESSAGES", 30)
 	sink := transporttest.NewServer(t, transporttest.ServerConfig{
 		Hostname: "mx.sink.test", Cert: transporttest.GoodCert, DSN: true,
-		Rcpt: func(addr string) error {
-			switch {
-			case strings.HasPrefix(addr, "bad-"):
-				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-			case strings.HasPrefix(addr, "slow-") && rand.IntN(2) == 0:
-				return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "busy"}
-			}
-			return nil
-		},
+		Rcpt: transporttest.MixedRcpt,
 	})
 	dir := t.TempDir()
 	killedAt := crashRounds(t, dir, rounds, perRound, crashEnvSMTP+"="+sink.Addr)

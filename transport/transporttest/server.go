@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -427,4 +428,18 @@ func Contains(wire []byte, needles ...string) bool {
 		}
 	}
 	return false
+}
+
+// MixedRcpt is a ServerConfig.Rcpt for crash and cluster tests that need
+// every outcome: recipients bad-* are refused with "550 5.1.1" (the
+// sender gets a failed DSN), slow-* get "451 4.3.0" half the time (they
+// are retried), the rest are accepted.
+func MixedRcpt(addr string) error {
+	switch {
+	case strings.HasPrefix(addr, "bad-"):
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+	case strings.HasPrefix(addr, "slow-") && rand.IntN(2) == 0:
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "busy"}
+	}
+	return nil
 }
