@@ -117,3 +117,35 @@ func TestCorruptRecord(t *testing.T) {
 		t.Errorf("Get(bad) = %v", err)
 	}
 }
+
+// TestDue: when a record makes its message claimable (the due column).
+func TestDue(t *testing.T) {
+	t1 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	t2 := t1.Add(time.Hour)
+	rc := func(st transport.Status, next time.Time) *queue.Recipient {
+		return &queue.Recipient{Address: "r@example.net", State: st, NextAttempt: next}
+	}
+	planned := rc(transport.Failed, time.Time{})
+	planned.FinalReport = "m.r1"
+	reported := rc(transport.Failed, time.Time{})
+	reported.FinalReport, reported.FinalReportDone = "m.r1", true
+	now := time.Time{} // due at once
+	for _, tt := range []struct {
+		name  string
+		held  bool
+		rcpts []*queue.Recipient
+		want  *time.Time
+	}{
+		{"waiting: the earliest next attempt", false, []*queue.Recipient{rc(transport.Deferred, t2), rc(transport.Pending, t1)}, &t1},
+		{"held", true, []*queue.Recipient{rc(transport.Deferred, t1)}, nil},
+		{"a report to create, others waiting", false, []*queue.Recipient{planned, rc(transport.Deferred, t2)}, &now},
+		{"a report to create, held", true, []*queue.Recipient{planned, rc(transport.Deferred, t2)}, &now},
+		{"report created, others waiting", false, []*queue.Recipient{reported, rc(transport.Deferred, t2)}, &t2},
+		{"all final, nothing left: removal due", false, []*queue.Recipient{reported, rc(transport.Delivered, time.Time{})}, &now},
+	} {
+		got := due(&queue.Message{ID: "m", Held: tt.held, Recipients: tt.rcpts})
+		if (got == nil) != (tt.want == nil) || (got != nil && !got.Equal(*tt.want)) {
+			t.Errorf("%s: due = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
