@@ -451,3 +451,64 @@ func TestScanSegment(t *testing.T) {
 		}
 	}
 }
+
+// TestLogStoreForgedEntryInBody: a client controls message bodies. A body
+// that holds a well-formed entry (any id, any record) is never read as
+// one, not even when a crash tore the header of the entry it belongs to:
+// recovery stops there instead of looking further for entries.
+func TestLogStoreForgedEntryInBody(t *testing.T) {
+	ctx := context.Background()
+	forged := segmentOf(logEntry{kind: entryPut, id: "forged", bodySize: 5,
+		rec: []byte(`{"id":"forged","from":"x@example.org","recipients":[{"address":"victim@example.net","state":"pending"}]}`)})[len(segHeader):]
+	for _, torn := range []bool{false, true} {
+		dir := filepath.Join(t.TempDir(), "log")
+		st, err := OpenLogStore(dir, LogStoreOptions{SegmentSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := logMsgFor("before")
+		if err := st.Create(ctx, before, strings.NewReader("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		// The attacker's entry starts on a 512-byte boundary of the file
+		// (a sector), where a scan that skipped ahead would look.
+		rec, err := encodeMessage(before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := len(segHeader) + entryHdrLen + len("before") + len("x\r\n") + len(rec)
+		bodyAt := end + entryHdrLen + len("evil")
+		pad := 4096 + (512-bodyAt%512)%512
+		if err := st.Create(ctx, logMsgFor("evil"), bytes.NewReader(append(make([]byte, pad), forged...))); err != nil {
+			t.Fatal(err)
+		}
+		segs := segFiles(t, dir)
+		st.Close()
+		if torn {
+			data, err := os.ReadFile(segs[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := bytes.Index(data, []byte("evil")) - entryHdrLen // the real entry's header
+			copy(data[at:], make([]byte, entryHdrLen))
+			if err := os.WriteFile(segs[0], data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, err = OpenLogStore(dir, LogStoreOptions{SegmentSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Get(ctx, "forged"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("torn=%v: the entry inside a body was read as a message (%v)", torn, err)
+		}
+		if _, err := st.Get(ctx, "before"); err != nil {
+			t.Errorf("torn=%v: the message before was lost: %v", torn, err)
+		}
+		_, err = st.Get(ctx, "evil")
+		if torn != errors.Is(err, ErrNotFound) {
+			t.Errorf("torn=%v: Get(evil) = %v", torn, err)
+		}
+		st.Close()
+	}
+}
