@@ -335,10 +335,7 @@ func (p *Instance) run(args ...string) (string, error) {
 // then kills it with SIGKILL and says so in the error. Stop is safe to
 // call more than once.
 func (p *Instance) Stop(ctx context.Context) error {
-	pid := 0
-	if b, err := os.ReadFile(filepath.Join(p.cfg.Dir, "queue", "pid", "master.pid")); err == nil {
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
+	pid := p.MasterPID()
 	var err error
 	if out, rerr := p.run("stop"); rerr != nil {
 		err = fmt.Errorf("postfixlab: postfix stop: %v\n%s", rerr, out)
@@ -355,6 +352,17 @@ func (p *Instance) Stop(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// MasterPID returns the PID of the instance's master process, from its
+// PID file, or 0 if there is none.
+func (p *Instance) MasterPID() int {
+	b, err := os.ReadFile(filepath.Join(p.cfg.Dir, "queue", "pid", "master.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 // Log returns the instance's log (Dir/maillog, maillog_file in main.cf).

@@ -210,6 +210,7 @@ type measurement struct {
 	msgs     int
 	elapsed  time.Duration
 	accepted time.Duration // relay: until the last 250 (elapsed: until the sink had all)
+	loadCPU  time.Duration // CPU time of the load process in the round
 }
 
 func (m measurement) rate() float64 { return float64(m.msgs) / m.elapsed.Seconds() }
@@ -312,6 +313,30 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		break
 	}
 
+	// The CPU time each target's processes use over the whole run (its
+	// children, or the Postfix master and every daemon it forks, and the
+	// sink it relays to), sampled now and once every message is
+	// confirmed delivered.
+	pidsOf := func(t string) []int {
+		var pids []int
+		if pf := pfs[t]; pf != nil {
+			pids = append(pids, pf.MasterPID())
+		}
+		for _, k := range []string{t, sinkOf[t]} {
+			if c := children[k]; c != nil {
+				pids = append(pids, c.cmd.Process.Pid)
+			}
+		}
+		return pids
+	}
+	cpuStart := map[string]time.Duration{}
+	cpuErr := error(nil)
+	for _, t := range targets {
+		if cpuStart[t], cpuErr = cpuOf(pidsOf(t)...); cpuErr != nil {
+			break
+		}
+	}
+
 	body := makeBody(cfg.size)
 	byTarget := map[string][]measurement{}
 	for r := 0; r < cfg.rounds; r++ {
@@ -320,6 +345,7 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 			t := targets[(r+i)%k] // ABC, BCA, CAB, ...
 			var m measurement
 			var err error
+			load0, lerr := selfCPU()
 			if sink, ok := sinkOf[t]; ok {
 				m, err = driveRelay(ctx, cfg, addrs[t], clientTLS, body, children[sink])
 			} else {
@@ -327,6 +353,10 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 			}
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", r+1, t, err)
+			}
+			load1, lerr2 := selfCPU()
+			if lerr == nil && lerr2 == nil {
+				m.loadCPU = load1 - load0
 			}
 			m.target = t
 			byTarget[t] = append(byTarget[t], m)
@@ -342,6 +372,23 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	// (for relay: the relay's handler and then the sink; for postfix: the
 	// discard transport, as its log says).
 	want := int64(cfg.rounds * cfg.n)
+	cpuUsed := map[string]time.Duration{}
+	for _, t := range targets {
+		if pf := pfs[t]; pf != nil {
+			if _, err := pf.waitDelivered(ctx, want, 60*time.Second); err != nil {
+				return err
+			}
+		}
+	}
+	for _, t := range targets {
+		if cpuErr != nil {
+			break
+		}
+		var end time.Duration
+		if end, cpuErr = cpuOf(pidsOf(t)...); cpuErr == nil {
+			cpuUsed[t] = end - cpuStart[t]
+		}
+	}
 	for _, t := range append(slices.Clone(targets), "sink", "pfsink") {
 		if pf := pfs[t]; pf != nil {
 			n, err := pf.waitDelivered(ctx, want, 60*time.Second)
@@ -389,6 +436,25 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		}
 		med, lo, hi := spread(rates)
 		fmt.Fprintf(stdout, "result %-7s msgs/s median %.1f min %.1f max %.1f\n", t, med, lo, hi)
+	}
+	// CPU per message: the target's processes over the run, and the load
+	// process while it drove that target.
+	perMsg := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(want) }
+	if cpuErr != nil {
+		fmt.Fprintf(stdout, "cpu not measured: %v\n", cpuErr)
+	} else {
+		for _, t := range targets {
+			var load time.Duration
+			for _, m := range byTarget[t] {
+				load += m.loadCPU
+			}
+			fmt.Fprintf(stdout, "cpu %-7s %.0f µs/msg in its processes, %.0f µs/msg in the load process\n", t, perMsg(cpuUsed[t]), perMsg(load))
+		}
+		for _, pf := range []string{"postfix", "postfix-relay"} {
+			if contains(targets, "relay") && contains(targets, pf) && cpuUsed["relay"] > 0 {
+				fmt.Fprintf(stdout, "cpu %s/relay %.3f (CPU per message)\n", pf, float64(cpuUsed[pf])/float64(cpuUsed["relay"]))
+			}
+		}
 	}
 	ratio := func(a, b string) {
 		var ratios []float64

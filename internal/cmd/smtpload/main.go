@@ -55,9 +55,20 @@
 // such clients run concurrently. The report gives msgs/s per target and
 // round, and the ratio of each target to gosmtp per round with its median,
 // minimum and maximum across rounds (a ratio of 0.90 means 10% slower than
-// the baseline), and relay/postfix and relay/postfix-relay when both ran. Every message is
-// checked: a refused message, or an accepted count a server (or the sink,
-// or Postfix's log) does not confirm, makes the run fail.
+// the baseline), and relay/postfix and relay/postfix-relay when both ran.
+//
+// On Linux it also gives the CPU time (user and system, from
+// /proc/PID/stat, in 10 ms ticks) per message: of each target's
+// processes over the whole run (the child, and the sink it relays to; for
+// Postfix, the master and every daemon it forked, reaped ones included),
+// and of the load process while it drove that target; and how many times
+// the relay's CPU per message Postfix's is. On a machine the load process
+// shares, that is the ratio a load generator of its own would let the
+// throughput reach.
+//
+// Every message is checked: a refused message, or an accepted count a
+// server (or the sink, or Postfix's log) does not confirm, makes the run
+// fail.
 //
 // Usage:
 //
@@ -83,7 +94,8 @@
 //	              on the disk you want to measure)
 //	-timeout D    the whole run stops (and fails) after D (default 10m)
 //	-cpuprofile DIR  every Go child writes a CPU profile to DIR/KIND.pprof
-//	              (go tool pprof DIR/relay.pprof)
+//	              (go tool pprof DIR/relay.pprof), the load process its
+//	              own to DIR/load.pprof
 //	-serve KIND   internal: run one child (used by the re-executed child)
 //
 // The command binds only 127.0.0.1 ports, sends at most rounds × targets ×
@@ -159,7 +171,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.certFile, "cert", "", "internal: certificate file (child)")
 	fs.StringVar(&c.keyFile, "key", "", "internal: key file (child)")
 	fs.StringVar(&c.sink, "sink", "", "internal: the sink's `addr` (relay child)")
-	fs.StringVar(&c.profileDir, "cpuprofile", "", "each Go child writes a CPU profile to `dir`/KIND.pprof")
+	fs.StringVar(&c.profileDir, "cpuprofile", "", "each Go child writes a CPU profile to `dir`/KIND.pprof, the load process to `dir`/load.pprof")
 	fs.BoolVar(&c.requirePostfix, "require-postfix", false, "fail, instead of skipping the postfix target, when Postfix cannot be run")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -222,20 +234,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
-	if cfg.serve != "" {
-		if cfg.profileDir != "" {
-			f, perr := os.Create(filepath.Join(cfg.profileDir, cfg.serve+".pprof"))
-			if perr != nil {
-				fmt.Fprintln(stderr, "smtpload:", perr)
-				return 1
-			}
-			defer f.Close()
-			if perr := pprof.StartCPUProfile(f); perr != nil {
-				fmt.Fprintln(stderr, "smtpload:", perr)
-				return 1
-			}
-			defer pprof.StopCPUProfile()
+	if cfg.profileDir != "" {
+		name := cfg.serve
+		if name == "" {
+			name = "load"
 		}
+		f, perr := os.Create(filepath.Join(cfg.profileDir, name+".pprof"))
+		if perr != nil {
+			fmt.Fprintln(stderr, "smtpload:", perr)
+			return 1
+		}
+		defer f.Close()
+		if perr := pprof.StartCPUProfile(f); perr != nil {
+			fmt.Fprintln(stderr, "smtpload:", perr)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if cfg.serve != "" {
 		err = serveMain(ctx, cfg, os.Stdin, stdout)
 	} else {
 		err = loadMain(ctx, cfg, stdout)

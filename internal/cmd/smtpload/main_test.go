@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -63,6 +64,15 @@ func TestLoadOneRound(t *testing.T) {
 		hi, _ := strconv.ParseFloat(m[4], 64)
 		if !(med > 0 && lo <= med && med <= hi) {
 			t.Errorf("ratio %s: median %v min %v max %v", m[1], med, lo, hi)
+		}
+	}
+	// CPU per message, for every target (Linux: /proc). Six messages take
+	// less than the 10 ms the counters count in, so only the lines are
+	// checked here; TestCPUOfTree checks the figures.
+	if runtime.GOOS == "linux" {
+		cpu := regexp.MustCompile(`(?m)^cpu (gosmtp|mailtls|queue|relay) +[0-9]+ µs/msg in its processes, [0-9]+ µs/msg in the load process$`)
+		if n := len(cpu.FindAllString(report, -1)); n != 4 {
+			t.Errorf("%d cpu lines, want 4", n)
 		}
 	}
 	if !strings.HasPrefix(report, "smtpload ") || !strings.Contains(report, " c=2 n=6 size=300 per-conn=2 mode=DATA rounds=1 ") {
@@ -131,7 +141,7 @@ func TestPostfixTargets(t *testing.T) {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
 	for _, want := range []string{"its log shows 40 discarded", "its log shows 40 sent to its sink", "accepted pfsink  40",
-		"accepted sink    40", "ratio relay/postfix-relay median"} {
+		"accepted sink    40", "ratio relay/postfix-relay median", "cpu postfix-relay/relay "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in the report:\n%s", want, out.String())
 		}
