@@ -37,10 +37,13 @@ import (
 // stops reading a segment at its first incomplete entry (what a crash cut
 // off before it was flushed, and so before its caller returned); writing
 // then continues in a new segment. When a segment is full (SegmentSize)
-// the next one starts; the oldest segment whose messages are all removed
-// is deleted, and when more than MaxSealedSegments are kept the messages
-// still in the oldest are copied to the current segment, so that the log
-// stays within about MaxSealedSegments+1 segments plus what is queued.
+// it is flushed and the next one starts with an entry recording where it
+// ended: a full segment that reads short of that was damaged on disk,
+// which is logged and reported by List (ErrCorrupt). The oldest segment
+// whose messages are all removed is deleted, and when more than
+// MaxSealedSegments are kept the messages still in the oldest are copied
+// to the current segment, so that the log stays within about
+// MaxSealedSegments+1 segments plus what is queued.
 //
 // Each body is held in memory while Create writes it: the Server's
 // MaxMessageBytes times its connection limit bounds that memory. The
@@ -70,6 +73,12 @@ type LogStore struct {
 	wg        sync.WaitGroup
 
 	flushes groupSync // tickets: entries written; one flush covers all before it
+
+	// While loading: where each segment's scan stopped, and where seal
+	// entries say segments ended (checkSeals). damage describes the
+	// segments that ended short of their seal.
+	scanned, sealed map[uint64]int64
+	damage          []string
 
 	// flushHook, if set (tests), is called before (done false) and after
 	// each flush of the current segment with the offset up to which it
@@ -120,6 +129,13 @@ const (
 	entryPut    = 1 // id, body, record: a new message (or one copied forward)
 	entryUpdate = 2 // id, record
 	entryRemove = 3 // id
+	// entrySeal, the first entry of a segment started by a roll, says
+	// where the previous segment ended when it was flushed for the last
+	// time: id sealID, record the previous segment's number and end
+	// offset (8 bytes each, little-endian).
+	entrySeal = 4
+
+	sealID = "seal"
 )
 
 // OpenLogStore opens (creating it if needed, mode 0700) the log directory
@@ -133,7 +149,8 @@ func OpenLogStore(dir string, opt LogStoreOptions) (*LogStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &LogStore{dir: dir, lock: lock, segSize: opt.SegmentSize, keep: opt.MaxSealedSegments, index: map[string]*logMsg{}}
+	s := &LogStore{dir: dir, lock: lock, segSize: opt.SegmentSize, keep: opt.MaxSealedSegments, index: map[string]*logMsg{},
+		scanned: map[uint64]int64{}, sealed: map[uint64]int64{}}
 	if s.segSize <= 0 {
 		s.segSize = DefaultSegmentSize
 	}
@@ -182,6 +199,7 @@ func (s *LogStore) load() error {
 		}
 		next = num + 1
 	}
+	s.checkSeals()
 	// The first segment is prepared now, the next ones in the background.
 	spare, err := s.prepare()
 	if err != nil {
@@ -204,8 +222,15 @@ func (s *LogStore) replay(seg *segment) error {
 		return fmt.Errorf("queue: segment %s: %w", seg.f.Name(), err)
 	}
 	end, clean := scanSegment(seg.f, st.Size(), func(e logEntry) {
+		if e.kind == entrySeal {
+			if num, sealed, ok := parseSeal(e); ok {
+				s.sealed[num] = sealed
+			}
+			return
+		}
 		s.apply(seg, e.kind, e.id, e.bodyOff, e.bodySize, e.rec)
 	})
+	s.scanned[seg.num] = end
 	switch {
 	case end == 0:
 		// Created but not flushed before a crash: nothing in it was
@@ -216,6 +241,47 @@ func (s *LogStore) replay(seg *segment) error {
 			"segment", seg.f.Name(), "offset", end, "bytes", st.Size()-end)
 	}
 	return nil
+}
+
+// checkSeals compares where each segment's scan stopped with where the
+// next segment's seal entry says it ended when it was last flushed. A
+// scan that stopped short of a seal did not meet a crash's torn tail
+// (that segment was whole on disk before its successor began): flushed
+// entries, acknowledged messages among them, cannot be read. That is
+// logged as an error and reported by every List (ErrCorrupt). Only a
+// segment without a seal (the one written when the process or the
+// machine stopped) may end in an entry cut short.
+func (s *LogStore) checkSeals() {
+	for _, seg := range s.segs {
+		sealed, ok := s.sealed[seg.num]
+		if !ok {
+			continue
+		}
+		if end := s.scanned[seg.num]; end < sealed {
+			d := fmt.Sprintf("segment %s: %d bytes of flushed log from offset %d cannot be read (damaged on disk); the messages in them are lost", segName(seg.num), sealed-end, end)
+			slog.Error("queue: "+d, "segment", seg.f.Name())
+			s.damage = append(s.damage, d)
+		}
+	}
+	s.sealed, s.scanned = nil, nil
+}
+
+// sealEntry is the entry that starts segment num+1 after segment num was
+// flushed up to end.
+func sealEntry(num uint64, end int64) []byte {
+	var rec [16]byte
+	binary.LittleEndian.PutUint64(rec[0:], num)
+	binary.LittleEndian.PutUint64(rec[8:], uint64(end))
+	buf := append(make([]byte, entryHdrLen, entryHdrLen+len(sealID)+len(rec)), sealID...)
+	return encodeEntry(buf, entrySeal, sealID, 0, rec[:])
+}
+
+// parseSeal reads a seal entry: the segment it seals and where it ends.
+func parseSeal(e logEntry) (num uint64, end int64, ok bool) {
+	if e.id != sealID || len(e.rec) != 16 || e.bodySize != 0 {
+		return 0, 0, false
+	}
+	return binary.LittleEndian.Uint64(e.rec[0:]), int64(binary.LittleEndian.Uint64(e.rec[8:])), true
 }
 
 // logEntry is one entry read back from a segment: its kind, id, where
@@ -298,7 +364,7 @@ func parseEntryHeader(h []byte) (kind byte, idLen, recLen uint32, bodyLen int64,
 	sum = le.Uint32(h[24:])
 	// The padding (bytes 5-7, and 28-31 after the CRC, which it does not
 	// cover) must be zero.
-	ok = kind >= entryPut && kind <= entryRemove && idLen > 0 && idLen <= 200 && recLen <= maxRecordLen && b < 1<<48 &&
+	ok = kind >= entryPut && kind <= entrySeal && idLen > 0 && idLen <= 200 && recLen <= maxRecordLen && b < 1<<48 &&
 		allZero(h[5:8]) && allZero(h[28:32])
 	return kind, idLen, recLen, int64(b), sum, ok
 }
@@ -489,13 +555,21 @@ func (s *LogStore) appendLocked(entry []byte) (ticket uint64, seg *segment, off 
 // segments no message needs any more are deleted, and when too many are
 // kept the oldest's messages are copied forward. s.mu is held.
 func (s *LogStore) rollLocked() error {
+	prev, end := s.current().num, s.end
 	if err := datasync(s.current().f); err != nil {
 		s.err = fmt.Errorf("queue: flushing the log: %w", err)
 		return s.err
 	}
-	if err := s.startSegment(s.current().num + 1); err != nil {
+	if err := s.startSegment(prev + 1); err != nil {
 		return err
 	}
+	// Not waited for: it is flushed with the entry that follows it, and a
+	// seal lost in a crash only leaves the segment it names unchecked.
+	seal := sealEntry(prev, end)
+	if _, err := s.current().f.WriteAt(seal, s.end); err != nil {
+		return fmt.Errorf("queue: writing the log: %w", storageErr(err))
+	}
+	s.end += int64(len(seal))
 	if err := s.collectLocked(); err != nil {
 		return err
 	}
@@ -830,11 +904,15 @@ func (s *LogStore) List(ctx context.Context) ([]*Message, error) {
 		}
 		msgs = append(msgs, m)
 	}
+	var errs []error
 	if len(bad) > 0 {
 		sort.Strings(bad)
-		return msgs, fmt.Errorf("%w: %s", ErrCorrupt, strings.Join(bad, ", "))
+		errs = append(errs, fmt.Errorf("%w: %s", ErrCorrupt, strings.Join(bad, ", ")))
 	}
-	return msgs, nil
+	for _, d := range s.damage {
+		errs = append(errs, fmt.Errorf("%w: %s", ErrCorrupt, d))
+	}
+	return msgs, errors.Join(errs...)
 }
 
 // Body opens the body of id; its segment stays open until Close.
