@@ -126,6 +126,12 @@ const (
 	// RefuseREQUIRETLS: the message requires TLS (RFC 8689 §4.2.1) and the
 	// destination or host cannot be authenticated: permanent, 5.7.30.
 	RefuseREQUIRETLS
+	// RefuseConfig: the requirement names a level this package does not
+	// know, a local configuration or programming error: temporary, so
+	// that mail waits for the configuration to be mended, and no TLS
+	// failure (FailureNone): the destination did nothing wrong, and
+	// TLS-RPT does not hear of it.
+	RefuseConfig
 )
 
 // Refusal is a plan's "do not deliver here", and why. It is an error.
@@ -305,7 +311,7 @@ func levelHop(req Requirement, perHost bool) (Hop, *Refusal) {
 	case Secure:
 		h.TryTLS, h.Required, h.Check = true, true, CheckSecure
 	default:
-		return h, &Refusal{Kind: RefuseDANE, Failure: FailureValidation, Summary: "unknown TLS level",
+		return h, &Refusal{Kind: RefuseConfig, Failure: FailureNone, Summary: "unknown TLS level",
 			Detail: fmt.Sprintf("unknown TLS level %v", req.Level)}
 	}
 	if !h.Enforce {

@@ -231,6 +231,8 @@ func refusalWord(r *policy.Refusal) string {
 		return "✗addr"
 	case policy.RefuseREQUIRETLS:
 		return "✗requiretls"
+	case policy.RefuseConfig:
+		return "✗config"
 	}
 	return "✗?"
 }

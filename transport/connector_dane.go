@@ -180,6 +180,9 @@ func refusalError(req policy.Requirement, r *policy.Refusal, cause error) *Error
 	case policy.RefuseREQUIRETLS:
 		return &Error{Local: true, Code: 550, EnhancedCode: EnhancedCode{5, 7, 30}, Message: r.Summary,
 			Err: fmt.Errorf("%w: %s", ErrRequireTLS, r.Detail)}
+	case policy.RefuseConfig:
+		// 4.3.5: system incorrectly configured (RFC 3463 §3.4).
+		return localError(false, 3, 5, "", r.Summary+"; deferring rather than guessing", fmt.Errorf("%w: %s", ErrPolicyLookup, r.Detail))
 	}
 	err := fmt.Errorf("%w: %s", ErrDANE, r.Detail)
 	if r.Detail == "" && cause != nil {

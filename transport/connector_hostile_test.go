@@ -730,3 +730,32 @@ func TestPoolNotReusedAfterPolicyChange(t *testing.T) {
 		t.Errorf("messages = %d, want 2", n)
 	}
 }
+
+// A requirement whose level this code does not know (a configuration or
+// programming error on this side) defers the message as 4.3.5 without
+// connecting, and is no TLS failure of the destination's: nothing goes
+// to TLS-RPT.
+func TestUnknownLevelDefersWithoutTLSReport(t *testing.T) {
+	srv := transporttest.NewTLSServer(t)
+	e := newEnv(t)
+	e.single(srv.Addr)
+	c := e.connector(reqPolicy(policy.Requirement{Level: policy.Level(99), Source: policy.SourceStatic}), srv)
+	store := &tlsrpt.FileStore{Dir: t.TempDir()}
+	c.TLSRPT = store
+	res := deliver(t, c, envelope("user@example.test"))
+	r := res.Recipients[0]
+	if r.Status != transport.Deferred || r.Reply.Code != 451 || r.Reply.EnhancedCode.String() != "4.3.5" ||
+		!errors.Is(r.Reply, transport.ErrPolicyLookup) || r.TLSFailure != policy.FailureNone {
+		t.Errorf("unknown level: %v %v %q", r.Status, r.Reply, r.TLSFailure)
+	}
+	if len(e.dialer.Dialed()) != 0 || len(srv.Messages()) != 0 {
+		t.Errorf("dialled %v, delivered %d", e.dialer.Dialed(), len(srv.Messages()))
+	}
+	now := time.Now()
+	if err := store.Results(context.Background(), now.Add(-time.Hour), now.Add(time.Hour), func(r tlsrpt.Result) error {
+		t.Errorf("TLS-RPT result recorded: %+v", r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

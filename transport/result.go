@@ -113,8 +113,9 @@ var (
 	// (fails closed). A certificate that does not match the records is
 	// ErrCertificate with a TLS-RPT failure type.
 	ErrDANE = errors.New("transport: DANE requirement cannot be met")
-	// ErrPolicyLookup: the TLS policy could not be determined; the message
-	// is deferred, never downgraded.
+	// ErrPolicyLookup: the TLS policy could not be determined, or names a
+	// level this code does not know; the message is deferred, never
+	// downgraded.
 	ErrPolicyLookup = errors.New("transport: TLS policy lookup failed")
 )
 
