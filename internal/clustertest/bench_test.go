@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mailtls/mailtls/internal/pgtest"
+	"github.com/mailtls/mailtls/internal/stats"
 )
 
 // TestClusterThroughput measures end-to-end messages per second (SMTP in
@@ -71,7 +71,7 @@ func TestClusterThroughput(t *testing.T) {
 		for r := range rates[i] {
 			ratio = append(ratio, rates[i][r]/rates[0][r])
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", c.name, spread(rates[i], "%.0f"), spread(ratio, "%.2f"))
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", c.name, stats.Format(rates[i], "%.0f"), stats.Format(ratio, "%.2f"))
 	}
 	b.WriteString("database cost per message, one relay (statements counted by pg_stat_database, WAL by pg_stat_wal; includes the relay's polling while it ran):\n" + cost)
 	lat := commitLatency(t, pgtest.DB(t))
@@ -84,17 +84,6 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
-}
-
-// spread formats median [min, max].
-func spread(v []float64, f string) string {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return fmt.Sprintf(f+" ["+f+", "+f+"]", med, s[0], s[len(s)-1])
 }
 
 // throughput starts nodes relays (on dsn, or DirStore for ""), sends msgs

@@ -6,7 +6,9 @@
 // for half the round trip in each direction (-delay proxy; the default,
 // since the machines here have no sch_netem). It reports msgs/s and the
 // sink's round trips per message (client flights that followed a server
-// reply) for each sender:
+// reply) for each sender, in -rounds rounds whose order rotates, with
+// the median [min, max] over the rounds and, per round, each sender's
+// msgs/s and round trips per message over Postfix's:
 //
 //   - connector: transport.Connector, one message per Deliver call from c
 //     workers, connection pool on, PIPELINING and CHUNKING used;
@@ -23,7 +25,7 @@
 // and 10.201.0.2/30, netem qdiscs if asked for, a private Postfix
 // instance. No packet leaves the two namespaces.
 //
-//	go run ./internal/cmd/latencyload -n 1000 -c 4 -rtt 50ms
+//	go run ./internal/cmd/latencyload -n 1000 -c 4 -rtt 50ms -rounds 5
 package main
 
 import (
@@ -50,6 +52,7 @@ import (
 
 	"github.com/mailtls/mailtls/certstore/certtest"
 	"github.com/mailtls/mailtls/internal/postfixlab"
+	"github.com/mailtls/mailtls/internal/stats"
 	"github.com/mailtls/mailtls/internal/testmsg"
 	"github.com/mailtls/mailtls/policy"
 	"github.com/mailtls/mailtls/transport"
@@ -63,6 +66,7 @@ const (
 
 type config struct {
 	n, c, size int
+	rounds     int
 	rtt        time.Duration
 	delay      string // "proxy" or "netem"
 	senders    []string
@@ -77,6 +81,7 @@ func main() {
 	flag.IntVar(&cfg.n, "n", 1000, "messages per sender")
 	flag.IntVar(&cfg.c, "c", 4, "concurrent deliveries (connections) per sender")
 	flag.IntVar(&cfg.size, "size", 1024, "message size in octets")
+	flag.IntVar(&cfg.rounds, "rounds", 1, "rounds; each runs every sender once, in an order that rotates")
 	flag.DurationVar(&cfg.rtt, "rtt", 50*time.Millisecond, "emulated round-trip time (half on each side)")
 	flag.StringVar(&cfg.delay, "delay", "proxy", "how the round trip is emulated: proxy (userspace, in the sink's namespace) or netem (tc)")
 	flag.StringVar(&senders, "senders", "connector,sequential,postfix", "comma-separated senders")
@@ -252,39 +257,72 @@ func runParent(ctx context.Context, cfg *config, stdout io.Writer) error {
 		return err
 	}
 	defer ns.remove()
-	fmt.Fprintf(stdout, "%d messages of %d bytes, %d connections, emulated RTT %v (%s, %v each way)\n",
-		cfg.n, cfg.size, cfg.c, cfg.rtt, cfg.delay, cfg.rtt/2)
-	fmt.Fprintf(stdout, "%-10s %8s %10s %12s\n", "sender", "seconds", "msgs/s", "RTT/msg")
+	fmt.Fprintf(stdout, "%d messages of %d bytes, %d connections, emulated RTT %v (%s, %v each way), %d rounds\n",
+		cfg.n, cfg.size, cfg.c, cfg.rtt, cfg.delay, cfg.rtt/2, max(cfg.rounds, 1))
+	fmt.Fprintf(stdout, "%-5s %-10s %8s %10s %12s\n", "round", "sender", "seconds", "msgs/s", "RTT/msg")
+	rate, rtt := map[string][]float64{}, map[string][]float64{}
+	for r := 0; r < max(cfg.rounds, 1); r++ {
+		for i := range cfg.senders {
+			s := cfg.senders[(r+i)%len(cfg.senders)] // ABC, BCA, CAB, ...
+			elapsed, perMsg, err := measure(ctx, cfg, ns, dir, s)
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", r+1, s, err)
+			}
+			rate[s] = append(rate[s], float64(cfg.n)/elapsed.Seconds())
+			rtt[s] = append(rtt[s], perMsg)
+			fmt.Fprintf(stdout, "%-5d %-10s %8.2f %10.1f %12.2f\n", r+1, s, elapsed.Seconds(), float64(cfg.n)/elapsed.Seconds(), perMsg)
+		}
+	}
 	for _, s := range cfg.senders {
-		proxyDelay := time.Duration(0)
-		if cfg.delay == "proxy" {
-			proxyDelay = cfg.rtt
+		fmt.Fprintf(stdout, "result %-10s msgs/s %s RTT/msg %s\n", s, stats.Format(rate[s], "%.1f"), stats.Format(rtt[s], "%.2f"))
+	}
+	// Per round: how many times Postfix's msgs/s the sender reached, and
+	// how many of Postfix's round trips per message it needed.
+	if len(rate["postfix"]) > 0 {
+		for _, s := range cfg.senders {
+			if s == "postfix" {
+				continue
+			}
+			var rr, tr []float64
+			for i := range rate[s] {
+				rr = append(rr, rate[s][i]/rate["postfix"][i])
+				tr = append(tr, rtt[s][i]/rtt["postfix"][i])
+			}
+			fmt.Fprintf(stdout, "ratio %s/postfix msgs/s %s RTT/msg %s\n", s, stats.Format(rr, "%.3f"), stats.Format(tr, "%.3f"))
 		}
-		sink, err := startChild(ns.rcv, "-role", "sink", "-cert", filepath.Join(dir, "cert.pem"),
-			"-key", filepath.Join(dir, "key.pem"), "-listen", net.JoinHostPort(rcvAddr, "25"), "-rtt", proxyDelay.String())
-		if err != nil {
-			return err
-		}
-		if l, err := sink.line(); err != nil || !strings.HasPrefix(l, "listening") {
-			sink.stop()
-			return fmt.Errorf("sink: %q %v", l, err)
-		}
-		elapsed, err := runSender(ctx, cfg, ns, dir, s, sink)
-		if err != nil {
-			sink.stop()
-			return fmt.Errorf("%s: %w", s, err)
-		}
-		msgs, turns, err := sink.sinkCounts()
-		sink.stop()
-		if err != nil {
-			return err
-		}
-		if msgs != int64(cfg.n) {
-			return fmt.Errorf("%s: the sink has %d messages, want %d", s, msgs, cfg.n)
-		}
-		fmt.Fprintf(stdout, "%-10s %8.2f %10.1f %12.2f\n", s, elapsed.Seconds(), float64(cfg.n)/elapsed.Seconds(), float64(turns)/float64(msgs))
 	}
 	return nil
+}
+
+// measure runs one sender once against a new sink: how long it took
+// until the sink had every message, and the sink's round trips per
+// message.
+func measure(ctx context.Context, cfg *config, ns *netns, dir, s string) (time.Duration, float64, error) {
+	proxyDelay := time.Duration(0)
+	if cfg.delay == "proxy" {
+		proxyDelay = cfg.rtt
+	}
+	sink, err := startChild(ns.rcv, "-role", "sink", "-cert", filepath.Join(dir, "cert.pem"),
+		"-key", filepath.Join(dir, "key.pem"), "-listen", net.JoinHostPort(rcvAddr, "25"), "-rtt", proxyDelay.String())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer sink.stop()
+	if l, err := sink.line(); err != nil || !strings.HasPrefix(l, "listening") {
+		return 0, 0, fmt.Errorf("sink: %q %v", l, err)
+	}
+	elapsed, err := runSender(ctx, cfg, ns, dir, s, sink)
+	if err != nil {
+		return 0, 0, err
+	}
+	msgs, turns, err := sink.sinkCounts()
+	if err != nil {
+		return 0, 0, err
+	}
+	if msgs != int64(cfg.n) {
+		return 0, 0, fmt.Errorf("the sink has %d messages, want %d", msgs, cfg.n)
+	}
+	return elapsed, float64(turns) / float64(msgs), nil
 }
 
 func runSender(ctx context.Context, cfg *config, ns *netns, dir, sender string, sink *child) (time.Duration, error) {
@@ -318,8 +356,11 @@ func runSender(ctx context.Context, cfg *config, ns *netns, dir, sender string, 
 // runPostfix queues n messages in a private Postfix (delivery deferred),
 // then releases them and times until the sink has them all.
 func runPostfix(ctx context.Context, cfg *config, ns *netns, dir string, sink *child) (time.Duration, error) {
-	pdir := filepath.Join(dir, "postfix")
-	if err := os.Mkdir(pdir, 0o755); err != nil {
+	pdir, err := os.MkdirTemp(dir, "postfix-")
+	if err != nil {
+		return 0, err
+	}
+	if err := os.Chmod(pdir, 0o755); err != nil {
 		return 0, err
 	}
 	if err := postfixlab.MakeTraversable(pdir, "/"); err != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mailtls/mailtls/certstore"
+	"github.com/mailtls/mailtls/internal/stats"
 	"github.com/mailtls/mailtls/internal/testmsg"
 	"github.com/mailtls/mailtls/transport/smtpclient"
 )
@@ -434,7 +435,7 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		for _, m := range byTarget[t] {
 			rates = append(rates, m.rate())
 		}
-		med, lo, hi := spread(rates)
+		med, lo, hi := stats.Spread(rates)
 		fmt.Fprintf(stdout, "result %-7s msgs/s median %.1f min %.1f max %.1f\n", t, med, lo, hi)
 	}
 	// CPU per message: the target's processes over the run, and the load
@@ -461,7 +462,7 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		for i, m := range byTarget[a] {
 			ratios = append(ratios, m.rate()/byTarget[b][i].rate())
 		}
-		med, lo, hi := spread(ratios)
+		med, lo, hi := stats.Spread(ratios)
 		fmt.Fprintf(stdout, "ratio %s/%s median %.3f min %.3f max %.3f\n", a, b, med, lo, hi)
 	}
 	for _, t := range targets[1:] {
@@ -507,18 +508,6 @@ func driveRelay(ctx context.Context, cfg *config, addr string, tlsCfg *tls.Confi
 	}
 	m.elapsed = time.Since(start)
 	return m, nil
-}
-
-// spread returns the median, minimum and maximum of v (not empty).
-func spread(v []float64) (med, lo, hi float64) {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	n := len(s)
-	med = s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return med, s[0], s[n-1]
 }
 
 // makeBody returns a message of exactly size octets with CRLF lines, none

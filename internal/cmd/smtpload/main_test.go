@@ -148,11 +148,7 @@ func TestPostfixTargets(t *testing.T) {
 	}
 }
 
-func TestSpread(t *testing.T) {
-	med, lo, hi := spread([]float64{3, 1, 2, 10})
-	if med != 2.5 || lo != 1 || hi != 10 {
-		t.Fatalf("%v %v %v", med, lo, hi)
-	}
+func TestMakeBody(t *testing.T) {
 	if len(makeBody(1024)) != 1024 || !strings.HasSuffix(makeBody(100), "\r\n") {
 		t.Fatal("makeBody size")
 	}
