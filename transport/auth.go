@@ -49,10 +49,18 @@ type BcryptTable struct {
 	dummy []byte // hashed with the same cost, compared for unknown users
 }
 
+// MaxBcryptCost is the highest bcrypt cost a users file may use. Every
+// AUTH attempt for a user, and for an unknown name, costs one comparison
+// at that cost, which a client chooses to make: cost 14 takes about a
+// second of a core, and each step doubles it (htpasswd -B uses 5,
+// bcrypt.DefaultCost is 10).
+const MaxBcryptCost = 14
+
 // ParseBcryptTable reads a users file: one "user:bcrypt-hash" per line;
 // blank lines and lines starting with '#' are ignored. name is used in
 // error messages ("users.txt line 3: ..."). A duplicate user, an empty
-// name or a hash bcrypt cannot read is an error.
+// name, a hash bcrypt cannot read or a cost above MaxBcryptCost is an
+// error.
 func ParseBcryptTable(name string, r io.Reader) (*BcryptTable, error) {
 	t := &BcryptTable{users: make(map[string][]byte)}
 	cost := 0 // the dummy hash matches the table's highest cost
@@ -70,6 +78,10 @@ func ParseBcryptTable(name string, r io.Reader) (*BcryptTable, error) {
 		c, err := bcrypt.Cost([]byte(hash))
 		if err != nil {
 			return fmt.Errorf("user %q: not a bcrypt hash: %w", user, err)
+		}
+		if c > MaxBcryptCost {
+			return fmt.Errorf("user %q: bcrypt cost %d is above the maximum %d (every AUTH attempt would cost %d times a cost-%d check)",
+				user, c, MaxBcryptCost, 1<<(c-MaxBcryptCost), MaxBcryptCost)
 		}
 		cost = max(cost, c)
 		t.users[user] = []byte(hash)
