@@ -9,8 +9,10 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -74,11 +76,9 @@ type LogStore struct {
 
 	flushes groupSync // tickets: entries written; one flush covers all before it
 
-	// While loading: where each segment's scan stopped, and where seal
-	// entries say segments ended (checkSeals). damage describes the
-	// segments that ended short of their seal.
-	scanned, sealed map[uint64]int64
-	damage          []string
+	// damage describes the segments found, at open, to end short of
+	// their seal (sealDamage); List reports it.
+	damage []string
 
 	// flushHook, if set (tests), is called before (done false) and after
 	// each flush of the current segment with the offset up to which it
@@ -149,8 +149,7 @@ func OpenLogStore(dir string, opt LogStoreOptions) (*LogStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &LogStore{dir: dir, lock: lock, segSize: opt.SegmentSize, keep: opt.MaxSealedSegments, index: map[string]*logMsg{},
-		scanned: map[uint64]int64{}, sealed: map[uint64]int64{}}
+	s := &LogStore{dir: dir, lock: lock, segSize: opt.SegmentSize, keep: opt.MaxSealedSegments, index: map[string]*logMsg{}}
 	if s.segSize <= 0 {
 		s.segSize = DefaultSegmentSize
 	}
@@ -187,6 +186,9 @@ func (s *LogStore) load() error {
 	os.Remove(filepath.Join(s.dir, spareName)) // prepared, never written
 	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
 	next := uint64(1)
+	// Where each segment's scan stopped, and where the seals found say
+	// segments ended.
+	scanned, sealed := map[uint64]int64{}, map[uint64]int64{}
 	for _, num := range nums {
 		f, err := os.OpenFile(filepath.Join(s.dir, segName(num)), os.O_RDWR, 0)
 		if err != nil {
@@ -194,12 +196,17 @@ func (s *LogStore) load() error {
 		}
 		seg := &segment{num: num, f: f}
 		s.segs = append(s.segs, seg)
-		if err := s.replay(seg); err != nil {
+		end, err := s.replay(seg, sealed)
+		if err != nil {
 			return err
 		}
+		scanned[num] = end
 		next = num + 1
 	}
-	s.checkSeals()
+	for _, d := range sealDamage(scanned, sealed) {
+		slog.Error("queue: " + d)
+		s.damage = append(s.damage, d)
+	}
 	// The first segment is prepared now, the next ones in the background.
 	spare, err := s.prepare()
 	if err != nil {
@@ -215,22 +222,22 @@ func (s *LogStore) load() error {
 }
 
 // replay applies the entries of seg to the index, up to its end or its
-// first incomplete entry.
-func (s *LogStore) replay(seg *segment) error {
+// first incomplete entry, records the seals it holds in sealed, and
+// returns where it stopped.
+func (s *LogStore) replay(seg *segment, sealed map[uint64]int64) (int64, error) {
 	st, err := seg.f.Stat()
 	if err != nil {
-		return fmt.Errorf("queue: segment %s: %w", seg.f.Name(), err)
+		return 0, fmt.Errorf("queue: segment %s: %w", seg.f.Name(), err)
 	}
 	end, clean := scanSegment(seg.f, st.Size(), func(e logEntry) {
 		if e.kind == entrySeal {
-			if num, sealed, ok := parseSeal(e); ok {
-				s.sealed[num] = sealed
+			if num, at, ok := parseSeal(e); ok {
+				sealed[num] = at
 			}
 			return
 		}
 		s.apply(seg, e.kind, e.id, e.bodyOff, e.bodySize, e.rec)
 	})
-	s.scanned[seg.num] = end
 	switch {
 	case end == 0:
 		// Created but not flushed before a crash: nothing in it was
@@ -240,30 +247,27 @@ func (s *LogStore) replay(seg *segment) error {
 		slog.Warn("queue: log segment ends in an incomplete entry (cut by a crash before it was flushed); ignored",
 			"segment", seg.f.Name(), "offset", end, "bytes", st.Size()-end)
 	}
-	return nil
+	return end, nil
 }
 
-// checkSeals compares where each segment's scan stopped with where the
-// next segment's seal entry says it ended when it was last flushed. A
-// scan that stopped short of a seal did not meet a crash's torn tail
-// (that segment was whole on disk before its successor began): flushed
-// entries, acknowledged messages among them, cannot be read. That is
-// logged as an error and reported by every List (ErrCorrupt). Only a
-// segment without a seal (the one written when the process or the
-// machine stopped) may end in an entry cut short.
-func (s *LogStore) checkSeals() {
-	for _, seg := range s.segs {
-		sealed, ok := s.sealed[seg.num]
-		if !ok {
-			continue
-		}
-		if end := s.scanned[seg.num]; end < sealed {
-			d := fmt.Sprintf("segment %s: %d bytes of flushed log from offset %d cannot be read (damaged on disk); the messages in them are lost", segName(seg.num), sealed-end, end)
-			slog.Error("queue: "+d, "segment", seg.f.Name())
-			s.damage = append(s.damage, d)
+// sealDamage compares where each segment's scan stopped (scanned) with
+// where the next segment's seal says it ended when it was last flushed
+// (sealed), and describes every segment that reads short of its seal. That
+// segment was whole on disk before its successor began, so no crash cut
+// it: flushed entries, acknowledged messages among them, were damaged on
+// disk. A segment without a seal (the one being written when the process
+// or the machine stopped) may end in an entry cut short, and is not
+// judged; nor is a seal whose segment is gone (deleted once empty).
+func sealDamage(scanned, sealed map[uint64]int64) []string {
+	var out []string
+	for _, num := range slices.Sorted(maps.Keys(scanned)) {
+		// No seal reads as 0: never short.
+		if end, at := scanned[num], sealed[num]; end < at {
+			out = append(out, fmt.Sprintf("segment %s: %d bytes of flushed log from offset %d cannot be read (damaged on disk); the messages in them are lost",
+				segName(num), at-end, end))
 		}
 	}
-	s.sealed, s.scanned = nil, nil
+	return out
 }
 
 // sealEntry is the entry that starts segment num+1 after segment num was

@@ -614,3 +614,37 @@ func TestSealEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestSealDamage: the decision behind TestLogStoreSealedSegmentDamage. A
+// segment is judged only against a seal, and damaged only when it reads
+// short of it.
+func TestSealDamage(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		scanned, sealed map[uint64]int64
+		want            []string // segment names reported, in order
+	}{
+		{"no seals (a store from before seals, or one segment)", map[uint64]int64{1: 100, 2: 50}, nil, nil},
+		{"every segment whole", map[uint64]int64{1: 100, 2: 200, 3: 10}, map[uint64]int64{1: 100, 2: 200}, nil},
+		{"the last segment, unsealed, cut short", map[uint64]int64{1: 100, 2: 16}, map[uint64]int64{1: 100}, nil},
+		{"a sealed segment short by one byte", map[uint64]int64{1: 99, 2: 50}, map[uint64]int64{1: 100}, []string{segName(1)}},
+		{"a sealed segment with no readable entry", map[uint64]int64{1: 100, 2: 0, 3: 40}, map[uint64]int64{1: 100, 2: 300}, []string{segName(2)}},
+		{"two, reported in segment order", map[uint64]int64{7: 1, 3: 1, 9: 5}, map[uint64]int64{3: 2, 7: 2}, []string{segName(3), segName(7)}},
+		{"a seal whose segment is gone", map[uint64]int64{5: 30}, map[uint64]int64{4: 1000}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sealDamage(tc.scanned, tc.sealed)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %q, want segments %q", got, tc.want)
+			}
+			for i, d := range got {
+				if !strings.HasPrefix(d, "segment "+tc.want[i]+": ") {
+					t.Errorf("report %d = %q, want segment %s", i, d, tc.want[i])
+				}
+			}
+		})
+	}
+	if d := sealDamage(map[uint64]int64{1: 60}, map[uint64]int64{1: 100}); len(d) != 1 || !strings.Contains(d[0], "40 bytes of flushed log from offset 60") {
+		t.Errorf("report = %q", d)
+	}
+}

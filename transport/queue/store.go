@@ -22,10 +22,12 @@ var (
 	// ErrExists: Create was called with the id of a message already in the
 	// store. The queue relies on this to make report creation idempotent.
 	ErrExists = errors.New("queue: message already exists")
-	// ErrCorrupt: a stored record cannot be read or parsed. List returns it
-	// (wrapped, naming the records) together with the records it could
-	// read; the queue logs it and delivers the rest. The operator should
-	// inspect the record named.
+	// ErrCorrupt: a stored record cannot be read or parsed, or part of the
+	// spool that held records was damaged on disk (a LogStore segment that
+	// reads short of its seal). List returns it (wrapped, naming the
+	// records or the segment) together with the records it could read;
+	// the queue logs it and delivers the rest. The operator should inspect
+	// what it names.
 	ErrCorrupt = errors.New("queue: unreadable spool record")
 	// ErrBadID: the id is empty or has characters other than ASCII letters,
 	// digits, '.', '-' and '_' (ids become file names).
