@@ -252,16 +252,19 @@ func runParent(ctx context.Context, cfg *config, stdout io.Writer) error {
 	if cfg.delay != "proxy" && cfg.delay != "netem" {
 		return fmt.Errorf("-delay %q: want proxy or netem", cfg.delay)
 	}
+	if cfg.rounds < 1 {
+		return fmt.Errorf("-rounds %d: want at least 1", cfg.rounds)
+	}
 	ns, err := setupNetns(cfg.rtt, cfg.delay == "netem")
 	if err != nil {
 		return err
 	}
 	defer ns.remove()
 	fmt.Fprintf(stdout, "%d messages of %d bytes, %d connections, emulated RTT %v (%s, %v each way), %d rounds\n",
-		cfg.n, cfg.size, cfg.c, cfg.rtt, cfg.delay, cfg.rtt/2, max(cfg.rounds, 1))
+		cfg.n, cfg.size, cfg.c, cfg.rtt, cfg.delay, cfg.rtt/2, cfg.rounds)
 	fmt.Fprintf(stdout, "%-5s %-10s %8s %10s %12s\n", "round", "sender", "seconds", "msgs/s", "RTT/msg")
 	rate, rtt := map[string][]float64{}, map[string][]float64{}
-	for r := 0; r < max(cfg.rounds, 1); r++ {
+	for r := 0; r < cfg.rounds; r++ {
 		for i := range cfg.senders {
 			s := cfg.senders[(r+i)%len(cfg.senders)] // ABC, BCA, CAB, ...
 			elapsed, perMsg, err := measure(ctx, cfg, ns, dir, s)

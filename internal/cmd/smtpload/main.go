@@ -61,10 +61,10 @@
 // /proc/PID/stat, in 10 ms ticks) per message: of each target's
 // processes over the whole run (the child, and the sink it relays to; for
 // Postfix, the master and every daemon it forked, reaped ones included),
-// and of the load process while it drove that target; and how many times
-// the relay's CPU per message Postfix's is. On a machine the load process
-// shares, that is the ratio a load generator of its own would let the
-// throughput reach.
+// and of the load process while it drove that target; and Postfix's CPU
+// per message over the relay's. Where the load process shares the
+// machine, its own CPU pulls the throughput ratios towards 1; the CPU
+// ratio is what the targets alone cost.
 //
 // Every message is checked: a refused message, or an accepted count a
 // server (or the sink, or Postfix's log) does not confirm, makes the run
