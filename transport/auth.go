@@ -56,6 +56,15 @@ type BcryptTable struct {
 // bcrypt.DefaultCost is 10).
 const MaxBcryptCost = 14
 
+// checkBcryptCost refuses a cost above MaxBcryptCost.
+func checkBcryptCost(c int) error {
+	if c > MaxBcryptCost {
+		return fmt.Errorf("bcrypt cost %d is above the maximum %d (every AUTH attempt would cost %d times a cost-%d check)",
+			c, MaxBcryptCost, 1<<(c-MaxBcryptCost), MaxBcryptCost)
+	}
+	return nil
+}
+
 // ParseBcryptTable reads a users file: one "user:bcrypt-hash" per line;
 // blank lines and lines starting with '#' are ignored. name is used in
 // error messages ("users.txt line 3: ..."). A duplicate user, an empty
@@ -79,9 +88,8 @@ func ParseBcryptTable(name string, r io.Reader) (*BcryptTable, error) {
 		if err != nil {
 			return fmt.Errorf("user %q: not a bcrypt hash: %w", user, err)
 		}
-		if c > MaxBcryptCost {
-			return fmt.Errorf("user %q: bcrypt cost %d is above the maximum %d (every AUTH attempt would cost %d times a cost-%d check)",
-				user, c, MaxBcryptCost, 1<<(c-MaxBcryptCost), MaxBcryptCost)
+		if err := checkBcryptCost(c); err != nil {
+			return fmt.Errorf("user %q: %w", user, err)
 		}
 		cost = max(cost, c)
 		t.users[user] = []byte(hash)

@@ -62,6 +62,16 @@ func TestBcryptTable(t *testing.T) {
 	}
 }
 
+// TestCheckBcryptCost: the limit's edge, which the parse tests cannot
+// reach cheaply (a table at cost 14 hashes its dummy for a second).
+func TestCheckBcryptCost(t *testing.T) {
+	for c, ok := range map[int]bool{bcrypt.MinCost: true, bcrypt.DefaultCost: true, MaxBcryptCost: true, MaxBcryptCost + 1: false, bcrypt.MaxCost: false} {
+		if err := checkBcryptCost(c); (err == nil) != ok {
+			t.Errorf("cost %d: %v, want accepted %v", c, err, ok)
+		}
+	}
+}
+
 func TestParseBcryptTableErrors(t *testing.T) {
 	good := bcryptLine(t, "u", "p")
 	for _, c := range []struct{ in, want string }{
