@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,5 +73,16 @@ func TestLatencySmall(t *testing.T) {
 	}
 	if slices.Min(rtt["connector"]) == 0 || slices.Max(rtt["connector"]) >= slices.Min(rtt["sequential"]) {
 		t.Errorf("round trips per message: %v, want pipelined < sequential in every round", rtt)
+	}
+}
+
+func TestRetried(t *testing.T) {
+	log := strings.Join([]string{
+		"postfix/qmgr[1]: 4A: to=<r1@dest.example>, relay=none, delay=0.1, status=deferred (deferred transport)",
+		"postfix/smtp[2]: 4B: to=<r2@dest.example>, relay=sink.example[10.201.0.2]:25, status=deferred (lost connection with sink.example)",
+		"postfix/smtp[2]: 4B: to=<r2@dest.example>, relay=sink.example[10.201.0.2]:25, conn_use=2, status=sent (250 OK)",
+	}, "\n")
+	if n := retried([]byte(log)); n != 1 {
+		t.Errorf("retried = %d, want 1", n)
 	}
 }
