@@ -44,7 +44,7 @@ type inConn struct {
 	// Shutdown, eviction and the stress kick.
 	mode      atomic.Int32 // readCommand, readData, readHandshake
 	cmdStart  time.Time
-	dataSince atomic.Int64 // UnixNano when DATA/BDAT began; 0 outside
+	dataSince atomic.Int64 // connClock when DATA/BDAT began; 0 outside
 	dataBytes atomic.Int64 // bytes read from the wire since dataSince
 	dmu       sync.Mutex
 	rdeadline time.Time
@@ -62,8 +62,8 @@ type inConn struct {
 	// writes in progress: while there is one, it is the client's turn.
 	// released is guarded by srv.mu.
 	ioWait    atomic.Int32
-	repliedAt atomic.Int64 // UnixNano of the last reply, or of the accept
-	recvAt    atomic.Int64 // UnixNano of the last bytes received
+	repliedAt atomic.Int64 // connClock of the last reply, or of the accept
+	recvAt    atomic.Int64 // connClock of the last bytes received
 	spoke     atomic.Bool  // EHLO or HELO accepted, never reset
 	evicted   atomic.Bool
 	released  bool
@@ -105,7 +105,7 @@ func newInConn(s *Server, raw net.Conn) *inConn {
 	if s.Observer != nil {
 		c.started = time.Now()
 	}
-	c.repliedAt.Store(time.Now().UnixNano())
+	c.repliedAt.Store(connClock(time.Now()))
 	return c
 }
 
@@ -138,7 +138,7 @@ func (c *inConn) Read(p []byte) (int, error) {
 	n, err := c.raw.Read(p)
 	c.ioWait.Add(-1)
 	if n > 0 {
-		c.recvAt.Store(time.Now().UnixNano())
+		c.recvAt.Store(connClock(time.Now()))
 		if c.dataSince.Load() != 0 {
 			c.dataBytes.Add(int64(n))
 		}
@@ -281,7 +281,7 @@ func (c *inConn) flush() error {
 	}
 	now := time.Now()
 	c.cmdStart = now
-	c.repliedAt.Store(now.UnixNano())
+	c.repliedAt.Store(connClock(now))
 	c.werr = err
 	return err
 }
@@ -331,7 +331,7 @@ func (c *inConn) armRead() {
 			if c.srv.stressed() {
 				stress = c.srv.stressTimeout()
 			}
-			c.setReadDeadline(dataReadDeadline(now, time.Unix(0, since), rt, c.dataDeadline(), stress, c.srv.MinDataRate, c.dataBytes.Load()), rt)
+			c.setReadDeadline(dataReadDeadline(now, clockTime(since), rt, c.dataDeadline(), stress, c.srv.MinDataRate, c.dataBytes.Load()), rt)
 			return
 		}
 	}
@@ -383,7 +383,7 @@ func deadlineSlack(timeout time.Duration) time.Duration { return min(timeout/8, 
 // beginData and endData bracket a DATA transfer or a whole BDAT transfer.
 func (c *inConn) beginData() {
 	c.dataBytes.Store(0)
-	c.dataSince.Store(time.Now().UnixNano())
+	c.dataSince.Store(connClock(time.Now()))
 	c.inData.Store(true)
 	c.mode.Store(readData)
 }

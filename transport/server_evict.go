@@ -20,6 +20,22 @@ const (
 	evictWriteTimeout = time.Second
 )
 
+// clockBase anchors the times a connection keeps in atomics (its last
+// reply, its last bytes received, the start of its DATA transfer): they are
+// stored as connClock, the nanoseconds since clockBase, so that clockTime
+// gives them back with their monotonic clock reading. Wall-clock times
+// (UnixNano) would let a step of the system clock, such as NTP setting the
+// time soon after boot, make every connection look idle to eviction, or
+// none, and move the data deadlines.
+var clockBase = time.Now()
+
+// connClock returns t as nanoseconds since clockBase, at least 1 (0 is
+// "not set" for dataSince).
+func connClock(t time.Time) int64 { return max(1, int64(t.Sub(clockBase))) }
+
+// clockTime is the inverse of connClock.
+func clockTime(n int64) time.Time { return clockBase.Add(time.Duration(n)) }
+
 // connSnapshot is what the choice of a connection to close for a newcomer
 // knows of one connection.
 type connSnapshot struct {
@@ -117,11 +133,11 @@ func (c *inConn) snapshot() connSnapshot {
 		spoke:     c.spoke.Load(),
 		inTx:      c.inTx.Load(),
 		inData:    c.inData.Load(),
-		lastReply: time.Unix(0, c.repliedAt.Load()),
-		lastRecv:  time.Unix(0, c.recvAt.Load()),
+		lastReply: clockTime(c.repliedAt.Load()),
+		lastRecv:  clockTime(c.recvAt.Load()),
 	}
 	if since := c.dataSince.Load(); s.inData && since != 0 {
-		s.dataSince = time.Unix(0, since)
+		s.dataSince = clockTime(since)
 		s.dataBytes = c.dataBytes.Load()
 	} else if s.inData {
 		s.dataSince = s.lastReply

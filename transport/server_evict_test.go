@@ -321,8 +321,8 @@ func TestEvictionSparesTransfers(t *testing.T) {
 		if got := newcomer("127.0.0." + strconv.Itoa(5+i)); !strings.HasPrefix(got, "220 ") {
 			t.Fatalf("newcomer %d: %q", i+1, got)
 		}
-		if got, _ := c.victim.tryRead(); got != evictedReply {
-			t.Fatalf("newcomer %d: %s got %q, want %q", i+1, c.name, got, evictedReply)
+		if got, err := c.victim.tryRead(); got != evictedReply {
+			t.Fatalf("newcomer %d: %s got %q (%v), want %q; server log:\n%s", i+1, c.name, got, err, evictedReply, ts.log.String())
 		}
 		if _, err := c.victim.tryRead(); err == nil {
 			t.Errorf("%s not closed", c.name)
@@ -496,5 +496,23 @@ func TestEvictionVictim(t *testing.T) {
 	}
 	if got := evictionVictim([]connSnapshot{trickled, data(evictDataStall)}, now, -1); got != 1 {
 		t.Errorf("stalled transfer without a minimum rate: evictionVictim = %d, want 1", got)
+	}
+}
+
+// TestConnClock: the connection times eviction and the data deadlines
+// compare come back from their atomics with the monotonic clock reading
+// (time.Time.String shows it as "m="), so that a step of the wall clock
+// cannot make a connection look idle or busy.
+func TestConnClock(t *testing.T) {
+	now := time.Now()
+	back := clockTime(connClock(now))
+	if !back.Equal(now) {
+		t.Errorf("clockTime(connClock(%v)) = %v", now, back)
+	}
+	if !strings.Contains(back.String(), " m=") {
+		t.Errorf("%v has no monotonic clock reading", back)
+	}
+	if n := connClock(clockBase.Add(-time.Hour)); n != 1 {
+		t.Errorf("connClock before clockBase = %d, want 1 (0 means not set)", n)
 	}
 }

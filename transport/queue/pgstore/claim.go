@@ -141,14 +141,17 @@ SELECT pg_notify($3, '') FROM r WHERE r.due <= now()`, id, epoch, notifyChannel)
 	return nil
 }
 
+// pruneBase anchors Store.pruned.
+var pruneBase = time.Now()
+
 // pruneIDs forgets, at most every pruneEvery and 10,000 at a time, the ids
 // created more than Options.IDRetention ago whose messages are gone (see
 // Create).
 // Failures are left to the next try.
 func (s *Store) pruneIDs(ctx context.Context) {
-	now := time.Now()
+	now := int64(time.Since(pruneBase)) // monotonic: a clock step does not stall pruning
 	last := s.pruned.Load()
-	if now.Sub(time.Unix(0, last)) < pruneEvery || !s.pruned.CompareAndSwap(last, now.UnixNano()) {
+	if (last != 0 && time.Duration(now-last) < pruneEvery) || !s.pruned.CompareAndSwap(last, now) {
 		return
 	}
 	s.pool.Exec(ctx, `
