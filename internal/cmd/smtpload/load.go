@@ -272,7 +272,7 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 			}
 			pfs[t], addrs[t] = pf, pf.addr
 		case "postfix-relay":
-			sink, err := startChild(ctx, cfg, "sink", certFile, keyFile)
+			sink, err := startChild(ctx, cfg, "sink", certFile, keyFile, "-profile-name", "pfsink")
 			if err != nil {
 				return err
 			}

@@ -94,8 +94,9 @@
 //	              on the disk you want to measure)
 //	-timeout D    the whole run stops (and fails) after D (default 10m)
 //	-cpuprofile DIR  every Go child writes a CPU profile to DIR/KIND.pprof
-//	              (go tool pprof DIR/relay.pprof), the load process its
-//	              own to DIR/load.pprof
+//	              (go tool pprof DIR/relay.pprof; postfix-relay's sink
+//	              DIR/pfsink.pprof), the load process its own to
+//	              DIR/load.pprof
 //	-serve KIND   internal: run one child (used by the re-executed child)
 //
 // The command binds only 127.0.0.1 ports, sends at most rounds × targets ×
@@ -109,6 +110,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -144,6 +146,7 @@ type config struct {
 	sink                           string // relay child only
 	requirePostfix                 bool
 	profileDir                     string
+	profileName                    string // child only: its profile's name, if not its kind
 }
 
 // allTargets are the targets the command drives; serveKinds the children
@@ -171,6 +174,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.certFile, "cert", "", "internal: certificate file (child)")
 	fs.StringVar(&c.keyFile, "key", "", "internal: key file (child)")
 	fs.StringVar(&c.sink, "sink", "", "internal: the sink's `addr` (relay child)")
+	fs.StringVar(&c.profileName, "profile-name", "", "internal: the child's profile is `name`.pprof, not KIND.pprof")
 	fs.StringVar(&c.profileDir, "cpuprofile", "", "each Go child writes a CPU profile to `dir`/KIND.pprof, the load process to `dir`/load.pprof")
 	fs.BoolVar(&c.requirePostfix, "require-postfix", false, "fail, instead of skipping the postfix target, when Postfix cannot be run")
 	if err := fs.Parse(args); err != nil {
@@ -208,6 +212,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, fmt.Errorf("-targets: unknown target %q (want %s)", t, strings.Join(allTargets, ", "))
 		}
 	}
+	if strings.ContainsAny(c.profileName, `/\`) {
+		return nil, fmt.Errorf("-profile-name %q: a file name, not a path", c.profileName)
+	}
 	if c.serve != "" && !contains(serveKinds, c.serve) {
 		return nil, fmt.Errorf("-serve: unknown target %q", c.serve)
 	}
@@ -235,10 +242,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	if cfg.profileDir != "" {
-		name := cfg.serve
-		if name == "" {
-			name = "load"
-		}
+		name := cmp.Or(cfg.profileName, cfg.serve, "load")
 		f, perr := os.Create(filepath.Join(cfg.profileDir, name+".pprof"))
 		if perr != nil {
 			fmt.Fprintln(stderr, "smtpload:", perr)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -84,7 +85,8 @@ func TestLoadOneRound(t *testing.T) {
 // a target.
 func TestFlags(t *testing.T) {
 	for _, args := range [][]string{{"-c", "0"}, {"-n", "0"}, {"-size", "10"}, {"-per-conn", "0"},
-		{"-rounds", "0"}, {"-targets", "exim"}, {"-serve", "x"}, {"-serve", "postfix"}, {"extra"}} {
+		{"-rounds", "0"}, {"-targets", "exim"}, {"-serve", "x"}, {"-serve", "postfix"}, {"extra"},
+		{"-profile-name", "../x"}} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("%q accepted", args)
 		}
@@ -135,8 +137,9 @@ func TestPostfixTargets(t *testing.T) {
 		t.Skip(why)
 	}
 	var out, errb bytes.Buffer
+	prof := t.TempDir()
 	args := []string{"-n", "20", "-c", "2", "-per-conn", "5", "-rounds", "2", "-targets", "relay,postfix,postfix-relay",
-		"-spool", t.TempDir(), "-timeout", "90s", "-require-postfix"}
+		"-spool", t.TempDir(), "-timeout", "90s", "-require-postfix", "-cpuprofile", prof}
 	if code := run(context.Background(), args, &out, &errb); code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
@@ -144,6 +147,13 @@ func TestPostfixTargets(t *testing.T) {
 		"accepted sink    40", "ratio relay/postfix-relay median", "cpu postfix-relay/relay "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in the report:\n%s", want, out.String())
+		}
+	}
+	// Every Go process has a profile of its own: the two sinks do not
+	// share one file.
+	for _, name := range []string{"load", "gosmtp", "relay", "sink", "pfsink"} {
+		if fi, err := os.Stat(filepath.Join(prof, name+".pprof")); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s: %v", name, err)
 		}
 	}
 }
