@@ -141,17 +141,14 @@ SELECT pg_notify($3, '') FROM r WHERE r.due <= now()`, id, epoch, notifyChannel)
 	return nil
 }
 
-// pruneBase anchors Store.pruned.
-var pruneBase = time.Now()
-
 // pruneIDs forgets, at most every pruneEvery and 10,000 at a time, the ids
 // created more than Options.IDRetention ago whose messages are gone (see
 // Create).
 // Failures are left to the next try.
 func (s *Store) pruneIDs(ctx context.Context) {
-	now := int64(time.Since(pruneBase)) // monotonic: a clock step does not stall pruning
+	now := time.Now() // with its monotonic reading: a clock step does not stall pruning
 	last := s.pruned.Load()
-	if (last != 0 && time.Duration(now-last) < pruneEvery) || !s.pruned.CompareAndSwap(last, now) {
+	if (last != nil && now.Sub(*last) < pruneEvery) || !s.pruned.CompareAndSwap(last, &now) {
 		return
 	}
 	s.pool.Exec(ctx, `

@@ -258,7 +258,8 @@ func TestReportNotCreatedTwiceAfterTakeover(t *testing.T) {
 }
 
 // TestIDRetention: a deleted message's id is refused by Create until it
-// is older than Options.IDRetention and a Renew has pruned it.
+// is older than Options.IDRetention and a Renew has pruned it, which a
+// Renew does at most every pruneEvery.
 func TestIDRetention(t *testing.T) {
 	ctx := context.Background()
 	st, err := Open(ctx, pgtest.DB(t), Options{Node: "a", IDRetention: time.Second})
@@ -281,6 +282,18 @@ func TestIDRetention(t *testing.T) {
 	}
 	if err := st.Create(ctx, msg("x"), strings.NewReader("x\r\n")); err != nil {
 		t.Fatalf("Create of an id past the retention = %v", err)
+	}
+	// Pruning runs at most every pruneEvery: a Renew soon after the last
+	// pruning leaves an id past the retention in place.
+	if err := st.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := st.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, msg("x"), strings.NewReader("x\r\n")); !errors.Is(err, queue.ErrExists) {
+		t.Fatalf("Create after a Renew within pruneEvery of the last pruning = %v, want ErrExists", err)
 	}
 }
 

@@ -146,7 +146,7 @@ type Store struct {
 	leaseFor time.Duration
 
 	idRetention time.Duration
-	pruned      atomic.Int64 // nanoseconds since pruneBase of the last pruning of queue_id; 0 none
+	pruned      atomic.Pointer[time.Time] // the last pruning of queue_id; nil none
 
 	mu     sync.Mutex
 	leases map[string]int64 // id → epoch of the lease this node holds
