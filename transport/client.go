@@ -25,6 +25,7 @@ type session struct {
 	reused   bool               // taken from the idle pool
 	broken   bool               // replies of a pipelined group left unread: not reusable
 	clean    bool               // the last transaction ended with its final reply: no RSET needed
+	info     *TLSInfo           // tlsInfo's summary, made once: the TLS state does not change
 }
 
 func newSession(conn net.Conn, host, addr string, now time.Time) *session {

@@ -92,8 +92,11 @@ func (s *session) tlsInfo() *TLSInfo {
 	if s.TLS() == nil {
 		return nil
 	}
-	ti := NewTLSInfo(*s.TLS(), s.verified)
-	return ti
+	if s.info == nil || s.info.Verified != s.verified {
+		s.info = NewTLSInfo(*s.TLS(), s.verified)
+	}
+	ti := *s.info // a copy each: callers keep it in their results
+	return &ti
 }
 
 // connect returns a ready session: greeted, EHLO'd, TLS per plan and
@@ -671,6 +674,18 @@ func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptR
 	} else {
 		c.recordTLSRPT(ctx, st, ar, start)
 	}
+	level := slog.LevelInfo
+	if ar.err != nil {
+		level = slog.LevelWarn
+	}
+	if log := c.log(); log.Enabled(ctx, level) {
+		log.LogAttrs(ctx, level, msg, attemptAttrs(st, ar, d)...)
+	}
+	st.probe.attempt(c, st, ar)
+}
+
+// attemptAttrs are the attributes logAttempt logs.
+func attemptAttrs(st *groupState, ar *attemptResult, d time.Duration) []slog.Attr {
 	attrs := []slog.Attr{
 		slog.String("queue_id", st.env.ID),
 		slog.String("rcpt_domain", st.g.domain),
@@ -691,17 +706,14 @@ func (c *Connector) logAttempt(ctx context.Context, st *groupState, ar *attemptR
 	if ar.failure != policy.FailureNone {
 		attrs = append(attrs, slog.String("tls_failure", string(ar.failure)))
 	}
-	level := slog.LevelInfo
 	attrs = append(attrs, slog.String("outcome", attemptOutcome(st, ar)))
 	if ar.err != nil {
-		level = slog.LevelWarn
 		attrs = append(attrs, slog.String("result", "attempt failed"), slog.Int("code", ar.err.Code),
 			slog.String("enhanced", ar.err.EnhancedCode.String()), slog.String("error", ar.err.Error()))
 	} else {
 		attrs = append(attrs, slog.String("result", resultSummary(st)), slog.Int("code", ar.code))
 	}
-	c.log().LogAttrs(ctx, level, msg, attrs...)
-	st.probe.attempt(c, st, ar)
+	return attrs
 }
 
 // attemptOutcome names an attempt's outcome with the recipients' Status

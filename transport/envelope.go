@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/mailtls/mailtls/ndr"
@@ -130,7 +131,24 @@ func (t *TLSInfo) VersionName() string {
 }
 
 // CipherName is the IANA cipher suite name.
-func (t *TLSInfo) CipherName() string { return tls.CipherSuiteName(t.CipherSuite) }
+func (t *TLSInfo) CipherName() string {
+	if name, ok := cipherNames()[t.CipherSuite]; ok {
+		return name
+	}
+	return tls.CipherSuiteName(t.CipherSuite)
+}
+
+// cipherNames maps the suites crypto/tls knows to their names, made once:
+// tls.CipherSuiteName builds the list of suites on every call.
+var cipherNames = sync.OnceValue(func() map[uint16]string {
+	m := make(map[uint16]string)
+	for _, list := range [][]*tls.CipherSuite{tls.CipherSuites(), tls.InsecureCipherSuites()} {
+		for _, cs := range list {
+			m[cs.ID] = cs.Name
+		}
+	}
+	return m
+})
 
 // Bits is the symmetric key strength of the cipher suite in bits (the
 // "128-bit encryption" of administrators' guides).

@@ -308,3 +308,20 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 	waitFor(t, "timeout log", func() bool { return strings.Contains(ts2.log.String(), "result=failed") })
 }
+
+// CipherName, from the table made once, names every suite as
+// tls.CipherSuiteName does, and an unknown one as its hex form.
+func TestCipherName(t *testing.T) {
+	ids := []uint16{0x0a0a, 0xffff}
+	for _, cs := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		ids = append(ids, cs.ID)
+	}
+	for _, id := range ids {
+		if got, want := (&TLSInfo{CipherSuite: id}).CipherName(), tls.CipherSuiteName(id); got != want {
+			t.Errorf("suite %#04x: %q, want %q", id, got, want)
+		}
+	}
+	if got := (&TLSInfo{CipherSuite: tls.TLS_AES_128_GCM_SHA256}).CipherName(); got != "TLS_AES_128_GCM_SHA256" {
+		t.Errorf("TLS_AES_128_GCM_SHA256 named %q", got)
+	}
+}

@@ -662,6 +662,22 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 // policy_source) and the recipient's state as result; id and policy are
 // kept for existing log searches.
 func (q *Queue) logAttempt(m *Message, r *Recipient, o outcome) {
+	level := slog.LevelInfo
+	if r.State == transport.Failed || r.State == transport.Deferred {
+		level = slog.LevelWarn
+	}
+	log := q.logger()
+	if log.Enabled(context.Background(), level) {
+		log.Log(context.Background(), level, "delivery attempt", attemptAttrs(m, r, o)...)
+	}
+	if m.Report && r.State == transport.Failed {
+		log.Warn("dropping undeliverable report", "id", m.ID, "rcpt", r.Address,
+			"reply", r.LastError.Reply())
+	}
+}
+
+// attemptAttrs are the attributes logAttempt logs.
+func attemptAttrs(m *Message, r *Recipient, o outcome) []any {
 	attrs := []any{
 		"id", m.ID, "queue_id", m.ID, "rcpt", r.Address, "rcpt_domain", domainOf(r.Address), "mx", o.remoteMTA, "next_hop", o.nextHop,
 	}
@@ -684,15 +700,7 @@ func (q *Queue) logAttempt(m *Message, r *Recipient, o outcome) {
 	if r.Expired {
 		attrs = append(attrs, "expired", true)
 	}
-	level := slog.LevelInfo
-	if r.State == transport.Failed || r.State == transport.Deferred {
-		level = slog.LevelWarn
-	}
-	q.logger().Log(context.Background(), level, "delivery attempt", attrs...)
-	if m.Report && r.State == transport.Failed {
-		q.logger().Warn("dropping undeliverable report", "id", m.ID, "rcpt", r.Address,
-			"reply", r.LastError.Reply())
-	}
+	return attrs
 }
 
 func actionOf(s transport.Status) ndr.Action {

@@ -412,6 +412,35 @@ func (d *dataWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// copyBufs keeps the buffers dataWriter.ReadFrom reads bodies through, so
+// that a message sent costs no 32 KiB allocation (io.Copy's own buffer),
+// twice with BDAT (CRLFSize, then Pipeline).
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ReadFrom writes r's bytes to d until EOF, through a pooled buffer; io.Copy
+// uses it when r has no WriteTo.
+func (d *dataWriter) ReadFrom(r io.Reader) (int64, error) {
+	pb := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(pb)
+	buf := *pb
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			total += int64(n)
+			if _, werr := d.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 // LineEnd returns the index of the first CR or LF in b, or -1: where a
 // run of bytes that no line-end rule changes stops (RFC 5321 §2.3.8).
 // The server's DATA reader uses it too.

@@ -3,10 +3,13 @@ package smtpclient
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net/textproto"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // FuzzClientReply feeds arbitrary server output to the reply reader, the EHLO
@@ -225,4 +228,62 @@ func BenchmarkDataWriter(b *testing.B) {
 			CRLFSize(bytes.NewReader(msg))
 		}
 	})
+}
+
+// dataWriter.ReadFrom, which io.Copy uses for readers without WriteTo,
+// writes what Write does, whatever the sizes of the reads, also across its
+// 32 KiB buffer (a CR ending one read, its LF starting the next), and
+// passes a read error on.
+func TestDataWriterReadFrom(t *testing.T) {
+	big := strings.Repeat("y", 32<<10-1) + "\r\n." + strings.Repeat("z", 40<<10) + "\r"
+	for _, in := range []string{"", "a", "a\r.\rb\r\n", ".\rc", "x\n\r", big} {
+		for name, r := range map[string]io.Reader{
+			"section": io.NewSectionReader(strings.NewReader(in), 0, int64(len(in))),
+			"half":    iotest.HalfReader(strings.NewReader(in)),
+			"onebyte": iotest.OneByteReader(strings.NewReader(in)),
+		} {
+			var out bytes.Buffer
+			bw := bufio.NewWriter(&out)
+			d := &dataWriter{w: bw, stuff: true}
+			n, err := io.Copy(d, r)
+			if err != nil || n != int64(len(in)) {
+				t.Fatalf("%s: io.Copy = %d, %v; want %d", name, n, err, len(in))
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := out.String(), referenceData(in); got != want {
+				t.Errorf("%s reader of %d bytes: got %d bytes, want %d", name, len(in), len(got), len(want))
+			}
+		}
+	}
+	boom := errors.New("disk gone")
+	d := &dataWriter{}
+	if _, err := io.Copy(d, iotest.DataErrReader(iotest.ErrReader(boom))); !errors.Is(err, boom) {
+		t.Errorf("read error: got %v", err)
+	}
+}
+
+// CRLFSize of a stored body (a SectionReader, as the Connector passes)
+// allocates no copy buffer: the 32 KiB of io.Copy's own came with every
+// message, twice with BDAT.
+func TestCRLFSizeAllocs(t *testing.T) {
+	body := strings.NewReader(strings.Repeat("line\r\n", 200))
+	run := func() {
+		if _, err := CRLFSize(io.NewSectionReader(body, 0, body.Size())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run() // the pool's first buffer
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const n = 100
+	for range n {
+		run()
+	}
+	runtime.ReadMemStats(&after)
+	// A collection in between may empty the pool once or twice.
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 2<<10 {
+		t.Errorf("CRLFSize: %d bytes allocated per call, want at most 2 KiB", per)
+	}
 }
