@@ -39,6 +39,9 @@ type child struct {
 	// sessions is the number of connections a go-smtp child (gosmtp, a
 	// sink) served, as its final line said; 0 for the others.
 	sessions int64
+	// logged is the number of lines the relay child logged; 0 for the
+	// others.
+	logged int64
 }
 
 // boundedBuffer keeps the first 64 KiB written to it (a child's stderr).
@@ -176,8 +179,10 @@ func (c *child) stop() (int64, error) {
 		}
 		s, ok := strings.CutPrefix(l, "accepted ")
 		s, sess, _ := strings.Cut(s, " sessions ")
+		sess, logged, _ := strings.Cut(sess, " logged ")
 		n, perr := strconv.ParseInt(s, 10, 64)
 		c.sessions, _ = strconv.ParseInt(sess, 10, 64)
+		c.logged, _ = strconv.ParseInt(logged, 10, 64)
 		if !ok || perr != nil {
 			rc <- res{0, fmt.Errorf("%s: unexpected final line %q", c.kind, l)}
 			return
@@ -418,6 +423,16 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 			// The sink's connections are the relay's (or Postfix's) outbound
 			// ones: messages per connection is how often reuse hit.
 			fmt.Fprintf(stdout, "accepted %-7s %d over %d connections (%.1f messages each)\n", t, n, c.sessions, float64(n)/float64(c.sessions))
+			continue
+		}
+		if t == "relay" {
+			// The relay logs each message's handshake (one message per
+			// connection), acceptance and delivery attempts, at least
+			// two lines: none means its logging was off.
+			if c.logged < 2*n {
+				return fmt.Errorf("relay: its log has %d lines for %d messages", c.logged, n)
+			}
+			fmt.Fprintf(stdout, "accepted %-7s %d (its log has %d lines)\n", t, n, c.logged)
 			continue
 		}
 		fmt.Fprintf(stdout, "accepted %-7s %d\n", t, n)

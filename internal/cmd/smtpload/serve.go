@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +72,7 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 		return err
 	}
 	var accepted, sessions atomic.Int64 // messages; connections (go-smtp children)
+	var logged lineCounter              // the relay's log lines
 	var serve func() error
 	var shutdown func()
 	switch cfg.serve {
@@ -118,6 +121,20 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 		}
 		defer store.Close()
 		var deliverer queue.Deliverer = queue.DeliverFunc(discardDelivery)
+		// The relay logs as deployed, and as Postfix does in its targets:
+		// at Info, every handshake, message accepted and delivery attempt,
+		// to a file (one write(2) a line, like postlogd's).
+		var logger *slog.Logger
+		if cfg.serve == "relay" {
+			f, err := os.Create(filepath.Join(dir, "relay.log"))
+			if err != nil {
+				l.Close()
+				return err
+			}
+			defer f.Close()
+			logged.w = f
+			logger = slog.New(slog.NewTextHandler(&logged, nil))
+		}
 		if cfg.serve == "relay" {
 			_, port, err := net.SplitHostPort(cfg.sink)
 			if err != nil {
@@ -138,6 +155,7 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 				Resolver: sinkResolver{},
 				RootCAs:  roots,
 				Pool:     transport.PoolConfig{MaxIdle: queue.DefaultConcurrency},
+				Logger:   logger,
 			}
 			defer conn.Close()
 			deliverer = conn
@@ -146,6 +164,7 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 			Store:     store,
 			Hostname:  hostname,
 			Deliverer: deliverer,
+			Logger:    logger,
 		}
 		qctx, qcancel := context.WithCancel(context.Background())
 		qdone := make(chan struct{})
@@ -153,6 +172,7 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 		s := &transport.Server{
 			Hostname:  hostname,
 			TLSConfig: tlsCfg,
+			Logger:    logger,
 			Handler: transport.HandlerFunc(func(ctx context.Context, env *transport.Envelope, r io.Reader) error {
 				if err := q.ServeSMTP(ctx, env, r); err != nil {
 					return err
@@ -197,7 +217,7 @@ wait:
 		}
 	}
 	shutdown()
-	fmt.Fprintf(stdout, "accepted %d sessions %d\n", accepted.Load(), sessions.Load())
+	fmt.Fprintf(stdout, "accepted %d sessions %d logged %d\n", accepted.Load(), sessions.Load(), logged.n.Load())
 	return serr
 }
 
@@ -215,6 +235,18 @@ func discardDelivery(_ context.Context, env *transport.Envelope, _ io.ReaderAt, 
 		})
 	}
 	return res, nil
+}
+
+// lineCounter passes each log record to w and counts them: the handler
+// writes one record a call.
+type lineCounter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.w.Write(p)
 }
 
 // bareBackend is the baseline: a go-smtp session that discards the body.
