@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/emersion/go-msgauth/dkim"
 	"io"
 	"net"
 	"net/netip"
@@ -14,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/mailtls/mailtls/certstore"
 	"github.com/mailtls/mailtls/policy"

@@ -82,9 +82,13 @@ func TestLoadOneRound(t *testing.T) {
 	// less than the 10 ms the counters count in, so only the lines are
 	// checked here; TestCPUOfTree checks the figures.
 	if runtime.GOOS == "linux" {
-		cpu := regexp.MustCompile(`(?m)^cpu (gosmtp|mailtls|queue|relay) +[0-9]+ µs/msg in its processes, [0-9]+ µs/msg in the load process$`)
-		if n := len(cpu.FindAllString(report, -1)); n != 4 {
-			t.Errorf("%d cpu lines, want 4", n)
+		cpu := regexp.MustCompile(`(?m)^cpu (gosmtp|mailtls|queue) +[0-9]+ µs/msg in its processes, [0-9]+ µs/msg in the load process$`)
+		if n := len(cpu.FindAllString(report, -1)); n != 3 {
+			t.Errorf("%d cpu lines, want 3", n)
+		}
+		// The relay's line gives its sink's share too.
+		if !regexp.MustCompile(`(?m)^cpu relay +[0-9]+ µs/msg in its processes \([0-9]+ in its sink\), [0-9]+ µs/msg in the load process$`).MatchString(report) {
+			t.Error("no cpu line for the relay with its sink's share")
 		}
 	}
 	if !strings.HasPrefix(report, "smtpload ") || !strings.Contains(report, " c=2 n=6 size=300 per-conn=2 mode=DATA rounds=1 ") {
@@ -155,13 +159,16 @@ func TestPostfixTargets(t *testing.T) {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
 	}
 	for _, want := range []string{"its log shows 40 discarded", "its log shows 40 sent to its sink", "accepted pfsink  40",
-		"accepted sink    40", "ratio relay/postfix-relay median", "cpu postfix-relay/relay "} {
+		"accepted sink    40", "ratio relay/postfix-relay median", "cpu postfix-relay/relay ", " without the sinks)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in the report:\n%s", want, out.String())
 		}
 	}
 	// Every Go process has a profile of its own: the two sinks do not
 	// share one file.
+	if !regexp.MustCompile(`(?m)^cpu postfix-relay [0-9]+ µs/msg in its processes \([0-9]+ in its sink\), `).MatchString(out.String()) {
+		t.Errorf("no cpu line for postfix-relay with its sink's share:\n%s", out.String())
+	}
 	for _, name := range []string{"load", "gosmtp", "relay", "sink", "pfsink"} {
 		if fi, err := os.Stat(filepath.Join(prof, name+".pprof")); err != nil || fi.Size() == 0 {
 			t.Errorf("profile %s: %v", name, err)
