@@ -282,8 +282,11 @@ func TestCRLFSizeAllocs(t *testing.T) {
 		run()
 	}
 	runtime.ReadMemStats(&after)
-	// A collection in between may empty the pool once or twice.
-	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 2<<10 {
-		t.Errorf("CRLFSize: %d bytes allocated per call, want at most 2 KiB", per)
+	// io.Copy's own buffer made 32 KiB a call. A pooled one costs about
+	// nothing, but a collection may empty the pool, and under the race
+	// detector sync.Pool drops a quarter of what is put back (8 KiB a call
+	// on average; more than half, 16 KiB, is beyond chance).
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 16<<10 {
+		t.Errorf("CRLFSize: %d bytes allocated per call, want at most 16 KiB", per)
 	}
 }
