@@ -162,8 +162,9 @@ func (c *child) count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// stop closes the child's stdin, reads its "accepted N" line and waits for
-// it to exit; after 15 s it is killed.
+// stop closes the child's stdin, reads its final "accepted N sessions S
+// logged L" line (see serveMain) and waits for it to exit; after 15 s it
+// is killed.
 func (c *child) stop() (int64, error) {
 	c.stdin.Close()
 	type res struct {
@@ -323,18 +324,6 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 	// children, or the Postfix master and every daemon it forks, and the
 	// sink it relays to), sampled now and once every message is
 	// confirmed delivered.
-	pidsOf := func(t string) []int {
-		var pids []int
-		if pf := pfs[t]; pf != nil {
-			pids = append(pids, pf.MasterPID())
-		}
-		for _, k := range []string{t, sinkOf[t]} {
-			if c := children[k]; c != nil {
-				pids = append(pids, c.cmd.Process.Pid)
-			}
-		}
-		return pids
-	}
 	// The sinks are measured alone too: they stand for the next hop's
 	// MTA, on another machine in production, but share these cores here.
 	sinkPID := func(t string) []int {
@@ -343,16 +332,32 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		}
 		return nil
 	}
-	cpuStart, sinkStart := map[string]time.Duration{}, map[string]time.Duration{}
-	var cpuErr error
-	for _, t := range targets {
-		if cpuStart[t], cpuErr = cpuOf(pidsOf(t)...); cpuErr != nil {
-			break
+	pidsOf := func(t string) []int {
+		pids := sinkPID(t)
+		if pf := pfs[t]; pf != nil {
+			pids = append(pids, pf.MasterPID())
 		}
-		if sinkStart[t], cpuErr = cpuOf(sinkPID(t)...); cpuErr != nil {
-			break
+		if c := children[t]; c != nil {
+			pids = append(pids, c.cmd.Process.Pid)
 		}
+		return pids
 	}
+	// sample reads the CPU time of every target's processes and of its
+	// sink alone into all and sink; the first error stops it.
+	sample := func(all, sink map[string]time.Duration) error {
+		for _, t := range targets {
+			var err error
+			if all[t], err = cpuOf(pidsOf(t)...); err != nil {
+				return err
+			}
+			if sink[t], err = cpuOf(sinkPID(t)...); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	cpuStart, sinkStart := map[string]time.Duration{}, map[string]time.Duration{}
+	cpuErr := sample(cpuStart, sinkStart)
 
 	body := makeBody(cfg.size)
 	byTarget := map[string][]measurement{}
@@ -400,16 +405,13 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 		delivered[t] = n
 	}
 	cpuUsed, sinkUsed := map[string]time.Duration{}, map[string]time.Duration{}
-	for _, t := range targets {
-		if cpuErr != nil {
-			break
-		}
-		var end time.Duration
-		if end, cpuErr = cpuOf(pidsOf(t)...); cpuErr == nil {
-			cpuUsed[t] = end - cpuStart[t]
-		}
-		if end, cpuErr = cpuOf(sinkPID(t)...); cpuErr == nil {
-			sinkUsed[t] = end - sinkStart[t]
+	if cpuErr == nil {
+		cpuErr = sample(cpuUsed, sinkUsed)
+	}
+	if cpuErr == nil {
+		for _, t := range targets {
+			cpuUsed[t] -= cpuStart[t]
+			sinkUsed[t] -= sinkStart[t]
 		}
 	}
 	for _, t := range append(slices.Clone(targets), "sink", "pfsink") {
@@ -440,11 +442,8 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 			continue
 		}
 		if t == "relay" {
-			// The relay logs each message's handshake (one message per
-			// connection), acceptance and delivery attempts, at least
-			// two lines: none means its logging was off.
-			if c.logged < 2*n {
-				return fmt.Errorf("relay: its log has %d lines for %d messages", c.logged, n)
+			if err := checkRelayLog(n, c.logged); err != nil {
+				return err
 			}
 			fmt.Fprintf(stdout, "accepted %-7s %d (its log has %d lines)\n", t, n, c.logged)
 			continue
@@ -484,11 +483,16 @@ func loadMain(ctx context.Context, cfg *config, stdout io.Writer) (err error) {
 			fmt.Fprintf(stdout, "cpu %-7s %.0f µs/msg in its processes%s, %.0f µs/msg in the load process\n", t, perMsg(cpuUsed[t]), sink, perMsg(load))
 		}
 		for _, pf := range []string{"postfix", "postfix-relay"} {
-			own := cpuUsed["relay"] - sinkUsed["relay"]
-			if contains(targets, "relay") && contains(targets, pf) && own > 0 {
-				fmt.Fprintf(stdout, "cpu %s/relay %.3f (CPU per message; %.3f without the sinks)\n", pf,
-					float64(cpuUsed[pf])/float64(cpuUsed["relay"]), float64(cpuUsed[pf]-sinkUsed[pf])/float64(own))
+			if !contains(targets, "relay") || !contains(targets, pf) || cpuUsed["relay"] <= 0 {
+				continue
 			}
+			// The share without the sinks only when the relay's own time
+			// was counted (10 ms ticks: a short run may have none).
+			without := ""
+			if own := cpuUsed["relay"] - sinkUsed["relay"]; own > 0 {
+				without = fmt.Sprintf("; %.3f without the sinks", float64(cpuUsed[pf]-sinkUsed[pf])/float64(own))
+			}
+			fmt.Fprintf(stdout, "cpu %s/relay %.3f (CPU per message%s)\n", pf, float64(cpuUsed[pf])/float64(cpuUsed["relay"]), without)
 		}
 	}
 	ratio := func(a, b string) {
@@ -609,6 +613,17 @@ func session(ctx context.Context, addr string, tlsCfg *tls.Config, body string, 
 	}
 	if err := c.Quit(ctx); err != nil && !errors.Is(err, io.EOF) {
 		return err
+	}
+	return nil
+}
+
+// checkRelayLog refuses a relay run whose log has fewer than two lines a
+// message: at least the Queue's and the Connector's delivery attempt are
+// logged for each, so fewer means its logging was off and it was measured
+// doing less than Postfix, which logs every message.
+func checkRelayLog(msgs, lines int64) error {
+	if lines < 2*msgs {
+		return fmt.Errorf("relay: its log has %d lines for %d messages, want at least 2 a message", lines, msgs)
 	}
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -61,7 +60,9 @@ func serverTLS(certFile, keyFile string) (*tls.Config, error) {
 // serveMain runs one target on a loopback port: it prints "listening ADDR",
 // answers each "count" line on stdin with "count N" (messages its handler
 // took so far), serves until stdin reaches EOF (the parent closed it or
-// died) or ctx ends, then prints "accepted N" and returns.
+// died) or ctx ends, then prints "accepted N sessions S logged L"
+// (connections a go-smtp child served, lines the relay logged; 0 for the
+// others) and returns.
 func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writer) error {
 	tlsCfg, err := serverTLS(cfg.certFile, cfg.keyFile)
 	if err != nil {
@@ -123,19 +124,20 @@ func serveMain(ctx context.Context, cfg *config, stdin io.Reader, stdout io.Writ
 		var deliverer queue.Deliverer = queue.DeliverFunc(discardDelivery)
 		// The relay logs as deployed, and as Postfix does in its targets:
 		// at Info, every handshake, message accepted and delivery attempt,
-		// to a file (one write(2) a line, like postlogd's).
+		// to a file beside the spool, not in it (one write(2) a line,
+		// like postlogd's).
 		var logger *slog.Logger
 		if cfg.serve == "relay" {
-			f, err := os.Create(filepath.Join(dir, "relay.log"))
+			f, err := os.CreateTemp(cfg.spool, "smtpload-relay-*.log")
 			if err != nil {
 				l.Close()
 				return err
 			}
+			defer os.Remove(f.Name())
 			defer f.Close()
 			logged.w = f
 			logger = slog.New(slog.NewTextHandler(&logged, nil))
-		}
-		if cfg.serve == "relay" {
+
 			_, port, err := net.SplitHostPort(cfg.sink)
 			if err != nil {
 				l.Close()
