@@ -321,7 +321,9 @@ func TestCipherName(t *testing.T) {
 			t.Errorf("suite %#04x: %q, want %q", id, got, want)
 		}
 	}
-	if got := (&TLSInfo{CipherSuite: tls.TLS_AES_128_GCM_SHA256}).CipherName(); got != "TLS_AES_128_GCM_SHA256" {
-		t.Errorf("TLS_AES_128_GCM_SHA256 named %q", got)
+	for id, want := range map[uint16]string{tls.TLS_AES_128_GCM_SHA256: "TLS_AES_128_GCM_SHA256", 0x0a0a: "0x0A0A", 0xffff: "0xFFFF"} {
+		if got := (&TLSInfo{CipherSuite: id}).CipherName(); got != want {
+			t.Errorf("suite %#04x named %q, want %q", id, got, want)
+		}
 	}
 }
