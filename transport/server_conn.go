@@ -36,7 +36,8 @@ type inConn struct {
 	hasFirst bool
 	wbuf     []byte
 	werr     error
-	readErr  error // first network read error (sticky)
+	readErr  error        // first network read error (sticky)
+	records  recordReader // frames what crypto/tls reads (recordConn)
 
 	// Read deadlines. mode says which one applies; cmdStart is when the
 	// command being read may first have been sent (the last reply). dmu
@@ -435,7 +436,7 @@ func (c *inConn) startTLS() (*tls.Conn, error) {
 	c.mu.Unlock()
 	c.mode.Store(readHandshake)
 	defer c.mode.Store(readCommand)
-	tc := tls.Server(c, c.srv.tlsBase)
+	tc := tls.Server(recordConn{c}, c.srv.tlsBase)
 	ctx, cancel := context.WithTimeout(c.ctx, d)
 	defer cancel()
 	// The handshake runs on a goroutine of its own: its deep stack (key

@@ -98,7 +98,8 @@ func suiteBelow13(id uint16) bool {
 func (s *Server) configForClient(base *tls.Config) func(*tls.ClientHelloInfo) (*tls.Config, error) {
 	userHook := s.TLSConfig.GetConfigForClient
 	return func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		c, _ := hello.Conn.(*inConn)
+		rc, _ := hello.Conn.(recordConn)
+		c := rc.inConn
 		cfg, mode := base, s.clientAuth
 		if userHook != nil {
 			uc, err := userHook(hello)
