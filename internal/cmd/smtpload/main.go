@@ -96,7 +96,9 @@
 //	-cpuprofile DIR  every Go child writes a CPU profile to DIR/KIND.pprof
 //	              (go tool pprof DIR/relay.pprof; postfix-relay's sink
 //	              DIR/pfsink.pprof), the load process its own to
-//	              DIR/load.pprof
+//	              DIR/load.pprof; and each its allocations, when it ends,
+//	              to DIR/KIND.allocs (go tool pprof -sample_index
+//	              alloc_space DIR/relay.allocs)
 //	-serve KIND   internal: run one child (used by the re-executed child)
 //
 // The command binds only 127.0.0.1 ports, sends at most rounds × targets ×
@@ -175,7 +177,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.keyFile, "key", "", "internal: key file (child)")
 	fs.StringVar(&c.sink, "sink", "", "internal: the sink's `addr` (relay child)")
 	fs.StringVar(&c.profileName, "profile-name", "", "internal: the child's profile is `name`.pprof, not KIND.pprof")
-	fs.StringVar(&c.profileDir, "cpuprofile", "", "each Go child writes a CPU profile to `dir`/KIND.pprof, the load process to `dir`/load.pprof")
+	fs.StringVar(&c.profileDir, "cpuprofile", "", "each Go child writes a CPU profile to `dir`/KIND.pprof and its allocations to `dir`/KIND.allocs, the load process to `dir`/load.pprof and load.allocs")
 	fs.BoolVar(&c.requirePostfix, "require-postfix", false, "fail, instead of skipping the postfix target, when Postfix cannot be run")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -254,6 +256,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer pprof.StopCPUProfile()
+		defer func() {
+			if perr := writeAllocs(filepath.Join(cfg.profileDir, name+".allocs")); perr != nil {
+				fmt.Fprintln(stderr, "smtpload:", perr)
+			}
+		}()
 	}
 	if cfg.serve != "" {
 		err = serveMain(ctx, cfg, os.Stdin, stdout)
@@ -265,6 +272,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// writeAllocs writes the allocation profile of the process so far to
+// name.
+func writeAllocs(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // readLine reads one line of a child's standard output.

@@ -157,14 +157,16 @@ func TestPostfixTargets(t *testing.T) {
 			t.Errorf("no %q in the report:\n%s", want, out.String())
 		}
 	}
-	// Every Go process has a profile of its own: the two sinks do not
-	// share one file.
+	// Every Go process has profiles of its own (CPU and allocations): the
+	// two sinks do not share one file.
 	if !regexp.MustCompile(`(?m)^cpu postfix-relay [0-9]+ µs/msg in its processes \([0-9]+ in its sink\), `).MatchString(out.String()) {
 		t.Errorf("no cpu line for postfix-relay with its sink's share:\n%s", out.String())
 	}
 	for _, name := range []string{"load", "gosmtp", "relay", "sink", "pfsink"} {
-		if fi, err := os.Stat(filepath.Join(prof, name+".pprof")); err != nil || fi.Size() == 0 {
-			t.Errorf("profile %s: %v", name, err)
+		for _, ext := range []string{".pprof", ".allocs"} {
+			if fi, err := os.Stat(filepath.Join(prof, name+ext)); err != nil || fi.Size() == 0 {
+				t.Errorf("profile %s%s: %v", name, ext, err)
+			}
 		}
 	}
 }
