@@ -7,10 +7,10 @@ import (
 
 // recordReader hands crypto/tls what it reads from the network in whole
 // TLS records (RFC 8446 §5.1: a 5-byte header whose last two bytes are
-// the length of what follows) whenever it can. A read that ends in the
-// middle of a record keeps that part back, in a buffer taken from a pool
-// for as long as it holds something, and hands it out with the rest of
-// the record on a later read.
+// the length of what follows) whenever it can. Of a read that ends in the
+// middle of a record it hands out the records before, and keeps that
+// part back, in a buffer taken from a pool, for the next read, which
+// reads the rest of the record after it.
 //
 // The reason is crypto/tls's input buffer (a bytes.Buffer). When a record
 // is needed and the buffer still holds the start of the next one, the
@@ -20,8 +20,13 @@ import (
 // reused in place.
 //
 // The reader only frames: it does not check the records (crypto/tls does,
-// and ends the connection on one it rejects), and it reads from the
-// network no more and no sooner than crypto/tls asks it to.
+// and ends the connection on one it rejects), except that a header
+// announcing more than any TLS version allows is handed out at once, for
+// crypto/tls to reject then and not at the read deadline. It reads from
+// the network no more and no sooner than crypto/tls asks it to, and only
+// when nothing is kept back: a connection waiting for the client holds no
+// buffer. Between reads, while a reply is written or the Handler works, a
+// part kept back holds one pooled buffer.
 type recordReader struct {
 	fr    recordFrame // where the bytes not yet handed out start
 	stash *[]byte     // read, not yet handed out: (*stash)[off:]
@@ -30,6 +35,7 @@ type recordReader struct {
 
 // recordFrame is a position in a stream of TLS records.
 type recordFrame struct {
+	size int     // the current record's fragment length, as its header says
 	body int     // octets of the current record's fragment still to come
 	nhdr int     // octets of the next header seen so far
 	hdr  [5]byte // the next header, while it is incomplete
@@ -57,7 +63,8 @@ func scanRecords(f recordFrame, d []byte) (cut int, end recordFrame) {
 		pos += k
 		if f.nhdr == recordHeaderLen {
 			f.nhdr = 0
-			f.body = int(f.hdr[3])<<8 | int(f.hdr[4])
+			f.size = int(f.hdr[3])<<8 | int(f.hdr[4])
+			f.body = f.size
 			if f.body == 0 {
 				cut = pos
 			}
@@ -65,6 +72,10 @@ func scanRecords(f recordFrame, d []byte) (cut int, end recordFrame) {
 	}
 	return cut, f
 }
+
+// maxRecord is the largest fragment length any TLS version allows in a
+// record (RFC 5246 §6.2.3: 2^14 + 2048; RFC 8446 §5.2 allows less).
+const maxRecord = 1<<14 + 2048
 
 // take decides how much of d, which starts at r.fr, to hand out: up to
 // the last record end in d, or all of d if no record ends in it.
@@ -88,24 +99,19 @@ func (r *recordReader) read(src io.Reader, p []byte) (int, error) {
 	}
 	have := 0
 	if r.stash != nil {
+		// What was kept back is the start of one record: there is no
+		// record end in it (see below).
 		kept := (*r.stash)[r.off:]
-		n := 0
-		if len(kept) >= len(p) {
-			n = r.take(kept[:len(p)])
-		} else if cut, _ := scanRecords(r.fr, kept); cut > 0 {
-			n = cut
-			r.fr = recordFrame{}
-		}
-		if n > 0 {
-			copy(p, kept[:n])
+		_, end := scanRecords(r.fr, kept)
+		if len(kept) >= len(p) || end.body > 0 && end.size > maxRecord {
+			n := copy(p, kept)
+			_, r.fr = scanRecords(r.fr, p[:n])
 			r.off += n
 			if r.off == len(*r.stash) {
 				r.release()
 			}
 			return n, nil
 		}
-		// What was kept back is the start of a record and p has room
-		// for more: read the rest after it.
 		have = copy(p, kept)
 		r.release()
 	}
@@ -117,6 +123,7 @@ func (r *recordReader) read(src io.Reader, p []byte) (int, error) {
 	}
 	give := r.take(p[:n])
 	if give < n {
+		// p[give:n] holds no record end: it is kept back whole.
 		r.stash = stashPool.Get().(*[]byte)
 		*r.stash = append((*r.stash)[:0], p[give:n]...)
 	}

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailtls/mailtls/certstore/certtest"
 )
@@ -67,13 +70,17 @@ func TestScanRecords(t *testing.T) {
 // splitReader returns src in reads of the sizes in sizes (cycling), then
 // err.
 type splitReader struct {
-	src   []byte
-	sizes []int
-	i     int
-	err   error
+	src    []byte
+	sizes  []int
+	i      int
+	err    error
+	onRead func() // called before each read
 }
 
 func (r *splitReader) Read(p []byte) (int, error) {
+	if r.onRead != nil {
+		r.onRead()
+	}
 	if len(r.src) == 0 {
 		return 0, r.err
 	}
@@ -99,8 +106,14 @@ func checkRecordReader(t *testing.T, stream []byte, srcSizes, pSizes []int) {
 			ends[i+1] = true
 		}
 	}
-	src := &splitReader{src: stream, sizes: srcSizes, err: io.EOF}
 	var r recordReader
+	// A read from the network may wait for the client: nothing may be
+	// kept back then.
+	src := &splitReader{src: stream, sizes: srcSizes, err: io.EOF, onRead: func() {
+		if r.stash != nil {
+			t.Fatalf("a network read while %d octets are kept back", len((*r.stash)[r.off:]))
+		}
+	}}
 	var got []byte
 	for i := 0; ; i++ {
 		if i > 10*len(stream)+10 {
@@ -179,6 +192,35 @@ func TestRecordReaderError(t *testing.T) {
 	}
 	if r.stash != nil {
 		t.Fatal("the stash was not given back")
+	}
+}
+
+// TestRecordReaderOversized: a header announcing more than any TLS
+// version allows is handed out at once, without waiting for the rest of
+// the record, so that crypto/tls rejects it now and not at the deadline.
+func TestRecordReaderOversized(t *testing.T) {
+	for _, size := range []int{0xffff, maxRecord + 1} {
+		bad := []byte{23, 3, 3, byte(size >> 8), byte(size), 'x', 'y', 'z'}
+		stream := append(tlsRecord(23, 10), bad...)
+		src := &splitReader{src: stream, sizes: []int{len(stream)}, err: errors.New("read after the data")}
+		var r recordReader
+		p := make([]byte, 100)
+		if n, err := r.read(src, p); n != 15 || err != nil {
+			t.Fatalf("length %d: first read = %d, %v; want the 15 octets of the whole record", size, n, err)
+		}
+		n, err := r.read(src, p)
+		if err != nil || !bytes.Equal(p[:n], bad) {
+			t.Fatalf("length %d: second read = %q, %v; want %q at once", size, p[:n], err, bad)
+		}
+	}
+	// At the limit the reader waits for the rest of the record.
+	stream := append(tlsRecord(23, 10), 23, 3, 3, byte(maxRecord>>8), byte(maxRecord&0xff), 'x')
+	src := &splitReader{src: stream, sizes: []int{len(stream), 1000}, err: io.EOF}
+	var r recordReader
+	p := make([]byte, 100)
+	r.read(src, p)
+	if n, err := r.read(src, p); n != 6 || err != io.EOF {
+		t.Fatalf("length %d: second read = %d, %v; want the 6 octets with the end of the stream", maxRecord, n, err)
 	}
 }
 
@@ -270,5 +312,66 @@ func TestRecordReaderAllocs(t *testing.T) {
 	t.Logf("allocated per 100 KiB connection, both ends: %d KiB without the reader, %d KiB with it", plain>>10, framed>>10)
 	if framed+64<<10 > plain {
 		t.Errorf("the reader saved %d KiB per connection, less than 64", (int64(plain)-int64(framed))>>10)
+	}
+}
+
+// holdConn keeps what is written while hold is set, so that a test can
+// send a TLS record and raw bytes after it in one write.
+type holdConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (c *holdConn) Write(p []byte) (int, error) {
+	if c.hold {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// TestServerOversizedRecordAtOnce: a client that sends a command and, in
+// the same TCP segment, a record header announcing 65,535 octets is cut
+// off at once by crypto/tls, as without the recordReader, not left
+// waiting for a record that can never be valid until the command timeout.
+func TestServerOversizedRecordAtOnce(t *testing.T) {
+	ts := startServer(t, &Server{Timeouts: ServerTimeouts{Command: 20 * time.Second}}, newSrvPKI(t))
+	d := dial(t, ts.addr)
+	d.greet()
+	d.expect("STARTTLS", "220 ")
+	hc := &holdConn{Conn: d.conn}
+	tc := tls.Client(hc, ts.pki.clientConfig())
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	hc.hold = true
+	if _, err := tc.Write([]byte("NOOP\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	hc.hold = false
+	start := time.Now()
+	if _, err := d.conn.Write(append(hc.buf, 23, 3, 3, 0xff, 0xff)); err != nil {
+		t.Fatal(err)
+	}
+	tc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	r := bufio.NewReader(tc)
+	var replies []string
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the connection was still open after %v (replies %q)", time.Since(start).Round(time.Millisecond), replies)
+			}
+			break
+		}
+		replies = append(replies, l)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the connection ended after %v, not at once", el.Round(time.Millisecond))
+	}
+	if len(replies) != 1 || !strings.HasPrefix(replies[0], "250 ") {
+		t.Errorf("replies %q, want the NOOP's 250 only", replies)
 	}
 }

@@ -93,6 +93,7 @@ func (s *inSession) finish() {
 	s.abortBDAT()
 	c.flush()
 	c.releaseReader()
+	c.records.release()
 	if tc, ok := c.nc.(*tls.Conn); ok && c.werr == nil {
 		tc.CloseWrite()
 	}
