@@ -176,7 +176,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.certFile, "cert", "", "internal: certificate file (child)")
 	fs.StringVar(&c.keyFile, "key", "", "internal: key file (child)")
 	fs.StringVar(&c.sink, "sink", "", "internal: the sink's `addr` (relay child)")
-	fs.StringVar(&c.profileName, "profile-name", "", "internal: the child's profile is `name`.pprof, not KIND.pprof")
+	fs.StringVar(&c.profileName, "profile-name", "", "internal: the child's profiles are `name`.pprof and .allocs, not KIND.pprof and .allocs")
 	fs.StringVar(&c.profileDir, "cpuprofile", "", "each Go child writes a CPU profile to `dir`/KIND.pprof and its allocations to `dir`/KIND.allocs, the load process to `dir`/load.pprof and load.allocs")
 	fs.BoolVar(&c.requirePostfix, "require-postfix", false, "fail, instead of skipping the postfix target, when Postfix cannot be run")
 	if err := fs.Parse(args); err != nil {
