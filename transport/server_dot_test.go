@@ -170,17 +170,34 @@ func FuzzDataReader(f *testing.F) {
 	})
 }
 
-// chunkReader returns b at most n bytes a read.
+// chunkReader returns b in reads of at most n bytes, or, when sizes is
+// set, of the sizes in sizes in turn (cycling); then err (io.EOF if nil).
+// onRead, if set, is called before each read.
 type chunkReader struct {
-	b []byte
-	n int
+	b      []byte
+	n      int
+	sizes  []int
+	i      int
+	err    error
+	onRead func()
 }
 
 func (r *chunkReader) Read(p []byte) (int, error) {
+	if r.onRead != nil {
+		r.onRead()
+	}
 	if len(r.b) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
 		return 0, io.EOF
 	}
-	n := copy(p[:min(len(p), r.n)], r.b)
+	size := r.n
+	if len(r.sizes) > 0 {
+		size = r.sizes[r.i%len(r.sizes)]
+		r.i++
+	}
+	n := copy(p[:min(len(p), max(1, size))], r.b)
 	r.b = r.b[n:]
 	return n, nil
 }

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mailtls/mailtls/certstore/certtest"
 )
 
 // tlsRecord returns a TLS record header for a fragment of n octets, and the
@@ -67,30 +65,6 @@ func TestScanRecords(t *testing.T) {
 	}
 }
 
-// splitReader returns src in reads of the sizes in sizes (cycling), then
-// err.
-type splitReader struct {
-	src    []byte
-	sizes  []int
-	i      int
-	err    error
-	onRead func() // called before each read
-}
-
-func (r *splitReader) Read(p []byte) (int, error) {
-	if r.onRead != nil {
-		r.onRead()
-	}
-	if len(r.src) == 0 {
-		return 0, r.err
-	}
-	n := min(len(p), len(r.src), max(1, r.sizes[r.i%len(r.sizes)]))
-	r.i++
-	copy(p, r.src[:n])
-	r.src = r.src[n:]
-	return n, nil
-}
-
 // checkRecordReader reads stream through a recordReader, src handing it
 // out in reads of srcSizes and the reader asked for reads of pSizes, and
 // checks that what comes out is stream, that every read ends where a
@@ -109,7 +83,7 @@ func checkRecordReader(t *testing.T, stream []byte, srcSizes, pSizes []int) {
 	var r recordReader
 	// A read from the network may wait for the client: nothing may be
 	// kept back then.
-	src := &splitReader{src: stream, sizes: srcSizes, err: io.EOF, onRead: func() {
+	src := &chunkReader{b: stream, sizes: srcSizes, onRead: func() {
 		if r.stash != nil {
 			t.Fatalf("a network read while %d octets are kept back", len((*r.stash)[r.off:]))
 		}
@@ -179,7 +153,7 @@ func TestRecordReaderStreams(t *testing.T) {
 func TestRecordReaderError(t *testing.T) {
 	stream := append(tlsRecord(23, 100), tlsRecord(23, 100)[:50]...)
 	boom := errors.New("reset")
-	src := &splitReader{src: stream, sizes: []int{len(stream)}, err: boom}
+	src := &chunkReader{b: stream, sizes: []int{len(stream)}, err: boom}
 	var r recordReader
 	p := make([]byte, 1000)
 	n, err := r.read(src, p)
@@ -202,7 +176,7 @@ func TestRecordReaderOversized(t *testing.T) {
 	for _, size := range []int{0xffff, maxRecord + 1} {
 		bad := []byte{23, 3, 3, byte(size >> 8), byte(size), 'x', 'y', 'z'}
 		stream := append(tlsRecord(23, 10), bad...)
-		src := &splitReader{src: stream, sizes: []int{len(stream)}, err: errors.New("read after the data")}
+		src := &chunkReader{b: stream, sizes: []int{len(stream)}, err: errors.New("read after the data")}
 		var r recordReader
 		p := make([]byte, 100)
 		if n, err := r.read(src, p); n != 15 || err != nil {
@@ -215,7 +189,7 @@ func TestRecordReaderOversized(t *testing.T) {
 	}
 	// At the limit the reader waits for the rest of the record.
 	stream := append(tlsRecord(23, 10), 23, 3, 3, byte(maxRecord>>8), byte(maxRecord&0xff), 'x')
-	src := &splitReader{src: stream, sizes: []int{len(stream), 1000}, err: io.EOF}
+	src := &chunkReader{b: stream, sizes: []int{len(stream), 1000}}
 	var r recordReader
 	p := make([]byte, 100)
 	r.read(src, p)
@@ -256,7 +230,7 @@ func (c framedConn) Read(p []byte) (int, error) { return c.r.read(c.Conn, p) }
 // the reader saves what it is there to save: crypto/tls's input buffer
 // reallocated while records arrive behind one another.
 func TestRecordReaderAllocs(t *testing.T) {
-	cert := certtest.MustCA("records CA").MustIssue(certtest.LeafOptions{DNSNames: []string{"mx.example"}}).TLS
+	pki := newSrvPKI(t)
 	const size, conns = 100 << 10, 20
 	body := make([]byte, size)
 	recv := func(framed bool) uint64 {
@@ -281,11 +255,11 @@ func TestRecordReaderAllocs(t *testing.T) {
 				if framed {
 					nc = framedConn{c, &recordReader{}}
 				}
-				tc := tls.Server(nc, &tls.Config{Certificates: []tls.Certificate{cert}})
+				tc := tls.Server(nc, pki.serverConfig())
 				_, err = io.CopyN(io.Discard, tc, size)
 				done <- err
 			}()
-			c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+			c, err := tls.Dial("tcp", ln.Addr().String(), pki.clientConfig())
 			if err != nil {
 				t.Fatal(err)
 			}
