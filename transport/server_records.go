@@ -102,10 +102,11 @@ func (r *recordReader) read(src io.Reader, p []byte) (int, error) {
 		// What was kept back is the start of one record: there is no
 		// record end in it (see below).
 		kept := (*r.stash)[r.off:]
-		_, end := scanRecords(r.fr, kept)
-		if len(kept) >= len(p) || end.body > 0 && end.size > maxRecord {
-			n := copy(p, kept)
-			_, r.fr = scanRecords(r.fr, p[:n])
+		n := min(len(kept), len(p))
+		_, end := scanRecords(r.fr, kept[:n])
+		if n == len(p) || end.body > 0 && end.size > maxRecord {
+			copy(p, kept[:n])
+			r.fr = end
 			r.off += n
 			if r.off == len(*r.stash) {
 				r.release()
