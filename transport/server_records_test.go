@@ -311,25 +311,13 @@ func (c *holdConn) Write(p []byte) (int, error) {
 // waiting for a record that can never be valid until the command timeout.
 func TestServerOversizedRecordAtOnce(t *testing.T) {
 	ts := startServer(t, &Server{Timeouts: ServerTimeouts{Command: 20 * time.Second}}, newSrvPKI(t))
-	d := dial(t, ts.addr)
-	d.greet()
-	d.expect("STARTTLS", "220 ")
-	hc := &holdConn{Conn: d.conn}
-	tc := tls.Client(hc, ts.pki.clientConfig())
-	if err := tc.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	hc.hold = true
-	if _, err := tc.Write([]byte("NOOP\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	hc.hold = false
+	d, raw, record := recordDialogue(t, ts, "NOOP\r\n")
 	start := time.Now()
-	if _, err := d.conn.Write(append(hc.buf, 23, 3, 3, 0xff, 0xff)); err != nil {
+	if _, err := raw.Write(append(record, 23, 3, 3, 0xff, 0xff)); err != nil {
 		t.Fatal(err)
 	}
-	tc.SetReadDeadline(time.Now().Add(15 * time.Second))
-	r := bufio.NewReader(tc)
+	d.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	r := d.r
 	var replies []string
 	for {
 		l, err := r.ReadString('\n')
@@ -348,4 +336,26 @@ func TestServerOversizedRecordAtOnce(t *testing.T) {
 	if len(replies) != 1 || !strings.HasPrefix(replies[0], "250 ") {
 		t.Errorf("replies %q, want the NOOP's 250 only", replies)
 	}
+}
+
+// recordDialogue does STARTTLS on a new connection to ts and returns a
+// dialogue over the TLS session, and line encrypted as one record, to be
+// written to raw (the TCP connection) in whatever pieces a test wants.
+func recordDialogue(t *testing.T, ts *testServer, line string) (d *dialogue, raw net.Conn, record []byte) {
+	t.Helper()
+	d = dial(t, ts.addr)
+	d.greet()
+	d.expect("STARTTLS", "220 ")
+	raw = d.conn
+	hc := &holdConn{Conn: raw}
+	tc := tls.Client(hc, ts.pki.clientConfig())
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	hc.hold = true
+	if _, err := tc.Write([]byte(line)); err != nil {
+		t.Fatal(err)
+	}
+	hc.hold = false
+	return &dialogue{t: t, conn: tc, r: bufio.NewReader(tc)}, raw, hc.buf
 }

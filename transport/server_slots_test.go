@@ -93,17 +93,28 @@ func trickle(d *dialogue, s string, gap time.Duration) bool {
 
 // TestCommandDeadlineTrickle: a client sending a command one byte every
 // 20 ms cannot stretch it past Timeouts.Command, although no single gap comes
-// near the timeout; in plaintext and under TLS (where each byte is a TLS
-// record of its own, so the server's reads see ciphertext trickling).
+// near the timeout; in plaintext, under TLS with each byte a TLS record of
+// its own (the server's reads see ciphertext trickling), and under TLS
+// with the command one record whose ciphertext trickles (the server reads
+// a record's start, keeps it back and reads on for the rest).
 func TestCommandDeadlineTrickle(t *testing.T) {
-	for _, mode := range []string{"plaintext", "tls"} {
+	for _, mode := range []string{"plaintext", "tls", "tls, one record"} {
 		t.Run(mode, func(t *testing.T) {
 			ts := startServer(t, &Server{Timeouts: ServerTimeouts{Command: 400 * time.Millisecond}, Inbound: policy.Inbound{InsecureAllowPlaintext: true}}, newSrvPKI(t))
-			d := modeDialogue(t, ts, mode)
-			start := time.Now()
 			line := "MAIL FROM:<" + strings.Repeat("a", 80) + "@example.org>\r\n" // about 2 s at 20 ms a byte
+			var d, wire *dialogue
+			if mode == "tls, one record" {
+				var raw net.Conn
+				var record []byte
+				d, raw, record = recordDialogue(t, ts, line)
+				wire, line = &dialogue{t: t, conn: raw}, string(record)
+			} else {
+				d = modeDialogue(t, ts, mode)
+				wire = d
+			}
+			start := time.Now()
 			done := make(chan bool, 1)
-			go func() { done <- trickle(d, line, 20*time.Millisecond) }()
+			go func() { done <- trickle(wire, line, 20*time.Millisecond) }()
 			got, _ := d.tryRead()
 			el := time.Since(start)
 			if !strings.HasPrefix(got, "421 ") {
@@ -112,7 +123,7 @@ func TestCommandDeadlineTrickle(t *testing.T) {
 			if el > 1500*time.Millisecond {
 				t.Errorf("cut after %v, want about 400ms", el)
 			}
-			d.conn.Close()
+			wire.conn.Close()
 			<-done
 		})
 	}
