@@ -9,7 +9,9 @@ import (
 // ErrLeaseLost is returned by a shared Store's Update or Delete when this
 // node's lease on the message was taken over by another node (it was
 // paused or cut off longer than the lease): the other node now owns the
-// message, and this node's copy must be dropped without delivering.
+// message, and this node's copy must be dropped without delivering. When
+// the message was removed meanwhile (by the node that took it over and
+// finished it, or by an operator), the error matches ErrNotFound too.
 var ErrLeaseLost = errors.New("queue: lease on message taken over by another node")
 
 // ErrLeased is returned by a shared Store's Update from a node that does

@@ -628,13 +628,14 @@ func (q *Queue) record(ctx context.Context, j job, env *transport.Envelope, res 
 		e.retryAt = now.Add(time.Minute)
 	}
 	q.mu.Unlock()
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrLeaseLost) {
+		// Another node owns the message now, or removed it: its record
+		// wins, and this attempt may have delivered a second time.
+		q.logger().Warn("lease lost: results not recorded, the message is another node's", "id", m.ID, "err", err)
 		q.drop(e)
 		return
 	}
-	if errors.Is(err, ErrLeaseLost) {
-		// Another node owns the message now: its record wins.
-		q.logger().Warn("lease lost: results not recorded, the message is another node's", "id", m.ID)
+	if errors.Is(err, ErrNotFound) {
 		q.drop(e)
 		return
 	}

@@ -843,3 +843,32 @@ func mustReturn(s string) ndr.Return {
 	}
 	return r
 }
+
+// removedStore is a shared store whose message was removed by another
+// node while this one delivered it: Delete finds it gone, as pgstore
+// reports it (ErrNotFound and ErrLeaseLost).
+type removedStore struct{ *DirStore }
+
+func (s removedStore) Delete(ctx context.Context, id string) error {
+	if err := s.DirStore.Delete(ctx, id); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s, removed while node a held it: %w", ErrNotFound, id, ErrLeaseLost)
+}
+
+// TestLeaseLostToRemovalLogged: results a node cannot record because its
+// leased message was removed by another node are dropped with the lost
+// lease logged (the delivery may have been a second one), not silently
+// as an operator's removal of a message nobody held.
+func TestLeaseLostToRemovalLogged(t *testing.T) {
+	h := newHarness(t, func(string, int) transport.RecipientResult { return ok() })
+	h.q.Store = removedStore{h.store}
+	h.run()
+	id := h.enqueue("a@example.org", transport.Recipient{Address: "b@example.net"})
+	h.waitFor("the lost lease logged", func() bool {
+		return strings.Contains(h.logs.String(), "lease lost: results not recorded") && strings.Contains(h.logs.String(), id)
+	})
+	if strings.Contains(h.logs.String(), "recording delivery results") {
+		t.Errorf("logged as a store failure:\n%s", h.logs.String())
+	}
+}

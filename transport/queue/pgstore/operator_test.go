@@ -70,8 +70,8 @@ func TestOperatorAcrossNodes(t *testing.T) {
 	if err := qb.Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Update(ctx, got[0]); !errors.Is(err, queue.ErrNotFound) {
-		t.Fatalf("a.Update after b removed it = %v", err)
+	if err := a.Update(ctx, got[0]); !errors.Is(err, queue.ErrNotFound) || !errors.Is(err, queue.ErrLeaseLost) {
+		t.Fatalf("a.Update after b removed it = %v, want ErrNotFound and ErrLeaseLost", err)
 	}
 }
 

@@ -364,7 +364,8 @@ func (s *Store) lease(id string) (int64, bool) {
 
 // Update replaces the record of m. When this node holds a lease on m, the
 // write is conditional on its epoch and returns queue.ErrLeaseLost if
-// another node has taken the message over since; the lease is kept (a
+// another node has taken the message over since (matching
+// queue.ErrNotFound too if the message was removed meanwhile); the lease is kept (a
 // delivery may write several times) until Release. When it does not (an
 // operator's change made on any node), the write is refused with
 // queue.ErrLeased while another node holds the message.
@@ -410,17 +411,20 @@ func nullable(epoch int64, ok bool) *int64 {
 }
 
 // missing tells a lost lease from a removed message after a conditional
-// write changed nothing.
+// write changed nothing. A message this node held a lease on and did not
+// remove was removed by another (the node that took it over and finished
+// it, or an operator): the lease is lost all the same, and the error
+// matches both.
 func (s *Store) missing(ctx context.Context, id string, leased bool) error {
-	if leased {
-		var exists bool
-		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue_message WHERE id = $1)`, id).Scan(&exists); err == nil && exists {
-			s.forget(id)
-			return fmt.Errorf("%w: %s (node %s)", queue.ErrLeaseLost, id, s.node)
-		}
-		s.forget(id)
+	if !leased {
+		return fmt.Errorf("%w: %s", queue.ErrNotFound, id)
 	}
-	return fmt.Errorf("%w: %s", queue.ErrNotFound, id)
+	s.forget(id)
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue_message WHERE id = $1)`, id).Scan(&exists); err == nil && exists {
+		return fmt.Errorf("%w: %s (node %s)", queue.ErrLeaseLost, id, s.node)
+	}
+	return fmt.Errorf("%w: %s, removed while node %s held it: %w", queue.ErrNotFound, id, s.node, queue.ErrLeaseLost)
 }
 
 func (s *Store) forget(id string) {
