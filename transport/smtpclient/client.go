@@ -444,13 +444,31 @@ func (d *dataWriter) ReadFrom(r io.Reader) (int64, error) {
 // LineEnd returns the index of the first CR or LF in b, or -1: where a
 // run of bytes that no line-end rule changes stops (RFC 5321 §2.3.8).
 // The server's DATA reader uses it too.
+//
+// It looks in windows that double in size, starting at lineEndWindow, so a
+// call costs time in proportion to how far the first CR or LF is, not to
+// len(b). Looking for each in all of b would make a message of short
+// lines that end in only one of the two (bare LFs, "x\nx\n…") cost time
+// in proportion to the square of the buffer it is read through.
 func LineEnd(b []byte) int {
-	cr, lf := bytes.IndexByte(b, '\r'), bytes.IndexByte(b, '\n')
-	if cr < 0 || (lf >= 0 && lf < cr) {
-		return lf
+	for start, w := 0, lineEndWindow; start < len(b); start, w = start+w, 2*w {
+		win := b[start:min(len(b), start+w)]
+		cr := bytes.IndexByte(win, '\r')
+		if cr >= 0 {
+			win = win[:cr]
+		}
+		if lf := bytes.IndexByte(win, '\n'); lf >= 0 {
+			return start + lf
+		}
+		if cr >= 0 {
+			return start + cr
+		}
 	}
-	return cr
+	return -1
 }
+
+// lineEndWindow is LineEnd's first window: a typical line and its end.
+const lineEndWindow = 128
 
 // Close ends the data with CRLF "." CRLF and flushes it.
 func (d *dataWriter) Close() error {
