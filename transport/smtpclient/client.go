@@ -56,12 +56,21 @@ func New(conn net.Conn) *Client {
 func (c *Client) setConn(conn net.Conn) {
 	c.conn = conn
 	c.lim = &io.LimitedReader{R: conn, N: maxReply}
-	c.br = bufio.NewReaderSize(c.lim, 4096)
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(c.lim, 4096)
+		// A message goes out in writes of writeBuffer bytes: over TLS,
+		// records of the largest plaintext size (RFC 8446 §5.1), not four
+		// times as many of 4 KiB, each with its own seal and system call.
+		c.bw = bufio.NewWriterSize(conn, writeBuffer)
+	} else {
+		// After STARTTLS (or UseTLS) the buffers go on over TLS, emptied:
+		// nothing read before the handshake is taken as read after it
+		// (StartTLS refuses a byte buffered past the 220 as ErrInjection),
+		// and the command before it was flushed.
+		c.br.Reset(c.lim)
+		c.bw.Reset(conn)
+	}
 	c.text = textproto.NewReader(c.br)
-	// A message goes out in writes of writeBuffer bytes: over TLS, records
-	// of the largest plaintext size (RFC 8446 §5.1), not four times as many
-	// of 4 KiB, each with its own seal and system call.
-	c.bw = bufio.NewWriterSize(conn, writeBuffer)
 }
 
 // writeBuffer is the size of a Client's write buffer: the largest TLS
@@ -410,6 +419,24 @@ func (d *dataWriter) Write(p []byte) (int, error) {
 		i += len(run)
 	}
 	return len(p), nil
+}
+
+// WriteString writes s as Write does, through a pooled buffer: io.Copy
+// from a strings.Reader (its WriteTo) calls it, and would otherwise copy
+// the whole message into a new slice first.
+func (d *dataWriter) WriteString(s string) (int, error) {
+	pb := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(pb)
+	n := 0
+	for n < len(s) {
+		k := copy(*pb, s[n:])
+		w, err := d.Write((*pb)[:k])
+		n += w
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // copyBufs keeps the buffers dataWriter.ReadFrom reads bodies through, so

@@ -232,14 +232,16 @@ func BenchmarkDataWriter(b *testing.B) {
 }
 
 // dataWriter.ReadFrom, which io.Copy uses for readers without WriteTo,
-// writes what Write does, whatever the sizes of the reads, also across its
-// 32 KiB buffer (a CR ending one read, its LF starting the next), and
+// and WriteString, which a strings.Reader's WriteTo calls, write what
+// Write does, whatever the sizes of the reads, also across their 32 KiB
+// buffer (a CR ending one piece, its LF starting the next), and ReadFrom
 // passes a read error on.
 func TestDataWriterReadFrom(t *testing.T) {
 	big := strings.Repeat("y", 32<<10-1) + "\r\n." + strings.Repeat("z", 40<<10) + "\r"
 	for _, in := range []string{"", "a", "a\r.\rb\r\n", ".\rc", "x\n\r", big} {
 		for name, r := range map[string]io.Reader{
 			"section": io.NewSectionReader(strings.NewReader(in), 0, int64(len(in))),
+			"string":  strings.NewReader(in), // WriteTo: dataWriter.WriteString
 			"half":    iotest.HalfReader(strings.NewReader(in)),
 			"onebyte": iotest.OneByteReader(strings.NewReader(in)),
 		} {
@@ -363,5 +365,34 @@ func TestDataWriterLinear(t *testing.T) {
 		if whole > 4*small+time.Millisecond {
 			t.Errorf("%q lines: %v in one 512 KiB write, %v in 1 KiB writes", unit, whole, small)
 		}
+	}
+}
+
+// A message given as a string (a strings.Reader, whose WriteTo io.Copy
+// uses) is not copied whole: io.WriteString made a slice of every body,
+// 100 KiB a call here.
+func TestDataWriterStringAllocs(t *testing.T) {
+	body := strings.Repeat(strings.Repeat("x", 76)+"\r\n", 100<<10/78)
+	bw := bufio.NewWriterSize(io.Discard, 16<<10)
+	run := func() {
+		d := &dataWriter{w: bw, stuff: true}
+		if _, err := io.Copy(d, strings.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const n = 50
+	for range n {
+		run()
+	}
+	runtime.ReadMemStats(&after)
+	// As in TestCRLFSizeAllocs: a pooled buffer the pool lost now and then.
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 16<<10 {
+		t.Errorf("%d bytes allocated per %d-byte message, want at most 16 KiB", per, len(body))
 	}
 }
