@@ -163,8 +163,15 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // REQUIRETLS (RFC 8689 §3: the parameter takes precedence), so the
 // Envelope never holds both.
 func (b *bodyReader) scanHeader(p []byte, end bool) {
+	// Only what p adds can complete the empty line: the search starts
+	// three bytes before it, so a header sent a byte at a time (BDAT 1,
+	// pipelined) is not searched again from its start at every byte.
+	from := max(0, len(b.hdr)-3)
 	b.hdr = append(b.hdr, p...)
-	i := bytes.Index(b.hdr, []byte("\r\n\r\n"))
+	i := bytes.Index(b.hdr[from:], []byte("\r\n\r\n"))
+	if i >= 0 {
+		i += from
+	}
 	switch {
 	case bytes.HasPrefix(b.hdr, []byte("\r\n")):
 		i = 0 // no header section at all
@@ -189,11 +196,15 @@ func tlsRequiredNo(h []byte) bool {
 		if !ok || !strings.EqualFold(strings.TrimRight(name, " \t"), "TLS-Required") {
 			continue
 		}
+		// Unfolded once (RFC 5322 §2.2.3): adding each continuation line to
+		// a string would copy the value again for every line.
+		var v strings.Builder
+		v.WriteString(value)
 		for i+1 < len(lines) && lines[i+1] != "" && (lines[i+1][0] == ' ' || lines[i+1][0] == '\t') {
 			i++
-			value += lines[i]
+			v.WriteString(lines[i])
 		}
-		if strings.EqualFold(strings.TrimSpace(value), "No") {
+		if strings.EqualFold(strings.TrimSpace(v.String()), "No") {
 			return true
 		}
 	}
