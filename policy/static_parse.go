@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -106,6 +105,9 @@ func (p *tableParser) entry(toks []token) {
 			if dup(&seen.match) {
 				continue
 			}
+			// Duplicates are folded, keeping the first occurrence's
+			// place; a set keeps this linear in the number of names.
+			inMatch := make(map[string]bool)
 			for _, m := range strings.FieldsFunc(val, func(r rune) bool { return r == ':' || r == ',' }) {
 				nm, msg := normalizeMatch(m)
 				if msg != "" {
@@ -113,7 +115,8 @@ func (p *tableParser) entry(toks []token) {
 					bad = true
 					continue
 				}
-				if !slices.Contains(e.Match, nm) {
+				if !inMatch[nm] {
+					inMatch[nm] = true
 					e.Match = append(e.Match, nm)
 				}
 			}

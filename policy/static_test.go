@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -35,6 +37,9 @@ func TestParseTableGood(t *testing.T) {
 			[]Entry{{Key: "x", Level: Secure, Match: []string{"a.example", ".b.example"}, Line: 1}}},
 		{"match keywords", "x secure match=nexthop:dot-nexthop\n",
 			[]Entry{{Key: "x", Level: Secure, Match: []string{"nexthop", "dot-nexthop"}, Line: 1}}},
+		{"match duplicates folded after normalization, first place kept",
+			"x secure match=c.example,B.Example.:a.example,b.example,.c.example,C.EXAMPLE.,NextHop,nexthop,.c.example\n",
+			[]Entry{{Key: "x", Level: Secure, Match: []string{"c.example", "b.example", "a.example", ".c.example", "nexthop"}, Line: 1}}},
 		{"protocols negative form allows 1.2", "x encrypt protocols=!SSLv2,!SSLv3,!TLSv1,!TLSv1.1\n",
 			[]Entry{{Key: "x", Level: Encrypt, MinVersion: tls.VersionTLS12, Line: 1}}},
 		{"protocols negative form excluding 1.2", "x encrypt protocols=!SSLv2:!SSLv3:!TLSv1:!TLSv1.1:!TLSv1.2\n",
@@ -178,6 +183,26 @@ func TestParseErrorText(t *testing.T) {
 	}
 	if got := (&ParseError{File: "f", Msg: "m"}).Error(); got != "policy: f: m" {
 		t.Errorf("without line: %q", got)
+	}
+}
+
+// TestParseTableMatchManyNames: a long match= list, every name given twice
+// (second time in reverse order), keeps one of each in the order of first
+// appearance.
+func TestParseTableMatchManyNames(t *testing.T) {
+	const n = 4000
+	var names, want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("h%d", i))
+	}
+	names = append(names, want...)
+	for i := n - 1; i >= 0; i-- {
+		names = append(names, strings.ToUpper(want[i]))
+	}
+	tb := mustTable(t, "x secure match="+strings.Join(names, ",")+"\n")
+	got := tb.Entries()[0].Match
+	if !slices.Equal(got, want) {
+		t.Errorf("match= kept %d names, want %d in order of first appearance", len(got), len(want))
 	}
 }
 

@@ -1,12 +1,14 @@
 package dane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -335,12 +337,10 @@ func (r *Resolver) LookupMX(ctx context.Context, domain string) (*MXResult, erro
 	return res, nil
 }
 
+// sortMX orders h by preference, lowest first (RFC 5321 §5.1). The sort is
+// stable: hosts of equal preference keep their order in the answer.
 func sortMX(h []MX) {
-	for i := 1; i < len(h); i++ { // insertion sort: stable, and MX sets are small
-		for j := i; j > 0 && h[j].Pref < h[j-1].Pref; j-- {
-			h[j], h[j-1] = h[j-1], h[j]
-		}
-	}
+	slices.SortStableFunc(h, func(a, b MX) int { return cmp.Compare(a.Pref, b.Pref) })
 }
 
 // AddrResult is the answer to an address lookup of a host.

@@ -3,8 +3,10 @@ package dane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -268,5 +270,59 @@ func TestLookupMXAndAddrs(t *testing.T) {
 	ad, err = r.LookupAddrs(ctx, "www.example.com")
 	if err != nil || ad.Authentic || ad.Canonical != "mx1.example.com" || len(ad.Addrs) != 2 {
 		t.Fatalf("insecure cname: %+v %v", ad, err)
+	}
+}
+
+// TestSortMX pins sortMX's order: by preference, lowest first, and stable,
+// so that hosts of equal preference keep their order in the DNS answer
+// (MXResult.Hosts).
+func TestSortMX(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []MX
+		want []MX
+	}{
+		{"empty", nil, nil},
+		{"one", []MX{{"a", 5}}, []MX{{"a", 5}}},
+		{"sorted", []MX{{"a", 0}, {"b", 10}, {"c", 65535}}, []MX{{"a", 0}, {"b", 10}, {"c", 65535}}},
+		{"descending", []MX{{"c", 65535}, {"b", 10}, {"a", 0}}, []MX{{"a", 0}, {"b", 10}, {"c", 65535}}},
+		{
+			"ties keep answer order, not name order",
+			[]MX{{"z", 20}, {"y", 10}, {"x", 20}, {"w", 10}, {"v", 0}, {"u", 20}},
+			[]MX{{"v", 0}, {"y", 10}, {"w", 10}, {"z", 20}, {"x", 20}, {"u", 20}},
+		},
+		{"all equal", []MX{{"c", 7}, {"a", 7}, {"b", 7}}, []MX{{"c", 7}, {"a", 7}, {"b", 7}}},
+	}
+	// Many hosts in descending preference with ties: the audit's slow case
+	// for the old insertion sort. The result is built by bucketing.
+	var many, manyWant []MX
+	buckets := make([][]MX, 16)
+	for i := range 4000 {
+		m := MX{Host: fmt.Sprintf("h%d", i), Pref: uint16(15 - i*16/4000)}
+		many = append(many, m)
+		buckets[m.Pref] = append(buckets[m.Pref], m)
+	}
+	for _, b := range buckets {
+		manyWant = append(manyWant, b...)
+	}
+	tests = append(tests, struct {
+		name string
+		in   []MX
+		want []MX
+	}{"4000 descending with ties", many, manyWant})
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := slices.Clone(tt.in)
+			sortMX(got)
+			if len(got) != len(tt.want) {
+				t.Fatalf("sortMX gave %d hosts, want %d", len(got), len(tt.want))
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("host %d = %+v, want %+v (input %.200v)", i, got[i], tt.want[i], tt.in)
+				}
+			}
+		})
 	}
 }
