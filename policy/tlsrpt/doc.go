@@ -24,7 +24,7 @@
 //
 // Receiving side: [ParseReport] reads a JSON report, gzip-compressed or not,
 // and [ParseReportMail] the report inside a report message, both bounded in
-// size.
+// size; ParseReportMail also bounds the MIME nesting depth and part count.
 //
 // Not done here: sending anything (mail goes through the host's queue and
 // HTTPS POSTs through the host's HTTP client, which must verify the server

@@ -19,9 +19,10 @@ func FuzzParseReport(f *testing.F) {
 	zw := gzip.NewWriter(&gz)
 	zw.Write([]byte(rfcExample))
 	zw.Close()
-	f.Add(gz.Bytes())         // gzip-compressed report
-	f.Add(gz.Bytes()[:20])    // truncated gzip
-	f.Add([]byte{0x1f, 0x8b}) // gzip magic only
+	f.Add(gz.Bytes())                                                                                                                                                                                                                                                          // gzip-compressed report
+	f.Add(gz.Bytes()[:20])                                                                                                                                                                                                                                                     // truncated gzip
+	f.Add([]byte{0x1f, 0x8b})                                                                                                                                                                                                                                                  // gzip magic only
+	f.Add([]byte(`{"organization-name":"0","date-range":{"start-datetime":"0000-01-01T0:00:00","end-datetime":"0000-01-01T0:00:00"},"report-id":"0","policies":[{"policy":{"policy-type":"sts","policy-domain":"0","policy-string":[],"mx-host":[]},"failure-details":[]}]}`)) // empty lists: read as absent ones
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseReport(bytes.NewReader(b))
 		if err != nil {
@@ -78,5 +79,19 @@ func FuzzParseRecord(f *testing.F) {
 		}
 		r.MailtoAddresses()
 		r.HTTPSURLs()
+	})
+}
+
+func FuzzParseReportMail(f *testing.F) {
+	jsonPart := "Content-Type: " + MediaTypeJSON + "\r\n\r\n" + rfcExample
+	f.Add([]byte(nestedMail(1, jsonPart, "")))                                         // report in a multipart
+	f.Add([]byte(nestedMail(maxMailDepth+1, jsonPart, "")))                            // too deep
+	f.Add([]byte(flatMail(3, "Content-Type: text/plain\r\n\r\nx")))                    // no report
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n")) // unterminated
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, err := ParseReportMail(bytes.NewReader(b))
+		if err != nil && !errors.Is(err, ErrReportSyntax) && !errors.Is(err, ErrNoReportInMail) {
+			t.Fatalf("error %v wraps neither ErrReportSyntax nor ErrNoReportInMail", err)
+		}
 	})
 }

@@ -238,6 +238,23 @@ func NewHTTPRequest(ctx context.Context, rawURL string, r *Report) (*http.Reques
 // MaxMailSize bounds a report message read by ParseReportMail, 30 MiB.
 const MaxMailSize = 30 << 20
 
+// Limits on the MIME structure ParseReportMail walks, against hostile input
+// (RFC 2046 §5.1 sets no bound on nesting). Every level of multipart
+// nesting adds a reader all the data below it passes through, so the work
+// is about depth × size; with these limits it is at most maxMailDepth
+// passes over MaxMailSize bytes. A report mail (RFC 8460 §5.3) is a
+// multipart/report holding the report at depth 1 among a few parts, so the
+// limits, the same as package ndr's, leave ample room for reports wrapped
+// by forwarding or list software.
+const (
+	// maxMailDepth is the deepest nesting level visited; the top-level
+	// entity is level 0.
+	maxMailDepth = 8
+	// maxMailParts is the most entities visited, the top-level one
+	// included.
+	maxMailParts = 200
+)
+
 // ErrNoReportInMail: the message has no application/tlsrpt+gzip or
 // application/tlsrpt+json part.
 var ErrNoReportInMail = errors.New("tlsrpt: no report in message")
@@ -245,37 +262,77 @@ var ErrNoReportInMail = errors.New("tlsrpt: no report in message")
 // ParseReportMail reads a report message (RFC 8460 §5.3), at most
 // MaxMailSize bytes, and parses the first application/tlsrpt+gzip or
 // application/tlsrpt+json part with ParseReport. The message need not be
-// multipart/report: a report found anywhere in the MIME tree is accepted.
+// multipart/report: a report found anywhere in the MIME tree is accepted,
+// parts being searched depth first in their order in the message. A
+// message whose multipart nesting goes deeper than 8 levels, or that has
+// more than 200 MIME parts before the report, is refused with an error
+// wrapping ErrReportSyntax, so that hostile nesting cannot make the search
+// expensive.
 func ParseReportMail(r io.Reader) (*Report, error) {
 	lr := &io.LimitedReader{R: r, N: MaxMailSize + 1}
 	ent, err := message.Read(lr)
 	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
 		return nil, fmt.Errorf("%w: %v", ErrReportSyntax, err)
 	}
-	var rep *Report
-	var perr error
-	walkErr := ent.Walk(func(_ []int, e *message.Entity, err error) error {
-		if err != nil {
-			return err
-		}
-		mt, _, _ := e.Header.ContentType()
-		switch strings.ToLower(mt) {
-		case MediaTypeGzip, MediaTypeJSON:
-			rep, perr = ParseReport(e.Body)
-			return errStopWalk
-		}
-		return nil
-	})
+	var w mailWalker
+	walkErr := w.walk(ent, 0)
 	if lr.N <= 0 {
 		return nil, fmt.Errorf("%w: message larger than %d bytes", ErrReportSyntax, MaxMailSize)
 	}
 	if walkErr != nil && walkErr != errStopWalk {
 		return nil, fmt.Errorf("%w: %v", ErrReportSyntax, walkErr)
 	}
-	if rep == nil && perr == nil {
+	if w.rep == nil && w.perr == nil {
 		return nil, ErrNoReportInMail
 	}
-	return rep, perr
+	return w.rep, w.perr
 }
 
 var errStopWalk = errors.New("stop")
+
+// mailWalker searches a MIME tree for the report part, within
+// maxMailDepth and maxMailParts.
+type mailWalker struct {
+	parts int
+	rep   *Report
+	perr  error
+}
+
+// walk visits e, at nesting level depth, then its parts in order. It
+// returns errStopWalk once a report part has been parsed (the outcome is
+// in w.rep and w.perr), an error when a limit is passed or the MIME
+// structure cannot be read, and nil when the subtree holds no report.
+func (w *mailWalker) walk(e *message.Entity, depth int) error {
+	w.parts++
+	if depth > maxMailDepth {
+		return fmt.Errorf("MIME parts nested deeper than %d levels", maxMailDepth)
+	}
+	if w.parts > maxMailParts {
+		return fmt.Errorf("more than %d MIME parts", maxMailParts)
+	}
+	mt, _, _ := e.Header.ContentType()
+	switch strings.ToLower(mt) {
+	case MediaTypeGzip, MediaTypeJSON:
+		w.rep, w.perr = ParseReport(e.Body)
+		return errStopWalk
+	}
+	mr := e.MultipartReader()
+	if mr == nil {
+		return nil
+	}
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			// As go-message's Entity.Walk did: a part in an unknown
+			// charset or transfer encoding ends the search with an
+			// error, like any other unreadable part.
+			return err
+		}
+		if err := w.walk(part, depth+1); err != nil {
+			return err
+		}
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -182,6 +184,111 @@ func TestParseReportMailVariants(t *testing.T) {
 	msg := "Content-Type: application/tlsrpt+json\r\n\r\n{\"organization-name\": 1}\r\n"
 	if _, err := ParseReportMail(strings.NewReader(msg)); !errors.Is(err, ErrReportSyntax) {
 		t.Errorf("broken report: %v", err)
+	}
+}
+
+// nestedMail returns a message whose MIME tree is depth levels of
+// multipart/mixed (the top-level entity being level 0) with inner, a whole
+// entity (header and body), at level depth. If tail is not empty it is the
+// body of a text/plain part that follows the nested parts at level 1.
+func nestedMail(depth int, inner, tail string) string {
+	var b strings.Builder
+	b.WriteString("From: a@sender.example\r\nSubject: nested\r\nMIME-Version: 1.0\r\n")
+	for i := range depth {
+		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n", i, i)
+	}
+	b.WriteString(inner)
+	for i := depth - 1; i >= 0; i-- {
+		if i == 0 && tail != "" {
+			fmt.Fprintf(&b, "\r\n--b0\r\nContent-Type: text/plain\r\n\r\n%s", tail)
+		}
+		fmt.Fprintf(&b, "\r\n--b%d--\r\n", i)
+	}
+	return b.String()
+}
+
+// flatMail returns a multipart/mixed message with n text/plain parts
+// followed by inner, a whole entity.
+func flatMail(n int, inner string) string {
+	var b strings.Builder
+	b.WriteString("From: a@sender.example\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n")
+	for range n {
+		b.WriteString("--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
+	}
+	fmt.Fprintf(&b, "--b\r\n%s\r\n--b--\r\n", inner)
+	return b.String()
+}
+
+// TestParseReportMailLimits pins the MIME limits of ParseReportMail: a
+// report within maxMailDepth and maxMailParts is found, one beyond them is
+// refused with an error saying which limit was passed.
+func TestParseReportMailLimits(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	io.WriteString(zw, rfcExample)
+	zw.Close()
+	gzPart := "Content-Type: " + MediaTypeGzip + "\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+		base64.StdEncoding.EncodeToString(gz.Bytes())
+	jsonPart := "Content-Type: " + MediaTypeJSON + "\r\n\r\n" + rfcExample
+	tests := []struct {
+		name    string
+		msg     string
+		wantErr string // "" means the report is found
+	}{
+		{"gzip report at level 1", nestedMail(1, gzPart, ""), ""},
+		{"report at the depth limit", nestedMail(maxMailDepth, jsonPart, ""), ""},
+		{"report past the depth limit", nestedMail(maxMailDepth+1, jsonPart, ""), "nested deeper than 8 levels"},
+		{"no report, past the depth limit", nestedMail(maxMailDepth+1, "Content-Type: text/plain\r\n\r\nx", ""), "nested deeper than 8 levels"},
+		{"report as the last allowed part", flatMail(maxMailParts-2, gzPart), ""},
+		{"report past the part limit", flatMail(maxMailParts-1, gzPart), "more than 200 MIME parts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep, err := ParseReportMail(strings.NewReader(tt.msg))
+			if tt.wantErr == "" {
+				if err != nil || rep.OrganizationName != "Company-X" {
+					t.Fatalf("got %+v, %v; want the report", rep, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrReportSyntax) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got report %t, error %v; want an error wrapping ErrReportSyntax with %q", rep != nil, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// TestParseReportMailDeepNestingBounded: hostile nesting (every level adds
+// a multipart reader that all data below it passes through, so an
+// unbounded walk costs depth × size) is refused after reading only a
+// prefix of the message, so the work no longer grows with the depth or the
+// size. The bound is checked by counting input bytes, not by a clock.
+func TestParseReportMailDeepNestingBounded(t *testing.T) {
+	tail := strings.Repeat(strings.Repeat("x", 76)+"\r\n", 1<<20/78)
+	for _, depth := range []int{100, 4000} {
+		msg := nestedMail(depth, "Content-Type: text/plain\r\n\r\nx", tail)
+		cr := &countingReader{r: strings.NewReader(msg)}
+		start := time.Now()
+		_, err := ParseReportMail(cr)
+		t.Logf("depth %d, %d bytes: read %d bytes in %v", depth, len(msg), cr.n, time.Since(start))
+		if !errors.Is(err, ErrReportSyntax) || !strings.Contains(err.Error(), "nested deeper") {
+			t.Fatalf("depth %d: got %v, want the depth limit error", depth, err)
+		}
+		if cr.n > 64<<10 {
+			t.Errorf("depth %d: read %d of %d bytes before refusing; want at most 64 KiB", depth, cr.n, len(msg))
+		}
 	}
 }
 

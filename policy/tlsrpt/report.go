@@ -416,5 +416,19 @@ func ParseReport(r io.Reader) (*Report, error) {
 	if err := rep.Validate(false); err != nil {
 		return nil, err
 	}
+	// An empty list says what an absent one does (§4.4): one form for
+	// both, so a report reads the same after JSON writes it again.
+	for i := range rep.Policies {
+		p := &rep.Policies[i]
+		if len(p.FailureDetails) == 0 {
+			p.FailureDetails = nil
+		}
+		if len(p.Policy.String) == 0 {
+			p.Policy.String = nil
+		}
+		if len(p.Policy.MXHost) == 0 {
+			p.Policy.MXHost = nil
+		}
+	}
 	return &rep, nil
 }
