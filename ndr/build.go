@@ -276,7 +276,7 @@ func (r *Report) deliveryStatus() []byte {
 					lines = append(lines, l)
 				}
 			}
-			writeField(&b, "Diagnostic-Code", oneLine(t)+"; "+strings.Join(lines, "\n"))
+			writeField(&b, "Diagnostic-Code", oneLine(t)+"; "+capText(strings.Join(lines, "\n"), maxDiagnostic))
 		}
 		if !rc.LastAttemptDate.IsZero() {
 			writeField(&b, "Last-Attempt-Date", rc.LastAttemptDate.Format(dateLayout))
@@ -311,41 +311,95 @@ func typedRaw(v string) string {
 }
 
 // writeField writes "Name: value" folded at spaces to lines of at most 78
-// characters where possible (RFC 5322 §2.2.3); a "\n" in value forces a fold.
+// characters where possible (RFC 5322 §2.2.3); a "\n" in value forces a
+// fold, and the line after it must not be empty.
 //
-// A word longer than maxWord is split so that no line exceeds the 998
-// octets of RFC 5322 §2.1.1; unfolding then shows a space inside it.
+// A word longer than maxWord is split, at a UTF-8 character boundary, so
+// that no line exceeds the 998 octets of RFC 5322 §2.1.1; unfolding then
+// shows a space inside it. Within a run of spaces, those that would take a
+// line past 78 characters are dropped: the fold before the next word
+// separates it anyway, and a long run can neither make one line grow past
+// 998 octets nor become a line of white space only, which RFC 5322 §3.2.2
+// forbids and which would end a group of RFC 3464 §2.1 fields.
+//
+// The value is written straight to b, so the cost is linear in its length;
+// callers bound the length of text from remote servers (see capText).
 func writeField(b *bytes.Buffer, name, value string) {
-	const maxWord = 900
-	line := name + ":"
+	const width, maxWord = 78, 900
+	b.WriteString(name)
+	b.WriteByte(':')
+	n := len(name) + 1 // length of the line being written
+	blank := false     // the line is a continuation with no word yet
+	fold := func(w string) {
+		b.WriteString("\r\n ")
+		b.WriteString(w)
+		n, blank = 1+len(w), w == ""
+	}
 	first := true
-	for _, seg := range strings.Split(value, "\n") {
-		var words []string
-		for _, w := range strings.Split(seg, " ") {
-			for len(w) > maxWord {
-				words = append(words, w[:maxWord])
-				w = w[maxWord:]
+	for seg := range strings.SplitSeq(value, "\n") {
+		start := true // the next word is the first of seg
+		for w := range strings.SplitSeq(seg, " ") {
+			for {
+				chunk := w
+				if len(chunk) > maxWord {
+					chunk = w[:wordCut(w, maxWord)]
+				}
+				w = w[len(chunk):]
+				switch {
+				case start && !first:
+					// forced fold between lines of a multi-line value
+					fold(chunk)
+				case chunk == "" && n+1 > width:
+					// drop a space of a run that has reached the width
+				case chunk != "" && n+1+len(chunk) > width && n > len(name)+1 && !blank:
+					fold(chunk)
+				default:
+					b.WriteByte(' ')
+					b.WriteString(chunk)
+					n += 1 + len(chunk)
+					blank = blank && chunk == ""
+				}
+				start = false
+				if w == "" {
+					break
+				}
 			}
-			words = append(words, w)
-		}
-		for i, w := range words {
-			sep := " "
-			if i == 0 && !first {
-				// forced fold between lines of a multi-line value
-				b.WriteString(line + "\r\n")
-				line = " " + w
-				continue
-			}
-			if w != "" && len(line)+len(sep)+len(w) > 78 && len(line) > len(name)+1 {
-				b.WriteString(line + "\r\n")
-				line = " " + w
-				continue
-			}
-			line += sep + w
 		}
 		first = false
 	}
-	b.WriteString(line + "\r\n")
+	b.WriteString("\r\n")
+}
+
+// wordCut returns where to split a word longer than max: at max, or before
+// the UTF-8 character max falls in, so that each piece stays valid UTF-8
+// when the word was. It never returns 0.
+func wordCut(w string, max int) int {
+	for i := max; i > 0 && i > max-utf8.UTFMax; i-- {
+		if utf8.RuneStart(w[i]) {
+			return i
+		}
+	}
+	return max
+}
+
+// maxDiagnostic bounds the diagnostic text one report carries, in octets,
+// in its Diagnostic-Code field and again in its human-readable part: eight
+// reply lines of the 512 octets RFC 5321 §4.5.3.1.5 allows, more than a
+// real server's reply needs. The SMTP client reads replies of up to 1 MiB,
+// and that much text from a remote server should not become a field of a
+// report sent to our own user.
+const maxDiagnostic = 4 << 10
+
+// truncatedMark ends text cut by capText, so that the cut is visible.
+const truncatedMark = " [truncated]"
+
+// capText returns s if it has at most max octets, or else its first max
+// octets, cut at a UTF-8 character boundary, followed by truncatedMark.
+func capText(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	return s[:wordCut(s, max)] + truncatedMark
 }
 
 // oneLine makes caller text safe for one header field or line of the
@@ -546,7 +600,7 @@ func (r *Report) humanText(lang, host string, orig *original) string {
 			if typ := strings.TrimSpace(rc.DiagnosticType); typ != "" && !strings.EqualFold(typ, "smtp") {
 				label = t.localDiag
 			}
-			detail(label, strings.Join(strings.Fields(oneLine(rc.DiagnosticCode)), " "))
+			detail(label, capText(strings.Join(strings.Fields(oneLine(rc.DiagnosticCode)), " "), maxDiagnostic))
 		}
 		if !rc.LastAttemptDate.IsZero() {
 			detail(t.lastAttempt, rc.LastAttemptDate.Format(dateLayout))

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzParse feeds arbitrary messages to Parse: it must not panic, must
@@ -77,10 +78,59 @@ func FuzzDeliveryStatusFields(f *testing.F) {
 	f.Add([]byte("Final-Recipient: rfc822;\n <a@b>\nAction: failed\nFinal-Recipient: rfc822; c@d\n"))                 // no blank line, folding
 	f.Add([]byte("Diagnostic-Code: smtp; 550 x\nDiagnostic-Code: smtp; 550 y\n"))                                     // repeated field
 	f.Add([]byte("\n\n\n: ; \n\t\n"))                                                                                 // only separators
+
+	// A Diagnostic-Code folded over 5,000 lines, past maxParsedField.
+	f.Add([]byte("Final-Recipient: rfc822; a@b\nDiagnostic-Code: smtp; 550" + strings.Repeat("\n y", 5000) + "\nStatus: 5.0.0\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rep, err := ParseDeliveryStatus(data)
 		if err == nil && len(rep.Recipients) == 0 {
 			t.Fatal("no error and no recipients")
+		}
+	})
+}
+
+// FuzzWriteField: whatever the text (as deliveryStatus cleans it: no
+// control characters, lines trimmed, blank lines dropped), every line
+// written stays within 998 octets (RFC 5322 §2.1.1), none is white space
+// only (RFC 5322 §3.2.2; it would end an RFC 3464 group), valid UTF-8 stays
+// valid, and unfolding gives back the same words.
+func FuzzWriteField(f *testing.F) {
+	f.Add("550 5.1.1 <user@example.com>: Recipient address rejected: User unknown in virtual mailbox table") // ordinary reply
+	f.Add("550 5.1.1 no" + strings.Repeat(" ", 1100) + "y")                                                  // long run of spaces
+	f.Add("550-first\r\n550-" + strings.Repeat("x", 1000) + "\r\n550 " + strings.Repeat("é", 500))           // long words, split
+	f.Add(strings.Repeat("w"+strings.Repeat(" ", 77), 14))                                                   // runs at the fold width
+	f.Fuzz(func(t *testing.T, s string) {
+		var lines []string
+		for _, l := range strings.FieldsFunc(s, func(c rune) bool { return c == '\r' || c == '\n' }) {
+			if l = oneLine(l); l != "" {
+				lines = append(lines, l)
+			}
+		}
+		value := "smtp; " + strings.Join(lines, "\n")
+		var b bytes.Buffer
+		writeField(&b, "Diagnostic-Code", value)
+		out := b.String()
+		if !strings.HasSuffix(out, "\r\n") {
+			t.Fatalf("does not end in CRLF: %q", out)
+		}
+		for i, l := range strings.Split(strings.TrimSuffix(out, "\r\n"), "\r\n") {
+			if len(l) > 998 {
+				t.Fatalf("line %d has %d octets", i+1, len(l))
+			}
+			if strings.Trim(l, " \t") == "" {
+				t.Fatalf("line %d is white space only", i+1)
+			}
+			if strings.ContainsAny(l, "\r\n") {
+				t.Fatalf("line %d has a bare CR or LF", i+1)
+			}
+		}
+		if utf8.ValidString(value) && !utf8.ValidString(out) {
+			t.Fatalf("valid UTF-8 made invalid")
+		}
+		want := strings.Join(strings.Fields(value), "")
+		got := strings.Join(strings.Fields(strings.TrimPrefix(strings.ReplaceAll(out, "\r\n", ""), "Diagnostic-Code:")), "")
+		if got != want {
+			t.Fatalf("unfolded words differ:\n got %.80q\nwant %.80q", got, want)
 		}
 	})
 }

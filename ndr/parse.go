@@ -236,14 +236,49 @@ func splitLines(b []byte) [][]byte {
 // field is one unfolded "Name: value" of a delivery-status group.
 type field struct{ name, value string }
 
+// maxParsedField bounds one unfolded field value read by readGroups, in
+// octets: twice the diagnostic text Build writes (maxDiagnostic), so that
+// our own reports read back whole, while a Diagnostic-Code folded over
+// megabytes of lines does not become a megabyte of Recipient text.
+const maxParsedField = 2 * maxDiagnostic
+
 // readGroups splits a delivery-status body into groups of fields (RFC 3464
 // §2.1): groups are separated by empty (or blank) lines, a line starting
 // with white space continues the previous field, and a line without a
-// colon is skipped.
+// colon is skipped. Unfolding joins the trimmed lines of a field with one
+// space (RFC 5322 §2.2.3); a value longer than maxParsedField is cut by
+// capText.
+//
+// The pieces of the field being read are collected and joined once, when
+// the next field, group or the end begins, so that the cost is linear in
+// the length of the body however many lines a field is folded over.
 func readGroups(body []byte) [][]field {
 	var groups [][]field
 	var cur []field
+	var pieces [][]byte // the last field of cur: its trimmed lines
+	size := 0           // octets in pieces, with one space between each
+	// end sets the value of the last field of cur from its pieces.
+	end := func() {
+		if len(pieces) > 0 {
+			cur[len(cur)-1].value = capText(string(bytes.Join(pieces, []byte(" "))), maxParsedField)
+			pieces, size = pieces[:0], 0
+		}
+	}
+	add := func(p []byte) {
+		if size > maxParsedField {
+			return // capText cuts the value here anyway
+		}
+		if len(pieces) > 0 {
+			size++
+		}
+		if room := maxParsedField + 1 - size; len(p) > room {
+			p = p[:room]
+		}
+		pieces = append(pieces, p)
+		size += len(p)
+	}
 	flush := func() {
+		end()
 		if len(cur) > 0 {
 			groups = append(groups, cur)
 			cur = nil
@@ -257,7 +292,7 @@ func readGroups(body []byte) [][]field {
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(cur) > 0 {
-				cur[len(cur)-1].value += " " + string(bytes.TrimSpace(line))
+				add(bytes.TrimSpace(line))
 			}
 			continue
 		}
@@ -269,7 +304,9 @@ func readGroups(body []byte) [][]field {
 		if strings.ContainsAny(name, " \t") {
 			continue
 		}
-		cur = append(cur, field{name, string(bytes.TrimSpace(line[i+1:]))})
+		end()
+		cur = append(cur, field{name: name})
+		add(bytes.TrimSpace(line[i+1:]))
 	}
 	flush()
 	return groups
@@ -279,8 +316,10 @@ func readGroups(body []byte) [][]field {
 // (RFC 3464 §2.1) into the per-message fields and Recipients of a Report.
 // It is tolerant: per-message fields are recognized wherever they appear, a
 // repeated per-recipient field in one group starts a new recipient, dates
-// that cannot be read are left zero, and unknown fields are ignored. It
-// returns ErrNoDeliveryStatus if no per-recipient field is found.
+// that cannot be read are left zero, and unknown fields are ignored. An
+// unfolded field value longer than 8 KiB is cut there and ends in
+// " [truncated]". It returns ErrNoDeliveryStatus if no per-recipient field
+// is found.
 func ParseDeliveryStatus(body []byte) (*Report, error) {
 	rep := &Report{}
 	for _, g := range readGroups(body) {

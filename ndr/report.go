@@ -247,6 +247,9 @@ type Recipient struct {
 	// DiagnosticCode is the reply of the remote server ("530 5.7.0 Must
 	// issue a STARTTLS command first"; lines of a multi-line reply separated
 	// by "\n"), rendered "smtp; ..." (RFC 3464 §2.3.6). Omitted if empty.
+	// Build keeps at most the first 4 KiB (4096 octets) of it, after
+	// control characters and blank lines are removed, and marks a cut with
+	// " [truncated]"; Parse keeps at most 8 KiB of any one field.
 	DiagnosticCode string
 	// LastAttemptDate is the time of the last delivery attempt (RFC 3464
 	// §2.3.7). Omitted if zero.
