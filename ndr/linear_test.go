@@ -2,49 +2,19 @@ package ndr
 
 import (
 	"bytes"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
-)
+	"unicode/utf8"
 
-// checkLinear fails the test if f's cost grows far faster than its input.
-// It compares one run of f(k*n) with k runs of f(n): the same work if the
-// cost is linear (a ratio of about 1), k times more if it is quadratic.
-// Both take about as long and are timed in turn, so a busy machine or
-// -race slows them alike. Each is the best of three rounds, or of up to
-// six while the large input is more than 5 times slower, which fails the
-// test.
-func checkLinear(t *testing.T, n, k int, f func(n int)) {
-	t.Helper()
-	run := func(n, times int) time.Duration {
-		runtime.GC()
-		start := time.Now()
-		for range times {
-			f(n)
-		}
-		return time.Since(start)
-	}
-	run(n, 1) // warm up: first-use allocations
-	small, large := time.Duration(1<<63-1), time.Duration(1<<63-1)
-	for i := 0; i < 6 && (i < 3 || large > 5*small); i++ {
-		small = min(small, run(n, k))
-		large = min(large, run(k*n, 1))
-	}
-	ratio := float64(large) / float64(small)
-	if large > 5*small {
-		t.Errorf("%d runs with input %d: %v; one with input %d: %v, %.1f times as long, want at most 5", k, n, small, k*n, large, ratio)
-	} else {
-		t.Logf("%d runs with input %d: %v; one with input %d: %v, %.2f times as long", k, n, small, k*n, large, ratio)
-	}
-}
+	"github.com/mailtls/mailtls/internal/lineartest"
+)
 
 // TestWriteFieldLinear: a remote server's reply ending in a long run of
 // spaces (the client accepts 1 MiB replies) costs writeField time linear in
 // its length; each space once grew the same line.
 func TestWriteFieldLinear(t *testing.T) {
 	var b bytes.Buffer
-	checkLinear(t, 2<<10, 16, func(n int) {
+	lineartest.Check(t, 2<<10, 16, func(n int) {
 		b.Reset()
 		writeField(&b, "Diagnostic-Code", "smtp; 550 5.1.1 no"+strings.Repeat(" ", n)+"y")
 	})
@@ -55,7 +25,7 @@ func TestWriteFieldLinear(t *testing.T) {
 // to a growing string.
 func TestReadGroupsLinear(t *testing.T) {
 	head := "Reporting-MTA: dns; x\r\n\r\nFinal-Recipient: rfc822; a@b\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; 550"
-	checkLinear(t, 4<<10, 16, func(n int) {
+	lineartest.Check(t, 4<<10, 16, func(n int) {
 		g := readGroups([]byte(head + strings.Repeat("\r\n y", n/4)))
 		if len(g) != 2 || len(g[1]) != 4 {
 			t.Fatalf("groups %d", len(g))
@@ -101,7 +71,7 @@ func TestWriteFieldShapes(t *testing.T) {
 				if len(l) > 78 && len(strings.Fields(l)) > 1 && !(i == 0 && len(strings.Fields(l)) == 2) {
 					t.Errorf("line %d has %d characters and several words: %.60q", i+1, len(l), l)
 				}
-				if !utfValid(l) {
+				if !utf8.ValidString(l) {
 					t.Errorf("line %d is not valid UTF-8", i+1)
 				}
 			}
@@ -121,8 +91,6 @@ func TestWriteFieldShapes(t *testing.T) {
 		})
 	}
 }
-
-func utfValid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
 
 // TestDiagnosticCapped: a 1 MiB reply becomes at most maxDiagnostic octets
 // of diagnostic text, in the Diagnostic-Code field and in the human part,
@@ -198,7 +166,7 @@ func TestReadGroupsCapped(t *testing.T) {
 			if strings.HasSuffix(v, truncatedMark) != tc.wantMark {
 				t.Errorf("value ends %q, want mark %v", v[max(0, len(v)-30):], tc.wantMark)
 			}
-			if !utfValid(v) {
+			if !utf8.ValidString(v) {
 				t.Errorf("value is not valid UTF-8")
 			}
 		})
