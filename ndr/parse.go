@@ -249,33 +249,30 @@ const maxParsedField = 2 * maxDiagnostic
 // space (RFC 5322 §2.2.3); a value longer than maxParsedField is cut by
 // capText.
 //
-// The pieces of the field being read are collected and joined once, when
-// the next field, group or the end begins, so that the cost is linear in
-// the length of the body however many lines a field is folded over.
+// The value of the field being read is unfolded into one buffer, so that
+// the cost is linear in the length of the body however many lines a field
+// is folded over.
 func readGroups(body []byte) [][]field {
 	var groups [][]field
 	var cur []field
-	var pieces [][]byte // the last field of cur: its trimmed lines
-	size := 0           // octets in pieces, with one space between each
-	// end sets the value of the last field of cur from its pieces.
+	var val strings.Builder // the value of cur's last field, so far
+	// end sets the value of cur's last field.
 	end := func() {
-		if len(pieces) > 0 {
-			cur[len(cur)-1].value = capText(string(bytes.Join(pieces, []byte(" "))), maxParsedField)
-			pieces, size = pieces[:0], 0
+		if len(cur) > 0 {
+			cur[len(cur)-1].value = capText(val.String(), maxParsedField)
+			val.Reset()
 		}
 	}
-	add := func(p []byte) {
-		if size > maxParsedField {
-			return // capText cuts the value here anyway
+	// add unfolds a trimmed line into val, after a space unless it is the
+	// field's first; past maxParsedField octets capText cuts anyway.
+	add := func(p []byte, first bool) {
+		if !first {
+			if val.Len() > maxParsedField {
+				return
+			}
+			val.WriteByte(' ')
 		}
-		if len(pieces) > 0 {
-			size++
-		}
-		if room := maxParsedField + 1 - size; len(p) > room {
-			p = p[:room]
-		}
-		pieces = append(pieces, p)
-		size += len(p)
+		val.Write(p[:min(len(p), maxParsedField+1-val.Len())])
 	}
 	flush := func() {
 		end()
@@ -292,7 +289,7 @@ func readGroups(body []byte) [][]field {
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(cur) > 0 {
-				add(bytes.TrimSpace(line))
+				add(bytes.TrimSpace(line), false)
 			}
 			continue
 		}
@@ -306,7 +303,7 @@ func readGroups(body []byte) [][]field {
 		}
 		end()
 		cur = append(cur, field{name: name})
-		add(bytes.TrimSpace(line[i+1:]))
+		add(bytes.TrimSpace(line[i+1:]), true)
 	}
 	flush()
 	return groups
