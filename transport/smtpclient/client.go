@@ -421,22 +421,12 @@ func (d *dataWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// WriteString writes s as Write does, through a pooled buffer: io.Copy
-// from a strings.Reader (its WriteTo) calls it, and would otherwise copy
-// the whole message into a new slice first.
+// WriteString writes s as Write does, through ReadFrom's pooled buffer:
+// io.Copy from a strings.Reader (its WriteTo) calls it, and would
+// otherwise copy the whole message into a new slice first.
 func (d *dataWriter) WriteString(s string) (int, error) {
-	pb := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(pb)
-	n := 0
-	for n < len(s) {
-		k := copy(*pb, s[n:])
-		w, err := d.Write((*pb)[:k])
-		n += w
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+	n, err := d.ReadFrom(strings.NewReader(s))
+	return int(n), err
 }
 
 // copyBufs keeps the buffers dataWriter.ReadFrom reads bodies through, so
